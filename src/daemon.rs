@@ -1,0 +1,101 @@
+//! The daemon's wiring: connect to OVN NB, keep the cache in sync, react to a closed set of
+//! events, and stop cleanly when the shutdown token fires. The binary only parses flags and
+//! calls [`run`].
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::sync::broadcast::error::RecvError;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::nb;
+use crate::ovsdb::{Client, ClientEvent, OvsdbError, Remote, TlsFiles};
+
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    pub ovn_nb: Vec<Remote>,
+    pub nb_tls: Option<TlsFiles>,
+    pub data_dir: PathBuf,
+    /// Interval of the safety-net full resync.
+    pub resync_interval: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("cannot prepare data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Ovsdb(#[from] OvsdbError),
+}
+
+/// Everything that makes the main loop act, in one place.
+#[derive(Debug)]
+enum Event {
+    Nb(ClientEvent),
+    /// The NB event stream overflowed: what changed is unknown, so resync everything.
+    NbLagged(u64),
+    ResyncTick,
+    Shutdown,
+}
+
+/// Runs until `shutdown` is cancelled.
+pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<(), DaemonError> {
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|source| DaemonError::DataDir { path: config.data_dir.clone(), source })?;
+    let mut client_config = nb::client_config(config.ovn_nb.clone());
+    client_config.tls = config.nb_tls.clone();
+    let client = Client::start(client_config);
+    let mut events = client.subscribe();
+    let mut resync = tokio::time::interval(config.resync_interval);
+    resync.tick().await;
+    loop {
+        let event = tokio::select! {
+            _ = shutdown.cancelled() => Event::Shutdown,
+            _ = resync.tick() => Event::ResyncTick,
+            received = events.recv() => match received {
+                Ok(event) => Event::Nb(event),
+                Err(RecvError::Lagged(missed)) => Event::NbLagged(missed),
+                Err(RecvError::Closed) => Event::Shutdown,
+            },
+        };
+        match event {
+            Event::Shutdown => break,
+            Event::Nb(ClientEvent::Resynced { remote }) => {
+                let summary = nb::summary(&client.cache());
+                info!(%remote, ?summary, "NB cache in sync");
+            }
+            Event::Nb(ClientEvent::Changed(changes)) => {
+                for change in changes.iter() {
+                    let name = change
+                        .new
+                        .as_ref()
+                        .or(change.old.as_ref())
+                        .and_then(|row| row.get("name"))
+                        .and_then(|value| value.as_str())
+                        .unwrap_or("");
+                    let kind = match (&change.old, &change.new) {
+                        (None, Some(_)) => "insert",
+                        (Some(_), None) => "delete",
+                        _ => "modify",
+                    };
+                    info!(table = %change.table, uuid = %change.uuid, name, kind, "NB row changed");
+                }
+            }
+            Event::Nb(ClientEvent::Disconnected { error }) => warn!(%error, "NB unavailable"),
+            Event::Nb(ClientEvent::LockAcquired(_) | ClientEvent::LockStolen(_)) => {}
+            Event::NbLagged(missed) => warn!(missed, "NB events overflowed; full resync"),
+            Event::ResyncTick => {
+                let summary = nb::summary(&client.cache());
+                info!(?summary, connected = client.state().is_connected(), "periodic resync");
+            }
+        }
+    }
+    info!("shutting down");
+    client.shutdown().await;
+    Ok(())
+}

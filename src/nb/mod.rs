@@ -1,0 +1,274 @@
+//! Typed rows of the OVN Northbound tables the daemon reads and writes, decoded from the OVSDB
+//! client's cache, and the list of tables and columns the daemon depends on (checked against the
+//! server's schema at connect time). Knows OVN's table layout; knows nothing of JSON-RPC.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use uuid::Uuid;
+
+use crate::ovsdb::{Atom, Cache, ClientConfig, Remote, Row, Value};
+
+pub const DATABASE: &str = "OVN_Northbound";
+
+pub const NB_GLOBAL: &str = "NB_Global";
+pub const LOGICAL_SWITCH: &str = "Logical_Switch";
+pub const LOGICAL_SWITCH_PORT: &str = "Logical_Switch_Port";
+pub const LOGICAL_ROUTER: &str = "Logical_Router";
+pub const LOGICAL_ROUTER_PORT: &str = "Logical_Router_Port";
+pub const LOAD_BALANCER: &str = "Load_Balancer";
+pub const LOAD_BALANCER_HEALTH_CHECK: &str = "Load_Balancer_Health_Check";
+
+/// Every table and column the daemon reads or writes. A server whose schema lacks one is refused
+/// with an error naming it, instead of failing later in a transaction.
+pub const REQUIRED_COLUMNS: &[(&str, &[&str])] = &[
+    (NB_GLOBAL, &["nb_cfg", "external_ids", "options"]),
+    (LOGICAL_SWITCH, &["name", "ports", "load_balancer", "external_ids", "other_config"]),
+    (
+        LOGICAL_SWITCH_PORT,
+        &["name", "type", "addresses", "port_security", "options", "external_ids", "up", "enabled"],
+    ),
+    (LOGICAL_ROUTER, &["name", "ports", "load_balancer", "external_ids"]),
+    (LOGICAL_ROUTER_PORT, &["name", "mac", "networks", "external_ids"]),
+    (
+        LOAD_BALANCER,
+        &["name", "vips", "protocol", "selection_fields", "options", "health_check", "ip_port_mappings", "external_ids"],
+    ),
+    (LOAD_BALANCER_HEALTH_CHECK, &["vip", "options", "external_ids"]),
+];
+
+/// A client configuration that monitors and requires the tables above.
+pub fn client_config(remotes: Vec<Remote>) -> ClientConfig {
+    let mut config = ClientConfig::new(remotes, DATABASE);
+    config.monitored_tables = REQUIRED_COLUMNS.iter().map(|(table, _)| table.to_string()).collect();
+    config.required_columns = REQUIRED_COLUMNS
+        .iter()
+        .map(|(table, columns)| (table.to_string(), columns.iter().map(|c| c.to_string()).collect()))
+        .collect();
+    config
+}
+
+fn string(row: &Row, column: &str) -> String {
+    row.get(column).and_then(Value::as_str).unwrap_or_default().to_string()
+}
+
+fn optional_string(row: &Row, column: &str) -> Option<String> {
+    row.get(column).and_then(Value::as_str).map(str::to_string)
+}
+
+fn string_set(row: &Row, column: &str) -> BTreeSet<String> {
+    match row.get(column) {
+        Some(Value::Set(items)) => items.iter().filter_map(Atom::as_str).map(str::to_string).collect(),
+        Some(Value::Atom(Atom::String(text))) => BTreeSet::from([text.clone()]),
+        _ => BTreeSet::new(),
+    }
+}
+
+fn uuid_set(row: &Row, column: &str) -> BTreeSet<Uuid> {
+    match row.get(column) {
+        Some(Value::Set(items)) => items.iter().filter_map(Atom::as_uuid).collect(),
+        Some(Value::Atom(Atom::Uuid(uuid))) => BTreeSet::from([*uuid]),
+        _ => BTreeSet::new(),
+    }
+}
+
+fn string_map(row: &Row, column: &str) -> BTreeMap<String, String> {
+    match row.get(column) {
+        Some(Value::Map(entries)) => entries
+            .iter()
+            .filter_map(|(key, value)| Some((key.as_str()?.to_string(), value.as_str()?.to_string())))
+            .collect(),
+        _ => BTreeMap::new(),
+    }
+}
+
+fn optional_bool(row: &Row, column: &str) -> Option<bool> {
+    row.get(column).and_then(Value::as_atom).and_then(Atom::as_bool)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NbGlobal {
+    pub uuid: Uuid,
+    pub nb_cfg: i64,
+    pub external_ids: BTreeMap<String, String>,
+    pub options: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogicalSwitch {
+    pub uuid: Uuid,
+    pub name: String,
+    pub ports: BTreeSet<Uuid>,
+    pub load_balancer: BTreeSet<Uuid>,
+    pub external_ids: BTreeMap<String, String>,
+    pub other_config: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogicalSwitchPort {
+    pub uuid: Uuid,
+    pub name: String,
+    pub port_type: String,
+    pub addresses: BTreeSet<String>,
+    pub port_security: BTreeSet<String>,
+    pub options: BTreeMap<String, String>,
+    pub external_ids: BTreeMap<String, String>,
+    pub up: Option<bool>,
+    pub enabled: Option<bool>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogicalRouter {
+    pub uuid: Uuid,
+    pub name: String,
+    pub ports: BTreeSet<Uuid>,
+    pub load_balancer: BTreeSet<Uuid>,
+    pub external_ids: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogicalRouterPort {
+    pub uuid: Uuid,
+    pub name: String,
+    pub mac: String,
+    pub networks: BTreeSet<String>,
+    pub external_ids: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadBalancer {
+    pub uuid: Uuid,
+    pub name: String,
+    pub vips: BTreeMap<String, String>,
+    pub protocol: Option<String>,
+    pub selection_fields: BTreeSet<String>,
+    pub options: BTreeMap<String, String>,
+    pub health_check: BTreeSet<Uuid>,
+    pub ip_port_mappings: BTreeMap<String, String>,
+    pub external_ids: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadBalancerHealthCheck {
+    pub uuid: Uuid,
+    pub vip: String,
+    pub options: BTreeMap<String, String>,
+    pub external_ids: BTreeMap<String, String>,
+}
+
+/// A typed NB row, decoded from a cached row.
+pub trait NbRow: Sized {
+    const TABLE: &'static str;
+    fn from_row(uuid: Uuid, row: &Row) -> Self;
+
+    /// Every row of the table in the cache.
+    fn all(cache: &Cache) -> Vec<Self> {
+        cache.rows(Self::TABLE).map(|(uuid, row)| Self::from_row(*uuid, row)).collect()
+    }
+
+    fn get(cache: &Cache, uuid: &Uuid) -> Option<Self> {
+        cache.row(Self::TABLE, uuid).map(|row| Self::from_row(*uuid, row))
+    }
+}
+
+impl NbRow for NbGlobal {
+    const TABLE: &'static str = NB_GLOBAL;
+    fn from_row(uuid: Uuid, row: &Row) -> Self {
+        NbGlobal {
+            uuid,
+            nb_cfg: row.get("nb_cfg").and_then(Value::as_atom).and_then(Atom::as_i64).unwrap_or(0),
+            external_ids: string_map(row, "external_ids"),
+            options: string_map(row, "options"),
+        }
+    }
+}
+
+impl NbRow for LogicalSwitch {
+    const TABLE: &'static str = LOGICAL_SWITCH;
+    fn from_row(uuid: Uuid, row: &Row) -> Self {
+        LogicalSwitch {
+            uuid,
+            name: string(row, "name"),
+            ports: uuid_set(row, "ports"),
+            load_balancer: uuid_set(row, "load_balancer"),
+            external_ids: string_map(row, "external_ids"),
+            other_config: string_map(row, "other_config"),
+        }
+    }
+}
+
+impl NbRow for LogicalSwitchPort {
+    const TABLE: &'static str = LOGICAL_SWITCH_PORT;
+    fn from_row(uuid: Uuid, row: &Row) -> Self {
+        LogicalSwitchPort {
+            uuid,
+            name: string(row, "name"),
+            port_type: string(row, "type"),
+            addresses: string_set(row, "addresses"),
+            port_security: string_set(row, "port_security"),
+            options: string_map(row, "options"),
+            external_ids: string_map(row, "external_ids"),
+            up: optional_bool(row, "up"),
+            enabled: optional_bool(row, "enabled"),
+        }
+    }
+}
+
+impl NbRow for LogicalRouter {
+    const TABLE: &'static str = LOGICAL_ROUTER;
+    fn from_row(uuid: Uuid, row: &Row) -> Self {
+        LogicalRouter {
+            uuid,
+            name: string(row, "name"),
+            ports: uuid_set(row, "ports"),
+            load_balancer: uuid_set(row, "load_balancer"),
+            external_ids: string_map(row, "external_ids"),
+        }
+    }
+}
+
+impl NbRow for LogicalRouterPort {
+    const TABLE: &'static str = LOGICAL_ROUTER_PORT;
+    fn from_row(uuid: Uuid, row: &Row) -> Self {
+        LogicalRouterPort {
+            uuid,
+            name: string(row, "name"),
+            mac: string(row, "mac"),
+            networks: string_set(row, "networks"),
+            external_ids: string_map(row, "external_ids"),
+        }
+    }
+}
+
+impl NbRow for LoadBalancer {
+    const TABLE: &'static str = LOAD_BALANCER;
+    fn from_row(uuid: Uuid, row: &Row) -> Self {
+        LoadBalancer {
+            uuid,
+            name: string(row, "name"),
+            vips: string_map(row, "vips"),
+            protocol: optional_string(row, "protocol"),
+            selection_fields: string_set(row, "selection_fields"),
+            options: string_map(row, "options"),
+            health_check: uuid_set(row, "health_check"),
+            ip_port_mappings: string_map(row, "ip_port_mappings"),
+            external_ids: string_map(row, "external_ids"),
+        }
+    }
+}
+
+impl NbRow for LoadBalancerHealthCheck {
+    const TABLE: &'static str = LOAD_BALANCER_HEALTH_CHECK;
+    fn from_row(uuid: Uuid, row: &Row) -> Self {
+        LoadBalancerHealthCheck {
+            uuid,
+            vip: string(row, "vip"),
+            options: string_map(row, "options"),
+            external_ids: string_map(row, "external_ids"),
+        }
+    }
+}
+
+/// A short summary of the cache, for logs.
+pub fn summary(cache: &Cache) -> BTreeMap<&'static str, usize> {
+    REQUIRED_COLUMNS.iter().map(|(table, _)| (*table, cache.len(table))).collect()
+}

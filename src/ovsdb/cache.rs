@@ -1,0 +1,149 @@
+//! The client-side replica of the monitored tables, kept by applying `update2`/`update3`
+//! table updates. Rows are typed by the schema, so a set column is always a `Value::Set`.
+
+use std::collections::HashMap;
+
+use serde_json::Value as Json;
+use uuid::Uuid;
+
+use super::error::OvsdbError;
+use super::operation::{decode_row, Row};
+use super::schema::DatabaseSchema;
+use super::value::Value;
+
+/// One row that changed: `old` is absent for an insert, `new` for a delete.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowChange {
+    pub table: String,
+    pub uuid: Uuid,
+    pub old: Option<Row>,
+    pub new: Option<Row>,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct Cache {
+    tables: HashMap<String, HashMap<Uuid, Row>>,
+}
+
+impl Cache {
+    pub fn new() -> Cache {
+        Cache::default()
+    }
+
+    pub fn clear(&mut self) {
+        self.tables.clear();
+    }
+
+    /// The rows of one table (empty when nothing is cached for it).
+    pub fn rows(&self, table: &str) -> impl Iterator<Item = (&Uuid, &Row)> {
+        self.tables.get(table).into_iter().flat_map(|rows| rows.iter())
+    }
+
+    pub fn row(&self, table: &str, uuid: &Uuid) -> Option<&Row> {
+        self.tables.get(table).and_then(|rows| rows.get(uuid))
+    }
+
+    pub fn len(&self, table: &str) -> usize {
+        self.tables.get(table).map_or(0, HashMap::len)
+    }
+
+    pub fn tables(&self) -> impl Iterator<Item = &String> {
+        self.tables.keys()
+    }
+
+    /// Applies `<table-updates2>` and returns what changed.
+    pub fn apply_update2(&mut self, schema: &DatabaseSchema, updates: &Json) -> Result<Vec<RowChange>, OvsdbError> {
+        let Some(tables) = updates.as_object() else {
+            if updates.is_null() {
+                return Ok(Vec::new());
+            }
+            return Err(OvsdbError::Protocol(format!("table updates are not an object: {updates}")));
+        };
+        let mut changes = Vec::new();
+        for (table, rows) in tables {
+            let rows = rows
+                .as_object()
+                .ok_or_else(|| OvsdbError::Protocol(format!("updates of {table} are not an object")))?;
+            let cached = self.tables.entry(table.clone()).or_default();
+            for (uuid_text, update) in rows {
+                let uuid = Uuid::parse_str(uuid_text)
+                    .map_err(|error| OvsdbError::Protocol(format!("bad row uuid {uuid_text:?}: {error}")))?;
+                let (kind, body) = update
+                    .as_object()
+                    .and_then(|object| object.iter().next())
+                    .ok_or_else(|| OvsdbError::Protocol(format!("empty row update for {table} {uuid}")))?;
+                match kind.as_str() {
+                    "initial" | "insert" => {
+                        let row = decode_row(table, body, Some(schema))?;
+                        let old = cached.insert(uuid, row.clone());
+                        changes.push(RowChange { table: table.clone(), uuid, old, new: Some(row) });
+                    }
+                    "modify" => {
+                        let diff = body
+                            .as_object()
+                            .ok_or_else(|| OvsdbError::Protocol(format!("modify of {table} {uuid} is not an object")))?;
+                        let row = cached.entry(uuid).or_default();
+                        let old = row.clone();
+                        for (column, json_diff) in diff {
+                            let diff_value = Value::from_json(json_diff)?;
+                            match schema.column_type(table, column) {
+                                Some(column_type) => match row.get_mut(column) {
+                                    Some(current) => current.apply_diff(diff_value, column_type),
+                                    None => {
+                                        row.insert(column.clone(), diff_value.normalize(column_type));
+                                    }
+                                },
+                                None => {
+                                    row.insert(column.clone(), diff_value);
+                                }
+                            }
+                        }
+                        changes.push(RowChange { table: table.clone(), uuid, old: Some(old), new: Some(row.clone()) });
+                    }
+                    "delete" => {
+                        let old = cached.remove(&uuid);
+                        changes.push(RowChange { table: table.clone(), uuid, old, new: None });
+                    }
+                    other => return Err(OvsdbError::Protocol(format!("unknown row update {other:?}"))),
+                }
+            }
+        }
+        Ok(changes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn schema() -> DatabaseSchema {
+        DatabaseSchema::parse(&json!({"name": "T", "tables": {"A": {"columns": {
+            "name": {"type": "string"},
+            "tags": {"type": {"key": "string", "min": 0, "max": "unlimited"}},
+            "ids": {"type": {"key": "string", "value": "string", "min": 0, "max": "unlimited"}}
+        }}}}))
+        .unwrap()
+    }
+
+    #[test]
+    fn insert_modify_delete() {
+        let schema = schema();
+        let mut cache = Cache::new();
+        let uuid = Uuid::new_v4();
+        let id = uuid.to_string();
+        cache
+            .apply_update2(&schema, &json!({"A": {id.clone(): {"insert": {"name": "a", "tags": "x", "ids": ["map", [["k", "v"]]]}}}}))
+            .unwrap();
+        assert_eq!(cache.row("A", &uuid).unwrap()["tags"], Value::set(["x"]));
+        let changes = cache
+            .apply_update2(&schema, &json!({"A": {id.clone(): {"modify": {"tags": ["set", ["x", "y"]], "ids": ["map", [["k", "v"], ["n", "m"]]]}}}}))
+            .unwrap();
+        let row = cache.row("A", &uuid).unwrap();
+        assert_eq!(row["tags"], Value::set(["y"]));
+        assert_eq!(row["ids"], Value::map([("n", "m")]));
+        assert_eq!(changes[0].old.as_ref().unwrap()["tags"], Value::set(["x"]));
+        cache.apply_update2(&schema, &json!({"A": {id: {"delete": null}}})).unwrap();
+        assert_eq!(cache.len("A"), 0);
+    }
+}

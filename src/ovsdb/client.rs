@@ -1,0 +1,494 @@
+//! The long-lived OVSDB client: it picks a remote (the cluster leader, when the database is
+//! clustered), checks the schema, monitors the configured tables into a [`Cache`], resumes with
+//! `monitor_cond_since` after a reconnect, follows leader changes through the `_Server` database,
+//! and reconnects with exponential backoff and jitter. Users read the cache, subscribe to
+//! [`ClientEvent`]s, and send transactions, which wait for a usable connection.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+use std::time::Duration;
+
+use rand::Rng;
+use serde_json::{json, Value as Json};
+use tokio::sync::{broadcast, watch, Notify};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn, Instrument};
+
+use super::cache::{Cache, RowChange};
+use super::connection::{Connection, ConnectionOptions, Notification};
+use super::error::OvsdbError;
+use super::operation::{Condition, Operation, OperationResult};
+use super::remote::{Remote, TlsFiles};
+use super::schema::DatabaseSchema;
+use super::value::Value;
+
+const ZERO_TXN_ID: &str = "00000000-0000-0000-0000-000000000000";
+const SERVER_MONITOR_ID: &str = "_Server";
+
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    pub remotes: Vec<Remote>,
+    pub tls: Option<TlsFiles>,
+    pub database: String,
+    /// Tables to monitor (all their columns) into the cache.
+    pub monitored_tables: Vec<String>,
+    /// Tables and columns the server's schema must have.
+    pub required_columns: Vec<(String, Vec<String>)>,
+    pub connection: ConnectionOptions,
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+    /// Connect only to a clustered database's leader (as `ovn-nbctl --leader-only`, the default).
+    pub leader_only: bool,
+    /// How long a transaction waits for a usable connection before failing.
+    pub request_timeout: Duration,
+}
+
+impl ClientConfig {
+    pub fn new(remotes: Vec<Remote>, database: impl Into<String>) -> ClientConfig {
+        ClientConfig {
+            remotes,
+            tls: None,
+            database: database.into(),
+            monitored_tables: Vec::new(),
+            required_columns: Vec::new(),
+            connection: ConnectionOptions::default(),
+            backoff_initial: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(8),
+            leader_only: true,
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What the client tells the cache's users.
+#[derive(Debug, Clone)]
+pub enum ClientEvent {
+    /// A connection is ready and the cache is in sync with it: after every (re)connect. The
+    /// cache may have been replaced whole, so users must treat this as "resync everything".
+    Resynced { remote: String },
+    /// Rows changed in the monitored tables.
+    Changed(Arc<Vec<RowChange>>),
+    /// The connection was lost; the cache keeps its last content until the next `Resynced`.
+    Disconnected { error: String },
+    LockAcquired(String),
+    LockStolen(String),
+}
+
+/// What the client knows about its connection right now.
+#[derive(Clone, Default)]
+pub struct ConnectionState {
+    pub connection: Option<Connection>,
+    pub schema: Option<Arc<DatabaseSchema>>,
+    /// Counts successful connections; a change means a reconnect happened.
+    pub generation: u64,
+    pub last_error: Option<String>,
+}
+
+impl ConnectionState {
+    pub fn is_connected(&self) -> bool {
+        self.connection.as_ref().is_some_and(|connection| !connection.is_closed())
+    }
+}
+
+struct Shared {
+    config: ClientConfig,
+    /// Guarded by a std lock: readers hold it briefly and never across an await.
+    cache: RwLock<Cache>,
+    state: watch::Sender<ConnectionState>,
+    events: broadcast::Sender<ClientEvent>,
+    /// Asks the supervisor to drop the current connection (e.g. after a "not leader" refusal).
+    reconnect: Notify,
+    /// Locks the user holds or waits for; requested again on every new connection.
+    wanted_locks: Mutex<BTreeSet<String>>,
+    shutdown: CancellationToken,
+    transactions: AtomicU64,
+    transaction_failures: AtomicU64,
+}
+
+/// A handle to the client; clones share it.
+#[derive(Clone)]
+pub struct Client {
+    shared: Arc<Shared>,
+    supervisor: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Client {
+    /// Starts connecting in the background.
+    pub fn start(config: ClientConfig) -> Client {
+        let (events, _) = broadcast::channel(4096);
+        let shared = Arc::new(Shared {
+            config,
+            cache: RwLock::new(Cache::new()),
+            state: watch::channel(ConnectionState::default()).0,
+            events,
+            reconnect: Notify::new(),
+            wanted_locks: Mutex::new(BTreeSet::new()),
+            shutdown: CancellationToken::new(),
+            transactions: AtomicU64::new(0),
+            transaction_failures: AtomicU64::new(0),
+        });
+        let span = tracing::info_span!("ovsdb_client", database = %shared.config.database);
+        let supervisor = tokio::spawn(supervise(shared.clone()).instrument(span));
+        Client { shared, supervisor: Arc::new(Mutex::new(Some(supervisor))) }
+    }
+
+    pub fn config(&self) -> &ClientConfig {
+        &self.shared.config
+    }
+
+    /// Reads the cache. Do not hold the guard across an `.await`.
+    pub fn cache(&self) -> RwLockReadGuard<'_, Cache> {
+        match self.shared.cache.read() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<ClientEvent> {
+        self.shared.events.subscribe()
+    }
+
+    pub fn state(&self) -> ConnectionState {
+        self.shared.state.borrow().clone()
+    }
+
+    pub fn watch_state(&self) -> watch::Receiver<ConnectionState> {
+        self.shared.state.subscribe()
+    }
+
+    pub fn transaction_count(&self) -> u64 {
+        self.shared.transactions.load(Ordering::Relaxed)
+    }
+
+    pub fn transaction_failure_count(&self) -> u64 {
+        self.shared.transaction_failures.load(Ordering::Relaxed)
+    }
+
+    /// Waits until a connection is ready and the cache is in sync, up to `timeout`.
+    pub async fn wait_connected(&self, timeout: Duration) -> Result<Connection, OvsdbError> {
+        let mut state = self.shared.state.subscribe();
+        let wait = async {
+            state
+                .wait_for(|state| state.is_connected())
+                .await
+                .map(|state| state.connection.clone())
+        };
+        match tokio::time::timeout(timeout, wait).await {
+            Ok(Ok(connection)) => connection.ok_or(OvsdbError::Disconnected),
+            Ok(Err(_)) => Err(OvsdbError::Shutdown),
+            Err(_) => Err(OvsdbError::Timeout(timeout)),
+        }
+    }
+
+    /// Sends one transaction. It waits for a usable connection (up to the request timeout) and
+    /// retries what a "not leader" answer refused on the next leader. A connection lost while the
+    /// transaction was in flight returns [`OvsdbError::Disconnected`]: it may or may not have
+    /// been committed, so writes must be safe to repeat.
+    pub async fn transact(&self, operations: &[Operation]) -> Result<Vec<OperationResult>, OvsdbError> {
+        let deadline = tokio::time::Instant::now() + self.shared.config.request_timeout;
+        loop {
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let connection = self.wait_connected(remaining).await?;
+            let schema = self.shared.state.borrow().schema.clone();
+            self.shared.transactions.fetch_add(1, Ordering::Relaxed);
+            let outcome = connection
+                .transact(&self.shared.config.database, operations, schema.as_deref())
+                .await;
+            match outcome {
+                Err(error) if is_not_leader(&error) && tokio::time::Instant::now() < deadline => {
+                    warn!(remote = %connection.remote(), "transaction refused: not leader; finding the leader");
+                    self.shared.reconnect.notify_one();
+                    connection.closed().await;
+                }
+                Err(error) => {
+                    self.shared.transaction_failures.fetch_add(1, Ordering::Relaxed);
+                    return Err(if is_not_leader(&error) { OvsdbError::NotLeader } else { error });
+                }
+                Ok(results) => return Ok(results),
+            }
+        }
+    }
+
+    /// Asks for an OVSDB lock; returns whether it is held now. When not, a
+    /// [`ClientEvent::LockAcquired`] follows once it is granted. Locks are requested again after a reconnect.
+    pub async fn lock(&self, lock_id: &str) -> Result<bool, OvsdbError> {
+        self.lock_set().insert(lock_id.to_string());
+        let connection = self.wait_connected(self.shared.config.request_timeout).await?;
+        connection.lock(lock_id).await
+    }
+
+    pub async fn steal(&self, lock_id: &str) -> Result<bool, OvsdbError> {
+        self.lock_set().insert(lock_id.to_string());
+        let connection = self.wait_connected(self.shared.config.request_timeout).await?;
+        connection.steal(lock_id).await
+    }
+
+    pub async fn unlock(&self, lock_id: &str) -> Result<(), OvsdbError> {
+        self.lock_set().remove(lock_id);
+        let connection = self.wait_connected(self.shared.config.request_timeout).await?;
+        connection.unlock(lock_id).await
+    }
+
+    fn lock_set(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
+        match self.shared.wanted_locks.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// Drops the current connection; the client reconnects as after a failure.
+    pub fn force_reconnect(&self) {
+        self.shared.reconnect.notify_one();
+    }
+
+    /// Stops the client and waits for its task to end.
+    pub async fn shutdown(&self) {
+        self.shared.shutdown.cancel();
+        let handle = match self.supervisor.lock() {
+            Ok(mut guard) => guard.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        };
+        if let Some(handle) = handle {
+            let _ = handle.await;
+        }
+    }
+}
+
+fn is_not_leader(error: &OvsdbError) -> bool {
+    match error {
+        OvsdbError::NotLeader => true,
+        OvsdbError::Rpc { error, .. } => error.contains("not leader"),
+        OvsdbError::Transaction(error) => {
+            error.error.contains("not leader") || error.details.as_deref().is_some_and(|d| d.contains("not leader"))
+        }
+        _ => false,
+    }
+}
+
+enum SessionEnd {
+    Shutdown,
+    /// The connection ended after it had been ready.
+    Lost(OvsdbError),
+}
+
+/// What survives from one connection to the next.
+struct Resume {
+    last_txn_id: String,
+    /// The highest RAFT log index seen: a server behind it is stale and not used.
+    highest_index: i64,
+}
+
+async fn supervise(shared: Arc<Shared>) {
+    let remotes = shared.config.remotes.clone();
+    if remotes.is_empty() {
+        warn!("no OVSDB remote configured");
+        return;
+    }
+    let mut resume = Resume { last_txn_id: ZERO_TXN_ID.to_string(), highest_index: 0 };
+    let mut next_remote = rand::thread_rng().gen_range(0..remotes.len());
+    let mut backoff = shared.config.backoff_initial;
+    let mut failures_in_round = 0usize;
+    loop {
+        if shared.shutdown.is_cancelled() {
+            break;
+        }
+        let remote = remotes[next_remote % remotes.len()].clone();
+        next_remote = next_remote.wrapping_add(1);
+        let outcome = run_session(&shared, &remote, &mut resume).await;
+        let error = match outcome {
+            Ok(SessionEnd::Shutdown) => break,
+            Ok(SessionEnd::Lost(error)) => {
+                // It was ready: start a fresh round with a short backoff, and stay on this remote
+                // first, since a restarted server usually comes back where it was.
+                backoff = shared.config.backoff_initial;
+                failures_in_round = 0;
+                next_remote = next_remote.wrapping_sub(1);
+                error
+            }
+            Err(error) => error,
+        };
+        warn!(remote = %remote, %error, "OVSDB connection unavailable");
+        shared.state.send_modify(|state| {
+            state.connection = None;
+            state.last_error = Some(format!("{remote}: {error}"));
+        });
+        let _ = shared.events.send(ClientEvent::Disconnected { error: error.to_string() });
+        failures_in_round += 1;
+        // Try every remote once before sleeping: the leader may simply be elsewhere.
+        if failures_in_round < remotes.len() && matches!(error, OvsdbError::NotLeader) {
+            continue;
+        }
+        failures_in_round = 0;
+        let jittered = backoff.mul_f64(rand::thread_rng().gen_range(0.5..1.0));
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => break,
+            _ = tokio::time::sleep(jittered) => {}
+        }
+        backoff = (backoff * 2).min(shared.config.backoff_max);
+    }
+    shared.state.send_modify(|state| state.connection = None);
+}
+
+/// Checks `_Server` for the database's cluster role. Returns an error when this server must not
+/// be used: not the leader (when leader-only), disconnected from its cluster, or behind an index
+/// already seen.
+async fn check_cluster_role(
+    shared: &Shared,
+    connection: &Connection,
+    resume: &mut Resume,
+) -> Result<(), OvsdbError> {
+    let select = Operation::Select {
+        table: "Database".into(),
+        conditions: vec![Condition::equal("name", Value::string(shared.config.database.clone()))],
+        columns: Some(vec!["model".into(), "connected".into(), "leader".into(), "index".into()]),
+    };
+    let results = connection.transact("_Server", &[select], None).await?;
+    let Some(row) = results.first().and_then(|result| result.rows.as_ref()).and_then(|rows| rows.first()) else {
+        return Err(OvsdbError::SchemaMismatch(format!("server has no database {}", shared.config.database)));
+    };
+    let model = row.get("model").and_then(Value::as_str).unwrap_or("standalone");
+    if model != "clustered" {
+        return Ok(());
+    }
+    let flag = |column: &str| row.get(column).and_then(Value::as_atom).and_then(|atom| atom.as_bool()).unwrap_or(false);
+    if !flag("connected") {
+        return Err(OvsdbError::NotLeader);
+    }
+    if shared.config.leader_only && !flag("leader") {
+        return Err(OvsdbError::NotLeader);
+    }
+    let index = row.get("index").and_then(Value::as_atom).and_then(|atom| atom.as_i64()).unwrap_or(0);
+    if index < resume.highest_index {
+        return Err(OvsdbError::NotLeader);
+    }
+    resume.highest_index = index;
+    Ok(())
+}
+
+async fn run_session(shared: &Arc<Shared>, remote: &Remote, resume: &mut Resume) -> Result<SessionEnd, OvsdbError> {
+    let config = &shared.config;
+    let (connection, mut notifications) = tokio::select! {
+        _ = shared.shutdown.cancelled() => return Ok(SessionEnd::Shutdown),
+        opened = Connection::open(remote, config.tls.as_ref(), &config.connection) => opened?,
+    };
+    let databases = connection.list_dbs().await?;
+    if !databases.contains(&config.database) {
+        return Err(OvsdbError::SchemaMismatch(format!(
+            "{remote} serves no database {} (it serves {})",
+            config.database,
+            databases.join(", ")
+        )));
+    }
+    let has_server_db = databases.iter().any(|name| name == "_Server");
+    if has_server_db {
+        check_cluster_role(shared, &connection, resume).await?;
+        // `_Server` supports only monitor_cond; an update means "look at the role again".
+        connection
+            .monitor_cond(
+                "_Server",
+                json!(SERVER_MONITOR_ID),
+                json!({"Database": [{"columns": ["name", "model", "connected", "leader", "index"]}]}),
+            )
+            .await?;
+    }
+    let schema = Arc::new(connection.get_schema(&config.database).await?);
+    let required: Vec<(&str, Vec<&str>)> = config
+        .required_columns
+        .iter()
+        .map(|(table, columns)| (table.as_str(), columns.iter().map(String::as_str).collect()))
+        .collect();
+    let required_refs: Vec<(&str, &[&str])> = required.iter().map(|(table, columns)| (*table, columns.as_slice())).collect();
+    schema.require(&required_refs)?;
+    for table in &config.monitored_tables {
+        if !schema.tables.contains_key(table) {
+            return Err(OvsdbError::SchemaMismatch(format!("database {} has no table {table}", config.database)));
+        }
+    }
+
+    let requests: serde_json::Map<String, Json> =
+        config.monitored_tables.iter().map(|table| (table.clone(), json!([{}]))).collect();
+    let requests = Json::Object(requests);
+    let monitor_id = json!(config.database);
+    let (found, updates) = match connection
+        .monitor_cond_since(&config.database, monitor_id.clone(), requests.clone(), &resume.last_txn_id)
+        .await
+    {
+        Ok((found, txn_id, updates)) => {
+            resume.last_txn_id = txn_id;
+            (found, updates)
+        }
+        Err(OvsdbError::Rpc { error, .. }) if error.contains("unknown method") => {
+            // Servers older than OVS 2.12 have no monitor_cond_since.
+            (false, connection.monitor_cond(&config.database, monitor_id.clone(), requests).await?)
+        }
+        Err(error) => return Err(error),
+    };
+    {
+        let mut cache = shared.cache.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if !found {
+            cache.clear();
+        }
+        cache.apply_update2(&schema, &updates)?;
+    }
+    let wanted_locks: Vec<String> = shared
+        .wanted_locks
+        .lock()
+        .map(|locks| locks.iter().cloned().collect())
+        .unwrap_or_default();
+    for lock in wanted_locks {
+        if connection.lock(&lock).await? {
+            let _ = shared.events.send(ClientEvent::LockAcquired(lock));
+        }
+    }
+    info!(remote = %remote, resumed = found, "OVSDB connection ready");
+    shared.state.send_modify(|state| {
+        state.connection = Some(connection.clone());
+        state.schema = Some(schema.clone());
+        state.generation += 1;
+        state.last_error = None;
+    });
+    let _ = shared.events.send(ClientEvent::Resynced { remote: remote.to_string() });
+
+    loop {
+        let notification = tokio::select! {
+            _ = shared.shutdown.cancelled() => return Ok(SessionEnd::Shutdown),
+            _ = shared.reconnect.notified() => return Ok(SessionEnd::Lost(OvsdbError::NotLeader)),
+            notification = notifications.recv() => notification,
+        };
+        let Some(notification) = notification else {
+            return Ok(SessionEnd::Lost(OvsdbError::Disconnected));
+        };
+        match notification {
+            Notification::Update3 { last_txn_id, updates, .. } => {
+                apply_and_publish(shared, &schema, &updates)?;
+                resume.last_txn_id = last_txn_id;
+            }
+            Notification::Update2 { monitor_id, .. } if monitor_id == json!(SERVER_MONITOR_ID) => {
+                if let Err(error) = check_cluster_role(shared, &connection, resume).await {
+                    info!(remote = %remote, %error, "server lost its cluster role; reconnecting");
+                    return Ok(SessionEnd::Lost(error));
+                }
+            }
+            Notification::Update2 { updates, .. } => apply_and_publish(shared, &schema, &updates)?,
+            Notification::Locked(lock) => {
+                let _ = shared.events.send(ClientEvent::LockAcquired(lock));
+            }
+            Notification::Stolen(lock) => {
+                let _ = shared.events.send(ClientEvent::LockStolen(lock));
+            }
+            Notification::Update { .. } | Notification::Other { .. } => {}
+        }
+    }
+}
+
+fn apply_and_publish(shared: &Shared, schema: &DatabaseSchema, updates: &Json) -> Result<(), OvsdbError> {
+    let changes = {
+        let mut cache = shared.cache.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        cache.apply_update2(schema, updates)?
+    };
+    if !changes.is_empty() {
+        let _ = shared.events.send(ClientEvent::Changed(Arc::new(changes)));
+    }
+    Ok(())
+}

@@ -1,0 +1,376 @@
+//! One JSON-RPC session with an OVSDB server. A task owns the socket: it matches replies to
+//! requests, answers the server's `echo` (its inactivity probe), probes an idle server itself and
+//! drops a connection that stays silent, and hands notifications (`update2`, `update3`, `locked`,
+//! `stolen`) to the owner of the connection. A closed connection fails every pending request.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use futures::StreamExt;
+use serde::Deserialize;
+use serde_json::{json, Value as Json};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+use tokio_util::codec::{Encoder, FramedRead};
+use tracing::{debug, warn};
+
+use super::codec::JsonCodec;
+use super::error::OvsdbError;
+use super::operation::{parse_transact_reply, Operation, OperationResult};
+use super::remote::{self, Remote, TlsFiles};
+use super::schema::DatabaseSchema;
+
+/// A message the server sent on its own.
+#[derive(Debug, Clone)]
+pub enum Notification {
+    /// `update2` (monitor_cond): the monitor id and the table updates.
+    Update2 { monitor_id: Json, updates: Json },
+    /// `update3` (monitor_cond_since): also the id of the transaction that made the change.
+    Update3 { monitor_id: Json, last_txn_id: String, updates: Json },
+    /// `update` (plain monitor).
+    Update { monitor_id: Json, updates: Json },
+    Locked(String),
+    Stolen(String),
+    Other { method: String, params: Json },
+}
+
+#[derive(Debug, Clone)]
+pub struct ConnectionOptions {
+    /// Silence after which the client sends `echo`, and after which, unanswered, it disconnects.
+    /// `None` disables the probe.
+    pub probe_interval: Option<Duration>,
+    /// How long one connection attempt (including TLS) may take.
+    pub connect_timeout: Duration,
+}
+
+impl Default for ConnectionOptions {
+    fn default() -> ConnectionOptions {
+        ConnectionOptions { probe_interval: Some(Duration::from_secs(5)), connect_timeout: Duration::from_secs(5) }
+    }
+}
+
+struct Call {
+    method: String,
+    params: Json,
+    reply: oneshot::Sender<Result<Json, OvsdbError>>,
+}
+
+/// A handle to one open session. Cloning it shares the session.
+#[derive(Clone)]
+pub struct Connection {
+    calls: mpsc::UnboundedSender<Call>,
+    /// Flips to `true` when the session task ends, for whoever waits on the connection.
+    closed: watch::Receiver<bool>,
+    remote: Remote,
+}
+
+#[derive(Deserialize)]
+struct Incoming {
+    #[serde(default)]
+    id: Json,
+    method: Option<String>,
+    #[serde(default)]
+    params: Json,
+    #[serde(default)]
+    result: Json,
+    #[serde(default)]
+    error: Json,
+}
+
+impl Connection {
+    /// Connects and starts the session task. Notifications arrive on the returned receiver,
+    /// which ends when the connection closes.
+    pub async fn open(
+        remote: &Remote,
+        tls: Option<&TlsFiles>,
+        options: &ConnectionOptions,
+    ) -> Result<(Connection, mpsc::UnboundedReceiver<Notification>), OvsdbError> {
+        let stream = tokio::time::timeout(options.connect_timeout, remote::connect(remote, tls))
+            .await
+            .map_err(|_| OvsdbError::Timeout(options.connect_timeout))??;
+        let (calls_tx, calls_rx) = mpsc::unbounded_channel();
+        let (notify_tx, notify_rx) = mpsc::unbounded_channel();
+        let (closed_tx, closed_rx) = watch::channel(false);
+        let session = Session {
+            probe_interval: options.probe_interval,
+            notifications: notify_tx,
+            pending: HashMap::new(),
+            next_id: 0,
+            probe_id: None,
+        };
+        let remote_name = remote.to_string();
+        tokio::spawn(async move {
+            let result = session.run(stream, calls_rx).await;
+            match result {
+                Ok(()) => debug!(remote = %remote_name, "OVSDB session ended"),
+                Err(error) => warn!(remote = %remote_name, %error, "OVSDB session ended"),
+            }
+            let _ = closed_tx.send(true);
+        });
+        Ok((Connection { calls: calls_tx, closed: closed_rx, remote: remote.clone() }, notify_rx))
+    }
+
+    pub fn remote(&self) -> &Remote {
+        &self.remote
+    }
+
+    pub fn is_closed(&self) -> bool {
+        *self.closed.borrow()
+    }
+
+    /// Resolves when the session has ended.
+    pub async fn closed(&self) {
+        let mut closed = self.closed.clone();
+        let _ = closed.wait_for(|is_closed| *is_closed).await;
+    }
+
+    /// Sends a request and waits for its reply; a JSON-RPC `error` becomes [`OvsdbError::Rpc`].
+    pub async fn call(&self, method: &str, params: Json) -> Result<Json, OvsdbError> {
+        let (reply_tx, reply_rx) = oneshot::channel();
+        self.calls
+            .send(Call { method: method.to_string(), params, reply: reply_tx })
+            .map_err(|_| OvsdbError::Disconnected)?;
+        reply_rx.await.map_err(|_| OvsdbError::Disconnected)?
+    }
+
+    pub async fn echo(&self, payload: Json) -> Result<Json, OvsdbError> {
+        self.call("echo", payload).await
+    }
+
+    pub async fn list_dbs(&self) -> Result<Vec<String>, OvsdbError> {
+        let reply = self.call("list_dbs", json!([])).await?;
+        serde_json::from_value(reply).map_err(|error| OvsdbError::Protocol(format!("list_dbs reply: {error}")))
+    }
+
+    pub async fn get_schema(&self, database: &str) -> Result<DatabaseSchema, OvsdbError> {
+        let reply = self.call("get_schema", json!([database])).await?;
+        DatabaseSchema::parse(&reply)
+    }
+
+    /// Runs a transaction; `schema` types the rows a select returns.
+    pub async fn transact(
+        &self,
+        database: &str,
+        operations: &[Operation],
+        schema: Option<&DatabaseSchema>,
+    ) -> Result<Vec<OperationResult>, OvsdbError> {
+        let mut params = Vec::with_capacity(operations.len() + 1);
+        params.push(json!(database));
+        params.extend(operations.iter().map(Operation::to_json));
+        let reply = self.call("transact", Json::Array(params)).await?;
+        parse_transact_reply(operations, &reply, schema)
+    }
+
+    /// `monitor_cond` (replies with `update2` table updates).
+    pub async fn monitor_cond(&self, database: &str, monitor_id: Json, requests: Json) -> Result<Json, OvsdbError> {
+        self.call("monitor_cond", json!([database, monitor_id, requests])).await
+    }
+
+    /// `monitor_cond_since`: returns whether the server found `last_txn_id` in its history, the
+    /// id of its newest transaction, and the updates (only the changes since, when found).
+    pub async fn monitor_cond_since(
+        &self,
+        database: &str,
+        monitor_id: Json,
+        requests: Json,
+        last_txn_id: &str,
+    ) -> Result<(bool, String, Json), OvsdbError> {
+        let reply = self
+            .call("monitor_cond_since", json!([database, monitor_id, requests, last_txn_id]))
+            .await?;
+        match reply {
+            Json::Array(mut items) if items.len() == 3 => {
+                let updates = items.pop().unwrap_or(Json::Null);
+                let txn_id = items[1].as_str().unwrap_or_default().to_string();
+                Ok((items[0].as_bool().unwrap_or(false), txn_id, updates))
+            }
+            other => Err(OvsdbError::Protocol(format!("bad monitor_cond_since reply: {other}"))),
+        }
+    }
+
+    pub async fn monitor_cancel(&self, monitor_id: Json) -> Result<(), OvsdbError> {
+        self.call("monitor_cancel", json!([monitor_id])).await.map(|_| ())
+    }
+
+    /// `lock`: true when granted now; otherwise a `locked` notification follows when it is.
+    pub async fn lock(&self, lock_id: &str) -> Result<bool, OvsdbError> {
+        let reply = self.call("lock", json!([lock_id])).await?;
+        Ok(reply.get("locked").and_then(Json::as_bool).unwrap_or(false))
+    }
+
+    /// `steal`: takes the lock from its holder, which gets a `stolen` notification.
+    pub async fn steal(&self, lock_id: &str) -> Result<bool, OvsdbError> {
+        let reply = self.call("steal", json!([lock_id])).await?;
+        Ok(reply.get("locked").and_then(Json::as_bool).unwrap_or(false))
+    }
+
+    pub async fn unlock(&self, lock_id: &str) -> Result<(), OvsdbError> {
+        self.call("unlock", json!([lock_id])).await.map(|_| ())
+    }
+}
+
+struct Session {
+    probe_interval: Option<Duration>,
+    notifications: mpsc::UnboundedSender<Notification>,
+    pending: HashMap<u64, (String, oneshot::Sender<Result<Json, OvsdbError>>)>,
+    next_id: u64,
+    /// The id of our own unanswered inactivity probe.
+    probe_id: Option<u64>,
+}
+
+/// Upper bound of requests encoded into one write, so one flush carries a burst.
+const MAX_CALLS_PER_WRITE: usize = 256;
+
+impl Session {
+    async fn run(
+        mut self,
+        stream: Box<dyn remote::Stream>,
+        mut calls: mpsc::UnboundedReceiver<Call>,
+    ) -> Result<(), OvsdbError> {
+        let (reader, mut writer) = tokio::io::split(stream);
+        let mut reader = FramedRead::with_capacity(reader, JsonCodec::new(), 64 * 1024);
+        let mut codec = JsonCodec::new();
+        let mut out = BytesMut::new();
+        let far_future = Duration::from_secs(86_400 * 365);
+        let mut probe_deadline = Instant::now() + self.probe_interval.unwrap_or(far_future);
+        let result = loop {
+            tokio::select! {
+                message = reader.next() => {
+                    let message = match message {
+                        Some(Ok(message)) => message,
+                        Some(Err(error)) => break Err(error),
+                        None => break Ok(()),
+                    };
+                    self.probe_id = None;
+                    probe_deadline = Instant::now() + self.probe_interval.unwrap_or(far_future);
+                    if let Some(reply) = self.handle(message)? {
+                        codec.encode(reply, &mut out)?;
+                        writer.write_all(&out).await?;
+                        writer.flush().await?;
+                        out.clear();
+                    }
+                }
+                call = calls.recv() => {
+                    let Some(call) = call else { break Ok(()) };
+                    self.encode_call(call, &mut codec, &mut out)?;
+                    let mut batched = 1;
+                    while batched < MAX_CALLS_PER_WRITE {
+                        match calls.try_recv() {
+                            Ok(call) => self.encode_call(call, &mut codec, &mut out)?,
+                            Err(_) => break,
+                        }
+                        batched += 1;
+                    }
+                    writer.write_all(&out).await?;
+                    writer.flush().await?;
+                    out.clear();
+                }
+                _ = tokio::time::sleep_until(probe_deadline) => {
+                    let Some(interval) = self.probe_interval else { continue };
+                    if self.probe_id.is_some() {
+                        break Err(OvsdbError::Timeout(interval * 2));
+                    }
+                    let id = self.take_id();
+                    self.probe_id = Some(id);
+                    codec.encode(json!({"id": id, "method": "echo", "params": []}), &mut out)?;
+                    writer.write_all(&out).await?;
+                    writer.flush().await?;
+                    out.clear();
+                    probe_deadline = Instant::now() + interval;
+                }
+            }
+        };
+        for (_, (_, reply)) in self.pending.drain() {
+            let _ = reply.send(Err(OvsdbError::Disconnected));
+        }
+        let _ = writer.shutdown().await;
+        result
+    }
+
+    fn take_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    fn encode_call(&mut self, call: Call, codec: &mut JsonCodec, out: &mut BytesMut) -> Result<(), OvsdbError> {
+        let id = self.take_id();
+        codec.encode(json!({"id": id, "method": call.method, "params": call.params}), out)?;
+        self.pending.insert(id, (call.method, call.reply));
+        Ok(())
+    }
+
+    /// Handles one message; returns the reply to send, if the server asked something.
+    fn handle(&mut self, message: Json) -> Result<Option<Json>, OvsdbError> {
+        let incoming: Incoming = serde_json::from_value(message)
+            .map_err(|error| OvsdbError::Protocol(format!("not a JSON-RPC message: {error}")))?;
+        if let Some(method) = incoming.method {
+            if !incoming.id.is_null() {
+                // A request from the server: only `echo` is defined (RFC 7047 §4.1.11).
+                return Ok(Some(if method == "echo" {
+                    json!({"id": incoming.id, "result": incoming.params, "error": null})
+                } else {
+                    json!({"id": incoming.id, "result": null, "error": format!("unknown method {method}")})
+                }));
+            }
+            let _ = self.notifications.send(parse_notification(method, incoming.params));
+            return Ok(None);
+        }
+        let Some(id) = incoming.id.as_u64() else {
+            return Err(OvsdbError::Protocol(format!("reply with unknown id {}", incoming.id)));
+        };
+        if self.probe_id == Some(id) {
+            return Ok(None);
+        }
+        let Some((method, reply)) = self.pending.remove(&id) else {
+            // A reply to a probe answered after a newer message reset it.
+            debug!(id, "reply to a request nobody waits for");
+            return Ok(None);
+        };
+        let outcome = if incoming.error.is_null() {
+            Ok(incoming.result)
+        } else {
+            let error = match &incoming.error {
+                Json::String(text) => text.clone(),
+                other => other.get("error").and_then(Json::as_str).map(str::to_string).unwrap_or_else(|| other.to_string()),
+            };
+            Err(OvsdbError::Rpc { method, error })
+        };
+        let _ = reply.send(outcome);
+        Ok(None)
+    }
+}
+
+fn parse_notification(method: String, params: Json) -> Notification {
+    let mut items = match params {
+        Json::Array(items) => items,
+        other => return Notification::Other { method, params: other },
+    };
+    match (method.as_str(), items.len()) {
+        ("update2", 2) | ("update", 2) => {
+            let updates = items.pop().unwrap_or(Json::Null);
+            let monitor_id = items.pop().unwrap_or(Json::Null);
+            if method == "update2" {
+                Notification::Update2 { monitor_id, updates }
+            } else {
+                Notification::Update { monitor_id, updates }
+            }
+        }
+        ("update3", 3) => {
+            let updates = items.pop().unwrap_or(Json::Null);
+            let last_txn_id = items.pop().and_then(|id| id.as_str().map(str::to_string)).unwrap_or_default();
+            let monitor_id = items.pop().unwrap_or(Json::Null);
+            Notification::Update3 { monitor_id, last_txn_id, updates }
+        }
+        ("locked", 1) | ("stolen", 1) => {
+            let lock = items.pop().and_then(|id| id.as_str().map(str::to_string)).unwrap_or_default();
+            if method == "locked" {
+                Notification::Locked(lock)
+            } else {
+                Notification::Stolen(lock)
+            }
+        }
+        _ => Notification::Other { method, params: Json::Array(items) },
+    }
+}

@@ -1,0 +1,89 @@
+//! The errors of the OVSDB layer. Callers match on the variants: a transaction error carries
+//! OVSDB's own `error` and `details`, a schema mismatch names the table or column.
+
+use std::time::Duration;
+
+/// One failed operation of a `transact`, as OVSDB reported it (RFC 7047 §4.1.3).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TransactionError {
+    /// Index of the failed operation; equal to the number of operations for a commit-time failure.
+    pub index: usize,
+    /// OVSDB's error string, e.g. `constraint violation` or `referential integrity violation`.
+    pub error: String,
+    /// OVSDB's `details`, when it gave any.
+    pub details: Option<String>,
+}
+
+impl std::fmt::Display for TransactionError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "operation {}: {}", self.index, self.error)?;
+        if let Some(details) = &self.details {
+            write!(f, ": {details}")?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OvsdbError {
+    #[error("invalid OVSDB remote {remote:?}: {reason}")]
+    InvalidRemote { remote: String, reason: String },
+    #[error("cannot connect to {remote}: {source}")]
+    Connect {
+        remote: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("TLS setup failed: {0}")]
+    Tls(String),
+    #[error("I/O error on OVSDB connection: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("OVSDB connection closed")]
+    Disconnected,
+    #[error("OVSDB protocol error: {0}")]
+    Protocol(String),
+    #[error("OVSDB server refused {method}: {error}")]
+    Rpc { method: String, error: String },
+    #[error("OVSDB transaction failed: {0}")]
+    Transaction(TransactionError),
+    #[error("OVSDB schema mismatch: {0}")]
+    SchemaMismatch(String),
+    #[error("OVSDB request timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("OVSDB server is not the cluster leader")]
+    NotLeader,
+    #[error("OVSDB client is shut down")]
+    Shutdown,
+}
+
+impl OvsdbError {
+    /// Whether a retry on another (or a new) connection may succeed.
+    pub fn is_retriable(&self) -> bool {
+        matches!(
+            self,
+            OvsdbError::Connect { .. }
+                | OvsdbError::Io(_)
+                | OvsdbError::Disconnected
+                | OvsdbError::Timeout(_)
+                | OvsdbError::NotLeader
+        )
+    }
+
+    /// A short, stable label for metrics.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            OvsdbError::InvalidRemote { .. } => "invalid_remote",
+            OvsdbError::Connect { .. } => "connect",
+            OvsdbError::Tls(_) => "tls",
+            OvsdbError::Io(_) => "io",
+            OvsdbError::Disconnected => "disconnected",
+            OvsdbError::Protocol(_) => "protocol",
+            OvsdbError::Rpc { .. } => "rpc",
+            OvsdbError::Transaction(_) => "transaction",
+            OvsdbError::SchemaMismatch(_) => "schema_mismatch",
+            OvsdbError::Timeout(_) => "timeout",
+            OvsdbError::NotLeader => "not_leader",
+            OvsdbError::Shutdown => "shutdown",
+        }
+    }
+}

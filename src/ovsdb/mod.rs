@@ -1,0 +1,29 @@
+//! An RFC 7047 OVSDB client: the only module that speaks JSON-RPC.
+//!
+//! - [`codec`] frames concatenated JSON values on a byte stream;
+//! - [`value`], [`schema`] and [`operation`] are the data model, schemas and `transact` operations;
+//! - [`remote`] parses OVN remotes and opens unix, TCP and TLS transports;
+//! - [`connection`] is one session: request/reply matching, `echo` both ways, notifications;
+//! - [`cache`] replicates monitored tables from `update2`/`update3`;
+//! - [`client`] is the long-lived client: leader-aware reconnects, monitor resumption, events.
+//!
+//! It knows nothing of OVN: typed NB rows live in `crate::nb`.
+
+pub mod cache;
+pub mod client;
+pub mod codec;
+pub mod connection;
+pub mod error;
+pub mod operation;
+pub mod remote;
+pub mod schema;
+pub mod value;
+
+pub use cache::{Cache, RowChange};
+pub use client::{Client, ClientConfig, ClientEvent, ConnectionState};
+pub use connection::{Connection, ConnectionOptions, Notification};
+pub use error::{OvsdbError, TransactionError};
+pub use operation::{Condition, Function, Mutation, Mutator, Operation, OperationResult, Row, WaitUntil};
+pub use remote::{Remote, TlsFiles};
+pub use schema::{ColumnType, DatabaseSchema};
+pub use value::{Atom, Value};

@@ -1,0 +1,424 @@
+//! OVSDB's data model as RFC 7047 §5.1 encodes it: atoms, sets and maps, `uuid` and
+//! `named-uuid`. Decoding accepts a one-element set sent as a bare atom (the server does that);
+//! [`Value::normalize`] then gives every non-scalar column a `Set` so callers see one shape.
+
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BTreeSet};
+use std::hash::{Hash, Hasher};
+
+use serde_json::{json, Value as Json};
+use uuid::Uuid;
+
+use super::error::OvsdbError;
+use super::schema::ColumnType;
+
+/// One OVSDB atom.
+#[derive(Clone, Debug)]
+pub enum Atom {
+    Integer(i64),
+    Real(f64),
+    Boolean(bool),
+    String(String),
+    Uuid(Uuid),
+    /// A `named-uuid`: a row inserted earlier in the same transaction.
+    NamedUuid(String),
+}
+
+impl Atom {
+    pub fn string(value: impl Into<String>) -> Atom {
+        Atom::String(value.into())
+    }
+
+    pub fn named_uuid(name: impl Into<String>) -> Atom {
+        Atom::NamedUuid(name.into())
+    }
+
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Atom::String(text) => Some(text),
+            _ => None,
+        }
+    }
+
+    pub fn as_uuid(&self) -> Option<Uuid> {
+        match self {
+            Atom::Uuid(uuid) => Some(*uuid),
+            _ => None,
+        }
+    }
+
+    pub fn as_i64(&self) -> Option<i64> {
+        match self {
+            Atom::Integer(number) => Some(*number),
+            _ => None,
+        }
+    }
+
+    pub fn as_bool(&self) -> Option<bool> {
+        match self {
+            Atom::Boolean(flag) => Some(*flag),
+            _ => None,
+        }
+    }
+
+    pub fn to_json(&self) -> Json {
+        match self {
+            Atom::Integer(number) => json!(number),
+            Atom::Real(number) => json!(number),
+            Atom::Boolean(flag) => json!(flag),
+            Atom::String(text) => json!(text),
+            Atom::Uuid(uuid) => json!(["uuid", uuid.to_string()]),
+            Atom::NamedUuid(name) => json!(["named-uuid", name]),
+        }
+    }
+
+    pub fn from_json(value: &Json) -> Result<Atom, OvsdbError> {
+        match value {
+            Json::String(text) => Ok(Atom::String(text.clone())),
+            Json::Bool(flag) => Ok(Atom::Boolean(*flag)),
+            Json::Number(number) => {
+                if let Some(integer) = number.as_i64() {
+                    Ok(Atom::Integer(integer))
+                } else if let Some(real) = number.as_f64() {
+                    Ok(Atom::Real(real))
+                } else {
+                    Err(OvsdbError::Protocol(format!("number out of range: {number}")))
+                }
+            }
+            Json::Array(items) => match (items.first().and_then(Json::as_str), items.get(1)) {
+                (Some("uuid"), Some(Json::String(text))) if items.len() == 2 => Uuid::parse_str(text)
+                    .map(Atom::Uuid)
+                    .map_err(|error| OvsdbError::Protocol(format!("bad uuid {text:?}: {error}"))),
+                (Some("named-uuid"), Some(Json::String(name))) if items.len() == 2 => {
+                    Ok(Atom::NamedUuid(name.clone()))
+                }
+                _ => Err(OvsdbError::Protocol(format!("not an OVSDB atom: {value}"))),
+            },
+            _ => Err(OvsdbError::Protocol(format!("not an OVSDB atom: {value}"))),
+        }
+    }
+
+    fn rank(&self) -> u8 {
+        match self {
+            Atom::Integer(_) => 0,
+            Atom::Real(_) => 1,
+            Atom::Boolean(_) => 2,
+            Atom::String(_) => 3,
+            Atom::Uuid(_) => 4,
+            Atom::NamedUuid(_) => 5,
+        }
+    }
+}
+
+impl From<&str> for Atom {
+    fn from(value: &str) -> Atom {
+        Atom::String(value.to_string())
+    }
+}
+
+impl From<String> for Atom {
+    fn from(value: String) -> Atom {
+        Atom::String(value)
+    }
+}
+
+impl From<Uuid> for Atom {
+    fn from(value: Uuid) -> Atom {
+        Atom::Uuid(value)
+    }
+}
+
+impl From<i64> for Atom {
+    fn from(value: i64) -> Atom {
+        Atom::Integer(value)
+    }
+}
+
+impl From<bool> for Atom {
+    fn from(value: bool) -> Atom {
+        Atom::Boolean(value)
+    }
+}
+
+// Reals compare by their total order so atoms can live in ordered sets and maps.
+impl Ord for Atom {
+    fn cmp(&self, other: &Atom) -> Ordering {
+        match (self, other) {
+            (Atom::Integer(a), Atom::Integer(b)) => a.cmp(b),
+            (Atom::Real(a), Atom::Real(b)) => a.total_cmp(b),
+            (Atom::Boolean(a), Atom::Boolean(b)) => a.cmp(b),
+            (Atom::String(a), Atom::String(b)) => a.cmp(b),
+            (Atom::Uuid(a), Atom::Uuid(b)) => a.cmp(b),
+            (Atom::NamedUuid(a), Atom::NamedUuid(b)) => a.cmp(b),
+            _ => self.rank().cmp(&other.rank()),
+        }
+    }
+}
+
+impl PartialOrd for Atom {
+    fn partial_cmp(&self, other: &Atom) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for Atom {
+    fn eq(&self, other: &Atom) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for Atom {}
+
+impl Hash for Atom {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.rank().hash(state);
+        match self {
+            Atom::Integer(number) => number.hash(state),
+            Atom::Real(number) => number.to_bits().hash(state),
+            Atom::Boolean(flag) => flag.hash(state),
+            Atom::String(text) | Atom::NamedUuid(text) => text.hash(state),
+            Atom::Uuid(uuid) => uuid.hash(state),
+        }
+    }
+}
+
+/// A column value: a single atom (scalar columns), a set, or a map.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Value {
+    Atom(Atom),
+    Set(BTreeSet<Atom>),
+    Map(BTreeMap<Atom, Atom>),
+}
+
+impl Value {
+    pub fn string(text: impl Into<String>) -> Value {
+        Value::Atom(Atom::String(text.into()))
+    }
+
+    pub fn uuid(uuid: Uuid) -> Value {
+        Value::Atom(Atom::Uuid(uuid))
+    }
+
+    pub fn empty_set() -> Value {
+        Value::Set(BTreeSet::new())
+    }
+
+    pub fn set<I, A>(items: I) -> Value
+    where
+        I: IntoIterator<Item = A>,
+        A: Into<Atom>,
+    {
+        Value::Set(items.into_iter().map(Into::into).collect())
+    }
+
+    pub fn map<I, K, V>(entries: I) -> Value
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<Atom>,
+        V: Into<Atom>,
+    {
+        Value::Map(entries.into_iter().map(|(key, value)| (key.into(), value.into())).collect())
+    }
+
+    /// A string-to-string map, the shape of `external_ids`, `options` and `vips`.
+    pub fn string_map<'a, I>(entries: I) -> Value
+    where
+        I: IntoIterator<Item = (&'a String, &'a String)>,
+    {
+        Value::Map(
+            entries
+                .into_iter()
+                .map(|(key, value)| (Atom::String(key.clone()), Atom::String(value.clone())))
+                .collect(),
+        )
+    }
+
+    pub fn to_json(&self) -> Json {
+        match self {
+            Value::Atom(atom) => atom.to_json(),
+            Value::Set(items) => json!(["set", items.iter().map(Atom::to_json).collect::<Vec<_>>()]),
+            Value::Map(entries) => json!([
+                "map",
+                entries
+                    .iter()
+                    .map(|(key, value)| json!([key.to_json(), value.to_json()]))
+                    .collect::<Vec<_>>()
+            ]),
+        }
+    }
+
+    pub fn from_json(value: &Json) -> Result<Value, OvsdbError> {
+        if let Json::Array(items) = value {
+            match (items.first().and_then(Json::as_str), items.get(1)) {
+                (Some("set"), Some(Json::Array(elements))) if items.len() == 2 => {
+                    return elements
+                        .iter()
+                        .map(Atom::from_json)
+                        .collect::<Result<BTreeSet<_>, _>>()
+                        .map(Value::Set);
+                }
+                (Some("map"), Some(Json::Array(pairs))) if items.len() == 2 => {
+                    let mut entries = BTreeMap::new();
+                    for pair in pairs {
+                        match pair {
+                            Json::Array(kv) if kv.len() == 2 => {
+                                entries.insert(Atom::from_json(&kv[0])?, Atom::from_json(&kv[1])?);
+                            }
+                            _ => return Err(OvsdbError::Protocol(format!("bad map pair: {pair}"))),
+                        }
+                    }
+                    return Ok(Value::Map(entries));
+                }
+                _ => {}
+            }
+        }
+        Atom::from_json(value).map(Value::Atom)
+    }
+
+    /// Gives the value the shape its column type implies: a bare atom in a set or optional
+    /// column becomes a one-element set.
+    pub fn normalize(self, column_type: &ColumnType) -> Value {
+        match self {
+            Value::Atom(atom) if !column_type.is_scalar() && !column_type.is_map() => {
+                Value::Set(BTreeSet::from([atom]))
+            }
+            other => other,
+        }
+    }
+
+    /// Applies an `update2` "modify" diff (ovsdb-server(5), "monitor_cond"): a scalar is replaced;
+    /// a set diff toggles each element (present: removed, absent: added); a map diff removes a key
+    /// whose value is the same, replaces a key whose value differs, and adds a new key.
+    pub fn apply_diff(&mut self, diff: Value, column_type: &ColumnType) {
+        if column_type.is_scalar() {
+            *self = diff;
+            return;
+        }
+        match (self, diff.normalize(column_type)) {
+            (Value::Set(current), Value::Set(changes)) => {
+                for atom in changes {
+                    if !current.remove(&atom) {
+                        current.insert(atom);
+                    }
+                }
+            }
+            (Value::Map(current), Value::Map(changes)) => {
+                for (key, value) in changes {
+                    match current.get(&key) {
+                        Some(existing) if *existing == value => {
+                            current.remove(&key);
+                        }
+                        _ => {
+                            current.insert(key, value);
+                        }
+                    }
+                }
+            }
+            (slot, replacement) => *slot = replacement,
+        }
+    }
+
+    pub fn as_atom(&self) -> Option<&Atom> {
+        match self {
+            Value::Atom(atom) => Some(atom),
+            Value::Set(items) if items.len() == 1 => items.iter().next(),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(&self) -> Option<&str> {
+        self.as_atom().and_then(Atom::as_str)
+    }
+
+    pub fn as_set(&self) -> Option<&BTreeSet<Atom>> {
+        match self {
+            Value::Set(items) => Some(items),
+            _ => None,
+        }
+    }
+
+    pub fn as_map(&self) -> Option<&BTreeMap<Atom, Atom>> {
+        match self {
+            Value::Map(entries) => Some(entries),
+            _ => None,
+        }
+    }
+}
+
+impl From<Atom> for Value {
+    fn from(atom: Atom) -> Value {
+        Value::Atom(atom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ovsdb::schema::ColumnType;
+
+    #[test]
+    fn atoms_round_trip_through_json() {
+        let uuid = Uuid::new_v4();
+        for atom in [
+            Atom::Integer(-5),
+            Atom::Real(1.5),
+            Atom::Boolean(true),
+            Atom::string("a \"quoted\" {brace}"),
+            Atom::Uuid(uuid),
+            Atom::named_uuid("row_1"),
+        ] {
+            assert_eq!(Atom::from_json(&atom.to_json()).unwrap(), atom);
+        }
+        assert_eq!(Atom::Uuid(uuid).to_json(), json!(["uuid", uuid.to_string()]));
+        assert_eq!(Atom::named_uuid("x").to_json(), json!(["named-uuid", "x"]));
+    }
+
+    #[test]
+    fn sets_and_maps_encode_as_rfc7047_says() {
+        let set = Value::set(["b", "a"]);
+        assert_eq!(set.to_json(), json!(["set", ["a", "b"]]));
+        let map = Value::map([("k", "v")]);
+        assert_eq!(map.to_json(), json!(["map", [["k", "v"]]]));
+        assert_eq!(Value::from_json(&json!(["set", []])).unwrap(), Value::empty_set());
+        assert_eq!(Value::from_json(&json!(["map", [["k", "v"]]])).unwrap(), map);
+    }
+
+    #[test]
+    fn a_bare_atom_in_a_set_column_becomes_a_one_element_set() {
+        let set_type = ColumnType::set_of_strings();
+        let value = Value::from_json(&json!("x")).unwrap().normalize(&set_type);
+        assert_eq!(value, Value::set(["x"]));
+    }
+
+    #[test]
+    fn set_diff_toggles_elements() {
+        let set_type = ColumnType::set_of_strings();
+        let mut value = Value::set(["a", "b"]);
+        value.apply_diff(Value::set(["b", "c"]), &set_type);
+        assert_eq!(value, Value::set(["a", "c"]));
+        value.apply_diff(Value::string("a"), &set_type);
+        assert_eq!(value, Value::set(["c"]));
+    }
+
+    #[test]
+    fn map_diff_adds_replaces_and_removes() {
+        let map_type = ColumnType::string_map();
+        let mut value = Value::map([("keep", "1"), ("drop", "2"), ("change", "3")]);
+        value.apply_diff(Value::map([("drop", "2"), ("change", "4"), ("new", "5")]), &map_type);
+        assert_eq!(value, Value::map([("keep", "1"), ("change", "4"), ("new", "5")]));
+    }
+
+    #[test]
+    fn scalar_diff_replaces() {
+        let mut value = Value::string("old");
+        value.apply_diff(Value::string("new"), &ColumnType::string());
+        assert_eq!(value, Value::string("new"));
+    }
+
+    #[test]
+    fn malformed_values_are_errors_not_panics() {
+        for bad in [json!(null), json!({}), json!(["uuid", "nope"]), json!(["map", [["k"]]]), json!(["set"])] {
+            assert!(Value::from_json(&bad).is_err(), "{bad} should be refused");
+        }
+    }
+}
