@@ -49,8 +49,7 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
         .map_err(|source| DaemonError::DataDir { path: config.data_dir.clone(), source })?;
     let mut client_config = nb::client_config(config.ovn_nb.clone());
     client_config.tls = config.nb_tls.clone();
-    let client = Client::start(client_config);
-    let mut events = client.subscribe();
+    let (client, mut events) = Client::start_subscribed(client_config);
     let mut resync = tokio::time::interval(config.resync_interval);
     resync.tick().await;
     loop {
@@ -65,9 +64,9 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
         };
         match event {
             Event::Shutdown => break,
-            Event::Nb(ClientEvent::Resynced { remote }) => {
+            Event::Nb(ClientEvent::Resynced { remote, resumed }) => {
                 let summary = nb::summary(&client.cache());
-                info!(%remote, ?summary, "NB cache in sync");
+                info!(%remote, resumed, ?summary, "NB cache in sync");
             }
             Event::Nb(ClientEvent::Changed(changes)) => {
                 for change in changes.iter() {

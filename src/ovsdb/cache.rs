@@ -74,7 +74,14 @@ impl Cache {
                     .ok_or_else(|| OvsdbError::Protocol(format!("empty row update for {table} {uuid}")))?;
                 match kind.as_str() {
                     "initial" | "insert" => {
-                        let row = decode_row(table, body, Some(schema))?;
+                        let mut row = decode_row(table, body, Some(schema))?;
+                        if let Some(table_schema) = schema.tables.get(table) {
+                            // Keep only schema columns (not `_version`), and fill the omitted defaults.
+                            row.retain(|column, _| table_schema.columns.contains_key(column));
+                            for (column, column_type) in &table_schema.columns {
+                                row.entry(column.clone()).or_insert_with(|| column_type.default_value());
+                            }
+                        }
                         let old = cached.insert(uuid, row.clone());
                         changes.push(RowChange { table: table.clone(), uuid, old, new: Some(row) });
                     }
@@ -93,9 +100,8 @@ impl Cache {
                                         row.insert(column.clone(), diff_value.normalize(column_type));
                                     }
                                 },
-                                None => {
-                                    row.insert(column.clone(), diff_value);
-                                }
+                                // `_version` and other columns outside the schema are not kept.
+                                None => {}
                             }
                         }
                         changes.push(RowChange { table: table.clone(), uuid, old: Some(old), new: Some(row.clone()) });

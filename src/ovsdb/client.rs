@@ -66,7 +66,12 @@ impl ClientConfig {
 pub enum ClientEvent {
     /// A connection is ready and the cache is in sync with it: after every (re)connect. The
     /// cache may have been replaced whole, so users must treat this as "resync everything".
-    Resynced { remote: String },
+    Resynced {
+        remote: String,
+        /// Whether `monitor_cond_since` resumed from the last transaction seen (only changes
+        /// since were sent) rather than sending everything again.
+        resumed: bool,
+    },
     /// Rows changed in the monitored tables.
     Changed(Arc<Vec<RowChange>>),
     /// The connection was lost; the cache keeps its last content until the next `Resynced`.
@@ -116,7 +121,12 @@ pub struct Client {
 impl Client {
     /// Starts connecting in the background.
     pub fn start(config: ClientConfig) -> Client {
-        let (events, _) = broadcast::channel(4096);
+        Client::start_subscribed(config).0
+    }
+
+    /// Starts connecting, with a subscription that sees every event from the first on.
+    pub fn start_subscribed(config: ClientConfig) -> (Client, broadcast::Receiver<ClientEvent>) {
+        let (events, receiver) = broadcast::channel(4096);
         let shared = Arc::new(Shared {
             config,
             cache: RwLock::new(Cache::new()),
@@ -130,7 +140,7 @@ impl Client {
         });
         let span = tracing::info_span!("ovsdb_client", database = %shared.config.database);
         let supervisor = tokio::spawn(supervise(shared.clone()).instrument(span));
-        Client { shared, supervisor: Arc::new(Mutex::new(Some(supervisor))) }
+        (Client { shared, supervisor: Arc::new(Mutex::new(Some(supervisor))) }, receiver)
     }
 
     pub fn config(&self) -> &ClientConfig {
@@ -199,7 +209,7 @@ impl Client {
                 Err(error) if is_not_leader(&error) && tokio::time::Instant::now() < deadline => {
                     warn!(remote = %connection.remote(), "transaction refused: not leader; finding the leader");
                     self.shared.reconnect.notify_one();
-                    connection.closed().await;
+                    let _ = connection.closed().await;
                 }
                 Err(error) => {
                     self.shared.transaction_failures.fetch_add(1, Ordering::Relaxed);
@@ -352,6 +362,7 @@ async fn check_cluster_role(
         return Ok(());
     }
     let flag = |column: &str| row.get(column).and_then(Value::as_atom).and_then(|atom| atom.as_bool()).unwrap_or(false);
+    tracing::debug!(remote = %connection.remote(), ?row, "cluster role");
     if !flag("connected") {
         return Err(OvsdbError::NotLeader);
     }
@@ -360,6 +371,7 @@ async fn check_cluster_role(
     }
     let index = row.get("index").and_then(Value::as_atom).and_then(|atom| atom.as_i64()).unwrap_or(0);
     if index < resume.highest_index {
+        info!(remote = %connection.remote(), index, highest = resume.highest_index, "server is behind an index already seen");
         return Err(OvsdbError::NotLeader);
     }
     resume.highest_index = index;
@@ -448,7 +460,7 @@ async fn run_session(shared: &Arc<Shared>, remote: &Remote, resume: &mut Resume)
         state.generation += 1;
         state.last_error = None;
     });
-    let _ = shared.events.send(ClientEvent::Resynced { remote: remote.to_string() });
+    let _ = shared.events.send(ClientEvent::Resynced { remote: remote.to_string(), resumed: found });
 
     loop {
         let notification = tokio::select! {
@@ -457,7 +469,7 @@ async fn run_session(shared: &Arc<Shared>, remote: &Remote, resume: &mut Resume)
             notification = notifications.recv() => notification,
         };
         let Some(notification) = notification else {
-            return Ok(SessionEnd::Lost(OvsdbError::Disconnected));
+            return Ok(SessionEnd::Lost(connection.closed().await));
         };
         match notification {
             Notification::Update3 { last_txn_id, updates, .. } => {

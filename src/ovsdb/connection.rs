@@ -61,8 +61,8 @@ struct Call {
 #[derive(Clone)]
 pub struct Connection {
     calls: mpsc::UnboundedSender<Call>,
-    /// Flips to `true` when the session task ends, for whoever waits on the connection.
-    closed: watch::Receiver<bool>,
+    /// Becomes `Some(reason)` when the session task ends, for whoever waits on the connection.
+    closed: watch::Receiver<Option<String>>,
     remote: Remote,
 }
 
@@ -92,7 +92,7 @@ impl Connection {
             .map_err(|_| OvsdbError::Timeout(options.connect_timeout))??;
         let (calls_tx, calls_rx) = mpsc::unbounded_channel();
         let (notify_tx, notify_rx) = mpsc::unbounded_channel();
-        let (closed_tx, closed_rx) = watch::channel(false);
+        let (closed_tx, closed_rx) = watch::channel(None);
         let session = Session {
             probe_interval: options.probe_interval,
             notifications: notify_tx,
@@ -103,11 +103,17 @@ impl Connection {
         let remote_name = remote.to_string();
         tokio::spawn(async move {
             let result = session.run(stream, calls_rx).await;
-            match result {
-                Ok(()) => debug!(remote = %remote_name, "OVSDB session ended"),
-                Err(error) => warn!(remote = %remote_name, %error, "OVSDB session ended"),
-            }
-            let _ = closed_tx.send(true);
+            let reason = match result {
+                Ok(()) => {
+                    debug!(remote = %remote_name, "OVSDB session ended");
+                    "closed by the server".to_string()
+                }
+                Err(error) => {
+                    warn!(remote = %remote_name, %error, "OVSDB session ended");
+                    error.to_string()
+                }
+            };
+            let _ = closed_tx.send(Some(reason));
         });
         Ok((Connection { calls: calls_tx, closed: closed_rx, remote: remote.clone() }, notify_rx))
     }
@@ -117,13 +123,14 @@ impl Connection {
     }
 
     pub fn is_closed(&self) -> bool {
-        *self.closed.borrow()
+        self.closed.borrow().is_some()
     }
 
-    /// Resolves when the session has ended.
-    pub async fn closed(&self) {
+    /// Resolves when the session has ended, with the reason.
+    pub async fn closed(&self) -> OvsdbError {
         let mut closed = self.closed.clone();
-        let _ = closed.wait_for(|is_closed| *is_closed).await;
+        let reason = closed.wait_for(Option::is_some).await.ok().and_then(|reason| reason.clone());
+        OvsdbError::ConnectionLost(reason.unwrap_or_else(|| "closed".to_string()))
     }
 
     /// Sends a request and waits for its reply; a JSON-RPC `error` becomes [`OvsdbError::Rpc`].

@@ -40,6 +40,8 @@ pub enum OvsdbError {
     Io(#[from] std::io::Error),
     #[error("OVSDB connection closed")]
     Disconnected,
+    #[error("OVSDB connection lost: {0}")]
+    ConnectionLost(String),
     #[error("OVSDB protocol error: {0}")]
     Protocol(String),
     #[error("OVSDB server refused {method}: {error}")]
@@ -64,6 +66,7 @@ impl OvsdbError {
             OvsdbError::Connect { .. }
                 | OvsdbError::Io(_)
                 | OvsdbError::Disconnected
+                | OvsdbError::ConnectionLost(_)
                 | OvsdbError::Timeout(_)
                 | OvsdbError::NotLeader
         )
@@ -76,7 +79,7 @@ impl OvsdbError {
             OvsdbError::Connect { .. } => "connect",
             OvsdbError::Tls(_) => "tls",
             OvsdbError::Io(_) => "io",
-            OvsdbError::Disconnected => "disconnected",
+            OvsdbError::Disconnected | OvsdbError::ConnectionLost(_) => "disconnected",
             OvsdbError::Protocol(_) => "protocol",
             OvsdbError::Rpc { .. } => "rpc",
             OvsdbError::Transaction(_) => "transaction",

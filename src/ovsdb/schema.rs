@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use serde_json::Value as Json;
 
 use super::error::OvsdbError;
+use super::value::{Atom, Value};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AtomicType {
@@ -59,6 +60,29 @@ impl ColumnType {
 
     pub fn is_map(&self) -> bool {
         self.value.is_some()
+    }
+
+    /// The value a column has when a row omits it: update2 `initial` and `insert` leave out
+    /// columns that hold their default.
+    pub fn default_value(&self) -> Value {
+        if self.is_map() {
+            return Value::Map(Default::default());
+        }
+        if self.min == 0 {
+            return Value::Set(Default::default());
+        }
+        let atom = match self.key {
+            AtomicType::Integer => Atom::Integer(0),
+            AtomicType::Real => Atom::Real(0.0),
+            AtomicType::Boolean => Atom::Boolean(false),
+            AtomicType::String => Atom::String(String::new()),
+            AtomicType::Uuid => Atom::Uuid(uuid::Uuid::nil()),
+        };
+        if self.is_scalar() {
+            Value::Atom(atom)
+        } else {
+            Value::Set(std::iter::once(atom).collect())
+        }
     }
 
     fn parse(json: &Json) -> Result<ColumnType, OvsdbError> {

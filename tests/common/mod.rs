@@ -1,0 +1,287 @@
+//! The one test harness: real `ovsdb-server` processes with the real OVN NB schema, started as
+//! children of the test (so each is stopped by its PID when the test ends, pass or fail), in a
+//! temporary directory of their own.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const NB_SCHEMA: &str = "/usr/share/ovn/ovn-nb.ovsschema";
+
+/// A free TCP port on 127.0.0.1 (bound and released; the server binds it right after).
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener.local_addr().expect("local addr").port()
+}
+
+pub fn run(command: &str, args: &[&str]) -> String {
+    let output = Command::new(command).args(args).output().unwrap_or_else(|error| panic!("{command}: {error}"));
+    assert!(
+        output.status.success(),
+        "{command} {args:?} failed: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub async fn wait_until_async(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// TLS files for an ovsdb-server (`pssl:`) or a client (`ssl:`).
+#[derive(Clone, Debug)]
+pub struct TlsPaths {
+    pub private_key: PathBuf,
+    pub certificate: PathBuf,
+    pub ca_certificate: PathBuf,
+}
+
+/// One ovsdb-server process serving one database file.
+pub struct OvsdbServer {
+    pub name: String,
+    pub dir: PathBuf,
+    pub db_path: PathBuf,
+    pub socket: PathBuf,
+    pub port: u16,
+    /// `tcp` or `ssl`.
+    pub tcp_kind: &'static str,
+    pub tls: Option<TlsPaths>,
+    child: Option<Child>,
+}
+
+impl OvsdbServer {
+    /// Creates a standalone database from `schema` in `dir` and starts serving it.
+    pub fn standalone(dir: &Path, name: &str, schema: &Path) -> OvsdbServer {
+        let db_path = dir.join(format!("{name}.db"));
+        run("ovsdb-tool", &["create", path_str(&db_path), path_str(schema)]);
+        let mut server = OvsdbServer::new(dir, name, db_path, free_port(), None);
+        server.start();
+        server
+    }
+
+    /// A standalone NB database with the real OVN schema.
+    pub fn nb(dir: &Path) -> OvsdbServer {
+        OvsdbServer::standalone(dir, "nb", Path::new(NB_SCHEMA))
+    }
+
+    /// A standalone NB database served over `pssl:` (and the unix socket).
+    pub fn nb_ssl(dir: &Path, tls: TlsPaths) -> OvsdbServer {
+        let db_path = dir.join("nb.db");
+        run("ovsdb-tool", &["create", path_str(&db_path), NB_SCHEMA]);
+        let mut server = OvsdbServer::new(dir, "nb", db_path, free_port(), Some(tls));
+        server.start();
+        server
+    }
+
+    pub fn new(dir: &Path, name: &str, db_path: PathBuf, port: u16, tls: Option<TlsPaths>) -> OvsdbServer {
+        OvsdbServer {
+            name: name.to_string(),
+            dir: dir.to_path_buf(),
+            socket: dir.join(format!("{name}.sock")),
+            db_path,
+            port,
+            tcp_kind: if tls.is_some() { "ssl" } else { "tcp" },
+            tls,
+            child: None,
+        }
+    }
+
+    pub fn start(&mut self) {
+        assert!(self.child.is_none(), "{} already running", self.name);
+        let _ = std::fs::remove_file(&self.socket);
+        let passive = format!("--remote=p{}:{}:127.0.0.1", self.tcp_kind, self.port);
+        let mut command = Command::new("ovsdb-server");
+        command
+            .arg("--no-chdir")
+            .arg(format!("--unixctl={}", self.dir.join(format!("{}.ctl", self.name)).display()))
+            .arg(format!("--log-file={}", self.dir.join(format!("{}.log", self.name)).display()))
+            .arg(format!("--remote=punix:{}", self.socket.display()))
+            .arg(passive)
+            .arg("-vfile:dbg");
+        if let Some(tls) = &self.tls {
+            command
+                .arg(format!("--private-key={}", tls.private_key.display()))
+                .arg(format!("--certificate={}", tls.certificate.display()))
+                .arg(format!("--ca-cert={}", tls.ca_certificate.display()));
+        }
+        command.arg(&self.db_path).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+        self.child = Some(command.spawn().expect("start ovsdb-server (is the openvswitch-common package installed?)"));
+        let socket = self.socket.clone();
+        let port = self.port;
+        wait_until(&format!("{} to listen", self.name), Duration::from_secs(10), || {
+            socket.exists() && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// SIGKILL: the server gets no chance to say goodbye.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn signal(&self, signal: &str) {
+        if let Some(pid) = self.pid() {
+            run("kill", &[&format!("-{signal}"), &pid.to_string()]);
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.kill();
+        self.start();
+    }
+
+    pub fn unix_remote(&self) -> String {
+        format!("unix:{}", self.socket.display())
+    }
+
+    pub fn tcp_remote(&self) -> String {
+        format!("{}:127.0.0.1:{}", self.tcp_kind, self.port)
+    }
+
+    /// Runs `ovn-nbctl` against this server: the independent judge of what is in NB.
+    pub fn nbctl(&self, args: &[&str]) -> String {
+        let db = format!("--db={}", self.unix_remote());
+        let mut all = vec![db.as_str(), "--no-leader-only"];
+        all.extend_from_slice(args);
+        run("ovn-nbctl", &all)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join(format!("{}.log", self.name))).unwrap_or_default()
+    }
+}
+
+impl Drop for OvsdbServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn path_str(path: &Path) -> &str {
+    path.to_str().expect("utf-8 path")
+}
+
+/// A 3-member RAFT NB cluster on 127.0.0.1.
+pub struct NbCluster {
+    pub members: Vec<OvsdbServer>,
+}
+
+impl NbCluster {
+    pub fn start(dir: &Path) -> NbCluster {
+        let raft_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let mut members = Vec::new();
+        for (index, raft_port) in raft_ports.iter().enumerate() {
+            let name = format!("nb{}", index + 1);
+            let db_path = dir.join(format!("{name}.db"));
+            let local = format!("tcp:127.0.0.1:{raft_port}");
+            if index == 0 {
+                run("ovsdb-tool", &["create-cluster", path_str(&db_path), NB_SCHEMA, &local]);
+            } else {
+                let first = format!("tcp:127.0.0.1:{}", raft_ports[0]);
+                run("ovsdb-tool", &["join-cluster", path_str(&db_path), "OVN_Northbound", &local, &first]);
+            }
+            members.push(OvsdbServer::new(dir, &name, db_path, free_port(), None));
+        }
+        // The joining members wait for the first, so start them all before waiting on any.
+        for member in &mut members {
+            member.start_no_wait();
+        }
+        for member in &members {
+            member.wait_listening();
+        }
+        let cluster = NbCluster { members };
+        cluster.wait_for_leader(Duration::from_secs(20));
+        for member in &cluster.members {
+            wait_until(&format!("{} to finish joining", member.name), Duration::from_secs(30), || {
+                member.cluster_status().contains("Status: cluster member")
+            });
+        }
+        cluster
+    }
+
+    pub fn remotes(&self) -> String {
+        self.members.iter().map(OvsdbServer::tcp_remote).collect::<Vec<_>>().join(",")
+    }
+
+    /// The index of the member that reports itself leader.
+    pub fn leader(&self) -> Option<usize> {
+        self.members
+            .iter()
+            .position(|member| member.child.is_some() && member.cluster_status().contains("Role: leader"))
+    }
+
+    pub fn wait_for_leader(&self, timeout: Duration) -> usize {
+        let mut leader = None;
+        wait_until("a cluster leader", timeout, || {
+            leader = self.leader();
+            leader.is_some()
+        });
+        leader.unwrap_or_default()
+    }
+}
+
+impl OvsdbServer {
+    pub fn cluster_status(&self) -> String {
+        Command::new("ovs-appctl")
+            .args(["-t", path_str(&self.dir.join(format!("{}.ctl", self.name))), "cluster/status", "OVN_Northbound"])
+            .output()
+            .map(|output| String::from_utf8_lossy(&output.stdout).into_owned())
+            .unwrap_or_default()
+    }
+
+    fn start_no_wait(&mut self) {
+        let _ = std::fs::remove_file(&self.socket);
+        let child = Command::new("ovsdb-server")
+            .arg("--no-chdir")
+            .arg(format!("--unixctl={}", self.dir.join(format!("{}.ctl", self.name)).display()))
+            .arg(format!("--log-file={}", self.dir.join(format!("{}.log", self.name)).display()))
+            .arg(format!("--remote=punix:{}", self.socket.display()))
+            .arg(format!("--remote=ptcp:{}:127.0.0.1", self.port))
+            .arg(&self.db_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start ovsdb-server");
+        self.child = Some(child);
+    }
+
+    fn wait_listening(&self) {
+        let port = self.port;
+        wait_until(&format!("{} to listen", self.name), Duration::from_secs(10), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+    }
+}
+
+/// Logs of the code under test, shown for failing tests (RUST_LOG selects, default info).
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_test_writer()
+        .try_init();
+}
