@@ -4,13 +4,22 @@
 //! with them.
 //!
 //! # Layout
+//! - [`ipam`]: address and MAC allocation; pure logic, no I/O.
+//! - [`model`]: domain types (subnets, VIPs, pods, switch-LB rules).
+//! - [`store`]: the durable sled store; the only module that knows keys and encodings.
+//! - [`registry`]: the single writer of desired state: IPAM + in-memory maps + store, changed
+//!   together, acknowledged only when durable.
 //! - [`ovsdb`]: the RFC 7047 client (framing, data model, connection, cache, reconnecting
 //!   client). The only module that speaks JSON-RPC.
 //! - [`nb`]: typed OVN Northbound rows and the tables and columns the daemon depends on.
-//! - [`daemon`]: wiring for the `ovn-vipd` binary: connect, keep the cache in sync, shut down.
+//! - [`daemon`]: wiring for the `ovn-vipd` binary: open the store, connect, shut down.
 //!
 //! Binaries in `src/bin/` only parse flags, set up tracing and call into this crate.
 
 pub mod daemon;
+pub mod ipam;
+pub mod model;
 pub mod nb;
 pub mod ovsdb;
+pub mod registry;
+pub mod store;

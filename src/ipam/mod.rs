@@ -1,0 +1,685 @@
+//! IPAM: address and MAC allocation for the subnets the daemon manages. Pure logic: no I/O, no
+//! clock, no logging; the registry persists what it decides.
+//!
+//! Each address family of a subnet is a range of integers. What may not be handed out
+//! dynamically (gateway, excluded addresses, allocated addresses, addresses in their reuse
+//! delay) is one [`IntervalSet`] of coalesced runs, so memory follows what is allocated, never
+//! the size of the space, and finding a free address is one ordered-map lookup whether the
+//! subnet is empty or 99 % full.
+
+mod intervals;
+mod mac;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use ipnet::{Ipv4Net, Ipv6Net};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+pub use intervals::IntervalSet;
+pub use mac::{MacAddr, MacParseError};
+
+/// An opaque owner key chosen by the caller, e.g. `vip/vip-aap` or `pod/default/busybox/eth0`.
+pub type Owner = String;
+
+/// Released addresses wait here before reuse; beyond this many, the oldest become free at once.
+pub const REUSE_QUEUE_LIMIT: usize = 65_536;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub enum Strategy {
+    /// Spread over the free space.
+    #[default]
+    Random,
+    /// Lowest free address first.
+    Sequential,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+impl fmt::Display for Family {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Family::V4 => "IPv4",
+            Family::V6 => "IPv6",
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IpamError {
+    #[error("subnet full: no free {family} address")]
+    SubnetFull { family: Family },
+    #[error("{ip} is outside the subnet's CIDR {cidr}")]
+    OutsideCidr { ip: IpAddr, cidr: String },
+    #[error("{ip} is the subnet's gateway")]
+    IsGateway { ip: IpAddr },
+    #[error("{ip} is the subnet's {what} address")]
+    Reserved { ip: IpAddr, what: &'static str },
+    #[error("{ip} is already owned by {owner}")]
+    AddressInUse { ip: IpAddr, owner: Owner },
+    #[error("mac {mac} is already owned by {owner}")]
+    MacInUse { mac: MacAddr, owner: Owner },
+    #[error("mac {mac} is {reason}")]
+    InvalidMac { mac: MacAddr, reason: &'static str },
+    #[error("invalid excluded address {entry:?}: {reason}")]
+    InvalidExclude { entry: String, reason: String },
+    #[error("the subnet has no {family} CIDR, so {ip} cannot be allocated")]
+    FamilyNotInSubnet { ip: IpAddr, family: Family },
+    #[error("the owner already holds other addresses in this subnet")]
+    OwnerHasDifferentAllocation,
+    #[error("invalid CIDR {cidr}: {reason}")]
+    InvalidCidr { cidr: String, reason: String },
+    #[error("invalid gateway {ip}: {reason}")]
+    InvalidGateway { ip: IpAddr, reason: String },
+    #[error("a subnet needs an IPv4 CIDR, an IPv6 CIDR, or both")]
+    NoCidr,
+}
+
+impl IpamError {
+    /// The request field the error is about, for error details.
+    pub fn field(&self) -> &'static str {
+        let family_field = |ip: &IpAddr| if ip.is_ipv4() { "v4ip" } else { "v6ip" };
+        match self {
+            IpamError::OutsideCidr { ip, .. }
+            | IpamError::IsGateway { ip }
+            | IpamError::Reserved { ip, .. }
+            | IpamError::AddressInUse { ip, .. }
+            | IpamError::FamilyNotInSubnet { ip, .. } => family_field(ip),
+            IpamError::MacInUse { .. } | IpamError::InvalidMac { .. } => "mac_address",
+            IpamError::InvalidExclude { .. } => "exclude_ips",
+            IpamError::InvalidGateway { .. } => "gateway",
+            IpamError::InvalidCidr { .. } | IpamError::NoCidr => "cidr",
+            IpamError::SubnetFull { .. } | IpamError::OwnerHasDifferentAllocation => "subnet",
+        }
+    }
+}
+
+/// A subnet's addressing, as IPAM needs it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SubnetIpamConfig {
+    pub cidr_v4: Option<Ipv4Net>,
+    pub cidr_v6: Option<Ipv6Net>,
+    pub gateway_v4: Option<Ipv4Addr>,
+    pub gateway_v6: Option<Ipv6Addr>,
+    /// Kube-OVN `excludeIps`: single addresses, `a..b` ranges and CIDRs, either family.
+    pub exclude_ips: Vec<String>,
+    pub strategy: Strategy,
+    /// Counts as taken when generating MACs (the router port's MAC, when known).
+    pub gateway_mac: Option<MacAddr>,
+}
+
+/// What to allocate: given addresses/MAC are taken as they are, absent ones are chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AllocationRequest {
+    pub v4: Option<Ipv4Addr>,
+    pub v6: Option<Ipv6Addr>,
+    pub mac: Option<MacAddr>,
+}
+
+/// What an owner holds in one subnet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Allocation {
+    pub v4: Option<Ipv4Addr>,
+    pub v6: Option<Ipv6Addr>,
+    pub mac: MacAddr,
+}
+
+/// One address family of a subnet.
+#[derive(Debug, Clone)]
+struct FamilyPool {
+    family: Family,
+    cidr: String,
+    network: u128,
+    broadcast: u128,
+    /// The allocatable range: network+1 ..= broadcast-1 (IPv4) or the last address (IPv6).
+    first: u128,
+    last: u128,
+    gateway: u128,
+    excluded: IntervalSet,
+    /// Not available to dynamic allocation: gateway, excluded, owned, and waiting for reuse.
+    taken: IntervalSet,
+    owners: HashMap<u128, Owner>,
+    /// Released addresses, oldest first; entries no longer in `waiting` are stale.
+    reuse_queue: VecDeque<u128>,
+    waiting: HashSet<u128>,
+}
+
+fn v4_value(ip: Ipv4Addr) -> u128 {
+    u32::from(ip) as u128
+}
+
+fn v6_value(ip: Ipv6Addr) -> u128 {
+    u128::from(ip)
+}
+
+impl FamilyPool {
+    fn new(family: Family, cidr: String, network: u128, broadcast: u128, gateway: Option<u128>) -> Result<FamilyPool, IpamError> {
+        let first = network + 1;
+        let last = if family == Family::V4 { broadcast - 1 } else { broadcast };
+        let gateway = gateway.unwrap_or(first);
+        let mut pool = FamilyPool {
+            family,
+            cidr,
+            network,
+            broadcast,
+            first,
+            last,
+            gateway,
+            excluded: IntervalSet::new(),
+            taken: IntervalSet::new(),
+            owners: HashMap::new(),
+            reuse_queue: VecDeque::new(),
+            waiting: HashSet::new(),
+        };
+        let gateway_ip = pool.ip(gateway);
+        if gateway < first || gateway > last {
+            return Err(IpamError::InvalidGateway {
+                ip: gateway_ip,
+                reason: format!("must be a usable address of {}", pool.cidr),
+            });
+        }
+        pool.taken.insert(gateway);
+        Ok(pool)
+    }
+
+    fn ip(&self, value: u128) -> IpAddr {
+        match self.family {
+            Family::V4 => IpAddr::V4(Ipv4Addr::from(value as u32)),
+            Family::V6 => IpAddr::V6(Ipv6Addr::from(value)),
+        }
+    }
+
+    fn exclude(&mut self, start: u128, end: u128) {
+        let start = start.max(self.first);
+        let end = end.min(self.last);
+        if start <= end {
+            self.excluded.insert_range(start, end);
+            self.taken.insert_range(start, end);
+        }
+    }
+
+    /// Checks that `value` may be given to an owner explicitly.
+    fn check_static(&self, value: u128) -> Result<(), IpamError> {
+        let ip = self.ip(value);
+        if value < self.network || value > self.broadcast {
+            return Err(IpamError::OutsideCidr { ip, cidr: self.cidr.clone() });
+        }
+        if value == self.network {
+            return Err(IpamError::Reserved { ip, what: if self.family == Family::V4 { "network" } else { "subnet-router anycast" } });
+        }
+        if self.family == Family::V4 && value == self.broadcast {
+            return Err(IpamError::Reserved { ip, what: "broadcast" });
+        }
+        if value == self.gateway {
+            return Err(IpamError::IsGateway { ip });
+        }
+        if let Some(owner) = self.owners.get(&value) {
+            return Err(IpamError::AddressInUse { ip, owner: owner.clone() });
+        }
+        Ok(())
+    }
+
+    fn take_static(&mut self, value: u128, owner: &Owner) -> Result<(), IpamError> {
+        self.check_static(value)?;
+        self.waiting.remove(&value);
+        self.taken.insert(value);
+        self.owners.insert(value, owner.clone());
+        Ok(())
+    }
+
+    fn take_dynamic(&mut self, owner: &Owner, strategy: Strategy, rng: &mut impl Rng) -> Result<u128, IpamError> {
+        let value = match strategy {
+            Strategy::Sequential => self.taken.first_absent_from(self.first, self.last),
+            Strategy::Random => {
+                let start = rng.gen_range(self.first..=self.last);
+                self.taken
+                    .first_absent_from(start, self.last)
+                    .or_else(|| self.taken.first_absent_from(self.first, start))
+            }
+        };
+        let value = match value {
+            Some(value) => {
+                self.taken.insert(value);
+                value
+            }
+            // Nothing never-used is left: the oldest released address goes first.
+            None => self.pop_reusable().ok_or(IpamError::SubnetFull { family: self.family })?,
+        };
+        self.owners.insert(value, owner.clone());
+        Ok(value)
+    }
+
+    fn pop_reusable(&mut self) -> Option<u128> {
+        while let Some(value) = self.reuse_queue.pop_front() {
+            if self.waiting.remove(&value) {
+                return Some(value);
+            }
+        }
+        None
+    }
+
+    fn release(&mut self, value: u128) {
+        if self.owners.remove(&value).is_none() {
+            return;
+        }
+        if self.excluded.contains(value) {
+            return;
+        }
+        self.waiting.insert(value);
+        self.reuse_queue.push_back(value);
+        while self.waiting.len() > REUSE_QUEUE_LIMIT {
+            if let Some(oldest) = self.pop_reusable() {
+                self.taken.remove(oldest);
+            }
+        }
+        if self.reuse_queue.len() > 2 * REUSE_QUEUE_LIMIT {
+            self.reuse_queue.retain(|value| self.waiting.contains(value));
+        }
+    }
+
+    /// Rebuilding from storage: must be inside the CIDR and not owned; no reuse delay.
+    fn restore(&mut self, value: u128, owner: &Owner) -> Result<(), IpamError> {
+        let ip = self.ip(value);
+        if value < self.network || value > self.broadcast {
+            return Err(IpamError::OutsideCidr { ip, cidr: self.cidr.clone() });
+        }
+        if let Some(existing) = self.owners.get(&value) {
+            return Err(IpamError::AddressInUse { ip, owner: existing.clone() });
+        }
+        self.taken.insert(value);
+        self.owners.insert(value, owner.clone());
+        Ok(())
+    }
+
+    fn size(&self) -> u128 {
+        self.last - self.first + 1
+    }
+
+    /// Addresses dynamic allocation can still hand out (those waiting for reuse included).
+    fn free(&self) -> u128 {
+        self.size() - self.taken.len() + self.waiting.len() as u128
+    }
+
+    fn used(&self) -> u128 {
+        self.owners.len() as u128
+    }
+}
+
+/// Allocation state of one subnet.
+#[derive(Debug, Clone)]
+pub struct SubnetIpam {
+    v4: Option<FamilyPool>,
+    v6: Option<FamilyPool>,
+    strategy: Strategy,
+    macs: HashMap<MacAddr, Owner>,
+    gateway_mac: Option<MacAddr>,
+    allocations: HashMap<Owner, Allocation>,
+}
+
+fn parse_exclude_entry(entry: &str) -> Result<(IpAddr, IpAddr), IpamError> {
+    let invalid = |reason: &str| IpamError::InvalidExclude { entry: entry.to_string(), reason: reason.to_string() };
+    let text = entry.trim();
+    if let Some((start, end)) = text.split_once("..") {
+        let start: IpAddr = start.trim().parse().map_err(|_| invalid("the range start is not an IP address"))?;
+        let end: IpAddr = end.trim().parse().map_err(|_| invalid("the range end is not an IP address"))?;
+        if start.is_ipv4() != end.is_ipv4() {
+            return Err(invalid("both ends of a range must be of one family"));
+        }
+        let ordered = match (start, end) {
+            (IpAddr::V4(a), IpAddr::V4(b)) => a <= b,
+            (IpAddr::V6(a), IpAddr::V6(b)) => a <= b,
+            _ => false,
+        };
+        if !ordered {
+            return Err(invalid("the range start is after its end"));
+        }
+        return Ok((start, end));
+    }
+    if text.contains('/') {
+        let net: ipnet::IpNet = text.parse().map_err(|_| invalid("not a CIDR"))?;
+        return Ok((net.network(), net.broadcast()));
+    }
+    let ip: IpAddr = text.parse().map_err(|_| invalid("expected an IP address, a..b range or CIDR"))?;
+    Ok((ip, ip))
+}
+
+impl SubnetIpam {
+    pub fn new(config: SubnetIpamConfig) -> Result<SubnetIpam, IpamError> {
+        if config.cidr_v4.is_none() && config.cidr_v6.is_none() {
+            return Err(IpamError::NoCidr);
+        }
+        let v4 = match config.cidr_v4 {
+            Some(net) => {
+                if !(8..=30).contains(&net.prefix_len()) {
+                    return Err(IpamError::InvalidCidr {
+                        cidr: net.to_string(),
+                        reason: "an IPv4 subnet must be from /8 to /30".into(),
+                    });
+                }
+                if net.network() != net.addr() {
+                    return Err(IpamError::InvalidCidr {
+                        cidr: net.to_string(),
+                        reason: format!("host bits are set; did you mean {}?", net.trunc()),
+                    });
+                }
+                if let Some(gateway) = config.gateway_v4 {
+                    if !net.contains(&gateway) {
+                        return Err(IpamError::InvalidGateway { ip: IpAddr::V4(gateway), reason: format!("outside {net}") });
+                    }
+                }
+                Some(FamilyPool::new(
+                    Family::V4,
+                    net.to_string(),
+                    v4_value(net.network()),
+                    v4_value(net.broadcast()),
+                    config.gateway_v4.map(v4_value),
+                )?)
+            }
+            None => None,
+        };
+        let v6 = match config.cidr_v6 {
+            Some(net) => {
+                if net.prefix_len() > 64 || net.prefix_len() < 8 {
+                    return Err(IpamError::InvalidCidr {
+                        cidr: net.to_string(),
+                        reason: "an IPv6 subnet must be from /8 to /64".into(),
+                    });
+                }
+                if net.network() != net.addr() {
+                    return Err(IpamError::InvalidCidr {
+                        cidr: net.to_string(),
+                        reason: format!("host bits are set; did you mean {}?", net.trunc()),
+                    });
+                }
+                if let Some(gateway) = config.gateway_v6 {
+                    if !net.contains(&gateway) {
+                        return Err(IpamError::InvalidGateway { ip: IpAddr::V6(gateway), reason: format!("outside {net}") });
+                    }
+                }
+                Some(FamilyPool::new(
+                    Family::V6,
+                    net.to_string(),
+                    v6_value(net.network()),
+                    v6_value(net.broadcast()),
+                    config.gateway_v6.map(v6_value),
+                )?)
+            }
+            None => None,
+        };
+        if config.gateway_v4.is_some() && v4.is_none() || config.gateway_v6.is_some() && v6.is_none() {
+            let ip = config.gateway_v4.map(IpAddr::V4).or(config.gateway_v6.map(IpAddr::V6)).unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+            return Err(IpamError::InvalidGateway { ip, reason: "the subnet has no CIDR of its family".into() });
+        }
+        let mut ipam = SubnetIpam {
+            v4,
+            v6,
+            strategy: config.strategy,
+            macs: HashMap::new(),
+            gateway_mac: config.gateway_mac,
+            allocations: HashMap::new(),
+        };
+        for entry in &config.exclude_ips {
+            let (start, end) = parse_exclude_entry(entry)?;
+            match (start, end) {
+                (IpAddr::V4(a), IpAddr::V4(b)) => {
+                    if let Some(pool) = ipam.v4.as_mut() {
+                        pool.exclude(v4_value(a), v4_value(b));
+                    }
+                }
+                (IpAddr::V6(a), IpAddr::V6(b)) => {
+                    if let Some(pool) = ipam.v6.as_mut() {
+                        pool.exclude(v6_value(a), v6_value(b));
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(ipam)
+    }
+
+    pub fn strategy(&self) -> Strategy {
+        self.strategy
+    }
+
+    pub fn is_dual_stack(&self) -> bool {
+        self.v4.is_some() && self.v6.is_some()
+    }
+
+    pub fn allocation_of(&self, owner: &str) -> Option<&Allocation> {
+        self.allocations.get(owner)
+    }
+
+    pub fn owner_of_ip(&self, ip: IpAddr) -> Option<&Owner> {
+        match ip {
+            IpAddr::V4(v4) => self.v4.as_ref()?.owners.get(&v4_value(v4)),
+            IpAddr::V6(v6) => self.v6.as_ref()?.owners.get(&v6_value(v6)),
+        }
+    }
+
+    pub fn owner_of_mac(&self, mac: &MacAddr) -> Option<&Owner> {
+        self.macs.get(mac)
+    }
+
+    /// Whether dynamic allocation could ever return `ip` (false for gateway and excluded ones).
+    pub fn is_excluded(&self, ip: IpAddr) -> bool {
+        match ip {
+            IpAddr::V4(v4) => self.v4.as_ref().is_some_and(|pool| pool.excluded.contains(v4_value(v4))),
+            IpAddr::V6(v6) => self.v6.as_ref().is_some_and(|pool| pool.excluded.contains(v6_value(v6))),
+        }
+    }
+
+    pub fn gateway_v4(&self) -> Option<Ipv4Addr> {
+        self.v4.as_ref().map(|pool| Ipv4Addr::from(pool.gateway as u32))
+    }
+
+    pub fn gateway_v6(&self) -> Option<Ipv6Addr> {
+        self.v6.as_ref().map(|pool| Ipv6Addr::from(pool.gateway))
+    }
+
+    pub fn used_v4(&self) -> u128 {
+        self.v4.as_ref().map_or(0, FamilyPool::used)
+    }
+
+    pub fn free_v4(&self) -> u128 {
+        self.v4.as_ref().map_or(0, FamilyPool::free)
+    }
+
+    pub fn used_v6(&self) -> u128 {
+        self.v6.as_ref().map_or(0, FamilyPool::used)
+    }
+
+    pub fn free_v6(&self) -> u128 {
+        self.v6.as_ref().map_or(0, FamilyPool::free)
+    }
+
+    fn check_mac(&self, mac: MacAddr) -> Result<(), IpamError> {
+        if mac.is_multicast() {
+            return Err(IpamError::InvalidMac { mac, reason: "a multicast address" });
+        }
+        if mac.is_zero() {
+            return Err(IpamError::InvalidMac { mac, reason: "all zeros" });
+        }
+        if self.gateway_mac == Some(mac) {
+            return Err(IpamError::MacInUse { mac, owner: "the gateway".into() });
+        }
+        if let Some(owner) = self.macs.get(&mac) {
+            return Err(IpamError::MacInUse { mac, owner: owner.clone() });
+        }
+        Ok(())
+    }
+
+    /// Allocates for `owner`. Both families of a dual-stack subnet are allocated, or neither.
+    /// Asking again with a compatible request returns what the owner holds.
+    pub fn allocate(&mut self, owner: &Owner, request: &AllocationRequest) -> Result<Allocation, IpamError> {
+        self.allocate_with(owner, request, &mut rand::thread_rng())
+    }
+
+    pub fn allocate_with(&mut self, owner: &Owner, request: &AllocationRequest, rng: &mut impl Rng) -> Result<Allocation, IpamError> {
+        if let Some(existing) = self.allocations.get(owner) {
+            let compatible = request.v4.is_none_or(|ip| existing.v4 == Some(ip))
+                && request.v6.is_none_or(|ip| existing.v6 == Some(ip))
+                && request.mac.is_none_or(|mac| existing.mac == mac);
+            return if compatible { Ok(*existing) } else { Err(IpamError::OwnerHasDifferentAllocation) };
+        }
+        // Check everything that can be checked before taking anything.
+        if let Some(ip) = request.v4 {
+            match &self.v4 {
+                Some(pool) => pool.check_static(v4_value(ip))?,
+                None => return Err(IpamError::FamilyNotInSubnet { ip: IpAddr::V4(ip), family: Family::V4 }),
+            }
+        }
+        if let Some(ip) = request.v6 {
+            match &self.v6 {
+                Some(pool) => pool.check_static(v6_value(ip))?,
+                None => return Err(IpamError::FamilyNotInSubnet { ip: IpAddr::V6(ip), family: Family::V6 }),
+            }
+        }
+        if let Some(mac) = request.mac {
+            self.check_mac(mac)?;
+        }
+        let strategy = self.strategy;
+        let v4 = match self.v4.as_mut() {
+            Some(pool) => Some(match request.v4 {
+                Some(ip) => pool.take_static(v4_value(ip), owner).map(|_| v4_value(ip))?,
+                None => pool.take_dynamic(owner, strategy, rng)?,
+            }),
+            None => None,
+        };
+        let v6 = match self.v6.as_mut() {
+            Some(pool) => {
+                let taken = match request.v6 {
+                    Some(ip) => pool.take_static(v6_value(ip), owner).map(|_| v6_value(ip)),
+                    None => pool.take_dynamic(owner, strategy, rng),
+                };
+                match taken {
+                    Ok(value) => Some(value),
+                    Err(error) => {
+                        // All or nothing: give the IPv4 address back without a reuse delay.
+                        if let (Some(pool), Some(value)) = (self.v4.as_mut(), v4) {
+                            pool.owners.remove(&value);
+                            if !pool.excluded.contains(value) {
+                                pool.taken.remove(value);
+                            }
+                        }
+                        return Err(error);
+                    }
+                }
+            }
+            None => None,
+        };
+        let mac = match request.mac {
+            Some(mac) => mac,
+            None => loop {
+                let candidate = MacAddr::random_local(rng);
+                if self.check_mac(candidate).is_ok() {
+                    break candidate;
+                }
+            },
+        };
+        self.macs.insert(mac, owner.clone());
+        let allocation = Allocation {
+            v4: v4.map(|value| Ipv4Addr::from(value as u32)),
+            v6: v6.map(Ipv6Addr::from),
+            mac,
+        };
+        self.allocations.insert(owner.clone(), allocation);
+        Ok(allocation)
+    }
+
+    /// Releases what `owner` holds; its addresses are reused only after the never-used ones.
+    pub fn release(&mut self, owner: &str) -> Option<Allocation> {
+        let allocation = self.allocations.remove(owner)?;
+        if let (Some(pool), Some(ip)) = (self.v4.as_mut(), allocation.v4) {
+            pool.release(v4_value(ip));
+        }
+        if let (Some(pool), Some(ip)) = (self.v6.as_mut(), allocation.v6) {
+            pool.release(v6_value(ip));
+        }
+        self.macs.remove(&allocation.mac);
+        Some(allocation)
+    }
+
+    /// Rebuilds an allocation read from storage: no reuse delay and no exclusion check, but a
+    /// second owner of an address or MAC is refused so the caller can report it.
+    pub fn restore(&mut self, owner: &Owner, request: &AllocationRequest) -> Result<Allocation, IpamError> {
+        if self.allocations.contains_key(owner) {
+            return Err(IpamError::OwnerHasDifferentAllocation);
+        }
+        let Some(mac) = request.mac else {
+            return Err(IpamError::InvalidMac { mac: MacAddr::from_octets([0; 6]), reason: "missing from the stored allocation" });
+        };
+        if let Some(existing) = self.macs.get(&mac) {
+            return Err(IpamError::MacInUse { mac, owner: existing.clone() });
+        }
+        if let Some(ip) = request.v4 {
+            let pool = self.v4.as_ref().ok_or(IpamError::FamilyNotInSubnet { ip: IpAddr::V4(ip), family: Family::V4 })?;
+            if let Some(existing) = pool.owners.get(&v4_value(ip)) {
+                return Err(IpamError::AddressInUse { ip: IpAddr::V4(ip), owner: existing.clone() });
+            }
+        }
+        if let Some(ip) = request.v6 {
+            let pool = self.v6.as_ref().ok_or(IpamError::FamilyNotInSubnet { ip: IpAddr::V6(ip), family: Family::V6 })?;
+            if let Some(existing) = pool.owners.get(&v6_value(ip)) {
+                return Err(IpamError::AddressInUse { ip: IpAddr::V6(ip), owner: existing.clone() });
+            }
+        }
+        if let (Some(pool), Some(ip)) = (self.v4.as_mut(), request.v4) {
+            pool.restore(v4_value(ip), owner)?;
+        }
+        if let (Some(pool), Some(ip)) = (self.v6.as_mut(), request.v6) {
+            if let Err(error) = pool.restore(v6_value(ip), owner) {
+                if let (Some(pool), Some(ip)) = (self.v4.as_mut(), request.v4) {
+                    pool.owners.remove(&v4_value(ip));
+                    pool.taken.remove(v4_value(ip));
+                }
+                return Err(error);
+            }
+        }
+        self.macs.insert(mac, owner.clone());
+        let allocation = Allocation { v4: request.v4, v6: request.v6, mac };
+        self.allocations.insert(owner.clone(), allocation);
+        Ok(allocation)
+    }
+}
+
+/// The IPAM of every managed subnet.
+#[derive(Debug, Default)]
+pub struct Ipam {
+    subnets: HashMap<String, SubnetIpam>,
+}
+
+impl Ipam {
+    pub fn add_subnet(&mut self, name: String, subnet: SubnetIpam) {
+        self.subnets.insert(name, subnet);
+    }
+
+    pub fn remove_subnet(&mut self, name: &str) -> Option<SubnetIpam> {
+        self.subnets.remove(name)
+    }
+
+    pub fn get(&self, name: &str) -> Option<&SubnetIpam> {
+        self.subnets.get(name)
+    }
+
+    pub fn get_mut(&mut self, name: &str) -> Option<&mut SubnetIpam> {
+        self.subnets.get_mut(name)
+    }
+
+    /// Releases `owner` in every subnet (a multi-NIC pod's owner keys are per NIC, but a caller
+    /// may also use one owner across subnets).
+    pub fn release_owner_everywhere(&mut self, owner: &str) -> Vec<(String, Allocation)> {
+        self.subnets
+            .iter_mut()
+            .filter_map(|(name, subnet)| subnet.release(owner).map(|allocation| (name.clone(), allocation)))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests;

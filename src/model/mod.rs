@@ -1,0 +1,223 @@
+//! Domain types: subnets, VIPs, pods and switch-LB rules as the daemon reasons about them. They
+//! are neither protobuf types (`api` converts) nor storage encodings (`store` converts).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use ipnet::{Ipv4Net, Ipv6Net};
+
+pub use crate::ipam::{MacAddr, Strategy};
+
+/// Pod annotation listing the AAP VIPs a pod may carry: `vip-aap,vip-aap2`.
+pub const ANNOTATION_AAPS: &str = "ovn.kubernetes.io/aaps";
+/// Pod annotation naming the VIP whose address and MAC the pod takes.
+pub const ANNOTATION_VIP: &str = "ovn.kubernetes.io/vip";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subnet {
+    pub name: String,
+    /// The OVN logical switch; defaults to the subnet's name.
+    pub logical_switch: String,
+    pub cidr_v4: Option<Ipv4Net>,
+    pub cidr_v6: Option<Ipv6Net>,
+    pub gateway_v4: Option<Ipv4Addr>,
+    pub gateway_v6: Option<Ipv6Addr>,
+    /// Kube-OVN `excludeIps` syntax, as given.
+    pub exclude_ips: Vec<String>,
+    pub strategy: Strategy,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum VipType {
+    /// Kube-OVN's `type: ""`: a reserved address, or an AAP VIP when a namespace is set.
+    Reserved,
+    /// `switch_lb_vip`: the frontend of a load balancer on the subnet's switch.
+    SwitchLbVip,
+}
+
+impl VipType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VipType::Reserved => "",
+            VipType::SwitchLbVip => "switch_lb_vip",
+        }
+    }
+}
+
+/// What a user asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VipSpec {
+    pub name: String,
+    /// Set for AAP VIPs: only pods of this namespace may carry the address.
+    pub namespace: String,
+    pub subnet: String,
+    pub vip_type: VipType,
+    pub v4ip: Option<Ipv4Addr>,
+    pub v6ip: Option<Ipv6Addr>,
+    pub mac: Option<MacAddr>,
+    pub selector: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PodRef {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl fmt::Display for PodRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Condition {
+    pub condition_type: String,
+    pub status: bool,
+    pub reason: String,
+    pub message: String,
+    /// Unix milliseconds.
+    pub last_transition_ms: i64,
+}
+
+/// A VIP with what was allocated for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Vip {
+    pub spec: VipSpec,
+    pub v4ip: Option<Ipv4Addr>,
+    pub v6ip: Option<Ipv6Addr>,
+    pub mac: MacAddr,
+    /// The pod that uses this VIP as its fixed address (scenario 3).
+    pub holder: Option<PodRef>,
+    pub conditions: Vec<Condition>,
+}
+
+impl Vip {
+    pub fn is_aap(&self) -> bool {
+        self.spec.vip_type == VipType::Reserved && !self.spec.namespace.is_empty()
+    }
+
+    pub fn addresses(&self) -> Vec<IpAddr> {
+        self.v4ip.map(IpAddr::V4).into_iter().chain(self.v6ip.map(IpAddr::V6)).collect()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OwnerKind {
+    Other,
+    StatefulSet,
+    VirtualMachine,
+}
+
+impl OwnerKind {
+    /// StatefulSet pods and VMs keep their addresses across re-creation.
+    pub fn keeps_addresses(self) -> bool {
+        matches!(self, OwnerKind::StatefulSet | OwnerKind::VirtualMachine)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NicSpec {
+    pub subnet: String,
+    pub interface: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodSpec {
+    pub namespace: String,
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    pub owner_kind: OwnerKind,
+    pub nics: Vec<NicSpec>,
+}
+
+/// One bound NIC and its addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodNic {
+    pub interface: String,
+    pub subnet: String,
+    /// `<pod>.<namespace>` for the first NIC, `<pod>.<namespace>.<interface>` for the others.
+    pub port_name: String,
+    pub v4ip: Option<Ipv4Addr>,
+    pub v6ip: Option<Ipv6Addr>,
+    pub mac: MacAddr,
+    /// The VIP whose address this NIC uses (scenario 3).
+    pub vip: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pod {
+    pub spec: PodSpec,
+    pub nics: Vec<PodNic>,
+    /// False after an Unbind that kept the addresses (StatefulSet, VM).
+    pub bound: bool,
+}
+
+impl Pod {
+    pub fn key(&self) -> PodRef {
+        PodRef { namespace: self.spec.namespace.clone(), name: self.spec.name.clone() }
+    }
+}
+
+/// The OVN logical port name of a pod's NIC.
+pub fn port_name(pod: &str, namespace: &str, interface: &str, first: bool) -> String {
+    if first {
+        format!("{pod}.{namespace}")
+    } else {
+        format!("{pod}.{namespace}.{interface}")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+    Sctp,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+            Protocol::Sctp => "sctp",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LbPort {
+    pub name: String,
+    pub port: u16,
+    pub target_port: u16,
+    pub protocol: Protocol,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SwitchLbRule {
+    pub name: String,
+    /// A VIP name, or an address.
+    pub vip: String,
+    pub namespace: String,
+    pub selector: BTreeMap<String, String>,
+    pub endpoints: Vec<IpAddr>,
+    pub ports: Vec<LbPort>,
+    /// ClientIP affinity timeout in seconds; `None` for no affinity.
+    pub session_affinity_timeout: Option<u32>,
+    pub health_check: bool,
+}
+
+/// Whether `labels` satisfy every `key: value` of `selector` (an empty selector matches all).
+pub fn selector_matches(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
+    selector.iter().all(|(key, value)| labels.get(key) == Some(value))
+}
+
+/// The VIP names listed in a pod's `ovn.kubernetes.io/aaps` annotation.
+pub fn aap_vips(annotations: &BTreeMap<String, String>) -> Vec<String> {
+    annotations
+        .get(ANNOTATION_AAPS)
+        .map(|list| list.split(',').map(str::trim).filter(|name| !name.is_empty()).map(str::to_string).collect())
+        .unwrap_or_default()
+}

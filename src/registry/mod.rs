@@ -1,0 +1,667 @@
+//! The registry: the one writer of desired state. A mutation checks the request against the
+//! in-memory state and IPAM, allocates, writes one atomic batch to the store, and answers only
+//! after the batch is durable. IPAM, the in-memory maps and the store change together under one
+//! lock, so an address is never owned twice, not even for a moment.
+
+mod error;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+use tokio::sync::broadcast;
+use tracing::{info, warn};
+
+pub use error::RegistryError;
+
+use crate::ipam::{AllocationRequest, Ipam, SubnetIpam, SubnetIpamConfig};
+use crate::model::{
+    aap_vips, port_name, Condition, Pod, PodNic, PodRef, PodSpec, Subnet, SwitchLbRule, Vip, VipSpec, VipType,
+    ANNOTATION_VIP,
+};
+use crate::store::{pod_nic_owner, vip_owner, ConsistencyReport, Owner, Store, Write, WriteBatch};
+
+/// What changed, for watchers and the reconciler.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    Subnet(String),
+    Vip(String),
+    Pod(PodRef),
+    SwitchLbRule(String),
+}
+
+/// Subnet usage, for status and metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SubnetUsage {
+    pub used_v4: u128,
+    pub free_v4: u128,
+    pub used_v6: u128,
+    pub free_v6: u128,
+}
+
+#[derive(Default)]
+struct State {
+    ipam: Ipam,
+    subnets: BTreeMap<String, Subnet>,
+    vips: BTreeMap<String, Vip>,
+    pods: BTreeMap<PodRef, Pod>,
+    rules: BTreeMap<String, SwitchLbRule>,
+}
+
+pub struct Registry {
+    store: Store,
+    /// One mutation at a time: IPAM, these maps and the store must change together. Held only
+    /// for in-memory work and the (non-durable) store write, never across an `.await`.
+    state: Mutex<State>,
+    changes: broadcast::Sender<Change>,
+}
+
+fn ipam_config(subnet: &Subnet) -> SubnetIpamConfig {
+    SubnetIpamConfig {
+        cidr_v4: subnet.cidr_v4,
+        cidr_v6: subnet.cidr_v6,
+        gateway_v4: subnet.gateway_v4,
+        gateway_v6: subnet.gateway_v6,
+        exclude_ips: subnet.exclude_ips.clone(),
+        strategy: subnet.strategy,
+        gateway_mac: None,
+    }
+}
+
+fn allocation_writes(batch: &mut WriteBatch, subnet: &str, owner: &Owner, v4: Option<std::net::Ipv4Addr>, v6: Option<std::net::Ipv6Addr>, mac: crate::model::MacAddr, release: bool) {
+    for ip in v4.map(IpAddr::V4).into_iter().chain(v6.map(IpAddr::V6)) {
+        batch.push(if release {
+            Write::ReleaseIp { subnet: subnet.to_string(), ip }
+        } else {
+            Write::AllocateIp { subnet: subnet.to_string(), ip, owner: owner.clone() }
+        });
+    }
+    batch.push(if release {
+        Write::ReleaseMac { subnet: subnet.to_string(), mac }
+    } else {
+        Write::AllocateMac { subnet: subnet.to_string(), mac, owner: owner.clone() }
+    });
+}
+
+fn pending_condition() -> Vec<Condition> {
+    vec![Condition {
+        condition_type: "Ready".into(),
+        status: false,
+        reason: "Pending".into(),
+        message: "waiting for the NB sync".into(),
+        last_transition_ms: now_ms(),
+    }]
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl Registry {
+    /// Opens the store, rebuilds IPAM from the stored allocations and checks consistency.
+    pub fn open(path: &Path) -> Result<(Registry, ConsistencyReport), RegistryError> {
+        let store = Store::open(path)?;
+        let snapshot = store.load()?;
+        let report = Store::check(&snapshot);
+        for problem in &report.problems {
+            warn!(%problem, "store inconsistency");
+        }
+        let mut state = State::default();
+        for subnet in &snapshot.subnets {
+            let ipam = SubnetIpam::new(ipam_config(subnet)).map_err(|error| {
+                RegistryError::Corrupt(format!("stored subnet {} is invalid: {error}", subnet.name))
+            })?;
+            state.ipam.add_subnet(subnet.name.clone(), ipam);
+            state.subnets.insert(subnet.name.clone(), subnet.clone());
+        }
+        // Group the allocations by subnet and owner, then restore each owner's in one call.
+        let mut by_owner: BTreeMap<(String, Owner), AllocationRequest> = BTreeMap::new();
+        for (subnet, ip, owner) in &snapshot.ips {
+            let entry = by_owner.entry((subnet.clone(), owner.clone())).or_default();
+            match ip {
+                IpAddr::V4(v4) => entry.v4 = Some(*v4),
+                IpAddr::V6(v6) => entry.v6 = Some(*v6),
+            }
+        }
+        for (subnet, mac, owner) in &snapshot.macs {
+            by_owner.entry((subnet.clone(), owner.clone())).or_default().mac = Some(*mac);
+        }
+        let mut restore_problems = Vec::new();
+        for ((subnet, owner), request) in by_owner {
+            let Some(ipam) = state.ipam.get_mut(&subnet) else {
+                restore_problems.push(format!("{owner} holds addresses in missing subnet {subnet}"));
+                continue;
+            };
+            if let Err(error) = ipam.restore(&owner, &request) {
+                restore_problems.push(format!("cannot restore {owner} in {subnet}: {error}"));
+            }
+        }
+        let mut report = report;
+        for problem in restore_problems {
+            warn!(%problem, "store inconsistency");
+            report.problems.push(problem);
+        }
+        for vip in snapshot.vips {
+            let mut vip = vip;
+            vip.conditions = pending_condition();
+            state.vips.insert(vip.spec.name.clone(), vip);
+        }
+        for pod in snapshot.pods {
+            state.pods.insert(pod.key(), pod);
+        }
+        for rule in snapshot.switch_lb_rules {
+            state.rules.insert(rule.name.clone(), rule);
+        }
+        info!(
+            subnets = state.subnets.len(),
+            vips = state.vips.len(),
+            pods = state.pods.len(),
+            rules = state.rules.len(),
+            "registry loaded"
+        );
+        let (changes, _) = broadcast::channel(65_536);
+        Ok((Registry { store, state: Mutex::new(state), changes }, report))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        match self.state.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Change> {
+        self.changes.subscribe()
+    }
+
+    fn publish(&self, change: Change) {
+        let _ = self.changes.send(change);
+    }
+
+    /// Applies the batch, durably; the in-memory state was already changed by the caller.
+    async fn finish(&self, changes: Vec<Change>) -> Result<(), RegistryError> {
+        self.store.durable().await?;
+        for change in changes {
+            self.publish(change);
+        }
+        Ok(())
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    // ---- subnets ----
+
+    pub async fn create_subnet(&self, subnet: Subnet) -> Result<Subnet, RegistryError> {
+        {
+            let mut state = self.lock();
+            if let Some(existing) = state.subnets.get(&subnet.name) {
+                if *existing == subnet {
+                    let existing = existing.clone();
+                    drop(state);
+                    self.store.durable().await?;
+                    return Ok(existing);
+                }
+                return Err(RegistryError::AlreadyExists {
+                    kind: "subnet",
+                    name: subnet.name.clone(),
+                    detail: "with a different spec".into(),
+                });
+            }
+            let ipam = SubnetIpam::new(ipam_config(&subnet)).map_err(RegistryError::from_ipam_subnet)?;
+            let mut batch = WriteBatch::new();
+            batch.push(Write::PutSubnet(subnet.clone()));
+            self.store.apply(&batch)?;
+            state.ipam.add_subnet(subnet.name.clone(), ipam);
+            state.subnets.insert(subnet.name.clone(), subnet.clone());
+        }
+        self.finish(vec![Change::Subnet(subnet.name.clone())]).await?;
+        Ok(subnet)
+    }
+
+    pub fn get_subnet(&self, name: &str) -> Result<(Subnet, SubnetUsage), RegistryError> {
+        let state = self.lock();
+        let subnet = state.subnets.get(name).cloned().ok_or_else(|| RegistryError::not_found("subnet", name))?;
+        let usage = state.ipam.get(name).map(usage_of).unwrap_or_default();
+        Ok((subnet, usage))
+    }
+
+    pub fn list_subnets(&self) -> Vec<(Subnet, SubnetUsage)> {
+        let state = self.lock();
+        state
+            .subnets
+            .values()
+            .map(|subnet| (subnet.clone(), state.ipam.get(&subnet.name).map(usage_of).unwrap_or_default()))
+            .collect()
+    }
+
+    pub async fn delete_subnet(&self, name: &str) -> Result<(), RegistryError> {
+        {
+            let mut state = self.lock();
+            if !state.subnets.contains_key(name) {
+                return Err(RegistryError::not_found("subnet", name));
+            }
+            let mut users = Vec::new();
+            users.extend(state.vips.values().filter(|vip| vip.spec.subnet == name).map(|vip| format!("vip {}", vip.spec.name)));
+            users.extend(
+                state
+                    .pods
+                    .values()
+                    .filter(|pod| pod.nics.iter().any(|nic| nic.subnet == name))
+                    .map(|pod| format!("pod {}", pod.key())),
+            );
+            let vip_names: BTreeSet<&str> =
+                state.vips.values().filter(|vip| vip.spec.subnet == name).map(|vip| vip.spec.name.as_str()).collect();
+            users.extend(
+                state
+                    .rules
+                    .values()
+                    .filter(|rule| vip_names.contains(rule.vip.as_str()))
+                    .map(|rule| format!("switch-lb rule {}", rule.name)),
+            );
+            if !users.is_empty() {
+                let shown: Vec<String> = users.iter().take(10).cloned().collect();
+                let more = if users.len() > 10 { format!(" and {} more", users.len() - 10) } else { String::new() };
+                return Err(RegistryError::FailedPrecondition(format!(
+                    "subnet {name} is still used by {}{more}",
+                    shown.join(", ")
+                )));
+            }
+            let mut batch = WriteBatch::new();
+            batch.push(Write::DeleteSubnet(name.to_string()));
+            self.store.apply(&batch)?;
+            state.subnets.remove(name);
+            state.ipam.remove_subnet(name);
+        }
+        self.finish(vec![Change::Subnet(name.to_string())]).await
+    }
+
+    // ---- VIPs ----
+
+    pub async fn create_vip(&self, spec: VipSpec) -> Result<Vip, RegistryError> {
+        let vip = {
+            let mut state = self.lock();
+            if let Some(existing) = state.vips.get(&spec.name) {
+                if existing.spec == spec {
+                    let existing = existing.clone();
+                    drop(state);
+                    self.store.durable().await?;
+                    return Ok(existing);
+                }
+                return Err(RegistryError::AlreadyExists {
+                    kind: "vip",
+                    name: spec.name.clone(),
+                    detail: "with a different spec".into(),
+                });
+            }
+            if !state.subnets.contains_key(&spec.subnet) {
+                return Err(RegistryError::FailedPrecondition(format!("subnet {} does not exist", spec.subnet)));
+            }
+            let owner = vip_owner(&spec.name);
+            let request = AllocationRequest { v4: spec.v4ip, v6: spec.v6ip, mac: spec.mac };
+            let ipam = state
+                .ipam
+                .get_mut(&spec.subnet)
+                .ok_or_else(|| RegistryError::Corrupt(format!("subnet {} has no IPAM", spec.subnet)))?;
+            let allocation = ipam.allocate(&owner, &request).map_err(|error| RegistryError::from_ipam(error, &spec.subnet))?;
+            let vip = Vip {
+                v4ip: allocation.v4,
+                v6ip: allocation.v6,
+                mac: allocation.mac,
+                holder: None,
+                conditions: pending_condition(),
+                spec,
+            };
+            let mut batch = WriteBatch::new();
+            batch.push(Write::PutVip(vip.clone()));
+            allocation_writes(&mut batch, &vip.spec.subnet, &owner, vip.v4ip, vip.v6ip, vip.mac, false);
+            if let Err(error) = self.store.apply(&batch) {
+                ipam.release(&owner);
+                return Err(error.into());
+            }
+            state.vips.insert(vip.spec.name.clone(), vip.clone());
+            vip
+        };
+        self.finish(vec![Change::Vip(vip.spec.name.clone())]).await?;
+        Ok(vip)
+    }
+
+    pub fn get_vip(&self, name: &str) -> Result<Vip, RegistryError> {
+        self.lock().vips.get(name).cloned().ok_or_else(|| RegistryError::not_found("vip", name))
+    }
+
+    pub fn list_vips(&self) -> Vec<Vip> {
+        self.lock().vips.values().cloned().collect()
+    }
+
+    pub async fn delete_vip(&self, name: &str) -> Result<(), RegistryError> {
+        {
+            let mut state = self.lock();
+            let vip = state.vips.get(name).cloned().ok_or_else(|| RegistryError::not_found("vip", name))?;
+            if let Some(holder) = &vip.holder {
+                return Err(RegistryError::FailedPrecondition(format!("vip {name} is in use by pod {holder}")));
+            }
+            if let Some(rule) = state.rules.values().find(|rule| rule.vip == name) {
+                return Err(RegistryError::FailedPrecondition(format!(
+                    "vip {name} is the frontend of switch-lb rule {}",
+                    rule.name
+                )));
+            }
+            let owner = vip_owner(name);
+            let mut batch = WriteBatch::new();
+            batch.push(Write::DeleteVip(name.to_string()));
+            allocation_writes(&mut batch, &vip.spec.subnet, &owner, vip.v4ip, vip.v6ip, vip.mac, true);
+            self.store.apply(&batch)?;
+            if let Some(ipam) = state.ipam.get_mut(&vip.spec.subnet) {
+                ipam.release(&owner);
+            }
+            state.vips.remove(name);
+        }
+        self.finish(vec![Change::Vip(name.to_string())]).await
+    }
+
+    /// Replaces a VIP's observed status (not persisted: the reconciler recomputes it).
+    pub fn set_vip_conditions(&self, name: &str, conditions: Vec<Condition>) -> bool {
+        let changed = {
+            let mut state = self.lock();
+            match state.vips.get_mut(name) {
+                Some(vip) if vip.conditions != conditions => {
+                    vip.conditions = conditions;
+                    true
+                }
+                _ => false,
+            }
+        };
+        if changed {
+            self.publish(Change::Vip(name.to_string()));
+        }
+        changed
+    }
+
+    // ---- pods ----
+
+    /// Binds a pod: allocates (or reuses) an address per NIC, or hands over the VIP named in
+    /// its `ovn.kubernetes.io/vip` annotation, recording the pod as the VIP's holder.
+    pub async fn bind_pod(&self, spec: PodSpec) -> Result<Pod, RegistryError> {
+        let key = PodRef { namespace: spec.namespace.clone(), name: spec.name.clone() };
+        let mut changes = vec![Change::Pod(key.clone())];
+        let pod = {
+            let mut state = self.lock();
+            for nic in &spec.nics {
+                if !state.subnets.contains_key(&nic.subnet) {
+                    return Err(RegistryError::FailedPrecondition(format!("subnet {} does not exist", nic.subnet)));
+                }
+            }
+            if let Some(existing) = state.pods.get(&key).cloned() {
+                if existing.spec.nics != spec.nics {
+                    return Err(RegistryError::AlreadyExists {
+                        kind: "pod",
+                        name: key.to_string(),
+                        detail: "with other NICs; unbind it first".into(),
+                    });
+                }
+                let wanted_vip = spec.annotations.get(ANNOTATION_VIP).cloned();
+                let held_vip = existing.nics.iter().find_map(|nic| nic.vip.clone());
+                if wanted_vip != held_vip {
+                    return Err(RegistryError::AlreadyExists {
+                        kind: "pod",
+                        name: key.to_string(),
+                        detail: format!("with another {ANNOTATION_VIP} annotation; unbind it first"),
+                    });
+                }
+                // A retry, a re-created StatefulSet pod or VM, or new labels: same addresses.
+                let mut pod = existing.clone();
+                pod.spec = spec;
+                pod.bound = true;
+                if pod != existing {
+                    let mut batch = WriteBatch::new();
+                    batch.push(Write::PutPod(pod.clone()));
+                    self.store.apply(&batch)?;
+                    state.pods.insert(key.clone(), pod.clone());
+                    // Label changes move AAP parents and LB backends.
+                    changes.extend(aap_vips(&pod.spec.annotations).into_iter().map(Change::Vip));
+                } else {
+                    changes.clear();
+                }
+                pod
+            } else {
+                let pod = self.bind_new(&mut state, &key, spec)?;
+                changes.extend(pod.nics.iter().filter_map(|nic| nic.vip.clone()).map(Change::Vip));
+                changes.extend(aap_vips(&pod.spec.annotations).into_iter().map(Change::Vip));
+                pod
+            }
+        };
+        self.finish(changes).await?;
+        Ok(pod)
+    }
+
+    fn bind_new(&self, state: &mut State, key: &PodRef, spec: PodSpec) -> Result<Pod, RegistryError> {
+        let mut vip_nic: Option<(usize, Vip)> = None;
+        if let Some(vip_name) = spec.annotations.get(ANNOTATION_VIP) {
+            let vip = state
+                .vips
+                .get(vip_name)
+                .cloned()
+                .ok_or_else(|| RegistryError::FailedPrecondition(format!("vip {vip_name} does not exist")))?;
+            if let Some(holder) = &vip.holder {
+                if holder != key {
+                    return Err(RegistryError::FailedPrecondition(format!("vip {vip_name} is in use by pod {holder}")));
+                }
+            }
+            if vip.spec.vip_type != VipType::Reserved || vip.is_aap() {
+                return Err(RegistryError::FailedPrecondition(format!(
+                    "vip {vip_name} is an AAP or switch_lb_vip VIP and cannot be a pod's fixed address"
+                )));
+            }
+            let index = spec.nics.iter().position(|nic| nic.subnet == vip.spec.subnet).ok_or_else(|| {
+                RegistryError::FailedPrecondition(format!(
+                    "vip {vip_name} is in subnet {}, and the pod has no NIC there",
+                    vip.spec.subnet
+                ))
+            })?;
+            vip_nic = Some((index, vip));
+        }
+        let mut nics = Vec::with_capacity(spec.nics.len());
+        let mut batch = WriteBatch::new();
+        let mut allocated: Vec<(String, Owner)> = Vec::new();
+        for (index, nic_spec) in spec.nics.iter().enumerate() {
+            let port = port_name(&spec.name, &spec.namespace, &nic_spec.interface, index == 0);
+            if let Some((vip_index, vip)) = &vip_nic {
+                if *vip_index == index {
+                    nics.push(PodNic {
+                        interface: nic_spec.interface.clone(),
+                        subnet: nic_spec.subnet.clone(),
+                        port_name: port,
+                        v4ip: vip.v4ip,
+                        v6ip: vip.v6ip,
+                        mac: vip.mac,
+                        vip: Some(vip.spec.name.clone()),
+                    });
+                    continue;
+                }
+            }
+            let owner = pod_nic_owner(key, &nic_spec.interface);
+            let outcome = match state.ipam.get_mut(&nic_spec.subnet) {
+                Some(ipam) => ipam.allocate(&owner, &AllocationRequest::default()).map_err(|error| RegistryError::from_ipam(error, &nic_spec.subnet)),
+                None => Err(RegistryError::Corrupt(format!("subnet {} has no IPAM", nic_spec.subnet))),
+            };
+            let allocation = match outcome {
+                Ok(allocation) => allocation,
+                Err(error) => {
+                    release_all(state, &allocated);
+                    return Err(error);
+                }
+            };
+            allocated.push((nic_spec.subnet.clone(), owner.clone()));
+            allocation_writes(&mut batch, &nic_spec.subnet, &owner, allocation.v4, allocation.v6, allocation.mac, false);
+            nics.push(PodNic {
+                interface: nic_spec.interface.clone(),
+                subnet: nic_spec.subnet.clone(),
+                port_name: port,
+                v4ip: allocation.v4,
+                v6ip: allocation.v6,
+                mac: allocation.mac,
+                vip: None,
+            });
+        }
+        let pod = Pod { spec, nics, bound: true };
+        batch.push(Write::PutPod(pod.clone()));
+        let mut held_vip = None;
+        if let Some((_, vip)) = vip_nic {
+            let mut vip = vip;
+            vip.holder = Some(key.clone());
+            batch.push(Write::PutVip(vip.clone()));
+            held_vip = Some(vip);
+        }
+        if let Err(error) = self.store.apply(&batch) {
+            release_all(state, &allocated);
+            return Err(error.into());
+        }
+        if let Some(vip) = held_vip {
+            state.vips.insert(vip.spec.name.clone(), vip);
+        }
+        state.pods.insert(key.clone(), pod.clone());
+        Ok(pod)
+    }
+
+    /// Unbinds a pod. StatefulSet pods and VMs keep their addresses (and VIP) unless
+    /// `owner_gone`; others release them. Unbinding a pod that is not bound succeeds.
+    pub async fn unbind_pod(&self, key: &PodRef, owner_gone: bool) -> Result<bool, RegistryError> {
+        let mut changes = vec![Change::Pod(key.clone())];
+        {
+            let mut state = self.lock();
+            let Some(pod) = state.pods.get(key).cloned() else {
+                return Ok(false);
+            };
+            let mut batch = WriteBatch::new();
+            changes.extend(aap_vips(&pod.spec.annotations).into_iter().map(Change::Vip));
+            if pod.spec.owner_kind.keeps_addresses() && !owner_gone {
+                let mut kept = pod.clone();
+                kept.bound = false;
+                batch.push(Write::PutPod(kept.clone()));
+                self.store.apply(&batch)?;
+                state.pods.insert(key.clone(), kept);
+            } else {
+                let mut released = Vec::new();
+                let mut vips_released = Vec::new();
+                for nic in &pod.nics {
+                    if let Some(vip_name) = &nic.vip {
+                        if let Some(vip) = state.vips.get(vip_name) {
+                            let mut vip = vip.clone();
+                            vip.holder = None;
+                            batch.push(Write::PutVip(vip.clone()));
+                            vips_released.push(vip);
+                        }
+                        changes.push(Change::Vip(vip_name.clone()));
+                        continue;
+                    }
+                    let owner = pod_nic_owner(key, &nic.interface);
+                    allocation_writes(&mut batch, &nic.subnet, &owner, nic.v4ip, nic.v6ip, nic.mac, true);
+                    released.push((nic.subnet.clone(), owner));
+                }
+                batch.push(Write::DeletePod(key.clone()));
+                self.store.apply(&batch)?;
+                release_all(&mut state, &released);
+                for vip in vips_released {
+                    state.vips.insert(vip.spec.name.clone(), vip);
+                }
+                state.pods.remove(key);
+            }
+        }
+        self.finish(changes).await?;
+        Ok(true)
+    }
+
+    pub fn get_pod(&self, key: &PodRef) -> Result<Pod, RegistryError> {
+        self.lock().pods.get(key).cloned().ok_or_else(|| RegistryError::not_found("pod", &key.to_string()))
+    }
+
+    pub fn list_pods(&self) -> Vec<Pod> {
+        self.lock().pods.values().cloned().collect()
+    }
+
+    // ---- switch-LB rules ----
+
+    /// Creates a rule, or updates it when `update` is set.
+    pub async fn put_switch_lb_rule(&self, rule: SwitchLbRule, update: bool) -> Result<SwitchLbRule, RegistryError> {
+        {
+            let mut state = self.lock();
+            match state.rules.get(&rule.name) {
+                Some(existing) if *existing == rule => {
+                    let existing = existing.clone();
+                    drop(state);
+                    self.store.durable().await?;
+                    return Ok(existing);
+                }
+                Some(_) if !update => {
+                    return Err(RegistryError::AlreadyExists {
+                        kind: "switch-lb rule",
+                        name: rule.name.clone(),
+                        detail: "with a different spec".into(),
+                    })
+                }
+                None if update => return Err(RegistryError::not_found("switch-lb rule", &rule.name)),
+                _ => {}
+            }
+            if rule.vip.parse::<IpAddr>().is_err() && !state.vips.contains_key(&rule.vip) {
+                return Err(RegistryError::FailedPrecondition(format!("vip {} does not exist", rule.vip)));
+            }
+            let mut batch = WriteBatch::new();
+            batch.push(Write::PutSwitchLbRule(rule.clone()));
+            self.store.apply(&batch)?;
+            state.rules.insert(rule.name.clone(), rule.clone());
+        }
+        self.finish(vec![Change::SwitchLbRule(rule.name.clone())]).await?;
+        Ok(rule)
+    }
+
+    pub fn get_switch_lb_rule(&self, name: &str) -> Result<SwitchLbRule, RegistryError> {
+        self.lock().rules.get(name).cloned().ok_or_else(|| RegistryError::not_found("switch-lb rule", name))
+    }
+
+    pub fn list_switch_lb_rules(&self) -> Vec<SwitchLbRule> {
+        self.lock().rules.values().cloned().collect()
+    }
+
+    pub async fn delete_switch_lb_rule(&self, name: &str) -> Result<(), RegistryError> {
+        {
+            let mut state = self.lock();
+            if !state.rules.contains_key(name) {
+                return Err(RegistryError::not_found("switch-lb rule", name));
+            }
+            let mut batch = WriteBatch::new();
+            batch.push(Write::DeleteSwitchLbRule(name.to_string()));
+            self.store.apply(&batch)?;
+            state.rules.remove(name);
+        }
+        self.finish(vec![Change::SwitchLbRule(name.to_string())]).await
+    }
+
+    /// Flushes the store (at shutdown).
+    pub fn flush(&self) -> Result<(), RegistryError> {
+        Ok(self.store.flush()?)
+    }
+
+    /// Runs the consistency check on what is stored now.
+    pub fn check(&self) -> Result<ConsistencyReport, RegistryError> {
+        let snapshot = self.store.load()?;
+        Ok(Store::check(&snapshot))
+    }
+}
+
+fn release_all(state: &mut State, owners: &[(String, Owner)]) {
+    for (subnet, owner) in owners {
+        if let Some(ipam) = state.ipam.get_mut(subnet) {
+            ipam.release(owner);
+        }
+    }
+}
+
+fn usage_of(ipam: &SubnetIpam) -> SubnetUsage {
+    SubnetUsage { used_v4: ipam.used_v4(), free_v4: ipam.free_v4(), used_v6: ipam.used_v6(), free_v6: ipam.free_v6() }
+}

@@ -1,0 +1,399 @@
+//! The durable store: sled trees for subnets, VIPs, pods, switch-LB rules, and the address and
+//! MAC allocations (subnet/address → owner). The only module that knows keys and encodings.
+//!
+//! - Every mutation is one [`WriteBatch`], applied as one sled transaction across the trees it
+//!   touches: a crash leaves all of it or none of it.
+//! - [`Store::durable`] returns once everything applied before the call is on disk. Concurrent
+//!   callers share one flush (group commit), so many writers cost one fsync per batch.
+//! - On open, pending migrations (`migrations/`) run in order, each atomically; a store written
+//!   by a newer version is refused.
+
+mod keys;
+pub mod migrations;
+pub mod records;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::mpsc as std_mpsc;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
+use sled::Transactional;
+use tokio::sync::oneshot;
+use tracing::{info, warn};
+
+use crate::model::{MacAddr, Pod, PodRef, Subnet, SwitchLbRule, Vip};
+use records::{OwnerRecord, PodRecord, SubnetRecord, SwitchLbRuleRecord, VipRecord};
+
+pub use migrations::CURRENT_VERSION;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store I/O error: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("cannot encode a record: {0}")]
+    Encode(String),
+    #[error("corrupt record in the store: {0}")]
+    Corrupt(String),
+    #[error("the store at {path} was written by a newer ovn-vipd (store format {found}; this version reads up to {supported})")]
+    NewerVersion { path: String, found: u32, supported: u32 },
+    #[error("migration {version} failed: {message}")]
+    Migration { version: u32, message: String },
+    #[error("the store's flusher has stopped")]
+    FlusherGone,
+}
+
+impl StoreError {
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            StoreError::Sled(_) => "io",
+            StoreError::Encode(_) => "encode",
+            StoreError::Corrupt(_) => "corrupt",
+            StoreError::NewerVersion { .. } => "newer_version",
+            StoreError::Migration { .. } => "migration",
+            StoreError::FlusherGone => "flusher_gone",
+        }
+    }
+}
+
+/// Who owns an allocation: `vip/<name>`, `pod/<namespace>/<name>/<interface>`, `slr/<name>`.
+pub type Owner = String;
+
+pub fn vip_owner(name: &str) -> Owner {
+    format!("vip/{name}")
+}
+
+pub fn pod_nic_owner(pod: &PodRef, interface: &str) -> Owner {
+    format!("pod/{}/{}/{}", pod.namespace, pod.name, interface)
+}
+
+/// One write of a mutation.
+#[derive(Debug, Clone)]
+pub enum Write {
+    PutSubnet(Subnet),
+    DeleteSubnet(String),
+    PutVip(Vip),
+    DeleteVip(String),
+    PutPod(Pod),
+    DeletePod(PodRef),
+    PutSwitchLbRule(SwitchLbRule),
+    DeleteSwitchLbRule(String),
+    AllocateIp { subnet: String, ip: IpAddr, owner: Owner },
+    ReleaseIp { subnet: String, ip: IpAddr },
+    AllocateMac { subnet: String, mac: MacAddr, owner: Owner },
+    ReleaseMac { subnet: String, mac: MacAddr },
+}
+
+/// The writes of one mutation, applied atomically.
+#[derive(Debug, Clone, Default)]
+pub struct WriteBatch {
+    pub writes: Vec<Write>,
+}
+
+impl WriteBatch {
+    pub fn new() -> WriteBatch {
+        WriteBatch::default()
+    }
+
+    pub fn push(&mut self, write: Write) {
+        self.writes.push(write);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.writes.is_empty()
+    }
+}
+
+/// Everything in the store, as read at open.
+#[derive(Debug, Default, Clone)]
+pub struct Snapshot {
+    pub subnets: Vec<Subnet>,
+    pub vips: Vec<Vip>,
+    pub pods: Vec<Pod>,
+    pub switch_lb_rules: Vec<SwitchLbRule>,
+    pub ips: Vec<(String, IpAddr, Owner)>,
+    pub macs: Vec<(String, MacAddr, Owner)>,
+}
+
+/// What the consistency check found; empty when the store is consistent.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ConsistencyReport {
+    pub problems: Vec<String>,
+}
+
+impl ConsistencyReport {
+    pub fn is_clean(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// The store's trees, as migrations see them.
+pub struct Trees {
+    pub meta: sled::Tree,
+    pub subnets: sled::Tree,
+    pub vips: sled::Tree,
+    pub pods: sled::Tree,
+    pub slrs: sled::Tree,
+    pub ips: sled::Tree,
+    pub macs: sled::Tree,
+}
+
+impl Trees {
+    fn open(db: &sled::Db) -> Result<Trees, StoreError> {
+        Ok(Trees {
+            meta: db.open_tree("meta")?,
+            subnets: db.open_tree("subnets")?,
+            vips: db.open_tree("vips")?,
+            pods: db.open_tree("pods")?,
+            slrs: db.open_tree("slrs")?,
+            ips: db.open_tree("ips")?,
+            macs: db.open_tree("macs")?,
+        })
+    }
+}
+
+type FlushWaiter = oneshot::Sender<Result<(), String>>;
+
+pub struct Store {
+    db: sled::Db,
+    trees: Trees,
+    /// Hands waiters to the flusher thread, which flushes once for everyone waiting.
+    flush_requests: Mutex<std_mpsc::Sender<FlushWaiter>>,
+    path: String,
+}
+
+pub(crate) fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    bincode::serde::encode_to_vec(value, bincode::config::standard()).map_err(|error| StoreError::Encode(error.to_string()))
+}
+
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, StoreError> {
+    bincode::serde::decode_from_slice(bytes, bincode::config::standard())
+        .map(|(value, _)| value)
+        .map_err(|error| StoreError::Corrupt(format!("{what}: {error}")))
+}
+
+impl Store {
+    /// Opens (or creates) the store at `path` and runs pending migrations.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let db = sled::Config::new().path(path).flush_every_ms(Some(1000)).open()?;
+        let trees = Trees::open(&db)?;
+        let path_text = path.display().to_string();
+        migrations::run(&db, &trees, &path_text)?;
+        let (sender, receiver) = std_mpsc::channel::<FlushWaiter>();
+        let flusher_db = db.clone();
+        std::thread::Builder::new()
+            .name("store-flusher".into())
+            .spawn(move || flusher(flusher_db, receiver))
+            .map_err(|error| StoreError::Sled(sled::Error::Io(error)))?;
+        Ok(Store { db, trees, flush_requests: Mutex::new(sender), path: path_text })
+    }
+
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// The store format version on disk.
+    pub fn version(&self) -> Result<u32, StoreError> {
+        migrations::read_version(&self.trees)
+    }
+
+    /// Applies a batch atomically (not yet durable: see [`Store::durable`]).
+    pub fn apply(&self, batch: &WriteBatch) -> Result<(), StoreError> {
+        // Encode outside the transaction: the closure may run more than once.
+        let mut encoded: Vec<(usize, Vec<u8>, Option<Vec<u8>>)> = Vec::with_capacity(batch.writes.len());
+        for write in &batch.writes {
+            encoded.push(match write {
+                Write::PutSubnet(subnet) => (0, keys::name(&subnet.name), Some(encode(&SubnetRecord::from(subnet))?)),
+                Write::DeleteSubnet(name) => (0, keys::name(name), None),
+                Write::PutVip(vip) => (1, keys::name(&vip.spec.name), Some(encode(&VipRecord::from(vip))?)),
+                Write::DeleteVip(name) => (1, keys::name(name), None),
+                Write::PutPod(pod) => (2, keys::pod(&pod.key()), Some(encode(&PodRecord::from(pod))?)),
+                Write::DeletePod(pod) => (2, keys::pod(pod), None),
+                Write::PutSwitchLbRule(rule) => {
+                    (3, keys::name(&rule.name), Some(encode(&SwitchLbRuleRecord::from(rule))?))
+                }
+                Write::DeleteSwitchLbRule(name) => (3, keys::name(name), None),
+                Write::AllocateIp { subnet, ip, owner } => {
+                    (4, keys::ip(subnet, *ip), Some(encode(&OwnerRecord::V1(owner.clone()))?))
+                }
+                Write::ReleaseIp { subnet, ip } => (4, keys::ip(subnet, *ip), None),
+                Write::AllocateMac { subnet, mac, owner } => {
+                    (5, keys::mac(subnet, *mac), Some(encode(&OwnerRecord::V1(owner.clone()))?))
+                }
+                Write::ReleaseMac { subnet, mac } => (5, keys::mac(subnet, *mac), None),
+            });
+        }
+        let trees = (&self.trees.subnets, &self.trees.vips, &self.trees.pods, &self.trees.slrs, &self.trees.ips, &self.trees.macs);
+        let result: Result<(), TransactionError<()>> = trees.transaction(|(subnets, vips, pods, slrs, ips, macs)| {
+            let by_index: [&TransactionalTree; 6] = [subnets, vips, pods, slrs, ips, macs];
+            for (tree, key, value) in &encoded {
+                match value {
+                    Some(value) => by_index[*tree].insert(key.as_slice(), value.as_slice())?,
+                    None => by_index[*tree].remove(key.as_slice())?,
+                };
+            }
+            Ok::<(), ConflictableTransactionError<()>>(())
+        });
+        match result {
+            Ok(()) => Ok(()),
+            Err(TransactionError::Storage(error)) => Err(StoreError::Sled(error)),
+            Err(TransactionError::Abort(())) => Err(StoreError::Corrupt("transaction aborted".into())),
+        }
+    }
+
+    /// Returns once everything applied before this call is on disk. Callers waiting at the same
+    /// time share one flush.
+    pub async fn durable(&self) -> Result<(), StoreError> {
+        let (sender, receiver) = oneshot::channel();
+        {
+            let requests = self.flush_requests.lock().map_err(|_| StoreError::FlusherGone)?;
+            requests.send(sender).map_err(|_| StoreError::FlusherGone)?;
+        }
+        match receiver.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(message)) => Err(StoreError::Sled(sled::Error::Io(std::io::Error::other(message)))),
+            Err(_) => Err(StoreError::FlusherGone),
+        }
+    }
+
+    /// Applies a batch and waits until it is durable.
+    pub async fn commit(&self, batch: &WriteBatch) -> Result<(), StoreError> {
+        self.apply(batch)?;
+        self.durable().await
+    }
+
+    /// Flushes synchronously (used at shutdown).
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Reads everything.
+    pub fn load(&self) -> Result<Snapshot, StoreError> {
+        let mut snapshot = Snapshot::default();
+        for entry in self.trees.subnets.iter() {
+            let (key, value) = entry?;
+            let record: SubnetRecord = decode(&value, &format!("subnet {}", String::from_utf8_lossy(&key)))?;
+            snapshot.subnets.push(Subnet::try_from(record)?);
+        }
+        for entry in self.trees.vips.iter() {
+            let (key, value) = entry?;
+            let record: VipRecord = decode(&value, &format!("vip {}", String::from_utf8_lossy(&key)))?;
+            snapshot.vips.push(Vip::from(record));
+        }
+        for entry in self.trees.pods.iter() {
+            let (key, value) = entry?;
+            let record: PodRecord = decode(&value, &format!("pod {}", String::from_utf8_lossy(&key)))?;
+            snapshot.pods.push(Pod::try_from(record)?);
+        }
+        for entry in self.trees.slrs.iter() {
+            let (key, value) = entry?;
+            let record: SwitchLbRuleRecord = decode(&value, &format!("rule {}", String::from_utf8_lossy(&key)))?;
+            snapshot.switch_lb_rules.push(SwitchLbRule::try_from(record)?);
+        }
+        for entry in self.trees.ips.iter() {
+            let (key, value) = entry?;
+            let (subnet, ip) = keys::parse_ip(&key)?;
+            let OwnerRecord::V1(owner) = decode(&value, "ip owner")?;
+            snapshot.ips.push((subnet, ip, owner));
+        }
+        for entry in self.trees.macs.iter() {
+            let (key, value) = entry?;
+            let (subnet, mac) = keys::parse_mac(&key)?;
+            let OwnerRecord::V1(owner) = decode(&value, "mac owner")?;
+            snapshot.macs.push((subnet, mac, owner));
+        }
+        Ok(snapshot)
+    }
+
+    /// Checks that every allocation has an owner record that lists it, and every owner record's
+    /// addresses are allocated to it.
+    pub fn check(snapshot: &Snapshot) -> ConsistencyReport {
+        let mut problems = Vec::new();
+        // What each owner record says it holds.
+        let mut expected_ips: BTreeMap<(String, IpAddr), Owner> = BTreeMap::new();
+        let mut expected_macs: BTreeMap<(String, MacAddr), Owner> = BTreeMap::new();
+        let vips: BTreeMap<&str, &Vip> = snapshot.vips.iter().map(|vip| (vip.spec.name.as_str(), vip)).collect();
+        for vip in &snapshot.vips {
+            let owner = vip_owner(&vip.spec.name);
+            for ip in vip.addresses() {
+                expected_ips.insert((vip.spec.subnet.clone(), ip), owner.clone());
+            }
+            expected_macs.insert((vip.spec.subnet.clone(), vip.mac), owner);
+        }
+        for pod in &snapshot.pods {
+            for nic in &pod.nics {
+                if let Some(vip_name) = &nic.vip {
+                    // The VIP owns the addresses; it must name this pod as its holder.
+                    match vips.get(vip_name.as_str()) {
+                        Some(vip) if vip.holder.as_ref() == Some(&pod.key()) => {}
+                        Some(_) => problems.push(format!("pod {} uses vip {vip_name}, which does not name it as holder", pod.key())),
+                        None => problems.push(format!("pod {} uses vip {vip_name}, which does not exist", pod.key())),
+                    }
+                    continue;
+                }
+                let owner = pod_nic_owner(&pod.key(), &nic.interface);
+                for ip in nic.v4ip.map(IpAddr::V4).into_iter().chain(nic.v6ip.map(IpAddr::V6)) {
+                    expected_ips.insert((nic.subnet.clone(), ip), owner.clone());
+                }
+                expected_macs.insert((nic.subnet.clone(), nic.mac), owner);
+            }
+        }
+        let subnets: BTreeSet<&str> = snapshot.subnets.iter().map(|subnet| subnet.name.as_str()).collect();
+        let mut seen_ips = BTreeSet::new();
+        for (subnet, ip, owner) in &snapshot.ips {
+            seen_ips.insert((subnet.clone(), *ip));
+            if !subnets.contains(subnet.as_str()) {
+                problems.push(format!("address {ip} is allocated in subnet {subnet}, which does not exist"));
+            }
+            match expected_ips.get(&(subnet.clone(), *ip)) {
+                Some(expected) if expected == owner => {}
+                Some(expected) => problems.push(format!("address {ip} in {subnet} is allocated to {owner} but {expected} holds it")),
+                None if owner.starts_with("slr/") => {}
+                None => problems.push(format!("address {ip} in {subnet} is allocated to {owner}, which has no record holding it")),
+            }
+        }
+        for ((subnet, ip), owner) in &expected_ips {
+            if !seen_ips.contains(&(subnet.clone(), *ip)) {
+                problems.push(format!("{owner} holds address {ip} in {subnet} without an allocation"));
+            }
+        }
+        let mut seen_macs = BTreeSet::new();
+        for (subnet, mac, owner) in &snapshot.macs {
+            seen_macs.insert((subnet.clone(), *mac));
+            match expected_macs.get(&(subnet.clone(), *mac)) {
+                Some(expected) if expected == owner => {}
+                Some(expected) => problems.push(format!("mac {mac} in {subnet} is allocated to {owner} but {expected} holds it")),
+                None => problems.push(format!("mac {mac} in {subnet} is allocated to {owner}, which has no record holding it")),
+            }
+        }
+        for ((subnet, mac), owner) in &expected_macs {
+            if !seen_macs.contains(&(subnet.clone(), *mac)) {
+                problems.push(format!("{owner} holds mac {mac} in {subnet} without an allocation"));
+            }
+        }
+        ConsistencyReport { problems }
+    }
+}
+
+/// Flushes for every waiter that queued before the flush began.
+fn flusher(db: sled::Db, requests: std_mpsc::Receiver<FlushWaiter>) {
+    while let Ok(first) = requests.recv() {
+        let mut waiters = vec![first];
+        while let Ok(more) = requests.try_recv() {
+            waiters.push(more);
+        }
+        let started = Instant::now();
+        let result = db.flush().map(|_| ()).map_err(|error| error.to_string());
+        let elapsed = started.elapsed();
+        if elapsed > Duration::from_millis(500) {
+            warn!(?elapsed, waiters = waiters.len(), "slow store flush");
+        }
+        for waiter in waiters {
+            let _ = waiter.send(result.clone());
+        }
+    }
+    info!("store flusher stopped");
+}

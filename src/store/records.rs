@@ -1,0 +1,340 @@
+//! The persisted shapes of every record, versioned: stored bytes outlive the code that wrote
+//! them, so each record is an enum with one variant per format, and conversions to and from the
+//! domain types live here and nowhere else.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use ipnet::{Ipv4Net, Ipv6Net};
+use serde::{Deserialize, Serialize};
+
+use super::StoreError;
+use crate::model::{
+    LbPort, MacAddr, NicSpec, OwnerKind, Pod, PodNic, PodRef, PodSpec, Protocol, Strategy, Subnet,
+    SwitchLbRule, Vip, VipSpec, VipType,
+};
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub enum SubnetRecord {
+    V1(SubnetV1),
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct SubnetV1 {
+    pub name: String,
+    pub logical_switch: String,
+    pub cidr_v4: Option<([u8; 4], u8)>,
+    pub cidr_v6: Option<([u8; 16], u8)>,
+    pub gateway_v4: Option<[u8; 4]>,
+    pub gateway_v6: Option<[u8; 16]>,
+    pub exclude_ips: Vec<String>,
+    pub sequential: bool,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub enum VipRecord {
+    V1(VipV1),
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct VipV1 {
+    pub name: String,
+    pub namespace: String,
+    pub subnet: String,
+    pub switch_lb_vip: bool,
+    pub requested_v4: Option<[u8; 4]>,
+    pub requested_v6: Option<[u8; 16]>,
+    pub requested_mac: Option<[u8; 6]>,
+    pub selector: BTreeMap<String, String>,
+    pub v4ip: Option<[u8; 4]>,
+    pub v6ip: Option<[u8; 16]>,
+    pub mac: [u8; 6],
+    pub holder: Option<(String, String)>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub enum PodRecord {
+    V1(PodV1),
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct PodNicV1 {
+    pub interface: String,
+    pub subnet: String,
+    pub port_name: String,
+    pub v4ip: Option<[u8; 4]>,
+    pub v6ip: Option<[u8; 16]>,
+    pub mac: [u8; 6],
+    pub vip: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct PodV1 {
+    pub namespace: String,
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    /// 0 other, 1 StatefulSet, 2 VirtualMachine.
+    pub owner_kind: u8,
+    pub nic_specs: Vec<(String, String)>,
+    pub nics: Vec<PodNicV1>,
+    pub bound: bool,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub enum SwitchLbRuleRecord {
+    V1(SwitchLbRuleV1),
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct LbPortV1 {
+    pub name: String,
+    pub port: u16,
+    pub target_port: u16,
+    /// 0 tcp, 1 udp, 2 sctp.
+    pub protocol: u8,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct SwitchLbRuleV1 {
+    pub name: String,
+    pub vip: String,
+    pub namespace: String,
+    pub selector: BTreeMap<String, String>,
+    pub endpoints: Vec<String>,
+    pub ports: Vec<LbPortV1>,
+    pub session_affinity_timeout: Option<u32>,
+    pub health_check: bool,
+}
+
+/// The owner of an address or MAC allocation.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub enum OwnerRecord {
+    V1(String),
+}
+
+fn v4(bytes: [u8; 4]) -> Ipv4Addr {
+    Ipv4Addr::from(bytes)
+}
+
+fn v6(bytes: [u8; 16]) -> Ipv6Addr {
+    Ipv6Addr::from(bytes)
+}
+
+fn corrupt(what: &str, detail: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("{what}: {detail}"))
+}
+
+impl From<&Subnet> for SubnetRecord {
+    fn from(subnet: &Subnet) -> SubnetRecord {
+        SubnetRecord::V1(SubnetV1 {
+            name: subnet.name.clone(),
+            logical_switch: subnet.logical_switch.clone(),
+            cidr_v4: subnet.cidr_v4.map(|net| (net.addr().octets(), net.prefix_len())),
+            cidr_v6: subnet.cidr_v6.map(|net| (net.addr().octets(), net.prefix_len())),
+            gateway_v4: subnet.gateway_v4.map(|ip| ip.octets()),
+            gateway_v6: subnet.gateway_v6.map(|ip| ip.octets()),
+            exclude_ips: subnet.exclude_ips.clone(),
+            sequential: subnet.strategy == Strategy::Sequential,
+        })
+    }
+}
+
+impl TryFrom<SubnetRecord> for Subnet {
+    type Error = StoreError;
+    fn try_from(record: SubnetRecord) -> Result<Subnet, StoreError> {
+        let SubnetRecord::V1(record) = record;
+        Ok(Subnet {
+            cidr_v4: record
+                .cidr_v4
+                .map(|(addr, prefix)| Ipv4Net::new(v4(addr), prefix))
+                .transpose()
+                .map_err(|error| corrupt(&record.name, error))?,
+            cidr_v6: record
+                .cidr_v6
+                .map(|(addr, prefix)| Ipv6Net::new(v6(addr), prefix))
+                .transpose()
+                .map_err(|error| corrupt(&record.name, error))?,
+            gateway_v4: record.gateway_v4.map(v4),
+            gateway_v6: record.gateway_v6.map(v6),
+            exclude_ips: record.exclude_ips,
+            strategy: if record.sequential { Strategy::Sequential } else { Strategy::Random },
+            logical_switch: record.logical_switch,
+            name: record.name,
+        })
+    }
+}
+
+impl From<&Vip> for VipRecord {
+    fn from(vip: &Vip) -> VipRecord {
+        VipRecord::V1(VipV1 {
+            name: vip.spec.name.clone(),
+            namespace: vip.spec.namespace.clone(),
+            subnet: vip.spec.subnet.clone(),
+            switch_lb_vip: vip.spec.vip_type == VipType::SwitchLbVip,
+            requested_v4: vip.spec.v4ip.map(|ip| ip.octets()),
+            requested_v6: vip.spec.v6ip.map(|ip| ip.octets()),
+            requested_mac: vip.spec.mac.map(|mac| mac.octets()),
+            selector: vip.spec.selector.clone(),
+            v4ip: vip.v4ip.map(|ip| ip.octets()),
+            v6ip: vip.v6ip.map(|ip| ip.octets()),
+            mac: vip.mac.octets(),
+            holder: vip.holder.as_ref().map(|pod| (pod.namespace.clone(), pod.name.clone())),
+        })
+    }
+}
+
+impl From<VipRecord> for Vip {
+    fn from(record: VipRecord) -> Vip {
+        let VipRecord::V1(record) = record;
+        Vip {
+            spec: VipSpec {
+                name: record.name,
+                namespace: record.namespace,
+                subnet: record.subnet,
+                vip_type: if record.switch_lb_vip { VipType::SwitchLbVip } else { VipType::Reserved },
+                v4ip: record.requested_v4.map(v4),
+                v6ip: record.requested_v6.map(v6),
+                mac: record.requested_mac.map(MacAddr::from_octets),
+                selector: record.selector,
+            },
+            v4ip: record.v4ip.map(v4),
+            v6ip: record.v6ip.map(v6),
+            mac: MacAddr::from_octets(record.mac),
+            holder: record.holder.map(|(namespace, name)| PodRef { namespace, name }),
+            // Status is observed state: the reconciler writes it again after a restart.
+            conditions: Vec::new(),
+        }
+    }
+}
+
+impl From<&Pod> for PodRecord {
+    fn from(pod: &Pod) -> PodRecord {
+        PodRecord::V1(PodV1 {
+            namespace: pod.spec.namespace.clone(),
+            name: pod.spec.name.clone(),
+            labels: pod.spec.labels.clone(),
+            annotations: pod.spec.annotations.clone(),
+            owner_kind: match pod.spec.owner_kind {
+                OwnerKind::Other => 0,
+                OwnerKind::StatefulSet => 1,
+                OwnerKind::VirtualMachine => 2,
+            },
+            nic_specs: pod.spec.nics.iter().map(|nic| (nic.subnet.clone(), nic.interface.clone())).collect(),
+            nics: pod
+                .nics
+                .iter()
+                .map(|nic| PodNicV1 {
+                    interface: nic.interface.clone(),
+                    subnet: nic.subnet.clone(),
+                    port_name: nic.port_name.clone(),
+                    v4ip: nic.v4ip.map(|ip| ip.octets()),
+                    v6ip: nic.v6ip.map(|ip| ip.octets()),
+                    mac: nic.mac.octets(),
+                    vip: nic.vip.clone(),
+                })
+                .collect(),
+            bound: pod.bound,
+        })
+    }
+}
+
+impl TryFrom<PodRecord> for Pod {
+    type Error = StoreError;
+    fn try_from(record: PodRecord) -> Result<Pod, StoreError> {
+        let PodRecord::V1(record) = record;
+        let owner_kind = match record.owner_kind {
+            0 => OwnerKind::Other,
+            1 => OwnerKind::StatefulSet,
+            2 => OwnerKind::VirtualMachine,
+            other => return Err(corrupt(&record.name, format!("unknown owner kind {other}"))),
+        };
+        Ok(Pod {
+            spec: PodSpec {
+                namespace: record.namespace,
+                name: record.name,
+                labels: record.labels,
+                annotations: record.annotations,
+                owner_kind,
+                nics: record.nic_specs.into_iter().map(|(subnet, interface)| NicSpec { subnet, interface }).collect(),
+            },
+            nics: record
+                .nics
+                .into_iter()
+                .map(|nic| PodNic {
+                    interface: nic.interface,
+                    subnet: nic.subnet,
+                    port_name: nic.port_name,
+                    v4ip: nic.v4ip.map(v4),
+                    v6ip: nic.v6ip.map(v6),
+                    mac: MacAddr::from_octets(nic.mac),
+                    vip: nic.vip,
+                })
+                .collect(),
+            bound: record.bound,
+        })
+    }
+}
+
+impl From<&SwitchLbRule> for SwitchLbRuleRecord {
+    fn from(rule: &SwitchLbRule) -> SwitchLbRuleRecord {
+        SwitchLbRuleRecord::V1(SwitchLbRuleV1 {
+            name: rule.name.clone(),
+            vip: rule.vip.clone(),
+            namespace: rule.namespace.clone(),
+            selector: rule.selector.clone(),
+            endpoints: rule.endpoints.iter().map(IpAddr::to_string).collect(),
+            ports: rule
+                .ports
+                .iter()
+                .map(|port| LbPortV1 {
+                    name: port.name.clone(),
+                    port: port.port,
+                    target_port: port.target_port,
+                    protocol: match port.protocol {
+                        Protocol::Tcp => 0,
+                        Protocol::Udp => 1,
+                        Protocol::Sctp => 2,
+                    },
+                })
+                .collect(),
+            session_affinity_timeout: rule.session_affinity_timeout,
+            health_check: rule.health_check,
+        })
+    }
+}
+
+impl TryFrom<SwitchLbRuleRecord> for SwitchLbRule {
+    type Error = StoreError;
+    fn try_from(record: SwitchLbRuleRecord) -> Result<SwitchLbRule, StoreError> {
+        let SwitchLbRuleRecord::V1(record) = record;
+        let endpoints = record
+            .endpoints
+            .iter()
+            .map(|text| text.parse::<IpAddr>().map_err(|error| corrupt(&record.name, error)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let ports = record
+            .ports
+            .into_iter()
+            .map(|port| {
+                let protocol = match port.protocol {
+                    0 => Protocol::Tcp,
+                    1 => Protocol::Udp,
+                    2 => Protocol::Sctp,
+                    other => return Err(corrupt(&record.name, format!("unknown protocol {other}"))),
+                };
+                Ok(LbPort { name: port.name, port: port.port, target_port: port.target_port, protocol })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(SwitchLbRule {
+            name: record.name,
+            vip: record.vip,
+            namespace: record.namespace,
+            selector: record.selector,
+            endpoints,
+            ports,
+            session_affinity_timeout: record.session_affinity_timeout,
+            health_check: record.health_check,
+        })
+    }
+}
