@@ -9,7 +9,10 @@ use super::{PlannedWrite, Tree, Trees};
 pub const DESCRIPTION: &str = "binary address and MAC keys";
 
 fn split(key: &[u8]) -> Result<(&[u8], &str), String> {
-    let separator = key.iter().position(|byte| *byte == 0).ok_or_else(|| format!("key without separator: {key:?}"))?;
+    let separator = key
+        .iter()
+        .position(|byte| *byte == 0)
+        .ok_or_else(|| format!("key without separator: {key:?}"))?;
     let text = std::str::from_utf8(&key[separator + 1..]).map_err(|_| format!("key is not text: {key:?}"))?;
     Ok((&key[..separator], text))
 }
@@ -27,13 +30,23 @@ pub fn plan(trees: &Trees) -> Result<Vec<PlannedWrite>, String> {
     for entry in trees.ips.iter() {
         let (key, value) = entry.map_err(|error| error.to_string())?;
         let (subnet, text) = split(&key)?;
-        let ip: IpAddr = text.parse().map_err(|_| format!("bad address {text:?} in an allocation key"))?;
+        let ip: IpAddr = text
+            .parse()
+            .map_err(|_| format!("bad address {text:?} in an allocation key"))?;
         let binary = match ip {
             IpAddr::V4(v4) => v4.octets().to_vec(),
             IpAddr::V6(v6) => v6.octets().to_vec(),
         };
-        writes.push(PlannedWrite { tree: Tree::Ips, key: key.to_vec(), value: None });
-        writes.push(PlannedWrite { tree: Tree::Ips, key: rekey(subnet, &binary), value: Some(value.to_vec()) });
+        writes.push(PlannedWrite {
+            tree: Tree::Ips,
+            key: key.to_vec(),
+            value: None,
+        });
+        writes.push(PlannedWrite {
+            tree: Tree::Ips,
+            key: rekey(subnet, &binary),
+            value: Some(value.to_vec()),
+        });
     }
     for entry in trees.macs.iter() {
         let (key, value) = entry.map_err(|error| error.to_string())?;
@@ -45,8 +58,16 @@ pub fn plan(trees: &Trees) -> Result<Vec<PlannedWrite>, String> {
         if octets.len() != 6 {
             return Err(format!("bad MAC {text:?} in an allocation key"));
         }
-        writes.push(PlannedWrite { tree: Tree::Macs, key: key.to_vec(), value: None });
-        writes.push(PlannedWrite { tree: Tree::Macs, key: rekey(subnet, &octets), value: Some(value.to_vec()) });
+        writes.push(PlannedWrite {
+            tree: Tree::Macs,
+            key: key.to_vec(),
+            value: None,
+        });
+        writes.push(PlannedWrite {
+            tree: Tree::Macs,
+            key: rekey(subnet, &octets),
+            value: Some(value.to_vec()),
+        });
     }
     Ok(writes)
 }

@@ -45,8 +45,10 @@ enum Event {
 
 /// Runs until `shutdown` is cancelled.
 pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<(), DaemonError> {
-    std::fs::create_dir_all(&config.data_dir)
-        .map_err(|source| DaemonError::DataDir { path: config.data_dir.clone(), source })?;
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| DaemonError::DataDir {
+        path: config.data_dir.clone(),
+        source,
+    })?;
     let mut client_config = nb::client_config(config.ovn_nb.clone());
     client_config.tls = config.nb_tls.clone();
     let (client, mut events) = Client::start_subscribed(client_config);

@@ -51,9 +51,11 @@ fn main() -> ExitCode {
         }
     };
     let nb_tls = match (flags.nb_private_key, flags.nb_certificate, flags.nb_ca_cert) {
-        (Some(private_key), Some(certificate), Some(ca_certificate)) => {
-            Some(TlsFiles { private_key, certificate, ca_certificate })
-        }
+        (Some(private_key), Some(certificate), Some(ca_certificate)) => Some(TlsFiles {
+            private_key,
+            certificate,
+            ca_certificate,
+        }),
         (None, None, None) => None,
         _ => {
             eprintln!("ovn-vipd: --nb-private-key, --nb-certificate and --nb-ca-cert go together");
@@ -98,7 +100,8 @@ fn main() -> ExitCode {
 /// SIGTERM and SIGINT both start a graceful stop.
 async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut terminate), Ok(mut interrupt)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut terminate), Ok(mut interrupt)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
         // Without signal handlers the process still stops on the default action.
         std::future::pending::<()>().await;
         return;

@@ -61,7 +61,9 @@ impl IntervalSet {
         loop {
             let limit = new_end.saturating_add(1);
             let next = self.runs.range(new_start..=limit).next().map(|(s, e)| (*s, *e));
-            let Some((run_start, run_end)) = next else { break };
+            let Some((run_start, run_end)) = next else {
+                break;
+            };
             new_end = new_end.max(run_end);
             self.runs.remove(&run_start);
         }

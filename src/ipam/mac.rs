@@ -37,7 +37,11 @@ impl MacAddr {
 impl fmt::Display for MacAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let o = self.0;
-        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", o[0], o[1], o[2], o[3], o[4], o[5])
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            o[0], o[1], o[2], o[3], o[4], o[5]
+        )
     }
 }
 
@@ -77,8 +81,18 @@ mod tests {
     fn parses_and_prints_lowercase() {
         let mac: MacAddr = "00:00:00:F0:DB:25".parse().unwrap();
         assert_eq!(mac.to_string(), "00:00:00:f0:db:25");
-        assert_eq!("02-00-00-00-00-01".parse::<MacAddr>().unwrap().to_string(), "02:00:00:00:00:01");
-        for bad in ["", "00:00:00:00:00", "00:00:00:00:00:00:00", "0:00:00:00:00:00", "zz:00:00:00:00:00", "00:00:00:00:00:0g"] {
+        assert_eq!(
+            "02-00-00-00-00-01".parse::<MacAddr>().unwrap().to_string(),
+            "02:00:00:00:00:01"
+        );
+        for bad in [
+            "",
+            "00:00:00:00:00",
+            "00:00:00:00:00:00:00",
+            "0:00:00:00:00:00",
+            "zz:00:00:00:00:00",
+            "00:00:00:00:00:0g",
+        ] {
             assert!(bad.parse::<MacAddr>().is_err(), "{bad}");
         }
     }

@@ -159,7 +159,13 @@ fn v6_value(ip: Ipv6Addr) -> u128 {
 }
 
 impl FamilyPool {
-    fn new(family: Family, cidr: String, network: u128, broadcast: u128, gateway: Option<u128>) -> Result<FamilyPool, IpamError> {
+    fn new(
+        family: Family,
+        cidr: String,
+        network: u128,
+        broadcast: u128,
+        gateway: Option<u128>,
+    ) -> Result<FamilyPool, IpamError> {
         let first = network + 1;
         let last = if family == Family::V4 { broadcast - 1 } else { broadcast };
         let gateway = gateway.unwrap_or(first);
@@ -208,10 +214,20 @@ impl FamilyPool {
     fn check_static(&self, value: u128) -> Result<(), IpamError> {
         let ip = self.ip(value);
         if value < self.network || value > self.broadcast {
-            return Err(IpamError::OutsideCidr { ip, cidr: self.cidr.clone() });
+            return Err(IpamError::OutsideCidr {
+                ip,
+                cidr: self.cidr.clone(),
+            });
         }
         if value == self.network {
-            return Err(IpamError::Reserved { ip, what: if self.family == Family::V4 { "network" } else { "subnet-router anycast" } });
+            return Err(IpamError::Reserved {
+                ip,
+                what: if self.family == Family::V4 {
+                    "network"
+                } else {
+                    "subnet-router anycast"
+                },
+            });
         }
         if self.family == Family::V4 && value == self.broadcast {
             return Err(IpamError::Reserved { ip, what: "broadcast" });
@@ -220,7 +236,10 @@ impl FamilyPool {
             return Err(IpamError::IsGateway { ip });
         }
         if let Some(owner) = self.owners.get(&value) {
-            return Err(IpamError::AddressInUse { ip, owner: owner.clone() });
+            return Err(IpamError::AddressInUse {
+                ip,
+                owner: owner.clone(),
+            });
         }
         Ok(())
     }
@@ -249,7 +268,9 @@ impl FamilyPool {
                 value
             }
             // Nothing never-used is left: the oldest released address goes first.
-            None => self.pop_reusable().ok_or(IpamError::SubnetFull { family: self.family })?,
+            None => self
+                .pop_reusable()
+                .ok_or(IpamError::SubnetFull { family: self.family })?,
         };
         self.owners.insert(value, owner.clone());
         Ok(value)
@@ -287,10 +308,16 @@ impl FamilyPool {
     fn restore(&mut self, value: u128, owner: &Owner) -> Result<(), IpamError> {
         let ip = self.ip(value);
         if value < self.network || value > self.broadcast {
-            return Err(IpamError::OutsideCidr { ip, cidr: self.cidr.clone() });
+            return Err(IpamError::OutsideCidr {
+                ip,
+                cidr: self.cidr.clone(),
+            });
         }
         if let Some(existing) = self.owners.get(&value) {
-            return Err(IpamError::AddressInUse { ip, owner: existing.clone() });
+            return Err(IpamError::AddressInUse {
+                ip,
+                owner: existing.clone(),
+            });
         }
         self.taken.insert(value);
         self.owners.insert(value, owner.clone());
@@ -323,11 +350,20 @@ pub struct SubnetIpam {
 }
 
 fn parse_exclude_entry(entry: &str) -> Result<(IpAddr, IpAddr), IpamError> {
-    let invalid = |reason: &str| IpamError::InvalidExclude { entry: entry.to_string(), reason: reason.to_string() };
+    let invalid = |reason: &str| IpamError::InvalidExclude {
+        entry: entry.to_string(),
+        reason: reason.to_string(),
+    };
     let text = entry.trim();
     if let Some((start, end)) = text.split_once("..") {
-        let start: IpAddr = start.trim().parse().map_err(|_| invalid("the range start is not an IP address"))?;
-        let end: IpAddr = end.trim().parse().map_err(|_| invalid("the range end is not an IP address"))?;
+        let start: IpAddr = start
+            .trim()
+            .parse()
+            .map_err(|_| invalid("the range start is not an IP address"))?;
+        let end: IpAddr = end
+            .trim()
+            .parse()
+            .map_err(|_| invalid("the range end is not an IP address"))?;
         if start.is_ipv4() != end.is_ipv4() {
             return Err(invalid("both ends of a range must be of one family"));
         }
@@ -345,7 +381,9 @@ fn parse_exclude_entry(entry: &str) -> Result<(IpAddr, IpAddr), IpamError> {
         let net: ipnet::IpNet = text.parse().map_err(|_| invalid("not a CIDR"))?;
         return Ok((net.network(), net.broadcast()));
     }
-    let ip: IpAddr = text.parse().map_err(|_| invalid("expected an IP address, a..b range or CIDR"))?;
+    let ip: IpAddr = text
+        .parse()
+        .map_err(|_| invalid("expected an IP address, a..b range or CIDR"))?;
     Ok((ip, ip))
 }
 
@@ -370,7 +408,10 @@ impl SubnetIpam {
                 }
                 if let Some(gateway) = config.gateway_v4 {
                     if !net.contains(&gateway) {
-                        return Err(IpamError::InvalidGateway { ip: IpAddr::V4(gateway), reason: format!("outside {net}") });
+                        return Err(IpamError::InvalidGateway {
+                            ip: IpAddr::V4(gateway),
+                            reason: format!("outside {net}"),
+                        });
                     }
                 }
                 Some(FamilyPool::new(
@@ -399,7 +440,10 @@ impl SubnetIpam {
                 }
                 if let Some(gateway) = config.gateway_v6 {
                     if !net.contains(&gateway) {
-                        return Err(IpamError::InvalidGateway { ip: IpAddr::V6(gateway), reason: format!("outside {net}") });
+                        return Err(IpamError::InvalidGateway {
+                            ip: IpAddr::V6(gateway),
+                            reason: format!("outside {net}"),
+                        });
                     }
                 }
                 Some(FamilyPool::new(
@@ -413,8 +457,15 @@ impl SubnetIpam {
             None => None,
         };
         if config.gateway_v4.is_some() && v4.is_none() || config.gateway_v6.is_some() && v6.is_none() {
-            let ip = config.gateway_v4.map(IpAddr::V4).or(config.gateway_v6.map(IpAddr::V6)).unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-            return Err(IpamError::InvalidGateway { ip, reason: "the subnet has no CIDR of its family".into() });
+            let ip = config
+                .gateway_v4
+                .map(IpAddr::V4)
+                .or(config.gateway_v6.map(IpAddr::V6))
+                .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+            return Err(IpamError::InvalidGateway {
+                ip,
+                reason: "the subnet has no CIDR of its family".into(),
+            });
         }
         let mut ipam = SubnetIpam {
             v4,
@@ -469,8 +520,14 @@ impl SubnetIpam {
     /// Whether dynamic allocation could ever return `ip` (false for gateway and excluded ones).
     pub fn is_excluded(&self, ip: IpAddr) -> bool {
         match ip {
-            IpAddr::V4(v4) => self.v4.as_ref().is_some_and(|pool| pool.excluded.contains(v4_value(v4))),
-            IpAddr::V6(v6) => self.v6.as_ref().is_some_and(|pool| pool.excluded.contains(v6_value(v6))),
+            IpAddr::V4(v4) => self
+                .v4
+                .as_ref()
+                .is_some_and(|pool| pool.excluded.contains(v4_value(v4))),
+            IpAddr::V6(v6) => self
+                .v6
+                .as_ref()
+                .is_some_and(|pool| pool.excluded.contains(v6_value(v6))),
         }
     }
 
@@ -500,16 +557,28 @@ impl SubnetIpam {
 
     fn check_mac(&self, mac: MacAddr) -> Result<(), IpamError> {
         if mac.is_multicast() {
-            return Err(IpamError::InvalidMac { mac, reason: "a multicast address" });
+            return Err(IpamError::InvalidMac {
+                mac,
+                reason: "a multicast address",
+            });
         }
         if mac.is_zero() {
-            return Err(IpamError::InvalidMac { mac, reason: "all zeros" });
+            return Err(IpamError::InvalidMac {
+                mac,
+                reason: "all zeros",
+            });
         }
         if self.gateway_mac == Some(mac) {
-            return Err(IpamError::MacInUse { mac, owner: "the gateway".into() });
+            return Err(IpamError::MacInUse {
+                mac,
+                owner: "the gateway".into(),
+            });
         }
         if let Some(owner) = self.macs.get(&mac) {
-            return Err(IpamError::MacInUse { mac, owner: owner.clone() });
+            return Err(IpamError::MacInUse {
+                mac,
+                owner: owner.clone(),
+            });
         }
         Ok(())
     }
@@ -520,24 +589,43 @@ impl SubnetIpam {
         self.allocate_with(owner, request, &mut rand::thread_rng())
     }
 
-    pub fn allocate_with(&mut self, owner: &Owner, request: &AllocationRequest, rng: &mut impl Rng) -> Result<Allocation, IpamError> {
+    pub fn allocate_with(
+        &mut self,
+        owner: &Owner,
+        request: &AllocationRequest,
+        rng: &mut impl Rng,
+    ) -> Result<Allocation, IpamError> {
         if let Some(existing) = self.allocations.get(owner) {
             let compatible = request.v4.is_none_or(|ip| existing.v4 == Some(ip))
                 && request.v6.is_none_or(|ip| existing.v6 == Some(ip))
                 && request.mac.is_none_or(|mac| existing.mac == mac);
-            return if compatible { Ok(*existing) } else { Err(IpamError::OwnerHasDifferentAllocation) };
+            return if compatible {
+                Ok(*existing)
+            } else {
+                Err(IpamError::OwnerHasDifferentAllocation)
+            };
         }
         // Check everything that can be checked before taking anything.
         if let Some(ip) = request.v4 {
             match &self.v4 {
                 Some(pool) => pool.check_static(v4_value(ip))?,
-                None => return Err(IpamError::FamilyNotInSubnet { ip: IpAddr::V4(ip), family: Family::V4 }),
+                None => {
+                    return Err(IpamError::FamilyNotInSubnet {
+                        ip: IpAddr::V4(ip),
+                        family: Family::V4,
+                    })
+                }
             }
         }
         if let Some(ip) = request.v6 {
             match &self.v6 {
                 Some(pool) => pool.check_static(v6_value(ip))?,
-                None => return Err(IpamError::FamilyNotInSubnet { ip: IpAddr::V6(ip), family: Family::V6 }),
+                None => {
+                    return Err(IpamError::FamilyNotInSubnet {
+                        ip: IpAddr::V6(ip),
+                        family: Family::V6,
+                    })
+                }
             }
         }
         if let Some(mac) = request.mac {
@@ -612,21 +700,39 @@ impl SubnetIpam {
             return Err(IpamError::OwnerHasDifferentAllocation);
         }
         let Some(mac) = request.mac else {
-            return Err(IpamError::InvalidMac { mac: MacAddr::from_octets([0; 6]), reason: "missing from the stored allocation" });
+            return Err(IpamError::InvalidMac {
+                mac: MacAddr::from_octets([0; 6]),
+                reason: "missing from the stored allocation",
+            });
         };
         if let Some(existing) = self.macs.get(&mac) {
-            return Err(IpamError::MacInUse { mac, owner: existing.clone() });
+            return Err(IpamError::MacInUse {
+                mac,
+                owner: existing.clone(),
+            });
         }
         if let Some(ip) = request.v4 {
-            let pool = self.v4.as_ref().ok_or(IpamError::FamilyNotInSubnet { ip: IpAddr::V4(ip), family: Family::V4 })?;
+            let pool = self.v4.as_ref().ok_or(IpamError::FamilyNotInSubnet {
+                ip: IpAddr::V4(ip),
+                family: Family::V4,
+            })?;
             if let Some(existing) = pool.owners.get(&v4_value(ip)) {
-                return Err(IpamError::AddressInUse { ip: IpAddr::V4(ip), owner: existing.clone() });
+                return Err(IpamError::AddressInUse {
+                    ip: IpAddr::V4(ip),
+                    owner: existing.clone(),
+                });
             }
         }
         if let Some(ip) = request.v6 {
-            let pool = self.v6.as_ref().ok_or(IpamError::FamilyNotInSubnet { ip: IpAddr::V6(ip), family: Family::V6 })?;
+            let pool = self.v6.as_ref().ok_or(IpamError::FamilyNotInSubnet {
+                ip: IpAddr::V6(ip),
+                family: Family::V6,
+            })?;
             if let Some(existing) = pool.owners.get(&v6_value(ip)) {
-                return Err(IpamError::AddressInUse { ip: IpAddr::V6(ip), owner: existing.clone() });
+                return Err(IpamError::AddressInUse {
+                    ip: IpAddr::V6(ip),
+                    owner: existing.clone(),
+                });
             }
         }
         if let (Some(pool), Some(ip)) = (self.v4.as_mut(), request.v4) {
@@ -642,7 +748,11 @@ impl SubnetIpam {
             }
         }
         self.macs.insert(mac, owner.clone());
-        let allocation = Allocation { v4: request.v4, v6: request.v6, mac };
+        let allocation = Allocation {
+            v4: request.v4,
+            v6: request.v6,
+            mac,
+        };
         self.allocations.insert(owner.clone(), allocation);
         Ok(allocation)
     }

@@ -1,7 +1,9 @@
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use proptest::prelude::{any, prop, prop_assert, prop_assert_eq, prop_assert_ne, prop_oneof, proptest, Strategy as PropStrategy};
+use proptest::prelude::{
+    any, prop, prop_assert, prop_assert_eq, prop_assert_ne, prop_oneof, proptest, Strategy as PropStrategy,
+};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
@@ -45,8 +47,13 @@ fn gateway_defaults_to_the_first_address_and_is_never_handed_out() {
     }
     // .0 network, .1 gateway, .7 broadcast: .2 to .6 remain.
     assert_eq!(got, (2..=6).map(|i| Ipv4Addr::new(10, 16, 0, i)).collect::<Vec<_>>());
-    assert_eq!(dynamic(&mut ipam, "late"), Err(IpamError::SubnetFull { family: Family::V4 }));
-    assert!(IpamError::SubnetFull { family: Family::V4 }.to_string().contains("subnet full"));
+    assert_eq!(
+        dynamic(&mut ipam, "late"),
+        Err(IpamError::SubnetFull { family: Family::V4 })
+    );
+    assert!(IpamError::SubnetFull { family: Family::V4 }
+        .to_string()
+        .contains("subnet full"));
 }
 
 #[test]
@@ -60,29 +67,57 @@ fn a_given_gateway_is_kept_out_and_checked() {
     .unwrap();
     assert_eq!(dynamic(&mut ipam, "a").unwrap().v4, Some(ip4("10.16.0.1")));
     assert!(dynamic(&mut ipam, "b").is_err());
-    for (gateway, cidr) in [("10.17.0.1", "10.16.0.0/16"), ("10.16.0.0", "10.16.0.0/16"), ("10.16.255.255", "10.16.0.0/16")] {
+    for (gateway, cidr) in [
+        ("10.17.0.1", "10.16.0.0/16"),
+        ("10.16.0.0", "10.16.0.0/16"),
+        ("10.16.255.255", "10.16.0.0/16"),
+    ] {
         let refused = SubnetIpam::new(SubnetIpamConfig {
             cidr_v4: Some(cidr.parse().unwrap()),
             gateway_v4: Some(ip4(gateway)),
             ..Default::default()
         });
-        assert!(matches!(refused, Err(IpamError::InvalidGateway { .. })), "{gateway}: {refused:?}");
+        assert!(
+            matches!(refused, Err(IpamError::InvalidGateway { .. })),
+            "{gateway}: {refused:?}"
+        );
     }
 }
 
 #[test]
 fn static_refusals_name_their_reason() {
     let mut ipam = v4_subnet("10.16.0.0/16", &[], Strategy::Random);
-    let request = |ip: &str| AllocationRequest { v4: Some(ip4(ip)), ..Default::default() };
-    assert!(matches!(ipam.allocate(&"a".into(), &request("10.17.0.5")), Err(IpamError::OutsideCidr { .. })));
-    assert!(matches!(ipam.allocate(&"a".into(), &request("10.16.0.1")), Err(IpamError::IsGateway { .. })));
-    assert!(matches!(ipam.allocate(&"a".into(), &request("10.16.0.0")), Err(IpamError::Reserved { what: "network", .. })));
-    assert!(matches!(ipam.allocate(&"a".into(), &request("10.16.255.255")), Err(IpamError::Reserved { what: "broadcast", .. })));
+    let request = |ip: &str| AllocationRequest {
+        v4: Some(ip4(ip)),
+        ..Default::default()
+    };
+    assert!(matches!(
+        ipam.allocate(&"a".into(), &request("10.17.0.5")),
+        Err(IpamError::OutsideCidr { .. })
+    ));
+    assert!(matches!(
+        ipam.allocate(&"a".into(), &request("10.16.0.1")),
+        Err(IpamError::IsGateway { .. })
+    ));
+    assert!(matches!(
+        ipam.allocate(&"a".into(), &request("10.16.0.0")),
+        Err(IpamError::Reserved { what: "network", .. })
+    ));
+    assert!(matches!(
+        ipam.allocate(&"a".into(), &request("10.16.255.255")),
+        Err(IpamError::Reserved { what: "broadcast", .. })
+    ));
     ipam.allocate(&"vip/static".into(), &request("10.16.0.121")).unwrap();
     let error = ipam.allocate(&"vip/other".into(), &request("10.16.0.121")).unwrap_err();
     assert_eq!(error.to_string(), "10.16.0.121 is already owned by vip/static");
-    let v6 = AllocationRequest { v6: Some("fd00::5".parse().unwrap()), ..Default::default() };
-    assert!(matches!(ipam.allocate(&"b".into(), &v6), Err(IpamError::FamilyNotInSubnet { .. })));
+    let v6 = AllocationRequest {
+        v6: Some("fd00::5".parse().unwrap()),
+        ..Default::default()
+    };
+    assert!(matches!(
+        ipam.allocate(&"b".into(), &v6),
+        Err(IpamError::FamilyNotInSubnet { .. })
+    ));
     // Nothing was taken by the refusals.
     assert_eq!(ipam.used_v4(), 1);
 }
@@ -91,16 +126,36 @@ fn static_refusals_name_their_reason() {
 fn excluded_addresses_single_range_cidr_and_clipping() {
     let ipam = v4_subnet(
         "10.16.0.0/24",
-        &["10.16.0.2", "10.16.0.10..10.16.0.12", "10.16.0.64/30", "10.15.0.0/16", "fd00::1", "10.16.0.250..10.17.0.5"],
+        &[
+            "10.16.0.2",
+            "10.16.0.10..10.16.0.12",
+            "10.16.0.64/30",
+            "10.15.0.0/16",
+            "fd00::1",
+            "10.16.0.250..10.17.0.5",
+        ],
         Strategy::Sequential,
     );
-    for excluded in ["10.16.0.2", "10.16.0.10", "10.16.0.11", "10.16.0.12", "10.16.0.65", "10.16.0.254"] {
+    for excluded in [
+        "10.16.0.2",
+        "10.16.0.10",
+        "10.16.0.11",
+        "10.16.0.12",
+        "10.16.0.65",
+        "10.16.0.254",
+    ] {
         assert!(ipam.is_excluded(IpAddr::V4(ip4(excluded))), "{excluded}");
     }
     assert!(!ipam.is_excluded(IpAddr::V4(ip4("10.16.0.3"))));
     // 254 usable - gateway - 1 - 3 - 4 - 5 (250..254) = 240
     assert_eq!(ipam.free_v4(), 254 - 1 - 1 - 3 - 4 - 5);
-    for bad in ["10.16.0.300", "10.16.0.5..fd00::1", "10.16.0.9..10.16.0.5", "nonsense", "10.16.0.0/33"] {
+    for bad in [
+        "10.16.0.300",
+        "10.16.0.5..fd00::1",
+        "10.16.0.9..10.16.0.5",
+        "nonsense",
+        "10.16.0.0/33",
+    ] {
         let refused = SubnetIpam::new(SubnetIpamConfig {
             cidr_v4: Some("10.16.0.0/24".parse().unwrap()),
             exclude_ips: vec![bad.to_string()],
@@ -119,7 +174,13 @@ fn dynamic_never_returns_excluded_but_static_may() {
     let first = dynamic(&mut ipam, "a").unwrap().v4.unwrap();
     assert_eq!(first, ip4("10.16.0.6"));
     assert!(dynamic(&mut ipam, "b").is_err());
-    let reserved = ipam.allocate(&"operator".into(), &AllocationRequest { v4: Some(ip4("10.16.0.3")), ..Default::default() });
+    let reserved = ipam.allocate(
+        &"operator".into(),
+        &AllocationRequest {
+            v4: Some(ip4("10.16.0.3")),
+            ..Default::default()
+        },
+    );
     assert_eq!(reserved.unwrap().v4, Some(ip4("10.16.0.3")));
     // Released, an excluded address stays excluded.
     ipam.release("operator");
@@ -147,7 +208,15 @@ fn a_static_request_may_take_an_address_waiting_for_reuse() {
     let mut ipam = v4_subnet("10.16.0.0/29", &[], Strategy::Sequential);
     let a = dynamic(&mut ipam, "a").unwrap().v4.unwrap();
     ipam.release("a");
-    let again = ipam.allocate(&"b".into(), &AllocationRequest { v4: Some(a), ..Default::default() }).unwrap();
+    let again = ipam
+        .allocate(
+            &"b".into(),
+            &AllocationRequest {
+                v4: Some(a),
+                ..Default::default()
+            },
+        )
+        .unwrap();
     assert_eq!(again.v4, Some(a));
     ipam.release("b");
     assert_eq!(ipam.used_v4(), 0);
@@ -160,13 +229,25 @@ fn dual_stack_is_all_or_nothing() {
     assert!(both.v4.is_some() && both.v6.is_some());
     // Only one family given: that one static, the other dynamic.
     let given = ipam
-        .allocate(&"b".into(), &AllocationRequest { v6: Some("fd00::0:0:0:abc".parse().unwrap()), ..Default::default() })
+        .allocate(
+            &"b".into(),
+            &AllocationRequest {
+                v6: Some("fd00::0:0:0:abc".parse().unwrap()),
+                ..Default::default()
+            },
+        )
         .unwrap();
     assert_eq!(given.v6, Some("fd00::abc".parse::<Ipv6Addr>().unwrap()));
     assert!(given.v4.is_some());
     // An IPv6 conflict leaves IPv4 untouched.
     let used_before = ipam.used_v4();
-    let conflict = ipam.allocate(&"c".into(), &AllocationRequest { v6: given.v6, ..Default::default() });
+    let conflict = ipam.allocate(
+        &"c".into(),
+        &AllocationRequest {
+            v6: given.v6,
+            ..Default::default()
+        },
+    );
     assert!(matches!(conflict, Err(IpamError::AddressInUse { .. })));
     assert_eq!(ipam.used_v4(), used_before);
     // IPv4 exhausted: the IPv6 address is not taken either.
@@ -195,14 +276,40 @@ fn macs_are_local_unicast_unique_and_validated() {
         assert!(seen.insert(mac));
     }
     let only_mac: MacAddr = "00:00:00:f0:db:25".parse().unwrap();
-    let allocation = ipam.allocate(&"mac-only".into(), &AllocationRequest { mac: Some(only_mac), ..Default::default() }).unwrap();
+    let allocation = ipam
+        .allocate(
+            &"mac-only".into(),
+            &AllocationRequest {
+                mac: Some(only_mac),
+                ..Default::default()
+            },
+        )
+        .unwrap();
     assert_eq!(allocation.mac, only_mac);
     assert!(allocation.v4.is_some());
-    let again = ipam.allocate(&"other".into(), &AllocationRequest { mac: Some(only_mac), ..Default::default() });
+    let again = ipam.allocate(
+        &"other".into(),
+        &AllocationRequest {
+            mac: Some(only_mac),
+            ..Default::default()
+        },
+    );
     assert!(matches!(again, Err(IpamError::MacInUse { .. })));
-    let gateway = ipam.allocate(&"other".into(), &AllocationRequest { mac: Some(gateway_mac), ..Default::default() });
+    let gateway = ipam.allocate(
+        &"other".into(),
+        &AllocationRequest {
+            mac: Some(gateway_mac),
+            ..Default::default()
+        },
+    );
     assert!(matches!(gateway, Err(IpamError::MacInUse { .. })));
-    let multicast = ipam.allocate(&"other".into(), &AllocationRequest { mac: Some("01:00:5e:00:00:01".parse().unwrap()), ..Default::default() });
+    let multicast = ipam.allocate(
+        &"other".into(),
+        &AllocationRequest {
+            mac: Some("01:00:5e:00:00:01".parse().unwrap()),
+            ..Default::default()
+        },
+    );
     assert!(matches!(multicast, Err(IpamError::InvalidMac { .. })));
 }
 
@@ -211,18 +318,36 @@ fn an_owner_asking_again_gets_what_it_holds() {
     let mut ipam = v4_subnet("10.16.0.0/24", &[], Strategy::Random);
     let first = dynamic(&mut ipam, "a").unwrap();
     assert_eq!(dynamic(&mut ipam, "a").unwrap(), first);
-    let different = ipam.allocate(&"a".into(), &AllocationRequest { v4: Some(ip4("10.16.0.200")), ..Default::default() });
+    let different = ipam.allocate(
+        &"a".into(),
+        &AllocationRequest {
+            v4: Some(ip4("10.16.0.200")),
+            ..Default::default()
+        },
+    );
     assert_eq!(different, Err(IpamError::OwnerHasDifferentAllocation));
 }
 
 #[test]
 fn prefix_bounds_and_large_spaces() {
-    for (cidr, ok) in [("10.0.0.0/8", true), ("10.0.0.0/30", true), ("10.0.0.0/31", false), ("10.0.0.0/7", false), ("10.0.0.1/24", false)] {
-        let result = SubnetIpam::new(SubnetIpamConfig { cidr_v4: Some(cidr.parse().unwrap()), ..Default::default() });
+    for (cidr, ok) in [
+        ("10.0.0.0/8", true),
+        ("10.0.0.0/30", true),
+        ("10.0.0.0/31", false),
+        ("10.0.0.0/7", false),
+        ("10.0.0.1/24", false),
+    ] {
+        let result = SubnetIpam::new(SubnetIpamConfig {
+            cidr_v4: Some(cidr.parse().unwrap()),
+            ..Default::default()
+        });
         assert_eq!(result.is_ok(), ok, "{cidr}");
     }
     for (cidr, ok) in [("fd00::/64", true), ("fd00::/48", true), ("fd00::/65", false)] {
-        let result = SubnetIpam::new(SubnetIpamConfig { cidr_v6: Some(cidr.parse().unwrap()), ..Default::default() });
+        let result = SubnetIpam::new(SubnetIpamConfig {
+            cidr_v6: Some(cidr.parse().unwrap()),
+            ..Default::default()
+        });
         assert_eq!(result.is_ok(), ok, "{cidr}");
     }
     let mut big = SubnetIpam::new(SubnetIpamConfig {
@@ -242,11 +367,36 @@ fn prefix_bounds_and_large_spaces() {
 fn restore_rebuilds_without_delay_and_refuses_double_owners() {
     let mut ipam = v4_subnet("10.16.0.0/29", &["10.16.0.2"], Strategy::Sequential);
     let mac: MacAddr = "02:00:00:00:00:02".parse().unwrap();
-    ipam.restore(&"vip/a".into(), &AllocationRequest { v4: Some(ip4("10.16.0.2")), v6: None, mac: Some(mac) }).unwrap();
-    assert_eq!(ipam.owner_of_ip(IpAddr::V4(ip4("10.16.0.2"))).map(String::as_str), Some("vip/a"));
-    let twice = ipam.restore(&"vip/b".into(), &AllocationRequest { v4: Some(ip4("10.16.0.2")), v6: None, mac: Some("02:00:00:00:00:03".parse().unwrap()) });
+    ipam.restore(
+        &"vip/a".into(),
+        &AllocationRequest {
+            v4: Some(ip4("10.16.0.2")),
+            v6: None,
+            mac: Some(mac),
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        ipam.owner_of_ip(IpAddr::V4(ip4("10.16.0.2"))).map(String::as_str),
+        Some("vip/a")
+    );
+    let twice = ipam.restore(
+        &"vip/b".into(),
+        &AllocationRequest {
+            v4: Some(ip4("10.16.0.2")),
+            v6: None,
+            mac: Some("02:00:00:00:00:03".parse().unwrap()),
+        },
+    );
     assert!(matches!(twice, Err(IpamError::AddressInUse { .. })));
-    let mac_twice = ipam.restore(&"vip/c".into(), &AllocationRequest { v4: Some(ip4("10.16.0.3")), v6: None, mac: Some(mac) });
+    let mac_twice = ipam.restore(
+        &"vip/c".into(),
+        &AllocationRequest {
+            v4: Some(ip4("10.16.0.3")),
+            v6: None,
+            mac: Some(mac),
+        },
+    );
     assert!(matches!(mac_twice, Err(IpamError::MacInUse { .. })));
     assert_eq!(dynamic(&mut ipam, "d").unwrap().v4, Some(ip4("10.16.0.3")));
 }

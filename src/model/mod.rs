@@ -99,7 +99,11 @@ impl Vip {
     }
 
     pub fn addresses(&self) -> Vec<IpAddr> {
-        self.v4ip.map(IpAddr::V4).into_iter().chain(self.v6ip.map(IpAddr::V6)).collect()
+        self.v4ip
+            .map(IpAddr::V4)
+            .into_iter()
+            .chain(self.v6ip.map(IpAddr::V6))
+            .collect()
     }
 }
 
@@ -157,7 +161,10 @@ pub struct Pod {
 
 impl Pod {
     pub fn key(&self) -> PodRef {
-        PodRef { namespace: self.spec.namespace.clone(), name: self.spec.name.clone() }
+        PodRef {
+            namespace: self.spec.namespace.clone(),
+            name: self.spec.name.clone(),
+        }
     }
 }
 
@@ -218,6 +225,12 @@ pub fn selector_matches(selector: &BTreeMap<String, String>, labels: &BTreeMap<S
 pub fn aap_vips(annotations: &BTreeMap<String, String>) -> Vec<String> {
     annotations
         .get(ANNOTATION_AAPS)
-        .map(|list| list.split(',').map(str::trim).filter(|name| !name.is_empty()).map(str::to_string).collect())
+        .map(|list| {
+            list.split(',')
+                .map(str::trim)
+                .filter(|name| !name.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
         .unwrap_or_default()
 }

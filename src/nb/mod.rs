@@ -22,16 +22,37 @@ pub const LOAD_BALANCER_HEALTH_CHECK: &str = "Load_Balancer_Health_Check";
 /// with an error naming it, instead of failing later in a transaction.
 pub const REQUIRED_COLUMNS: &[(&str, &[&str])] = &[
     (NB_GLOBAL, &["nb_cfg", "external_ids", "options"]),
-    (LOGICAL_SWITCH, &["name", "ports", "load_balancer", "external_ids", "other_config"]),
+    (
+        LOGICAL_SWITCH,
+        &["name", "ports", "load_balancer", "external_ids", "other_config"],
+    ),
     (
         LOGICAL_SWITCH_PORT,
-        &["name", "type", "addresses", "port_security", "options", "external_ids", "up", "enabled"],
+        &[
+            "name",
+            "type",
+            "addresses",
+            "port_security",
+            "options",
+            "external_ids",
+            "up",
+            "enabled",
+        ],
     ),
     (LOGICAL_ROUTER, &["name", "ports", "load_balancer", "external_ids"]),
     (LOGICAL_ROUTER_PORT, &["name", "mac", "networks", "external_ids"]),
     (
         LOAD_BALANCER,
-        &["name", "vips", "protocol", "selection_fields", "options", "health_check", "ip_port_mappings", "external_ids"],
+        &[
+            "name",
+            "vips",
+            "protocol",
+            "selection_fields",
+            "options",
+            "health_check",
+            "ip_port_mappings",
+            "external_ids",
+        ],
     ),
     (LOAD_BALANCER_HEALTH_CHECK, &["vip", "options", "external_ids"]),
 ];
@@ -162,7 +183,10 @@ pub trait NbRow: Sized {
 
     /// Every row of the table in the cache.
     fn all(cache: &Cache) -> Vec<Self> {
-        cache.rows(Self::TABLE).map(|(uuid, row)| Self::from_row(*uuid, row)).collect()
+        cache
+            .rows(Self::TABLE)
+            .map(|(uuid, row)| Self::from_row(*uuid, row))
+            .collect()
     }
 
     fn get(cache: &Cache, uuid: &Uuid) -> Option<Self> {
@@ -175,7 +199,11 @@ impl NbRow for NbGlobal {
     fn from_row(uuid: Uuid, row: &Row) -> Self {
         NbGlobal {
             uuid,
-            nb_cfg: row.get("nb_cfg").and_then(Value::as_atom).and_then(Atom::as_i64).unwrap_or(0),
+            nb_cfg: row
+                .get("nb_cfg")
+                .and_then(Value::as_atom)
+                .and_then(Atom::as_i64)
+                .unwrap_or(0),
             external_ids: string_map(row, "external_ids"),
             options: string_map(row, "options"),
         }
@@ -270,5 +298,8 @@ impl NbRow for LoadBalancerHealthCheck {
 
 /// A short summary of the cache, for logs.
 pub fn summary(cache: &Cache) -> BTreeMap<&'static str, usize> {
-    REQUIRED_COLUMNS.iter().map(|(table, _)| (*table, cache.len(table))).collect()
+    REQUIRED_COLUMNS
+        .iter()
+        .map(|(table, _)| (*table, cache.len(table)))
+        .collect()
 }

@@ -57,7 +57,9 @@ impl Cache {
             if updates.is_null() {
                 return Ok(Vec::new());
             }
-            return Err(OvsdbError::Protocol(format!("table updates are not an object: {updates}")));
+            return Err(OvsdbError::Protocol(format!(
+                "table updates are not an object: {updates}"
+            )));
         };
         let mut changes = Vec::new();
         for (table, rows) in tables {
@@ -83,12 +85,17 @@ impl Cache {
                             }
                         }
                         let old = cached.insert(uuid, row.clone());
-                        changes.push(RowChange { table: table.clone(), uuid, old, new: Some(row) });
+                        changes.push(RowChange {
+                            table: table.clone(),
+                            uuid,
+                            old,
+                            new: Some(row),
+                        });
                     }
                     "modify" => {
-                        let diff = body
-                            .as_object()
-                            .ok_or_else(|| OvsdbError::Protocol(format!("modify of {table} {uuid} is not an object")))?;
+                        let diff = body.as_object().ok_or_else(|| {
+                            OvsdbError::Protocol(format!("modify of {table} {uuid} is not an object"))
+                        })?;
                         let row = cached.entry(uuid).or_default();
                         let old = row.clone();
                         for (column, json_diff) in diff {
@@ -104,11 +111,21 @@ impl Cache {
                                 None => {}
                             }
                         }
-                        changes.push(RowChange { table: table.clone(), uuid, old: Some(old), new: Some(row.clone()) });
+                        changes.push(RowChange {
+                            table: table.clone(),
+                            uuid,
+                            old: Some(old),
+                            new: Some(row.clone()),
+                        });
                     }
                     "delete" => {
                         let old = cached.remove(&uuid);
-                        changes.push(RowChange { table: table.clone(), uuid, old, new: None });
+                        changes.push(RowChange {
+                            table: table.clone(),
+                            uuid,
+                            old,
+                            new: None,
+                        });
                     }
                     other => return Err(OvsdbError::Protocol(format!("unknown row update {other:?}"))),
                 }
@@ -139,7 +156,10 @@ mod tests {
         let uuid = Uuid::new_v4();
         let id = uuid.to_string();
         cache
-            .apply_update2(&schema, &json!({"A": {id.clone(): {"insert": {"name": "a", "tags": "x", "ids": ["map", [["k", "v"]]]}}}}))
+            .apply_update2(
+                &schema,
+                &json!({"A": {id.clone(): {"insert": {"name": "a", "tags": "x", "ids": ["map", [["k", "v"]]]}}}}),
+            )
             .unwrap();
         assert_eq!(cache.row("A", &uuid).unwrap()["tags"], Value::set(["x"]));
         let changes = cache
@@ -149,7 +169,9 @@ mod tests {
         assert_eq!(row["tags"], Value::set(["y"]));
         assert_eq!(row["ids"], Value::map([("n", "m")]));
         assert_eq!(changes[0].old.as_ref().unwrap()["tags"], Value::set(["x"]));
-        cache.apply_update2(&schema, &json!({"A": {id: {"delete": null}}})).unwrap();
+        cache
+            .apply_update2(&schema, &json!({"A": {id: {"delete": null}}}))
+            .unwrap();
         assert_eq!(cache.len("A"), 0);
     }
 }

@@ -75,7 +75,9 @@ pub enum ClientEvent {
     /// Rows changed in the monitored tables.
     Changed(Arc<Vec<RowChange>>),
     /// The connection was lost; the cache keeps its last content until the next `Resynced`.
-    Disconnected { error: String },
+    Disconnected {
+        error: String,
+    },
     LockAcquired(String),
     LockStolen(String),
 }
@@ -92,7 +94,9 @@ pub struct ConnectionState {
 
 impl ConnectionState {
     pub fn is_connected(&self) -> bool {
-        self.connection.as_ref().is_some_and(|connection| !connection.is_closed())
+        self.connection
+            .as_ref()
+            .is_some_and(|connection| !connection.is_closed())
     }
 }
 
@@ -140,7 +144,13 @@ impl Client {
         });
         let span = tracing::info_span!("ovsdb_client", database = %shared.config.database);
         let supervisor = tokio::spawn(supervise(shared.clone()).instrument(span));
-        (Client { shared, supervisor: Arc::new(Mutex::new(Some(supervisor))) }, receiver)
+        (
+            Client {
+                shared,
+                supervisor: Arc::new(Mutex::new(Some(supervisor))),
+            },
+            receiver,
+        )
     }
 
     pub fn config(&self) -> &ClientConfig {
@@ -213,7 +223,11 @@ impl Client {
                 }
                 Err(error) => {
                     self.shared.transaction_failures.fetch_add(1, Ordering::Relaxed);
-                    return Err(if is_not_leader(&error) { OvsdbError::NotLeader } else { error });
+                    return Err(if is_not_leader(&error) {
+                        OvsdbError::NotLeader
+                    } else {
+                        error
+                    });
                 }
                 Ok(results) => return Ok(results),
             }
@@ -295,7 +309,10 @@ async fn supervise(shared: Arc<Shared>) {
         warn!("no OVSDB remote configured");
         return;
     }
-    let mut resume = Resume { last_txn_id: ZERO_TXN_ID.to_string(), highest_index: 0 };
+    let mut resume = Resume {
+        last_txn_id: ZERO_TXN_ID.to_string(),
+        highest_index: 0,
+    };
     let mut next_remote = rand::thread_rng().gen_range(0..remotes.len());
     let mut backoff = shared.config.backoff_initial;
     let mut failures_in_round = 0usize;
@@ -323,7 +340,9 @@ async fn supervise(shared: Arc<Shared>) {
             state.connection = None;
             state.last_error = Some(format!("{remote}: {error}"));
         });
-        let _ = shared.events.send(ClientEvent::Disconnected { error: error.to_string() });
+        let _ = shared.events.send(ClientEvent::Disconnected {
+            error: error.to_string(),
+        });
         failures_in_round += 1;
         // Try every remote once before sleeping: the leader may simply be elsewhere.
         if failures_in_round < remotes.len() && matches!(error, OvsdbError::NotLeader) {
@@ -343,25 +362,38 @@ async fn supervise(shared: Arc<Shared>) {
 /// Checks `_Server` for the database's cluster role. Returns an error when this server must not
 /// be used: not the leader (when leader-only), disconnected from its cluster, or behind an index
 /// already seen.
-async fn check_cluster_role(
-    shared: &Shared,
-    connection: &Connection,
-    resume: &mut Resume,
-) -> Result<(), OvsdbError> {
+async fn check_cluster_role(shared: &Shared, connection: &Connection, resume: &mut Resume) -> Result<(), OvsdbError> {
     let select = Operation::Select {
         table: "Database".into(),
         conditions: vec![Condition::equal("name", Value::string(shared.config.database.clone()))],
-        columns: Some(vec!["model".into(), "connected".into(), "leader".into(), "index".into()]),
+        columns: Some(vec![
+            "model".into(),
+            "connected".into(),
+            "leader".into(),
+            "index".into(),
+        ]),
     };
     let results = connection.transact("_Server", &[select], None).await?;
-    let Some(row) = results.first().and_then(|result| result.rows.as_ref()).and_then(|rows| rows.first()) else {
-        return Err(OvsdbError::SchemaMismatch(format!("server has no database {}", shared.config.database)));
+    let Some(row) = results
+        .first()
+        .and_then(|result| result.rows.as_ref())
+        .and_then(|rows| rows.first())
+    else {
+        return Err(OvsdbError::SchemaMismatch(format!(
+            "server has no database {}",
+            shared.config.database
+        )));
     };
     let model = row.get("model").and_then(Value::as_str).unwrap_or("standalone");
     if model != "clustered" {
         return Ok(());
     }
-    let flag = |column: &str| row.get(column).and_then(Value::as_atom).and_then(|atom| atom.as_bool()).unwrap_or(false);
+    let flag = |column: &str| {
+        row.get(column)
+            .and_then(Value::as_atom)
+            .and_then(|atom| atom.as_bool())
+            .unwrap_or(false)
+    };
     tracing::debug!(remote = %connection.remote(), ?row, "cluster role");
     if !flag("connected") {
         return Err(OvsdbError::NotLeader);
@@ -369,7 +401,11 @@ async fn check_cluster_role(
     if shared.config.leader_only && !flag("leader") {
         return Err(OvsdbError::NotLeader);
     }
-    let index = row.get("index").and_then(Value::as_atom).and_then(|atom| atom.as_i64()).unwrap_or(0);
+    let index = row
+        .get("index")
+        .and_then(Value::as_atom)
+        .and_then(|atom| atom.as_i64())
+        .unwrap_or(0);
     if index < resume.highest_index {
         info!(remote = %connection.remote(), index, highest = resume.highest_index, "server is behind an index already seen");
         return Err(OvsdbError::NotLeader);
@@ -410,20 +446,34 @@ async fn run_session(shared: &Arc<Shared>, remote: &Remote, resume: &mut Resume)
         .iter()
         .map(|(table, columns)| (table.as_str(), columns.iter().map(String::as_str).collect()))
         .collect();
-    let required_refs: Vec<(&str, &[&str])> = required.iter().map(|(table, columns)| (*table, columns.as_slice())).collect();
+    let required_refs: Vec<(&str, &[&str])> = required
+        .iter()
+        .map(|(table, columns)| (*table, columns.as_slice()))
+        .collect();
     schema.require(&required_refs)?;
     for table in &config.monitored_tables {
         if !schema.tables.contains_key(table) {
-            return Err(OvsdbError::SchemaMismatch(format!("database {} has no table {table}", config.database)));
+            return Err(OvsdbError::SchemaMismatch(format!(
+                "database {} has no table {table}",
+                config.database
+            )));
         }
     }
 
-    let requests: serde_json::Map<String, Json> =
-        config.monitored_tables.iter().map(|table| (table.clone(), json!([{}]))).collect();
+    let requests: serde_json::Map<String, Json> = config
+        .monitored_tables
+        .iter()
+        .map(|table| (table.clone(), json!([{}])))
+        .collect();
     let requests = Json::Object(requests);
     let monitor_id = json!(config.database);
     let (found, updates) = match connection
-        .monitor_cond_since(&config.database, monitor_id.clone(), requests.clone(), &resume.last_txn_id)
+        .monitor_cond_since(
+            &config.database,
+            monitor_id.clone(),
+            requests.clone(),
+            &resume.last_txn_id,
+        )
         .await
     {
         Ok((found, txn_id, updates)) => {
@@ -432,7 +482,12 @@ async fn run_session(shared: &Arc<Shared>, remote: &Remote, resume: &mut Resume)
         }
         Err(OvsdbError::Rpc { error, .. }) if error.contains("unknown method") => {
             // Servers older than OVS 2.12 have no monitor_cond_since.
-            (false, connection.monitor_cond(&config.database, monitor_id.clone(), requests).await?)
+            (
+                false,
+                connection
+                    .monitor_cond(&config.database, monitor_id.clone(), requests)
+                    .await?,
+            )
         }
         Err(error) => return Err(error),
     };
@@ -460,7 +515,10 @@ async fn run_session(shared: &Arc<Shared>, remote: &Remote, resume: &mut Resume)
         state.generation += 1;
         state.last_error = None;
     });
-    let _ = shared.events.send(ClientEvent::Resynced { remote: remote.to_string(), resumed: found });
+    let _ = shared.events.send(ClientEvent::Resynced {
+        remote: remote.to_string(),
+        resumed: found,
+    });
 
     loop {
         let notification = tokio::select! {
@@ -472,7 +530,9 @@ async fn run_session(shared: &Arc<Shared>, remote: &Remote, resume: &mut Resume)
             return Ok(SessionEnd::Lost(connection.closed().await));
         };
         match notification {
-            Notification::Update3 { last_txn_id, updates, .. } => {
+            Notification::Update3 {
+                last_txn_id, updates, ..
+            } => {
                 apply_and_publish(shared, &schema, &updates)?;
                 resume.last_txn_id = last_txn_id;
             }

@@ -67,7 +67,9 @@ impl JsonCodec {
         }
         self.scanned = position;
         if position > MAX_MESSAGE_BYTES {
-            return Err(OvsdbError::Protocol(format!("message larger than {MAX_MESSAGE_BYTES} bytes")));
+            return Err(OvsdbError::Protocol(format!(
+                "message larger than {MAX_MESSAGE_BYTES} bytes"
+            )));
         }
         Ok(None)
     }
@@ -145,7 +147,9 @@ mod tests {
 
     #[test]
     fn multi_megabyte_message_in_small_reads() {
-        let big: Vec<_> = (0..100_000).map(|i| json!({"name": format!("p{i}\"}}"), "n": i})).collect();
+        let big: Vec<_> = (0..100_000)
+            .map(|i| json!({"name": format!("p{i}\"}}"), "n": i}))
+            .collect();
         let message = json!({"id": 7, "result": big});
         let bytes = serde_json::to_vec(&message).unwrap();
         assert!(bytes.len() > 2_000_000);

@@ -26,14 +26,27 @@ use super::schema::DatabaseSchema;
 #[derive(Debug, Clone)]
 pub enum Notification {
     /// `update2` (monitor_cond): the monitor id and the table updates.
-    Update2 { monitor_id: Json, updates: Json },
+    Update2 {
+        monitor_id: Json,
+        updates: Json,
+    },
     /// `update3` (monitor_cond_since): also the id of the transaction that made the change.
-    Update3 { monitor_id: Json, last_txn_id: String, updates: Json },
+    Update3 {
+        monitor_id: Json,
+        last_txn_id: String,
+        updates: Json,
+    },
     /// `update` (plain monitor).
-    Update { monitor_id: Json, updates: Json },
+    Update {
+        monitor_id: Json,
+        updates: Json,
+    },
     Locked(String),
     Stolen(String),
-    Other { method: String, params: Json },
+    Other {
+        method: String,
+        params: Json,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -47,7 +60,10 @@ pub struct ConnectionOptions {
 
 impl Default for ConnectionOptions {
     fn default() -> ConnectionOptions {
-        ConnectionOptions { probe_interval: Some(Duration::from_secs(5)), connect_timeout: Duration::from_secs(5) }
+        ConnectionOptions {
+            probe_interval: Some(Duration::from_secs(5)),
+            connect_timeout: Duration::from_secs(5),
+        }
     }
 }
 
@@ -115,7 +131,14 @@ impl Connection {
             };
             let _ = closed_tx.send(Some(reason));
         });
-        Ok((Connection { calls: calls_tx, closed: closed_rx, remote: remote.clone() }, notify_rx))
+        Ok((
+            Connection {
+                calls: calls_tx,
+                closed: closed_rx,
+                remote: remote.clone(),
+            },
+            notify_rx,
+        ))
     }
 
     pub fn remote(&self) -> &Remote {
@@ -129,7 +152,11 @@ impl Connection {
     /// Resolves when the session has ended, with the reason.
     pub async fn closed(&self) -> OvsdbError {
         let mut closed = self.closed.clone();
-        let reason = closed.wait_for(Option::is_some).await.ok().and_then(|reason| reason.clone());
+        let reason = closed
+            .wait_for(Option::is_some)
+            .await
+            .ok()
+            .and_then(|reason| reason.clone());
         OvsdbError::ConnectionLost(reason.unwrap_or_else(|| "closed".to_string()))
     }
 
@@ -137,7 +164,11 @@ impl Connection {
     pub async fn call(&self, method: &str, params: Json) -> Result<Json, OvsdbError> {
         let (reply_tx, reply_rx) = oneshot::channel();
         self.calls
-            .send(Call { method: method.to_string(), params, reply: reply_tx })
+            .send(Call {
+                method: method.to_string(),
+                params,
+                reply: reply_tx,
+            })
             .map_err(|_| OvsdbError::Disconnected)?;
         reply_rx.await.map_err(|_| OvsdbError::Disconnected)?
     }
@@ -185,7 +216,10 @@ impl Connection {
         last_txn_id: &str,
     ) -> Result<(bool, String, Json), OvsdbError> {
         let reply = self
-            .call("monitor_cond_since", json!([database, monitor_id, requests, last_txn_id]))
+            .call(
+                "monitor_cond_since",
+                json!([database, monitor_id, requests, last_txn_id]),
+            )
             .await?;
         match reply {
             Json::Array(mut items) if items.len() == 3 => {
@@ -340,7 +374,11 @@ impl Session {
         } else {
             let error = match &incoming.error {
                 Json::String(text) => text.clone(),
-                other => other.get("error").and_then(Json::as_str).map(str::to_string).unwrap_or_else(|| other.to_string()),
+                other => other
+                    .get("error")
+                    .and_then(Json::as_str)
+                    .map(str::to_string)
+                    .unwrap_or_else(|| other.to_string()),
             };
             Err(OvsdbError::Rpc { method, error })
         };
@@ -366,18 +404,31 @@ fn parse_notification(method: String, params: Json) -> Notification {
         }
         ("update3", 3) => {
             let updates = items.pop().unwrap_or(Json::Null);
-            let last_txn_id = items.pop().and_then(|id| id.as_str().map(str::to_string)).unwrap_or_default();
+            let last_txn_id = items
+                .pop()
+                .and_then(|id| id.as_str().map(str::to_string))
+                .unwrap_or_default();
             let monitor_id = items.pop().unwrap_or(Json::Null);
-            Notification::Update3 { monitor_id, last_txn_id, updates }
+            Notification::Update3 {
+                monitor_id,
+                last_txn_id,
+                updates,
+            }
         }
         ("locked", 1) | ("stolen", 1) => {
-            let lock = items.pop().and_then(|id| id.as_str().map(str::to_string)).unwrap_or_default();
+            let lock = items
+                .pop()
+                .and_then(|id| id.as_str().map(str::to_string))
+                .unwrap_or_default();
             if method == "locked" {
                 Notification::Locked(lock)
             } else {
                 Notification::Stolen(lock)
             }
         }
-        _ => Notification::Other { method, params: Json::Array(items) },
+        _ => Notification::Other {
+            method,
+            params: Json::Array(items),
+        },
     }
 }

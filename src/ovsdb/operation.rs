@@ -13,7 +13,11 @@ use super::value::{Atom, Value};
 pub type Row = BTreeMap<String, Value>;
 
 fn row_to_json(row: &Row) -> Json {
-    Json::Object(row.iter().map(|(column, value)| (column.clone(), value.to_json())).collect::<Map<_, _>>())
+    Json::Object(
+        row.iter()
+            .map(|(column, value)| (column.clone(), value.to_json()))
+            .collect::<Map<_, _>>(),
+    )
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,7 +56,11 @@ pub struct Condition {
 
 impl Condition {
     pub fn new(column: impl Into<String>, function: Function, value: Value) -> Condition {
-        Condition { column: column.into(), function, value }
+        Condition {
+            column: column.into(),
+            function,
+            value,
+        }
     }
 
     pub fn equal(column: impl Into<String>, value: Value) -> Condition {
@@ -103,7 +111,11 @@ pub struct Mutation {
 
 impl Mutation {
     pub fn new(column: impl Into<String>, mutator: Mutator, value: Value) -> Mutation {
-        Mutation { column: column.into(), mutator, value }
+        Mutation {
+            column: column.into(),
+            mutator,
+            value,
+        }
     }
 
     pub fn insert(column: impl Into<String>, value: Value) -> Mutation {
@@ -127,11 +139,30 @@ pub enum WaitUntil {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Operation {
-    Insert { table: String, row: Row, uuid_name: Option<String> },
-    Select { table: String, conditions: Vec<Condition>, columns: Option<Vec<String>> },
-    Update { table: String, conditions: Vec<Condition>, row: Row },
-    Mutate { table: String, conditions: Vec<Condition>, mutations: Vec<Mutation> },
-    Delete { table: String, conditions: Vec<Condition> },
+    Insert {
+        table: String,
+        row: Row,
+        uuid_name: Option<String>,
+    },
+    Select {
+        table: String,
+        conditions: Vec<Condition>,
+        columns: Option<Vec<String>>,
+    },
+    Update {
+        table: String,
+        conditions: Vec<Condition>,
+        row: Row,
+    },
+    Mutate {
+        table: String,
+        conditions: Vec<Condition>,
+        mutations: Vec<Mutation>,
+    },
+    Delete {
+        table: String,
+        conditions: Vec<Condition>,
+    },
     Wait {
         table: String,
         conditions: Vec<Condition>,
@@ -140,10 +171,14 @@ pub enum Operation {
         rows: Vec<Row>,
         timeout_ms: Option<u64>,
     },
-    Commit { durable: bool },
+    Commit {
+        durable: bool,
+    },
     Abort,
     Comment(String),
-    Assert { lock: String },
+    Assert {
+        lock: String,
+    },
 }
 
 impl Operation {
@@ -171,7 +206,11 @@ impl Operation {
                 }
                 op
             }
-            Operation::Select { table, conditions, columns } => {
+            Operation::Select {
+                table,
+                conditions,
+                columns,
+            } => {
                 let mut op = json!({"op": "select", "table": table, "where": conditions_json(conditions)});
                 if let Some(columns) = columns {
                     op["columns"] = json!(columns);
@@ -181,14 +220,25 @@ impl Operation {
             Operation::Update { table, conditions, row } => {
                 json!({"op": "update", "table": table, "where": conditions_json(conditions), "row": row_to_json(row)})
             }
-            Operation::Mutate { table, conditions, mutations } => json!({
+            Operation::Mutate {
+                table,
+                conditions,
+                mutations,
+            } => json!({
                 "op": "mutate", "table": table, "where": conditions_json(conditions),
                 "mutations": mutations.iter().map(Mutation::to_json).collect::<Vec<_>>()
             }),
             Operation::Delete { table, conditions } => {
                 json!({"op": "delete", "table": table, "where": conditions_json(conditions)})
             }
-            Operation::Wait { table, conditions, columns, until, rows, timeout_ms } => {
+            Operation::Wait {
+                table,
+                conditions,
+                columns,
+                until,
+                rows,
+                timeout_ms,
+            } => {
                 let mut op = json!({
                     "op": "wait", "table": table, "where": conditions_json(conditions),
                     "columns": columns,
@@ -295,7 +345,10 @@ mod tests {
             row: Row::from([("name".to_string(), Value::string("x"))]),
             uuid_name: Some("row0".into()),
         };
-        assert_eq!(op.to_json(), json!({"op":"insert","table":"T","row":{"name":"x"},"uuid-name":"row0"}));
+        assert_eq!(
+            op.to_json(),
+            json!({"op":"insert","table":"T","row":{"name":"x"},"uuid-name":"row0"})
+        );
     }
 
     #[test]

@@ -24,7 +24,13 @@ pub enum Remote {
 
 impl fmt::Display for Remote {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let bracket = |host: &str| if host.contains(':') { format!("[{host}]") } else { host.to_string() };
+        let bracket = |host: &str| {
+            if host.contains(':') {
+                format!("[{host}]")
+            } else {
+                host.to_string()
+            }
+        };
         match self {
             Remote::Unix(path) => write!(f, "unix:{}", path.display()),
             Remote::Tcp { host, port } => write!(f, "tcp:{}:{port}", bracket(host)),
@@ -36,8 +42,13 @@ impl fmt::Display for Remote {
 impl Remote {
     /// Parses one remote, e.g. `tcp:[::1]:6641`.
     pub fn parse(text: &str) -> Result<Remote, OvsdbError> {
-        let invalid = |reason: &str| OvsdbError::InvalidRemote { remote: text.to_string(), reason: reason.to_string() };
-        let (kind, rest) = text.split_once(':').ok_or_else(|| invalid("expected unix:PATH, tcp:HOST:PORT or ssl:HOST:PORT"))?;
+        let invalid = |reason: &str| OvsdbError::InvalidRemote {
+            remote: text.to_string(),
+            reason: reason.to_string(),
+        };
+        let (kind, rest) = text
+            .split_once(':')
+            .ok_or_else(|| invalid("expected unix:PATH, tcp:HOST:PORT or ssl:HOST:PORT"))?;
         match kind {
             "unix" if !rest.is_empty() => Ok(Remote::Unix(PathBuf::from(rest))),
             "unix" => Err(invalid("empty socket path")),
@@ -51,14 +62,22 @@ impl Remote {
                 if host.is_empty() {
                     return Err(invalid("missing host"));
                 }
-                let port: u16 = port.parse().map_err(|_| invalid("port must be a number from 1 to 65535"))?;
+                let port: u16 = port
+                    .parse()
+                    .map_err(|_| invalid("port must be a number from 1 to 65535"))?;
                 if port == 0 {
                     return Err(invalid("port must be a number from 1 to 65535"));
                 }
                 let host = host.to_string();
-                Ok(if kind == "tcp" { Remote::Tcp { host, port } } else { Remote::Ssl { host, port } })
+                Ok(if kind == "tcp" {
+                    Remote::Tcp { host, port }
+                } else {
+                    Remote::Ssl { host, port }
+                })
             }
-            "punix" | "ptcp" | "pssl" => Err(invalid("passive remotes are for servers; a client needs unix:, tcp: or ssl:")),
+            "punix" | "ptcp" | "pssl" => Err(invalid(
+                "passive remotes are for servers; a client needs unix:, tcp: or ssl:",
+            )),
             _ => Err(invalid("expected unix:PATH, tcp:HOST:PORT or ssl:HOST:PORT")),
         }
     }
@@ -72,7 +91,10 @@ impl Remote {
             .map(Remote::parse)
             .collect::<Result<Vec<_>, _>>()?;
         if remotes.is_empty() {
-            return Err(OvsdbError::InvalidRemote { remote: text.to_string(), reason: "no remote given".into() });
+            return Err(OvsdbError::InvalidRemote {
+                remote: text.to_string(),
+                reason: "no remote given".into(),
+            });
         }
         Ok(remotes)
     }
@@ -91,20 +113,29 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 
 /// Opens the transport for one remote.
 pub async fn connect(remote: &Remote, tls: Option<&TlsFiles>) -> Result<Box<dyn Stream>, OvsdbError> {
-    let connect_error = |source| OvsdbError::Connect { remote: remote.to_string(), source };
+    let connect_error = |source| OvsdbError::Connect {
+        remote: remote.to_string(),
+        source,
+    };
     match remote {
         Remote::Unix(path) => Ok(Box::new(UnixStream::connect(path).await.map_err(connect_error)?)),
         Remote::Tcp { host, port } => {
-            let stream = TcpStream::connect((host.as_str(), *port)).await.map_err(connect_error)?;
+            let stream = TcpStream::connect((host.as_str(), *port))
+                .await
+                .map_err(connect_error)?;
             stream.set_nodelay(true).map_err(connect_error)?;
             Ok(Box::new(stream))
         }
         Remote::Ssl { host, port } => {
             let files = tls.ok_or_else(|| {
-                OvsdbError::Tls(format!("{remote} needs a private key, a certificate and a CA certificate"))
+                OvsdbError::Tls(format!(
+                    "{remote} needs a private key, a certificate and a CA certificate"
+                ))
             })?;
             let config = client_config(files)?;
-            let stream = TcpStream::connect((host.as_str(), *port)).await.map_err(connect_error)?;
+            let stream = TcpStream::connect((host.as_str(), *port))
+                .await
+                .map_err(connect_error)?;
             stream.set_nodelay(true).map_err(connect_error)?;
             let server_name = ServerName::try_from(host.clone())
                 .map_err(|error| OvsdbError::Tls(format!("bad server name {host}: {error}")))?;
@@ -125,7 +156,10 @@ fn load_certificates(path: &PathBuf, what: &str) -> Result<Vec<CertificateDer<'s
         .collect::<Result<Vec<_>, _>>()
         .map_err(|error| OvsdbError::Tls(format!("bad {what} {}: {error}", path.display())))?;
     if certificates.is_empty() {
-        return Err(OvsdbError::Tls(format!("{what} {} holds no certificate", path.display())));
+        return Err(OvsdbError::Tls(format!(
+            "{what} {} holds no certificate",
+            path.display()
+        )));
     }
     Ok(certificates)
 }
@@ -176,7 +210,10 @@ impl ServerCertVerifier for CaOnlyVerifier {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        match self.webpki.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
+        match self
+            .webpki
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        {
             Err(rustls::Error::InvalidCertificate(CertificateError::NotValidForName))
             | Err(rustls::Error::InvalidCertificate(CertificateError::NotValidForNameContext { .. })) => {
                 Ok(ServerCertVerified::assertion())
@@ -214,9 +251,24 @@ mod tests {
 
     #[test]
     fn parses_ovn_remotes() {
-        assert_eq!(Remote::parse("unix:/run/ovn/ovnnb_db.sock").unwrap(), Remote::Unix("/run/ovn/ovnnb_db.sock".into()));
-        assert_eq!(Remote::parse("tcp:127.0.0.1:6641").unwrap(), Remote::Tcp { host: "127.0.0.1".into(), port: 6641 });
-        assert_eq!(Remote::parse("ssl:[::1]:6641").unwrap(), Remote::Ssl { host: "::1".into(), port: 6641 });
+        assert_eq!(
+            Remote::parse("unix:/run/ovn/ovnnb_db.sock").unwrap(),
+            Remote::Unix("/run/ovn/ovnnb_db.sock".into())
+        );
+        assert_eq!(
+            Remote::parse("tcp:127.0.0.1:6641").unwrap(),
+            Remote::Tcp {
+                host: "127.0.0.1".into(),
+                port: 6641
+            }
+        );
+        assert_eq!(
+            Remote::parse("ssl:[::1]:6641").unwrap(),
+            Remote::Ssl {
+                host: "::1".into(),
+                port: 6641
+            }
+        );
         assert_eq!(Remote::parse("ssl:[::1]:6641").unwrap().to_string(), "ssl:[::1]:6641");
         let list = Remote::parse_list("tcp:10.0.0.1:6641, tcp:10.0.0.2:6641,tcp:10.0.0.3:6641").unwrap();
         assert_eq!(list.len(), 3);
@@ -224,7 +276,17 @@ mod tests {
 
     #[test]
     fn refuses_bad_remotes_with_a_reason() {
-        for bad in ["", "tcp:1.2.3.4", "tcp:1.2.3.4:x", "tcp::80", "ptcp:6641", "http://x", "unix:", "tcp:[::1:80", "tcp:h:0"] {
+        for bad in [
+            "",
+            "tcp:1.2.3.4",
+            "tcp:1.2.3.4:x",
+            "tcp::80",
+            "ptcp:6641",
+            "http://x",
+            "unix:",
+            "tcp:[::1:80",
+            "tcp:h:0",
+        ] {
             let error = Remote::parse_list(bad).unwrap_err();
             assert!(matches!(error, OvsdbError::InvalidRemote { .. }), "{bad}: {error}");
         }

@@ -42,15 +42,30 @@ pub struct ColumnType {
 
 impl ColumnType {
     pub fn string() -> ColumnType {
-        ColumnType { key: AtomicType::String, value: None, min: 1, max: 1 }
+        ColumnType {
+            key: AtomicType::String,
+            value: None,
+            min: 1,
+            max: 1,
+        }
     }
 
     pub fn set_of_strings() -> ColumnType {
-        ColumnType { key: AtomicType::String, value: None, min: 0, max: u64::MAX }
+        ColumnType {
+            key: AtomicType::String,
+            value: None,
+            min: 0,
+            max: u64::MAX,
+        }
     }
 
     pub fn string_map() -> ColumnType {
-        ColumnType { key: AtomicType::String, value: Some(AtomicType::String), min: 0, max: u64::MAX }
+        ColumnType {
+            key: AtomicType::String,
+            value: Some(AtomicType::String),
+            min: 0,
+            max: u64::MAX,
+        }
     }
 
     /// Exactly one atom: replaced whole in `update2` diffs.
@@ -87,7 +102,12 @@ impl ColumnType {
 
     fn parse(json: &Json) -> Result<ColumnType, OvsdbError> {
         match json {
-            Json::String(name) => Ok(ColumnType { key: AtomicType::parse(name)?, value: None, min: 1, max: 1 }),
+            Json::String(name) => Ok(ColumnType {
+                key: AtomicType::parse(name)?,
+                value: None,
+                min: 1,
+                max: 1,
+            }),
             Json::Object(fields) => {
                 let key = fields
                     .get("key")

@@ -89,9 +89,7 @@ impl Atom {
                 (Some("uuid"), Some(Json::String(text))) if items.len() == 2 => Uuid::parse_str(text)
                     .map(Atom::Uuid)
                     .map_err(|error| OvsdbError::Protocol(format!("bad uuid {text:?}: {error}"))),
-                (Some("named-uuid"), Some(Json::String(name))) if items.len() == 2 => {
-                    Ok(Atom::NamedUuid(name.clone()))
-                }
+                (Some("named-uuid"), Some(Json::String(name))) if items.len() == 2 => Ok(Atom::NamedUuid(name.clone())),
                 _ => Err(OvsdbError::Protocol(format!("not an OVSDB atom: {value}"))),
             },
             _ => Err(OvsdbError::Protocol(format!("not an OVSDB atom: {value}"))),
@@ -217,7 +215,12 @@ impl Value {
         K: Into<Atom>,
         V: Into<Atom>,
     {
-        Value::Map(entries.into_iter().map(|(key, value)| (key.into(), value.into())).collect())
+        Value::Map(
+            entries
+                .into_iter()
+                .map(|(key, value)| (key.into(), value.into()))
+                .collect(),
+        )
     }
 
     /// A string-to-string map, the shape of `external_ids`, `options` and `vips`.
@@ -236,7 +239,9 @@ impl Value {
     pub fn to_json(&self) -> Json {
         match self {
             Value::Atom(atom) => atom.to_json(),
-            Value::Set(items) => json!(["set", items.iter().map(Atom::to_json).collect::<Vec<_>>()]),
+            Value::Set(items) => {
+                json!(["set", items.iter().map(Atom::to_json).collect::<Vec<_>>()])
+            }
             Value::Map(entries) => json!([
                 "map",
                 entries
@@ -417,7 +422,13 @@ mod tests {
 
     #[test]
     fn malformed_values_are_errors_not_panics() {
-        for bad in [json!(null), json!({}), json!(["uuid", "nope"]), json!(["map", [["k"]]]), json!(["set"])] {
+        for bad in [
+            json!(null),
+            json!({}),
+            json!(["uuid", "nope"]),
+            json!(["map", [["k"]]]),
+            json!(["set"]),
+        ] {
             assert!(Value::from_json(&bad).is_err(), "{bad} should be refused");
         }
     }

@@ -8,7 +8,11 @@ pub enum RegistryError {
     #[error("{kind} {name:?} not found")]
     NotFound { kind: &'static str, name: String },
     #[error("{kind} {name:?} already exists {detail}")]
-    AlreadyExists { kind: &'static str, name: String, detail: String },
+    AlreadyExists {
+        kind: &'static str,
+        name: String,
+        detail: String,
+    },
     #[error("{0}")]
     FailedPrecondition(String),
     #[error("{field}: {message}")]
@@ -23,7 +27,10 @@ pub enum RegistryError {
 
 impl RegistryError {
     pub fn not_found(kind: &'static str, name: &str) -> RegistryError {
-        RegistryError::NotFound { kind, name: name.to_string() }
+        RegistryError::NotFound {
+            kind,
+            name: name.to_string(),
+        }
     }
 
     /// Maps an allocation refusal to what the caller did wrong.
@@ -33,14 +40,23 @@ impl RegistryError {
             IpamError::AddressInUse { .. } | IpamError::MacInUse { .. } | IpamError::OwnerHasDifferentAllocation => {
                 RegistryError::FailedPrecondition(format!("subnet {subnet}: {error}"))
             }
-            IpamError::InvalidMac { .. } => RegistryError::InvalidArgument { field: "mac_address".into(), message: error.to_string() },
-            _ => RegistryError::InvalidArgument { field: error.field().into(), message: format!("subnet {subnet}: {error}") },
+            IpamError::InvalidMac { .. } => RegistryError::InvalidArgument {
+                field: "mac_address".into(),
+                message: error.to_string(),
+            },
+            _ => RegistryError::InvalidArgument {
+                field: error.field().into(),
+                message: format!("subnet {subnet}: {error}"),
+            },
         }
     }
 
     /// Maps a refused subnet definition.
     pub fn from_ipam_subnet(error: IpamError) -> RegistryError {
-        RegistryError::InvalidArgument { field: error.field().into(), message: error.to_string() }
+        RegistryError::InvalidArgument {
+            field: error.field().into(),
+            message: error.to_string(),
+        }
     }
 
     pub fn metric_label(&self) -> &'static str {
@@ -55,4 +71,3 @@ impl RegistryError {
         }
     }
 }
-

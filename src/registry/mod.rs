@@ -69,18 +69,40 @@ fn ipam_config(subnet: &Subnet) -> SubnetIpamConfig {
     }
 }
 
-fn allocation_writes(batch: &mut WriteBatch, subnet: &str, owner: &Owner, v4: Option<std::net::Ipv4Addr>, v6: Option<std::net::Ipv6Addr>, mac: crate::model::MacAddr, release: bool) {
+fn allocation_writes(
+    batch: &mut WriteBatch,
+    subnet: &str,
+    owner: &Owner,
+    v4: Option<std::net::Ipv4Addr>,
+    v6: Option<std::net::Ipv6Addr>,
+    mac: crate::model::MacAddr,
+    release: bool,
+) {
     for ip in v4.map(IpAddr::V4).into_iter().chain(v6.map(IpAddr::V6)) {
         batch.push(if release {
-            Write::ReleaseIp { subnet: subnet.to_string(), ip }
+            Write::ReleaseIp {
+                subnet: subnet.to_string(),
+                ip,
+            }
         } else {
-            Write::AllocateIp { subnet: subnet.to_string(), ip, owner: owner.clone() }
+            Write::AllocateIp {
+                subnet: subnet.to_string(),
+                ip,
+                owner: owner.clone(),
+            }
         });
     }
     batch.push(if release {
-        Write::ReleaseMac { subnet: subnet.to_string(), mac }
+        Write::ReleaseMac {
+            subnet: subnet.to_string(),
+            mac,
+        }
     } else {
-        Write::AllocateMac { subnet: subnet.to_string(), mac, owner: owner.clone() }
+        Write::AllocateMac {
+            subnet: subnet.to_string(),
+            mac,
+            owner: owner.clone(),
+        }
     });
 }
 
@@ -164,7 +186,14 @@ impl Registry {
             "registry loaded"
         );
         let (changes, _) = broadcast::channel(65_536);
-        Ok((Registry { store, state: Mutex::new(state), changes }, report))
+        Ok((
+            Registry {
+                store,
+                state: Mutex::new(state),
+                changes,
+            },
+            report,
+        ))
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -198,27 +227,32 @@ impl Registry {
     // ---- subnets ----
 
     pub async fn create_subnet(&self, subnet: Subnet) -> Result<Subnet, RegistryError> {
-        {
+        let existing = {
             let mut state = self.lock();
             if let Some(existing) = state.subnets.get(&subnet.name) {
                 if *existing == subnet {
-                    let existing = existing.clone();
-                    drop(state);
-                    self.store.durable().await?;
-                    return Ok(existing);
+                    Some(existing.clone())
+                } else {
+                    return Err(RegistryError::AlreadyExists {
+                        kind: "subnet",
+                        name: subnet.name.clone(),
+                        detail: "with a different spec".into(),
+                    });
                 }
-                return Err(RegistryError::AlreadyExists {
-                    kind: "subnet",
-                    name: subnet.name.clone(),
-                    detail: "with a different spec".into(),
-                });
+            } else {
+                let ipam = SubnetIpam::new(ipam_config(&subnet)).map_err(RegistryError::from_ipam_subnet)?;
+                let mut batch = WriteBatch::new();
+                batch.push(Write::PutSubnet(subnet.clone()));
+                self.store.apply(&batch)?;
+                state.ipam.add_subnet(subnet.name.clone(), ipam);
+                state.subnets.insert(subnet.name.clone(), subnet.clone());
+                None
             }
-            let ipam = SubnetIpam::new(ipam_config(&subnet)).map_err(RegistryError::from_ipam_subnet)?;
-            let mut batch = WriteBatch::new();
-            batch.push(Write::PutSubnet(subnet.clone()));
-            self.store.apply(&batch)?;
-            state.ipam.add_subnet(subnet.name.clone(), ipam);
-            state.subnets.insert(subnet.name.clone(), subnet.clone());
+        };
+        if let Some(existing) = existing {
+            // A retry: answer once what answered the first time is durable.
+            self.store.durable().await?;
+            return Ok(existing);
         }
         self.finish(vec![Change::Subnet(subnet.name.clone())]).await?;
         Ok(subnet)
@@ -226,7 +260,11 @@ impl Registry {
 
     pub fn get_subnet(&self, name: &str) -> Result<(Subnet, SubnetUsage), RegistryError> {
         let state = self.lock();
-        let subnet = state.subnets.get(name).cloned().ok_or_else(|| RegistryError::not_found("subnet", name))?;
+        let subnet = state
+            .subnets
+            .get(name)
+            .cloned()
+            .ok_or_else(|| RegistryError::not_found("subnet", name))?;
         let usage = state.ipam.get(name).map(usage_of).unwrap_or_default();
         Ok((subnet, usage))
     }
@@ -236,7 +274,12 @@ impl Registry {
         state
             .subnets
             .values()
-            .map(|subnet| (subnet.clone(), state.ipam.get(&subnet.name).map(usage_of).unwrap_or_default()))
+            .map(|subnet| {
+                (
+                    subnet.clone(),
+                    state.ipam.get(&subnet.name).map(usage_of).unwrap_or_default(),
+                )
+            })
             .collect()
     }
 
@@ -247,7 +290,13 @@ impl Registry {
                 return Err(RegistryError::not_found("subnet", name));
             }
             let mut users = Vec::new();
-            users.extend(state.vips.values().filter(|vip| vip.spec.subnet == name).map(|vip| format!("vip {}", vip.spec.name)));
+            users.extend(
+                state
+                    .vips
+                    .values()
+                    .filter(|vip| vip.spec.subnet == name)
+                    .map(|vip| format!("vip {}", vip.spec.name)),
+            );
             users.extend(
                 state
                     .pods
@@ -255,8 +304,12 @@ impl Registry {
                     .filter(|pod| pod.nics.iter().any(|nic| nic.subnet == name))
                     .map(|pod| format!("pod {}", pod.key())),
             );
-            let vip_names: BTreeSet<&str> =
-                state.vips.values().filter(|vip| vip.spec.subnet == name).map(|vip| vip.spec.name.as_str()).collect();
+            let vip_names: BTreeSet<&str> = state
+                .vips
+                .values()
+                .filter(|vip| vip.spec.subnet == name)
+                .map(|vip| vip.spec.name.as_str())
+                .collect();
             users.extend(
                 state
                     .rules
@@ -266,7 +319,11 @@ impl Registry {
             );
             if !users.is_empty() {
                 let shown: Vec<String> = users.iter().take(10).cloned().collect();
-                let more = if users.len() > 10 { format!(" and {} more", users.len() - 10) } else { String::new() };
+                let more = if users.len() > 10 {
+                    format!(" and {} more", users.len() - 10)
+                } else {
+                    String::new()
+                };
                 return Err(RegistryError::FailedPrecondition(format!(
                     "subnet {name} is still used by {}{more}",
                     shown.join(", ")
@@ -284,31 +341,51 @@ impl Registry {
     // ---- VIPs ----
 
     pub async fn create_vip(&self, spec: VipSpec) -> Result<Vip, RegistryError> {
-        let vip = {
+        let (vip, retried) = {
             let mut state = self.lock();
             if let Some(existing) = state.vips.get(&spec.name) {
                 if existing.spec == spec {
-                    let existing = existing.clone();
-                    drop(state);
-                    self.store.durable().await?;
-                    return Ok(existing);
+                    (existing.clone(), true)
+                } else {
+                    return Err(RegistryError::AlreadyExists {
+                        kind: "vip",
+                        name: spec.name.clone(),
+                        detail: "with a different spec".into(),
+                    });
                 }
-                return Err(RegistryError::AlreadyExists {
-                    kind: "vip",
-                    name: spec.name.clone(),
-                    detail: "with a different spec".into(),
-                });
+            } else {
+                (self.create_vip_locked(&mut state, spec)?, false)
             }
+        };
+        if retried {
+            self.store.durable().await?;
+            return Ok(vip);
+        }
+        self.finish(vec![Change::Vip(vip.spec.name.clone())]).await?;
+        Ok(vip)
+    }
+
+    fn create_vip_locked(&self, state: &mut State, spec: VipSpec) -> Result<Vip, RegistryError> {
+        {
             if !state.subnets.contains_key(&spec.subnet) {
-                return Err(RegistryError::FailedPrecondition(format!("subnet {} does not exist", spec.subnet)));
+                return Err(RegistryError::FailedPrecondition(format!(
+                    "subnet {} does not exist",
+                    spec.subnet
+                )));
             }
             let owner = vip_owner(&spec.name);
-            let request = AllocationRequest { v4: spec.v4ip, v6: spec.v6ip, mac: spec.mac };
+            let request = AllocationRequest {
+                v4: spec.v4ip,
+                v6: spec.v6ip,
+                mac: spec.mac,
+            };
             let ipam = state
                 .ipam
                 .get_mut(&spec.subnet)
                 .ok_or_else(|| RegistryError::Corrupt(format!("subnet {} has no IPAM", spec.subnet)))?;
-            let allocation = ipam.allocate(&owner, &request).map_err(|error| RegistryError::from_ipam(error, &spec.subnet))?;
+            let allocation = ipam
+                .allocate(&owner, &request)
+                .map_err(|error| RegistryError::from_ipam(error, &spec.subnet))?;
             let vip = Vip {
                 v4ip: allocation.v4,
                 v6ip: allocation.v6,
@@ -325,14 +402,16 @@ impl Registry {
                 return Err(error.into());
             }
             state.vips.insert(vip.spec.name.clone(), vip.clone());
-            vip
-        };
-        self.finish(vec![Change::Vip(vip.spec.name.clone())]).await?;
-        Ok(vip)
+            Ok(vip)
+        }
     }
 
     pub fn get_vip(&self, name: &str) -> Result<Vip, RegistryError> {
-        self.lock().vips.get(name).cloned().ok_or_else(|| RegistryError::not_found("vip", name))
+        self.lock()
+            .vips
+            .get(name)
+            .cloned()
+            .ok_or_else(|| RegistryError::not_found("vip", name))
     }
 
     pub fn list_vips(&self) -> Vec<Vip> {
@@ -342,9 +421,15 @@ impl Registry {
     pub async fn delete_vip(&self, name: &str) -> Result<(), RegistryError> {
         {
             let mut state = self.lock();
-            let vip = state.vips.get(name).cloned().ok_or_else(|| RegistryError::not_found("vip", name))?;
+            let vip = state
+                .vips
+                .get(name)
+                .cloned()
+                .ok_or_else(|| RegistryError::not_found("vip", name))?;
             if let Some(holder) = &vip.holder {
-                return Err(RegistryError::FailedPrecondition(format!("vip {name} is in use by pod {holder}")));
+                return Err(RegistryError::FailedPrecondition(format!(
+                    "vip {name} is in use by pod {holder}"
+                )));
             }
             if let Some(rule) = state.rules.values().find(|rule| rule.vip == name) {
                 return Err(RegistryError::FailedPrecondition(format!(
@@ -388,13 +473,19 @@ impl Registry {
     /// Binds a pod: allocates (or reuses) an address per NIC, or hands over the VIP named in
     /// its `ovn.kubernetes.io/vip` annotation, recording the pod as the VIP's holder.
     pub async fn bind_pod(&self, spec: PodSpec) -> Result<Pod, RegistryError> {
-        let key = PodRef { namespace: spec.namespace.clone(), name: spec.name.clone() };
+        let key = PodRef {
+            namespace: spec.namespace.clone(),
+            name: spec.name.clone(),
+        };
         let mut changes = vec![Change::Pod(key.clone())];
         let pod = {
             let mut state = self.lock();
             for nic in &spec.nics {
                 if !state.subnets.contains_key(&nic.subnet) {
-                    return Err(RegistryError::FailedPrecondition(format!("subnet {} does not exist", nic.subnet)));
+                    return Err(RegistryError::FailedPrecondition(format!(
+                        "subnet {} does not exist",
+                        nic.subnet
+                    )));
                 }
             }
             if let Some(existing) = state.pods.get(&key).cloned() {
@@ -450,7 +541,9 @@ impl Registry {
                 .ok_or_else(|| RegistryError::FailedPrecondition(format!("vip {vip_name} does not exist")))?;
             if let Some(holder) = &vip.holder {
                 if holder != key {
-                    return Err(RegistryError::FailedPrecondition(format!("vip {vip_name} is in use by pod {holder}")));
+                    return Err(RegistryError::FailedPrecondition(format!(
+                        "vip {vip_name} is in use by pod {holder}"
+                    )));
                 }
             }
             if vip.spec.vip_type != VipType::Reserved || vip.is_aap() {
@@ -458,12 +551,16 @@ impl Registry {
                     "vip {vip_name} is an AAP or switch_lb_vip VIP and cannot be a pod's fixed address"
                 )));
             }
-            let index = spec.nics.iter().position(|nic| nic.subnet == vip.spec.subnet).ok_or_else(|| {
-                RegistryError::FailedPrecondition(format!(
-                    "vip {vip_name} is in subnet {}, and the pod has no NIC there",
-                    vip.spec.subnet
-                ))
-            })?;
+            let index = spec
+                .nics
+                .iter()
+                .position(|nic| nic.subnet == vip.spec.subnet)
+                .ok_or_else(|| {
+                    RegistryError::FailedPrecondition(format!(
+                        "vip {vip_name} is in subnet {}, and the pod has no NIC there",
+                        vip.spec.subnet
+                    ))
+                })?;
             vip_nic = Some((index, vip));
         }
         let mut nics = Vec::with_capacity(spec.nics.len());
@@ -487,8 +584,13 @@ impl Registry {
             }
             let owner = pod_nic_owner(key, &nic_spec.interface);
             let outcome = match state.ipam.get_mut(&nic_spec.subnet) {
-                Some(ipam) => ipam.allocate(&owner, &AllocationRequest::default()).map_err(|error| RegistryError::from_ipam(error, &nic_spec.subnet)),
-                None => Err(RegistryError::Corrupt(format!("subnet {} has no IPAM", nic_spec.subnet))),
+                Some(ipam) => ipam
+                    .allocate(&owner, &AllocationRequest::default())
+                    .map_err(|error| RegistryError::from_ipam(error, &nic_spec.subnet)),
+                None => Err(RegistryError::Corrupt(format!(
+                    "subnet {} has no IPAM",
+                    nic_spec.subnet
+                ))),
             };
             let allocation = match outcome {
                 Ok(allocation) => allocation,
@@ -498,7 +600,15 @@ impl Registry {
                 }
             };
             allocated.push((nic_spec.subnet.clone(), owner.clone()));
-            allocation_writes(&mut batch, &nic_spec.subnet, &owner, allocation.v4, allocation.v6, allocation.mac, false);
+            allocation_writes(
+                &mut batch,
+                &nic_spec.subnet,
+                &owner,
+                allocation.v4,
+                allocation.v6,
+                allocation.mac,
+                false,
+            );
             nics.push(PodNic {
                 interface: nic_spec.interface.clone(),
                 subnet: nic_spec.subnet.clone(),
@@ -509,7 +619,11 @@ impl Registry {
                 vip: None,
             });
         }
-        let pod = Pod { spec, nics, bound: true };
+        let pod = Pod {
+            spec,
+            nics,
+            bound: true,
+        };
         batch.push(Write::PutPod(pod.clone()));
         let mut held_vip = None;
         if let Some((_, vip)) = vip_nic {
@@ -578,7 +692,11 @@ impl Registry {
     }
 
     pub fn get_pod(&self, key: &PodRef) -> Result<Pod, RegistryError> {
-        self.lock().pods.get(key).cloned().ok_or_else(|| RegistryError::not_found("pod", &key.to_string()))
+        self.lock()
+            .pods
+            .get(key)
+            .cloned()
+            .ok_or_else(|| RegistryError::not_found("pod", &key.to_string()))
     }
 
     pub fn list_pods(&self) -> Vec<Pod> {
@@ -589,39 +707,49 @@ impl Registry {
 
     /// Creates a rule, or updates it when `update` is set.
     pub async fn put_switch_lb_rule(&self, rule: SwitchLbRule, update: bool) -> Result<SwitchLbRule, RegistryError> {
-        {
+        let retried = {
             let mut state = self.lock();
-            match state.rules.get(&rule.name) {
-                Some(existing) if *existing == rule => {
-                    let existing = existing.clone();
-                    drop(state);
-                    self.store.durable().await?;
-                    return Ok(existing);
-                }
-                Some(_) if !update => {
+            let existing = state.rules.get(&rule.name);
+            if existing == Some(&rule) {
+                true
+            } else {
+                if existing.is_some() && !update {
                     return Err(RegistryError::AlreadyExists {
                         kind: "switch-lb rule",
                         name: rule.name.clone(),
                         detail: "with a different spec".into(),
-                    })
+                    });
                 }
-                None if update => return Err(RegistryError::not_found("switch-lb rule", &rule.name)),
-                _ => {}
+                if existing.is_none() && update {
+                    return Err(RegistryError::not_found("switch-lb rule", &rule.name));
+                }
+                if rule.vip.parse::<IpAddr>().is_err() && !state.vips.contains_key(&rule.vip) {
+                    return Err(RegistryError::FailedPrecondition(format!(
+                        "vip {} does not exist",
+                        rule.vip
+                    )));
+                }
+                let mut batch = WriteBatch::new();
+                batch.push(Write::PutSwitchLbRule(rule.clone()));
+                self.store.apply(&batch)?;
+                state.rules.insert(rule.name.clone(), rule.clone());
+                false
             }
-            if rule.vip.parse::<IpAddr>().is_err() && !state.vips.contains_key(&rule.vip) {
-                return Err(RegistryError::FailedPrecondition(format!("vip {} does not exist", rule.vip)));
-            }
-            let mut batch = WriteBatch::new();
-            batch.push(Write::PutSwitchLbRule(rule.clone()));
-            self.store.apply(&batch)?;
-            state.rules.insert(rule.name.clone(), rule.clone());
+        };
+        if retried {
+            self.store.durable().await?;
+            return Ok(rule);
         }
         self.finish(vec![Change::SwitchLbRule(rule.name.clone())]).await?;
         Ok(rule)
     }
 
     pub fn get_switch_lb_rule(&self, name: &str) -> Result<SwitchLbRule, RegistryError> {
-        self.lock().rules.get(name).cloned().ok_or_else(|| RegistryError::not_found("switch-lb rule", name))
+        self.lock()
+            .rules
+            .get(name)
+            .cloned()
+            .ok_or_else(|| RegistryError::not_found("switch-lb rule", name))
     }
 
     pub fn list_switch_lb_rules(&self) -> Vec<SwitchLbRule> {
@@ -663,5 +791,10 @@ fn release_all(state: &mut State, owners: &[(String, Owner)]) {
 }
 
 fn usage_of(ipam: &SubnetIpam) -> SubnetUsage {
-    SubnetUsage { used_v4: ipam.used_v4(), free_v4: ipam.free_v4(), used_v6: ipam.used_v6(), free_v6: ipam.free_v6() }
+    SubnetUsage {
+        used_v4: ipam.used_v4(),
+        free_v4: ipam.free_v4(),
+        used_v6: ipam.used_v6(),
+        free_v6: ipam.free_v6(),
+    }
 }

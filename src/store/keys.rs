@@ -53,7 +53,11 @@ pub fn parse_ip(key: &[u8]) -> Result<(String, IpAddr), StoreError> {
             octets.copy_from_slice(rest);
             IpAddr::V6(Ipv6Addr::from(octets))
         }
-        other => return Err(StoreError::Corrupt(format!("address key of {other} bytes in subnet {subnet}"))),
+        other => {
+            return Err(StoreError::Corrupt(format!(
+                "address key of {other} bytes in subnet {subnet}"
+            )))
+        }
     };
     Ok((subnet, ip))
 }

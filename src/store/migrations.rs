@@ -42,7 +42,11 @@ mod m0001_initial;
 mod m0002_binary_address_keys;
 
 pub const MIGRATIONS: &[Migration] = &[
-    Migration { version: 1, description: m0001_initial::DESCRIPTION, plan: m0001_initial::plan },
+    Migration {
+        version: 1,
+        description: m0001_initial::DESCRIPTION,
+        plan: m0001_initial::plan,
+    },
     Migration {
         version: 2,
         description: m0002_binary_address_keys::DESCRIPTION,
@@ -69,40 +73,63 @@ pub(crate) fn read_version(trees: &Trees) -> Result<u32, StoreError> {
 pub(crate) fn run(_db: &sled::Db, trees: &Trees, path: &str) -> Result<(), StoreError> {
     let found = read_version(trees)?;
     if found > CURRENT_VERSION {
-        return Err(StoreError::NewerVersion { path: path.to_string(), found, supported: CURRENT_VERSION });
+        return Err(StoreError::NewerVersion {
+            path: path.to_string(),
+            found,
+            supported: CURRENT_VERSION,
+        });
     }
     for migration in MIGRATIONS.iter().filter(|migration| migration.version > found) {
-        let writes = (migration.plan)(trees)
-            .map_err(|message| StoreError::Migration { version: migration.version, message })?;
+        let writes = (migration.plan)(trees).map_err(|message| StoreError::Migration {
+            version: migration.version,
+            message,
+        })?;
         let count = writes.len();
-        let all = (&trees.meta, &trees.subnets, &trees.vips, &trees.pods, &trees.slrs, &trees.ips, &trees.macs);
-        let result: Result<(), TransactionError<()>> = all.transaction(|(meta, subnets, vips, pods, slrs, ips, macs)| {
-            for write in &writes {
-                let tree: &TransactionalTree = match write.tree {
-                    Tree::Subnets => subnets,
-                    Tree::Vips => vips,
-                    Tree::Pods => pods,
-                    Tree::SwitchLbRules => slrs,
-                    Tree::Ips => ips,
-                    Tree::Macs => macs,
-                };
-                match &write.value {
-                    Some(value) => tree.insert(write.key.as_slice(), value.as_slice())?,
-                    None => tree.remove(write.key.as_slice())?,
-                };
-            }
-            meta.insert(VERSION_KEY, &migration.version.to_be_bytes())?;
-            Ok::<(), ConflictableTransactionError<()>>(())
-        });
+        let all = (
+            &trees.meta,
+            &trees.subnets,
+            &trees.vips,
+            &trees.pods,
+            &trees.slrs,
+            &trees.ips,
+            &trees.macs,
+        );
+        let result: Result<(), TransactionError<()>> =
+            all.transaction(|(meta, subnets, vips, pods, slrs, ips, macs)| {
+                for write in &writes {
+                    let tree: &TransactionalTree = match write.tree {
+                        Tree::Subnets => subnets,
+                        Tree::Vips => vips,
+                        Tree::Pods => pods,
+                        Tree::SwitchLbRules => slrs,
+                        Tree::Ips => ips,
+                        Tree::Macs => macs,
+                    };
+                    match &write.value {
+                        Some(value) => tree.insert(write.key.as_slice(), value.as_slice())?,
+                        None => tree.remove(write.key.as_slice())?,
+                    };
+                }
+                meta.insert(VERSION_KEY, &migration.version.to_be_bytes())?;
+                Ok::<(), ConflictableTransactionError<()>>(())
+            });
         match result {
             Ok(()) => {}
             Err(TransactionError::Storage(error)) => return Err(StoreError::Sled(error)),
             Err(TransactionError::Abort(())) => {
-                return Err(StoreError::Migration { version: migration.version, message: "aborted".into() })
+                return Err(StoreError::Migration {
+                    version: migration.version,
+                    message: "aborted".into(),
+                })
             }
         }
         trees.meta.flush()?;
-        info!(version = migration.version, description = migration.description, writes = count, "store migrated");
+        info!(
+            version = migration.version,
+            description = migration.description,
+            writes = count,
+            "store migrated"
+        );
     }
     Ok(())
 }

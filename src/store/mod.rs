@@ -158,14 +158,31 @@ type FlushWaiter = oneshot::Sender<Result<(), String>>;
 
 pub struct Store {
     db: sled::Db,
+    /// How many flushes the flusher thread has done: fewer than waiters means they were shared.
+    flushes: std::sync::Arc<std::sync::atomic::AtomicU64>,
     trees: Trees,
     /// Hands waiters to the flusher thread, which flushes once for everyone waiting.
-    flush_requests: Mutex<std_mpsc::Sender<FlushWaiter>>,
+    flush_requests: Mutex<Option<std_mpsc::Sender<FlushWaiter>>>,
+    /// Joined on drop, so the flusher's handle on the database is gone when the store is.
+    flusher: Option<std::thread::JoinHandle<()>>,
     path: String,
 }
 
+impl Drop for Store {
+    fn drop(&mut self) {
+        if let Ok(mut sender) = self.flush_requests.lock() {
+            sender.take();
+        }
+        if let Some(handle) = self.flusher.take() {
+            let _ = handle.join();
+        }
+        let _ = self.db.flush();
+    }
+}
+
 pub(crate) fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
-    bincode::serde::encode_to_vec(value, bincode::config::standard()).map_err(|error| StoreError::Encode(error.to_string()))
+    bincode::serde::encode_to_vec(value, bincode::config::standard())
+        .map_err(|error| StoreError::Encode(error.to_string()))
 }
 
 pub(crate) fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, StoreError> {
@@ -183,11 +200,25 @@ impl Store {
         migrations::run(&db, &trees, &path_text)?;
         let (sender, receiver) = std_mpsc::channel::<FlushWaiter>();
         let flusher_db = db.clone();
-        std::thread::Builder::new()
+        let flushes = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let flusher_count = flushes.clone();
+        let handle = std::thread::Builder::new()
             .name("store-flusher".into())
-            .spawn(move || flusher(flusher_db, receiver))
+            .spawn(move || flusher(flusher_db, receiver, flusher_count))
             .map_err(|error| StoreError::Sled(sled::Error::Io(error)))?;
-        Ok(Store { db, trees, flush_requests: Mutex::new(sender), path: path_text })
+        Ok(Store {
+            db,
+            flushes,
+            trees,
+            flush_requests: Mutex::new(Some(sender)),
+            flusher: Some(handle),
+            path: path_text,
+        })
+    }
+
+    /// Flushes done so far.
+    pub fn flush_count(&self) -> u64 {
+        self.flushes.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn path(&self) -> &str {
@@ -211,21 +242,32 @@ impl Store {
                 Write::DeleteVip(name) => (1, keys::name(name), None),
                 Write::PutPod(pod) => (2, keys::pod(&pod.key()), Some(encode(&PodRecord::from(pod))?)),
                 Write::DeletePod(pod) => (2, keys::pod(pod), None),
-                Write::PutSwitchLbRule(rule) => {
-                    (3, keys::name(&rule.name), Some(encode(&SwitchLbRuleRecord::from(rule))?))
-                }
+                Write::PutSwitchLbRule(rule) => (
+                    3,
+                    keys::name(&rule.name),
+                    Some(encode(&SwitchLbRuleRecord::from(rule))?),
+                ),
                 Write::DeleteSwitchLbRule(name) => (3, keys::name(name), None),
                 Write::AllocateIp { subnet, ip, owner } => {
                     (4, keys::ip(subnet, *ip), Some(encode(&OwnerRecord::V1(owner.clone()))?))
                 }
                 Write::ReleaseIp { subnet, ip } => (4, keys::ip(subnet, *ip), None),
-                Write::AllocateMac { subnet, mac, owner } => {
-                    (5, keys::mac(subnet, *mac), Some(encode(&OwnerRecord::V1(owner.clone()))?))
-                }
+                Write::AllocateMac { subnet, mac, owner } => (
+                    5,
+                    keys::mac(subnet, *mac),
+                    Some(encode(&OwnerRecord::V1(owner.clone()))?),
+                ),
                 Write::ReleaseMac { subnet, mac } => (5, keys::mac(subnet, *mac), None),
             });
         }
-        let trees = (&self.trees.subnets, &self.trees.vips, &self.trees.pods, &self.trees.slrs, &self.trees.ips, &self.trees.macs);
+        let trees = (
+            &self.trees.subnets,
+            &self.trees.vips,
+            &self.trees.pods,
+            &self.trees.slrs,
+            &self.trees.ips,
+            &self.trees.macs,
+        );
         let result: Result<(), TransactionError<()>> = trees.transaction(|(subnets, vips, pods, slrs, ips, macs)| {
             let by_index: [&TransactionalTree; 6] = [subnets, vips, pods, slrs, ips, macs];
             for (tree, key, value) in &encoded {
@@ -249,7 +291,11 @@ impl Store {
         let (sender, receiver) = oneshot::channel();
         {
             let requests = self.flush_requests.lock().map_err(|_| StoreError::FlusherGone)?;
-            requests.send(sender).map_err(|_| StoreError::FlusherGone)?;
+            requests
+                .as_ref()
+                .ok_or(StoreError::FlusherGone)?
+                .send(sender)
+                .map_err(|_| StoreError::FlusherGone)?;
         }
         match receiver.await {
             Ok(Ok(())) => Ok(()),
@@ -329,7 +375,10 @@ impl Store {
                     // The VIP owns the addresses; it must name this pod as its holder.
                     match vips.get(vip_name.as_str()) {
                         Some(vip) if vip.holder.as_ref() == Some(&pod.key()) => {}
-                        Some(_) => problems.push(format!("pod {} uses vip {vip_name}, which does not name it as holder", pod.key())),
+                        Some(_) => problems.push(format!(
+                            "pod {} uses vip {vip_name}, which does not name it as holder",
+                            pod.key()
+                        )),
                         None => problems.push(format!("pod {} uses vip {vip_name}, which does not exist", pod.key())),
                     }
                     continue;
@@ -346,13 +395,19 @@ impl Store {
         for (subnet, ip, owner) in &snapshot.ips {
             seen_ips.insert((subnet.clone(), *ip));
             if !subnets.contains(subnet.as_str()) {
-                problems.push(format!("address {ip} is allocated in subnet {subnet}, which does not exist"));
+                problems.push(format!(
+                    "address {ip} is allocated in subnet {subnet}, which does not exist"
+                ));
             }
             match expected_ips.get(&(subnet.clone(), *ip)) {
                 Some(expected) if expected == owner => {}
-                Some(expected) => problems.push(format!("address {ip} in {subnet} is allocated to {owner} but {expected} holds it")),
+                Some(expected) => problems.push(format!(
+                    "address {ip} in {subnet} is allocated to {owner} but {expected} holds it"
+                )),
                 None if owner.starts_with("slr/") => {}
-                None => problems.push(format!("address {ip} in {subnet} is allocated to {owner}, which has no record holding it")),
+                None => problems.push(format!(
+                    "address {ip} in {subnet} is allocated to {owner}, which has no record holding it"
+                )),
             }
         }
         for ((subnet, ip), owner) in &expected_ips {
@@ -365,8 +420,12 @@ impl Store {
             seen_macs.insert((subnet.clone(), *mac));
             match expected_macs.get(&(subnet.clone(), *mac)) {
                 Some(expected) if expected == owner => {}
-                Some(expected) => problems.push(format!("mac {mac} in {subnet} is allocated to {owner} but {expected} holds it")),
-                None => problems.push(format!("mac {mac} in {subnet} is allocated to {owner}, which has no record holding it")),
+                Some(expected) => problems.push(format!(
+                    "mac {mac} in {subnet} is allocated to {owner} but {expected} holds it"
+                )),
+                None => problems.push(format!(
+                    "mac {mac} in {subnet} is allocated to {owner}, which has no record holding it"
+                )),
             }
         }
         for ((subnet, mac), owner) in &expected_macs {
@@ -379,7 +438,11 @@ impl Store {
 }
 
 /// Flushes for every waiter that queued before the flush began.
-fn flusher(db: sled::Db, requests: std_mpsc::Receiver<FlushWaiter>) {
+fn flusher(
+    db: sled::Db,
+    requests: std_mpsc::Receiver<FlushWaiter>,
+    flushes: std::sync::Arc<std::sync::atomic::AtomicU64>,
+) {
     while let Ok(first) = requests.recv() {
         let mut waiters = vec![first];
         while let Ok(more) = requests.try_recv() {
@@ -387,6 +450,7 @@ fn flusher(db: sled::Db, requests: std_mpsc::Receiver<FlushWaiter>) {
         }
         let started = Instant::now();
         let result = db.flush().map(|_| ()).map_err(|error| error.to_string());
+        flushes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let elapsed = started.elapsed();
         if elapsed > Duration::from_millis(500) {
             warn!(?elapsed, waiters = waiters.len(), "slow store flush");

@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use super::StoreError;
 use crate::model::{
-    LbPort, MacAddr, NicSpec, OwnerKind, Pod, PodNic, PodRef, PodSpec, Protocol, Strategy, Subnet,
-    SwitchLbRule, Vip, VipSpec, VipType,
+    LbPort, MacAddr, NicSpec, OwnerKind, Pod, PodNic, PodRef, PodSpec, Protocol, Strategy, Subnet, SwitchLbRule, Vip,
+    VipSpec, VipType,
 };
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -158,7 +158,11 @@ impl TryFrom<SubnetRecord> for Subnet {
             gateway_v4: record.gateway_v4.map(v4),
             gateway_v6: record.gateway_v6.map(v6),
             exclude_ips: record.exclude_ips,
-            strategy: if record.sequential { Strategy::Sequential } else { Strategy::Random },
+            strategy: if record.sequential {
+                Strategy::Sequential
+            } else {
+                Strategy::Random
+            },
             logical_switch: record.logical_switch,
             name: record.name,
         })
@@ -192,7 +196,11 @@ impl From<VipRecord> for Vip {
                 name: record.name,
                 namespace: record.namespace,
                 subnet: record.subnet,
-                vip_type: if record.switch_lb_vip { VipType::SwitchLbVip } else { VipType::Reserved },
+                vip_type: if record.switch_lb_vip {
+                    VipType::SwitchLbVip
+                } else {
+                    VipType::Reserved
+                },
                 v4ip: record.requested_v4.map(v4),
                 v6ip: record.requested_v6.map(v6),
                 mac: record.requested_mac.map(MacAddr::from_octets),
@@ -220,7 +228,12 @@ impl From<&Pod> for PodRecord {
                 OwnerKind::StatefulSet => 1,
                 OwnerKind::VirtualMachine => 2,
             },
-            nic_specs: pod.spec.nics.iter().map(|nic| (nic.subnet.clone(), nic.interface.clone())).collect(),
+            nic_specs: pod
+                .spec
+                .nics
+                .iter()
+                .map(|nic| (nic.subnet.clone(), nic.interface.clone()))
+                .collect(),
             nics: pod
                 .nics
                 .iter()
@@ -256,7 +269,11 @@ impl TryFrom<PodRecord> for Pod {
                 labels: record.labels,
                 annotations: record.annotations,
                 owner_kind,
-                nics: record.nic_specs.into_iter().map(|(subnet, interface)| NicSpec { subnet, interface }).collect(),
+                nics: record
+                    .nic_specs
+                    .into_iter()
+                    .map(|(subnet, interface)| NicSpec { subnet, interface })
+                    .collect(),
             },
             nics: record
                 .nics
@@ -323,7 +340,12 @@ impl TryFrom<SwitchLbRuleRecord> for SwitchLbRule {
                     2 => Protocol::Sctp,
                     other => return Err(corrupt(&record.name, format!("unknown protocol {other}"))),
                 };
-                Ok(LbPort { name: port.name, port: port.port, target_port: port.target_port, protocol })
+                Ok(LbPort {
+                    name: port.name,
+                    port: port.port,
+                    target_port: port.target_port,
+                    protocol,
+                })
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
         Ok(SwitchLbRule {

@@ -17,7 +17,10 @@ pub fn free_port() -> u16 {
 }
 
 pub fn run(command: &str, args: &[&str]) -> String {
-    let output = Command::new(command).args(args).output().unwrap_or_else(|error| panic!("{command}: {error}"));
+    let output = Command::new(command)
+        .args(args)
+        .output()
+        .unwrap_or_else(|error| panic!("{command}: {error}"));
     assert!(
         output.status.success(),
         "{command} {args:?} failed: {}{}",
@@ -30,7 +33,10 @@ pub fn run(command: &str, args: &[&str]) -> String {
 pub fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !condition() {
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -38,7 +44,10 @@ pub fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> 
 pub async fn wait_until_async(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !condition() {
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -108,8 +117,14 @@ impl OvsdbServer {
         let mut command = Command::new("ovsdb-server");
         command
             .arg("--no-chdir")
-            .arg(format!("--unixctl={}", self.dir.join(format!("{}.ctl", self.name)).display()))
-            .arg(format!("--log-file={}", self.dir.join(format!("{}.log", self.name)).display()))
+            .arg(format!(
+                "--unixctl={}",
+                self.dir.join(format!("{}.ctl", self.name)).display()
+            ))
+            .arg(format!(
+                "--log-file={}",
+                self.dir.join(format!("{}.log", self.name)).display()
+            ))
             .arg(format!("--remote=punix:{}", self.socket.display()))
             .arg(passive)
             .arg("-vfile:dbg");
@@ -119,8 +134,16 @@ impl OvsdbServer {
                 .arg(format!("--certificate={}", tls.certificate.display()))
                 .arg(format!("--ca-cert={}", tls.ca_certificate.display()));
         }
-        command.arg(&self.db_path).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
-        self.child = Some(command.spawn().expect("start ovsdb-server (is the openvswitch-common package installed?)"));
+        command
+            .arg(&self.db_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        self.child = Some(
+            command
+                .spawn()
+                .expect("start ovsdb-server (is the openvswitch-common package installed?)"),
+        );
         let socket = self.socket.clone();
         let port = self.port;
         wait_until(&format!("{} to listen", self.name), Duration::from_secs(10), || {
@@ -199,7 +222,10 @@ impl NbCluster {
                 run("ovsdb-tool", &["create-cluster", path_str(&db_path), NB_SCHEMA, &local]);
             } else {
                 let first = format!("tcp:127.0.0.1:{}", raft_ports[0]);
-                run("ovsdb-tool", &["join-cluster", path_str(&db_path), "OVN_Northbound", &local, &first]);
+                run(
+                    "ovsdb-tool",
+                    &["join-cluster", path_str(&db_path), "OVN_Northbound", &local, &first],
+                );
             }
             members.push(OvsdbServer::new(dir, &name, db_path, free_port(), None));
         }
@@ -213,15 +239,21 @@ impl NbCluster {
         let cluster = NbCluster { members };
         cluster.wait_for_leader(Duration::from_secs(20));
         for member in &cluster.members {
-            wait_until(&format!("{} to finish joining", member.name), Duration::from_secs(30), || {
-                member.cluster_status().contains("Status: cluster member")
-            });
+            wait_until(
+                &format!("{} to finish joining", member.name),
+                Duration::from_secs(30),
+                || member.cluster_status().contains("Status: cluster member"),
+            );
         }
         cluster
     }
 
     pub fn remotes(&self) -> String {
-        self.members.iter().map(OvsdbServer::tcp_remote).collect::<Vec<_>>().join(",")
+        self.members
+            .iter()
+            .map(OvsdbServer::tcp_remote)
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     /// The index of the member that reports itself leader.
@@ -244,7 +276,12 @@ impl NbCluster {
 impl OvsdbServer {
     pub fn cluster_status(&self) -> String {
         Command::new("ovs-appctl")
-            .args(["-t", path_str(&self.dir.join(format!("{}.ctl", self.name))), "cluster/status", "OVN_Northbound"])
+            .args([
+                "-t",
+                path_str(&self.dir.join(format!("{}.ctl", self.name))),
+                "cluster/status",
+                "OVN_Northbound",
+            ])
             .output()
             .map(|output| String::from_utf8_lossy(&output.stdout).into_owned())
             .unwrap_or_default()
@@ -254,8 +291,14 @@ impl OvsdbServer {
         let _ = std::fs::remove_file(&self.socket);
         let child = Command::new("ovsdb-server")
             .arg("--no-chdir")
-            .arg(format!("--unixctl={}", self.dir.join(format!("{}.ctl", self.name)).display()))
-            .arg(format!("--log-file={}", self.dir.join(format!("{}.log", self.name)).display()))
+            .arg(format!(
+                "--unixctl={}",
+                self.dir.join(format!("{}.ctl", self.name)).display()
+            ))
+            .arg(format!(
+                "--log-file={}",
+                self.dir.join(format!("{}.log", self.name)).display()
+            ))
             .arg(format!("--remote=punix:{}", self.socket.display()))
             .arg(format!("--remote=ptcp:{}:127.0.0.1", self.port))
             .arg(&self.db_path)
