@@ -10,12 +10,14 @@
 mod intervals;
 mod mac;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::{Ipv4Net, Ipv6Net};
-use rand::Rng;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use serde::{Deserialize, Serialize};
 
 pub use intervals::IntervalSet;
@@ -179,9 +181,9 @@ impl FamilyPool {
             gateway,
             excluded: IntervalSet::new(),
             taken: IntervalSet::new(),
-            owners: HashMap::new(),
+            owners: HashMap::default(),
             reuse_queue: VecDeque::new(),
-            waiting: HashSet::new(),
+            waiting: HashSet::default(),
         };
         let gateway_ip = pool.ip(gateway);
         if gateway < first || gateway > last {
@@ -347,6 +349,8 @@ pub struct SubnetIpam {
     macs: HashMap<MacAddr, Owner>,
     gateway_mac: Option<MacAddr>,
     allocations: HashMap<Owner, Allocation>,
+    /// Random picks need no cryptographic quality, only spread; seeded from the OS.
+    rng: SmallRng,
 }
 
 fn parse_exclude_entry(entry: &str) -> Result<(IpAddr, IpAddr), IpamError> {
@@ -471,9 +475,10 @@ impl SubnetIpam {
             v4,
             v6,
             strategy: config.strategy,
-            macs: HashMap::new(),
+            macs: HashMap::default(),
             gateway_mac: config.gateway_mac,
-            allocations: HashMap::new(),
+            allocations: HashMap::default(),
+            rng: SmallRng::from_entropy(),
         };
         for entry in &config.exclude_ips {
             let (start, end) = parse_exclude_entry(entry)?;
@@ -586,7 +591,10 @@ impl SubnetIpam {
     /// Allocates for `owner`. Both families of a dual-stack subnet are allocated, or neither.
     /// Asking again with a compatible request returns what the owner holds.
     pub fn allocate(&mut self, owner: &Owner, request: &AllocationRequest) -> Result<Allocation, IpamError> {
-        self.allocate_with(owner, request, &mut rand::thread_rng())
+        let mut rng = self.rng.clone();
+        let result = self.allocate_with(owner, request, &mut rng);
+        self.rng = rng;
+        result
     }
 
     pub fn allocate_with(
@@ -761,7 +769,7 @@ impl SubnetIpam {
 /// The IPAM of every managed subnet.
 #[derive(Debug, Default)]
 pub struct Ipam {
-    subnets: HashMap<String, SubnetIpam>,
+    subnets: std::collections::HashMap<String, SubnetIpam>,
 }
 
 impl Ipam {
