@@ -3,11 +3,19 @@
 pub fn describe(command: &str) {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|text| text.lines().find(|line| line.starts_with("model name")).map(|line| line.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .and_then(|text| {
+            text.lines()
+                .find(|line| line.starts_with("model name"))
+                .map(|line| line.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
         .unwrap_or_else(|| "unknown".into());
     let memory = std::fs::read_to_string("/proc/meminfo")
         .ok()
-        .and_then(|text| text.lines().next().map(|line| line.split_whitespace().nth(1).unwrap_or("0").to_string()))
+        .and_then(|text| {
+            text.lines()
+                .next()
+                .map(|line| line.split_whitespace().nth(1).unwrap_or("0").to_string())
+        })
         .and_then(|kib| kib.parse::<u64>().ok())
         .map(|kib| format!("{:.1} GiB", kib as f64 / 1024.0 / 1024.0))
         .unwrap_or_default();

@@ -17,7 +17,10 @@ use ovn_vipd::nb;
 use ovn_vipd::ovsdb::{Atom, Client, Condition, Mutation, Operation, Value};
 
 fn env_number(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|value| value.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(default)
 }
 
 fn virtual_ip(index: usize) -> String {
@@ -31,7 +34,11 @@ fn fresh_server(dir: &std::path::Path) -> OvsdbServer {
 }
 
 fn count_ports(server: &OvsdbServer) -> usize {
-    server.nbctl(&["--bare", "--columns=name", "list", "logical_switch_port"]).lines().filter(|line| line.starts_with("vip-")).count()
+    server
+        .nbctl(&["--bare", "--columns=name", "list", "logical_switch_port"])
+        .lines()
+        .filter(|line| line.starts_with("vip-"))
+        .count()
 }
 
 fn client_operations(start: usize, count: usize) -> Vec<Operation> {
@@ -46,7 +53,10 @@ fn client_operations(start: usize, count: usize) -> Vec<Operation> {
                 ("type".to_string(), Value::string("virtual")),
                 (
                     "options".to_string(),
-                    Value::map([("virtual-ip", virtual_ip(index)), ("virtual-parents", "a.default,b.default".to_string())]),
+                    Value::map([
+                        ("virtual-ip", virtual_ip(index)),
+                        ("virtual-parents", "a.default,b.default".to_string()),
+                    ]),
                 ),
                 ("external_ids".to_string(), Value::map([("vendor", "ovn-vipd")])),
             ]
@@ -65,13 +75,18 @@ fn client_operations(start: usize, count: usize) -> Vec<Operation> {
 }
 
 async fn through_client(server: &OvsdbServer, rows: usize, batch: usize) -> Duration {
-    let client = Client::start(nb::client_config(ovn_vipd::ovsdb::Remote::parse_list(&server.unix_remote()).unwrap()));
+    let client = Client::start(nb::client_config(
+        ovn_vipd::ovsdb::Remote::parse_list(&server.unix_remote()).unwrap(),
+    ));
     client.wait_connected(Duration::from_secs(10)).await.expect("connect");
     let started = Instant::now();
     let mut start = 0;
     while start < rows {
         let count = batch.min(rows - start);
-        client.transact(&client_operations(start, count)).await.expect("transact");
+        client
+            .transact(&client_operations(start, count))
+            .await
+            .expect("transact");
         start += count;
     }
     let elapsed = started.elapsed();
@@ -100,12 +115,18 @@ fn raw_writer(server: &OvsdbServer, rows: usize) -> Duration {
     text.push_str("]]]]}]}");
     let mut stream = UnixStream::connect(&server.socket).expect("connect");
     stream.write_all(text.as_bytes()).expect("write");
-    let reply: serde_json::Value =
-        serde_json::Deserializer::from_reader(&stream).into_iter().next().expect("a reply").expect("valid JSON");
+    let reply: serde_json::Value = serde_json::Deserializer::from_reader(&stream)
+        .into_iter()
+        .next()
+        .expect("a reply")
+        .expect("valid JSON");
     let elapsed = started.elapsed();
     assert!(reply["error"].is_null(), "{reply}");
     let results = reply["result"].as_array().expect("a result array");
-    assert!(results.iter().all(|result| result.get("error").is_none()), "a row failed: {reply}");
+    assert!(
+        results.iter().all(|result| result.get("error").is_none()),
+        "a row failed: {reply}"
+    );
     elapsed
 }
 
@@ -115,8 +136,23 @@ fn nbctl_per_port(server: &OvsdbServer, rows: usize) -> Duration {
         let name = format!("vip-{index}");
         let options = format!("virtual-ip={}", virtual_ip(index));
         server.nbctl(&[
-            "lsp-add", "sw0", &name, "--", "lsp-set-type", &name, "virtual", "--", "lsp-set-options", &name, &options,
-            "virtual-parents=a.default,b.default", "--", "set", "logical_switch_port", &name, "external_ids:vendor=ovn-vipd",
+            "lsp-add",
+            "sw0",
+            &name,
+            "--",
+            "lsp-set-type",
+            &name,
+            "virtual",
+            "--",
+            "lsp-set-options",
+            &name,
+            &options,
+            "virtual-parents=a.default,b.default",
+            "--",
+            "set",
+            "logical_switch_port",
+            &name,
+            "external_ids:vendor=ovn-vipd",
         ]);
     }
     started.elapsed()
@@ -131,9 +167,19 @@ fn main() {
     let rows = env_number("OVSDB_BENCH_ROWS", 10_000);
     let nbctl_rows = env_number("OVSDB_BENCH_NBCTL_ROWS", 1_000);
     machine::describe("cargo bench --bench ovsdb_bulk");
-    println!("{}", common::run("ovsdb-server", &["--version"]).lines().next().unwrap_or(""));
-    println!("{}", common::run("ovn-nbctl", &["--version"]).lines().next().unwrap_or(""));
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    println!(
+        "{}",
+        common::run("ovsdb-server", &["--version"]).lines().next().unwrap_or("")
+    );
+    println!(
+        "{}",
+        common::run("ovn-nbctl", &["--version"]).lines().next().unwrap_or("")
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let mut results: Vec<(String, usize, Duration)> = Vec::new();
 
     let mut measure = |label: &str, count: usize, run: &mut dyn FnMut(&OvsdbServer) -> Duration, repeats: usize| {
@@ -147,10 +193,30 @@ fn main() {
         }
         results.push((label.to_string(), count, median(samples)));
     };
-    measure("raw JSON-RPC writer, 1 transaction (floor)", rows, &mut |server| raw_writer(server, rows), 3);
-    measure("ovn-vipd client, 1 transaction", rows, &mut |server| runtime.block_on(through_client(server, rows, rows)), 3);
-    measure("ovn-vipd client, transactions of 100", rows, &mut |server| runtime.block_on(through_client(server, rows, 100)), 3);
-    measure("ovn-nbctl, one call per port", nbctl_rows, &mut |server| nbctl_per_port(server, nbctl_rows), 1);
+    measure(
+        "raw JSON-RPC writer, 1 transaction (floor)",
+        rows,
+        &mut |server| raw_writer(server, rows),
+        3,
+    );
+    measure(
+        "ovn-vipd client, 1 transaction",
+        rows,
+        &mut |server| runtime.block_on(through_client(server, rows, rows)),
+        3,
+    );
+    measure(
+        "ovn-vipd client, transactions of 100",
+        rows,
+        &mut |server| runtime.block_on(through_client(server, rows, 100)),
+        3,
+    );
+    measure(
+        "ovn-nbctl, one call per port",
+        nbctl_rows,
+        &mut |server| nbctl_per_port(server, nbctl_rows),
+        1,
+    );
 
     let floor_per_row = results[0].2.as_secs_f64() / results[0].1 as f64;
     println!();
@@ -165,5 +231,7 @@ fn main() {
             per_row / floor_per_row
         );
     }
-    println!("\n(median of 3 fresh databases each, ovn-nbctl once; goal: the 1-transaction client within 1.3x of the floor)");
+    println!(
+        "\n(median of 3 fresh databases each, ovn-nbctl once; goal: the 1-transaction client within 1.3x of the floor)"
+    );
 }

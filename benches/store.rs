@@ -15,18 +15,34 @@ use ovn_vipd::model::{Subnet, VipSpec, VipType};
 use ovn_vipd::registry::Registry;
 
 fn ipam_rate(label: &str, config: SubnetIpamConfig, fill_fraction: f64, strategy: Strategy) {
-    let mut ipam = SubnetIpam::new(SubnetIpamConfig { strategy: Strategy::Sequential, ..config.clone() }).unwrap();
+    let mut ipam = SubnetIpam::new(SubnetIpamConfig {
+        strategy: Strategy::Sequential,
+        ..config.clone()
+    })
+    .unwrap();
     let total = ipam.free_v4().max(if config.cidr_v4.is_none() { 0 } else { 1 });
-    let fill = if config.cidr_v4.is_some() { (total as f64 * fill_fraction) as usize } else { 0 };
+    let fill = if config.cidr_v4.is_some() {
+        (total as f64 * fill_fraction) as usize
+    } else {
+        0
+    };
     for index in 0..fill {
-        ipam.allocate(&format!("fill{index}"), &AllocationRequest::default()).unwrap();
+        ipam.allocate(&format!("fill{index}"), &AllocationRequest::default())
+            .unwrap();
     }
     // Re-create with the measured strategy but the same fill: a strategy is fixed per subnet.
     let mut measured = SubnetIpam::new(SubnetIpamConfig { strategy, ..config }).unwrap();
     for index in 0..fill {
         let allocation = ipam.allocation_of(&format!("fill{index}")).copied().unwrap();
         measured
-            .restore(&format!("fill{index}"), &AllocationRequest { v4: allocation.v4, v6: allocation.v6, mac: Some(allocation.mac) })
+            .restore(
+                &format!("fill{index}"),
+                &AllocationRequest {
+                    v4: allocation.v4,
+                    v6: allocation.v6,
+                    mac: Some(allocation.mac),
+                },
+            )
             .unwrap();
     }
     drop(ipam);
@@ -118,7 +134,12 @@ fn open_child(path: &str) {
     let (registry, report) = Registry::open(std::path::Path::new(path)).unwrap();
     let elapsed = started.elapsed();
     assert!(report.is_clean());
-    println!("OPENED {} {:.3} {:.1}", registry.list_vips().len(), elapsed.as_secs_f64(), machine::peak_rss_mib());
+    println!(
+        "OPENED {} {:.3} {:.1}",
+        registry.list_vips().len(),
+        elapsed.as_secs_f64(),
+        machine::peak_rss_mib()
+    );
 }
 
 async fn fill_store(path: &std::path::Path, count: usize) {
@@ -149,15 +170,30 @@ fn main() {
     println!("\n### IPAM: allocate+free pairs per second (500,000 pairs, one owner, MAC included)\n");
     println!("| subnet | strategy | full | pairs/s |");
     println!("|---|---|---:|---:|");
-    let v4 = |cidr: &str| SubnetIpamConfig { cidr_v4: Some(cidr.parse().unwrap()), ..Default::default() };
+    let v4 = |cidr: &str| SubnetIpamConfig {
+        cidr_v4: Some(cidr.parse().unwrap()),
+        ..Default::default()
+    };
     for strategy in [Strategy::Random, Strategy::Sequential] {
         ipam_rate("IPv4 /8", v4("10.0.0.0/8"), 0.0, strategy);
         ipam_rate("IPv4 /12", v4("10.0.0.0/12"), 0.5, strategy);
         ipam_rate("IPv4 /12", v4("10.0.0.0/12"), 0.99, strategy);
-        ipam_rate("IPv6 /64", SubnetIpamConfig { cidr_v6: Some("fd00::/64".parse().unwrap()), ..Default::default() }, 0.0, strategy);
+        ipam_rate(
+            "IPv6 /64",
+            SubnetIpamConfig {
+                cidr_v6: Some("fd00::/64".parse().unwrap()),
+                ..Default::default()
+            },
+            0.0,
+            strategy,
+        );
     }
 
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     println!("\n### Durable VIP creations (IPAM + one sled transaction + shared fsync), 5 s each\n");
     println!("| writers | creations | per second | p50 ms | p99 ms | flushes |");
     println!("|---:|---:|---:|---:|---:|---:|");
@@ -173,7 +209,10 @@ fn main() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&output.stdout);
-    let line = text.lines().find(|line| line.starts_with("OPENED")).unwrap_or("OPENED ? ? ?");
+    let line = text
+        .lines()
+        .find(|line| line.starts_with("OPENED"))
+        .unwrap_or("OPENED ? ? ?");
     let words: Vec<&str> = line.split_whitespace().collect();
     println!("| VIPs | open + rebuild s | peak RSS MiB |");
     println!("|---:|---:|---:|");

@@ -11,6 +11,7 @@ use tracing::{info, warn};
 
 use crate::nb;
 use crate::ovsdb::{Client, ClientEvent, OvsdbError, Remote, TlsFiles};
+use crate::registry::{Registry, RegistryError};
 
 #[derive(Debug, Clone)]
 pub struct DaemonConfig {
@@ -31,6 +32,8 @@ pub enum DaemonError {
     },
     #[error(transparent)]
     Ovsdb(#[from] OvsdbError),
+    #[error("cannot open the store: {0}")]
+    Store(#[from] RegistryError),
 }
 
 /// Everything that makes the main loop act, in one place.
@@ -49,6 +52,13 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
         path: config.data_dir.clone(),
         source,
     })?;
+    let store_path = config.data_dir.join("store");
+    let (registry, report) = Registry::open(&store_path)?;
+    if report.is_clean() {
+        info!(path = %store_path.display(), "store open and consistent");
+    } else {
+        warn!(path = %store_path.display(), problems = report.problems.len(), "store open with inconsistencies");
+    }
     let mut client_config = nb::client_config(config.ovn_nb.clone());
     client_config.tls = config.nb_tls.clone();
     let (client, mut events) = Client::start_subscribed(client_config);
@@ -98,5 +108,6 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
     }
     info!("shutting down");
     client.shutdown().await;
+    registry.flush()?;
     Ok(())
 }

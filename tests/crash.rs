@@ -35,8 +35,14 @@ fn vip_spec(name: &str) -> VipSpec {
 /// The child: runs only when started by the parent test.
 #[test]
 fn child() {
-    let Ok(dir) = std::env::var("CRASH_CHILD_DIR") else { return };
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let Ok(dir) = std::env::var("CRASH_CHILD_DIR") else {
+        return;
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     runtime.block_on(async move {
         let (registry, _) = Registry::open(std::path::Path::new(&dir)).unwrap();
         let registry = Arc::new(registry);
@@ -138,7 +144,10 @@ fn acknowledged_changes_survive_sigkill() {
                 }
                 ["ACK", name, "created", v4, v6, mac] => {
                     in_flight.remove(*name);
-                    acked.insert(name.to_string(), Acked::Created(v4.parse().unwrap(), v6.parse().unwrap(), mac.parse().unwrap()));
+                    acked.insert(
+                        name.to_string(),
+                        Acked::Created(v4.parse().unwrap(), v6.parse().unwrap(), mac.parse().unwrap()),
+                    );
                     total_acks += 1;
                 }
                 ["ACK", name, "deleted"] => {
@@ -184,10 +193,16 @@ fn acknowledged_changes_survive_sigkill() {
             .iter()
             .map(|vip| {
                 let addresses = vip.addresses();
-                (vip.spec.name.clone(), Acked::Created(addresses[0], addresses[1], vip.mac))
+                (
+                    vip.spec.name.clone(),
+                    Acked::Created(addresses[0], addresses[1], vip.mac),
+                )
             })
             .collect();
         drop(registry);
     }
-    assert!(total_acks > rounds * 10, "the child made too little progress to prove anything: {total_acks} acks");
+    assert!(
+        total_acks > rounds * 10,
+        "the child made too little progress to prove anything: {total_acks} acks"
+    );
 }

@@ -195,7 +195,11 @@ impl Store {
     /// Opens (or creates) the store at `path` and runs pending migrations.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         // A bounded page cache: every record is also held in memory by the registry.
-        let db = sled::Config::new().path(path).cache_capacity(32 * 1024 * 1024).flush_every_ms(Some(1000)).open()?;
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(32 * 1024 * 1024)
+            .flush_every_ms(Some(1000))
+            .open()?;
         let trees = Trees::open(&db)?;
         let path_text = path.display().to_string();
         migrations::run(&db, &trees, &path_text)?;
