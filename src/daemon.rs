@@ -9,6 +9,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::api::{self, Listen};
 use crate::nb;
 use crate::ovsdb::{Client, ClientEvent, OvsdbError, Remote, TlsFiles};
 use crate::registry::{Registry, RegistryError};
@@ -18,6 +19,8 @@ pub struct DaemonConfig {
     pub ovn_nb: Vec<Remote>,
     pub nb_tls: Option<TlsFiles>,
     pub data_dir: PathBuf,
+    /// gRPC listeners.
+    pub listen: Vec<Listen>,
     /// Interval of the safety-net full resync.
     pub resync_interval: Duration,
 }
@@ -34,6 +37,8 @@ pub enum DaemonError {
     Ovsdb(#[from] OvsdbError),
     #[error("cannot open the store: {0}")]
     Store(#[from] RegistryError),
+    #[error(transparent)]
+    Api(#[from] api::server::ServeError),
 }
 
 /// Everything that makes the main loop act, in one place.
@@ -59,6 +64,9 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
     } else {
         warn!(path = %store_path.display(), problems = report.problems.len(), "store open with inconsistencies");
     }
+    let registry = std::sync::Arc::new(registry);
+    let api_server = api::serve(config.listen.clone(), registry.clone(), shutdown.clone()).await?;
+    let api_task = tokio::spawn(api_server);
     let mut client_config = nb::client_config(config.ovn_nb.clone());
     client_config.tls = config.nb_tls.clone();
     let (client, mut events) = Client::start_subscribed(client_config);
@@ -107,6 +115,12 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
         }
     }
     info!("shutting down");
+    // The API stops accepting, finishes in-flight requests, then the store is flushed.
+    match api_task.await {
+        Ok(Err(error)) => warn!(%error, "gRPC server ended with an error"),
+        Err(error) => warn!(%error, "gRPC server task failed"),
+        Ok(Ok(())) => {}
+    }
     client.shutdown().await;
     registry.flush()?;
     Ok(())

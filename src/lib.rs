@@ -16,6 +16,7 @@
 //!
 //! Binaries in `src/bin/` only parse flags, set up tracing and call into this crate.
 
+pub mod api;
 pub mod daemon;
 pub mod ipam;
 pub mod model;

@@ -28,6 +28,9 @@ struct Flags {
     /// CA certificate for ssl: NB remotes (OVN's -C).
     #[arg(long = "nb-ca-cert", env = "OVN_VIPD_NB_CA_CERT")]
     nb_ca_cert: Option<PathBuf>,
+    /// gRPC listener, repeatable: unix:PATH or tcp:HOST:PORT.
+    #[arg(long, env = "OVN_VIPD_LISTEN", value_delimiter = ',', default_values = ["unix:/run/ovn-vipd/ovn-vipd.sock", "tcp:127.0.0.1:50051"])]
+    listen: Vec<String>,
     /// Seconds between safety-net full resyncs.
     #[arg(long, env = "OVN_VIPD_RESYNC_INTERVAL", default_value_t = 300)]
     resync_interval: u64,
@@ -66,7 +69,18 @@ fn main() -> ExitCode {
         eprintln!("ovn-vipd: --resync-interval must be at least 1 second");
         return ExitCode::from(EXIT_CONFIG);
     }
+    let mut listen = Vec::new();
+    for text in &flags.listen {
+        match text.parse::<ovn_vipd::api::Listen>() {
+            Ok(listener) => listen.push(listener),
+            Err(error) => {
+                eprintln!("ovn-vipd: --listen: {error}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        }
+    }
     let config = DaemonConfig {
+        listen,
         ovn_nb,
         nb_tls,
         data_dir: flags.data_dir,

@@ -269,6 +269,28 @@ impl Registry {
         Ok((subnet, usage))
     }
 
+    /// Every subnet with its effective gateways (given or defaulted by IPAM).
+    pub fn subnet_gateways(
+        &self,
+    ) -> BTreeMap<String, (Subnet, Option<std::net::Ipv4Addr>, Option<std::net::Ipv6Addr>)> {
+        let state = self.lock();
+        state
+            .subnets
+            .values()
+            .map(|subnet| {
+                let ipam = state.ipam.get(&subnet.name);
+                (
+                    subnet.name.clone(),
+                    (
+                        subnet.clone(),
+                        ipam.and_then(SubnetIpam::gateway_v4),
+                        ipam.and_then(SubnetIpam::gateway_v6),
+                    ),
+                )
+            })
+            .collect()
+    }
+
     pub fn list_subnets(&self) -> Vec<(Subnet, SubnetUsage)> {
         let state = self.lock();
         state

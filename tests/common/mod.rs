@@ -328,3 +328,75 @@ pub fn init_tracing() {
         .with_test_writer()
         .try_init();
 }
+
+/// The real daemon (`daemon::run`) with a real NB ovsdb-server and a sled store in a temporary
+/// directory, serving gRPC on a free loopback port; stopped when dropped.
+pub struct TestDaemon {
+    pub nb: OvsdbServer,
+    pub endpoint: String,
+    pub dir: tempfile::TempDir,
+    shutdown: tokio_util::sync::CancellationToken,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestDaemon {
+    pub async fn start() -> TestDaemon {
+        init_tracing();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let nb = OvsdbServer::nb(dir.path());
+        let port = free_port();
+        let config = ovn_vipd::daemon::DaemonConfig {
+            ovn_nb: ovn_vipd::ovsdb::Remote::parse_list(&nb.unix_remote()).expect("remote"),
+            nb_tls: None,
+            data_dir: dir.path().join("data"),
+            listen: vec![ovn_vipd::api::Listen::Tcp(([127, 0, 0, 1], port).into())],
+            resync_interval: Duration::from_secs(300),
+        };
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let stop = shutdown.clone();
+        let task = tokio::spawn(async move {
+            if let Err(error) = ovn_vipd::daemon::run(config, stop).await {
+                panic!("daemon failed: {error}");
+            }
+        });
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while tonic::transport::Endpoint::from_shared(endpoint.clone())
+            .expect("endpoint")
+            .connect()
+            .await
+            .is_err()
+        {
+            assert!(Instant::now() < deadline, "the daemon never served gRPC");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        TestDaemon {
+            nb,
+            endpoint,
+            dir,
+            shutdown,
+            task: Some(task),
+        }
+    }
+
+    pub async fn channel(&self) -> tonic::transport::Channel {
+        tonic::transport::Endpoint::from_shared(self.endpoint.clone())
+            .expect("endpoint")
+            .connect()
+            .await
+            .expect("connect")
+    }
+
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            task.await.expect("daemon task");
+        }
+    }
+}
+
+impl Drop for TestDaemon {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}

@@ -1,0 +1,143 @@
+//! Listeners and the server: every service on every listener (unix sockets for CNI plugins and
+//! vipctl, TCP for people), with server reflection (v1 and v1alpha, which grpcurl 1.8 asks for)
+//! and grpc.health.v1.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Server;
+use tracing::info;
+
+use super::proto::{v1 as pb, FILE_DESCRIPTOR_SET};
+use super::services::Api;
+use crate::registry::Registry;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listen {
+    Unix(PathBuf),
+    Tcp(std::net::SocketAddr),
+}
+
+impl std::str::FromStr for Listen {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Listen, String> {
+        if let Some(path) = text.strip_prefix("unix:") {
+            if path.is_empty() {
+                return Err("unix: needs a socket path".into());
+            }
+            return Ok(Listen::Unix(PathBuf::from(path)));
+        }
+        if let Some(address) = text.strip_prefix("tcp:") {
+            return address
+                .parse()
+                .map(Listen::Tcp)
+                .map_err(|_| format!("{address:?} is not HOST:PORT (an IP address and a port)"));
+        }
+        Err(format!("{text:?}: expected unix:PATH or tcp:HOST:PORT"))
+    }
+}
+
+impl std::fmt::Display for Listen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Listen::Unix(path) => write!(f, "unix:{}", path.display()),
+            Listen::Tcp(address) => write!(f, "tcp:{address}"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot listen on {listen}: {source}")]
+    Bind {
+        listen: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("reflection setup failed: {0}")]
+    Reflection(String),
+}
+
+/// Binds every listener now (so a caller knows the API is reachable when this returns) and
+/// returns a future that serves until `shutdown` fires.
+pub async fn serve(
+    listeners: Vec<Listen>,
+    registry: Arc<Registry>,
+    shutdown: CancellationToken,
+) -> Result<impl std::future::Future<Output = Result<(), ServeError>>, ServeError> {
+    let mut servers = Vec::new();
+    for listen in listeners {
+        let api = Api {
+            registry: registry.clone(),
+        };
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(|error| ServeError::Reflection(error.to_string()))?;
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()
+            .map_err(|error| ServeError::Reflection(error.to_string()))?;
+        let (health_reporter, health_service) = tonic_health::server::health_reporter();
+        health_reporter
+            .set_serving::<pb::vip_service_server::VipServiceServer<Api>>()
+            .await;
+        let router = Server::builder()
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(pb::subnet_service_server::SubnetServiceServer::new(api.clone()))
+            .add_service(pb::vip_service_server::VipServiceServer::new(api.clone()))
+            .add_service(pb::pod_service_server::PodServiceServer::new(api.clone()))
+            .add_service(pb::switch_lb_rule_service_server::SwitchLbRuleServiceServer::new(api));
+        let stop = shutdown.clone();
+        let bind_error = |source| ServeError::Bind {
+            listen: listen.to_string(),
+            source,
+        };
+        match &listen {
+            Listen::Unix(path) => {
+                if let Some(parent) = path.parent() {
+                    std::fs::create_dir_all(parent).map_err(bind_error)?;
+                }
+                // A socket left by a previous run would make bind fail.
+                let _ = std::fs::remove_file(path);
+                let listener = tokio::net::UnixListener::bind(path).map_err(bind_error)?;
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(bind_error)?;
+                info!(%listen, "gRPC listening");
+                servers.push(tokio::spawn(
+                    router.serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {
+                        stop.cancelled().await
+                    }),
+                ));
+            }
+            Listen::Tcp(address) => {
+                let listener = tokio::net::TcpListener::bind(address).await.map_err(bind_error)?;
+                let local = listener.local_addr().map_err(bind_error)?;
+                info!(listen = %format!("tcp:{local}"), "gRPC listening");
+                servers.push(tokio::spawn(
+                    router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+                        stop.cancelled().await
+                    }),
+                ));
+            }
+        }
+    }
+    Ok(async move {
+        for server in servers {
+            match server.await {
+                Ok(result) => result?,
+                Err(_) => {}
+            }
+        }
+        Ok(())
+    })
+}

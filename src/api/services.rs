@@ -1,0 +1,309 @@
+//! The four services, each a thin layer over the registry.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::Stream;
+use tokio::sync::broadcast::error::RecvError;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use super::convert;
+use super::proto::v1 as pb;
+use crate::model::{aap_vips, selector_matches, PodRef, Vip};
+use crate::registry::{Change, Registry};
+
+/// Shared by every service: the registry behind the API.
+#[derive(Clone)]
+pub struct Api {
+    pub registry: Arc<Registry>,
+}
+
+impl Api {
+    fn subnet_proto(&self, name: &str) -> Result<pb::Subnet, Status> {
+        let (subnet, usage) = self.registry.get_subnet(name)?;
+        let gateways = self.registry.subnet_gateways();
+        let (gateway_v4, gateway_v6) = gateways.get(name).map(|(_, v4, v6)| (*v4, *v6)).unwrap_or((None, None));
+        Ok(convert::subnet_to_proto(&subnet, usage, (gateway_v4, gateway_v6)))
+    }
+
+    /// The ports of the pods eligible to carry an AAP VIP: same namespace, labels matching the
+    /// selector, the VIP listed in their `ovn.kubernetes.io/aaps`, a NIC in the VIP's subnet.
+    fn parents(&self, vip: &Vip) -> Vec<String> {
+        if !vip.is_aap() {
+            return Vec::new();
+        }
+        let mut parents: Vec<String> = self
+            .registry
+            .list_pods()
+            .into_iter()
+            .filter(|pod| pod.bound && pod.spec.namespace == vip.spec.namespace)
+            .filter(|pod| selector_matches(&vip.spec.selector, &pod.spec.labels))
+            .filter(|pod| aap_vips(&pod.spec.annotations).contains(&vip.spec.name))
+            .filter_map(|pod| {
+                pod.nics
+                    .iter()
+                    .find(|nic| nic.subnet == vip.spec.subnet)
+                    .map(|nic| nic.port_name.clone())
+            })
+            .collect();
+        parents.sort();
+        parents
+    }
+
+    fn vip_proto(&self, vip: &Vip) -> pb::Vip {
+        convert::vip_to_proto(vip, self.parents(vip))
+    }
+}
+
+fn required<T>(value: Option<T>, field: &str) -> Result<T, Status> {
+    value.ok_or_else(|| {
+        let mut violations = super::error::Violations::new();
+        violations.add(field, "is required");
+        violations
+            .into_result()
+            .err()
+            .unwrap_or_else(|| Status::invalid_argument(format!("{field} is required")))
+    })
+}
+
+#[tonic::async_trait]
+impl pb::subnet_service_server::SubnetService for Api {
+    async fn create_subnet(&self, request: Request<pb::CreateSubnetRequest>) -> Result<Response<pb::Subnet>, Status> {
+        let subnet = convert::subnet_from_proto(required(request.into_inner().subnet, "subnet")?)?;
+        let created = self.registry.create_subnet(subnet).await?;
+        Ok(Response::new(self.subnet_proto(&created.name)?))
+    }
+
+    async fn get_subnet(&self, request: Request<pb::GetSubnetRequest>) -> Result<Response<pb::Subnet>, Status> {
+        Ok(Response::new(self.subnet_proto(&request.into_inner().name)?))
+    }
+
+    async fn list_subnets(
+        &self,
+        _: Request<pb::ListSubnetsRequest>,
+    ) -> Result<Response<pb::ListSubnetsResponse>, Status> {
+        let gateways = self.registry.subnet_gateways();
+        let subnets = self
+            .registry
+            .list_subnets()
+            .into_iter()
+            .map(|(subnet, usage)| {
+                let (v4, v6) = gateways
+                    .get(&subnet.name)
+                    .map(|(_, v4, v6)| (*v4, *v6))
+                    .unwrap_or((None, None));
+                convert::subnet_to_proto(&subnet, usage, (v4, v6))
+            })
+            .collect();
+        Ok(Response::new(pb::ListSubnetsResponse { subnets }))
+    }
+
+    async fn delete_subnet(
+        &self,
+        request: Request<pb::DeleteSubnetRequest>,
+    ) -> Result<Response<pb::DeleteSubnetResponse>, Status> {
+        self.registry.delete_subnet(&request.into_inner().name).await?;
+        Ok(Response::new(pb::DeleteSubnetResponse {}))
+    }
+}
+
+type VipEventStream = Pin<Box<dyn Stream<Item = Result<pb::VipEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::vip_service_server::VipService for Api {
+    async fn create_vip(&self, request: Request<pb::CreateVipRequest>) -> Result<Response<pb::Vip>, Status> {
+        let spec = convert::vip_spec_from_proto(required(request.into_inner().vip, "vip")?)?;
+        let vip = self.registry.create_vip(spec).await?;
+        Ok(Response::new(self.vip_proto(&vip)))
+    }
+
+    async fn get_vip(&self, request: Request<pb::GetVipRequest>) -> Result<Response<pb::Vip>, Status> {
+        let vip = self.registry.get_vip(&request.into_inner().name)?;
+        Ok(Response::new(self.vip_proto(&vip)))
+    }
+
+    async fn list_vips(&self, request: Request<pb::ListVipsRequest>) -> Result<Response<pb::ListVipsResponse>, Status> {
+        let filter = request.into_inner();
+        let vips = self
+            .registry
+            .list_vips()
+            .iter()
+            .filter(|vip| filter.subnet.is_empty() || vip.spec.subnet == filter.subnet)
+            .filter(|vip| filter.namespace.is_empty() || vip.spec.namespace == filter.namespace)
+            .map(|vip| self.vip_proto(vip))
+            .collect();
+        Ok(Response::new(pb::ListVipsResponse { vips }))
+    }
+
+    async fn delete_vip(
+        &self,
+        request: Request<pb::DeleteVipRequest>,
+    ) -> Result<Response<pb::DeleteVipResponse>, Status> {
+        self.registry.delete_vip(&request.into_inner().name).await?;
+        Ok(Response::new(pb::DeleteVipResponse {}))
+    }
+
+    type WatchVipsStream = VipEventStream;
+
+    async fn watch_vips(&self, request: Request<pb::WatchVipsRequest>) -> Result<Response<VipEventStream>, Status> {
+        let name = request.into_inner().name;
+        // Subscribe before reading the current state, so no change falls in between.
+        let mut changes = self.registry.subscribe();
+        let (sender, receiver) = tokio::sync::mpsc::channel(256);
+        let api = self.clone();
+        tokio::spawn(async move {
+            let mut known = std::collections::BTreeSet::new();
+            for vip in api.registry.list_vips() {
+                if name.is_empty() || vip.spec.name == name {
+                    known.insert(vip.spec.name.clone());
+                    let event = pb::VipEvent {
+                        r#type: pb::vip_event::Type::Added as i32,
+                        vip: Some(api.vip_proto(&vip)),
+                    };
+                    if sender.send(Ok(event)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            loop {
+                let changed = match changes.recv().await {
+                    Ok(Change::Vip(changed)) => vec![changed],
+                    // A pod change can move AAP parents: report every VIP it names.
+                    Ok(Change::Pod(_)) | Ok(Change::SwitchLbRule(_)) | Ok(Change::Subnet(_)) => continue,
+                    Err(RecvError::Lagged(_)) => {
+                        api.registry.list_vips().into_iter().map(|vip| vip.spec.name).collect()
+                    }
+                    Err(RecvError::Closed) => return,
+                };
+                for vip_name in changed {
+                    if !name.is_empty() && vip_name != name {
+                        continue;
+                    }
+                    let event = match api.registry.get_vip(&vip_name) {
+                        Ok(vip) => pb::VipEvent {
+                            r#type: if known.insert(vip_name.clone()) {
+                                pb::vip_event::Type::Added as i32
+                            } else {
+                                pb::vip_event::Type::Modified as i32
+                            },
+                            vip: Some(api.vip_proto(&vip)),
+                        },
+                        Err(_) if known.remove(&vip_name) => pb::VipEvent {
+                            r#type: pb::vip_event::Type::Deleted as i32,
+                            vip: Some(pb::Vip {
+                                name: vip_name.clone(),
+                                ..Default::default()
+                            }),
+                        },
+                        Err(_) => continue,
+                    };
+                    if sender.send(Ok(event)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::pod_service_server::PodService for Api {
+    async fn bind_pod(&self, request: Request<pb::BindPodRequest>) -> Result<Response<pb::Pod>, Status> {
+        let spec = convert::pod_spec_from_proto(request.into_inner())?;
+        let pod = self.registry.bind_pod(spec).await?;
+        Ok(Response::new(convert::pod_to_proto(
+            &pod,
+            &self.registry.subnet_gateways(),
+        )))
+    }
+
+    async fn unbind_pod(
+        &self,
+        request: Request<pb::UnbindPodRequest>,
+    ) -> Result<Response<pb::UnbindPodResponse>, Status> {
+        let request = request.into_inner();
+        let key = PodRef {
+            namespace: request.namespace,
+            name: request.name,
+        };
+        let found = self.registry.unbind_pod(&key, request.owner_gone).await?;
+        Ok(Response::new(pb::UnbindPodResponse { found }))
+    }
+
+    async fn get_pod(&self, request: Request<pb::GetPodRequest>) -> Result<Response<pb::Pod>, Status> {
+        let request = request.into_inner();
+        let pod = self.registry.get_pod(&PodRef {
+            namespace: request.namespace,
+            name: request.name,
+        })?;
+        Ok(Response::new(convert::pod_to_proto(
+            &pod,
+            &self.registry.subnet_gateways(),
+        )))
+    }
+
+    async fn list_pods(&self, request: Request<pb::ListPodsRequest>) -> Result<Response<pb::ListPodsResponse>, Status> {
+        let namespace = request.into_inner().namespace;
+        let gateways = self.registry.subnet_gateways();
+        let pods = self
+            .registry
+            .list_pods()
+            .iter()
+            .filter(|pod| namespace.is_empty() || pod.spec.namespace == namespace)
+            .map(|pod| convert::pod_to_proto(pod, &gateways))
+            .collect();
+        Ok(Response::new(pb::ListPodsResponse { pods }))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::switch_lb_rule_service_server::SwitchLbRuleService for Api {
+    async fn create_switch_lb_rule(
+        &self,
+        request: Request<pb::CreateSwitchLbRuleRequest>,
+    ) -> Result<Response<pb::SwitchLbRule>, Status> {
+        let rule = convert::rule_from_proto(required(request.into_inner().rule, "rule")?)?;
+        let rule = self.registry.put_switch_lb_rule(rule, false).await?;
+        Ok(Response::new(convert::rule_to_proto(&rule)))
+    }
+
+    async fn update_switch_lb_rule(
+        &self,
+        request: Request<pb::UpdateSwitchLbRuleRequest>,
+    ) -> Result<Response<pb::SwitchLbRule>, Status> {
+        let rule = convert::rule_from_proto(required(request.into_inner().rule, "rule")?)?;
+        let rule = self.registry.put_switch_lb_rule(rule, true).await?;
+        Ok(Response::new(convert::rule_to_proto(&rule)))
+    }
+
+    async fn get_switch_lb_rule(
+        &self,
+        request: Request<pb::GetSwitchLbRuleRequest>,
+    ) -> Result<Response<pb::SwitchLbRule>, Status> {
+        let rule = self.registry.get_switch_lb_rule(&request.into_inner().name)?;
+        Ok(Response::new(convert::rule_to_proto(&rule)))
+    }
+
+    async fn list_switch_lb_rules(
+        &self,
+        _: Request<pb::ListSwitchLbRulesRequest>,
+    ) -> Result<Response<pb::ListSwitchLbRulesResponse>, Status> {
+        let rules = self
+            .registry
+            .list_switch_lb_rules()
+            .iter()
+            .map(convert::rule_to_proto)
+            .collect();
+        Ok(Response::new(pb::ListSwitchLbRulesResponse { rules }))
+    }
+
+    async fn delete_switch_lb_rule(
+        &self,
+        request: Request<pb::DeleteSwitchLbRuleRequest>,
+    ) -> Result<Response<pb::DeleteSwitchLbRuleResponse>, Status> {
+        self.registry.delete_switch_lb_rule(&request.into_inner().name).await?;
+        Ok(Response::new(pb::DeleteSwitchLbRuleResponse {}))
+    }
+}

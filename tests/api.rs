@@ -1,0 +1,792 @@
+//! The gRPC API through the generated tonic client, against the real daemon.
+
+mod common;
+
+use std::collections::HashMap;
+
+use common::TestDaemon;
+use ovn_vipd::api::proto::v1 as pb;
+use pb::pod_service_client::PodServiceClient;
+use pb::subnet_service_client::SubnetServiceClient;
+use pb::switch_lb_rule_service_client::SwitchLbRuleServiceClient;
+use pb::vip_service_client::VipServiceClient;
+use tonic::transport::Channel;
+use tonic::Code;
+
+struct Clients {
+    subnets: SubnetServiceClient<Channel>,
+    vips: VipServiceClient<Channel>,
+    pods: PodServiceClient<Channel>,
+    rules: SwitchLbRuleServiceClient<Channel>,
+}
+
+async fn clients(daemon: &TestDaemon) -> Clients {
+    let channel = daemon.channel().await;
+    Clients {
+        subnets: SubnetServiceClient::new(channel.clone()),
+        vips: VipServiceClient::new(channel.clone()),
+        pods: PodServiceClient::new(channel.clone()),
+        rules: SwitchLbRuleServiceClient::new(channel),
+    }
+}
+
+fn subnet(name: &str, v4: &str, v6: &str) -> pb::CreateSubnetRequest {
+    pb::CreateSubnetRequest {
+        subnet: Some(pb::Subnet {
+            name: name.into(),
+            cidr_v4: v4.into(),
+            cidr_v6: v6.into(),
+            ..Default::default()
+        }),
+    }
+}
+
+fn vip(name: &str, subnet: &str) -> pb::Vip {
+    pb::Vip {
+        name: name.into(),
+        subnet: subnet.into(),
+        ..Default::default()
+    }
+}
+
+fn bind(
+    namespace: &str,
+    name: &str,
+    nics: &[(&str, &str)],
+    annotations: &[(&str, &str)],
+    owner: pb::OwnerKind,
+) -> pb::BindPodRequest {
+    pb::BindPodRequest {
+        namespace: namespace.into(),
+        name: name.into(),
+        labels: HashMap::new(),
+        annotations: annotations
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        owner_kind: owner as i32,
+        nics: nics
+            .iter()
+            .map(|(subnet, interface)| pb::NicRequest {
+                subnet: subnet.to_string(),
+                interface: interface.to_string(),
+            })
+            .collect(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_vip_scenario_the_api_decides() {
+    let daemon = TestDaemon::start().await;
+    let mut c = clients(&daemon).await;
+    c.subnets
+        .create_subnet(subnet("ovn-default", "10.16.0.0/16", "fd00:10:16::/64"))
+        .await
+        .unwrap();
+    c.subnets
+        .create_subnet(subnet("tiny", "10.99.0.0/30", ""))
+        .await
+        .unwrap();
+
+    // 1.1 automatic: an address of each family and a MAC.
+    let dynamic = c
+        .vips
+        .create_vip(pb::CreateVipRequest {
+            vip: Some(vip("vip-dynamic-01", "ovn-default")),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let status = dynamic.status.clone().unwrap();
+    assert!(
+        status.v4ip.starts_with("10.16.") && status.v6ip.starts_with("fd00:10:16:"),
+        "{status:?}"
+    );
+    assert!(!status.ready, "not ready before the NB sync exists");
+    assert_eq!(status.conditions[0].reason, "Pending");
+    // Idempotent retry returns the same VIP; another spec under the name is ALREADY_EXISTS.
+    let again = c
+        .vips
+        .create_vip(pb::CreateVipRequest {
+            vip: Some(vip("vip-dynamic-01", "ovn-default")),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again.status.unwrap().v4ip, status.v4ip);
+    let mut different = vip("vip-dynamic-01", "ovn-default");
+    different.v4ip = "10.16.0.200".into();
+    let error = c
+        .vips
+        .create_vip(pb::CreateVipRequest { vip: Some(different) })
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::AlreadyExists);
+
+    // 1.2 static, dual-stack with a given MAC.
+    let mut fixed = vip("static-vip01", "ovn-default");
+    fixed.v4ip = "10.16.0.121".into();
+    fixed.v6ip = "fd00:10:16:0:0::121".into();
+    fixed.mac_address = "00:00:00:F0:DB:26".into();
+    let fixed = c
+        .vips
+        .create_vip(pb::CreateVipRequest { vip: Some(fixed) })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap();
+    assert_eq!(
+        (fixed.v4ip.as_str(), fixed.v6ip.as_str(), fixed.mac.as_str()),
+        ("10.16.0.121", "fd00:10:16::121", "00:00:00:f0:db:26")
+    );
+    let mut clash = vip("clash", "ovn-default");
+    clash.v4ip = "10.16.0.121".into();
+    let error = c
+        .vips
+        .create_vip(pb::CreateVipRequest { vip: Some(clash) })
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::FailedPrecondition);
+    assert!(
+        error.message().contains("already owned by vip/static-vip01"),
+        "{}",
+        error.message()
+    );
+
+    // 1.3 AAP: namespace and Kube-OVN selector strings; the parents follow the pods.
+    let mut aap = vip("vip-aap", "ovn-default");
+    aap.namespace = "default".into();
+    aap.selector = vec!["app: aap1".into()];
+    c.vips
+        .create_vip(pb::CreateVipRequest { vip: Some(aap) })
+        .await
+        .unwrap();
+    let mut parent = bind(
+        "default",
+        "busybox",
+        &[("ovn-default", "eth0")],
+        &[("ovn.kubernetes.io/aaps", "vip-aap")],
+        pb::OwnerKind::Other,
+    );
+    parent.labels.insert("app".into(), "aap1".into());
+    c.pods.bind_pod(parent).await.unwrap();
+    let mut stranger = bind(
+        "default",
+        "stranger",
+        &[("ovn-default", "eth0")],
+        &[("ovn.kubernetes.io/aaps", "vip-aap")],
+        pb::OwnerKind::Other,
+    );
+    stranger.labels.insert("app".into(), "other".into());
+    c.pods.bind_pod(stranger).await.unwrap();
+    let aap = c
+        .vips
+        .get_vip(pb::GetVipRequest { name: "vip-aap".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(aap.status.unwrap().parents, vec!["busybox.default".to_string()]);
+    assert_eq!(aap.selector, vec!["app: aap1".to_string()]);
+
+    // 2 switch_lb_vip and a rule on it.
+    let mut slr_vip = vip("slr-01", "ovn-default");
+    slr_vip.r#type = "switch_lb_vip".into();
+    assert_eq!(
+        c.vips
+            .create_vip(pb::CreateVipRequest { vip: Some(slr_vip) })
+            .await
+            .unwrap()
+            .into_inner()
+            .r#type,
+        "switch_lb_vip"
+    );
+    let rule = pb::SwitchLbRule {
+        name: "slr-web".into(),
+        vip: "slr-01".into(),
+        namespace: "default".into(),
+        selector: vec!["app: web".into()],
+        ports: vec![pb::LbPort {
+            name: "http".into(),
+            port: 80,
+            target_port: 8080,
+            protocol: pb::Protocol::Tcp as i32,
+        }],
+        session_affinity: pb::SessionAffinity::ClientIp as i32,
+        ..Default::default()
+    };
+    let created = c
+        .rules
+        .create_switch_lb_rule(pb::CreateSwitchLbRuleRequest { rule: Some(rule) })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(created.session_affinity_timeout, 10_800);
+
+    // 3 a pod uses a VIP as its fixed address; 3.1 a StatefulSet pod keeps it.
+    c.vips
+        .create_vip(pb::CreateVipRequest {
+            vip: Some(vip("pod-use-vip", "ovn-default")),
+        })
+        .await
+        .unwrap();
+    let held = c
+        .vips
+        .get_vip(pb::GetVipRequest {
+            name: "pod-use-vip".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap();
+    let request = bind(
+        "default",
+        "web-0",
+        &[("ovn-default", "eth0")],
+        &[("ovn.kubernetes.io/vip", "pod-use-vip")],
+        pb::OwnerKind::StatefulSet,
+    );
+    let pod = c.pods.bind_pod(request.clone()).await.unwrap().into_inner();
+    assert_eq!(pod.nics[0].port_name, "web-0.default");
+    assert_eq!(
+        pod.nics[0].addresses,
+        vec![format!("{}/16", held.v4ip), format!("{}/64", held.v6ip)]
+    );
+    assert_eq!(pod.nics[0].mac, held.mac);
+    assert_eq!(
+        pod.nics[0].gateways,
+        vec!["10.16.0.1".to_string(), "fd00:10:16::1".to_string()]
+    );
+    // A retry of the same bind is the same answer.
+    assert_eq!(
+        c.pods.bind_pod(request.clone()).await.unwrap().into_inner().nics,
+        pod.nics
+    );
+    let holder = c
+        .vips
+        .get_vip(pb::GetVipRequest {
+            name: "pod-use-vip".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap()
+        .holder
+        .unwrap();
+    assert_eq!((holder.namespace.as_str(), holder.name.as_str()), ("default", "web-0"));
+    let thief = bind(
+        "default",
+        "thief",
+        &[("ovn-default", "eth0")],
+        &[("ovn.kubernetes.io/vip", "pod-use-vip")],
+        pb::OwnerKind::Other,
+    );
+    let error = c.pods.bind_pod(thief).await.unwrap_err();
+    assert_eq!(error.code(), Code::FailedPrecondition);
+    assert_eq!(error.message(), "vip pod-use-vip is in use by pod default/web-0");
+    c.pods
+        .unbind_pod(pb::UnbindPodRequest {
+            namespace: "default".into(),
+            name: "web-0".into(),
+            owner_gone: false,
+        })
+        .await
+        .unwrap();
+    let recreated = c.pods.bind_pod(request).await.unwrap().into_inner();
+    assert_eq!(recreated.nics, pod.nics);
+
+    // A full subnet is RESOURCE_EXHAUSTED: a /30 has one address besides its gateway.
+    c.vips
+        .create_vip(pb::CreateVipRequest {
+            vip: Some(vip("tiny-1", "tiny")),
+        })
+        .await
+        .unwrap();
+    let error = c
+        .vips
+        .create_vip(pb::CreateVipRequest {
+            vip: Some(vip("tiny-2", "tiny")),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::ResourceExhausted);
+    assert!(error.message().contains("subnet full"), "{}", error.message());
+
+    // Deleting a used subnet is refused, naming what uses it.
+    let error = c
+        .subnets
+        .delete_subnet(pb::DeleteSubnetRequest { name: "tiny".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::FailedPrecondition);
+    assert!(error.message().contains("vip tiny-1"), "{}", error.message());
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_inputs_get_the_right_code_and_change_nothing() {
+    let daemon = TestDaemon::start().await;
+    let mut c = clients(&daemon).await;
+    c.subnets
+        .create_subnet(subnet("ovn-default", "10.16.0.0/16", ""))
+        .await
+        .unwrap();
+    c.vips
+        .create_vip(pb::CreateVipRequest {
+            vip: Some(vip("existing", "ovn-default")),
+        })
+        .await
+        .unwrap();
+
+    let with = |edit: fn(&mut pb::Vip)| {
+        let mut request = vip("new-vip", "ovn-default");
+        edit(&mut request);
+        request
+    };
+    let vip_cases: Vec<(&str, pb::Vip, Code, &str)> = vec![
+        (
+            "empty name",
+            with(|v| v.name.clear()),
+            Code::InvalidArgument,
+            "vip.name: must not be empty",
+        ),
+        (
+            "upper-case name",
+            with(|v| v.name = "Vip".into()),
+            Code::InvalidArgument,
+            "DNS-1123",
+        ),
+        (
+            "dotted name",
+            with(|v| v.name = "busybox.default".into()),
+            Code::InvalidArgument,
+            "DNS-1123",
+        ),
+        (
+            "long name",
+            with(|v| v.name = "a".repeat(64)),
+            Code::InvalidArgument,
+            "at most 63",
+        ),
+        (
+            "bad v4",
+            with(|v| v.v4ip = "10.16.0.999".into()),
+            Code::InvalidArgument,
+            "vip.v4ip",
+        ),
+        (
+            "v6 in v4 field",
+            with(|v| v.v4ip = "fd00::1".into()),
+            Code::InvalidArgument,
+            "not an IPv4 address",
+        ),
+        (
+            "bad v6",
+            with(|v| v.v6ip = "fd00:::1".into()),
+            Code::InvalidArgument,
+            "vip.v6ip",
+        ),
+        (
+            "outside CIDR",
+            with(|v| v.v4ip = "10.17.0.5".into()),
+            Code::InvalidArgument,
+            "outside the subnet's CIDR",
+        ),
+        (
+            "gateway",
+            with(|v| v.v4ip = "10.16.0.1".into()),
+            Code::InvalidArgument,
+            "gateway",
+        ),
+        (
+            "network address",
+            with(|v| v.v4ip = "10.16.0.0".into()),
+            Code::InvalidArgument,
+            "network address",
+        ),
+        (
+            "broadcast",
+            with(|v| v.v4ip = "10.16.255.255".into()),
+            Code::InvalidArgument,
+            "broadcast",
+        ),
+        (
+            "v6 in a v4-only subnet",
+            with(|v| v.v6ip = "fd00::5".into()),
+            Code::InvalidArgument,
+            "no IPv6 CIDR",
+        ),
+        (
+            "bad MAC",
+            with(|v| v.mac_address = "00:00:00:00:00".into()),
+            Code::InvalidArgument,
+            "invalid MAC",
+        ),
+        (
+            "multicast MAC",
+            with(|v| v.mac_address = "01:00:5e:00:00:01".into()),
+            Code::InvalidArgument,
+            "multicast",
+        ),
+        (
+            "zero MAC",
+            with(|v| v.mac_address = "00:00:00:00:00:00".into()),
+            Code::InvalidArgument,
+            "all-zero",
+        ),
+        (
+            "bad type",
+            with(|v| v.r#type = "lb".into()),
+            Code::InvalidArgument,
+            "vip.type",
+        ),
+        (
+            "bad selector",
+            with(|v| {
+                v.namespace = "default".into();
+                v.selector = vec!["app".into()];
+            }),
+            Code::InvalidArgument,
+            "key: value",
+        ),
+        (
+            "selector without namespace",
+            with(|v| v.selector = vec!["app: a".into()]),
+            Code::InvalidArgument,
+            "vip.namespace",
+        ),
+        (
+            "bad selector key",
+            with(|v| {
+                v.namespace = "default".into();
+                v.selector = vec!["a b: c".into()];
+            }),
+            Code::InvalidArgument,
+            "label key",
+        ),
+        (
+            "missing subnet",
+            with(|v| v.subnet = "nope".into()),
+            Code::FailedPrecondition,
+            "subnet nope does not exist",
+        ),
+        (
+            "existing name, other spec",
+            with(|v| {
+                v.name = "existing".into();
+                v.v4ip = "10.16.3.3".into();
+            }),
+            Code::AlreadyExists,
+            "already exists",
+        ),
+    ];
+    let before = snapshot(&mut c).await;
+    let mut checked = 0;
+    for (label, request, code, fragment) in vip_cases {
+        let error = c
+            .vips
+            .create_vip(pb::CreateVipRequest { vip: Some(request) })
+            .await
+            .unwrap_err();
+        assert_eq!(error.code(), code, "{label}: {}", error.message());
+        assert!(
+            error.message().contains(fragment),
+            "{label}: {:?} lacks {fragment:?}",
+            error.message()
+        );
+        checked += 1;
+    }
+    let error = c.vips.create_vip(pb::CreateVipRequest { vip: None }).await.unwrap_err();
+    assert_eq!(error.code(), Code::InvalidArgument, "missing vip");
+    checked += 1;
+
+    let subnet_cases: Vec<(&str, pb::CreateSubnetRequest, Code, &str)> = vec![
+        (
+            "no CIDR",
+            subnet("s1", "", ""),
+            Code::InvalidArgument,
+            "needs cidr_v4, cidr_v6",
+        ),
+        (
+            "bad CIDR",
+            subnet("s1", "10.0.0.0/33", ""),
+            Code::InvalidArgument,
+            "subnet.cidr_v4",
+        ),
+        (
+            "prefix too long",
+            subnet("s1", "10.0.0.0/31", ""),
+            Code::InvalidArgument,
+            "/8 to /30",
+        ),
+        (
+            "host bits",
+            subnet("s1", "10.0.0.1/24", ""),
+            Code::InvalidArgument,
+            "host bits",
+        ),
+        (
+            "v6 too long",
+            subnet("s1", "", "fd00::/96"),
+            Code::InvalidArgument,
+            "/8 to /64",
+        ),
+        (
+            "existing, other spec",
+            subnet("ovn-default", "10.17.0.0/16", ""),
+            Code::AlreadyExists,
+            "already exists",
+        ),
+    ];
+    for (label, request, code, fragment) in subnet_cases {
+        let error = c.subnets.create_subnet(request).await.unwrap_err();
+        assert_eq!(error.code(), code, "{label}: {}", error.message());
+        assert!(
+            error.message().contains(fragment),
+            "{label}: {:?} lacks {fragment:?}",
+            error.message()
+        );
+        checked += 1;
+    }
+    let mut bad_exclude = subnet("s1", "10.0.0.0/24", "");
+    bad_exclude.subnet.as_mut().unwrap().exclude_ips = vec!["10.0.0.9..10.0.0.1".into()];
+    let error = c.subnets.create_subnet(bad_exclude).await.unwrap_err();
+    assert_eq!(error.code(), Code::InvalidArgument);
+    assert!(
+        error.message().contains("start is after its end"),
+        "{}",
+        error.message()
+    );
+    checked += 1;
+
+    let pod_cases: Vec<(&str, pb::BindPodRequest, Code, &str)> = vec![
+        (
+            "no NICs",
+            bind("default", "p", &[], &[], pb::OwnerKind::Other),
+            Code::InvalidArgument,
+            "at least one NIC",
+        ),
+        (
+            "bad interface",
+            bind(
+                "default",
+                "p",
+                &[("ovn-default", "this-name-is-too-long")],
+                &[],
+                pb::OwnerKind::Other,
+            ),
+            Code::InvalidArgument,
+            "interface",
+        ),
+        (
+            "duplicate interface",
+            bind(
+                "default",
+                "p",
+                &[("ovn-default", "eth0"), ("ovn-default", "eth0")],
+                &[],
+                pb::OwnerKind::Other,
+            ),
+            Code::InvalidArgument,
+            "appears twice",
+        ),
+        (
+            "unknown subnet",
+            bind("default", "p", &[("nope", "eth0")], &[], pb::OwnerKind::Other),
+            Code::FailedPrecondition,
+            "subnet nope does not exist",
+        ),
+        (
+            "unknown vip",
+            bind(
+                "default",
+                "p",
+                &[("ovn-default", "eth0")],
+                &[("ovn.kubernetes.io/vip", "ghost")],
+                pb::OwnerKind::Other,
+            ),
+            Code::FailedPrecondition,
+            "vip ghost does not exist",
+        ),
+        (
+            "bad namespace",
+            bind("Default", "p", &[("ovn-default", "eth0")], &[], pb::OwnerKind::Other),
+            Code::InvalidArgument,
+            "namespace",
+        ),
+    ];
+    for (label, request, code, fragment) in pod_cases {
+        let error = c.pods.bind_pod(request).await.unwrap_err();
+        assert_eq!(error.code(), code, "{label}: {}", error.message());
+        assert!(
+            error.message().contains(fragment),
+            "{label}: {:?} lacks {fragment:?}",
+            error.message()
+        );
+        checked += 1;
+    }
+    let mut unknown_owner = bind("default", "p", &[("ovn-default", "eth0")], &[], pb::OwnerKind::Other);
+    unknown_owner.owner_kind = 42;
+    assert_eq!(
+        c.pods.bind_pod(unknown_owner).await.unwrap_err().code(),
+        Code::InvalidArgument
+    );
+    checked += 1;
+
+    let rule = |edit: fn(&mut pb::SwitchLbRule)| {
+        let mut rule = pb::SwitchLbRule {
+            name: "r".into(),
+            vip: "10.16.0.50".into(),
+            ports: vec![pb::LbPort {
+                name: "http".into(),
+                port: 80,
+                target_port: 8080,
+                protocol: 0,
+            }],
+            ..Default::default()
+        };
+        edit(&mut rule);
+        pb::CreateSwitchLbRuleRequest { rule: Some(rule) }
+    };
+    let rule_cases: Vec<(&str, pb::CreateSwitchLbRuleRequest, Code, &str)> = vec![
+        (
+            "port 0",
+            rule(|r| r.ports[0].port = 0),
+            Code::InvalidArgument,
+            "not a port",
+        ),
+        (
+            "port too big",
+            rule(|r| r.ports[0].port = 70000),
+            Code::InvalidArgument,
+            "not a port",
+        ),
+        (
+            "target too big",
+            rule(|r| r.ports[0].target_port = 65536),
+            Code::InvalidArgument,
+            "target_port",
+        ),
+        (
+            "unknown protocol",
+            rule(|r| r.ports[0].protocol = 9),
+            Code::InvalidArgument,
+            "unknown protocol",
+        ),
+        (
+            "no ports",
+            rule(|r| r.ports.clear()),
+            Code::InvalidArgument,
+            "at least one port",
+        ),
+        (
+            "bad endpoint",
+            rule(|r| r.endpoints = vec!["10.16.0.x".into()]),
+            Code::InvalidArgument,
+            "endpoints[0]",
+        ),
+        (
+            "unknown vip",
+            rule(|r| r.vip = "ghost".into()),
+            Code::FailedPrecondition,
+            "vip ghost does not exist",
+        ),
+        (
+            "too many endpoints",
+            rule(|r| r.endpoints = vec!["10.16.0.9".into(); 1025]),
+            Code::InvalidArgument,
+            "at most 1024",
+        ),
+    ];
+    for (label, request, code, fragment) in rule_cases {
+        let error = c.rules.create_switch_lb_rule(request).await.unwrap_err();
+        assert_eq!(error.code(), code, "{label}: {}", error.message());
+        assert!(
+            error.message().contains(fragment),
+            "{label}: {:?} lacks {fragment:?}",
+            error.message()
+        );
+        checked += 1;
+    }
+    // Not found, for each kind.
+    assert_eq!(
+        c.vips
+            .get_vip(pb::GetVipRequest { name: "ghost".into() })
+            .await
+            .unwrap_err()
+            .code(),
+        Code::NotFound
+    );
+    assert_eq!(
+        c.vips
+            .delete_vip(pb::DeleteVipRequest { name: "ghost".into() })
+            .await
+            .unwrap_err()
+            .code(),
+        Code::NotFound
+    );
+    assert_eq!(
+        c.subnets
+            .get_subnet(pb::GetSubnetRequest { name: "ghost".into() })
+            .await
+            .unwrap_err()
+            .code(),
+        Code::NotFound
+    );
+    assert_eq!(
+        c.rules
+            .get_switch_lb_rule(pb::GetSwitchLbRuleRequest { name: "ghost".into() })
+            .await
+            .unwrap_err()
+            .code(),
+        Code::NotFound
+    );
+    checked += 4;
+    assert!(checked >= 30, "only {checked} bad inputs checked");
+
+    // Nothing the refusals touched changed.
+    assert_eq!(snapshot(&mut c).await, before);
+    // The field violations travel as google.rpc.BadRequest details.
+    let error = c
+        .vips
+        .create_vip(pb::CreateVipRequest {
+            vip: Some(with(|v| v.v4ip = "x".into())),
+        })
+        .await
+        .unwrap_err();
+    use tonic_types::StatusExt;
+    let details = error.get_error_details();
+    let bad_request = details.bad_request().expect("BadRequest details");
+    assert_eq!(bad_request.field_violations[0].field, "vip.v4ip");
+    daemon.stop().await;
+}
+
+async fn snapshot(c: &mut Clients) -> String {
+    let subnets = c
+        .subnets
+        .list_subnets(pb::ListSubnetsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let vips = c
+        .vips
+        .list_vips(pb::ListVipsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let pods = c
+        .pods
+        .list_pods(pb::ListPodsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let rules = c
+        .rules
+        .list_switch_lb_rules(pb::ListSwitchLbRulesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    format!("{subnets:?}{vips:?}{pods:?}{rules:?}")
+}
