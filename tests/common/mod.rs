@@ -112,38 +112,7 @@ impl OvsdbServer {
 
     pub fn start(&mut self) {
         assert!(self.child.is_none(), "{} already running", self.name);
-        let _ = std::fs::remove_file(&self.socket);
-        let passive = format!("--remote=p{}:{}:127.0.0.1", self.tcp_kind, self.port);
-        let mut command = Command::new("ovsdb-server");
-        command
-            .arg("--no-chdir")
-            .arg(format!(
-                "--unixctl={}",
-                self.dir.join(format!("{}.ctl", self.name)).display()
-            ))
-            .arg(format!(
-                "--log-file={}",
-                self.dir.join(format!("{}.log", self.name)).display()
-            ))
-            .arg(format!("--remote=punix:{}", self.socket.display()))
-            .arg(passive)
-            .arg("-vfile:dbg");
-        if let Some(tls) = &self.tls {
-            command
-                .arg(format!("--private-key={}", tls.private_key.display()))
-                .arg(format!("--certificate={}", tls.certificate.display()))
-                .arg(format!("--ca-cert={}", tls.ca_certificate.display()));
-        }
-        command
-            .arg(&self.db_path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        self.child = Some(
-            command
-                .spawn()
-                .expect("start ovsdb-server (is the openvswitch-common package installed?)"),
-        );
+        self.start_no_wait();
         let socket = self.socket.clone();
         let port = self.port;
         wait_until(&format!("{} to listen", self.name), Duration::from_secs(10), || {
@@ -287,9 +256,11 @@ impl OvsdbServer {
             .unwrap_or_default()
     }
 
+    /// Starts ovsdb-server on the unix socket and the TCP (or, with TLS files, SSL) port.
     fn start_no_wait(&mut self) {
         let _ = std::fs::remove_file(&self.socket);
-        let child = Command::new("ovsdb-server")
+        let mut command = Command::new("ovsdb-server");
+        command
             .arg("--no-chdir")
             .arg(format!(
                 "--unixctl={}",
@@ -300,14 +271,24 @@ impl OvsdbServer {
                 self.dir.join(format!("{}.log", self.name)).display()
             ))
             .arg(format!("--remote=punix:{}", self.socket.display()))
-            .arg(format!("--remote=ptcp:{}:127.0.0.1", self.port))
+            .arg(format!("--remote=p{}:{}:127.0.0.1", self.tcp_kind, self.port))
+            .arg("-vfile:dbg");
+        if let Some(tls) = &self.tls {
+            command
+                .arg(format!("--private-key={}", tls.private_key.display()))
+                .arg(format!("--certificate={}", tls.certificate.display()))
+                .arg(format!("--ca-cert={}", tls.ca_certificate.display()));
+        }
+        command
             .arg(&self.db_path)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start ovsdb-server");
-        self.child = Some(child);
+            .stderr(Stdio::null());
+        self.child = Some(
+            command
+                .spawn()
+                .expect("start ovsdb-server (is the openvswitch-common package installed?)"),
+        );
     }
 
     fn wait_listening(&self) {
