@@ -77,12 +77,13 @@ async fn everything_acknowledged_survives_a_reopen_and_ipam_is_rebuilt_exactly()
             .create_subnet(subnet("net2", Some("10.17.0.0/24"), None))
             .await
             .unwrap();
-        registry.create_vip(vip("vip-dynamic-01", "ovn-default")).await.unwrap();
+        // The static VIP first: a random dynamic pick in a /28 could otherwise take its address.
         let mut fixed = vip("static-vip01", "ovn-default");
         fixed.v4ip = Some(Ipv4Addr::new(10, 16, 0, 12));
         fixed.v6ip = Some("fd00:10:16:0::00c".parse().unwrap());
         fixed.mac = Some("00:00:00:f0:db:26".parse().unwrap());
         registry.create_vip(fixed).await.unwrap();
+        registry.create_vip(vip("vip-dynamic-01", "ovn-default")).await.unwrap();
         registry.create_vip(vip("pod-use-vip", "ovn-default")).await.unwrap();
         registry
             .bind_pod(pod(
