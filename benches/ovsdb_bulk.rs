@@ -393,10 +393,16 @@ fn main() {
     assert!(rows > 0, "OVSDB_BENCH_ROWS must be positive");
     let selected = |key: &str| only.is_empty() || only.split(',').any(|k| k.trim() == key);
 
-    println!("machine: nproc {}", shell("nproc"));
-    println!("machine: {}", shell("grep -m1 '^model name' /proc/cpuinfo"));
-    println!("machine: {}", shell("grep -m1 '^MemTotal' /proc/meminfo"));
-    println!("machine: load average {}", shell("cut -d' ' -f1-3 /proc/loadavg"));
+    let memory_kib: f64 = shell("awk '/^MemTotal:/ {print $2}' /proc/meminfo")
+        .parse()
+        .unwrap_or(0.0);
+    println!(
+        "machine: nproc {}, {}, {:.1} GiB memory; load average {}",
+        shell("nproc"),
+        shell("grep -m1 '^model name' /proc/cpuinfo | cut -d: -f2-"),
+        memory_kib / 1024.0 / 1024.0,
+        shell("cut -d' ' -f1-3 /proc/loadavg")
+    );
     println!("{}", shell("ovsdb-server --version | head -1"));
     println!("{}", shell("ovn-nbctl --version | head -1"));
     println!(

@@ -41,6 +41,9 @@ pub enum DaemonError {
     Api(#[from] api::server::ServeError),
 }
 
+/// How long in-flight requests may take to finish at shutdown.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
 /// Everything that makes the main loop act, in one place.
 #[derive(Debug)]
 enum Event {
@@ -115,11 +118,13 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
         }
     }
     info!("shutting down");
-    // The API stops accepting, finishes in-flight requests, then the store is flushed.
-    match api_task.await {
-        Ok(Err(error)) => warn!(%error, "gRPC server ended with an error"),
-        Err(error) => warn!(%error, "gRPC server task failed"),
-        Ok(Ok(())) => {}
+    // The API stops accepting and finishes in-flight requests (within a grace period), then the
+    // store is flushed.
+    match tokio::time::timeout(SHUTDOWN_GRACE, api_task).await {
+        Ok(Ok(Err(error))) => warn!(%error, "gRPC server ended with an error"),
+        Ok(Err(error)) => warn!(%error, "gRPC server task failed"),
+        Ok(Ok(Ok(()))) => {}
+        Err(_) => warn!(grace = ?SHUTDOWN_GRACE, "in-flight gRPC requests did not finish in time"),
     }
     client.shutdown().await;
     registry.flush()?;

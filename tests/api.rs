@@ -790,3 +790,58 @@ async fn snapshot(c: &mut Clients) -> String {
         .into_inner();
     format!("{subnets:?}{vips:?}{pods:?}{rules:?}")
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_starts_with_the_current_state_then_streams_changes() {
+    let daemon = TestDaemon::start().await;
+    let mut c = clients(&daemon).await;
+    c.subnets
+        .create_subnet(subnet("ovn-default", "10.16.0.0/16", ""))
+        .await
+        .unwrap();
+    c.vips
+        .create_vip(pb::CreateVipRequest {
+            vip: Some(vip("before", "ovn-default")),
+        })
+        .await
+        .unwrap();
+    let mut stream = c
+        .vips
+        .watch_vips(pb::WatchVipsRequest { name: String::new() })
+        .await
+        .unwrap()
+        .into_inner();
+    async fn next(stream: &mut tonic::Streaming<pb::VipEvent>) -> pb::VipEvent {
+        let event = tokio::time::timeout(std::time::Duration::from_secs(5), stream.message()).await;
+        event
+            .expect("an event in time")
+            .expect("stream ok")
+            .expect("stream open")
+    }
+    let first = next(&mut stream).await;
+    assert_eq!(
+        (first.r#type, first.vip.unwrap().name.as_str()),
+        (pb::vip_event::Type::Added as i32, "before")
+    );
+    c.vips
+        .create_vip(pb::CreateVipRequest {
+            vip: Some(vip("after", "ovn-default")),
+        })
+        .await
+        .unwrap();
+    let added = next(&mut stream).await;
+    assert_eq!(
+        (added.r#type, added.vip.unwrap().name.as_str()),
+        (pb::vip_event::Type::Added as i32, "after")
+    );
+    c.vips
+        .delete_vip(pb::DeleteVipRequest { name: "before".into() })
+        .await
+        .unwrap();
+    let deleted = next(&mut stream).await;
+    assert_eq!(
+        (deleted.r#type, deleted.vip.unwrap().name.as_str()),
+        (pb::vip_event::Type::Deleted as i32, "before")
+    );
+    daemon.stop().await;
+}

@@ -75,6 +75,7 @@ pub async fn serve(
     for listen in listeners {
         let api = Api {
             registry: registry.clone(),
+            shutdown: shutdown.clone(),
         };
         let reflection_v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)

@@ -17,6 +17,8 @@ use crate::registry::{Change, Registry};
 #[derive(Clone)]
 pub struct Api {
     pub registry: Arc<Registry>,
+    /// Ends open Watch streams at shutdown: graceful shutdown waits for every open request.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 impl Api {
@@ -167,7 +169,11 @@ impl pb::vip_service_server::VipService for Api {
                 }
             }
             loop {
-                let changed = match changes.recv().await {
+                let received = tokio::select! {
+                    _ = api.shutdown.cancelled() => return,
+                    received = changes.recv() => received,
+                };
+                let changed = match received {
                     Ok(Change::Vip(changed)) => vec![changed],
                     // A pod change can move AAP parents: report every VIP it names.
                     Ok(Change::Pod(_)) | Ok(Change::SwitchLbRule(_)) | Ok(Change::Subnet(_)) => continue,
