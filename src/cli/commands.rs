@@ -1,0 +1,397 @@
+//! The commands, over one connection to the daemon.
+
+use std::io::Write;
+use std::time::Duration;
+
+use tonic::transport::{Channel, Endpoint};
+use tonic::Code;
+
+use super::apply::{pod_unchanged, rule_unchanged, subnet_unchanged, vip_unchanged, Outcome};
+use super::render;
+use super::{ApplyRequest, CliError, Kind, Output, Target};
+use crate::api::proto::v1 as pb;
+use pb::pod_service_client::PodServiceClient;
+use pb::subnet_service_client::SubnetServiceClient;
+use pb::switch_lb_rule_service_client::SwitchLbRuleServiceClient;
+use pb::vip_service_client::VipServiceClient;
+
+/// Which objects `get` shows.
+#[derive(Debug, Default)]
+pub struct Query {
+    pub name: Option<String>,
+    pub namespace: Option<String>,
+    pub subnet: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct DeleteOptions {
+    pub owner_gone: bool,
+    pub ignore_not_found: bool,
+}
+
+/// One client per service, sharing one HTTP/2 connection.
+pub struct Client {
+    subnets: SubnetServiceClient<Channel>,
+    vips: VipServiceClient<Channel>,
+    pods: PodServiceClient<Channel>,
+    rules: SwitchLbRuleServiceClient<Channel>,
+}
+
+impl Client {
+    pub async fn connect(target: &Target, timeout: Duration) -> Result<Client, CliError> {
+        let failed = |error: &dyn std::error::Error| CliError::Connect {
+            target: target.to_string(),
+            reason: error_chain(error),
+        };
+        // tonic connects `unix://PATH` endpoints itself (with `http://tonic` as the authority).
+        let address = match target {
+            Target::Unix(path) => format!("unix://{}", path.display()),
+            Target::Url(url) => url.clone(),
+        };
+        let channel = Endpoint::from_shared(address)
+            .map_err(|error| failed(&error))?
+            .connect_timeout(timeout)
+            .timeout(timeout)
+            .connect()
+            .await
+            .map_err(|error| failed(&error))?;
+        Ok(Client {
+            subnets: SubnetServiceClient::new(channel.clone()),
+            vips: VipServiceClient::new(channel.clone()),
+            pods: PodServiceClient::new(channel.clone()),
+            rules: SwitchLbRuleServiceClient::new(channel),
+        })
+    }
+
+    pub async fn get(&mut self, kind: Kind, query: Query, output: Option<Output>) -> Result<(), CliError> {
+        let wide = output == Some(Output::Wide);
+        let single = query.name.is_some();
+        let (table, objects) = match kind {
+            Kind::Vip => {
+                let vips = match &query.name {
+                    Some(name) => vec![self
+                        .vips
+                        .get_vip(pb::GetVipRequest { name: name.clone() })
+                        .await?
+                        .into_inner()],
+                    None => {
+                        let request = pb::ListVipsRequest {
+                            subnet: query.subnet.clone().unwrap_or_default(),
+                            namespace: query.namespace.clone().unwrap_or_default(),
+                        };
+                        self.vips.list_vips(request).await?.into_inner().vips
+                    }
+                };
+                (
+                    render::vip_table(&vips, wide),
+                    vips.iter().map(render::vip_object).collect::<Vec<_>>(),
+                )
+            }
+            Kind::Subnet => {
+                let subnets = match &query.name {
+                    Some(name) => vec![self
+                        .subnets
+                        .get_subnet(pb::GetSubnetRequest { name: name.clone() })
+                        .await?
+                        .into_inner()],
+                    None => {
+                        self.subnets
+                            .list_subnets(pb::ListSubnetsRequest {})
+                            .await?
+                            .into_inner()
+                            .subnets
+                    }
+                };
+                (
+                    render::subnet_table(&subnets, wide),
+                    subnets.iter().map(render::subnet_object).collect(),
+                )
+            }
+            Kind::Slr => {
+                let rules = match &query.name {
+                    Some(name) => vec![self
+                        .rules
+                        .get_switch_lb_rule(pb::GetSwitchLbRuleRequest { name: name.clone() })
+                        .await?
+                        .into_inner()],
+                    None => {
+                        self.rules
+                            .list_switch_lb_rules(pb::ListSwitchLbRulesRequest {})
+                            .await?
+                            .into_inner()
+                            .rules
+                    }
+                };
+                (
+                    render::rule_table(&rules, wide),
+                    rules.iter().map(render::rule_object).collect(),
+                )
+            }
+            Kind::Pod => {
+                let pods = match &query.name {
+                    Some(name) => {
+                        let request = pb::GetPodRequest {
+                            namespace: query
+                                .namespace
+                                .clone()
+                                .unwrap_or_else(|| super::manifest::DEFAULT_NAMESPACE.into()),
+                            name: name.clone(),
+                        };
+                        vec![self.pods.get_pod(request).await?.into_inner()]
+                    }
+                    None => {
+                        let request = pb::ListPodsRequest {
+                            namespace: query.namespace.clone().unwrap_or_default(),
+                        };
+                        self.pods.list_pods(request).await?.into_inner().pods
+                    }
+                };
+                (
+                    render::pod_table(&pods, wide),
+                    pods.iter().map(render::pod_object).collect(),
+                )
+            }
+        };
+        let document = |mut objects: Vec<serde_json::Value>| {
+            if single && objects.len() == 1 {
+                objects.remove(0)
+            } else {
+                render::list_object(objects)
+            }
+        };
+        match output {
+            Some(Output::Json) => {
+                let text = serde_json::to_string_pretty(&document(objects))
+                    .map_err(|error| CliError::Encode(error.to_string()))?;
+                emit(&format!("{text}\n"))
+            }
+            Some(Output::Yaml) => {
+                let text =
+                    serde_yaml::to_string(&document(objects)).map_err(|error| CliError::Encode(error.to_string()))?;
+                emit(&text)
+            }
+            Some(Output::Wide) | None if objects.is_empty() => {
+                eprintln!("No {}s found.", kind.as_str());
+                Ok(())
+            }
+            Some(Output::Wide) | None => emit(&table),
+        }
+    }
+
+    /// Applies every request in order, going on after a failure; each outcome or failure is
+    /// reported as it happens.
+    pub async fn apply(&mut self, requests: Vec<ApplyRequest>) -> Result<(), CliError> {
+        let total = requests.len();
+        let mut failed = 0;
+        for request in requests {
+            match self.apply_one(&request).await {
+                Ok(outcome) => emit(&format!("{request} {}\n", outcome.as_str()))?,
+                Err(error) => {
+                    failed += 1;
+                    eprintln!("Error: {request}: {error}");
+                }
+            }
+        }
+        partial(failed, total)
+    }
+
+    async fn apply_one(&mut self, request: &ApplyRequest) -> Result<Outcome, CliError> {
+        match request {
+            ApplyRequest::Subnet(subnet) => {
+                let existing = found(
+                    self.subnets
+                        .get_subnet(pb::GetSubnetRequest {
+                            name: subnet.name.clone(),
+                        })
+                        .await,
+                )?;
+                if existing.is_some_and(|existing| subnet_unchanged(subnet, &existing)) {
+                    return Ok(Outcome::Unchanged);
+                }
+                // Another spec under the same name is the daemon's ALREADY_EXISTS to report.
+                let request = pb::CreateSubnetRequest {
+                    subnet: Some(subnet.clone()),
+                };
+                self.subnets.create_subnet(request).await?;
+                Ok(Outcome::Created)
+            }
+            ApplyRequest::Vip(vip) => {
+                let existing = found(self.vips.get_vip(pb::GetVipRequest { name: vip.name.clone() }).await)?;
+                if existing.is_some_and(|existing| vip_unchanged(vip, &existing)) {
+                    return Ok(Outcome::Unchanged);
+                }
+                self.vips
+                    .create_vip(pb::CreateVipRequest { vip: Some(vip.clone()) })
+                    .await?;
+                Ok(Outcome::Created)
+            }
+            ApplyRequest::SwitchLbRule(rule) => {
+                let request = pb::GetSwitchLbRuleRequest {
+                    name: rule.name.clone(),
+                };
+                match found(self.rules.get_switch_lb_rule(request).await)? {
+                    Some(existing) if rule_unchanged(rule, &existing) => Ok(Outcome::Unchanged),
+                    Some(_) => {
+                        let request = pb::UpdateSwitchLbRuleRequest {
+                            rule: Some(rule.clone()),
+                        };
+                        self.rules.update_switch_lb_rule(request).await?;
+                        Ok(Outcome::Configured)
+                    }
+                    None => {
+                        let request = pb::CreateSwitchLbRuleRequest {
+                            rule: Some(rule.clone()),
+                        };
+                        self.rules.create_switch_lb_rule(request).await?;
+                        Ok(Outcome::Created)
+                    }
+                }
+            }
+            ApplyRequest::Pod(pod) => {
+                let request = pb::GetPodRequest {
+                    namespace: pod.namespace.clone(),
+                    name: pod.name.clone(),
+                };
+                let existing = found(self.pods.get_pod(request).await)?;
+                if existing.is_some_and(|existing| pod_unchanged(pod, &existing)) {
+                    return Ok(Outcome::Unchanged);
+                }
+                self.pods.bind_pod(pod.clone()).await?;
+                Ok(Outcome::Bound)
+            }
+        }
+    }
+
+    pub async fn delete(
+        &mut self,
+        kind: Kind,
+        name: &str,
+        namespace: &str,
+        options: DeleteOptions,
+    ) -> Result<(), CliError> {
+        let name = name.to_string();
+        let result = match kind {
+            Kind::Subnet => self
+                .subnets
+                .delete_subnet(pb::DeleteSubnetRequest { name: name.clone() })
+                .await
+                .map(drop),
+            Kind::Vip => self
+                .vips
+                .delete_vip(pb::DeleteVipRequest { name: name.clone() })
+                .await
+                .map(drop),
+            Kind::Slr => self
+                .rules
+                .delete_switch_lb_rule(pb::DeleteSwitchLbRuleRequest { name: name.clone() })
+                .await
+                .map(drop),
+            Kind::Pod => {
+                let request = pb::UnbindPodRequest {
+                    namespace: namespace.to_string(),
+                    name: name.clone(),
+                    owner_gone: options.owner_gone,
+                };
+                let answer = self.pods.unbind_pod(request).await?.into_inner();
+                if answer.found {
+                    Ok(())
+                } else {
+                    Err(tonic::Status::not_found(format!("pod {namespace}/{name} is not bound")))
+                }
+            }
+        };
+        match result {
+            Ok(()) => {
+                let verb = if kind == Kind::Pod { "unbound" } else { "deleted" };
+                emit(&format!("{}/{name} {verb}\n", kind.as_str()))
+            }
+            Err(status) if status.code() == Code::NotFound && options.ignore_not_found => Ok(()),
+            Err(status) => Err(status.into()),
+        }
+    }
+
+    /// Deletes the objects of a manifest in reverse order, so what others use goes last.
+    pub async fn delete_all(&mut self, requests: Vec<ApplyRequest>, options: DeleteOptions) -> Result<(), CliError> {
+        let total = requests.len();
+        let mut failed = 0;
+        for request in requests.iter().rev() {
+            let namespace = match request {
+                ApplyRequest::Pod(pod) => pod.namespace.as_str(),
+                _ => "",
+            };
+            if let Err(error) = self.delete(request.kind(), request.name(), namespace, options).await {
+                if error.is_broken_pipe() {
+                    return Err(error);
+                }
+                failed += 1;
+                eprintln!("Error: {request}: {error}");
+            }
+        }
+        partial(failed, total)
+    }
+
+    pub async fn watch(&mut self, name: String, output: Option<Output>) -> Result<(), CliError> {
+        let mut events = self.vips.watch_vips(pb::WatchVipsRequest { name }).await?.into_inner();
+        while let Some(event) = events.message().await? {
+            let kind = match pb::vip_event::Type::try_from(event.r#type) {
+                Ok(pb::vip_event::Type::Added) => "ADDED",
+                Ok(pb::vip_event::Type::Modified) => "MODIFIED",
+                Ok(pb::vip_event::Type::Deleted) => "DELETED",
+                _ => "UNKNOWN",
+            };
+            let vip = event.vip.unwrap_or_default();
+            let line = if output == Some(Output::Json) {
+                let event = serde_json::json!({"type": kind, "object": render::vip_object(&vip)});
+                serde_json::to_string(&event).map_err(|error| CliError::Encode(error.to_string()))?
+            } else {
+                let status = vip.status.unwrap_or_default();
+                format!(
+                    "{kind} vip/{} v4ip={} v6ip={} mac={} ready={}",
+                    vip.name, status.v4ip, status.v6ip, status.mac, status.ready
+                )
+            };
+            emit(&format!("{line}\n"))?;
+        }
+        Ok(())
+    }
+}
+
+/// The object if the daemon has it, `None` on NOT_FOUND.
+fn found<T>(result: Result<tonic::Response<T>, tonic::Status>) -> Result<Option<T>, CliError> {
+    match result {
+        Ok(response) => Ok(Some(response.into_inner())),
+        Err(status) if status.code() == Code::NotFound => Ok(None),
+        Err(status) => Err(status.into()),
+    }
+}
+
+fn partial(failed: usize, total: usize) -> Result<(), CliError> {
+    if failed == 0 {
+        Ok(())
+    } else {
+        Err(CliError::Partial { failed, total })
+    }
+}
+
+/// Writes to standard output and flushes, so a watch shows each event at once.
+fn emit(text: &str) -> Result<(), CliError> {
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(text.as_bytes())?;
+    stdout.flush()?;
+    Ok(())
+}
+
+/// An error and its causes: `transport error: No such file or directory (os error 2)`.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}

@@ -1,0 +1,660 @@
+//! What `vipctl get` prints: kubectl-style tables, and each object as a Kube-OVN manifest (with
+//! its status) for `-o json` and `-o yaml`, so that what `get` prints `apply` accepts back.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde_json::{json, Map, Value};
+
+use super::manifest::{selector_map, KUBE_OVN_API_VERSION};
+use crate::api::proto::v1 as pb;
+
+/// Columns are separated by three spaces, as kubectl separates them.
+const COLUMN_GAP: &str = "   ";
+
+/// An aligned table: every column as wide as its widest cell, trailing blanks trimmed.
+pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|header| header.chars().count()).collect();
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut text = String::new();
+    let header_row: Vec<String> = headers.iter().map(|header| header.to_string()).collect();
+    for row in std::iter::once(&header_row).chain(rows) {
+        let mut line = String::new();
+        for (index, (cell, width)) in row.iter().zip(&widths).enumerate() {
+            if index > 0 {
+                line.push_str(COLUMN_GAP);
+            }
+            line.push_str(cell);
+            line.extend(std::iter::repeat(' ').take(width.saturating_sub(cell.chars().count())));
+        }
+        text.push_str(line.trim_end());
+        text.push('\n');
+    }
+    text
+}
+
+pub fn vip_table(vips: &[pb::Vip], wide: bool) -> String {
+    let mut headers = vec!["NAME", "NAMESPACE", "V4IP", "V6IP", "MAC", "SUBNET", "TYPE", "READY"];
+    if wide {
+        headers.extend(["PARENTS", "HOLDER"]);
+    }
+    let rows: Vec<Vec<String>> = vips
+        .iter()
+        .map(|vip| {
+            let status = vip.status.clone().unwrap_or_default();
+            let mut row = vec![
+                vip.name.clone(),
+                vip.namespace.clone(),
+                or(&status.v4ip, &vip.v4ip),
+                or(&status.v6ip, &vip.v6ip),
+                or(&status.mac, &vip.mac_address),
+                vip.subnet.clone(),
+                vip.r#type.clone(),
+                status.ready.to_string(),
+            ];
+            if wide {
+                row.push(status.parents.join(","));
+                row.push(
+                    status
+                        .holder
+                        .map(|holder| format!("{}/{}", holder.namespace, holder.name))
+                        .unwrap_or_default(),
+                );
+            }
+            row
+        })
+        .collect();
+    table(&headers, &rows)
+}
+
+pub fn subnet_table(subnets: &[pb::Subnet], wide: bool) -> String {
+    let mut headers = vec![
+        "NAME", "SWITCH", "V4CIDR", "V6CIDR", "GATEWAY", "EXCLUDED", "USED", "FREE",
+    ];
+    if wide {
+        headers.push("STRATEGY");
+    }
+    let rows: Vec<Vec<String>> = subnets
+        .iter()
+        .map(|subnet| {
+            let status = subnet.status.unwrap_or_default();
+            // One count per family the subnet has, IPv4 first, as the gateways are listed.
+            let per_family = |v4: u64, v6: u64| {
+                let mut counts = Vec::new();
+                if !subnet.cidr_v4.is_empty() {
+                    counts.push(v4.to_string());
+                }
+                if !subnet.cidr_v6.is_empty() {
+                    counts.push(v6.to_string());
+                }
+                counts.join(",")
+            };
+            let mut row = vec![
+                subnet.name.clone(),
+                or(&subnet.logical_switch, &subnet.name),
+                subnet.cidr_v4.clone(),
+                subnet.cidr_v6.clone(),
+                join_present(&[&subnet.gateway_v4, &subnet.gateway_v6]),
+                subnet.exclude_ips.join(","),
+                per_family(status.v4_used, status.v6_used),
+                per_family(status.v4_free, status.v6_free),
+            ];
+            if wide {
+                row.push(strategy_name(subnet.strategy).to_string());
+            }
+            row
+        })
+        .collect();
+    table(&headers, &rows)
+}
+
+pub fn rule_table(rules: &[pb::SwitchLbRule], wide: bool) -> String {
+    let mut headers = vec!["NAME", "VIP", "ADDRESSES", "PORTS", "BACKENDS", "READY"];
+    if wide {
+        headers.extend(["NAMESPACE", "SELECTOR", "AFFINITY", "HEALTHCHECK"]);
+    }
+    let rows: Vec<Vec<String>> = rules
+        .iter()
+        .map(|rule| {
+            let status = rule.status.clone().unwrap_or_default();
+            let ports: Vec<String> = rule
+                .ports
+                .iter()
+                .map(|port| {
+                    let target = if port.target_port == 0 {
+                        port.port
+                    } else {
+                        port.target_port
+                    };
+                    format!("{}:{}/{}", port.port, target, protocol_name(port.protocol))
+                })
+                .collect();
+            let mut row = vec![
+                rule.name.clone(),
+                rule.vip.clone(),
+                status.vips.join(","),
+                ports.join(","),
+                status.backends.join(","),
+                status.ready.to_string(),
+            ];
+            if wide {
+                row.push(rule.namespace.clone());
+                row.push(selector_strings(&rule.selector, &rule.selector_labels).join(","));
+                row.push(affinity_name(rule.session_affinity).to_string());
+                row.push(rule.health_check.to_string());
+            }
+            row
+        })
+        .collect();
+    table(&headers, &rows)
+}
+
+pub fn pod_table(pods: &[pb::Pod], wide: bool) -> String {
+    let mut headers = vec!["NAME", "NAMESPACE", "OWNER", "IPS", "MAC", "SUBNET", "BOUND"];
+    if wide {
+        headers.extend(["PORTS", "VIPS", "GATEWAYS"]);
+    }
+    let rows: Vec<Vec<String>> = pods
+        .iter()
+        .map(|pod| {
+            let per_nic = |field: fn(&pb::BoundNic) -> String| {
+                pod.nics
+                    .iter()
+                    .map(field)
+                    .filter(|text| !text.is_empty())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
+            let mut row = vec![
+                pod.name.clone(),
+                pod.namespace.clone(),
+                owner_name(pod.owner_kind).to_string(),
+                per_nic(|nic| nic.addresses.join(",")),
+                per_nic(|nic| nic.mac.clone()),
+                per_nic(|nic| nic.subnet.clone()),
+                pod.bound.to_string(),
+            ];
+            if wide {
+                row.push(per_nic(|nic| nic.port_name.clone()));
+                row.push(per_nic(|nic| nic.vip.clone()));
+                row.push(per_nic(|nic| nic.gateways.join(",")));
+            }
+            row
+        })
+        .collect();
+    table(&headers, &rows)
+}
+
+/// Several objects as kubectl prints them: a `List`.
+pub fn list_object(items: Vec<Value>) -> Value {
+    json!({"apiVersion": "v1", "kind": "List", "items": items})
+}
+
+pub fn vip_object(vip: &pb::Vip) -> Value {
+    let mut spec = Map::new();
+    spec.insert("subnet".into(), json!(vip.subnet));
+    spec.insert("type".into(), json!(vip.r#type));
+    insert_text(&mut spec, "namespace", &vip.namespace);
+    insert_text(&mut spec, "v4ip", &vip.v4ip);
+    insert_text(&mut spec, "v6ip", &vip.v6ip);
+    insert_text(&mut spec, "macAddress", &vip.mac_address);
+    let selector = selector_strings(&vip.selector, &vip.selector_labels);
+    if !selector.is_empty() {
+        spec.insert("selector".into(), json!(selector));
+    }
+    let status = vip.status.clone().unwrap_or_default();
+    json!({
+        "apiVersion": KUBE_OVN_API_VERSION,
+        "kind": "Vip",
+        "metadata": {"name": vip.name},
+        "spec": spec,
+        "status": {
+            "v4ip": status.v4ip,
+            "v6ip": status.v6ip,
+            "mac": status.mac,
+            "ready": status.ready,
+            "parents": status.parents,
+            "holder": status.holder.map(|holder| json!({"namespace": holder.namespace, "name": holder.name})),
+            "conditions": conditions(&status.conditions),
+        },
+    })
+}
+
+pub fn subnet_object(subnet: &pb::Subnet) -> Value {
+    let mut spec = Map::new();
+    spec.insert(
+        "cidrBlock".into(),
+        json!(join_present(&[&subnet.cidr_v4, &subnet.cidr_v6])),
+    );
+    let gateway = join_present(&[&subnet.gateway_v4, &subnet.gateway_v6]);
+    insert_text(&mut spec, "gateway", &gateway);
+    if !subnet.exclude_ips.is_empty() {
+        spec.insert("excludeIps".into(), json!(subnet.exclude_ips));
+    }
+    insert_text(&mut spec, "logicalSwitch", &subnet.logical_switch);
+    spec.insert("allocationStrategy".into(), json!(strategy_name(subnet.strategy)));
+    let status = subnet.status.unwrap_or_default();
+    json!({
+        "apiVersion": KUBE_OVN_API_VERSION,
+        "kind": "Subnet",
+        "metadata": {"name": subnet.name},
+        "spec": spec,
+        // Kube-OVN's names for the same counts.
+        "status": {
+            "v4usingIPs": status.v4_used,
+            "v4availableIPs": status.v4_free,
+            "v6usingIPs": status.v6_used,
+            "v6availableIPs": status.v6_free,
+        },
+    })
+}
+
+pub fn rule_object(rule: &pb::SwitchLbRule) -> Value {
+    let mut spec = Map::new();
+    spec.insert("vip".into(), json!(rule.vip));
+    insert_text(&mut spec, "namespace", &rule.namespace);
+    let selector = selector_strings(&rule.selector, &rule.selector_labels);
+    if !selector.is_empty() {
+        spec.insert("selector".into(), json!(selector));
+    }
+    if !rule.endpoints.is_empty() {
+        spec.insert("endpoints".into(), json!(rule.endpoints));
+    }
+    let ports: Vec<Value> = rule
+        .ports
+        .iter()
+        .map(|port| {
+            json!({
+                "name": port.name,
+                "port": port.port,
+                "targetPort": if port.target_port == 0 { port.port } else { port.target_port },
+                "protocol": protocol_name(port.protocol),
+            })
+        })
+        .collect();
+    spec.insert("ports".into(), json!(ports));
+    spec.insert("sessionAffinity".into(), json!(affinity_name(rule.session_affinity)));
+    if rule.session_affinity == pb::SessionAffinity::ClientIp as i32 && rule.session_affinity_timeout != 0 {
+        spec.insert(
+            "sessionAffinityConfig".into(),
+            json!({"clientIP": {"timeoutSeconds": rule.session_affinity_timeout}}),
+        );
+    }
+    spec.insert("healthCheck".into(), json!(rule.health_check));
+    let status = rule.status.clone().unwrap_or_default();
+    json!({
+        "apiVersion": KUBE_OVN_API_VERSION,
+        "kind": "SwitchLBRule",
+        "metadata": {"name": rule.name},
+        "spec": spec,
+        "status": {
+            "ready": status.ready,
+            "vips": status.vips,
+            "backends": status.backends,
+            "conditions": conditions(&status.conditions),
+        },
+    })
+}
+
+pub fn pod_object(pod: &pb::Pod) -> Value {
+    let mut metadata = Map::new();
+    metadata.insert("name".into(), json!(pod.name));
+    metadata.insert("namespace".into(), json!(pod.namespace));
+    if !pod.labels.is_empty() {
+        metadata.insert("labels".into(), json!(sorted(&pod.labels)));
+    }
+    if !pod.annotations.is_empty() {
+        metadata.insert("annotations".into(), json!(sorted(&pod.annotations)));
+    }
+    let owner = match pb::OwnerKind::try_from(pod.owner_kind) {
+        Ok(pb::OwnerKind::StatefulSet) => Some("StatefulSet"),
+        Ok(pb::OwnerKind::VirtualMachine) => Some("VirtualMachineInstance"),
+        _ => None,
+    };
+    if let Some(kind) = owner {
+        metadata.insert("ownerReferences".into(), json!([{"kind": kind, "controller": true}]));
+    }
+    let nics: Vec<Value> = pod
+        .nics
+        .iter()
+        .map(|nic| {
+            json!({
+                "interface": nic.interface,
+                "subnet": nic.subnet,
+                "portName": nic.port_name,
+                "addresses": nic.addresses,
+                "mac": nic.mac,
+                "gateways": nic.gateways,
+                "vip": nic.vip,
+            })
+        })
+        .collect();
+    json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": metadata,
+        "status": {"bound": pod.bound, "nics": nics},
+    })
+}
+
+fn conditions(conditions: &[pb::Condition]) -> Vec<Value> {
+    conditions
+        .iter()
+        .map(|condition| {
+            json!({
+                "type": condition.r#type,
+                "status": condition.status,
+                "reason": condition.reason,
+                "message": condition.message,
+                "lastTransitionTime": condition.last_transition_time.as_ref().map(ToString::to_string),
+            })
+        })
+        .collect()
+}
+
+/// Both selector forms as Kube-OVN's `"key: value"` strings, sorted by key.
+fn selector_strings(strings: &[String], labels: &HashMap<String, String>) -> Vec<String> {
+    selector_map(strings, labels)
+        .iter()
+        .map(|(key, value)| format!("{key}: {value}"))
+        .collect()
+}
+
+fn insert_text(map: &mut Map<String, Value>, key: &str, text: &str) {
+    if !text.is_empty() {
+        map.insert(key.into(), json!(text));
+    }
+}
+
+fn or(first: &str, second: &str) -> String {
+    if first.is_empty() { second } else { first }.to_string()
+}
+
+fn join_present(parts: &[&String]) -> String {
+    parts
+        .iter()
+        .filter(|part| !part.is_empty())
+        .map(|part| part.as_str())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn sorted(map: &HashMap<String, String>) -> BTreeMap<&String, &String> {
+    map.iter().collect()
+}
+
+pub fn protocol_name(protocol: i32) -> &'static str {
+    match pb::Protocol::try_from(protocol) {
+        Ok(pb::Protocol::Tcp) => "TCP",
+        Ok(pb::Protocol::Udp) => "UDP",
+        Ok(pb::Protocol::Sctp) => "SCTP",
+        Err(_) => "unknown",
+    }
+}
+
+fn affinity_name(affinity: i32) -> &'static str {
+    match pb::SessionAffinity::try_from(affinity) {
+        Ok(pb::SessionAffinity::ClientIp) => "ClientIP",
+        Ok(pb::SessionAffinity::None) => "None",
+        Err(_) => "unknown",
+    }
+}
+
+fn strategy_name(strategy: i32) -> &'static str {
+    match pb::AllocationStrategy::try_from(strategy) {
+        Ok(pb::AllocationStrategy::Random) => "Random",
+        Ok(pb::AllocationStrategy::Sequential) => "Sequential",
+        Err(_) => "unknown",
+    }
+}
+
+fn owner_name(owner: i32) -> &'static str {
+    match pb::OwnerKind::try_from(owner) {
+        Ok(pb::OwnerKind::Other) => "",
+        Ok(pb::OwnerKind::StatefulSet) => "StatefulSet",
+        Ok(pb::OwnerKind::VirtualMachine) => "VirtualMachine",
+        Err(_) => "unknown",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::manifest::manifests_to_requests;
+    use crate::cli::ApplyRequest;
+
+    fn dynamic_vip() -> pb::Vip {
+        pb::Vip {
+            name: "vip-dynamic-01".into(),
+            subnet: "ovn-default".into(),
+            status: Some(pb::VipStatus {
+                v4ip: "10.16.0.12".into(),
+                mac: "00:00:00:f0:db:25".into(),
+                ready: true,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn aap_vip() -> pb::Vip {
+        pb::Vip {
+            name: "vip-aap".into(),
+            namespace: "default".into(),
+            subnet: "dual".into(),
+            selector: vec!["app: aap1".into()],
+            status: Some(pb::VipStatus {
+                v4ip: "10.17.0.100".into(),
+                v6ip: "fd00:10:17::100".into(),
+                mac: "00:00:00:e2:ab:0c".into(),
+                parents: vec!["busybox.default".into(), "busybox2.default".into()],
+                conditions: vec![pb::Condition {
+                    r#type: "Ready".into(),
+                    status: "False".into(),
+                    reason: "Pending".into(),
+                    message: "waiting for OVN NB".into(),
+                    last_transition_time: Some(prost_types::Timestamp {
+                        seconds: 1_700_000_000,
+                        nanos: 0,
+                    }),
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn vip_table_is_aligned_like_kubectl() {
+        let expected = "\
+NAME             NAMESPACE   V4IP          V6IP              MAC                 SUBNET        TYPE   READY
+vip-dynamic-01               10.16.0.12                      00:00:00:f0:db:25   ovn-default          true
+vip-aap          default     10.17.0.100   fd00:10:17::100   00:00:00:e2:ab:0c   dual                 false
+";
+        assert_eq!(vip_table(&[dynamic_vip(), aap_vip()], false), expected);
+    }
+
+    #[test]
+    fn wide_vip_table_adds_parents_and_holder() {
+        let mut held = dynamic_vip();
+        if let Some(status) = held.status.as_mut() {
+            status.holder = Some(pb::PodReference {
+                namespace: "default".into(),
+                name: "static-ip".into(),
+            });
+        }
+        let expected = "\
+NAME             NAMESPACE   V4IP          V6IP              MAC                 SUBNET        TYPE   READY   PARENTS                            HOLDER
+vip-dynamic-01               10.16.0.12                      00:00:00:f0:db:25   ovn-default          true                                       default/static-ip
+vip-aap          default     10.17.0.100   fd00:10:17::100   00:00:00:e2:ab:0c   dual                 false   busybox.default,busybox2.default
+";
+        assert_eq!(vip_table(&[held, aap_vip()], true), expected);
+    }
+
+    #[test]
+    fn subnet_table_counts_per_family() {
+        let subnets = [
+            pb::Subnet {
+                name: "ovn-default".into(),
+                logical_switch: "ovn-default".into(),
+                cidr_v4: "10.16.0.0/16".into(),
+                gateway_v4: "10.16.0.1".into(),
+                exclude_ips: vec!["10.16.0.2..10.16.0.10".into()],
+                status: Some(pb::SubnetStatus {
+                    v4_used: 3,
+                    v4_free: 65520,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            pb::Subnet {
+                name: "dual".into(),
+                logical_switch: "ls-dual".into(),
+                cidr_v4: "10.17.0.0/24".into(),
+                cidr_v6: "fd00:10:17::/64".into(),
+                gateway_v4: "10.17.0.1".into(),
+                gateway_v6: "fd00:10:17::1".into(),
+                status: Some(pb::SubnetStatus {
+                    v4_used: 1,
+                    v4_free: 252,
+                    v6_used: 1,
+                    v6_free: u64::MAX,
+                }),
+                ..Default::default()
+            },
+        ];
+        let expected = "\
+NAME          SWITCH        V4CIDR         V6CIDR            GATEWAY                   EXCLUDED                USED   FREE
+ovn-default   ovn-default   10.16.0.0/16                     10.16.0.1                 10.16.0.2..10.16.0.10   3      65520
+dual          ls-dual       10.17.0.0/24   fd00:10:17::/64   10.17.0.1,fd00:10:17::1                           1,1    252,18446744073709551615
+";
+        assert_eq!(subnet_table(&subnets, false), expected);
+    }
+
+    #[test]
+    fn rule_and_pod_tables() {
+        let rule = pb::SwitchLbRule {
+            name: "slr".into(),
+            vip: "slr-01".into(),
+            ports: vec![pb::LbPort {
+                name: "dns".into(),
+                port: 53,
+                target_port: 5353,
+                protocol: pb::Protocol::Udp as i32,
+            }],
+            status: Some(pb::SwitchLbRuleStatus {
+                ready: true,
+                vips: vec!["10.16.0.20".into()],
+                backends: vec!["10.16.0.5".into(), "10.16.0.6".into()],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let expected = "\
+NAME   VIP      ADDRESSES    PORTS         BACKENDS              READY
+slr    slr-01   10.16.0.20   53:5353/UDP   10.16.0.5,10.16.0.6   true
+";
+        assert_eq!(rule_table(&[rule], false), expected);
+
+        let pod = pb::Pod {
+            namespace: "default".into(),
+            name: "web-0".into(),
+            owner_kind: pb::OwnerKind::StatefulSet as i32,
+            nics: vec![pb::BoundNic {
+                interface: "eth0".into(),
+                subnet: "dual".into(),
+                port_name: "web-0.default".into(),
+                addresses: vec!["10.17.0.5/24".into(), "fd00:10:17::5/64".into()],
+                mac: "00:00:00:aa:bb:cc".into(),
+                gateways: vec!["10.17.0.1".into()],
+                vip: String::new(),
+            }],
+            bound: true,
+            ..Default::default()
+        };
+        let expected = "\
+NAME    NAMESPACE   OWNER         IPS                             MAC                 SUBNET   BOUND
+web-0   default     StatefulSet   10.17.0.5/24,fd00:10:17::5/64   00:00:00:aa:bb:cc   dual     true
+";
+        assert_eq!(pod_table(&[pod], false), expected);
+    }
+
+    #[test]
+    fn an_empty_list_is_just_the_header() {
+        assert_eq!(
+            vip_table(&[], false),
+            "NAME   NAMESPACE   V4IP   V6IP   MAC   SUBNET   TYPE   READY\n"
+        );
+    }
+
+    #[test]
+    fn objects_print_as_manifests_that_apply_back() {
+        let rule = pb::SwitchLbRule {
+            name: "sticky".into(),
+            vip: "1.1.1.1".into(),
+            namespace: "default".into(),
+            selector_labels: [("app".to_string(), "web".to_string())].into(),
+            ports: vec![pb::LbPort {
+                name: "http".into(),
+                port: 80,
+                target_port: 8080,
+                protocol: pb::Protocol::Tcp as i32,
+            }],
+            session_affinity: pb::SessionAffinity::ClientIp as i32,
+            session_affinity_timeout: 10_800,
+            ..Default::default()
+        };
+        let subnet = pb::Subnet {
+            name: "dual".into(),
+            logical_switch: "dual".into(),
+            cidr_v4: "10.17.0.0/24".into(),
+            cidr_v6: "fd00:10:17::/64".into(),
+            gateway_v4: "10.17.0.1".into(),
+            gateway_v6: "fd00:10:17::1".into(),
+            exclude_ips: vec!["10.17.0.2".into()],
+            strategy: pb::AllocationStrategy::Sequential as i32,
+            status: Some(pb::SubnetStatus::default()),
+        };
+        let pod = pb::Pod {
+            namespace: "default".into(),
+            name: "busybox".into(),
+            labels: [("app".to_string(), "aap1".to_string())].into(),
+            annotations: [("ovn.kubernetes.io/aaps".to_string(), "vip-aap".to_string())].into(),
+            owner_kind: pb::OwnerKind::VirtualMachine as i32,
+            nics: Vec::new(),
+            bound: true,
+        };
+        let objects = vec![
+            vip_object(&dynamic_vip()),
+            vip_object(&aap_vip()),
+            subnet_object(&subnet),
+            rule_object(&rule),
+            pod_object(&pod),
+        ];
+        let yaml = match serde_yaml::to_string(&list_object(objects)) {
+            Ok(yaml) => yaml,
+            Err(error) => panic!("{error}"),
+        };
+        let requests = match manifests_to_requests(&yaml) {
+            Ok(requests) => requests,
+            Err(error) => panic!("{error}\n{yaml}"),
+        };
+        let [ApplyRequest::Vip(dynamic), ApplyRequest::Vip(aap), ApplyRequest::Subnet(subnet_back), ApplyRequest::SwitchLbRule(rule_back), ApplyRequest::Pod(pod_back)] =
+            requests.as_slice()
+        else {
+            panic!("unexpected requests: {requests:?}\n{yaml}")
+        };
+        use crate::cli::apply::*;
+        assert!(vip_unchanged(dynamic, &dynamic_vip()), "{yaml}");
+        assert!(vip_unchanged(aap, &aap_vip()), "{yaml}");
+        assert!(subnet_unchanged(subnet_back, &subnet), "{yaml}");
+        assert!(rule_unchanged(rule_back, &rule), "{yaml}");
+        assert_eq!(pod_back.owner_kind, pb::OwnerKind::VirtualMachine as i32);
+        assert_eq!(pod_back.labels, pod.labels);
+        assert_eq!(pod_back.annotations, pod.annotations);
+        assert!(yaml.contains("lastTransitionTime: 2023-11-14T22:13:20Z"), "{yaml}");
+    }
+}
