@@ -845,3 +845,32 @@ async fn watch_starts_with_the_current_state_then_streams_changes() {
     );
     daemon.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_unix_socket_is_0660_and_serves_the_same_api() {
+    use std::os::unix::fs::PermissionsExt;
+    let daemon = TestDaemon::start().await;
+    let mode = std::fs::metadata(&daemon.socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o660, "socket mode {mode:o}");
+    let endpoint = format!("unix://{}", daemon.socket.display());
+    let channel = tonic::transport::Endpoint::from_shared(endpoint)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut subnets = SubnetServiceClient::new(channel.clone());
+    subnets
+        .create_subnet(subnet("ovn-default", "10.16.0.0/16", ""))
+        .await
+        .unwrap();
+    // What one listener wrote, the other sees.
+    let mut over_tcp = clients(&daemon).await;
+    let listed = over_tcp
+        .subnets
+        .list_subnets(pb::ListSubnetsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.subnets.len(), 1);
+    daemon.stop().await;
+}

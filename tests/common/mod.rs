@@ -315,6 +315,8 @@ pub fn init_tracing() {
 pub struct TestDaemon {
     pub nb: OvsdbServer,
     pub endpoint: String,
+    /// The daemon also listens here, as it does by default for CNI plugins and vipctl.
+    pub socket: PathBuf,
     pub dir: tempfile::TempDir,
     shutdown: tokio_util::sync::CancellationToken,
     task: Option<tokio::task::JoinHandle<()>>,
@@ -326,11 +328,15 @@ impl TestDaemon {
         let dir = tempfile::tempdir().expect("tempdir");
         let nb = OvsdbServer::nb(dir.path());
         let port = free_port();
+        let socket = dir.path().join("run").join("ovn-vipd.sock");
         let config = ovn_vipd::daemon::DaemonConfig {
             ovn_nb: ovn_vipd::ovsdb::Remote::parse_list(&nb.unix_remote()).expect("remote"),
             nb_tls: None,
             data_dir: dir.path().join("data"),
-            listen: vec![ovn_vipd::api::Listen::Tcp(([127, 0, 0, 1], port).into())],
+            listen: vec![
+                ovn_vipd::api::Listen::Tcp(([127, 0, 0, 1], port).into()),
+                ovn_vipd::api::Listen::Unix(socket.clone()),
+            ],
             resync_interval: Duration::from_secs(300),
         };
         let shutdown = tokio_util::sync::CancellationToken::new();
@@ -354,6 +360,7 @@ impl TestDaemon {
         TestDaemon {
             nb,
             endpoint,
+            socket,
             dir,
             shutdown,
             task: Some(task),
