@@ -24,7 +24,7 @@ fn fast_config(remotes: &str) -> ClientConfig {
     config
 }
 
-async fn raw_connection(remote: &str) -> (Connection, tokio::sync::mpsc::UnboundedReceiver<Notification>) {
+async fn raw_connection(remote: &str) -> (Connection, ovn_vipd::ovsdb::Notifications) {
     Connection::open(&Remote::parse(remote).unwrap(), None, &ConnectionOptions::default())
         .await
         .expect("connect")

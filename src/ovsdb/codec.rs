@@ -75,23 +75,19 @@ impl JsonCodec {
     }
 }
 
+/// Yields each complete JSON value as its raw bytes; the caller parses only what it needs.
 impl Decoder for JsonCodec {
-    type Item = serde_json::Value;
+    type Item = bytes::Bytes;
     type Error = OvsdbError;
 
-    fn decode(&mut self, buffer: &mut BytesMut) -> Result<Option<serde_json::Value>, OvsdbError> {
+    fn decode(&mut self, buffer: &mut BytesMut) -> Result<Option<bytes::Bytes>, OvsdbError> {
         // Leading white space between messages is dropped so it never accumulates.
         if self.depth == 0 && self.scanned == 0 {
             let blank = buffer.iter().take_while(|byte| byte.is_ascii_whitespace()).count();
             buffer.advance(blank);
         }
         match self.find_end(buffer)? {
-            Some(length) => {
-                let message = buffer.split_to(length);
-                serde_json::from_slice(&message)
-                    .map(Some)
-                    .map_err(|error| OvsdbError::Protocol(format!("invalid JSON: {error}")))
-            }
+            Some(length) => Ok(Some(buffer.split_to(length).freeze())),
             None => Ok(None),
         }
     }
@@ -119,7 +115,9 @@ mod tests {
         for chunk in chunks {
             buffer.extend_from_slice(chunk);
             while let Some(message) = codec.decode(&mut buffer)? {
-                out.push(message);
+                let value = serde_json::from_slice(&message)
+                    .map_err(|error| OvsdbError::Protocol(format!("invalid JSON: {error}")))?;
+                out.push(value);
             }
         }
         Ok(out)

@@ -9,6 +9,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use futures::StreamExt;
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{json, Value as Json};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -69,8 +70,35 @@ impl Default for ConnectionOptions {
 
 struct Call {
     method: String,
-    params: Json,
+    /// Serialized once by the caller, copied verbatim into the request.
+    params: Box<serde_json::value::RawValue>,
     reply: oneshot::Sender<Result<Json, OvsdbError>>,
+}
+
+/// A request as it goes on the wire, borrowing its parts.
+#[derive(serde::Serialize)]
+struct Request<'a> {
+    id: u64,
+    method: &'a str,
+    params: &'a serde_json::value::RawValue,
+}
+
+/// `transact` parameters: the database name, then each operation.
+struct TransactParams<'a> {
+    database: &'a str,
+    operations: &'a [Operation],
+}
+
+impl serde::Serialize for TransactParams<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut sequence = serializer.serialize_seq(Some(self.operations.len() + 1))?;
+        sequence.serialize_element(self.database)?;
+        for operation in self.operations {
+            sequence.serialize_element(operation)?;
+        }
+        sequence.end()
+    }
 }
 
 /// A handle to one open session. Cloning it shares the session.
@@ -82,17 +110,36 @@ pub struct Connection {
     remote: Remote,
 }
 
+/// A message's envelope. `params` stays unparsed: a notification's table updates can be
+/// megabytes, and they are parsed by whoever consumes them, not by the task reading the socket.
 #[derive(Deserialize)]
 struct Incoming {
     #[serde(default)]
     id: Json,
     method: Option<String>,
-    #[serde(default)]
-    params: Json,
+    params: Option<Box<RawValue>>,
     #[serde(default)]
     result: Json,
     #[serde(default)]
     error: Json,
+}
+
+/// The notifications of one session, parsed as they are received.
+pub struct Notifications {
+    receiver: mpsc::UnboundedReceiver<(String, Box<RawValue>)>,
+}
+
+impl Notifications {
+    /// The next notification; `None` once the connection is closed.
+    pub async fn recv(&mut self) -> Option<Notification> {
+        let (method, params) = self.receiver.recv().await?;
+        Some(parse_notification(method, &params))
+    }
+
+    pub fn try_recv(&mut self) -> Result<Notification, mpsc::error::TryRecvError> {
+        let (method, params) = self.receiver.try_recv()?;
+        Ok(parse_notification(method, &params))
+    }
 }
 
 impl Connection {
@@ -102,7 +149,7 @@ impl Connection {
         remote: &Remote,
         tls: Option<&TlsFiles>,
         options: &ConnectionOptions,
-    ) -> Result<(Connection, mpsc::UnboundedReceiver<Notification>), OvsdbError> {
+    ) -> Result<(Connection, Notifications), OvsdbError> {
         let stream = tokio::time::timeout(options.connect_timeout, remote::connect(remote, tls))
             .await
             .map_err(|_| OvsdbError::Timeout(options.connect_timeout))??;
@@ -137,7 +184,7 @@ impl Connection {
                 closed: closed_rx,
                 remote: remote.clone(),
             },
-            notify_rx,
+            Notifications { receiver: notify_rx },
         ))
     }
 
@@ -162,6 +209,12 @@ impl Connection {
 
     /// Sends a request and waits for its reply; a JSON-RPC `error` becomes [`OvsdbError::Rpc`].
     pub async fn call(&self, method: &str, params: Json) -> Result<Json, OvsdbError> {
+        let params = serde_json::value::to_raw_value(&params)
+            .map_err(|error| OvsdbError::Protocol(format!("cannot encode {method} parameters: {error}")))?;
+        self.call_raw(method, params).await
+    }
+
+    async fn call_raw(&self, method: &str, params: Box<serde_json::value::RawValue>) -> Result<Json, OvsdbError> {
         let (reply_tx, reply_rx) = oneshot::channel();
         self.calls
             .send(Call {
@@ -194,10 +247,9 @@ impl Connection {
         operations: &[Operation],
         schema: Option<&DatabaseSchema>,
     ) -> Result<Vec<OperationResult>, OvsdbError> {
-        let mut params = Vec::with_capacity(operations.len() + 1);
-        params.push(json!(database));
-        params.extend(operations.iter().map(Operation::to_json));
-        let reply = self.call("transact", Json::Array(params)).await?;
+        let params = serde_json::value::to_raw_value(&TransactParams { database, operations })
+            .map_err(|error| OvsdbError::Protocol(format!("cannot encode a transaction: {error}")))?;
+        let reply = self.call_raw("transact", params).await?;
         parse_transact_reply(operations, &reply, schema)
     }
 
@@ -254,7 +306,7 @@ impl Connection {
 
 struct Session {
     probe_interval: Option<Duration>,
-    notifications: mpsc::UnboundedSender<Notification>,
+    notifications: mpsc::UnboundedSender<(String, Box<RawValue>)>,
     pending: HashMap<u64, (String, oneshot::Sender<Result<Json, OvsdbError>>)>,
     next_id: u64,
     /// The id of our own unanswered inactivity probe.
@@ -286,7 +338,7 @@ impl Session {
                     };
                     self.probe_id = None;
                     probe_deadline = Instant::now() + self.probe_interval.unwrap_or(far_future);
-                    if let Some(reply) = self.handle(message)? {
+                    if let Some(reply) = self.handle(&message)? {
                         codec.encode(reply, &mut out)?;
                         writer.write_all(&out).await?;
                         writer.flush().await?;
@@ -337,25 +389,38 @@ impl Session {
 
     fn encode_call(&mut self, call: Call, codec: &mut JsonCodec, out: &mut BytesMut) -> Result<(), OvsdbError> {
         let id = self.take_id();
-        codec.encode(json!({"id": id, "method": call.method, "params": call.params}), out)?;
+        codec.encode(
+            Request {
+                id,
+                method: &call.method,
+                params: &call.params,
+            },
+            out,
+        )?;
         self.pending.insert(id, (call.method, call.reply));
         Ok(())
     }
 
     /// Handles one message; returns the reply to send, if the server asked something.
-    fn handle(&mut self, message: Json) -> Result<Option<Json>, OvsdbError> {
-        let incoming: Incoming = serde_json::from_value(message)
+    fn handle(&mut self, message: &[u8]) -> Result<Option<Json>, OvsdbError> {
+        let incoming: Incoming = serde_json::from_slice(message)
             .map_err(|error| OvsdbError::Protocol(format!("not a JSON-RPC message: {error}")))?;
         if let Some(method) = incoming.method {
+            let params = match incoming.params {
+                Some(params) => params,
+                None => {
+                    RawValue::from_string("[]".to_string()).map_err(|error| OvsdbError::Protocol(error.to_string()))?
+                }
+            };
             if !incoming.id.is_null() {
                 // A request from the server: only `echo` is defined (RFC 7047 §4.1.11).
                 return Ok(Some(if method == "echo" {
-                    json!({"id": incoming.id, "result": incoming.params, "error": null})
+                    json!({"id": incoming.id, "result": &params, "error": null})
                 } else {
                     json!({"id": incoming.id, "result": null, "error": format!("unknown method {method}")})
                 }));
             }
-            let _ = self.notifications.send(parse_notification(method, incoming.params));
+            let _ = self.notifications.send((method, params));
             return Ok(None);
         }
         let Some(id) = incoming.id.as_u64() else {
@@ -387,10 +452,16 @@ impl Session {
     }
 }
 
-fn parse_notification(method: String, params: Json) -> Notification {
-    let mut items = match params {
-        Json::Array(items) => items,
-        other => return Notification::Other { method, params: other },
+fn parse_notification(method: String, params: &RawValue) -> Notification {
+    let mut items = match serde_json::from_str::<Json>(params.get()) {
+        Ok(Json::Array(items)) => items,
+        Ok(other) => return Notification::Other { method, params: other },
+        Err(error) => {
+            return Notification::Other {
+                method,
+                params: Json::String(format!("unparsable: {error}")),
+            }
+        }
     };
     match (method.as_str(), items.len()) {
         ("update2", 2) | ("update", 2) => {

@@ -21,7 +21,7 @@ pub mod value;
 
 pub use cache::{Cache, RowChange};
 pub use client::{Client, ClientConfig, ClientEvent, ConnectionState};
-pub use connection::{Connection, ConnectionOptions, Notification};
+pub use connection::{Connection, ConnectionOptions, Notification, Notifications};
 pub use error::{OvsdbError, TransactionError};
 pub use operation::{Condition, Function, Mutation, Mutator, Operation, OperationResult, Row, WaitUntil};
 pub use remote::{Remote, TlsFiles};

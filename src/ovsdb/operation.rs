@@ -2,7 +2,9 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::{json, Map, Value as Json};
+use serde::ser::{SerializeMap, Serializer};
+use serde::Serialize;
+use serde_json::Value as Json;
 use uuid::Uuid;
 
 use super::error::OvsdbError;
@@ -11,14 +13,6 @@ use super::value::{Atom, Value};
 
 /// A row as a map from column name to value.
 pub type Row = BTreeMap<String, Value>;
-
-fn row_to_json(row: &Row) -> Json {
-    Json::Object(
-        row.iter()
-            .map(|(column, value)| (column.clone(), value.to_json()))
-            .collect::<Map<_, _>>(),
-    )
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Function {
@@ -71,9 +65,11 @@ impl Condition {
     pub fn uuid(uuid: Uuid) -> Condition {
         Condition::equal("_uuid", Value::uuid(uuid))
     }
+}
 
-    fn to_json(&self) -> Json {
-        json!([self.column, self.function.as_str(), self.value.to_json()])
+impl Serialize for Condition {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        (&self.column, self.function.as_str(), &self.value).serialize(serializer)
     }
 }
 
@@ -125,9 +121,11 @@ impl Mutation {
     pub fn delete(column: impl Into<String>, value: Value) -> Mutation {
         Mutation::new(column, Mutator::Delete, value)
     }
+}
 
-    fn to_json(&self) -> Json {
-        json!([self.column, self.mutator.as_str(), self.value.to_json()])
+impl Serialize for Mutation {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        (&self.column, self.mutator.as_str(), &self.value).serialize(serializer)
     }
 }
 
@@ -196,40 +194,55 @@ impl Operation {
     }
 
     pub fn to_json(&self) -> Json {
-        let conditions_json =
-            |conditions: &[Condition]| Json::Array(conditions.iter().map(Condition::to_json).collect());
+        serde_json::to_value(self).unwrap_or(Json::Null)
+    }
+}
+
+// Written straight to the output (RFC 7047 §5.2); no intermediate JSON tree.
+impl Serialize for Operation {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
         match self {
             Operation::Insert { table, row, uuid_name } => {
-                let mut op = json!({"op": "insert", "table": table, "row": row_to_json(row)});
+                map.serialize_entry("op", "insert")?;
+                map.serialize_entry("table", table)?;
+                map.serialize_entry("row", row)?;
                 if let Some(name) = uuid_name {
-                    op["uuid-name"] = json!(name);
+                    map.serialize_entry("uuid-name", name)?;
                 }
-                op
             }
             Operation::Select {
                 table,
                 conditions,
                 columns,
             } => {
-                let mut op = json!({"op": "select", "table": table, "where": conditions_json(conditions)});
+                map.serialize_entry("op", "select")?;
+                map.serialize_entry("table", table)?;
+                map.serialize_entry("where", conditions)?;
                 if let Some(columns) = columns {
-                    op["columns"] = json!(columns);
+                    map.serialize_entry("columns", columns)?;
                 }
-                op
             }
             Operation::Update { table, conditions, row } => {
-                json!({"op": "update", "table": table, "where": conditions_json(conditions), "row": row_to_json(row)})
+                map.serialize_entry("op", "update")?;
+                map.serialize_entry("table", table)?;
+                map.serialize_entry("where", conditions)?;
+                map.serialize_entry("row", row)?;
             }
             Operation::Mutate {
                 table,
                 conditions,
                 mutations,
-            } => json!({
-                "op": "mutate", "table": table, "where": conditions_json(conditions),
-                "mutations": mutations.iter().map(Mutation::to_json).collect::<Vec<_>>()
-            }),
+            } => {
+                map.serialize_entry("op", "mutate")?;
+                map.serialize_entry("table", table)?;
+                map.serialize_entry("where", conditions)?;
+                map.serialize_entry("mutations", mutations)?;
+            }
             Operation::Delete { table, conditions } => {
-                json!({"op": "delete", "table": table, "where": conditions_json(conditions)})
+                map.serialize_entry("op", "delete")?;
+                map.serialize_entry("table", table)?;
+                map.serialize_entry("where", conditions)?;
             }
             Operation::Wait {
                 table,
@@ -239,22 +252,37 @@ impl Operation {
                 rows,
                 timeout_ms,
             } => {
-                let mut op = json!({
-                    "op": "wait", "table": table, "where": conditions_json(conditions),
-                    "columns": columns,
-                    "until": match until { WaitUntil::Equal => "==", WaitUntil::NotEqual => "!=" },
-                    "rows": rows.iter().map(row_to_json).collect::<Vec<_>>(),
-                });
+                map.serialize_entry("op", "wait")?;
+                map.serialize_entry("table", table)?;
+                map.serialize_entry("where", conditions)?;
+                map.serialize_entry("columns", columns)?;
+                map.serialize_entry(
+                    "until",
+                    match until {
+                        WaitUntil::Equal => "==",
+                        WaitUntil::NotEqual => "!=",
+                    },
+                )?;
+                map.serialize_entry("rows", rows)?;
                 if let Some(timeout) = timeout_ms {
-                    op["timeout"] = json!(timeout);
+                    map.serialize_entry("timeout", timeout)?;
                 }
-                op
             }
-            Operation::Commit { durable } => json!({"op": "commit", "durable": durable}),
-            Operation::Abort => json!({"op": "abort"}),
-            Operation::Comment(text) => json!({"op": "comment", "comment": text}),
-            Operation::Assert { lock } => json!({"op": "assert", "lock": lock}),
+            Operation::Commit { durable } => {
+                map.serialize_entry("op", "commit")?;
+                map.serialize_entry("durable", durable)?;
+            }
+            Operation::Abort => map.serialize_entry("op", "abort")?,
+            Operation::Comment(text) => {
+                map.serialize_entry("op", "comment")?;
+                map.serialize_entry("comment", text)?;
+            }
+            Operation::Assert { lock } => {
+                map.serialize_entry("op", "assert")?;
+                map.serialize_entry("lock", lock)?;
+            }
         }
+        map.end()
     }
 }
 
@@ -337,6 +365,7 @@ pub fn decode_row(table: &str, row: &Json, schema: Option<&DatabaseSchema>) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn insert_carries_uuid_name() {

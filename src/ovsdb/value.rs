@@ -6,7 +6,9 @@ use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{Hash, Hasher};
 
-use serde_json::{json, Value as Json};
+use serde::ser::{SerializeSeq, Serializer};
+use serde::Serialize;
+use serde_json::Value as Json;
 use uuid::Uuid;
 
 use super::error::OvsdbError;
@@ -62,14 +64,8 @@ impl Atom {
     }
 
     pub fn to_json(&self) -> Json {
-        match self {
-            Atom::Integer(number) => json!(number),
-            Atom::Real(number) => json!(number),
-            Atom::Boolean(flag) => json!(flag),
-            Atom::String(text) => json!(text),
-            Atom::Uuid(uuid) => json!(["uuid", uuid.to_string()]),
-            Atom::NamedUuid(name) => json!(["named-uuid", name]),
-        }
+        // Serializing an atom cannot fail: it has no map with non-string keys.
+        serde_json::to_value(self).unwrap_or(Json::Null)
     }
 
     pub fn from_json(value: &Json) -> Result<Atom, OvsdbError> {
@@ -237,19 +233,7 @@ impl Value {
     }
 
     pub fn to_json(&self) -> Json {
-        match self {
-            Value::Atom(atom) => atom.to_json(),
-            Value::Set(items) => {
-                json!(["set", items.iter().map(Atom::to_json).collect::<Vec<_>>()])
-            }
-            Value::Map(entries) => json!([
-                "map",
-                entries
-                    .iter()
-                    .map(|(key, value)| json!([key.to_json(), value.to_json()]))
-                    .collect::<Vec<_>>()
-            ]),
-        }
+        serde_json::to_value(self).unwrap_or(Json::Null)
     }
 
     pub fn from_json(value: &Json) -> Result<Value, OvsdbError> {
@@ -350,6 +334,47 @@ impl Value {
     }
 }
 
+// The wire encoding (RFC 7047 §5.1), written straight to the output: encoding a large
+// transaction builds no intermediate JSON tree.
+impl Serialize for Atom {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Atom::Integer(number) => serializer.serialize_i64(*number),
+            Atom::Real(number) => serializer.serialize_f64(*number),
+            Atom::Boolean(flag) => serializer.serialize_bool(*flag),
+            Atom::String(text) => serializer.serialize_str(text),
+            Atom::Uuid(uuid) => {
+                let mut buffer = uuid::Uuid::encode_buffer();
+                ("uuid", &*uuid.hyphenated().encode_lower(&mut buffer)).serialize(serializer)
+            }
+            Atom::NamedUuid(name) => ("named-uuid", name).serialize(serializer),
+        }
+    }
+}
+
+/// A map's entries as `[[key, value], ...]`.
+struct Pairs<'a>(&'a BTreeMap<Atom, Atom>);
+
+impl Serialize for Pairs<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut sequence = serializer.serialize_seq(Some(self.0.len()))?;
+        for pair in self.0 {
+            sequence.serialize_element(&pair)?;
+        }
+        sequence.end()
+    }
+}
+
+impl Serialize for Value {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Value::Atom(atom) => atom.serialize(serializer),
+            Value::Set(items) => ("set", items).serialize(serializer),
+            Value::Map(entries) => ("map", Pairs(entries)).serialize(serializer),
+        }
+    }
+}
+
 impl From<Atom> for Value {
     fn from(atom: Atom) -> Value {
         Value::Atom(atom)
@@ -360,6 +385,7 @@ impl From<Atom> for Value {
 mod tests {
     use super::*;
     use crate::ovsdb::schema::ColumnType;
+    use serde_json::json;
 
     #[test]
     fn atoms_round_trip_through_json() {
@@ -374,7 +400,10 @@ mod tests {
         ] {
             assert_eq!(Atom::from_json(&atom.to_json()).unwrap(), atom);
         }
-        assert_eq!(Atom::Uuid(uuid).to_json(), json!(["uuid", uuid.to_string()]));
+        assert_eq!(
+            Atom::Uuid(uuid).to_json(),
+            serde_json::json!(["uuid", uuid.to_string()])
+        );
         assert_eq!(Atom::named_uuid("x").to_json(), json!(["named-uuid", "x"]));
     }
 
