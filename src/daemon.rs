@@ -73,6 +73,12 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
     let mut client_config = nb::client_config(config.ovn_nb.clone());
     client_config.tls = config.nb_tls.clone();
     let (client, mut events) = Client::start_subscribed(client_config);
+    let reconciler = tokio::spawn(crate::reconcile::run(
+        registry.clone(),
+        client.clone(),
+        config.resync_interval,
+        shutdown.clone(),
+    ));
     let mut resync = tokio::time::interval(config.resync_interval);
     resync.tick().await;
     loop {
@@ -126,6 +132,7 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
         Ok(Ok(Ok(()))) => {}
         Err(_) => warn!(grace = ?SHUTDOWN_GRACE, "in-flight gRPC requests did not finish in time"),
     }
+    let _ = reconciler.await;
     client.shutdown().await;
     registry.flush()?;
     Ok(())

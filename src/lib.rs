@@ -24,5 +24,6 @@ pub mod ipam;
 pub mod model;
 pub mod nb;
 pub mod ovsdb;
+pub mod reconcile;
 pub mod registry;
 pub mod store;

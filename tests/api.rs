@@ -811,12 +811,18 @@ async fn watch_starts_with_the_current_state_then_streams_changes() {
         .await
         .unwrap()
         .into_inner();
+    /// The next ADDED or DELETED event; MODIFIED ones (status written by the NB sync) are skipped.
     async fn next(stream: &mut tonic::Streaming<pb::VipEvent>) -> pb::VipEvent {
-        let event = tokio::time::timeout(std::time::Duration::from_secs(5), stream.message()).await;
-        event
-            .expect("an event in time")
-            .expect("stream ok")
-            .expect("stream open")
+        loop {
+            let event = tokio::time::timeout(std::time::Duration::from_secs(5), stream.message()).await;
+            let event = event
+                .expect("an event in time")
+                .expect("stream ok")
+                .expect("stream open");
+            if event.r#type != pb::vip_event::Type::Modified as i32 {
+                return event;
+            }
+        }
     }
     let first = next(&mut stream).await;
     assert_eq!(

@@ -10,7 +10,8 @@ use tonic::{Request, Response, Status};
 
 use super::convert;
 use super::proto::v1 as pb;
-use crate::model::{aap_vips, selector_matches, PodRef, Vip};
+use crate::model::{PodRef, Vip};
+use crate::reconcile::desired::aap_parents;
 use crate::registry::{Change, Registry};
 
 /// Shared by every service: the registry behind the API.
@@ -29,32 +30,13 @@ impl Api {
         Ok(convert::subnet_to_proto(&subnet, usage, (gateway_v4, gateway_v6)))
     }
 
-    /// The ports of the pods eligible to carry an AAP VIP: same namespace, labels matching the
-    /// selector, the VIP listed in their `ovn.kubernetes.io/aaps`, a NIC in the VIP's subnet.
-    fn parents(&self, vip: &Vip) -> Vec<String> {
-        if !vip.is_aap() {
-            return Vec::new();
-        }
-        let mut parents: Vec<String> = self
-            .registry
-            .list_pods()
-            .into_iter()
-            .filter(|pod| pod.bound && pod.spec.namespace == vip.spec.namespace)
-            .filter(|pod| selector_matches(&vip.spec.selector, &pod.spec.labels))
-            .filter(|pod| aap_vips(&pod.spec.annotations).contains(&vip.spec.name))
-            .filter_map(|pod| {
-                pod.nics
-                    .iter()
-                    .find(|nic| nic.subnet == vip.spec.subnet)
-                    .map(|nic| nic.port_name.clone())
-            })
-            .collect();
-        parents.sort();
-        parents
-    }
-
     fn vip_proto(&self, vip: &Vip) -> pb::Vip {
-        convert::vip_to_proto(vip, self.parents(vip))
+        let parents = if vip.is_aap() {
+            aap_parents(vip, &self.registry.list_pods())
+        } else {
+            Vec::new()
+        };
+        convert::vip_to_proto(vip, parents)
     }
 }
 

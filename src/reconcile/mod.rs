@@ -1,0 +1,356 @@
+//! NB sync: computes the rows NB should hold from the registry (`desired`), diffs them against
+//! the OVSDB client's cache, and sends only the difference, in one transaction. Level-triggered:
+//! every pass looks at the whole picture, so a missed event costs nothing but latency, and a pass
+//! with nothing to change sends nothing.
+//!
+//! It never modifies or deletes a row without `external_ids:vendor=ovn-vipd`.
+
+pub mod desired;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::broadcast::error::RecvError;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+use uuid::Uuid;
+
+use crate::model::Condition;
+use crate::nb::{self, LogicalRouterPort, LogicalSwitch, LogicalSwitchPort, NbRow};
+use crate::ovsdb::{Atom, Client, ClientEvent, Condition as Where, Mutation, Operation, OvsdbError, Row, Value};
+use crate::registry::{now_ms, Registry};
+use desired::{Blocked, Desired, DesiredPort, OWNER_KEY, VENDOR, VENDOR_KEY};
+
+fn is_owned(external_ids: &BTreeMap<String, String>) -> bool {
+    external_ids.get(VENDOR_KEY).map(String::as_str) == Some(VENDOR)
+}
+
+/// The difference to send, and what could not be done.
+#[derive(Debug, Default)]
+pub struct Plan {
+    pub operations: Vec<Operation>,
+    /// Port name → the foreign row in the way.
+    pub conflicts: BTreeMap<String, String>,
+}
+
+fn port_row(port: &DesiredPort) -> Row {
+    Row::from([
+        ("name".to_string(), Value::string(port.name.clone())),
+        ("type".to_string(), Value::string(port.port_type.clone())),
+        ("addresses".to_string(), Value::set(port.addresses.iter().cloned())),
+        (
+            "port_security".to_string(),
+            Value::set(port.port_security.iter().cloned()),
+        ),
+        ("options".to_string(), Value::string_map(&port.options)),
+        ("external_ids".to_string(), Value::string_map(&port.external_ids)),
+    ])
+}
+
+fn port_matches(actual: &LogicalSwitchPort, desired: &DesiredPort) -> bool {
+    actual.port_type == desired.port_type
+        && actual.addresses == desired.addresses
+        && actual.port_security == desired.port_security
+        && actual.options == desired.options
+        && actual.external_ids == desired.external_ids
+}
+
+/// Diffs desired against actual NB rows.
+pub fn plan(desired: &Desired, switches: &[LogicalSwitch], ports: &BTreeMap<Uuid, LogicalSwitchPort>) -> Plan {
+    let mut plan = Plan::default();
+    // A switch name may be used twice (names are not indexed): prefer ours, then the oldest.
+    let mut switch_by_name: BTreeMap<&str, &LogicalSwitch> = BTreeMap::new();
+    for switch in switches {
+        let keep = match switch_by_name.get(switch.name.as_str()) {
+            None => true,
+            Some(current) => is_owned(&switch.external_ids) && !is_owned(&current.external_ids),
+        };
+        if keep {
+            switch_by_name.insert(&switch.name, switch);
+        }
+    }
+    let switch_of_port: BTreeMap<Uuid, &LogicalSwitch> = switches
+        .iter()
+        .flat_map(|switch| switch.ports.iter().map(move |port| (*port, switch)))
+        .collect();
+    let port_by_name: BTreeMap<&str, &LogicalSwitchPort> =
+        ports.values().map(|port| (port.name.as_str(), port)).collect();
+
+    // Switches: created when absent (then owned), used as they are otherwise.
+    let mut new_switch: BTreeMap<&str, String> = BTreeMap::new();
+    for (index, (switch, subnet)) in desired.switches.iter().enumerate() {
+        if switch_by_name.contains_key(switch.as_str()) {
+            continue;
+        }
+        let uuid_name = format!("switch{index}");
+        // Guard: a retried transaction must not create a second switch of the same name.
+        plan.operations.push(Operation::Wait {
+            table: nb::LOGICAL_SWITCH.into(),
+            conditions: vec![Where::equal("name", Value::string(switch.clone()))],
+            columns: vec!["name".into()],
+            until: crate::ovsdb::WaitUntil::Equal,
+            rows: vec![],
+            timeout_ms: Some(0),
+        });
+        plan.operations.push(Operation::Insert {
+            table: nb::LOGICAL_SWITCH.into(),
+            row: Row::from([
+                ("name".to_string(), Value::string(switch.clone())),
+                (
+                    "external_ids".to_string(),
+                    Value::map([
+                        (VENDOR_KEY, VENDOR.to_string()),
+                        (OWNER_KEY, format!("subnet/{subnet}")),
+                    ]),
+                ),
+            ]),
+            uuid_name: Some(uuid_name.clone()),
+        });
+        new_switch.insert(switch, uuid_name);
+    }
+    let switch_ref = |name: &str| -> Option<Atom> {
+        if let Some(uuid_name) = new_switch.get(name) {
+            return Some(Atom::named_uuid(uuid_name.clone()));
+        }
+        switch_by_name.get(name).map(|switch| Atom::Uuid(switch.uuid))
+    };
+
+    // Ports: insert, update, or report the foreign row in the way.
+    let mut inserts: BTreeMap<String, Vec<Atom>> = BTreeMap::new();
+    for (index, (name, port)) in desired.ports.iter().enumerate() {
+        match port_by_name.get(name.as_str()) {
+            Some(actual) if !is_owned(&actual.external_ids) => {
+                plan.conflicts.insert(
+                    name.clone(),
+                    format!("Logical_Switch_Port {} ({})", actual.name, actual.uuid),
+                );
+            }
+            Some(actual) => {
+                if !port_matches(actual, port) {
+                    plan.operations.push(Operation::Update {
+                        table: nb::LOGICAL_SWITCH_PORT.into(),
+                        conditions: vec![Where::uuid(actual.uuid)],
+                        row: port_row(port),
+                    });
+                }
+                if !switch_of_port.contains_key(&actual.uuid) {
+                    if let Some(switch) = switch_ref(&port.switch) {
+                        plan.operations.push(Operation::Mutate {
+                            table: nb::LOGICAL_SWITCH.into(),
+                            conditions: vec![Where::uuid(switch_uuid_or_nil(&switch))],
+                            mutations: vec![Mutation::insert("ports", Value::set([Atom::Uuid(actual.uuid)]))],
+                        });
+                    }
+                }
+            }
+            None => {
+                let uuid_name = format!("port{index}");
+                plan.operations.push(Operation::Insert {
+                    table: nb::LOGICAL_SWITCH_PORT.into(),
+                    row: port_row(port),
+                    uuid_name: Some(uuid_name.clone()),
+                });
+                inserts
+                    .entry(port.switch.clone())
+                    .or_default()
+                    .push(Atom::named_uuid(uuid_name));
+            }
+        }
+    }
+    // Garbage: owned ports nothing wants; removing them from their switch deletes them.
+    let mut removals: BTreeMap<Uuid, Vec<Atom>> = BTreeMap::new();
+    for port in ports.values() {
+        if is_owned(&port.external_ids) && !desired.ports.contains_key(&port.name) {
+            if let Some(switch) = switch_of_port.get(&port.uuid) {
+                removals.entry(switch.uuid).or_default().push(Atom::Uuid(port.uuid));
+            }
+        }
+    }
+    for (switch_uuid, ports) in removals {
+        plan.operations.push(Operation::Mutate {
+            table: nb::LOGICAL_SWITCH.into(),
+            conditions: vec![Where::uuid(switch_uuid)],
+            mutations: vec![Mutation::delete("ports", Value::Set(ports.into_iter().collect()))],
+        });
+    }
+    for (switch, ports) in inserts {
+        let Some(reference) = switch_ref(&switch) else { continue };
+        let condition = match &reference {
+            Atom::NamedUuid(name) => Where::equal("_uuid", Value::Atom(Atom::named_uuid(name.clone()))),
+            other => Where::equal("_uuid", Value::Atom(other.clone())),
+        };
+        plan.operations.push(Operation::Mutate {
+            table: nb::LOGICAL_SWITCH.into(),
+            conditions: vec![condition],
+            mutations: vec![Mutation::insert("ports", Value::Set(ports.into_iter().collect()))],
+        });
+    }
+    // Owned switches whose subnet is gone and that hold no ports.
+    for switch in switches {
+        if is_owned(&switch.external_ids) && !desired.switches.contains_key(&switch.name) && switch.ports.is_empty() {
+            plan.operations.push(Operation::Delete {
+                table: nb::LOGICAL_SWITCH.into(),
+                conditions: vec![Where::uuid(switch.uuid)],
+            });
+        }
+    }
+    plan
+}
+
+fn switch_uuid_or_nil(atom: &Atom) -> Uuid {
+    atom.as_uuid().unwrap_or(Uuid::nil())
+}
+
+fn condition(status: bool, reason: &str, message: String, previous: &[Condition]) -> Vec<Condition> {
+    let last_transition_ms = previous
+        .iter()
+        .find(|condition| {
+            condition.condition_type == "Ready" && condition.status == status && condition.reason == reason
+        })
+        .map(|condition| condition.last_transition_ms)
+        .unwrap_or_else(now_ms);
+    vec![Condition {
+        condition_type: "Ready".into(),
+        status,
+        reason: reason.into(),
+        message,
+        last_transition_ms,
+    }]
+}
+
+/// One pass: compute, diff, send; then write every VIP's status from what NB holds.
+pub async fn pass(registry: &Registry, client: &Client) -> Result<usize, OvsdbError> {
+    let (subnets, vips, pods) = (
+        registry
+            .list_subnets()
+            .into_iter()
+            .map(|(subnet, _)| subnet)
+            .collect::<Vec<_>>(),
+        registry.list_vips(),
+        registry.list_pods(),
+    );
+    let (desired, plan) = {
+        let cache = client.cache();
+        let switches = LogicalSwitch::all(&cache);
+        let ports: BTreeMap<Uuid, LogicalSwitchPort> = LogicalSwitchPort::all(&cache)
+            .into_iter()
+            .map(|port| (port.uuid, port))
+            .collect();
+        let router_ports = LogicalRouterPort::all(&cache);
+        let desired = desired::compute(&subnets, &vips, &pods, &switches, &ports, &router_ports);
+        let plan = plan(&desired, &switches, &ports);
+        (desired, plan)
+    };
+    let sent = plan.operations.len();
+    if sent > 0 {
+        debug!(operations = sent, "applying NB changes");
+        client.transact(&plan.operations).await?;
+    }
+    // Status, from what was planned and refused.
+    for vip in &vips {
+        let name = &vip.spec.name;
+        let conditions = if let Some(Blocked::NoRouterPort { switch }) = desired.blocked.get(name) {
+            condition(
+                false,
+                "NoRouterPort",
+                format!("switch {switch} has no logical router port"),
+                &vip.conditions,
+            )
+        } else if let Some(row) = desired
+            .vip_ports
+            .get(name)
+            .into_iter()
+            .flatten()
+            .find_map(|port| plan.conflicts.get(port))
+        {
+            condition(
+                false,
+                "Conflict",
+                format!("{row} exists and is not owned by ovn-vipd"),
+                &vip.conditions,
+            )
+        } else {
+            condition(true, "Synced", "NB holds what this VIP needs".into(), &vip.conditions)
+        };
+        registry.set_vip_conditions(name, conditions);
+    }
+    Ok(sent)
+}
+
+fn mark_unavailable(registry: &Registry, error: &str) {
+    for vip in registry.list_vips() {
+        let conditions = condition(
+            false,
+            "NBUnavailable",
+            format!("OVN NB is unavailable: {error}"),
+            &vip.conditions,
+        );
+        registry.set_vip_conditions(&vip.spec.name, conditions);
+    }
+}
+
+/// Runs until `shutdown`: a pass whenever the registry or NB changes, after every (re)connect,
+/// and every `resync_interval` as a safety net.
+pub async fn run(registry: Arc<Registry>, client: Client, resync_interval: Duration, shutdown: CancellationToken) {
+    let mut registry_changes = registry.subscribe();
+    let mut nb_events = client.subscribe();
+    let mut resync = tokio::time::interval(resync_interval);
+    let mut dirty = true;
+    loop {
+        if dirty && client.state().is_connected() {
+            dirty = false;
+            match pass(&registry, &client).await {
+                Ok(0) => {}
+                Ok(sent) => {
+                    info!(operations = sent, "NB updated");
+                    // Let the monitor deliver our own change before looking again.
+                    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                        while let Ok(event) = nb_events.recv().await {
+                            if matches!(event, ClientEvent::Changed(_)) {
+                                break;
+                            }
+                        }
+                    })
+                    .await;
+                    dirty = true;
+                }
+                Err(error) => {
+                    warn!(%error, "NB sync failed; retrying");
+                    if !client.state().is_connected() {
+                        mark_unavailable(&registry, &error.to_string());
+                    }
+                    dirty = true;
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                    }
+                    continue;
+                }
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = resync.tick() => dirty = true,
+            change = registry_changes.recv() => match change {
+                Ok(_) | Err(RecvError::Lagged(_)) => dirty = true,
+                Err(RecvError::Closed) => return,
+            },
+            event = nb_events.recv() => match event {
+                Ok(ClientEvent::Changed(_)) | Ok(ClientEvent::Resynced { .. }) | Err(RecvError::Lagged(_)) => dirty = true,
+                Ok(ClientEvent::Disconnected { error }) => mark_unavailable(&registry, &error),
+                Ok(_) => {}
+                Err(RecvError::Closed) => return,
+            },
+        }
+    }
+}
+
+/// Unused switches and ports of a name set, for tests and `check`.
+pub fn owned_port_names(ports: &[LogicalSwitchPort]) -> BTreeSet<String> {
+    ports
+        .iter()
+        .filter(|port| is_owned(&port.external_ids))
+        .map(|port| port.name.clone())
+        .collect()
+}

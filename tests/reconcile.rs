@@ -1,0 +1,259 @@
+//! NB sync against a real NB ovsdb-server, with ovn-nbctl as the independent judge.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::{wait_until_async, TestDaemon};
+use ovn_vipd::api::proto::v1 as pb;
+use pb::pod_service_client::PodServiceClient;
+use pb::subnet_service_client::SubnetServiceClient;
+use pb::vip_service_client::VipServiceClient;
+
+fn get(daemon: &TestDaemon, args: &[&str]) -> String {
+    let mut all = vec!["--if-exists", "get"];
+    all.extend_from_slice(args);
+    daemon.nb.nbctl(&all).trim().to_string()
+}
+
+async fn ready(vips: &mut VipServiceClient<tonic::transport::Channel>, name: &str) -> pb::VipStatus {
+    let mut status = None;
+    for _ in 0..250 {
+        let vip = vips
+            .get_vip(pb::GetVipRequest { name: name.into() })
+            .await
+            .unwrap()
+            .into_inner();
+        let current = vip.status.unwrap();
+        if current.ready {
+            return current;
+        }
+        status = Some(current);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{name} never became ready: {status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aap_vips_become_virtual_ports_and_parents_get_port_security() {
+    let daemon = TestDaemon::start().await;
+    let channel = daemon.channel().await;
+    let mut subnets = SubnetServiceClient::new(channel.clone());
+    let mut vips = VipServiceClient::new(channel.clone());
+    let mut pods = PodServiceClient::new(channel);
+    // A foreign row that must stay byte-identical, and one named like a VIP.
+    daemon.nb.nbctl(&[
+        "ls-add",
+        "foreign-sw",
+        "--",
+        "lsp-add",
+        "foreign-sw",
+        "foreign-port",
+        "--",
+        "lsp-set-addresses",
+        "foreign-port",
+        "00:00:00:00:00:99 192.168.9.9",
+    ]);
+    daemon.nb.nbctl(&["lsp-add", "foreign-sw", "vip-taken"]);
+    let foreign_before = daemon.nb.nbctl(&["list", "logical_switch_port", "foreign-port"]);
+
+    subnets
+        .create_subnet(pb::CreateSubnetRequest {
+            subnet: Some(pb::Subnet {
+                name: "ovn-default".into(),
+                cidr_v4: "10.16.0.0/16".into(),
+                cidr_v6: "fd00:10:16::/64".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    let aap = pb::Vip {
+        name: "vip-aap".into(),
+        subnet: "ovn-default".into(),
+        namespace: "default".into(),
+        selector: vec!["app: aap1".into()],
+        ..Default::default()
+    };
+    let created = vips
+        .create_vip(pb::CreateVipRequest { vip: Some(aap) })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap();
+    let bind = |name: &str, app: &str| pb::BindPodRequest {
+        namespace: "default".into(),
+        name: name.into(),
+        labels: HashMap::from([("app".to_string(), app.to_string())]),
+        annotations: HashMap::from([("ovn.kubernetes.io/aaps".to_string(), "vip-aap".to_string())]),
+        owner_kind: 0,
+        nics: vec![pb::NicRequest {
+            subnet: "ovn-default".into(),
+            interface: "eth0".into(),
+        }],
+    };
+    pods.bind_pod(bind("busybox", "aap1")).await.unwrap();
+    pods.bind_pod(bind("busybox2", "aap1")).await.unwrap();
+    pods.bind_pod(bind("stranger", "other")).await.unwrap();
+
+    let status = ready(&mut vips, "vip-aap").await;
+    assert_eq!(
+        status.parents,
+        vec!["busybox.default".to_string(), "busybox2.default".to_string()]
+    );
+    wait_until_async("the virtual ports", Duration::from_secs(5), || {
+        get(&daemon, &["logical_switch_port", "vip-aap", "options:virtual-parents"])
+            == "\"busybox.default,busybox2.default\""
+    })
+    .await;
+    // One virtual port per family.
+    assert_eq!(get(&daemon, &["logical_switch_port", "vip-aap", "type"]), "virtual");
+    assert_eq!(
+        get(&daemon, &["logical_switch_port", "vip-aap", "options:virtual-ip"]),
+        format!("\"{}\"", created.v4ip)
+    );
+    assert_eq!(
+        get(&daemon, &["logical_switch_port", "vip-aap:ipv6", "options:virtual-ip"]),
+        format!("\"{}\"", created.v6ip)
+    );
+    assert!(get(&daemon, &["logical_switch_port", "vip-aap", "external_ids:vendor"]).contains("ovn-vipd"));
+    // The parents' port security carries the VIP's addresses; the stranger's does not.
+    let parent_security = get(&daemon, &["logical_switch_port", "busybox.default", "port_security"]);
+    assert!(
+        parent_security.contains(&created.v4ip) && parent_security.contains(&created.v6ip),
+        "{parent_security}"
+    );
+    let stranger_security = get(&daemon, &["logical_switch_port", "stranger.default", "port_security"]);
+    assert!(!stranger_security.contains(&created.v4ip), "{stranger_security}");
+    assert!(daemon
+        .nb
+        .nbctl(&["show", "ovn-default"])
+        .contains("port stranger.default"));
+
+    // Drift: an edit and a deletion are put back, driven by the monitor.
+    daemon.nb.nbctl(&[
+        "set",
+        "logical_switch_port",
+        "vip-aap",
+        "options:virtual-ip=10.16.99.99",
+    ]);
+    daemon.nb.nbctl(&["lsp-del", "vip-aap:ipv6"]);
+    wait_until_async("drift repaired", Duration::from_secs(5), || {
+        get(&daemon, &["logical_switch_port", "vip-aap", "options:virtual-ip"]) == format!("\"{}\"", created.v4ip)
+            && !get(&daemon, &["logical_switch_port", "vip-aap:ipv6", "options:virtual-ip"]).is_empty()
+    })
+    .await;
+
+    // A VIP whose port name is taken by a foreign row: Conflict, and the row is left alone.
+    let taken = pb::Vip {
+        name: "vip-taken".into(),
+        subnet: "ovn-default".into(),
+        namespace: "default".into(),
+        ..Default::default()
+    };
+    vips.create_vip(pb::CreateVipRequest { vip: Some(taken) })
+        .await
+        .unwrap();
+    let mut reason = String::new();
+    for _ in 0..250 {
+        let status = vips
+            .get_vip(pb::GetVipRequest {
+                name: "vip-taken".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status
+            .unwrap();
+        reason = status
+            .conditions
+            .first()
+            .map(|condition| condition.reason.clone())
+            .unwrap_or_default();
+        if reason == "Conflict" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(reason, "Conflict");
+    assert_eq!(get(&daemon, &["logical_switch_port", "vip-taken", "type"]), "\"\"");
+
+    // Deleting the VIP removes its ports and its addresses from the parents' port security.
+    vips.delete_vip(pb::DeleteVipRequest { name: "vip-aap".into() })
+        .await
+        .unwrap();
+    wait_until_async("the VIP's rows gone", Duration::from_secs(5), || {
+        get(&daemon, &["logical_switch_port", "vip-aap", "type"]).is_empty()
+            && get(&daemon, &["logical_switch_port", "vip-aap:ipv6", "type"]).is_empty()
+            && !get(&daemon, &["logical_switch_port", "busybox.default", "port_security"]).contains(&created.v4ip)
+    })
+    .await;
+    assert_eq!(
+        daemon.nb.nbctl(&["list", "logical_switch_port", "foreign-port"]),
+        foreign_before
+    );
+    assert!(daemon.nb.nbctl(&["show", "foreign-sw"]).contains("vip-taken"));
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_system_sends_nothing_and_garbage_is_collected() {
+    let daemon = TestDaemon::start().await;
+    // An owned port nothing wants (as if its VIP was deleted while the daemon was down).
+    daemon.nb.nbctl(&[
+        "ls-add",
+        "leftover-sw",
+        "--",
+        "set",
+        "logical_switch",
+        "leftover-sw",
+        "external_ids:vendor=ovn-vipd",
+    ]);
+    daemon.nb.nbctl(&[
+        "ls-add",
+        "kept-sw",
+        "--",
+        "lsp-add",
+        "kept-sw",
+        "orphan",
+        "--",
+        "set",
+        "logical_switch_port",
+        "orphan",
+        "external_ids:vendor=ovn-vipd",
+    ]);
+    daemon.nb.nbctl(&["lsp-add", "kept-sw", "not-ours"]);
+    wait_until_async("garbage collected", Duration::from_secs(5), || {
+        get(&daemon, &["logical_switch_port", "orphan", "name"]).is_empty()
+            && !daemon.nb.nbctl(&["ls-list"]).contains("leftover-sw")
+    })
+    .await;
+    assert!(
+        daemon.nb.nbctl(&["show", "kept-sw"]).contains("not-ours"),
+        "a foreign port is never collected"
+    );
+    assert!(
+        daemon.nb.nbctl(&["ls-list"]).contains("kept-sw"),
+        "a foreign switch is never deleted"
+    );
+    // Once in sync, passes (periodic or triggered by unrelated NB changes) send nothing: the
+    // NB log shows no transaction after this point.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = daemon.nb.log().matches("\"method\":\"transact\"").count()
+        + daemon.nb.log().matches("method=\"transact\"").count();
+    daemon
+        .nb
+        .nbctl(&["set", "logical_switch", "kept-sw", "external_ids:touched=yes"]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = daemon.nb.log().matches("\"method\":\"transact\"").count()
+        + daemon.nb.log().matches("method=\"transact\"").count();
+    // The only new transaction is ovn-nbctl's own.
+    assert_eq!(
+        after - before,
+        1,
+        "the daemon sent a transaction with nothing to change"
+    );
+    daemon.stop().await;
+}
