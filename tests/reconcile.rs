@@ -257,3 +257,181 @@ async fn a_quiet_system_sends_nothing_and_garbage_is_collected() {
     );
     daemon.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switch_lb_vips_and_rules_become_router_mac_ports_and_load_balancers() {
+    use pb::switch_lb_rule_service_client::SwitchLbRuleServiceClient;
+    let daemon = TestDaemon::start().await;
+    let channel = daemon.channel().await;
+    let mut subnets = SubnetServiceClient::new(channel.clone());
+    let mut vips = VipServiceClient::new(channel.clone());
+    let mut pods = PodServiceClient::new(channel.clone());
+    let mut rules = SwitchLbRuleServiceClient::new(channel);
+    subnets
+        .create_subnet(pb::CreateSubnetRequest {
+            subnet: Some(pb::Subnet {
+                name: "ovn-default".into(),
+                cidr_v4: "10.16.0.0/16".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    let slr_vip = pb::Vip {
+        name: "slr-01".into(),
+        subnet: "ovn-default".into(),
+        r#type: "switch_lb_vip".into(),
+        ..Default::default()
+    };
+    let vip_ip = vips
+        .create_vip(pb::CreateVipRequest { vip: Some(slr_vip) })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap()
+        .v4ip;
+    // No router port on the switch yet: not ready, and why.
+    let mut reason = String::new();
+    for _ in 0..250 {
+        let status = vips
+            .get_vip(pb::GetVipRequest { name: "slr-01".into() })
+            .await
+            .unwrap()
+            .into_inner()
+            .status
+            .unwrap();
+        reason = status
+            .conditions
+            .first()
+            .map(|condition| condition.reason.clone())
+            .unwrap_or_default();
+        if reason == "NoRouterPort" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(reason, "NoRouterPort");
+    // A router with a port in the subnet: the VIP's port answers ARP with the router port's MAC.
+    daemon.nb.nbctl(&[
+        "lr-add",
+        "router",
+        "--",
+        "lrp-add",
+        "router",
+        "router-ovn-default",
+        "04:00:00:00:00:01",
+        "10.16.0.1/16",
+    ]);
+    daemon.nb.nbctl(&[
+        "lsp-add",
+        "ovn-default",
+        "ovn-default-router",
+        "--",
+        "lsp-set-type",
+        "ovn-default-router",
+        "router",
+        "--",
+        "lsp-set-addresses",
+        "ovn-default-router",
+        "router",
+        "--",
+        "lsp-set-options",
+        "ovn-default-router",
+        "router-port=router-ovn-default",
+    ]);
+    ready(&mut vips, "slr-01").await;
+    assert_eq!(
+        get(&daemon, &["logical_switch_port", "slr-01", "addresses"]),
+        format!("[\"04:00:00:00:00:01 {vip_ip}\"]")
+    );
+
+    // A rule with an explicit endpoint and selector backends, ClientIP affinity.
+    let bind = |name: &str| pb::BindPodRequest {
+        namespace: "default".into(),
+        name: name.into(),
+        labels: HashMap::from([("app".to_string(), "web".to_string())]),
+        annotations: HashMap::new(),
+        owner_kind: 0,
+        nics: vec![pb::NicRequest {
+            subnet: "ovn-default".into(),
+            interface: "eth0".into(),
+        }],
+    };
+    let web1 = pods.bind_pod(bind("web-1")).await.unwrap().into_inner();
+    let web1_ip = web1.nics[0].addresses[0].split('/').next().unwrap().to_string();
+    let rule = pb::SwitchLbRule {
+        name: "slr-web".into(),
+        vip: "slr-01".into(),
+        namespace: "default".into(),
+        selector: vec!["app: web".into()],
+        endpoints: vec!["10.16.0.200".into()],
+        ports: vec![pb::LbPort {
+            name: "http".into(),
+            port: 80,
+            target_port: 8080,
+            protocol: pb::Protocol::Tcp as i32,
+        }],
+        session_affinity: pb::SessionAffinity::ClientIp as i32,
+        session_affinity_timeout: 60,
+        ..Default::default()
+    };
+    rules
+        .create_switch_lb_rule(pb::CreateSwitchLbRuleRequest { rule: Some(rule) })
+        .await
+        .unwrap();
+    let vips_of = |daemon: &TestDaemon| get(daemon, &["load_balancer", "slr-web-tcp", "vips"]);
+    wait_until_async("the load balancer", Duration::from_secs(5), || {
+        vips_of(&daemon).contains(&web1_ip)
+    })
+    .await;
+    let lb = vips_of(&daemon);
+    assert!(
+        lb.contains(&format!("\"{vip_ip}:80\"")) && lb.contains("10.16.0.200:8080"),
+        "{lb}"
+    );
+    assert_eq!(
+        get(&daemon, &["load_balancer", "slr-web-tcp", "options:affinity_timeout"]),
+        "\"60\""
+    );
+    assert_eq!(
+        get(&daemon, &["load_balancer", "slr-web-tcp", "selection_fields"]),
+        "[ip_src]"
+    );
+    assert!(
+        get(&daemon, &["logical_switch", "ovn-default", "load_balancer"]).len() > 2,
+        "attached to the switch"
+    );
+    // Backends follow pods binding and unbinding.
+    let web2 = pods.bind_pod(bind("web-2")).await.unwrap().into_inner();
+    let web2_ip = web2.nics[0].addresses[0].split('/').next().unwrap().to_string();
+    wait_until_async("web-2 added", Duration::from_secs(5), || {
+        vips_of(&daemon).contains(&web2_ip)
+    })
+    .await;
+    pods.unbind_pod(pb::UnbindPodRequest {
+        namespace: "default".into(),
+        name: "web-1".into(),
+        owner_gone: false,
+    })
+    .await
+    .unwrap();
+    wait_until_async("web-1 removed", Duration::from_secs(5), || {
+        !vips_of(&daemon).contains(&web1_ip)
+    })
+    .await;
+    // Deleting the rule removes its balancer.
+    rules
+        .delete_switch_lb_rule(pb::DeleteSwitchLbRuleRequest { name: "slr-web".into() })
+        .await
+        .unwrap();
+    wait_until_async("the balancer gone", Duration::from_secs(5), || {
+        !daemon
+            .nb
+            .nbctl(&["--bare", "--columns=name", "list", "load_balancer"])
+            .contains("slr-web")
+    })
+    .await;
+    assert_eq!(get(&daemon, &["logical_switch", "ovn-default", "load_balancer"]), "[]");
+    daemon.stop().await;
+}

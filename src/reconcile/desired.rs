@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use crate::model::{aap_vips, selector_matches, Pod, Subnet, Vip, VipType};
+use crate::model::{aap_vips, selector_matches, Pod, Subnet, SwitchLbRule, Vip, VipType};
 use crate::nb::{LogicalRouterPort, LogicalSwitch, LogicalSwitchPort};
 
 /// Marks every row the daemon creates; rows without it are never modified or deleted.
@@ -31,8 +31,25 @@ pub enum Blocked {
     NoRouterPort { switch: String },
 }
 
+/// One OVN load balancer: a switch-LB rule's ports of one protocol.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DesiredLoadBalancer {
+    pub name: String,
+    pub switch: String,
+    pub protocol: String,
+    /// `"<vip>:<port>"` (IPv6 `"[vip]:port"`) → `"<backend>:<target>,…"`.
+    pub vips: BTreeMap<String, String>,
+    pub selection_fields: BTreeSet<String>,
+    pub options: BTreeMap<String, String>,
+    pub external_ids: BTreeMap<String, String>,
+}
+
 #[derive(Debug, Default, Clone)]
 pub struct Desired {
+    /// Keyed by the owner mark (`slr/<rule>/<protocol>`): names are not unique in NB.
+    pub load_balancers: BTreeMap<String, DesiredLoadBalancer>,
+    /// Rules that cannot be realized, and why.
+    pub rules_blocked: BTreeMap<String, String>,
     /// Logical switch name → subnet name.
     pub switches: BTreeMap<String, String>,
     pub ports: BTreeMap<String, DesiredPort>,
@@ -92,6 +109,100 @@ pub fn router_port_mac(
             .find(|router_port| &router_port.name == peer)
             .map(|router_port| router_port.mac.clone())
     })
+}
+
+fn endpoint(ip: IpAddr, port: u16) -> String {
+    match ip {
+        IpAddr::V4(v4) => format!("{v4}:{port}"),
+        IpAddr::V6(v6) => format!("[{v6}]:{port}"),
+    }
+}
+
+/// Load balancers for switch-LB rules: backends are the rule's explicit endpoints plus the
+/// addresses of bound pods of its namespace whose labels match its selector.
+pub fn load_balancers(desired: &mut Desired, rules: &[SwitchLbRule], subnets: &[Subnet], vips: &[Vip], pods: &[Pod]) {
+    for rule in rules {
+        let (addresses, subnet) = match rule.vip.parse::<IpAddr>() {
+            Ok(ip) => {
+                let subnet = subnets.iter().find(|subnet| match ip {
+                    IpAddr::V4(v4) => subnet.cidr_v4.is_some_and(|net| net.contains(&v4)),
+                    IpAddr::V6(v6) => subnet.cidr_v6.is_some_and(|net| net.contains(&v6)),
+                });
+                (vec![ip], subnet)
+            }
+            Err(_) => match vips.iter().find(|vip| vip.spec.name == rule.vip) {
+                Some(vip) => (
+                    vip.addresses(),
+                    subnets.iter().find(|subnet| subnet.name == vip.spec.subnet),
+                ),
+                None => (Vec::new(), None),
+            },
+        };
+        let Some(subnet) = subnet else {
+            desired
+                .rules_blocked
+                .insert(rule.name.clone(), format!("no managed subnet holds vip {}", rule.vip));
+            continue;
+        };
+        let mut backends: Vec<IpAddr> = rule.endpoints.clone();
+        if !rule.selector.is_empty() {
+            for pod in pods.iter().filter(|pod| pod.bound) {
+                if (!rule.namespace.is_empty() && pod.spec.namespace != rule.namespace)
+                    || !selector_matches(&rule.selector, &pod.spec.labels)
+                {
+                    continue;
+                }
+                let nic = pod
+                    .nics
+                    .iter()
+                    .find(|nic| nic.subnet == subnet.name)
+                    .or(pod.nics.first());
+                if let Some(nic) = nic {
+                    backends.extend(nic.v4ip.map(IpAddr::V4));
+                    backends.extend(nic.v6ip.map(IpAddr::V6));
+                }
+            }
+        }
+        backends.sort();
+        backends.dedup();
+        let mut protocols: BTreeSet<&'static str> = BTreeSet::new();
+        for port in &rule.ports {
+            protocols.insert(port.protocol.as_str());
+        }
+        for protocol in protocols {
+            let mut lb_vips = BTreeMap::new();
+            for port in rule.ports.iter().filter(|port| port.protocol.as_str() == protocol) {
+                for vip in &addresses {
+                    let targets: Vec<String> = backends
+                        .iter()
+                        .filter(|backend| backend.is_ipv4() == vip.is_ipv4())
+                        .map(|backend| endpoint(*backend, port.target_port))
+                        .collect();
+                    lb_vips.insert(endpoint(*vip, port.port), targets.join(","));
+                }
+            }
+            let owner = format!("slr/{}/{protocol}", rule.name);
+            let (selection_fields, options) = match rule.session_affinity_timeout {
+                Some(timeout) => (
+                    BTreeSet::from(["ip_src".to_string()]),
+                    BTreeMap::from([("affinity_timeout".to_string(), timeout.to_string())]),
+                ),
+                None => (BTreeSet::new(), BTreeMap::new()),
+            };
+            desired.load_balancers.insert(
+                owner.clone(),
+                DesiredLoadBalancer {
+                    name: format!("{}-{protocol}", rule.name),
+                    switch: subnet.logical_switch.clone(),
+                    protocol: protocol.to_string(),
+                    vips: lb_vips,
+                    selection_fields,
+                    options,
+                    external_ids: owned(owner),
+                },
+            );
+        }
+    }
 }
 
 pub fn compute(

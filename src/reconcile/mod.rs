@@ -17,10 +17,10 @@ use tracing::{debug, info, warn};
 use uuid::Uuid;
 
 use crate::model::Condition;
-use crate::nb::{self, LogicalRouterPort, LogicalSwitch, LogicalSwitchPort, NbRow};
+use crate::nb::{self, LoadBalancer, LogicalRouterPort, LogicalSwitch, LogicalSwitchPort, NbRow};
 use crate::ovsdb::{Atom, Client, ClientEvent, Condition as Where, Mutation, Operation, OvsdbError, Row, Value};
 use crate::registry::{now_ms, Registry};
-use desired::{Blocked, Desired, DesiredPort, OWNER_KEY, VENDOR, VENDOR_KEY};
+use desired::{Blocked, Desired, DesiredLoadBalancer, DesiredPort, OWNER_KEY, VENDOR, VENDOR_KEY};
 
 fn is_owned(external_ids: &BTreeMap<String, String>) -> bool {
     external_ids.get(VENDOR_KEY).map(String::as_str) == Some(VENDOR)
@@ -56,8 +56,119 @@ fn port_matches(actual: &LogicalSwitchPort, desired: &DesiredPort) -> bool {
         && actual.external_ids == desired.external_ids
 }
 
+fn load_balancer_row(lb: &DesiredLoadBalancer) -> Row {
+    Row::from([
+        ("name".to_string(), Value::string(lb.name.clone())),
+        ("protocol".to_string(), Value::set([lb.protocol.clone()])),
+        ("vips".to_string(), Value::string_map(&lb.vips)),
+        (
+            "selection_fields".to_string(),
+            Value::set(lb.selection_fields.iter().cloned()),
+        ),
+        ("options".to_string(), Value::string_map(&lb.options)),
+        ("external_ids".to_string(), Value::string_map(&lb.external_ids)),
+    ])
+}
+
+fn load_balancer_matches(actual: &LoadBalancer, desired: &DesiredLoadBalancer) -> bool {
+    actual.name == desired.name
+        && actual.protocol.as_deref() == Some(desired.protocol.as_str())
+        && actual.vips == desired.vips
+        && actual.selection_fields == desired.selection_fields
+        && actual.options == desired.options
+        && actual.external_ids == desired.external_ids
+}
+
+/// Diffs desired load balancers against NB: one per rule and protocol, found by its owner mark.
+fn plan_load_balancers(plan: &mut Plan, desired: &Desired, switches: &[LogicalSwitch], balancers: &[LoadBalancer]) {
+    let owned_by_key: BTreeMap<&str, &LoadBalancer> = balancers
+        .iter()
+        .filter(|lb| is_owned(&lb.external_ids))
+        .filter_map(|lb| lb.external_ids.get(OWNER_KEY).map(|owner| (owner.as_str(), lb)))
+        .collect();
+    let switch_by_name: BTreeMap<&str, &LogicalSwitch> =
+        switches.iter().map(|switch| (switch.name.as_str(), switch)).collect();
+    for (index, (owner, lb)) in desired.load_balancers.iter().enumerate() {
+        let Some(switch) = switch_by_name.get(lb.switch.as_str()) else {
+            // The switch is created in this pass; the next pass attaches the balancer.
+            continue;
+        };
+        match owned_by_key.get(owner.as_str()) {
+            Some(actual) => {
+                if !load_balancer_matches(actual, lb) {
+                    plan.operations.push(Operation::Update {
+                        table: nb::LOAD_BALANCER.into(),
+                        conditions: vec![Where::uuid(actual.uuid)],
+                        row: load_balancer_row(lb),
+                    });
+                }
+                if !switch.load_balancer.contains(&actual.uuid) {
+                    plan.operations.push(Operation::Mutate {
+                        table: nb::LOGICAL_SWITCH.into(),
+                        conditions: vec![Where::uuid(switch.uuid)],
+                        mutations: vec![Mutation::insert("load_balancer", Value::set([Atom::Uuid(actual.uuid)]))],
+                    });
+                }
+            }
+            None => {
+                let uuid_name = format!("lb{index}");
+                // Guard: names are not indexed, so a retry must not create a second balancer.
+                plan.operations.push(Operation::Wait {
+                    table: nb::LOAD_BALANCER.into(),
+                    conditions: vec![Where::new(
+                        "external_ids",
+                        crate::ovsdb::Function::Includes,
+                        Value::map([(OWNER_KEY, owner.clone())]),
+                    )],
+                    columns: vec!["name".into()],
+                    until: crate::ovsdb::WaitUntil::Equal,
+                    rows: vec![],
+                    timeout_ms: Some(0),
+                });
+                plan.operations.push(Operation::Insert {
+                    table: nb::LOAD_BALANCER.into(),
+                    row: load_balancer_row(lb),
+                    uuid_name: Some(uuid_name.clone()),
+                });
+                plan.operations.push(Operation::Mutate {
+                    table: nb::LOGICAL_SWITCH.into(),
+                    conditions: vec![Where::uuid(switch.uuid)],
+                    mutations: vec![Mutation::insert(
+                        "load_balancer",
+                        Value::set([Atom::named_uuid(uuid_name)]),
+                    )],
+                });
+            }
+        }
+    }
+    for (owner, actual) in owned_by_key {
+        if desired.load_balancers.contains_key(owner) {
+            continue;
+        }
+        for switch in switches
+            .iter()
+            .filter(|switch| switch.load_balancer.contains(&actual.uuid))
+        {
+            plan.operations.push(Operation::Mutate {
+                table: nb::LOGICAL_SWITCH.into(),
+                conditions: vec![Where::uuid(switch.uuid)],
+                mutations: vec![Mutation::delete("load_balancer", Value::set([Atom::Uuid(actual.uuid)]))],
+            });
+        }
+        plan.operations.push(Operation::Delete {
+            table: nb::LOAD_BALANCER.into(),
+            conditions: vec![Where::uuid(actual.uuid)],
+        });
+    }
+}
+
 /// Diffs desired against actual NB rows.
-pub fn plan(desired: &Desired, switches: &[LogicalSwitch], ports: &BTreeMap<Uuid, LogicalSwitchPort>) -> Plan {
+pub fn plan(
+    desired: &Desired,
+    switches: &[LogicalSwitch],
+    ports: &BTreeMap<Uuid, LogicalSwitchPort>,
+    balancers: &[LoadBalancer],
+) -> Plan {
     let mut plan = Plan::default();
     // A switch name may be used twice (names are not indexed): prefer ours, then the oldest.
     let mut switch_by_name: BTreeMap<&str, &LogicalSwitch> = BTreeMap::new();
@@ -186,9 +297,14 @@ pub fn plan(desired: &Desired, switches: &[LogicalSwitch], ports: &BTreeMap<Uuid
             mutations: vec![Mutation::insert("ports", Value::Set(ports.into_iter().collect()))],
         });
     }
+    plan_load_balancers(&mut plan, desired, switches, balancers);
     // Owned switches whose subnet is gone and that hold no ports.
     for switch in switches {
-        if is_owned(&switch.external_ids) && !desired.switches.contains_key(&switch.name) && switch.ports.is_empty() {
+        if is_owned(&switch.external_ids)
+            && !desired.switches.contains_key(&switch.name)
+            && switch.ports.is_empty()
+            && switch.load_balancer.is_empty()
+        {
             plan.operations.push(Operation::Delete {
                 table: nb::LOGICAL_SWITCH.into(),
                 conditions: vec![Where::uuid(switch.uuid)],
@@ -230,6 +346,7 @@ pub async fn pass(registry: &Registry, client: &Client) -> Result<usize, OvsdbEr
         registry.list_vips(),
         registry.list_pods(),
     );
+    let rules = registry.list_switch_lb_rules();
     let (desired, plan) = {
         let cache = client.cache();
         let switches = LogicalSwitch::all(&cache);
@@ -238,8 +355,10 @@ pub async fn pass(registry: &Registry, client: &Client) -> Result<usize, OvsdbEr
             .map(|port| (port.uuid, port))
             .collect();
         let router_ports = LogicalRouterPort::all(&cache);
-        let desired = desired::compute(&subnets, &vips, &pods, &switches, &ports, &router_ports);
-        let plan = plan(&desired, &switches, &ports);
+        let mut desired = desired::compute(&subnets, &vips, &pods, &switches, &ports, &router_ports);
+        desired::load_balancers(&mut desired, &rules, &subnets, &vips, &pods);
+        let balancers = LoadBalancer::all(&cache);
+        let plan = plan(&desired, &switches, &ports, &balancers);
         (desired, plan)
     };
     let sent = plan.operations.len();
