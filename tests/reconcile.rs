@@ -435,3 +435,173 @@ async fn switch_lb_vips_and_rules_become_router_mac_ports_and_load_balancers() {
     assert_eq!(get(&daemon, &["logical_switch", "ovn-default", "load_balancer"]), "[]");
     daemon.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nb_outage_requests_are_accepted_and_nb_converges_when_it_returns() {
+    let mut daemon = TestDaemon::start().await;
+    let channel = daemon.channel().await;
+    let mut subnets = SubnetServiceClient::new(channel.clone());
+    let mut vips = VipServiceClient::new(channel);
+    subnets
+        .create_subnet(pb::CreateSubnetRequest {
+            subnet: Some(pb::Subnet {
+                name: "ovn-default".into(),
+                cidr_v4: "10.16.0.0/16".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    let aap = |name: &str| pb::Vip {
+        name: name.into(),
+        subnet: "ovn-default".into(),
+        namespace: "default".into(),
+        ..Default::default()
+    };
+    vips.create_vip(pb::CreateVipRequest {
+        vip: Some(aap("before")),
+    })
+    .await
+    .unwrap();
+    ready(&mut vips, "before").await;
+
+    daemon.nb.kill();
+    // The API keeps accepting and storing changes; status says why nothing reaches NB.
+    for index in 0..20 {
+        vips.create_vip(pb::CreateVipRequest {
+            vip: Some(aap(&format!("during-{index}"))),
+        })
+        .await
+        .unwrap();
+    }
+    vips.delete_vip(pb::DeleteVipRequest { name: "before".into() })
+        .await
+        .unwrap();
+    let mut reason = String::new();
+    for _ in 0..250 {
+        let status = vips
+            .get_vip(pb::GetVipRequest {
+                name: "during-0".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status
+            .unwrap();
+        reason = status
+            .conditions
+            .first()
+            .map(|condition| condition.reason.clone())
+            .unwrap_or_default();
+        if reason == "NBUnavailable" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(reason, "NBUnavailable");
+
+    daemon.nb.start();
+    for index in 0..20 {
+        ready(&mut vips, &format!("during-{index}")).await;
+    }
+    let names = daemon
+        .nb
+        .nbctl(&["--bare", "--columns=name", "list", "logical_switch_port"]);
+    let mut ports: Vec<&str> = names.lines().filter(|line| !line.is_empty()).collect();
+    ports.sort();
+    assert_eq!(
+        ports.len(),
+        20,
+        "every VIP once, none twice, and the deleted one gone: {ports:?}"
+    );
+    assert!(!ports.contains(&"before"));
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ovn_northd_accepts_what_the_daemon_writes() {
+    let daemon = TestDaemon::start().await;
+    let sb = common::OvsdbServer::standalone(
+        daemon.dir.path(),
+        "sb",
+        std::path::Path::new("/usr/share/ovn/ovn-sb.ovsschema"),
+    );
+    let northd = common::Northd::start(daemon.dir.path(), &daemon.nb, &sb);
+    let channel = daemon.channel().await;
+    let mut subnets = SubnetServiceClient::new(channel.clone());
+    let mut vips = VipServiceClient::new(channel.clone());
+    let mut pods = PodServiceClient::new(channel.clone());
+    let mut rules = pb::switch_lb_rule_service_client::SwitchLbRuleServiceClient::new(channel);
+    subnets
+        .create_subnet(pb::CreateSubnetRequest {
+            subnet: Some(pb::Subnet {
+                name: "ovn-default".into(),
+                cidr_v4: "10.16.0.0/16".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    let aap = pb::Vip {
+        name: "vip-aap".into(),
+        subnet: "ovn-default".into(),
+        namespace: "default".into(),
+        selector: vec!["app: aap1".into()],
+        ..Default::default()
+    };
+    vips.create_vip(pb::CreateVipRequest { vip: Some(aap) }).await.unwrap();
+    pods.bind_pod(pb::BindPodRequest {
+        namespace: "default".into(),
+        name: "busybox".into(),
+        labels: HashMap::from([("app".to_string(), "aap1".to_string())]),
+        annotations: HashMap::from([("ovn.kubernetes.io/aaps".to_string(), "vip-aap".to_string())]),
+        owner_kind: 0,
+        nics: vec![pb::NicRequest {
+            subnet: "ovn-default".into(),
+            interface: "eth0".into(),
+        }],
+    })
+    .await
+    .unwrap();
+    rules
+        .create_switch_lb_rule(pb::CreateSwitchLbRuleRequest {
+            rule: Some(pb::SwitchLbRule {
+                name: "slr-dns".into(),
+                vip: "10.16.0.50".into(),
+                endpoints: vec!["10.16.0.8".into()],
+                ports: vec![pb::LbPort {
+                    name: "dns".into(),
+                    port: 53,
+                    target_port: 53,
+                    protocol: pb::Protocol::Udp as i32,
+                }],
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    ready(&mut vips, "vip-aap").await;
+    let sbctl = |args: &[&str]| {
+        let db = format!("--db={}", sb.unix_remote());
+        let mut all = vec![db.as_str()];
+        all.extend_from_slice(args);
+        common::run("ovn-sbctl", &all)
+    };
+    wait_until_async("SB Port_Binding type=virtual", Duration::from_secs(15), || {
+        sbctl(&[
+            "--bare",
+            "--columns=logical_port,type",
+            "find",
+            "port_binding",
+            "type=virtual",
+        ])
+        .contains("vip-aap")
+    })
+    .await;
+    wait_until_async("the load balancer in SB", Duration::from_secs(15), || {
+        sbctl(&["--bare", "--columns=name", "list", "load_balancer"]).contains("slr-dns-udp")
+    })
+    .await;
+    drop(northd);
+    daemon.stop().await;
+}

@@ -388,3 +388,32 @@ impl Drop for TestDaemon {
         self.shutdown.cancel();
     }
 }
+
+/// ovn-northd between an NB and an SB server, stopped by PID when dropped.
+pub struct Northd {
+    child: Child,
+}
+
+impl Northd {
+    pub fn start(dir: &Path, nb: &OvsdbServer, sb: &OvsdbServer) -> Northd {
+        let child = Command::new("ovn-northd")
+            .arg(format!("--ovnnb-db={}", nb.unix_remote()))
+            .arg(format!("--ovnsb-db={}", sb.unix_remote()))
+            .arg(format!("--unixctl={}", dir.join("northd.ctl").display()))
+            .arg(format!("--log-file={}", dir.join("northd.log").display()))
+            .arg("--no-chdir")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start ovn-northd (package ovn-central)");
+        Northd { child }
+    }
+}
+
+impl Drop for Northd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
