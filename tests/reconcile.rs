@@ -605,3 +605,116 @@ async fn ovn_northd_accepts_what_the_daemon_writes() {
     drop(northd);
     daemon.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_using_vips_and_multi_nic_parents_in_nb() {
+    let daemon = TestDaemon::start().await;
+    let channel = daemon.channel().await;
+    let mut subnets = SubnetServiceClient::new(channel.clone());
+    let mut vips = VipServiceClient::new(channel.clone());
+    let mut pods = PodServiceClient::new(channel);
+    for (name, cidr) in [("ovn-default", "10.16.0.0/16"), ("net2", "10.17.0.0/16")] {
+        subnets
+            .create_subnet(pb::CreateSubnetRequest {
+                subnet: Some(pb::Subnet {
+                    name: name.into(),
+                    cidr_v4: cidr.into(),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .unwrap();
+    }
+    // 3 / 3.1: the pod's port carries exactly the VIP's address and MAC, across re-creation.
+    let held = vips
+        .create_vip(pb::CreateVipRequest {
+            vip: Some(pb::Vip {
+                name: "pod-use-vip".into(),
+                subnet: "ovn-default".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap();
+    let sts = pb::BindPodRequest {
+        namespace: "default".into(),
+        name: "web-0".into(),
+        labels: HashMap::new(),
+        annotations: HashMap::from([("ovn.kubernetes.io/vip".to_string(), "pod-use-vip".to_string())]),
+        owner_kind: pb::OwnerKind::StatefulSet as i32,
+        nics: vec![pb::NicRequest {
+            subnet: "ovn-default".into(),
+            interface: "eth0".into(),
+        }],
+    };
+    pods.bind_pod(sts.clone()).await.unwrap();
+    let expected = format!("[\"{} {}\"]", held.mac, held.v4ip);
+    wait_until_async("the pod's port", Duration::from_secs(5), || {
+        get(&daemon, &["logical_switch_port", "web-0.default", "addresses"]) == expected
+    })
+    .await;
+    pods.unbind_pod(pb::UnbindPodRequest {
+        namespace: "default".into(),
+        name: "web-0".into(),
+        owner_gone: false,
+    })
+    .await
+    .unwrap();
+    wait_until_async("the port removed with the pod", Duration::from_secs(5), || {
+        get(&daemon, &["logical_switch_port", "web-0.default", "addresses"]).is_empty()
+    })
+    .await;
+    pods.bind_pod(sts).await.unwrap();
+    wait_until_async("the same address again", Duration::from_secs(5), || {
+        get(&daemon, &["logical_switch_port", "web-0.default", "addresses"]) == expected
+    })
+    .await;
+
+    // Multi-NIC: the parent is the pod's port in the VIP's subnet.
+    let aap = pb::Vip {
+        name: "vip-net2".into(),
+        subnet: "net2".into(),
+        namespace: "default".into(),
+        selector: vec!["app: aap1".into()],
+        ..Default::default()
+    };
+    let aap_ip = vips
+        .create_vip(pb::CreateVipRequest { vip: Some(aap) })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap()
+        .v4ip;
+    pods.bind_pod(pb::BindPodRequest {
+        namespace: "default".into(),
+        name: "multi".into(),
+        labels: HashMap::from([("app".to_string(), "aap1".to_string())]),
+        annotations: HashMap::from([("ovn.kubernetes.io/aaps".to_string(), "vip-net2".to_string())]),
+        owner_kind: 0,
+        nics: vec![
+            pb::NicRequest {
+                subnet: "ovn-default".into(),
+                interface: "eth0".into(),
+            },
+            pb::NicRequest {
+                subnet: "net2".into(),
+                interface: "net1".into(),
+            },
+        ],
+    })
+    .await
+    .unwrap();
+    wait_until_async("the second NIC as parent", Duration::from_secs(5), || {
+        get(&daemon, &["logical_switch_port", "vip-net2", "options:virtual-parents"]).trim_matches('"')
+            == "multi.default.net1"
+    })
+    .await;
+    assert!(get(&daemon, &["logical_switch_port", "multi.default.net1", "port_security"]).contains(&aap_ip));
+    assert!(!get(&daemon, &["logical_switch_port", "multi.default", "port_security"]).contains(&aap_ip));
+    assert!(daemon.nb.nbctl(&["show", "net2"]).contains("multi.default.net1"));
+    daemon.stop().await;
+}
