@@ -111,7 +111,7 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
                         (Some(_), None) => "delete",
                         _ => "modify",
                     };
-                    info!(table = %change.table, uuid = %change.uuid, name, kind, "NB row changed");
+                    tracing::debug!(table = %change.table, uuid = %change.uuid, name, kind, "NB row changed");
                 }
             }
             Event::Nb(ClientEvent::Disconnected { error }) => warn!(%error, "NB unavailable"),

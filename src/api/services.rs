@@ -156,7 +156,7 @@ impl pb::vip_service_server::VipService for Api {
                     received = changes.recv() => received,
                 };
                 let changed = match received {
-                    Ok(Change::Vip(changed)) => vec![changed],
+                    Ok(Change::Vip(changed)) | Ok(Change::VipStatus(changed)) => vec![changed],
                     // A pod change can move AAP parents: report every VIP it names.
                     Ok(Change::Pod(_)) | Ok(Change::SwitchLbRule(_)) | Ok(Change::Subnet(_)) => continue,
                     Err(RecvError::Lagged(_)) => {

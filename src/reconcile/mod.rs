@@ -19,7 +19,7 @@ use uuid::Uuid;
 use crate::model::Condition;
 use crate::nb::{self, LoadBalancer, LogicalRouterPort, LogicalSwitch, LogicalSwitchPort, NbRow};
 use crate::ovsdb::{Atom, Client, ClientEvent, Condition as Where, Mutation, Operation, OvsdbError, Row, Value};
-use crate::registry::{now_ms, Registry};
+use crate::registry::{now_ms, Change, Registry};
 use desired::{Blocked, Desired, DesiredLoadBalancer, DesiredPort, OWNER_KEY, VENDOR, VENDOR_KEY};
 
 fn is_owned(external_ids: &BTreeMap<String, String>) -> bool {
@@ -452,6 +452,8 @@ pub async fn run(registry: Arc<Registry>, client: Client, resync_interval: Durat
             _ = shutdown.cancelled() => return,
             _ = resync.tick() => dirty = true,
             change = registry_changes.recv() => match change {
+                // Status is the sync's own output, not a reason to look again.
+                Ok(Change::VipStatus(_)) => {}
                 Ok(_) | Err(RecvError::Lagged(_)) => dirty = true,
                 Err(RecvError::Closed) => return,
             },
@@ -461,6 +463,23 @@ pub async fn run(registry: Arc<Registry>, client: Client, resync_interval: Durat
                 Ok(_) => {}
                 Err(RecvError::Closed) => return,
             },
+        }
+        // One level-triggered pass covers every event queued so far: drain them.
+        loop {
+            match registry_changes.try_recv() {
+                Ok(Change::VipStatus(_)) => {}
+                Ok(_) | Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => dirty = true,
+                Err(_) => break,
+            }
+        }
+        loop {
+            match nb_events.try_recv() {
+                Ok(ClientEvent::Changed(_)) | Ok(ClientEvent::Resynced { .. }) => dirty = true,
+                Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => dirty = true,
+                Ok(ClientEvent::Disconnected { error }) => mark_unavailable(&registry, &error),
+                Ok(_) => {}
+                Err(_) => break,
+            }
         }
     }
 }

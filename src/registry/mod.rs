@@ -27,6 +27,8 @@ use crate::store::{pod_nic_owner, vip_owner, ConsistencyReport, Owner, Store, Wr
 pub enum Change {
     Subnet(String),
     Vip(String),
+    /// Only the VIP's observed status changed (written by the NB sync, which ignores it).
+    VipStatus(String),
     Pod(PodRef),
     SwitchLbRule(String),
 }
@@ -485,7 +487,7 @@ impl Registry {
             }
         };
         if changed {
-            self.publish(Change::Vip(name.to_string()));
+            self.publish(Change::VipStatus(name.to_string()));
         }
         changed
     }

@@ -70,6 +70,8 @@ pub struct OvsdbServer {
     /// `tcp` or `ssl`.
     pub tcp_kind: &'static str,
     pub tls: Option<TlsPaths>,
+    /// Debug logging records every request in full: tests read it, benchmarks must not pay it.
+    pub debug_log: bool,
     child: Option<Child>,
 }
 
@@ -86,6 +88,16 @@ impl OvsdbServer {
     /// A standalone NB database with the real OVN schema.
     pub fn nb(dir: &Path) -> OvsdbServer {
         OvsdbServer::standalone(dir, "nb", Path::new(NB_SCHEMA))
+    }
+
+    /// The same, logging at the default level only (for benchmarks).
+    pub fn nb_quiet(dir: &Path) -> OvsdbServer {
+        let db_path = dir.join("nb.db");
+        run("ovsdb-tool", &["create", path_str(&db_path), NB_SCHEMA]);
+        let mut server = OvsdbServer::new(dir, "nb", db_path, free_port(), None);
+        server.debug_log = false;
+        server.start();
+        server
     }
 
     /// A standalone NB database served over `pssl:` (and the unix socket).
@@ -106,6 +118,7 @@ impl OvsdbServer {
             port,
             tcp_kind: if tls.is_some() { "ssl" } else { "tcp" },
             tls,
+            debug_log: true,
             child: None,
         }
     }
@@ -271,8 +284,10 @@ impl OvsdbServer {
                 self.dir.join(format!("{}.log", self.name)).display()
             ))
             .arg(format!("--remote=punix:{}", self.socket.display()))
-            .arg(format!("--remote=p{}:{}:127.0.0.1", self.tcp_kind, self.port))
-            .arg("-vfile:dbg");
+            .arg(format!("--remote=p{}:{}:127.0.0.1", self.tcp_kind, self.port));
+        if self.debug_log {
+            command.arg("-vfile:dbg");
+        }
         if let Some(tls) = &self.tls {
             command
                 .arg(format!("--private-key={}", tls.private_key.display()))
@@ -324,9 +339,18 @@ pub struct TestDaemon {
 
 impl TestDaemon {
     pub async fn start() -> TestDaemon {
+        TestDaemon::start_with(false).await
+    }
+
+    /// `quiet`: no debug logging in the NB server (benchmarks).
+    pub async fn start_with(quiet: bool) -> TestDaemon {
         init_tracing();
         let dir = tempfile::tempdir().expect("tempdir");
-        let nb = OvsdbServer::nb(dir.path());
+        let nb = if quiet {
+            OvsdbServer::nb_quiet(dir.path())
+        } else {
+            OvsdbServer::nb(dir.path())
+        };
         let port = free_port();
         let socket = dir.path().join("run").join("ovn-vipd.sock");
         let config = ovn_vipd::daemon::DaemonConfig {

@@ -1,0 +1,302 @@
+//! End to end through the daemon: a burst of AAP VIP creations from 64 concurrent gRPC clients
+//! until the last virtual port is in NB, beside the floor (the same rows in one transaction from
+//! a minimal raw JSON-RPC writer) and `ovn-nbctl` one call per VIP; and the latency of one VIP
+//! change with many objects in the store.
+//!
+//! `cargo bench --bench nb_sync` (NB_SYNC_BENCH_VIPS, NB_SYNC_BENCH_NBCTL, NB_SYNC_BENCH_STORED).
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+mod machine;
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{OvsdbServer, TestDaemon};
+use ovn_vipd::api::proto::v1 as pb;
+use ovn_vipd::ovsdb::{Condition, Connection, ConnectionOptions, Operation, Remote, Value};
+use pb::subnet_service_client::SubnetServiceClient;
+use pb::vip_service_client::VipServiceClient;
+
+fn env_number(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(default)
+}
+
+fn virtual_ip(index: usize) -> String {
+    format!(
+        "10.{}.{}.{}",
+        100 + index / 62_500,
+        (index / 250) % 250,
+        index % 250 + 2
+    )
+}
+
+async fn count_virtual_ports(connection: &Connection) -> usize {
+    let select = Operation::Select {
+        table: "Logical_Switch_Port".into(),
+        conditions: vec![Condition::equal("type", Value::string("virtual"))],
+        columns: Some(vec!["name".into()]),
+    };
+    match connection.transact("OVN_Northbound", &[select], None).await {
+        Ok(results) => results[0].rows.as_ref().map_or(0, Vec::len),
+        Err(_) => 0,
+    }
+}
+
+fn aap(name: String) -> pb::Vip {
+    pb::Vip {
+        name,
+        subnet: "bench".into(),
+        namespace: "default".into(),
+        ..Default::default()
+    }
+}
+
+async fn through_the_daemon(vips: usize) -> (Duration, Duration, Duration, Duration) {
+    let daemon = TestDaemon::start_with(true).await;
+    let channel = daemon.channel().await;
+    SubnetServiceClient::new(channel.clone())
+        .create_subnet(pb::CreateSubnetRequest {
+            subnet: Some(pb::Subnet {
+                name: "bench".into(),
+                cidr_v4: "10.0.0.0/8".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("subnet");
+    let (probe, _) = Connection::open(
+        &Remote::parse(&daemon.nb.unix_remote()).unwrap(),
+        None,
+        &ConnectionOptions::default(),
+    )
+    .await
+    .expect("probe connection");
+    let started = Instant::now();
+    let clients = 64;
+    let tasks: Vec<_> = (0..clients)
+        .map(|client| {
+            let channel = channel.clone();
+            tokio::spawn(async move {
+                let mut vips_client = VipServiceClient::new(channel);
+                let mut latencies = Vec::new();
+                for index in (client..vips).step_by(clients) {
+                    let sent = Instant::now();
+                    vips_client
+                        .create_vip(pb::CreateVipRequest {
+                            vip: Some(aap(format!("vip-{index}"))),
+                        })
+                        .await
+                        .expect("create");
+                    latencies.push(sent.elapsed());
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await.expect("client task"));
+    }
+    let acknowledged = started.elapsed();
+    while count_virtual_ports(&probe).await < vips {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let converged = started.elapsed();
+    latencies.sort();
+    let p50 = latencies[latencies.len() / 2];
+    let p99 = latencies[(latencies.len() * 99 / 100).min(latencies.len() - 1)];
+    daemon.stop().await;
+    (acknowledged, converged, p50, p99)
+}
+
+fn floor(vips: usize) -> Duration {
+    let dir = tempfile::tempdir().unwrap();
+    let server = OvsdbServer::nb_quiet(dir.path());
+    server.nbctl(&["ls-add", "bench"]);
+    let started = Instant::now();
+    let mut text = String::with_capacity(vips * 300);
+    text.push_str(r#"{"id":1,"method":"transact","params":["OVN_Northbound""#);
+    for index in 0..vips {
+        text.push_str(&format!(
+            r#",{{"op":"insert","table":"Logical_Switch_Port","uuid-name":"p{index}","row":{{"name":"vip-{index}","type":"virtual","options":["map",[["virtual-ip","{}"]]],"external_ids":["map",[["vendor","ovn-vipd"],["ovn-vipd/owner","vip/vip-{index}"]]]}}}}"#,
+            virtual_ip(index)
+        ));
+    }
+    text.push_str(r#",{"op":"mutate","table":"Logical_Switch","where":[["name","==","bench"]],"mutations":[["ports","insert",["set",["#);
+    for index in 0..vips {
+        if index > 0 {
+            text.push(',');
+        }
+        text.push_str(&format!(r#"["named-uuid","p{index}"]"#));
+    }
+    text.push_str("]]]]}]}");
+    let mut stream = UnixStream::connect(&server.socket).expect("connect");
+    stream.write_all(text.as_bytes()).expect("write");
+    let mut reply = Vec::new();
+    let mut buffer = vec![0u8; 65536];
+    loop {
+        let read = stream.read(&mut buffer).expect("read");
+        assert!(read > 0, "server closed");
+        reply.extend_from_slice(&buffer[..read]);
+        if serde_json::from_slice::<serde_json::Value>(&reply).is_ok() {
+            break;
+        }
+    }
+    started.elapsed()
+}
+
+fn nbctl(vips: usize) -> Duration {
+    let dir = tempfile::tempdir().unwrap();
+    let server = OvsdbServer::nb_quiet(dir.path());
+    server.nbctl(&["ls-add", "bench"]);
+    let started = Instant::now();
+    for index in 0..vips {
+        let name = format!("vip-{index}");
+        let option = format!("virtual-ip={}", virtual_ip(index));
+        server.nbctl(&[
+            "lsp-add",
+            "bench",
+            &name,
+            "--",
+            "lsp-set-type",
+            &name,
+            "virtual",
+            "--",
+            "lsp-set-options",
+            &name,
+            &option,
+        ]);
+    }
+    started.elapsed()
+}
+
+/// With `stored` plain VIPs in the store, how long one AAP VIP takes to reach NB.
+async fn single_change(stored: usize) -> (Duration, Duration) {
+    let daemon = TestDaemon::start_with(true).await;
+    let channel = daemon.channel().await;
+    SubnetServiceClient::new(channel.clone())
+        .create_subnet(pb::CreateSubnetRequest {
+            subnet: Some(pb::Subnet {
+                name: "bench".into(),
+                cidr_v4: "10.0.0.0/8".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("subnet");
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let tasks: Vec<_> = (0..64)
+        .map(|_| {
+            let channel = channel.clone();
+            let next = next.clone();
+            tokio::spawn(async move {
+                let mut client = VipServiceClient::new(channel);
+                loop {
+                    let index = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if index >= stored {
+                        break;
+                    }
+                    let vip = pb::Vip {
+                        name: format!("stored-{index}"),
+                        subnet: "bench".into(),
+                        ..Default::default()
+                    };
+                    client
+                        .create_vip(pb::CreateVipRequest { vip: Some(vip) })
+                        .await
+                        .expect("create");
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("fill");
+    }
+    let (probe, _) = Connection::open(
+        &Remote::parse(&daemon.nb.unix_remote()).unwrap(),
+        None,
+        &ConnectionOptions::default(),
+    )
+    .await
+    .expect("probe connection");
+    let mut client = VipServiceClient::new(channel);
+    let mut samples = Vec::new();
+    for round in 0..10 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let started = Instant::now();
+        client
+            .create_vip(pb::CreateVipRequest {
+                vip: Some(aap(format!("single-{round}"))),
+            })
+            .await
+            .expect("create");
+        while count_virtual_ports(&probe).await < round + 1 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        samples.push(started.elapsed());
+    }
+    samples.sort();
+    daemon.stop().await;
+    (samples[samples.len() / 2], samples[samples.len() - 1])
+}
+
+fn main() {
+    // The daemon's own logs would drown the figures.
+    std::env::set_var("RUST_LOG", "warn");
+    let vips = env_number("NB_SYNC_BENCH_VIPS", 10_000);
+    let nbctl_vips = env_number("NB_SYNC_BENCH_NBCTL", 1_000);
+    let stored = env_number("NB_SYNC_BENCH_STORED", 100_000);
+    machine::describe("cargo bench --bench nb_sync");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (acknowledged, converged, p50, p99) = runtime.block_on(through_the_daemon(vips));
+    let floor_time = floor(vips);
+    let nbctl_time = nbctl(nbctl_vips);
+    let per_row = |time: Duration, rows: usize| time.as_secs_f64() / rows as f64;
+    let floor_per_row = per_row(floor_time, vips);
+    println!("\n| scenario | VIPs | seconds | VIPs/s | vs floor (per VIP) |");
+    println!("|---|---:|---:|---:|---:|");
+    println!(
+        "| raw JSON-RPC writer, 1 transaction (floor) | {vips} | {:.3} | {:.0} | 1.00x |",
+        floor_time.as_secs_f64(),
+        vips as f64 / floor_time.as_secs_f64()
+    );
+    println!(
+        "| ovn-vipd, 64 gRPC clients: all acknowledged (durable) | {vips} | {:.3} | {:.0} | {:.2}x |",
+        acknowledged.as_secs_f64(),
+        vips as f64 / acknowledged.as_secs_f64(),
+        per_row(acknowledged, vips) / floor_per_row
+    );
+    println!(
+        "| ovn-vipd, 64 gRPC clients: last virtual port in NB | {vips} | {:.3} | {:.0} | {:.2}x |",
+        converged.as_secs_f64(),
+        vips as f64 / converged.as_secs_f64(),
+        per_row(converged, vips) / floor_per_row
+    );
+    println!(
+        "| ovn-nbctl, one call per VIP | {nbctl_vips} | {:.3} | {:.0} | {:.2}x |",
+        nbctl_time.as_secs_f64(),
+        nbctl_vips as f64 / nbctl_time.as_secs_f64(),
+        per_row(nbctl_time, nbctl_vips) / floor_per_row
+    );
+    println!(
+        "\nacknowledgement latency under the burst: p50 {:.2} ms, p99 {:.2} ms",
+        p50.as_secs_f64() * 1e3,
+        p99.as_secs_f64() * 1e3
+    );
+    let (single_p50, single_max) = runtime.block_on(single_change(stored));
+    println!(
+        "one AAP VIP from request to its port in NB, {stored} VIPs stored: p50 {:.1} ms, max {:.1} ms (10 samples)",
+        single_p50.as_secs_f64() * 1e3,
+        single_max.as_secs_f64() * 1e3
+    );
+}
