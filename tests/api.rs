@@ -760,6 +760,23 @@ async fn bad_inputs_get_the_right_code_and_change_nothing() {
     let details = error.get_error_details();
     let bad_request = details.bad_request().expect("BadRequest details");
     assert_eq!(bad_request.field_violations[0].field, "vip.v4ip");
+    // Refusals decided by IPAM name the field the same way.
+    let error = c
+        .vips
+        .create_vip(pb::CreateVipRequest {
+            vip: Some(with(|v| v.v4ip = "10.16.0.1".into())),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error
+            .get_error_details()
+            .bad_request()
+            .expect("BadRequest")
+            .field_violations[0]
+            .field,
+        "vip.v4ip"
+    );
     daemon.stop().await;
 }
 

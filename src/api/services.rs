@@ -12,7 +12,7 @@ use super::convert;
 use super::proto::v1 as pb;
 use crate::model::{PodRef, Vip};
 use crate::reconcile::desired::aap_parents;
-use crate::registry::{Change, Registry};
+use crate::registry::{Change, Registry, RegistryError};
 
 /// Shared by every service: the registry behind the API.
 #[derive(Clone)]
@@ -40,6 +40,18 @@ impl Api {
     }
 }
 
+/// Field violations from below the API name a bare field (`v4ip`); the request names it under
+/// its message (`vip.v4ip`), as validation does.
+fn under(prefix: &'static str) -> impl Fn(RegistryError) -> RegistryError {
+    move |error| match error {
+        RegistryError::InvalidArgument { field, message } => RegistryError::InvalidArgument {
+            field: format!("{prefix}.{field}"),
+            message,
+        },
+        other => other,
+    }
+}
+
 fn required<T>(value: Option<T>, field: &str) -> Result<T, Status> {
     value.ok_or_else(|| {
         let mut violations = super::error::Violations::new();
@@ -55,7 +67,7 @@ fn required<T>(value: Option<T>, field: &str) -> Result<T, Status> {
 impl pb::subnet_service_server::SubnetService for Api {
     async fn create_subnet(&self, request: Request<pb::CreateSubnetRequest>) -> Result<Response<pb::Subnet>, Status> {
         let subnet = convert::subnet_from_proto(required(request.into_inner().subnet, "subnet")?)?;
-        let created = self.registry.create_subnet(subnet).await?;
+        let created = self.registry.create_subnet(subnet).await.map_err(under("subnet"))?;
         Ok(Response::new(self.subnet_proto(&created.name)?))
     }
 
@@ -98,7 +110,7 @@ type VipEventStream = Pin<Box<dyn Stream<Item = Result<pb::VipEvent, Status>> + 
 impl pb::vip_service_server::VipService for Api {
     async fn create_vip(&self, request: Request<pb::CreateVipRequest>) -> Result<Response<pb::Vip>, Status> {
         let spec = convert::vip_spec_from_proto(required(request.into_inner().vip, "vip")?)?;
-        let vip = self.registry.create_vip(spec).await?;
+        let vip = self.registry.create_vip(spec).await.map_err(under("vip"))?;
         Ok(Response::new(self.vip_proto(&vip)))
     }
 
