@@ -35,6 +35,30 @@ async fn ready(vips: &mut VipServiceClient<tonic::transport::Channel>, name: &st
     panic!("{name} never became ready: {status:?}");
 }
 
+/// Waits until the VIP's Ready condition has `reason`.
+async fn wait_for_reason(vips: &mut VipServiceClient<tonic::transport::Channel>, name: &str, reason: &str) {
+    let mut last = String::new();
+    for _ in 0..250 {
+        let status = vips
+            .get_vip(pb::GetVipRequest { name: name.into() })
+            .await
+            .unwrap()
+            .into_inner()
+            .status
+            .unwrap();
+        last = status
+            .conditions
+            .first()
+            .map(|condition| condition.reason.clone())
+            .unwrap_or_default();
+        if last == reason {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{name}: reason {last:?}, never {reason:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aap_vips_become_virtual_ports_and_parents_get_port_security() {
     let daemon = TestDaemon::start().await;
@@ -156,28 +180,7 @@ async fn aap_vips_become_virtual_ports_and_parents_get_port_security() {
     vips.create_vip(pb::CreateVipRequest { vip: Some(taken) })
         .await
         .unwrap();
-    let mut reason = String::new();
-    for _ in 0..250 {
-        let status = vips
-            .get_vip(pb::GetVipRequest {
-                name: "vip-taken".into(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .status
-            .unwrap();
-        reason = status
-            .conditions
-            .first()
-            .map(|condition| condition.reason.clone())
-            .unwrap_or_default();
-        if reason == "Conflict" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(reason, "Conflict");
+    wait_for_reason(&mut vips, "vip-taken", "Conflict").await;
     assert_eq!(get(&daemon, &["logical_switch_port", "vip-taken", "type"]), "\"\"");
 
     // Deleting the VIP removes its ports and its addresses from the parents' port security.
@@ -292,26 +295,7 @@ async fn switch_lb_vips_and_rules_become_router_mac_ports_and_load_balancers() {
         .unwrap()
         .v4ip;
     // No router port on the switch yet: not ready, and why.
-    let mut reason = String::new();
-    for _ in 0..250 {
-        let status = vips
-            .get_vip(pb::GetVipRequest { name: "slr-01".into() })
-            .await
-            .unwrap()
-            .into_inner()
-            .status
-            .unwrap();
-        reason = status
-            .conditions
-            .first()
-            .map(|condition| condition.reason.clone())
-            .unwrap_or_default();
-        if reason == "NoRouterPort" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(reason, "NoRouterPort");
+    wait_for_reason(&mut vips, "slr-01", "NoRouterPort").await;
     // A router with a port in the subnet: the VIP's port answers ARP with the router port's MAC.
     daemon.nb.nbctl(&[
         "lr-add",
@@ -477,28 +461,7 @@ async fn nb_outage_requests_are_accepted_and_nb_converges_when_it_returns() {
     vips.delete_vip(pb::DeleteVipRequest { name: "before".into() })
         .await
         .unwrap();
-    let mut reason = String::new();
-    for _ in 0..250 {
-        let status = vips
-            .get_vip(pb::GetVipRequest {
-                name: "during-0".into(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .status
-            .unwrap();
-        reason = status
-            .conditions
-            .first()
-            .map(|condition| condition.reason.clone())
-            .unwrap_or_default();
-        if reason == "NBUnavailable" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(reason, "NBUnavailable");
+    wait_for_reason(&mut vips, "during-0", "NBUnavailable").await;
 
     daemon.nb.start();
     for index in 0..20 {
