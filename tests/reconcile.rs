@@ -417,6 +417,13 @@ async fn switch_lb_vips_and_rules_become_router_mac_ports_and_load_balancers() {
     })
     .await;
     assert_eq!(get(&daemon, &["logical_switch", "ovn-default", "load_balancer"]), "[]");
+    assert_eq!(
+        daemon
+            .nb
+            .nbctl(&["--bare", "--columns=vip", "list", "load_balancer_health_check"])
+            .trim(),
+        ""
+    );
     daemon.stop().await;
 }
 

@@ -428,3 +428,59 @@ async fn a_store_from_a_newer_version_is_refused_naming_both_versions() {
         "{error}"
     );
 }
+
+#[tokio::test]
+async fn a_health_check_source_is_reserved_while_a_rule_needs_it() {
+    use ovn_vipd::model::{LbPort, Protocol, SwitchLbRule};
+    let dir = tempfile::tempdir().unwrap();
+    let rule = SwitchLbRule {
+        name: "web".into(),
+        vip: "10.16.0.50".into(),
+        namespace: "default".into(),
+        selector: BTreeMap::new(),
+        endpoints: vec!["10.16.0.8".parse().unwrap()],
+        ports: vec![LbPort {
+            name: "http".into(),
+            port: 80,
+            target_port: 8080,
+            protocol: Protocol::Tcp,
+        }],
+        session_affinity_timeout: None,
+        health_check: true,
+    };
+    let source = {
+        let (registry, _) = Registry::open(dir.path()).unwrap();
+        registry
+            .create_subnet(subnet("ovn-default", Some("10.16.0.0/16"), None))
+            .await
+            .unwrap();
+        registry.put_switch_lb_rule(rule, false).await.unwrap();
+        let sources = registry.health_check_sources();
+        let (v4, _) = sources.get("ovn-default").copied().expect("a source address");
+        v4.expect("an IPv4 source")
+    };
+    let (registry, report) = Registry::open(dir.path()).unwrap();
+    assert!(report.is_clean(), "{:?}", report.problems);
+    assert_eq!(
+        registry
+            .health_check_sources()
+            .get("ovn-default")
+            .and_then(|(v4, _)| *v4),
+        Some(source)
+    );
+    let mut thief = vip("thief", "ovn-default");
+    thief.v4ip = Some(source);
+    assert!(registry
+        .create_vip(thief)
+        .await
+        .unwrap_err()
+        .to_string()
+        .contains("healthcheck/ovn-default"));
+    let error = registry.delete_subnet("ovn-default").await.unwrap_err().to_string();
+    assert!(error.contains("switch-lb rule web"), "{error}");
+    registry.delete_switch_lb_rule("web").await.unwrap();
+    assert!(registry.health_check_sources().is_empty());
+    assert!(registry.check().unwrap().is_clean());
+    registry.delete_subnet("ovn-default").await.unwrap();
+    assert!(registry.check().unwrap().is_clean());
+}

@@ -42,7 +42,24 @@ pub struct DesiredLoadBalancer {
     pub selection_fields: BTreeSet<String>,
     pub options: BTreeMap<String, String>,
     pub external_ids: BTreeMap<String, String>,
+    /// Backend IP → `"<logical port>:<health-check source IP>"`, when health checks are on.
+    pub ip_port_mappings: BTreeMap<String, String>,
+    /// One health check per entry of `vips`, when health checks are on.
+    pub health_checks: BTreeSet<String>,
 }
+
+/// The options of every health check the daemon creates (OVN's defaults, spelled out).
+pub fn health_check_options() -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("interval".to_string(), "5".to_string()),
+        ("timeout".to_string(), "20".to_string()),
+        ("success_count".to_string(), "3".to_string()),
+        ("failure_count".to_string(), "3".to_string()),
+    ])
+}
+
+/// A subnet's health-check source addresses.
+pub type HealthCheckSources = BTreeMap<String, (Option<std::net::Ipv4Addr>, Option<std::net::Ipv6Addr>)>;
 
 #[derive(Debug, Default, Clone)]
 pub struct Desired {
@@ -120,7 +137,27 @@ fn endpoint(ip: IpAddr, port: u16) -> String {
 
 /// Load balancers for switch-LB rules: backends are the rule's explicit endpoints plus the
 /// addresses of bound pods of its namespace whose labels match its selector.
-pub fn load_balancers(desired: &mut Desired, rules: &[SwitchLbRule], subnets: &[Subnet], vips: &[Vip], pods: &[Pod]) {
+pub fn load_balancers(
+    desired: &mut Desired,
+    rules: &[SwitchLbRule],
+    subnets: &[Subnet],
+    vips: &[Vip],
+    pods: &[Pod],
+    sources: &HealthCheckSources,
+) {
+    // Which logical port carries each bound pod address: health checks need it.
+    let port_of: BTreeMap<IpAddr, &str> = pods
+        .iter()
+        .filter(|pod| pod.bound)
+        .flat_map(|pod| pod.nics.iter())
+        .flat_map(|nic| {
+            nic.v4ip
+                .map(IpAddr::V4)
+                .into_iter()
+                .chain(nic.v6ip.map(IpAddr::V6))
+                .map(move |ip| (ip, nic.port_name.as_str()))
+        })
+        .collect();
     for rule in rules {
         let (addresses, subnet) = match rule.vip.parse::<IpAddr>() {
             Ok(ip) => {
@@ -182,6 +219,23 @@ pub fn load_balancers(desired: &mut Desired, rules: &[SwitchLbRule], subnets: &[
                 }
             }
             let owner = format!("slr/{}/{protocol}", rule.name);
+            let mut ip_port_mappings = BTreeMap::new();
+            let mut health_checks = BTreeSet::new();
+            if rule.health_check {
+                if let Some((source_v4, source_v6)) = sources.get(&subnet.name) {
+                    for backend in &backends {
+                        let source = if backend.is_ipv4() {
+                            source_v4.map(IpAddr::V4)
+                        } else {
+                            source_v6.map(IpAddr::V6)
+                        };
+                        if let (Some(port), Some(source)) = (port_of.get(backend), source) {
+                            ip_port_mappings.insert(backend.to_string(), format!("{port}:{source}"));
+                        }
+                    }
+                    health_checks = lb_vips.keys().cloned().collect();
+                }
+            }
             let (selection_fields, options) = match rule.session_affinity_timeout {
                 Some(timeout) => (
                     BTreeSet::from(["ip_src".to_string()]),
@@ -199,6 +253,8 @@ pub fn load_balancers(desired: &mut Desired, rules: &[SwitchLbRule], subnets: &[
                     selection_fields,
                     options,
                     external_ids: owned(owner),
+                    ip_port_mappings,
+                    health_checks,
                 },
             );
         }

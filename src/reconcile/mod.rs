@@ -17,7 +17,9 @@ use tracing::{debug, info, warn};
 use uuid::Uuid;
 
 use crate::model::Condition;
-use crate::nb::{self, LoadBalancer, LogicalRouterPort, LogicalSwitch, LogicalSwitchPort, NbRow};
+use crate::nb::{
+    self, LoadBalancer, LoadBalancerHealthCheck, LogicalRouterPort, LogicalSwitch, LogicalSwitchPort, NbRow,
+};
 use crate::ovsdb::{Atom, Client, ClientEvent, Condition as Where, Mutation, Operation, OvsdbError, Row, Value};
 use crate::registry::{now_ms, Change, Registry};
 use desired::{Blocked, Desired, DesiredLoadBalancer, DesiredPort, OWNER_KEY, VENDOR, VENDOR_KEY};
@@ -56,8 +58,50 @@ fn port_matches(actual: &LogicalSwitchPort, desired: &DesiredPort) -> bool {
         && actual.external_ids == desired.external_ids
 }
 
+/// Inserts the balancer's health checks (fresh rows; the ones they replace are unreferenced and
+/// so deleted by OVSDB) and returns their references.
+fn health_check_rows(plan: &mut Plan, lb: &DesiredLoadBalancer, prefix: &str) -> Value {
+    let mut references = Vec::new();
+    for (index, vip) in lb.health_checks.iter().enumerate() {
+        let uuid_name = format!("{prefix}hc{index}");
+        plan.operations.push(Operation::Insert {
+            table: nb::LOAD_BALANCER_HEALTH_CHECK.into(),
+            row: Row::from([
+                ("vip".to_string(), Value::string(vip.clone())),
+                (
+                    "options".to_string(),
+                    Value::string_map(&desired::health_check_options()),
+                ),
+                ("external_ids".to_string(), Value::string_map(&lb.external_ids)),
+            ]),
+            uuid_name: Some(uuid_name.clone()),
+        });
+        references.push(Atom::named_uuid(uuid_name));
+    }
+    Value::Set(references.into_iter().collect())
+}
+
+fn health_checks_match(
+    actual: &LoadBalancer,
+    desired: &DesiredLoadBalancer,
+    checks: &BTreeMap<Uuid, LoadBalancerHealthCheck>,
+) -> bool {
+    let existing: Option<BTreeSet<String>> = actual
+        .health_check
+        .iter()
+        .map(|uuid| {
+            checks
+                .get(uuid)
+                .filter(|check| check.options == desired::health_check_options())
+                .map(|check| check.vip.clone())
+        })
+        .collect();
+    existing.as_ref() == Some(&desired.health_checks) && actual.health_check.len() == desired.health_checks.len()
+}
+
 fn load_balancer_row(lb: &DesiredLoadBalancer) -> Row {
     Row::from([
+        ("ip_port_mappings".to_string(), Value::string_map(&lb.ip_port_mappings)),
         ("name".to_string(), Value::string(lb.name.clone())),
         ("protocol".to_string(), Value::set([lb.protocol.clone()])),
         ("vips".to_string(), Value::string_map(&lb.vips)),
@@ -77,10 +121,17 @@ fn load_balancer_matches(actual: &LoadBalancer, desired: &DesiredLoadBalancer) -
         && actual.selection_fields == desired.selection_fields
         && actual.options == desired.options
         && actual.external_ids == desired.external_ids
+        && actual.ip_port_mappings == desired.ip_port_mappings
 }
 
 /// Diffs desired load balancers against NB: one per rule and protocol, found by its owner mark.
-fn plan_load_balancers(plan: &mut Plan, desired: &Desired, switches: &[LogicalSwitch], balancers: &[LoadBalancer]) {
+fn plan_load_balancers(
+    plan: &mut Plan,
+    desired: &Desired,
+    switches: &[LogicalSwitch],
+    balancers: &[LoadBalancer],
+    checks: &BTreeMap<Uuid, LoadBalancerHealthCheck>,
+) {
     let owned_by_key: BTreeMap<&str, &LoadBalancer> = balancers
         .iter()
         .filter(|lb| is_owned(&lb.external_ids))
@@ -95,11 +146,19 @@ fn plan_load_balancers(plan: &mut Plan, desired: &Desired, switches: &[LogicalSw
         };
         match owned_by_key.get(owner.as_str()) {
             Some(actual) => {
-                if !load_balancer_matches(actual, lb) {
+                let checks_match = health_checks_match(actual, lb, checks);
+                if !load_balancer_matches(actual, lb) || !checks_match {
+                    let mut row = load_balancer_row(lb);
+                    if !checks_match {
+                        row.insert(
+                            "health_check".to_string(),
+                            health_check_rows(plan, lb, &format!("lb{index}")),
+                        );
+                    }
                     plan.operations.push(Operation::Update {
                         table: nb::LOAD_BALANCER.into(),
                         conditions: vec![Where::uuid(actual.uuid)],
-                        row: load_balancer_row(lb),
+                        row,
                     });
                 }
                 if !switch.load_balancer.contains(&actual.uuid) {
@@ -125,9 +184,11 @@ fn plan_load_balancers(plan: &mut Plan, desired: &Desired, switches: &[LogicalSw
                     rows: vec![],
                     timeout_ms: Some(0),
                 });
+                let mut row = load_balancer_row(lb);
+                row.insert("health_check".to_string(), health_check_rows(plan, lb, &uuid_name));
                 plan.operations.push(Operation::Insert {
                     table: nb::LOAD_BALANCER.into(),
-                    row: load_balancer_row(lb),
+                    row,
                     uuid_name: Some(uuid_name.clone()),
                 });
                 plan.operations.push(Operation::Mutate {
@@ -168,6 +229,7 @@ pub fn plan(
     switches: &[LogicalSwitch],
     ports: &BTreeMap<Uuid, LogicalSwitchPort>,
     balancers: &[LoadBalancer],
+    checks: &BTreeMap<Uuid, LoadBalancerHealthCheck>,
 ) -> Plan {
     let mut plan = Plan::default();
     // A switch name may be used twice (names are not indexed): prefer ours, then the oldest.
@@ -297,7 +359,7 @@ pub fn plan(
             mutations: vec![Mutation::insert("ports", Value::Set(ports.into_iter().collect()))],
         });
     }
-    plan_load_balancers(&mut plan, desired, switches, balancers);
+    plan_load_balancers(&mut plan, desired, switches, balancers, checks);
     // Owned switches whose subnet is gone and that hold no ports.
     for switch in switches {
         if is_owned(&switch.external_ids)
@@ -347,6 +409,7 @@ pub async fn pass(registry: &Registry, client: &Client) -> Result<usize, OvsdbEr
         registry.list_pods(),
     );
     let rules = registry.list_switch_lb_rules();
+    let sources = registry.health_check_sources();
     let (desired, plan) = {
         let cache = client.cache();
         let switches = LogicalSwitch::all(&cache);
@@ -356,9 +419,13 @@ pub async fn pass(registry: &Registry, client: &Client) -> Result<usize, OvsdbEr
             .collect();
         let router_ports = LogicalRouterPort::all(&cache);
         let mut desired = desired::compute(&subnets, &vips, &pods, &switches, &ports, &router_ports);
-        desired::load_balancers(&mut desired, &rules, &subnets, &vips, &pods);
+        desired::load_balancers(&mut desired, &rules, &subnets, &vips, &pods, &sources);
         let balancers = LoadBalancer::all(&cache);
-        let plan = plan(&desired, &switches, &ports, &balancers);
+        let checks: BTreeMap<Uuid, LoadBalancerHealthCheck> = LoadBalancerHealthCheck::all(&cache)
+            .into_iter()
+            .map(|check| (check.uuid, check))
+            .collect();
+        let plan = plan(&desired, &switches, &ports, &balancers, &checks);
         (desired, plan)
     };
     let sent = plan.operations.len();

@@ -328,17 +328,11 @@ impl Registry {
                     .filter(|pod| pod.nics.iter().any(|nic| nic.subnet == name))
                     .map(|pod| format!("pod {}", pod.key())),
             );
-            let vip_names: BTreeSet<&str> = state
-                .vips
-                .values()
-                .filter(|vip| vip.spec.subnet == name)
-                .map(|vip| vip.spec.name.as_str())
-                .collect();
             users.extend(
                 state
                     .rules
                     .values()
-                    .filter(|rule| vip_names.contains(rule.vip.as_str()))
+                    .filter(|rule| rule_subnet(&state, rule).as_deref() == Some(name))
                     .map(|rule| format!("switch-lb rule {}", rule.name)),
             );
             if !users.is_empty() {
@@ -753,10 +747,35 @@ impl Registry {
                         rule.vip
                     )));
                 }
+                if rule.health_check && rule_subnet(&state, &rule).is_none() {
+                    return Err(RegistryError::FailedPrecondition(format!(
+                        "health checks need the rule's vip {} in a managed subnet",
+                        rule.vip
+                    )));
+                }
+                let previous = state.rules.insert(rule.name.clone(), rule.clone());
                 let mut batch = WriteBatch::new();
                 batch.push(Write::PutSwitchLbRule(rule.clone()));
-                self.store.apply(&batch)?;
-                state.rules.insert(rule.name.clone(), rule.clone());
+                let restore_rule = |state: &mut State| match &previous {
+                    Some(previous) => {
+                        state.rules.insert(previous.name.clone(), previous.clone());
+                    }
+                    None => {
+                        state.rules.remove(&rule.name);
+                    }
+                };
+                let sources = match sync_health_check_sources(&mut state, &mut batch) {
+                    Ok(sources) => sources,
+                    Err(error) => {
+                        restore_rule(&mut state);
+                        return Err(error);
+                    }
+                };
+                if let Err(error) = self.store.apply(&batch) {
+                    sources.undo(&mut state);
+                    restore_rule(&mut state);
+                    return Err(error.into());
+                }
                 false
             }
         };
@@ -766,6 +785,19 @@ impl Registry {
         }
         self.finish(vec![Change::SwitchLbRule(rule.name.clone())]).await?;
         Ok(rule)
+    }
+
+    /// Each subnet's health-check source addresses, where one is reserved.
+    pub fn health_check_sources(&self) -> BTreeMap<String, (Option<std::net::Ipv4Addr>, Option<std::net::Ipv6Addr>)> {
+        let state = self.lock();
+        state
+            .subnets
+            .keys()
+            .filter_map(|subnet| {
+                let allocation = state.ipam.get(subnet)?.allocation_of(&health_check_owner(subnet))?;
+                Some((subnet.clone(), (allocation.v4, allocation.v6)))
+            })
+            .collect()
     }
 
     pub fn get_switch_lb_rule(&self, name: &str) -> Result<SwitchLbRule, RegistryError> {
@@ -786,10 +818,25 @@ impl Registry {
             if !state.rules.contains_key(name) {
                 return Err(RegistryError::not_found("switch-lb rule", name));
             }
+            let removed = state.rules.remove(name);
             let mut batch = WriteBatch::new();
             batch.push(Write::DeleteSwitchLbRule(name.to_string()));
-            self.store.apply(&batch)?;
-            state.rules.remove(name);
+            let sources = match sync_health_check_sources(&mut state, &mut batch) {
+                Ok(sources) => sources,
+                Err(error) => {
+                    if let Some(rule) = removed {
+                        state.rules.insert(name.to_string(), rule);
+                    }
+                    return Err(error);
+                }
+            };
+            if let Err(error) = self.store.apply(&batch) {
+                sources.undo(&mut state);
+                if let Some(rule) = removed {
+                    state.rules.insert(name.to_string(), rule);
+                }
+                return Err(error.into());
+            }
         }
         self.finish(vec![Change::SwitchLbRule(name.to_string())]).await
     }
@@ -804,6 +851,104 @@ impl Registry {
         let snapshot = self.store.load()?;
         Ok(Store::check(&snapshot))
     }
+}
+
+/// The owner of a subnet's load-balancer health-check source address.
+pub fn health_check_owner(subnet: &str) -> Owner {
+    format!("healthcheck/{subnet}")
+}
+
+/// The subnet a rule's VIP lives in: the named VIP's, or the one whose CIDR holds the address.
+fn rule_subnet(state: &State, rule: &SwitchLbRule) -> Option<String> {
+    match rule.vip.parse::<IpAddr>() {
+        Ok(ip) => state
+            .subnets
+            .values()
+            .find(|subnet| match ip {
+                IpAddr::V4(v4) => subnet.cidr_v4.is_some_and(|net| net.contains(&v4)),
+                IpAddr::V6(v6) => subnet.cidr_v6.is_some_and(|net| net.contains(&v6)),
+            })
+            .map(|subnet| subnet.name.clone()),
+        Err(_) => state.vips.get(&rule.vip).map(|vip| vip.spec.subnet.clone()),
+    }
+}
+
+/// What a change of health-check sources did to IPAM, so a failed write can undo it.
+#[derive(Default)]
+struct SourceChanges {
+    allocated: Vec<(String, Owner)>,
+    released: Vec<(String, Owner, crate::ipam::Allocation)>,
+}
+
+impl SourceChanges {
+    fn undo(self, state: &mut State) {
+        release_all(state, &self.allocated);
+        for (subnet, owner, allocation) in self.released {
+            if let Some(ipam) = state.ipam.get_mut(&subnet) {
+                let request = AllocationRequest {
+                    v4: allocation.v4,
+                    v6: allocation.v6,
+                    mac: Some(allocation.mac),
+                };
+                let _ = ipam.restore(&owner, &request);
+            }
+        }
+    }
+}
+
+/// Reserves a health-check source address in every subnet that has a rule with health checks,
+/// and releases it where none is left; the writes go into `batch`.
+fn sync_health_check_sources(state: &mut State, batch: &mut WriteBatch) -> Result<SourceChanges, RegistryError> {
+    let needed: BTreeSet<String> = state
+        .rules
+        .values()
+        .filter(|rule| rule.health_check)
+        .filter_map(|rule| rule_subnet(state, rule))
+        .collect();
+    let mut changes = SourceChanges::default();
+    let subnet_names: Vec<String> = state.subnets.keys().cloned().collect();
+    for subnet in subnet_names {
+        let owner = health_check_owner(&subnet);
+        let Some(ipam) = state.ipam.get_mut(&subnet) else {
+            continue;
+        };
+        let held = ipam.allocation_of(&owner).copied();
+        match (needed.contains(&subnet), held) {
+            (true, None) => match ipam.allocate(&owner, &AllocationRequest::default()) {
+                Ok(allocation) => {
+                    allocation_writes(
+                        batch,
+                        &subnet,
+                        &owner,
+                        allocation.v4,
+                        allocation.v6,
+                        allocation.mac,
+                        false,
+                    );
+                    changes.allocated.push((subnet.clone(), owner));
+                }
+                Err(error) => {
+                    changes.undo(state);
+                    return Err(RegistryError::from_ipam(error, &subnet));
+                }
+            },
+            (false, Some(allocation)) => {
+                ipam.release(&owner);
+                allocation_writes(
+                    batch,
+                    &subnet,
+                    &owner,
+                    allocation.v4,
+                    allocation.v6,
+                    allocation.mac,
+                    true,
+                );
+                changes.released.push((subnet.clone(), owner, allocation));
+            }
+            _ => {}
+        }
+    }
+    Ok(changes)
 }
 
 fn release_all(state: &mut State, owners: &[(String, Owner)]) {

@@ -409,7 +409,7 @@ impl Store {
                 Some(expected) => problems.push(format!(
                     "address {ip} in {subnet} is allocated to {owner} but {expected} holds it"
                 )),
-                None if owner.starts_with("slr/") => {}
+                None if is_subnet_owner(owner, subnet) => {}
                 None => problems.push(format!(
                     "address {ip} in {subnet} is allocated to {owner}, which has no record holding it"
                 )),
@@ -428,6 +428,7 @@ impl Store {
                 Some(expected) => problems.push(format!(
                     "mac {mac} in {subnet} is allocated to {owner} but {expected} holds it"
                 )),
+                None if is_subnet_owner(owner, subnet) => {}
                 None => problems.push(format!(
                     "mac {mac} in {subnet} is allocated to {owner}, which has no record holding it"
                 )),
@@ -440,6 +441,12 @@ impl Store {
         }
         ConsistencyReport { problems }
     }
+}
+
+/// Allocations the subnet itself holds (its load-balancer health-check source): their record
+/// is the allocation.
+fn is_subnet_owner(owner: &str, subnet: &str) -> bool {
+    owner.strip_prefix("healthcheck/") == Some(subnet)
 }
 
 /// Flushes for every waiter that queued before the flush began.
