@@ -66,6 +66,11 @@ async fn grpcurl_lists_describes_creates_and_reports_codes() {
         output.contains("Code: InvalidArgument") && output.contains("vip.v4ip"),
         "{output}"
     );
+    // The details are decoded (reflection serves google.rpc's descriptors too).
+    assert!(
+        output.contains("\"fieldViolations\"") && !output.contains("is not recognized"),
+        "{output}"
+    );
     let (ok, output) = tokio::task::block_in_place(|| {
         grpcurl(
             &daemon,

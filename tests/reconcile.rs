@@ -358,6 +358,7 @@ async fn switch_lb_vips_and_rules_become_router_mac_ports_and_load_balancers() {
         }],
         session_affinity: pb::SessionAffinity::ClientIp as i32,
         session_affinity_timeout: 60,
+        health_check: true,
         ..Default::default()
     };
     rules
@@ -385,6 +386,32 @@ async fn switch_lb_vips_and_rules_become_router_mac_ports_and_load_balancers() {
     assert!(
         get(&daemon, &["logical_switch", "ovn-default", "load_balancer"]).len() > 2,
         "attached to the switch"
+    );
+    // Health checks: one per VIP entry, and each pod backend mapped to its port and the source
+    // address the daemon reserved in the subnet (explicit endpoints without a port are not).
+    wait_until_async("health checks", Duration::from_secs(5), || {
+        get(&daemon, &["load_balancer", "slr-web-tcp", "ip_port_mappings"]).contains("web-1.default:10.16.")
+    })
+    .await;
+    let checks = daemon
+        .nb
+        .nbctl(&["--bare", "--columns=vip", "list", "load_balancer_health_check"]);
+    assert_eq!(checks.trim(), format!("{vip_ip}:80"));
+    let mappings = get(&daemon, &["load_balancer", "slr-web-tcp", "ip_port_mappings"]);
+    assert!(!mappings.contains("10.16.0.200"), "{mappings}");
+    // The rule's status says what NB holds for it.
+    let status = rules
+        .get_switch_lb_rule(pb::GetSwitchLbRuleRequest { name: "slr-web".into() })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap();
+    assert!(status.ready, "{status:?}");
+    assert_eq!(status.vips, vec![format!("{vip_ip}:80")]);
+    assert!(
+        status.backends.contains(&web1_ip) && status.backends.contains(&"10.16.0.200".to_string()),
+        "{status:?}"
     );
     // Backends follow pods binding and unbinding.
     let web2 = pods.bind_pod(bind("web-2")).await.unwrap().into_inner();

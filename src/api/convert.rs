@@ -537,7 +537,7 @@ pub fn rule_from_proto(rule: pb::SwitchLbRule) -> Result<SwitchLbRule, Status> {
     })
 }
 
-pub fn rule_to_proto(rule: &SwitchLbRule) -> pb::SwitchLbRule {
+pub fn rule_to_proto(rule: &SwitchLbRule, status: &crate::registry::RuleStatus) -> pb::SwitchLbRule {
     pb::SwitchLbRule {
         name: rule.name.clone(),
         vip: rule.vip.clone(),
@@ -571,10 +571,13 @@ pub fn rule_to_proto(rule: &SwitchLbRule) -> pb::SwitchLbRule {
         session_affinity_timeout: rule.session_affinity_timeout.unwrap_or(0),
         health_check: rule.health_check,
         status: Some(pb::SwitchLbRuleStatus {
-            ready: false,
-            conditions: Vec::new(),
-            vips: Vec::new(),
-            backends: Vec::new(),
+            ready: status
+                .conditions
+                .iter()
+                .any(|condition| condition.condition_type == "Ready" && condition.status),
+            conditions: conditions_to_proto(&status.conditions),
+            vips: status.vips.clone(),
+            backends: status.backends.clone(),
         }),
     }
 }

@@ -266,7 +266,10 @@ impl pb::switch_lb_rule_service_server::SwitchLbRuleService for Api {
     ) -> Result<Response<pb::SwitchLbRule>, Status> {
         let rule = convert::rule_from_proto(required(request.into_inner().rule, "rule")?)?;
         let rule = self.registry.put_switch_lb_rule(rule, false).await?;
-        Ok(Response::new(convert::rule_to_proto(&rule)))
+        Ok(Response::new(convert::rule_to_proto(
+            &rule,
+            &self.registry.rule_status(&rule.name),
+        )))
     }
 
     async fn update_switch_lb_rule(
@@ -275,7 +278,10 @@ impl pb::switch_lb_rule_service_server::SwitchLbRuleService for Api {
     ) -> Result<Response<pb::SwitchLbRule>, Status> {
         let rule = convert::rule_from_proto(required(request.into_inner().rule, "rule")?)?;
         let rule = self.registry.put_switch_lb_rule(rule, true).await?;
-        Ok(Response::new(convert::rule_to_proto(&rule)))
+        Ok(Response::new(convert::rule_to_proto(
+            &rule,
+            &self.registry.rule_status(&rule.name),
+        )))
     }
 
     async fn get_switch_lb_rule(
@@ -283,7 +289,10 @@ impl pb::switch_lb_rule_service_server::SwitchLbRuleService for Api {
         request: Request<pb::GetSwitchLbRuleRequest>,
     ) -> Result<Response<pb::SwitchLbRule>, Status> {
         let rule = self.registry.get_switch_lb_rule(&request.into_inner().name)?;
-        Ok(Response::new(convert::rule_to_proto(&rule)))
+        Ok(Response::new(convert::rule_to_proto(
+            &rule,
+            &self.registry.rule_status(&rule.name),
+        )))
     }
 
     async fn list_switch_lb_rules(
@@ -294,7 +303,7 @@ impl pb::switch_lb_rule_service_server::SwitchLbRuleService for Api {
             .registry
             .list_switch_lb_rules()
             .iter()
-            .map(convert::rule_to_proto)
+            .map(|rule| convert::rule_to_proto(rule, &self.registry.rule_status(&rule.name)))
             .collect();
         Ok(Response::new(pb::ListSwitchLbRulesResponse { rules }))
     }

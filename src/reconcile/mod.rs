@@ -21,7 +21,7 @@ use crate::nb::{
     self, LoadBalancer, LoadBalancerHealthCheck, LogicalRouterPort, LogicalSwitch, LogicalSwitchPort, NbRow,
 };
 use crate::ovsdb::{Atom, Client, ClientEvent, Condition as Where, Mutation, Operation, OvsdbError, Row, Value};
-use crate::registry::{now_ms, Change, Registry};
+use crate::registry::{now_ms, Change, Registry, RuleStatus};
 use desired::{Blocked, Desired, DesiredLoadBalancer, DesiredPort, OWNER_KEY, VENDOR, VENDOR_KEY};
 
 fn is_owned(external_ids: &BTreeMap<String, String>) -> bool {
@@ -433,15 +433,55 @@ pub async fn pass(registry: &Registry, client: &Client) -> Result<usize, OvsdbEr
         debug!(operations = sent, "applying NB changes");
         client.transact(&plan.operations).await?;
     }
-    // Status, from what was planned and refused.
+    // Rule status: the balancers' VIP entries and backends, or why there are none.
+    for rule in &rules {
+        let prefix = format!("slr/{}/", rule.name);
+        let balancers: Vec<_> = desired
+            .load_balancers
+            .iter()
+            .filter(|(owner, _)| owner.starts_with(&prefix))
+            .map(|(_, lb)| lb)
+            .collect();
+        let vips: Vec<String> = balancers.iter().flat_map(|lb| lb.vips.keys().cloned()).collect();
+        let mut backends: Vec<String> = balancers
+            .iter()
+            .flat_map(|lb| lb.vips.values())
+            .flat_map(|targets| targets.split(',').filter(|target| !target.is_empty()))
+            .filter_map(|target| {
+                target
+                    .rsplit_once(':')
+                    .map(|(address, _)| address.trim_matches(['[', ']']).to_string())
+            })
+            .collect();
+        backends.sort();
+        backends.dedup();
+        let previous = registry.rule_status(&rule.name);
+        let conditions = match desired.rules_blocked.get(&rule.name) {
+            Some(reason) => condition(false, "NoSubnet", reason.clone(), &previous.conditions),
+            None => condition(
+                true,
+                "Synced",
+                "NB holds this rule's load balancers".into(),
+                &previous.conditions,
+            ),
+        };
+        registry.set_rule_status(
+            &rule.name,
+            RuleStatus {
+                conditions,
+                vips,
+                backends,
+            },
+        );
+    }
+    // VIP status, from what was planned and refused; written only where it changes.
     for vip in &vips {
         let name = &vip.spec.name;
-        let conditions = if let Some(Blocked::NoRouterPort { switch }) = desired.blocked.get(name) {
-            condition(
+        let (status, reason, message) = if let Some(Blocked::NoRouterPort { switch }) = desired.blocked.get(name) {
+            (
                 false,
                 "NoRouterPort",
                 format!("switch {switch} has no logical router port"),
-                &vip.conditions,
             )
         } else if let Some(row) = desired
             .vip_ports
@@ -450,16 +490,17 @@ pub async fn pass(registry: &Registry, client: &Client) -> Result<usize, OvsdbEr
             .flatten()
             .find_map(|port| plan.conflicts.get(port))
         {
-            condition(
-                false,
-                "Conflict",
-                format!("{row} exists and is not owned by ovn-vipd"),
-                &vip.conditions,
-            )
+            (false, "Conflict", format!("{row} exists and is not owned by ovn-vipd"))
         } else {
-            condition(true, "Synced", "NB holds what this VIP needs".into(), &vip.conditions)
+            (true, "Synced", "NB holds what this VIP needs".to_string())
         };
-        registry.set_vip_conditions(name, conditions);
+        let unchanged = vip.conditions.len() == 1
+            && vip.conditions[0].status == status
+            && vip.conditions[0].reason == reason
+            && vip.conditions[0].message == message;
+        if !unchanged {
+            registry.set_vip_conditions(name, condition(status, reason, message, &vip.conditions));
+        }
     }
     Ok(sent)
 }

@@ -49,6 +49,18 @@ struct State {
     vips: BTreeMap<String, Vip>,
     pods: BTreeMap<PodRef, Pod>,
     rules: BTreeMap<String, SwitchLbRule>,
+    /// Observed status of each rule, written by the NB sync (not persisted).
+    rule_status: BTreeMap<String, RuleStatus>,
+}
+
+/// What the NB sync last made of a switch-LB rule.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RuleStatus {
+    pub conditions: Vec<Condition>,
+    /// The load balancers' VIP entries, `"<vip>:<port>"`.
+    pub vips: Vec<String>,
+    /// The backend addresses.
+    pub backends: Vec<String>,
 }
 
 pub struct Registry {
@@ -486,6 +498,19 @@ impl Registry {
         changed
     }
 
+    /// Replaces a rule's observed status (not persisted: the reconciler recomputes it).
+    pub fn set_rule_status(&self, name: &str, status: RuleStatus) {
+        let mut state = self.lock();
+        if state.rules.contains_key(name) {
+            state.rule_status.insert(name.to_string(), status);
+        }
+    }
+
+    /// A rule's observed status; empty until the NB sync has looked at it.
+    pub fn rule_status(&self, name: &str) -> RuleStatus {
+        self.lock().rule_status.get(name).cloned().unwrap_or_default()
+    }
+
     // ---- pods ----
 
     /// Binds a pod: allocates (or reuses) an address per NIC, or hands over the VIP named in
@@ -819,6 +844,7 @@ impl Registry {
                 return Err(RegistryError::not_found("switch-lb rule", name));
             }
             let removed = state.rules.remove(name);
+            state.rule_status.remove(name);
             let mut batch = WriteBatch::new();
             batch.push(Write::DeleteSwitchLbRule(name.to_string()));
             let sources = match sync_health_check_sources(&mut state, &mut batch) {
