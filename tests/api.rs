@@ -510,12 +510,7 @@ async fn bad_inputs_get_the_right_code_and_change_nothing() {
             .create_vip(pb::CreateVipRequest { vip: Some(request) })
             .await
             .unwrap_err();
-        assert_eq!(error.code(), code, "{label}: {}", error.message());
-        assert!(
-            error.message().contains(fragment),
-            "{label}: {:?} lacks {fragment:?}",
-            error.message()
-        );
+        assert_refused(label, &error, code, fragment);
         checked += 1;
     }
     let error = c.vips.create_vip(pb::CreateVipRequest { vip: None }).await.unwrap_err();
@@ -562,12 +557,7 @@ async fn bad_inputs_get_the_right_code_and_change_nothing() {
     ];
     for (label, request, code, fragment) in subnet_cases {
         let error = c.subnets.create_subnet(request).await.unwrap_err();
-        assert_eq!(error.code(), code, "{label}: {}", error.message());
-        assert!(
-            error.message().contains(fragment),
-            "{label}: {:?} lacks {fragment:?}",
-            error.message()
-        );
+        assert_refused(label, &error, code, fragment);
         checked += 1;
     }
     let mut bad_exclude = subnet("s1", "10.0.0.0/24", "");
@@ -639,12 +629,7 @@ async fn bad_inputs_get_the_right_code_and_change_nothing() {
     ];
     for (label, request, code, fragment) in pod_cases {
         let error = c.pods.bind_pod(request).await.unwrap_err();
-        assert_eq!(error.code(), code, "{label}: {}", error.message());
-        assert!(
-            error.message().contains(fragment),
-            "{label}: {:?} lacks {fragment:?}",
-            error.message()
-        );
+        assert_refused(label, &error, code, fragment);
         checked += 1;
     }
     let mut unknown_owner = bind("default", "p", &[("ovn-default", "eth0")], &[], pb::OwnerKind::Other);
@@ -722,12 +707,7 @@ async fn bad_inputs_get_the_right_code_and_change_nothing() {
     ];
     for (label, request, code, fragment) in rule_cases {
         let error = c.rules.create_switch_lb_rule(request).await.unwrap_err();
-        assert_eq!(error.code(), code, "{label}: {}", error.message());
-        assert!(
-            error.message().contains(fragment),
-            "{label}: {:?} lacks {fragment:?}",
-            error.message()
-        );
+        assert_refused(label, &error, code, fragment);
         checked += 1;
     }
     // Not found, for each kind.
@@ -798,6 +778,16 @@ async fn bad_inputs_get_the_right_code_and_change_nothing() {
         "vip.v4ip"
     );
     daemon.stop().await;
+}
+
+/// A refusal has the expected code and says what is wrong.
+fn assert_refused(label: &str, error: &tonic::Status, code: Code, fragment: &str) {
+    assert_eq!(error.code(), code, "{label}: {}", error.message());
+    assert!(
+        error.message().contains(fragment),
+        "{label}: {:?} lacks {fragment:?}",
+        error.message()
+    );
 }
 
 async fn snapshot(c: &mut Clients) -> String {

@@ -83,14 +83,7 @@ async fn aap_vips_become_virtual_ports_and_parents_get_port_security() {
     let foreign_before = daemon.nb.nbctl(&["list", "logical_switch_port", "foreign-port"]);
 
     subnets
-        .create_subnet(pb::CreateSubnetRequest {
-            subnet: Some(pb::Subnet {
-                name: "ovn-default".into(),
-                cidr_v4: "10.16.0.0/16".into(),
-                cidr_v6: "fd00:10:16::/64".into(),
-                ..Default::default()
-            }),
-        })
+        .create_subnet(common::subnet_request("ovn-default", "10.16.0.0/16", "fd00:10:16::/64"))
         .await
         .unwrap();
     let aap = pb::Vip {
@@ -271,13 +264,7 @@ async fn switch_lb_vips_and_rules_become_router_mac_ports_and_load_balancers() {
     let mut pods = PodServiceClient::new(channel.clone());
     let mut rules = SwitchLbRuleServiceClient::new(channel);
     subnets
-        .create_subnet(pb::CreateSubnetRequest {
-            subnet: Some(pb::Subnet {
-                name: "ovn-default".into(),
-                cidr_v4: "10.16.0.0/16".into(),
-                ..Default::default()
-            }),
-        })
+        .create_subnet(common::subnet_request("ovn-default", "10.16.0.0/16", ""))
         .await
         .unwrap();
     let slr_vip = pb::Vip {
@@ -461,13 +448,7 @@ async fn nb_outage_requests_are_accepted_and_nb_converges_when_it_returns() {
     let mut subnets = SubnetServiceClient::new(channel.clone());
     let mut vips = VipServiceClient::new(channel);
     subnets
-        .create_subnet(pb::CreateSubnetRequest {
-            subnet: Some(pb::Subnet {
-                name: "ovn-default".into(),
-                cidr_v4: "10.16.0.0/16".into(),
-                ..Default::default()
-            }),
-        })
+        .create_subnet(common::subnet_request("ovn-default", "10.16.0.0/16", ""))
         .await
         .unwrap();
     let aap = |name: &str| pb::Vip {
@@ -530,13 +511,7 @@ async fn ovn_northd_accepts_what_the_daemon_writes() {
     let mut pods = PodServiceClient::new(channel.clone());
     let mut rules = pb::switch_lb_rule_service_client::SwitchLbRuleServiceClient::new(channel);
     subnets
-        .create_subnet(pb::CreateSubnetRequest {
-            subnet: Some(pb::Subnet {
-                name: "ovn-default".into(),
-                cidr_v4: "10.16.0.0/16".into(),
-                ..Default::default()
-            }),
-        })
+        .create_subnet(common::subnet_request("ovn-default", "10.16.0.0/16", ""))
         .await
         .unwrap();
     let aap = pb::Vip {
@@ -612,13 +587,7 @@ async fn pods_using_vips_and_multi_nic_parents_in_nb() {
     let mut pods = PodServiceClient::new(channel);
     for (name, cidr) in [("ovn-default", "10.16.0.0/16"), ("net2", "10.17.0.0/16")] {
         subnets
-            .create_subnet(pb::CreateSubnetRequest {
-                subnet: Some(pb::Subnet {
-                    name: name.into(),
-                    cidr_v4: cidr.into(),
-                    ..Default::default()
-                }),
-            })
+            .create_subnet(common::subnet_request(name, cidr, ""))
             .await
             .unwrap();
     }

@@ -441,3 +441,16 @@ impl Drop for Northd {
         let _ = self.child.wait();
     }
 }
+
+/// A CreateSubnet request; empty CIDRs are left out.
+pub fn subnet_request(name: &str, cidr_v4: &str, cidr_v6: &str) -> ovn_vipd::api::proto::v1::CreateSubnetRequest {
+    use ovn_vipd::api::proto::v1 as pb;
+    pb::CreateSubnetRequest {
+        subnet: Some(pb::Subnet {
+            name: name.into(),
+            cidr_v4: cidr_v4.into(),
+            cidr_v6: cidr_v6.into(),
+            ..Default::default()
+        }),
+    }
+}
