@@ -13,12 +13,17 @@
 //!   client). The only module that speaks JSON-RPC.
 //! - [`nb`]: typed OVN Northbound rows and the tables and columns the daemon depends on.
 //! - [`cli`]: `vipctl`, the command-line client of the API (Kube-OVN manifests, tables).
+//! - [`config`]: the daemon's settings from flags, `OVN_VIPD_*` variables and a TOML file.
+//! - [`telemetry`]: logging, Prometheus metrics, the gRPC span/metrics layer, systemd notify.
+//! - [`check`]: `ovn-vipd check`: store, IPAM and NB compared, and what is safe repaired.
 //! - [`daemon`]: wiring for the `ovn-vipd` binary: open the store, connect, shut down.
 //!
 //! Binaries in `src/bin/` only parse flags, set up tracing and call into this crate.
 
 pub mod api;
+pub mod check;
 pub mod cli;
+pub mod config;
 pub mod daemon;
 pub mod ipam;
 pub mod model;
@@ -27,3 +32,4 @@ pub mod ovsdb;
 pub mod reconcile;
 pub mod registry;
 pub mod store;
+pub mod telemetry;

@@ -8,4 +8,4 @@ pub mod proto;
 pub mod server;
 mod services;
 
-pub use server::{serve, Listen};
+pub use server::{serve, Listen, ServeOptions};

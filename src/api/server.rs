@@ -8,12 +8,14 @@ use std::sync::Arc;
 
 use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Server;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tracing::info;
 
 use super::proto::{v1 as pb, FILE_DESCRIPTOR_SET};
 use super::services::Api;
+use crate::config::GrpcTls;
 use crate::registry::Registry;
+use crate::telemetry::GrpcLayer;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Listen {
@@ -64,12 +66,23 @@ pub enum ServeError {
     Reflection(String),
 }
 
+/// How the listeners are secured.
+#[derive(Debug, Clone, Default)]
+pub struct ServeOptions {
+    /// TLS on every TCP listener; with a client CA, clients must present a certificate it signed.
+    /// Unix sockets are protected by their mode and group instead.
+    pub tls: Option<GrpcTls>,
+    /// Group of the unix sockets (mode 0660).
+    pub socket_group: Option<u32>,
+}
+
 /// Binds every listener now (so a caller knows the API is reachable when this returns) and
 /// returns a future that serves until `shutdown` fires.
 pub async fn serve(
     listeners: Vec<Listen>,
     registry: Arc<Registry>,
     shutdown: CancellationToken,
+    options: ServeOptions,
 ) -> Result<impl std::future::Future<Output = Result<(), ServeError>>, ServeError> {
     let mut servers = Vec::new();
     for listen in listeners {
@@ -95,7 +108,17 @@ pub async fn serve(
         health_reporter
             .set_serving::<pb::vip_service_server::VipServiceServer<Api>>()
             .await;
-        let router = Server::builder()
+        let mut builder = Server::builder();
+        if let (Listen::Tcp(_), Some(tls)) = (&listen, &options.tls) {
+            let mut config =
+                ServerTlsConfig::new().identity(Identity::from_pem(&tls.certificate_pem, &tls.private_key_pem));
+            if let Some(client_ca) = &tls.client_ca_pem {
+                config = config.client_ca_root(Certificate::from_pem(client_ca));
+            }
+            builder = builder.tls_config(config)?;
+        }
+        let router = builder
+            .layer(GrpcLayer)
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -117,6 +140,9 @@ pub async fn serve(
                 let _ = std::fs::remove_file(path);
                 let listener = tokio::net::UnixListener::bind(path).map_err(bind_error)?;
                 std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(bind_error)?;
+                if let Some(gid) = options.socket_group {
+                    std::os::unix::fs::chown(path, None, Some(gid)).map_err(bind_error)?;
+                }
                 info!(%listen, "gRPC listening");
                 servers.push(tokio::spawn(
                     router.serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {
@@ -127,7 +153,7 @@ pub async fn serve(
             Listen::Tcp(address) => {
                 let listener = tokio::net::TcpListener::bind(address).await.map_err(bind_error)?;
                 let local = listener.local_addr().map_err(bind_error)?;
-                info!(listen = %format!("tcp:{local}"), "gRPC listening");
+                info!(listen = %format!("tcp:{local}"), tls = options.tls.is_some(), "gRPC listening");
                 servers.push(tokio::spawn(
                     router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
                         stop.cancelled().await

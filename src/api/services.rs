@@ -52,6 +52,46 @@ fn under(prefix: &'static str) -> impl Fn(RegistryError) -> RegistryError {
     }
 }
 
+/// The object a request is about, recorded in the request's span (see `telemetry::GrpcLayer`).
+trait Named {
+    fn object(&self) -> String;
+}
+
+macro_rules! named_by {
+    ($($request:ty => |$value:ident| $name:expr;)*) => {
+        $(impl Named for $request {
+            fn object(&self) -> String {
+                let $value = self;
+                $name
+            }
+        })*
+    };
+}
+
+named_by! {
+    pb::CreateSubnetRequest => |r| r.subnet.as_ref().map(|s| s.name.clone()).unwrap_or_default();
+    pb::GetSubnetRequest => |r| r.name.clone();
+    pb::DeleteSubnetRequest => |r| r.name.clone();
+    pb::CreateVipRequest => |r| r.vip.as_ref().map(|v| v.name.clone()).unwrap_or_default();
+    pb::GetVipRequest => |r| r.name.clone();
+    pb::DeleteVipRequest => |r| r.name.clone();
+    pb::WatchVipsRequest => |r| r.name.clone();
+    pb::BindPodRequest => |r| format!("{}/{}", r.namespace, r.name);
+    pb::UnbindPodRequest => |r| format!("{}/{}", r.namespace, r.name);
+    pb::GetPodRequest => |r| format!("{}/{}", r.namespace, r.name);
+    pb::CreateSwitchLbRuleRequest => |r| r.rule.as_ref().map(|rule| rule.name.clone()).unwrap_or_default();
+    pb::UpdateSwitchLbRuleRequest => |r| r.rule.as_ref().map(|rule| rule.name.clone()).unwrap_or_default();
+    pb::GetSwitchLbRuleRequest => |r| r.name.clone();
+    pb::DeleteSwitchLbRuleRequest => |r| r.name.clone();
+}
+
+/// The request's message, with its object recorded in the span.
+fn named<T: Named>(request: Request<T>) -> T {
+    let message = request.into_inner();
+    crate::telemetry::record_object(&message.object());
+    message
+}
+
 fn required<T>(value: Option<T>, field: &str) -> Result<T, Status> {
     value.ok_or_else(|| {
         let mut violations = super::error::Violations::new();
@@ -66,13 +106,13 @@ fn required<T>(value: Option<T>, field: &str) -> Result<T, Status> {
 #[tonic::async_trait]
 impl pb::subnet_service_server::SubnetService for Api {
     async fn create_subnet(&self, request: Request<pb::CreateSubnetRequest>) -> Result<Response<pb::Subnet>, Status> {
-        let subnet = convert::subnet_from_proto(required(request.into_inner().subnet, "subnet")?)?;
+        let subnet = convert::subnet_from_proto(required(named(request).subnet, "subnet")?)?;
         let created = self.registry.create_subnet(subnet).await.map_err(under("subnet"))?;
         Ok(Response::new(self.subnet_proto(&created.name)?))
     }
 
     async fn get_subnet(&self, request: Request<pb::GetSubnetRequest>) -> Result<Response<pb::Subnet>, Status> {
-        Ok(Response::new(self.subnet_proto(&request.into_inner().name)?))
+        Ok(Response::new(self.subnet_proto(&named(request).name)?))
     }
 
     async fn list_subnets(
@@ -99,7 +139,7 @@ impl pb::subnet_service_server::SubnetService for Api {
         &self,
         request: Request<pb::DeleteSubnetRequest>,
     ) -> Result<Response<pb::DeleteSubnetResponse>, Status> {
-        self.registry.delete_subnet(&request.into_inner().name).await?;
+        self.registry.delete_subnet(&named(request).name).await?;
         Ok(Response::new(pb::DeleteSubnetResponse {}))
     }
 }
@@ -109,13 +149,13 @@ type VipEventStream = Pin<Box<dyn Stream<Item = Result<pb::VipEvent, Status>> + 
 #[tonic::async_trait]
 impl pb::vip_service_server::VipService for Api {
     async fn create_vip(&self, request: Request<pb::CreateVipRequest>) -> Result<Response<pb::Vip>, Status> {
-        let spec = convert::vip_spec_from_proto(required(request.into_inner().vip, "vip")?)?;
+        let spec = convert::vip_spec_from_proto(required(named(request).vip, "vip")?)?;
         let vip = self.registry.create_vip(spec).await.map_err(under("vip"))?;
         Ok(Response::new(self.vip_proto(&vip)))
     }
 
     async fn get_vip(&self, request: Request<pb::GetVipRequest>) -> Result<Response<pb::Vip>, Status> {
-        let vip = self.registry.get_vip(&request.into_inner().name)?;
+        let vip = self.registry.get_vip(&named(request).name)?;
         Ok(Response::new(self.vip_proto(&vip)))
     }
 
@@ -136,14 +176,14 @@ impl pb::vip_service_server::VipService for Api {
         &self,
         request: Request<pb::DeleteVipRequest>,
     ) -> Result<Response<pb::DeleteVipResponse>, Status> {
-        self.registry.delete_vip(&request.into_inner().name).await?;
+        self.registry.delete_vip(&named(request).name).await?;
         Ok(Response::new(pb::DeleteVipResponse {}))
     }
 
     type WatchVipsStream = VipEventStream;
 
     async fn watch_vips(&self, request: Request<pb::WatchVipsRequest>) -> Result<Response<VipEventStream>, Status> {
-        let name = request.into_inner().name;
+        let name = named(request).name;
         // Subscribe before reading the current state, so no change falls in between.
         let mut changes = self.registry.subscribe();
         let (sender, receiver) = tokio::sync::mpsc::channel(256);
@@ -211,7 +251,7 @@ impl pb::vip_service_server::VipService for Api {
 #[tonic::async_trait]
 impl pb::pod_service_server::PodService for Api {
     async fn bind_pod(&self, request: Request<pb::BindPodRequest>) -> Result<Response<pb::Pod>, Status> {
-        let spec = convert::pod_spec_from_proto(request.into_inner())?;
+        let spec = convert::pod_spec_from_proto(named(request))?;
         let pod = self.registry.bind_pod(spec).await?;
         Ok(Response::new(convert::pod_to_proto(
             &pod,
@@ -223,7 +263,7 @@ impl pb::pod_service_server::PodService for Api {
         &self,
         request: Request<pb::UnbindPodRequest>,
     ) -> Result<Response<pb::UnbindPodResponse>, Status> {
-        let request = request.into_inner();
+        let request = named(request);
         let key = PodRef {
             namespace: request.namespace,
             name: request.name,
@@ -233,7 +273,7 @@ impl pb::pod_service_server::PodService for Api {
     }
 
     async fn get_pod(&self, request: Request<pb::GetPodRequest>) -> Result<Response<pb::Pod>, Status> {
-        let request = request.into_inner();
+        let request = named(request);
         let pod = self.registry.get_pod(&PodRef {
             namespace: request.namespace,
             name: request.name,
@@ -264,7 +304,7 @@ impl pb::switch_lb_rule_service_server::SwitchLbRuleService for Api {
         &self,
         request: Request<pb::CreateSwitchLbRuleRequest>,
     ) -> Result<Response<pb::SwitchLbRule>, Status> {
-        let rule = convert::rule_from_proto(required(request.into_inner().rule, "rule")?)?;
+        let rule = convert::rule_from_proto(required(named(request).rule, "rule")?)?;
         let rule = self.registry.put_switch_lb_rule(rule, false).await?;
         Ok(Response::new(convert::rule_to_proto(
             &rule,
@@ -276,7 +316,7 @@ impl pb::switch_lb_rule_service_server::SwitchLbRuleService for Api {
         &self,
         request: Request<pb::UpdateSwitchLbRuleRequest>,
     ) -> Result<Response<pb::SwitchLbRule>, Status> {
-        let rule = convert::rule_from_proto(required(request.into_inner().rule, "rule")?)?;
+        let rule = convert::rule_from_proto(required(named(request).rule, "rule")?)?;
         let rule = self.registry.put_switch_lb_rule(rule, true).await?;
         Ok(Response::new(convert::rule_to_proto(
             &rule,
@@ -288,7 +328,7 @@ impl pb::switch_lb_rule_service_server::SwitchLbRuleService for Api {
         &self,
         request: Request<pb::GetSwitchLbRuleRequest>,
     ) -> Result<Response<pb::SwitchLbRule>, Status> {
-        let rule = self.registry.get_switch_lb_rule(&request.into_inner().name)?;
+        let rule = self.registry.get_switch_lb_rule(&named(request).name)?;
         Ok(Response::new(convert::rule_to_proto(
             &rule,
             &self.registry.rule_status(&rule.name),
@@ -312,7 +352,7 @@ impl pb::switch_lb_rule_service_server::SwitchLbRuleService for Api {
         &self,
         request: Request<pb::DeleteSwitchLbRuleRequest>,
     ) -> Result<Response<pb::DeleteSwitchLbRuleResponse>, Status> {
-        self.registry.delete_switch_lb_rule(&request.into_inner().name).await?;
+        self.registry.delete_switch_lb_rule(&named(request).name).await?;
         Ok(Response::new(pb::DeleteSwitchLbRuleResponse {}))
     }
 }

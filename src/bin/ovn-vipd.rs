@@ -1,90 +1,74 @@
-//! The `ovn-vipd` daemon: parses flags, sets up tracing and runs [`ovn_vipd::daemon::run`].
+//! The `ovn-vipd` daemon: resolves its settings, sets up logging and runs
+//! [`ovn_vipd::daemon::run`]; `ovn-vipd check` audits the store against NB and `ovn-vipd config`
+//! prints the effective settings.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use ovn_vipd::config::{ConfigError, SettingFlags, Settings};
 use ovn_vipd::daemon::{self, DaemonConfig};
-use ovn_vipd::ovsdb::{Remote, TlsFiles};
+use ovn_vipd::telemetry::{self, systemd, LogHandle};
 use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
 
 /// Reserves IP addresses (VIPs) for OVN networks and keeps OVN Northbound in line with them.
+///
+/// Every setting is a flag, an OVN_VIPD_* environment variable, or a key of the --config TOML
+/// file; a flag beats the environment, which beats the file, which beats the default.
 #[derive(Parser, Debug)]
 #[command(version)]
-struct Flags {
-    /// OVN Northbound database, in OVN's remote syntax; a comma-separated list for a cluster.
-    #[arg(long, env = "OVN_VIPD_OVN_NB", default_value = "unix:/var/run/ovn/ovnnb_db.sock")]
-    ovn_nb: String,
-    /// Directory of the durable store.
-    #[arg(long, env = "OVN_VIPD_DATA_DIR", default_value = "/var/lib/ovn-vipd")]
-    data_dir: PathBuf,
-    /// Private key for ssl: NB remotes (OVN's -p).
-    #[arg(long = "nb-private-key", env = "OVN_VIPD_NB_PRIVATE_KEY")]
-    nb_private_key: Option<PathBuf>,
-    /// Certificate for ssl: NB remotes (OVN's -c).
-    #[arg(long = "nb-certificate", env = "OVN_VIPD_NB_CERTIFICATE")]
-    nb_certificate: Option<PathBuf>,
-    /// CA certificate for ssl: NB remotes (OVN's -C).
-    #[arg(long = "nb-ca-cert", env = "OVN_VIPD_NB_CA_CERT")]
-    nb_ca_cert: Option<PathBuf>,
-    /// gRPC listener, repeatable: unix:PATH or tcp:HOST:PORT.
-    #[arg(long, env = "OVN_VIPD_LISTEN", value_delimiter = ',', default_values = ["unix:/run/ovn-vipd/ovn-vipd.sock", "tcp:127.0.0.1:50051"])]
-    listen: Vec<String>,
-    /// Seconds between safety-net full resyncs.
-    #[arg(long, env = "OVN_VIPD_RESYNC_INTERVAL", default_value_t = 300)]
-    resync_interval: u64,
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    settings: SettingFlags,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the daemon (the default).
+    Run,
+    /// Compare the store, IPAM and NB; report what is wrong (exit 1 if anything is). The store is
+    /// opened exclusively: stop the daemon first.
+    Check {
+        /// Fix what is safe to fix: release allocations nobody holds, allocate what a record
+        /// holds when nobody else has it, and apply the NB diff to owned rows.
+        #[arg(long)]
+        repair: bool,
+        /// Seconds to wait for NB.
+        #[arg(long, default_value_t = 10)]
+        nb_timeout: u64,
+    },
+    /// Print the effective settings as TOML, each with where it came from.
+    Config,
 }
 
 const EXIT_CONFIG: u8 = 64;
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
-    let flags = Flags::parse();
-    let ovn_nb = match Remote::parse_list(&flags.ovn_nb) {
-        Ok(remotes) => remotes,
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(error) => error.exit(),
+    };
+    let settings = match Settings::from_matches(&matches) {
+        Ok(settings) => settings,
         Err(error) => {
-            eprintln!("ovn-vipd: --ovn-nb: {error}");
+            eprintln!("ovn-vipd: {error}");
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let nb_tls = match (flags.nb_private_key, flags.nb_certificate, flags.nb_ca_cert) {
-        (Some(private_key), Some(certificate), Some(ca_certificate)) => Some(TlsFiles {
-            private_key,
-            certificate,
-            ca_certificate,
-        }),
-        (None, None, None) => None,
-        _ => {
-            eprintln!("ovn-vipd: --nb-private-key, --nb-certificate and --nb-ca-cert go together");
+    if let Some(Command::Config) = cli.command {
+        print!("{}", settings.render());
+        return ExitCode::SUCCESS;
+    }
+    let log = match telemetry::init_logging(&settings.log, settings.log_format) {
+        Ok(handle) => handle,
+        Err(error) => {
+            eprintln!("ovn-vipd: setting log: {error}");
             return ExitCode::from(EXIT_CONFIG);
         }
-    };
-    if flags.resync_interval == 0 {
-        eprintln!("ovn-vipd: --resync-interval must be at least 1 second");
-        return ExitCode::from(EXIT_CONFIG);
-    }
-    let mut listen = Vec::new();
-    for text in &flags.listen {
-        match text.parse::<ovn_vipd::api::Listen>() {
-            Ok(listener) => listen.push(listener),
-            Err(error) => {
-                eprintln!("ovn-vipd: --listen: {error}");
-                return ExitCode::from(EXIT_CONFIG);
-            }
-        }
-    }
-    let config = DaemonConfig {
-        listen,
-        ovn_nb,
-        nb_tls,
-        data_dir: flags.data_dir,
-        resync_interval: Duration::from_secs(flags.resync_interval),
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
@@ -93,16 +77,21 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(async move {
-        let shutdown = CancellationToken::new();
-        let signal_token = shutdown.clone();
-        tokio::spawn(async move {
-            wait_for_signal().await;
-            signal_token.cancel();
-        });
-        daemon::run(config, shutdown).await
+    match cli.command {
+        Some(Command::Check { repair, nb_timeout }) => runtime.block_on(check(&settings, repair, nb_timeout)),
+        _ => runtime.block_on(serve(settings, log)),
+    }
+}
+
+async fn serve(settings: Settings, log: LogHandle) -> ExitCode {
+    let config = DaemonConfig::from_settings(&settings);
+    let shutdown = CancellationToken::new();
+    let signal_token = shutdown.clone();
+    tokio::spawn(async move {
+        handle_signals(settings, log).await;
+        signal_token.cancel();
     });
-    match result {
+    match daemon::run(config, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("ovn-vipd: {error}");
@@ -111,17 +100,79 @@ fn main() -> ExitCode {
     }
 }
 
-/// SIGTERM and SIGINT both start a graceful stop.
-async fn wait_for_signal() {
+async fn check(settings: &Settings, repair: bool, nb_timeout: u64) -> ExitCode {
+    let options = ovn_vipd::check::CheckOptions {
+        data_dir: &settings.data_dir,
+        ovn_nb: settings.ovn_nb.clone(),
+        nb_tls: settings.nb_tls.clone(),
+        repair,
+        nb_timeout: Duration::from_secs(nb_timeout),
+    };
+    let report = match ovn_vipd::check::run(options, |line| eprintln!("{line}")).await {
+        Ok(report) => report,
+        Err(error) => {
+            eprintln!("ovn-vipd check: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    for line in &report.repaired {
+        println!("repaired: {line}");
+    }
+    for line in &report.left {
+        println!("problem: {line}");
+    }
+    if report.is_clean() {
+        println!("clean: store, IPAM and NB agree");
+        ExitCode::SUCCESS
+    } else if repair && report.left.is_empty() {
+        println!("repaired everything found");
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// SIGTERM and SIGINT start a graceful stop; SIGHUP re-reads the configuration file and applies
+/// what can change while running (the log filter), naming what needs a restart.
+async fn handle_signals(mut settings: Settings, log: LogHandle) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut terminate), Ok(mut interrupt)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-    else {
+    let (Ok(mut terminate), Ok(mut interrupt), Ok(mut hangup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
         // Without signal handlers the process still stops on the default action.
         std::future::pending::<()>().await;
         return;
     };
-    tokio::select! {
-        _ = terminate.recv() => {}
-        _ = interrupt.recv() => {}
+    loop {
+        tokio::select! {
+            _ = terminate.recv() => return,
+            _ = interrupt.recv() => return,
+            _ = hangup.recv() => {
+                systemd::reloading();
+                match reload() {
+                    Ok(newer) => {
+                        match log.set_filter(&newer.log) {
+                            Ok(()) => info!(log = %newer.log, "configuration reloaded"),
+                            Err(error) => warn!(%error, "log filter not changed"),
+                        }
+                        let restart = settings.needs_restart(&newer);
+                        if !restart.is_empty() {
+                            warn!(settings = ?restart, "changed settings take effect at the next restart");
+                        }
+                        settings = newer;
+                    }
+                    Err(error) => warn!(%error, "configuration not reloaded"),
+                }
+                systemd::ready("serving; configuration reloaded");
+            }
+        }
     }
+}
+
+/// The settings again: the same flags and environment, the file as it is now.
+fn reload() -> Result<Settings, ConfigError> {
+    let matches = Cli::command().get_matches_from(std::env::args_os());
+    Settings::from_matches(&matches)
 }

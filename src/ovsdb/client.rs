@@ -202,9 +202,10 @@ impl Client {
     }
 
     /// Sends one transaction. It waits for a usable connection (up to the request timeout) and
-    /// retries what a "not leader" answer refused on the next leader. A connection lost while the
-    /// transaction was in flight returns [`OvsdbError::Disconnected`]: it may or may not have
-    /// been committed, so writes must be safe to repeat.
+    /// retries what a "not leader" answer refused on the next leader, and what a closed
+    /// connection never sent ([`OvsdbError::NotSent`]). A connection lost while the transaction
+    /// was in flight returns [`OvsdbError::Disconnected`]: it may or may not have been committed,
+    /// so writes must be safe to repeat.
     pub async fn transact(&self, operations: &[Operation]) -> Result<Vec<OperationResult>, OvsdbError> {
         let deadline = tokio::time::Instant::now() + self.shared.config.request_timeout;
         loop {
@@ -218,6 +219,10 @@ impl Client {
             match outcome {
                 Err(error) if is_not_leader(&error) && tokio::time::Instant::now() < deadline => {
                     warn!(remote = %connection.remote(), "transaction refused: not leader; finding the leader");
+                    self.shared.reconnect.notify_one();
+                    let _ = connection.closed().await;
+                }
+                Err(OvsdbError::NotSent) if tokio::time::Instant::now() < deadline => {
                     self.shared.reconnect.notify_one();
                     let _ = connection.closed().await;
                 }

@@ -222,8 +222,10 @@ impl Connection {
                 params,
                 reply: reply_tx,
             })
-            .map_err(|_| OvsdbError::Disconnected)?;
-        reply_rx.await.map_err(|_| OvsdbError::Disconnected)?
+            .map_err(|_| OvsdbError::NotSent)?;
+        // A call still queued when the session ends is dropped unanswered (it was never written);
+        // one that was written is answered `Disconnected` when the session ends.
+        reply_rx.await.map_err(|_| OvsdbError::NotSent)?
     }
 
     pub async fn echo(&self, payload: Json) -> Result<Json, OvsdbError> {

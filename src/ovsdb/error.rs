@@ -38,8 +38,12 @@ pub enum OvsdbError {
     Tls(String),
     #[error("I/O error on OVSDB connection: {0}")]
     Io(#[from] std::io::Error),
+    /// The connection closed while the request was in flight: it may or may not have taken effect.
     #[error("OVSDB connection closed")]
     Disconnected,
+    /// The connection had closed before the request could be sent: it certainly took no effect.
+    #[error("OVSDB connection closed before the request was sent")]
+    NotSent,
     #[error("OVSDB connection lost: {0}")]
     ConnectionLost(String),
     #[error("OVSDB protocol error: {0}")]
@@ -66,6 +70,7 @@ impl OvsdbError {
             OvsdbError::Connect { .. }
                 | OvsdbError::Io(_)
                 | OvsdbError::Disconnected
+                | OvsdbError::NotSent
                 | OvsdbError::ConnectionLost(_)
                 | OvsdbError::Timeout(_)
                 | OvsdbError::NotLeader
@@ -79,7 +84,7 @@ impl OvsdbError {
             OvsdbError::Connect { .. } => "connect",
             OvsdbError::Tls(_) => "tls",
             OvsdbError::Io(_) => "io",
-            OvsdbError::Disconnected | OvsdbError::ConnectionLost(_) => "disconnected",
+            OvsdbError::Disconnected | OvsdbError::NotSent | OvsdbError::ConnectionLost(_) => "disconnected",
             OvsdbError::Protocol(_) => "protocol",
             OvsdbError::Rpc { .. } => "rpc",
             OvsdbError::Transaction(_) => "transaction",

@@ -22,6 +22,7 @@ use crate::nb::{
 };
 use crate::ovsdb::{Atom, Client, ClientEvent, Condition as Where, Mutation, Operation, OvsdbError, Row, Value};
 use crate::registry::{now_ms, Change, Registry, RuleStatus};
+use crate::telemetry::{self, Heartbeat};
 use desired::{Blocked, Desired, DesiredLoadBalancer, DesiredPort, OWNER_KEY, VENDOR, VENDOR_KEY};
 
 fn is_owned(external_ids: &BTreeMap<String, String>) -> bool {
@@ -34,6 +35,29 @@ pub struct Plan {
     pub operations: Vec<Operation>,
     /// Port name → the foreign row in the way.
     pub conflicts: BTreeMap<String, String>,
+    /// Each difference found, in words (for `ovn-vipd check`).
+    pub differences: Vec<Difference>,
+}
+
+/// One way NB differs from what the daemon wants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Difference {
+    /// A row the daemon wants is absent.
+    Missing(String),
+    /// An owned row holds something else (or is not attached where it belongs).
+    Differs(String),
+    /// An owned row no object wants.
+    Orphan(String),
+}
+
+impl std::fmt::Display for Difference {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Difference::Missing(row) => write!(f, "NB row missing: {row}"),
+            Difference::Differs(row) => write!(f, "NB row differs from the desired state: {row}"),
+            Difference::Orphan(row) => write!(f, "owned NB row without an object: {row}"),
+        }
+    }
 }
 
 fn port_row(port: &DesiredPort) -> Row {
@@ -148,6 +172,10 @@ fn plan_load_balancers(
             Some(actual) => {
                 let checks_match = health_checks_match(actual, lb, checks);
                 if !load_balancer_matches(actual, lb) || !checks_match {
+                    plan.differences.push(Difference::Differs(format!(
+                        "Load_Balancer {} ({})",
+                        lb.name, actual.uuid
+                    )));
                     let mut row = load_balancer_row(lb);
                     if !checks_match {
                         row.insert(
@@ -162,6 +190,10 @@ fn plan_load_balancers(
                     });
                 }
                 if !switch.load_balancer.contains(&actual.uuid) {
+                    plan.differences.push(Difference::Differs(format!(
+                        "Load_Balancer {} is not attached to {}",
+                        lb.name, switch.name
+                    )));
                     plan.operations.push(Operation::Mutate {
                         table: nb::LOGICAL_SWITCH.into(),
                         conditions: vec![Where::uuid(switch.uuid)],
@@ -170,6 +202,8 @@ fn plan_load_balancers(
                 }
             }
             None => {
+                plan.differences
+                    .push(Difference::Missing(format!("Load_Balancer {}", lb.name)));
                 let uuid_name = format!("lb{index}");
                 // Guard: names are not indexed, so a retry must not create a second balancer.
                 plan.operations.push(Operation::Wait {
@@ -206,6 +240,10 @@ fn plan_load_balancers(
         if desired.load_balancers.contains_key(owner) {
             continue;
         }
+        plan.differences.push(Difference::Orphan(format!(
+            "Load_Balancer {} ({})",
+            actual.name, actual.uuid
+        )));
         for switch in switches
             .iter()
             .filter(|switch| switch.load_balancer.contains(&actual.uuid))
@@ -256,6 +294,8 @@ pub fn plan(
         if switch_by_name.contains_key(switch.as_str()) {
             continue;
         }
+        plan.differences
+            .push(Difference::Missing(format!("Logical_Switch {switch}")));
         let uuid_name = format!("switch{index}");
         // Guard: a retried transaction must not create a second switch of the same name.
         plan.operations.push(Operation::Wait {
@@ -301,6 +341,8 @@ pub fn plan(
             }
             Some(actual) => {
                 if !port_matches(actual, port) {
+                    plan.differences
+                        .push(Difference::Differs(format!("Logical_Switch_Port {name}")));
                     plan.operations.push(Operation::Update {
                         table: nb::LOGICAL_SWITCH_PORT.into(),
                         conditions: vec![Where::uuid(actual.uuid)],
@@ -308,6 +350,10 @@ pub fn plan(
                     });
                 }
                 if !switch_of_port.contains_key(&actual.uuid) {
+                    plan.differences.push(Difference::Differs(format!(
+                        "Logical_Switch_Port {name} is not on switch {}",
+                        port.switch
+                    )));
                     if let Some(switch) = switch_ref(&port.switch) {
                         plan.operations.push(Operation::Mutate {
                             table: nb::LOGICAL_SWITCH.into(),
@@ -318,6 +364,8 @@ pub fn plan(
                 }
             }
             None => {
+                plan.differences
+                    .push(Difference::Missing(format!("Logical_Switch_Port {name}")));
                 let uuid_name = format!("port{index}");
                 plan.operations.push(Operation::Insert {
                     table: nb::LOGICAL_SWITCH_PORT.into(),
@@ -335,6 +383,10 @@ pub fn plan(
     let mut removals: BTreeMap<Uuid, Vec<Atom>> = BTreeMap::new();
     for port in ports.values() {
         if is_owned(&port.external_ids) && !desired.ports.contains_key(&port.name) {
+            plan.differences.push(Difference::Orphan(format!(
+                "Logical_Switch_Port {} ({})",
+                port.name, port.uuid
+            )));
             if let Some(switch) = switch_of_port.get(&port.uuid) {
                 removals.entry(switch.uuid).or_default().push(Atom::Uuid(port.uuid));
             }
@@ -367,6 +419,10 @@ pub fn plan(
             && switch.ports.is_empty()
             && switch.load_balancer.is_empty()
         {
+            plan.differences.push(Difference::Orphan(format!(
+                "Logical_Switch {} ({})",
+                switch.name, switch.uuid
+            )));
             plan.operations.push(Operation::Delete {
                 table: nb::LOGICAL_SWITCH.into(),
                 conditions: vec![Where::uuid(switch.uuid)],
@@ -397,37 +453,37 @@ fn condition(status: bool, reason: &str, message: String, previous: &[Condition]
     }]
 }
 
-/// One pass: compute, diff, send; then write every VIP's status from what NB holds.
-pub async fn pass(registry: &Registry, client: &Client) -> Result<usize, OvsdbError> {
-    let (subnets, vips, pods) = (
-        registry
-            .list_subnets()
-            .into_iter()
-            .map(|(subnet, _)| subnet)
-            .collect::<Vec<_>>(),
+/// What the registry wants in NB, and the difference to what `cache` holds.
+pub fn compute_plan(registry: &Registry, cache: &crate::ovsdb::Cache) -> (Desired, Plan) {
+    let subnets: Vec<_> = registry.list_subnets().into_iter().map(|(subnet, _)| subnet).collect();
+    let (vips, pods, rules) = (
         registry.list_vips(),
         registry.list_pods(),
+        registry.list_switch_lb_rules(),
     );
-    let rules = registry.list_switch_lb_rules();
     let sources = registry.health_check_sources();
-    let (desired, plan) = {
-        let cache = client.cache();
-        let switches = LogicalSwitch::all(&cache);
-        let ports: BTreeMap<Uuid, LogicalSwitchPort> = LogicalSwitchPort::all(&cache)
-            .into_iter()
-            .map(|port| (port.uuid, port))
-            .collect();
-        let router_ports = LogicalRouterPort::all(&cache);
-        let mut desired = desired::compute(&subnets, &vips, &pods, &switches, &ports, &router_ports);
-        desired::load_balancers(&mut desired, &rules, &subnets, &vips, &pods, &sources);
-        let balancers = LoadBalancer::all(&cache);
-        let checks: BTreeMap<Uuid, LoadBalancerHealthCheck> = LoadBalancerHealthCheck::all(&cache)
-            .into_iter()
-            .map(|check| (check.uuid, check))
-            .collect();
-        let plan = plan(&desired, &switches, &ports, &balancers, &checks);
-        (desired, plan)
-    };
+    let switches = LogicalSwitch::all(cache);
+    let ports: BTreeMap<Uuid, LogicalSwitchPort> = LogicalSwitchPort::all(cache)
+        .into_iter()
+        .map(|port| (port.uuid, port))
+        .collect();
+    let router_ports = LogicalRouterPort::all(cache);
+    let mut desired = desired::compute(&subnets, &vips, &pods, &switches, &ports, &router_ports);
+    desired::load_balancers(&mut desired, &rules, &subnets, &vips, &pods, &sources);
+    let balancers = LoadBalancer::all(cache);
+    let checks: BTreeMap<Uuid, LoadBalancerHealthCheck> = LoadBalancerHealthCheck::all(cache)
+        .into_iter()
+        .map(|check| (check.uuid, check))
+        .collect();
+    let plan = plan(&desired, &switches, &ports, &balancers, &checks);
+    (desired, plan)
+}
+
+/// One pass: compute, diff, send; then write every VIP's status from what NB holds.
+pub async fn pass(registry: &Registry, client: &Client) -> Result<usize, OvsdbError> {
+    // Listed first: status is written only for objects the plan below has seen.
+    let (vips, rules) = (registry.list_vips(), registry.list_switch_lb_rules());
+    let (desired, plan) = compute_plan(registry, &client.cache());
     let sent = plan.operations.len();
     if sent > 0 {
         debug!(operations = sent, "applying NB changes");
@@ -517,17 +573,44 @@ fn mark_unavailable(registry: &Registry, error: &str) {
     }
 }
 
+/// What the sync loop tells the daemon.
+pub struct Hooks {
+    /// Beaten every time round the loop (at least every `IDLE_BEAT`): the watchdog's evidence.
+    pub heartbeat: Heartbeat,
+    /// Counts finished passes; the first one makes the daemon ready.
+    pub passes: tokio::sync::watch::Sender<u64>,
+}
+
+/// How often an idle loop still goes round, so the watchdog can tell idle from stuck.
+const IDLE_BEAT: Duration = Duration::from_millis(250);
+
 /// Runs until `shutdown`: a pass whenever the registry or NB changes, after every (re)connect,
 /// and every `resync_interval` as a safety net.
-pub async fn run(registry: Arc<Registry>, client: Client, resync_interval: Duration, shutdown: CancellationToken) {
+pub async fn run(
+    registry: Arc<Registry>,
+    client: Client,
+    resync_interval: Duration,
+    shutdown: CancellationToken,
+    hooks: Hooks,
+) {
     let mut registry_changes = registry.subscribe();
     let mut nb_events = client.subscribe();
     let mut resync = tokio::time::interval(resync_interval);
+    let mut idle = tokio::time::interval(IDLE_BEAT);
     let mut dirty = true;
     loop {
+        hooks.heartbeat.beat();
         if dirty && client.state().is_connected() {
             dirty = false;
-            match pass(&registry, &client).await {
+            let started = std::time::Instant::now();
+            let result = pass(&registry, &client).await;
+            telemetry::metrics()
+                .reconcile_seconds
+                .observe(started.elapsed().as_secs_f64());
+            if result.is_ok() {
+                hooks.passes.send_modify(|passes| *passes += 1);
+            }
+            match result {
                 Ok(0) => {}
                 Ok(sent) => {
                     info!(operations = sent, "NB updated");
@@ -559,6 +642,7 @@ pub async fn run(registry: Arc<Registry>, client: Client, resync_interval: Durat
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = resync.tick() => dirty = true,
+            _ = idle.tick() => {}
             change = registry_changes.recv() => match change {
                 // Status is the sync's own output, not a reason to look again.
                 Ok(Change::VipStatus(_)) => {}

@@ -120,7 +120,89 @@ pub struct Snapshot {
 /// What the consistency check found; empty when the store is consistent.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ConsistencyReport {
+    /// Every problem in words.
     pub problems: Vec<String>,
+    /// The allocation problems, typed, with what would repair them.
+    pub findings: Vec<Finding>,
+    /// Pods naming a VIP that does not name them (no safe automatic repair).
+    pub references: Vec<String>,
+}
+
+/// An allocated address or MAC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Resource {
+    Ip(IpAddr),
+    Mac(MacAddr),
+}
+
+impl std::fmt::Display for Resource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Resource::Ip(ip) => write!(f, "address {ip}"),
+            Resource::Mac(mac) => write!(f, "mac {mac}"),
+        }
+    }
+}
+
+/// One allocation problem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Finding {
+    /// Allocated to an owner that has no record holding it (or in a subnet that is gone): safe
+    /// to release.
+    WithoutOwner {
+        subnet: String,
+        resource: Resource,
+        owner: Owner,
+    },
+    /// An owner's record holds it but it is not allocated: safe to allocate when nobody else
+    /// holds it.
+    NotAllocated {
+        subnet: String,
+        resource: Resource,
+        owner: Owner,
+    },
+    /// Allocated to one owner while another's record holds it: needs a person.
+    TwoOwners {
+        subnet: String,
+        resource: Resource,
+        allocated_to: Owner,
+        held_by: Owner,
+    },
+}
+
+impl Finding {
+    /// The writes that repair it, if a repair is safe.
+    pub fn repair(&self) -> Option<Write> {
+        match self {
+            Finding::WithoutOwner { subnet, resource, .. } => Some(match resource {
+                Resource::Ip(ip) => Write::ReleaseIp {
+                    subnet: subnet.clone(),
+                    ip: *ip,
+                },
+                Resource::Mac(mac) => Write::ReleaseMac {
+                    subnet: subnet.clone(),
+                    mac: *mac,
+                },
+            }),
+            Finding::NotAllocated {
+                subnet,
+                resource,
+                owner,
+            } => Some(match resource {
+                Resource::Ip(ip) => Write::AllocateIp {
+                    subnet: subnet.clone(),
+                    ip: *ip,
+                    owner: owner.clone(),
+                },
+                Resource::Mac(mac) => Write::AllocateMac {
+                    subnet: subnet.clone(),
+                    mac: *mac,
+                    owner: owner.clone(),
+                },
+            }),
+            Finding::TwoOwners { .. } => None,
+        }
+    }
 }
 
 impl ConsistencyReport {
@@ -363,6 +445,7 @@ impl Store {
     /// addresses are allocated to it.
     pub fn check(snapshot: &Snapshot) -> ConsistencyReport {
         let mut problems = Vec::new();
+        let mut references = Vec::new();
         // What each owner record says it holds.
         let mut expected_ips: BTreeMap<(String, IpAddr), Owner> = BTreeMap::new();
         let mut expected_macs: BTreeMap<(String, MacAddr), Owner> = BTreeMap::new();
@@ -380,11 +463,11 @@ impl Store {
                     // The VIP owns the addresses; it must name this pod as its holder.
                     match vips.get(vip_name.as_str()) {
                         Some(vip) if vip.holder.as_ref() == Some(&pod.key()) => {}
-                        Some(_) => problems.push(format!(
+                        Some(_) => references.push(format!(
                             "pod {} uses vip {vip_name}, which does not name it as holder",
                             pod.key()
                         )),
-                        None => problems.push(format!("pod {} uses vip {vip_name}, which does not exist", pod.key())),
+                        None => references.push(format!("pod {} uses vip {vip_name}, which does not exist", pod.key())),
                     }
                     continue;
                 }
@@ -396,50 +479,80 @@ impl Store {
             }
         }
         let subnets: BTreeSet<&str> = snapshot.subnets.iter().map(|subnet| subnet.name.as_str()).collect();
-        let mut seen_ips = BTreeSet::new();
-        for (subnet, ip, owner) in &snapshot.ips {
-            seen_ips.insert((subnet.clone(), *ip));
-            if !subnets.contains(subnet.as_str()) {
+        let mut findings = Vec::new();
+        let allocated = snapshot
+            .ips
+            .iter()
+            .map(|(subnet, ip, owner)| (subnet, Resource::Ip(*ip), owner))
+            .chain(
+                snapshot
+                    .macs
+                    .iter()
+                    .map(|(subnet, mac, owner)| (subnet, Resource::Mac(*mac), owner)),
+            );
+        let expected: BTreeMap<(String, Resource), &Owner> = expected_ips
+            .iter()
+            .map(|((subnet, ip), owner)| ((subnet.clone(), Resource::Ip(*ip)), owner))
+            .chain(
+                expected_macs
+                    .iter()
+                    .map(|((subnet, mac), owner)| ((subnet.clone(), Resource::Mac(*mac)), owner)),
+            )
+            .collect();
+        let mut seen = BTreeSet::new();
+        for (subnet, resource, owner) in allocated {
+            let key = (subnet.clone(), resource);
+            let subnet_missing = !subnets.contains(subnet.as_str());
+            if subnet_missing {
                 problems.push(format!(
-                    "address {ip} is allocated in subnet {subnet}, which does not exist"
+                    "{resource} is allocated in subnet {subnet}, which does not exist"
                 ));
             }
-            match expected_ips.get(&(subnet.clone(), *ip)) {
-                Some(expected) if expected == owner => {}
-                Some(expected) => problems.push(format!(
-                    "address {ip} in {subnet} is allocated to {owner} but {expected} holds it"
-                )),
-                None if is_subnet_owner(owner, subnet) => {}
-                None => problems.push(format!(
-                    "address {ip} in {subnet} is allocated to {owner}, which has no record holding it"
-                )),
+            match expected.get(&key) {
+                Some(expected) if *expected == owner => {}
+                Some(expected) => {
+                    problems.push(format!(
+                        "{resource} in {subnet} is allocated to {owner} but {expected} holds it"
+                    ));
+                    findings.push(Finding::TwoOwners {
+                        subnet: subnet.clone(),
+                        resource,
+                        allocated_to: owner.clone(),
+                        held_by: (*expected).clone(),
+                    });
+                }
+                None if is_subnet_owner(owner, subnet) && !subnet_missing => {}
+                None => {
+                    if !subnet_missing {
+                        problems.push(format!(
+                            "{resource} in {subnet} is allocated to {owner}, which has no record holding it"
+                        ));
+                    }
+                    findings.push(Finding::WithoutOwner {
+                        subnet: subnet.clone(),
+                        resource,
+                        owner: owner.clone(),
+                    });
+                }
+            }
+            seen.insert(key);
+        }
+        for ((subnet, resource), owner) in &expected {
+            if !seen.contains(&(subnet.clone(), *resource)) {
+                problems.push(format!("{owner} holds {resource} in {subnet} without an allocation"));
+                findings.push(Finding::NotAllocated {
+                    subnet: subnet.clone(),
+                    resource: *resource,
+                    owner: (*owner).clone(),
+                });
             }
         }
-        for ((subnet, ip), owner) in &expected_ips {
-            if !seen_ips.contains(&(subnet.clone(), *ip)) {
-                problems.push(format!("{owner} holds address {ip} in {subnet} without an allocation"));
-            }
+        problems.extend(references.iter().cloned());
+        ConsistencyReport {
+            problems,
+            findings,
+            references,
         }
-        let mut seen_macs = BTreeSet::new();
-        for (subnet, mac, owner) in &snapshot.macs {
-            seen_macs.insert((subnet.clone(), *mac));
-            match expected_macs.get(&(subnet.clone(), *mac)) {
-                Some(expected) if expected == owner => {}
-                Some(expected) => problems.push(format!(
-                    "mac {mac} in {subnet} is allocated to {owner} but {expected} holds it"
-                )),
-                None if is_subnet_owner(owner, subnet) => {}
-                None => problems.push(format!(
-                    "mac {mac} in {subnet} is allocated to {owner}, which has no record holding it"
-                )),
-            }
-        }
-        for ((subnet, mac), owner) in &expected_macs {
-            if !seen_macs.contains(&(subnet.clone(), *mac)) {
-                problems.push(format!("{owner} holds mac {mac} in {subnet} without an allocation"));
-            }
-        }
-        ConsistencyReport { problems }
     }
 }
 
@@ -464,6 +577,9 @@ fn flusher(
         let result = db.flush().map(|_| ()).map_err(|error| error.to_string());
         flushes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let elapsed = started.elapsed();
+        crate::telemetry::metrics()
+            .store_flush_seconds
+            .observe(elapsed.as_secs_f64());
         if elapsed > Duration::from_millis(500) {
             warn!(?elapsed, waiters = waiters.len(), "slow store flush");
         }

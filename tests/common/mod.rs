@@ -3,6 +3,8 @@
 //! temporary directory of their own.
 #![allow(dead_code)]
 
+pub mod process;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -50,6 +52,36 @@ pub async fn wait_until_async(what: &str, timeout: Duration, mut condition: impl
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// A CA of its own (`prefix`) and a certificate it signed for each name (also its DNS name).
+pub fn issue_certificates(dir: &Path, prefix: &str, names: &[&str]) -> Vec<TlsPaths> {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, format!("{prefix} test CA"));
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let ca_path = dir.join(format!("{prefix}-ca.pem"));
+    std::fs::write(&ca_path, ca.pem()).unwrap();
+    let issue = |name: &str| {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(vec![name.to_string()]).unwrap();
+        params.distinguished_name.push(DnType::CommonName, name);
+        let certificate = params.signed_by(&key, &ca, &ca_key).unwrap();
+        let key_path = dir.join(format!("{prefix}-{name}-key.pem"));
+        let cert_path = dir.join(format!("{prefix}-{name}-cert.pem"));
+        std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        std::fs::write(&cert_path, certificate.pem()).unwrap();
+        TlsPaths {
+            private_key: key_path,
+            certificate: cert_path,
+            ca_certificate: ca_path.clone(),
+        }
+    };
+    names.iter().map(|name| issue(name)).collect()
 }
 
 /// TLS files for an ovsdb-server (`pssl:`) or a client (`ssl:`).
@@ -353,16 +385,14 @@ impl TestDaemon {
         };
         let port = free_port();
         let socket = dir.path().join("run").join("ovn-vipd.sock");
-        let config = ovn_vipd::daemon::DaemonConfig {
-            ovn_nb: ovn_vipd::ovsdb::Remote::parse_list(&nb.unix_remote()).expect("remote"),
-            nb_tls: None,
-            data_dir: dir.path().join("data"),
-            listen: vec![
+        let config = ovn_vipd::daemon::DaemonConfig::new(
+            ovn_vipd::ovsdb::Remote::parse_list(&nb.unix_remote()).expect("remote"),
+            dir.path().join("data"),
+            vec![
                 ovn_vipd::api::Listen::Tcp(([127, 0, 0, 1], port).into()),
                 ovn_vipd::api::Listen::Unix(socket.clone()),
             ],
-            resync_interval: Duration::from_secs(300),
-        };
+        );
         let shutdown = tokio_util::sync::CancellationToken::new();
         let stop = shutdown.clone();
         let task = tokio::spawn(async move {

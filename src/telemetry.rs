@@ -1,0 +1,449 @@
+//! Logs, metrics and the service manager: tracing set-up (text or JSON, a filter that SIGHUP can
+//! change), the Prometheus metrics and their `/metrics` listener, the gRPC layer that gives every
+//! RPC a span and a counter, and systemd's notify protocol (READY, WATCHDOG, STOPPING).
+//!
+//! Metrics live in one process-wide set ([`metrics`]): the store's flusher thread, the sync and the
+//! gRPC layer record into it without being handed anything. Gauges that describe state (VIPs,
+//! addresses, the NB connection) are read from the registry and the NB client at scrape time, so
+//! they cannot drift from what they describe.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn, Instrument};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{reload, EnvFilter, Registry as Subscribers};
+
+use crate::config::LogFormat;
+use crate::ovsdb::Client;
+use crate::registry::Registry;
+
+// ---------------------------------------------------------------------------------------------
+// Logging
+
+/// Changes the log filter of a running process (SIGHUP).
+#[derive(Clone)]
+pub struct LogHandle {
+    filter: reload::Handle<EnvFilter, Subscribers>,
+}
+
+impl LogHandle {
+    pub fn set_filter(&self, filter: &str) -> Result<(), String> {
+        let filter = EnvFilter::try_new(filter).map_err(|error| error.to_string())?;
+        self.filter.reload(filter).map_err(|error| error.to_string())
+    }
+}
+
+/// Installs the global subscriber: `filter` in RUST_LOG syntax, text or JSON lines on stderr.
+pub fn init_logging(filter: &str, format: LogFormat) -> Result<LogHandle, String> {
+    let filter = EnvFilter::try_new(filter).map_err(|error| error.to_string())?;
+    let (filter, handle) = reload::Layer::new(filter);
+    let registry = tracing_subscriber::registry().with(filter);
+    let result = match format {
+        LogFormat::Text => registry
+            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .try_init(),
+        LogFormat::Json => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_current_span(true)
+                    .with_span_list(false)
+                    .with_writer(std::io::stderr),
+            )
+            .try_init(),
+    };
+    result.map_err(|error| error.to_string())?;
+    Ok(LogHandle { filter: handle })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Metrics
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VipLabels {
+    pub subnet: String,
+    /// `reserved`, `aap` or `switch_lb_vip`.
+    pub r#type: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AddressLabels {
+    pub subnet: String,
+    pub family: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GrpcLabels {
+    pub method: String,
+    pub code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RemoteLabels {
+    pub remote: String,
+}
+
+/// Every metric the daemon exports.
+pub struct Metrics {
+    pub vips: Family<VipLabels, Gauge>,
+    pub addresses_used: Family<AddressLabels, Gauge<f64, AtomicU64>>,
+    pub addresses_free: Family<AddressLabels, Gauge<f64, AtomicU64>>,
+    pub reconcile_seconds: Histogram,
+    pub nb_transactions: Counter,
+    pub nb_transaction_failures: Counter,
+    pub nb_connected: Gauge,
+    /// 1 for the remote the daemon writes to (the leader, for a cluster).
+    pub nb_leader: Family<RemoteLabels, Gauge>,
+    pub store_flush_seconds: Histogram,
+    pub grpc_requests: Family<GrpcLabels, Counter>,
+    registry: prometheus_client::registry::Registry,
+    /// NB transaction counts already added to the counters, per client (scrape-time deltas).
+    nb_seen: Mutex<(u64, u64)>,
+}
+
+/// The process-wide metrics.
+pub fn metrics() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(Metrics::new)
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let mut registry = prometheus_client::registry::Registry::with_prefix("ovn_vipd");
+        let metrics = Metrics {
+            vips: Family::default(),
+            addresses_used: Family::default(),
+            addresses_free: Family::default(),
+            reconcile_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            nb_transactions: Counter::default(),
+            nb_transaction_failures: Counter::default(),
+            nb_connected: Gauge::default(),
+            nb_leader: Family::default(),
+            store_flush_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
+            grpc_requests: Family::default(),
+            registry: prometheus_client::registry::Registry::default(),
+            nb_seen: Mutex::new((0, 0)),
+        };
+        registry.register("vips", "VIPs by subnet and type", metrics.vips.clone());
+        registry.register(
+            "addresses_used",
+            "Allocated addresses per subnet and family",
+            metrics.addresses_used.clone(),
+        );
+        registry.register(
+            "addresses_free",
+            "Free addresses per subnet and family",
+            metrics.addresses_free.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Duration of NB sync passes",
+            metrics.reconcile_seconds.clone(),
+        );
+        registry.register(
+            "nb_transactions",
+            "NB transactions sent",
+            metrics.nb_transactions.clone(),
+        );
+        registry.register(
+            "nb_transaction_failures",
+            "NB transactions that failed",
+            metrics.nb_transaction_failures.clone(),
+        );
+        registry.register(
+            "nb_connected",
+            "1 while connected to OVN NB with the cache in sync",
+            metrics.nb_connected.clone(),
+        );
+        registry.register(
+            "nb_leader",
+            "1 for the NB remote in use (the cluster leader)",
+            metrics.nb_leader.clone(),
+        );
+        registry.register(
+            "store_flush_duration_seconds",
+            "Duration of store flushes (each acknowledges every write queued before it)",
+            metrics.store_flush_seconds.clone(),
+        );
+        registry.register(
+            "grpc_requests",
+            "gRPC requests by method and status code",
+            metrics.grpc_requests.clone(),
+        );
+        Metrics { registry, ..metrics }
+    }
+
+    /// Reads the state gauges from the registry and the NB client, then encodes everything in the
+    /// OpenMetrics text format.
+    pub fn render(&self, registry: &Registry, client: Option<&Client>) -> String {
+        self.vips.clear();
+        for vip in registry.list_vips() {
+            let kind = match vip.spec.vip_type {
+                crate::model::VipType::SwitchLbVip => "switch_lb_vip",
+                crate::model::VipType::Reserved if vip.is_aap() => "aap",
+                crate::model::VipType::Reserved => "reserved",
+            };
+            self.vips
+                .get_or_create(&VipLabels {
+                    subnet: vip.spec.subnet.clone(),
+                    r#type: kind.into(),
+                })
+                .inc();
+        }
+        self.addresses_used.clear();
+        self.addresses_free.clear();
+        for (subnet, usage) in registry.list_subnets() {
+            for (family, present, used, free) in [
+                ("ipv4", subnet.cidr_v4.is_some(), usage.used_v4, usage.free_v4),
+                ("ipv6", subnet.cidr_v6.is_some(), usage.used_v6, usage.free_v6),
+            ] {
+                if !present {
+                    continue;
+                }
+                let labels = AddressLabels {
+                    subnet: subnet.name.clone(),
+                    family: family.into(),
+                };
+                self.addresses_used.get_or_create(&labels).set(used as f64);
+                self.addresses_free.get_or_create(&labels).set(free as f64);
+            }
+        }
+        if let Some(client) = client {
+            if let Ok(mut seen) = self.nb_seen.lock() {
+                let (sent, failed) = (client.transaction_count(), client.transaction_failure_count());
+                self.nb_transactions.inc_by(sent.saturating_sub(seen.0));
+                self.nb_transaction_failures.inc_by(failed.saturating_sub(seen.1));
+                *seen = (sent.max(seen.0), failed.max(seen.1));
+            }
+            let state = client.state();
+            self.nb_connected.set(i64::from(state.is_connected()));
+            self.nb_leader.clear();
+            if let Some(connection) = &state.connection {
+                self.nb_leader
+                    .get_or_create(&RemoteLabels {
+                        remote: connection.remote().to_string(),
+                    })
+                    .set(1);
+            }
+        }
+        let mut text = String::new();
+        if prometheus_client::encoding::text::encode(&mut text, &self.registry).is_err() {
+            warn!("cannot encode metrics");
+        }
+        text
+    }
+}
+
+/// Serves `GET /metrics` on `address` until `shutdown`; returns the bound address.
+pub async fn serve_metrics(
+    address: SocketAddr,
+    registry: Arc<Registry>,
+    client: Client,
+    shutdown: CancellationToken,
+) -> std::io::Result<SocketAddr> {
+    use hyper::service::service_fn;
+    let listener = tokio::net::TcpListener::bind(address).await?;
+    let local = listener.local_addr()?;
+    info!(listen = %local, "metrics listening");
+    // One render at a time: rendering clears and refills the state gauges.
+    let rendering = Arc::new(tokio::sync::Mutex::new(()));
+    tokio::spawn(
+        async move {
+            loop {
+                let stream = tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    accepted = listener.accept() => match accepted {
+                        Ok((stream, _)) => stream,
+                        Err(error) => {
+                            warn!(%error, "metrics accept failed");
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            continue;
+                        }
+                    },
+                };
+                let (registry, client, rendering) = (registry.clone(), client.clone(), rendering.clone());
+                let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                    let (registry, client, rendering) = (registry.clone(), client.clone(), rendering.clone());
+                    async move {
+                        let response = if request.uri().path() == "/metrics" {
+                            let _one = rendering.lock().await;
+                            let body = metrics().render(&registry, Some(&client));
+                            hyper::Response::builder()
+                                .header(
+                                    "content-type",
+                                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                                )
+                                .body(Full::new(Bytes::from(body)))
+                        } else {
+                            hyper::Response::builder()
+                                .status(404)
+                                .body(Full::new(Bytes::from_static(b"only /metrics is served here\n")))
+                        };
+                        response
+                    }
+                });
+                tokio::spawn(async move {
+                    let io = hyper_util::rt::TokioIo::new(stream);
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(io, service)
+                        .await;
+                });
+            }
+        }
+        .instrument(tracing::info_span!("metrics")),
+    );
+    Ok(local)
+}
+
+// ---------------------------------------------------------------------------------------------
+// gRPC: a span and a counter per request
+
+/// Records the object an RPC is about in the request's span (see [`GrpcLayer`]).
+pub fn record_object(name: &str) {
+    tracing::Span::current().record("object", name);
+}
+
+/// Gives every gRPC request a span (`rpc` with `method` and, once known, `object`) and counts it
+/// by method and status code when it answers.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GrpcLayer;
+
+impl<S> tower_layer::Layer<S> for GrpcLayer {
+    type Service = GrpcService<S>;
+
+    fn layer(&self, inner: S) -> GrpcService<S> {
+        GrpcService { inner }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct GrpcService<S> {
+    inner: S,
+}
+
+impl<S, RequestBody, ResponseBody> tower_service::Service<http::Request<RequestBody>> for GrpcService<S>
+where
+    S: tower_service::Service<http::Request<RequestBody>, Response = http::Response<ResponseBody>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    ResponseBody: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, context: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(context)
+    }
+
+    fn call(&mut self, request: http::Request<RequestBody>) -> Self::Future {
+        let method = request.uri().path().to_string();
+        let span = tracing::info_span!("rpc", method = %method, object = tracing::field::Empty);
+        let future = {
+            let _entered = span.enter();
+            self.inner.call(request)
+        };
+        Box::pin(
+            async move {
+                let started = Instant::now();
+                let result = future.await;
+                // A unary error is a trailers-only response: its status is in the headers. A
+                // response without one carries data, i.e. it succeeded (or is a stream).
+                let code = match &result {
+                    Ok(response) => response
+                        .headers()
+                        .get("grpc-status")
+                        .and_then(|value| value.to_str().ok())
+                        .and_then(|text| text.parse::<i32>().ok())
+                        .map(tonic::Code::from_i32)
+                        .unwrap_or(tonic::Code::Ok),
+                    Err(_) => tonic::Code::Unknown,
+                };
+                metrics()
+                    .grpc_requests
+                    .get_or_create(&GrpcLabels {
+                        method,
+                        code: format!("{code:?}"),
+                    })
+                    .inc();
+                tracing::debug!(code = ?code, elapsed = ?started.elapsed(), "rpc answered");
+                result
+            }
+            .instrument(span),
+        )
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// systemd
+
+/// systemd's notify protocol; every call is a no-op when the daemon was not started by systemd
+/// (no `NOTIFY_SOCKET`).
+pub mod systemd {
+    use std::time::Duration;
+
+    use sd_notify::NotifyState;
+
+    pub fn ready(status: &str) {
+        let _ = sd_notify::notify(false, &[NotifyState::Ready, NotifyState::Status(status)]);
+    }
+
+    pub fn status(status: &str) {
+        let _ = sd_notify::notify(false, &[NotifyState::Status(status)]);
+    }
+
+    pub fn reloading() {
+        let _ = sd_notify::notify(false, &[NotifyState::Reloading]);
+    }
+
+    pub fn stopping() {
+        let _ = sd_notify::notify(false, &[NotifyState::Stopping]);
+    }
+
+    pub fn watchdog() {
+        let _ = sd_notify::notify(false, &[NotifyState::Watchdog]);
+    }
+
+    /// The watchdog timeout systemd expects keep-alives within, if it set one for this process:
+    /// `WATCHDOG_USEC`, applying to this process when `WATCHDOG_PID` is absent or names it (as
+    /// libsystemd's `sd_watchdog_enabled` reads them).
+    pub fn watchdog_timeout() -> Option<Duration> {
+        let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
+        if let Ok(pid) = std::env::var("WATCHDOG_PID") {
+            if pid.parse::<u32>().ok()? != std::process::id() {
+                return None;
+            }
+        }
+        (usec > 0).then(|| Duration::from_micros(usec))
+    }
+}
+
+/// When the sync loop last went round, for the watchdog: keep-alives stop when it is stuck.
+#[derive(Clone, Debug, Default)]
+pub struct Heartbeat(Arc<AtomicU64>);
+
+impl Heartbeat {
+    pub fn beat(&self) {
+        self.0.store(crate::registry::now_ms() as u64, Ordering::Relaxed);
+    }
+
+    pub fn age(&self) -> Duration {
+        let last = self.0.load(Ordering::Relaxed);
+        Duration::from_millis((crate::registry::now_ms() as u64).saturating_sub(last))
+    }
+}
