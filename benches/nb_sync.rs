@@ -248,7 +248,10 @@ async fn single_change(stored: usize) -> (Duration, Duration) {
 
 fn main() {
     // The daemon's own logs would drown the figures.
-    std::env::set_var("RUST_LOG", "warn");
+    std::env::set_var(
+        "RUST_LOG",
+        std::env::var("NB_SYNC_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
+    );
     let vips = env_number("NB_SYNC_BENCH_VIPS", 10_000);
     let nbctl_vips = env_number("NB_SYNC_BENCH_NBCTL", 1_000);
     let stored = env_number("NB_SYNC_BENCH_STORED", 100_000);

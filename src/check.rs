@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use crate::nb;
 use crate::ovsdb::{Client, OvsdbError, Remote, TlsFiles};
+use crate::reconcile::scope::{Dirty, Memory};
 use crate::reconcile::{self, Difference};
 use crate::registry::{Registry, RegistryError};
 use crate::store::{Finding, Store, StoreError, WriteBatch};
@@ -126,7 +127,8 @@ pub async fn run(options: CheckOptions<'_>, mut progress: impl FnMut(&str)) -> R
     let client = Client::start(config);
     let outcome = async {
         client.wait_connected(options.nb_timeout).await?;
-        let (_, plan) = reconcile::compute_plan(&registry, &client.cache());
+        let mut memory = Memory::default();
+        let plan = reconcile::compute_plan(&registry, &client.cache(), &Dirty::full(), &mut memory).plan;
         say(format!(
             "NB compared: {} difference(s), {} foreign row(s) in the way",
             plan.differences.len(),
@@ -141,7 +143,7 @@ pub async fn run(options: CheckOptions<'_>, mut progress: impl FnMut(&str)) -> R
             // The daemon's own sync: a few passes, since a created switch gets its balancers in
             // the next one.
             for _ in 0..3 {
-                let sent = reconcile::pass(&registry, &client).await?;
+                let sent = reconcile::pass(&registry, &client, &Dirty::full(), &mut memory).await?;
                 if sent == 0 {
                     break;
                 }

@@ -94,6 +94,12 @@ pub struct GrpcLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PassLabels {
+    /// `full` or `incremental`.
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RemoteLabels {
     pub remote: String,
 }
@@ -104,6 +110,10 @@ pub struct Metrics {
     pub addresses_used: Family<AddressLabels, Gauge<f64, AtomicU64>>,
     pub addresses_free: Family<AddressLabels, Gauge<f64, AtomicU64>>,
     pub reconcile_seconds: Histogram,
+    /// Sync passes by kind.
+    pub sync_passes: Family<PassLabels, Counter>,
+    /// Objects and NB rows the last pass looked at: what an incremental pass keeps small.
+    pub sync_pass_objects: Gauge,
     pub nb_transactions: Counter,
     pub nb_transaction_failures: Counter,
     pub nb_connected: Gauge,
@@ -130,6 +140,8 @@ impl Metrics {
             addresses_used: Family::default(),
             addresses_free: Family::default(),
             reconcile_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            sync_passes: Family::default(),
+            sync_pass_objects: Gauge::default(),
             nb_transactions: Counter::default(),
             nb_transaction_failures: Counter::default(),
             nb_connected: Gauge::default(),
@@ -154,6 +166,16 @@ impl Metrics {
             "reconcile_duration_seconds",
             "Duration of NB sync passes",
             metrics.reconcile_seconds.clone(),
+        );
+        registry.register(
+            "sync_passes",
+            "NB sync passes, full or incremental",
+            metrics.sync_passes.clone(),
+        );
+        registry.register(
+            "sync_pass_objects",
+            "VIPs, pods, rules and NB rows the last sync pass looked at",
+            metrics.sync_pass_objects.clone(),
         );
         registry.register(
             "nb_transactions",

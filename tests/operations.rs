@@ -587,6 +587,80 @@ async fn metrics_cover_vips_addresses_sync_nb_store_and_grpc() {
     }
 }
 
+/// One change is reconciled by a pass over what it affects: with 300 VIPs (600 virtual ports) in
+/// NB, creating one more looks at a handful of objects and rows, and no full pass runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_change_is_an_incremental_pass_whose_cost_does_not_follow_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let nb = OvsdbServer::nb(dir.path());
+    let (port, metrics_port) = (free_port(), free_port());
+    let mut args = daemon_args(dir.path(), &nb.unix_remote(), port);
+    args.push(format!("--metrics-listen=127.0.0.1:{metrics_port}"));
+    let _daemon = start(dir.path(), &args, &[]);
+    let channel = plain_channel(port).await;
+    let mut subnets = SubnetServiceClient::new(channel.clone());
+    subnets
+        .create_subnet(common::subnet_request("ovn-default", "10.16.0.0/16", "fd00:10:16::/64"))
+        .await
+        .unwrap();
+    let mut vips = VipServiceClient::new(channel.clone());
+    for index in 0..300 {
+        vips.create_vip(pb::CreateVipRequest {
+            vip: Some(pb::Vip {
+                name: format!("stored-{index}"),
+                subnet: "ovn-default".into(),
+                namespace: "default".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    }
+    let nb_ports = || {
+        run(
+            "ovn-nbctl",
+            &[
+                &format!("--db={}", nb.unix_remote()),
+                "--bare",
+                "--columns=name",
+                "find",
+                "logical_switch_port",
+                "type=virtual",
+            ],
+        )
+        .lines()
+        .filter(|line| !line.is_empty())
+        .count()
+    };
+    wait_until("600 virtual ports", 20 * SECOND, || nb_ports() == 600);
+    let metrics = || http_get(metrics_port, "/metrics").1;
+    let full = |text: &str| sample(text, "ovn_vipd_sync_passes_total{kind=\"full\"}").unwrap_or(0.0);
+    let incremental = |text: &str| sample(text, "ovn_vipd_sync_passes_total{kind=\"incremental\"}").unwrap_or(0.0);
+    let before = metrics();
+
+    vips.create_vip(pb::CreateVipRequest {
+        vip: Some(pb::Vip {
+            name: "one-more".into(),
+            subnet: "ovn-default".into(),
+            namespace: "default".into(),
+            ..Default::default()
+        }),
+    })
+    .await
+    .unwrap();
+    wait_ready(&channel, "one-more").await;
+    assert_eq!(nb_ports(), 602);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after = metrics();
+    assert_eq!(full(&after), full(&before), "a full pass ran:\n{after}");
+    assert!(incremental(&after) > incremental(&before), "{after}");
+    let examined = sample(&after, "ovn_vipd_sync_pass_objects").unwrap();
+    assert!(
+        examined <= 5.0,
+        "the last pass looked at {examined} objects and rows with 300 VIPs stored"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_logs_put_every_rpc_in_a_span_naming_its_object() {
     let dir = tempfile::tempdir().unwrap();

@@ -6,7 +6,14 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use uuid::Uuid;
 
-use crate::ovsdb::{Atom, Cache, ClientConfig, Remote, Row, Value};
+use crate::ovsdb::{Atom, Cache, ClientConfig, IndexSpec, Remote, Row, Value};
+
+/// Marks every row the daemon creates; rows without it are never modified or deleted.
+pub const VENDOR_KEY: &str = "vendor";
+pub const VENDOR: &str = "ovn-vipd";
+/// The object a row belongs to: `subnet/<name>`, `vip/<name>`, `pod/<namespace>/<name>/<nic>`,
+/// `slr/<rule>/<protocol>`.
+pub const OWNER_KEY: &str = "ovn-vipd/owner";
 
 pub const DATABASE: &str = "OVN_Northbound";
 
@@ -61,11 +68,27 @@ pub const REQUIRED_COLUMNS: &[(&str, &[&str])] = &[
 pub fn client_config(remotes: Vec<Remote>) -> ClientConfig {
     let mut config = ClientConfig::new(remotes, DATABASE);
     config.monitored_tables = REQUIRED_COLUMNS.iter().map(|(table, _)| table.to_string()).collect();
+    config.indexes = vec![port_by_name(), port_by_owner(), load_balancer_by_owner()];
     config.required_columns = REQUIRED_COLUMNS
         .iter()
         .map(|(table, columns)| (table.to_string(), columns.iter().map(|c| c.to_string()).collect()))
         .collect();
     config
+}
+
+/// Logical_Switch_Port by name (names are unique in NB).
+pub fn port_by_name() -> IndexSpec {
+    IndexSpec::column(LOGICAL_SWITCH_PORT, "name")
+}
+
+/// Logical_Switch_Port by the daemon's owner mark (`external_ids:ovn-vipd/owner`).
+pub fn port_by_owner() -> IndexSpec {
+    IndexSpec::map_key(LOGICAL_SWITCH_PORT, "external_ids", OWNER_KEY)
+}
+
+/// Load_Balancer by the daemon's owner mark.
+pub fn load_balancer_by_owner() -> IndexSpec {
+    IndexSpec::map_key(LOAD_BALANCER, "external_ids", OWNER_KEY)
 }
 
 fn string(row: &Row, column: &str) -> String {
@@ -207,6 +230,35 @@ impl NbRow for NbGlobal {
             external_ids: string_map(row, "external_ids"),
             options: string_map(row, "options"),
         }
+    }
+}
+
+impl LogicalSwitch {
+    /// Every switch, with only the ports of `of_interest` in `ports`: a switch with 100,000 ports
+    /// is not converted whole when a pass looks at a few of them.
+    pub fn all_with_ports_of_interest(cache: &Cache, of_interest: &BTreeSet<Uuid>) -> Vec<LogicalSwitch> {
+        cache
+            .rows(LOGICAL_SWITCH)
+            .map(|(uuid, row)| {
+                let ports = match row.get("ports") {
+                    Some(Value::Set(items)) => of_interest
+                        .iter()
+                        .filter(|port| items.contains(&Atom::Uuid(**port)))
+                        .copied()
+                        .collect(),
+                    Some(Value::Atom(Atom::Uuid(port))) if of_interest.contains(port) => BTreeSet::from([*port]),
+                    _ => BTreeSet::new(),
+                };
+                LogicalSwitch {
+                    uuid: *uuid,
+                    name: string(row, "name"),
+                    ports,
+                    load_balancer: uuid_set(row, "load_balancer"),
+                    external_ids: string_map(row, "external_ids"),
+                    other_config: string_map(row, "other_config"),
+                }
+            })
+            .collect()
     }
 }
 

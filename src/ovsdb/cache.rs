@@ -20,9 +20,51 @@ pub struct RowChange {
     pub new: Option<Row>,
 }
 
+/// A secondary index: rows of `table` by the string in `column`, or, with `key`, by the value of
+/// that key in the map `column` (e.g. one `external_ids` key). Kept with every update, so a
+/// lookup costs the same however many rows the table holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexSpec {
+    pub table: String,
+    pub column: String,
+    pub key: Option<String>,
+}
+
+impl IndexSpec {
+    pub fn column(table: &str, column: &str) -> IndexSpec {
+        IndexSpec {
+            table: table.into(),
+            column: column.into(),
+            key: None,
+        }
+    }
+
+    pub fn map_key(table: &str, column: &str, key: &str) -> IndexSpec {
+        IndexSpec {
+            table: table.into(),
+            column: column.into(),
+            key: Some(key.into()),
+        }
+    }
+
+    fn value_of<'a>(&self, row: &'a Row) -> Option<&'a str> {
+        let value = row.get(&self.column)?;
+        match &self.key {
+            None => value.as_str(),
+            Some(key) => value
+                .as_map()?
+                .get(&super::value::Atom::String(key.clone()))
+                .and_then(|atom| atom.as_str()),
+        }
+    }
+}
+
 #[derive(Debug, Default, Clone)]
 pub struct Cache {
     tables: HashMap<String, HashMap<Uuid, Row>>,
+    specs: Vec<IndexSpec>,
+    /// Per spec: indexed value → rows holding it.
+    indexes: Vec<HashMap<String, Vec<Uuid>>>,
 }
 
 impl Cache {
@@ -30,8 +72,56 @@ impl Cache {
         Cache::default()
     }
 
+    pub fn with_indexes(specs: Vec<IndexSpec>) -> Cache {
+        Cache {
+            indexes: vec![HashMap::new(); specs.len()],
+            specs,
+            ..Cache::default()
+        }
+    }
+
     pub fn clear(&mut self) {
         self.tables.clear();
+        for index in &mut self.indexes {
+            index.clear();
+        }
+    }
+
+    /// The rows whose indexed value is `value`, by an index given to [`Cache::with_indexes`]
+    /// (none when there is no such index).
+    pub fn find(&self, spec: &IndexSpec, value: &str) -> &[Uuid] {
+        self.specs
+            .iter()
+            .position(|candidate| candidate == spec)
+            .and_then(|position| self.indexes[position].get(value))
+            .map_or(&[], Vec::as_slice)
+    }
+
+    fn unindex(specs: &[IndexSpec], indexes: &mut [HashMap<String, Vec<Uuid>>], table: &str, uuid: &Uuid, row: &Row) {
+        for (spec, index) in specs.iter().zip(indexes.iter_mut()) {
+            if spec.table != table {
+                continue;
+            }
+            if let Some(value) = spec.value_of(row) {
+                if let Some(uuids) = index.get_mut(value) {
+                    uuids.retain(|candidate| candidate != uuid);
+                    if uuids.is_empty() {
+                        index.remove(value);
+                    }
+                }
+            }
+        }
+    }
+
+    fn index(specs: &[IndexSpec], indexes: &mut [HashMap<String, Vec<Uuid>>], table: &str, uuid: &Uuid, row: &Row) {
+        for (spec, index) in specs.iter().zip(indexes.iter_mut()) {
+            if spec.table != table {
+                continue;
+            }
+            if let Some(value) = spec.value_of(row) {
+                index.entry(value.to_string()).or_default().push(*uuid);
+            }
+        }
     }
 
     /// The rows of one table (empty when nothing is cached for it).
@@ -66,6 +156,7 @@ impl Cache {
             let rows = rows
                 .as_object()
                 .ok_or_else(|| OvsdbError::Protocol(format!("updates of {table} are not an object")))?;
+            let (specs, indexes) = (&self.specs, &mut self.indexes);
             let cached = self.tables.entry(table.clone()).or_default();
             for (uuid_text, update) in rows {
                 let uuid = Uuid::parse_str(uuid_text)
@@ -85,6 +176,10 @@ impl Cache {
                             }
                         }
                         let old = cached.insert(uuid, row.clone());
+                        if let Some(old) = &old {
+                            Cache::unindex(specs, indexes, table, &uuid, old);
+                        }
+                        Cache::index(specs, indexes, table, &uuid, &row);
                         changes.push(RowChange {
                             table: table.clone(),
                             uuid,
@@ -98,6 +193,7 @@ impl Cache {
                         })?;
                         let row = cached.entry(uuid).or_default();
                         let old = row.clone();
+                        let before = old.clone();
                         for (column, json_diff) in diff {
                             let diff_value = Value::from_json(json_diff)?;
                             match schema.column_type(table, column) {
@@ -111,15 +207,21 @@ impl Cache {
                                 None => {}
                             }
                         }
+                        let after = row.clone();
+                        Cache::unindex(specs, indexes, table, &uuid, &before);
+                        Cache::index(specs, indexes, table, &uuid, &after);
                         changes.push(RowChange {
                             table: table.clone(),
                             uuid,
                             old: Some(old),
-                            new: Some(row.clone()),
+                            new: Some(after),
                         });
                     }
                     "delete" => {
                         let old = cached.remove(&uuid);
+                        if let Some(old) = &old {
+                            Cache::unindex(specs, indexes, table, &uuid, old);
+                        }
                         changes.push(RowChange {
                             table: table.clone(),
                             uuid,

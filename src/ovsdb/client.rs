@@ -15,7 +15,7 @@ use tokio::sync::{broadcast, watch, Notify};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Instrument};
 
-use super::cache::{Cache, RowChange};
+use super::cache::{Cache, IndexSpec, RowChange};
 use super::connection::{Connection, ConnectionOptions, Notification};
 use super::error::OvsdbError;
 use super::operation::{Condition, Operation, OperationResult};
@@ -42,6 +42,8 @@ pub struct ClientConfig {
     pub leader_only: bool,
     /// How long a transaction waits for a usable connection before failing.
     pub request_timeout: Duration,
+    /// Secondary indexes the cache keeps (see [`Cache::find`]).
+    pub indexes: Vec<IndexSpec>,
 }
 
 impl ClientConfig {
@@ -57,6 +59,7 @@ impl ClientConfig {
             backoff_max: Duration::from_secs(8),
             leader_only: true,
             request_timeout: Duration::from_secs(30),
+            indexes: Vec::new(),
         }
     }
 }
@@ -131,9 +134,10 @@ impl Client {
     /// Starts connecting, with a subscription that sees every event from the first on.
     pub fn start_subscribed(config: ClientConfig) -> (Client, broadcast::Receiver<ClientEvent>) {
         let (events, receiver) = broadcast::channel(4096);
+        let cache = Cache::with_indexes(config.indexes.clone());
         let shared = Arc::new(Shared {
             config,
-            cache: RwLock::new(Cache::new()),
+            cache: RwLock::new(cache),
             state: watch::channel(ConnectionState::default()).0,
             events,
             reconnect: Notify::new(),

@@ -19,7 +19,7 @@ pub mod remote;
 pub mod schema;
 pub mod value;
 
-pub use cache::{Cache, RowChange};
+pub use cache::{Cache, IndexSpec, RowChange};
 pub use client::{Client, ClientConfig, ClientEvent, ConnectionState};
 pub use connection::{Connection, ConnectionOptions, Notification, Notifications};
 pub use error::{OvsdbError, TransactionError};

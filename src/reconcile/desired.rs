@@ -4,14 +4,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use crate::model::{aap_vips, selector_matches, Pod, Subnet, SwitchLbRule, Vip, VipType};
+use crate::model::{aap_vips, selector_matches, Pod, PodNic, PodRef, Subnet, SwitchLbRule, Vip, VipType};
 use crate::nb::{LogicalRouterPort, LogicalSwitch, LogicalSwitchPort};
 
-/// Marks every row the daemon creates; rows without it are never modified or deleted.
-pub const VENDOR_KEY: &str = "vendor";
-pub const VENDOR: &str = "ovn-vipd";
-/// The object a row belongs to: `subnet/<name>`, `vip/<name>`, `pod/<namespace>/<name>/<nic>`.
-pub const OWNER_KEY: &str = "ovn-vipd/owner";
+pub use crate::nb::{OWNER_KEY, VENDOR, VENDOR_KEY};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DesiredPort {
@@ -72,6 +68,10 @@ pub struct Desired {
     pub ports: BTreeMap<String, DesiredPort>,
     /// The ports each VIP needs (empty for a plain reserved VIP).
     pub vip_ports: BTreeMap<String, Vec<String>>,
+    /// The parent ports of each AAP VIP.
+    pub vip_parents: BTreeMap<String, Vec<String>>,
+    /// The ports of each bound pod.
+    pub pod_ports: BTreeMap<PodRef, Vec<String>>,
     pub blocked: BTreeMap<String, Blocked>,
 }
 
@@ -86,26 +86,46 @@ fn joined(parts: impl IntoIterator<Item = String>) -> String {
     parts.into_iter().collect::<Vec<_>>().join(" ")
 }
 
-/// The ports of pods eligible to carry an AAP VIP: bound, same namespace, labels matching the
-/// VIP's selector, the VIP listed in `ovn.kubernetes.io/aaps`, with a NIC in the VIP's subnet.
-pub fn aap_parents(vip: &Vip, pods: &[Pod]) -> Vec<String> {
-    if !vip.is_aap() {
-        return Vec::new();
+/// The NIC by which `pod` may carry the AAP VIP `vip`, if it is eligible: bound, same namespace,
+/// labels matching the VIP's selector, the VIP listed in `ovn.kubernetes.io/aaps`, with a NIC in
+/// the VIP's subnet. The selector decides both virtual-parents and port security.
+pub fn eligible_nic<'a>(vip: &Vip, pod: &'a Pod) -> Option<&'a PodNic> {
+    if !vip.is_aap()
+        || !pod.bound
+        || pod.spec.namespace != vip.spec.namespace
+        || !selector_matches(&vip.spec.selector, &pod.spec.labels)
+        || !aap_vips(&pod.spec.annotations).contains(&vip.spec.name)
+    {
+        return None;
     }
+    pod.nics.iter().find(|nic| nic.subnet == vip.spec.subnet)
+}
+
+/// The ports of the pods eligible to carry an AAP VIP, sorted.
+pub fn aap_parents(vip: &Vip, pods: &[Pod]) -> Vec<String> {
     let mut parents: Vec<String> = pods
         .iter()
-        .filter(|pod| pod.bound && pod.spec.namespace == vip.spec.namespace)
-        .filter(|pod| selector_matches(&vip.spec.selector, &pod.spec.labels))
-        .filter(|pod| aap_vips(&pod.spec.annotations).contains(&vip.spec.name))
-        .filter_map(|pod| {
-            pod.nics
-                .iter()
-                .find(|nic| nic.subnet == vip.spec.subnet)
-                .map(|nic| nic.port_name.clone())
-        })
+        .filter_map(|pod| eligible_nic(vip, pod).map(|nic| nic.port_name.clone()))
         .collect();
     parents.sort();
     parents
+}
+
+/// Each switch's router port MAC (what switch_lb_vip ports answer ARP with).
+pub type RouterMacs = BTreeMap<String, String>;
+
+/// The router port MAC of every switch that has one.
+pub fn router_macs(
+    switches: &[LogicalSwitch],
+    ports: &BTreeMap<uuid::Uuid, LogicalSwitchPort>,
+    router_ports: &[LogicalRouterPort],
+) -> RouterMacs {
+    switches
+        .iter()
+        .filter_map(|switch| {
+            router_port_mac(&switch.name, switches, ports, router_ports).map(|mac| (switch.name.clone(), mac))
+        })
+        .collect()
 }
 
 /// The MAC of the logical router port attached to `switch` (via its `type=router` port).
@@ -261,13 +281,16 @@ pub fn load_balancers(
     }
 }
 
+/// The desired rows of `vips` and of the bound `pods`, with every subnet's switch.
+/// `parent_candidates` must hold every pod that may be a parent of one of `vips`;
+/// `annotated` every VIP named in the `ovn.kubernetes.io/aaps` annotation of one of `pods`.
 pub fn compute(
     subnets: &[Subnet],
     vips: &[Vip],
+    parent_candidates: &[Pod],
     pods: &[Pod],
-    nb_switches: &[LogicalSwitch],
-    nb_ports: &BTreeMap<uuid::Uuid, LogicalSwitchPort>,
-    nb_router_ports: &[LogicalRouterPort],
+    annotated: &BTreeMap<&str, &Vip>,
+    router_macs: &RouterMacs,
 ) -> Desired {
     let mut desired = Desired::default();
     let switch_of: BTreeMap<&str, &str> = subnets
@@ -279,21 +302,14 @@ pub fn compute(
             .switches
             .insert(subnet.logical_switch.clone(), subnet.name.clone());
     }
-    // Extra port-security addresses per pod port, from the AAP VIPs it may carry.
-    let mut extra_security: BTreeMap<String, BTreeSet<IpAddr>> = BTreeMap::new();
     for vip in vips {
         let Some(switch) = switch_of.get(vip.spec.subnet.as_str()) else {
             continue;
         };
         let mut needed = Vec::new();
         if vip.is_aap() {
-            let parents = aap_parents(vip, pods);
-            for parent in &parents {
-                extra_security
-                    .entry(parent.clone())
-                    .or_default()
-                    .extend(vip.addresses());
-            }
+            let parents = aap_parents(vip, parent_candidates);
+            desired.vip_parents.insert(vip.spec.name.clone(), parents.clone());
             // OVN's virtual-ip takes one address: one virtual port per family.
             for (index, ip) in vip.addresses().into_iter().enumerate() {
                 let name = if index == 0 {
@@ -320,7 +336,7 @@ pub fn compute(
                 needed.push(name);
             }
         } else if vip.spec.vip_type == VipType::SwitchLbVip {
-            match router_port_mac(switch, nb_switches, nb_ports, nb_router_ports) {
+            match router_macs.get(*switch).cloned() {
                 Some(mac) => {
                     let address = joined(std::iter::once(mac).chain(vip.addresses().iter().map(IpAddr::to_string)));
                     let name = vip.spec.name.clone();
@@ -351,6 +367,23 @@ pub fn compute(
         desired.vip_ports.insert(vip.spec.name.clone(), needed);
     }
     for pod in pods.iter().filter(|pod| pod.bound) {
+        // Extra port-security addresses per NIC, from the AAP VIPs the pod may carry there.
+        let mut extra_security: BTreeMap<&str, BTreeSet<IpAddr>> = BTreeMap::new();
+        for name in aap_vips(&pod.spec.annotations) {
+            let Some(vip) = annotated.get(name.as_str()) else {
+                continue;
+            };
+            if !switch_of.contains_key(vip.spec.subnet.as_str()) {
+                continue;
+            }
+            if let Some(nic) = eligible_nic(vip, pod) {
+                extra_security
+                    .entry(nic.port_name.as_str())
+                    .or_default()
+                    .extend(vip.addresses());
+            }
+        }
+        let mut names = Vec::new();
         for nic in &pod.nics {
             let Some(switch) = switch_of.get(nic.subnet.as_str()) else {
                 continue;
@@ -363,7 +396,7 @@ pub fn compute(
                 .collect();
             let address = joined(std::iter::once(nic.mac.to_string()).chain(ips.iter().cloned()));
             let mut security = ips.clone();
-            if let Some(extra) = extra_security.get(&nic.port_name) {
+            if let Some(extra) = extra_security.get(nic.port_name.as_str()) {
                 security.extend(extra.iter().map(IpAddr::to_string));
             }
             let security = joined(std::iter::once(nic.mac.to_string()).chain(security));
@@ -382,7 +415,9 @@ pub fn compute(
                     )),
                 },
             );
+            names.push(nic.port_name.clone());
         }
+        desired.pod_ports.insert(pod.key(), names);
     }
     desired
 }

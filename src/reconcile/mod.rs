@@ -1,11 +1,14 @@
 //! NB sync: computes the rows NB should hold from the registry (`desired`), diffs them against
-//! the OVSDB client's cache, and sends only the difference, in one transaction. Level-triggered:
-//! every pass looks at the whole picture, so a missed event costs nothing but latency, and a pass
-//! with nothing to change sends nothing.
+//! the OVSDB client's cache, and sends only the difference, in one transaction. A change to one
+//! object is reconciled by a pass over what it affects (`scope`), found through the cache's
+//! indexes and the sync's memory, so its cost does not grow with the store. A full pass (start-up,
+//! reconnect, lag, the periodic tick) looks at everything and collects what nothing wants, so a
+//! missed event costs nothing but latency. A pass with nothing to change sends nothing.
 //!
 //! It never modifies or deletes a row without `external_ids:vendor=ovn-vipd`.
 
 pub mod desired;
+pub mod scope;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -16,14 +19,15 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use uuid::Uuid;
 
-use crate::model::Condition;
+use crate::model::{aap_vips, Condition, Pod, PodRef, Protocol, SwitchLbRule, Vip};
 use crate::nb::{
     self, LoadBalancer, LoadBalancerHealthCheck, LogicalRouterPort, LogicalSwitch, LogicalSwitchPort, NbRow,
 };
-use crate::ovsdb::{Atom, Client, ClientEvent, Condition as Where, Mutation, Operation, OvsdbError, Row, Value};
-use crate::registry::{now_ms, Change, Registry, RuleStatus};
+use crate::ovsdb::{Atom, Cache, Client, ClientEvent, Condition as Where, Mutation, Operation, OvsdbError, Row, Value};
+use crate::registry::{now_ms, Registry, RuleStatus};
 use crate::telemetry::{self, Heartbeat};
 use desired::{Blocked, Desired, DesiredLoadBalancer, DesiredPort, OWNER_KEY, VENDOR, VENDOR_KEY};
+use scope::{dirty_from_nb, Dirty, Memory, Object};
 
 fn is_owned(external_ids: &BTreeMap<String, String>) -> bool {
     external_ids.get(VENDOR_KEY).map(String::as_str) == Some(VENDOR)
@@ -268,6 +272,7 @@ pub fn plan(
     ports: &BTreeMap<Uuid, LogicalSwitchPort>,
     balancers: &[LoadBalancer],
     checks: &BTreeMap<Uuid, LoadBalancerHealthCheck>,
+    gc_switches: bool,
 ) -> Plan {
     let mut plan = Plan::default();
     // A switch name may be used twice (names are not indexed): prefer ours, then the oldest.
@@ -412,8 +417,8 @@ pub fn plan(
         });
     }
     plan_load_balancers(&mut plan, desired, switches, balancers, checks);
-    // Owned switches whose subnet is gone and that hold no ports.
-    for switch in switches {
+    // Owned switches whose subnet is gone and that hold no ports (a full pass sees all ports).
+    for switch in switches.iter().filter(|_| gc_switches) {
         if is_owned(&switch.external_ids)
             && !desired.switches.contains_key(&switch.name)
             && switch.ports.is_empty()
@@ -453,8 +458,28 @@ fn condition(status: bool, reason: &str, message: String, previous: &[Condition]
     }]
 }
 
-/// What the registry wants in NB, and the difference to what `cache` holds.
-pub fn compute_plan(registry: &Registry, cache: &crate::ovsdb::Cache) -> (Desired, Plan) {
+/// What one pass computed: the desired rows in its scope, the plan, and the objects whose status
+/// it decides.
+pub struct Computed {
+    pub desired: Desired,
+    pub plan: Plan,
+    pub vips: Vec<Vip>,
+    pub rules: Vec<SwitchLbRule>,
+    /// How many objects and NB rows the pass looked at.
+    pub examined: usize,
+}
+
+/// What the registry wants in NB for `dirty` (everything, or the objects a change affects), and
+/// the difference to what `cache` holds. `memory` is read and updated.
+pub fn compute_plan(registry: &Registry, cache: &Cache, dirty: &Dirty, memory: &mut Memory) -> Computed {
+    if dirty.full {
+        compute_full(registry, cache, memory)
+    } else {
+        compute_scoped(registry, cache, dirty, memory)
+    }
+}
+
+fn compute_full(registry: &Registry, cache: &Cache, memory: &mut Memory) -> Computed {
     let subnets: Vec<_> = registry.list_subnets().into_iter().map(|(subnet, _)| subnet).collect();
     let (vips, pods, rules) = (
         registry.list_vips(),
@@ -467,23 +492,237 @@ pub fn compute_plan(registry: &Registry, cache: &crate::ovsdb::Cache) -> (Desire
         .into_iter()
         .map(|port| (port.uuid, port))
         .collect();
-    let router_ports = LogicalRouterPort::all(cache);
-    let mut desired = desired::compute(&subnets, &vips, &pods, &switches, &ports, &router_ports);
+    let router_macs = desired::router_macs(&switches, &ports, &LogicalRouterPort::all(cache));
+    let annotated: BTreeMap<&str, &Vip> = vips.iter().map(|vip| (vip.spec.name.as_str(), vip)).collect();
+    let mut desired = desired::compute(&subnets, &vips, &pods, &pods, &annotated, &router_macs);
     desired::load_balancers(&mut desired, &rules, &subnets, &vips, &pods, &sources);
     let balancers = LoadBalancer::all(cache);
     let checks: BTreeMap<Uuid, LoadBalancerHealthCheck> = LoadBalancerHealthCheck::all(cache)
         .into_iter()
         .map(|check| (check.uuid, check))
         .collect();
-    let plan = plan(&desired, &switches, &ports, &balancers, &checks);
-    (desired, plan)
+    let plan = plan(&desired, &switches, &ports, &balancers, &checks, true);
+    memory.reset(router_macs);
+    for vip in &vips {
+        memory.record_vip(&vip.spec.name, &desired);
+    }
+    for pod in &pods {
+        memory.record_pod(&pod.key(), &desired);
+    }
+    let examined = vips.len() + pods.len() + rules.len() + ports.len() + balancers.len();
+    Computed {
+        desired,
+        plan,
+        vips,
+        rules,
+        examined,
+    }
 }
 
-/// One pass: compute, diff, send; then write every VIP's status from what NB holds.
-pub async fn pass(registry: &Registry, client: &Client) -> Result<usize, OvsdbError> {
-    // Listed first: status is written only for objects the plan below has seen.
-    let (vips, rules) = (registry.list_vips(), registry.list_switch_lb_rules());
-    let (desired, plan) = compute_plan(registry, &client.cache());
+/// A pass over the objects a change affects: its cost follows the change, not the store.
+fn compute_scoped(registry: &Registry, cache: &Cache, dirty: &Dirty, memory: &mut Memory) -> Computed {
+    let subnets: Vec<_> = registry.list_subnets().into_iter().map(|(subnet, _)| subnet).collect();
+    let mut vip_names = dirty.vips.clone();
+    let mut pod_keys = dirty.pods.clone();
+    let mut pods: BTreeMap<PodRef, Pod> = BTreeMap::new();
+    // A pod affects the VIPs it names, holds, or was a parent of.
+    for key in &dirty.pods {
+        if let Ok(pod) = registry.get_pod(key) {
+            vip_names.extend(aap_vips(&pod.spec.annotations));
+            vip_names.extend(pod.nics.iter().filter_map(|nic| nic.vip.clone()));
+            pods.insert(key.clone(), pod);
+        }
+        for port in memory.ports_of_pod(key) {
+            vip_names.extend(memory.vips_parented_by(port).cloned());
+        }
+    }
+    let vips: Vec<Vip> = vip_names
+        .iter()
+        .filter_map(|name| registry.get_vip(name).ok())
+        .collect();
+    // Parent candidates: the pods of the AAP VIPs' namespaces.
+    let namespaces: BTreeSet<&str> = vips
+        .iter()
+        .filter(|vip| vip.is_aap())
+        .map(|vip| vip.spec.namespace.as_str())
+        .collect();
+    let candidates: Vec<Pod> = namespaces
+        .iter()
+        .flat_map(|namespace| registry.pods_in_namespace(namespace))
+        .collect();
+    // A VIP that changed changes the port security of its old and new parents.
+    for vip in vips.iter().filter(|vip| dirty.vips.contains(&vip.spec.name)) {
+        for port in memory.parents_of(&vip.spec.name) {
+            if let Some(Object::Pod(key)) = memory.object_of_port(port) {
+                pod_keys.insert(key.clone());
+            }
+        }
+        for pod in &candidates {
+            if desired::eligible_nic(vip, pod).is_some() {
+                pod_keys.insert(pod.key());
+            }
+        }
+    }
+    for name in dirty
+        .vips
+        .iter()
+        .filter(|name| !vips.iter().any(|vip| &vip.spec.name == *name))
+    {
+        // A deleted VIP: its old parents lose its addresses.
+        for port in memory.parents_of(name) {
+            if let Some(Object::Pod(key)) = memory.object_of_port(port) {
+                pod_keys.insert(key.clone());
+            }
+        }
+    }
+    for key in &pod_keys {
+        if pods.contains_key(key) {
+            continue;
+        }
+        let found = candidates
+            .iter()
+            .find(|pod| &pod.key() == key)
+            .cloned()
+            .or_else(|| registry.get_pod(key).ok());
+        if let Some(pod) = found {
+            pods.insert(key.clone(), pod);
+        }
+    }
+    let pods: Vec<Pod> = pods.into_values().collect();
+    // The VIPs the pods' annotations name decide their port security.
+    let extra: Vec<Vip> = pods
+        .iter()
+        .flat_map(|pod| aap_vips(&pod.spec.annotations))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .filter(|name| !vip_names.contains(name))
+        .filter_map(|name| registry.get_vip(&name).ok())
+        .collect();
+    let annotated: BTreeMap<&str, &Vip> = vips
+        .iter()
+        .chain(extra.iter())
+        .map(|vip| (vip.spec.name.as_str(), vip))
+        .collect();
+    let mut desired = desired::compute(&subnets, &vips, &candidates, &pods, &annotated, &memory.router_macs);
+
+    // Rules: the changed ones, those naming a VIP in scope, and those selecting pods of a
+    // namespace a changed pod is in.
+    let pod_namespaces: BTreeSet<&str> = dirty.pods.iter().map(|key| key.namespace.as_str()).collect();
+    let rules: Vec<SwitchLbRule> = registry
+        .list_switch_lb_rules()
+        .into_iter()
+        .filter(|rule| {
+            dirty.rules.contains(&rule.name)
+                || vip_names.contains(&rule.vip)
+                || (!rule.selector.is_empty()
+                    && (rule.namespace.is_empty() || pod_namespaces.contains(rule.namespace.as_str())))
+        })
+        .collect();
+    let mut rule_names: BTreeSet<String> = dirty.rules.clone();
+    rule_names.extend(rules.iter().map(|rule| rule.name.clone()));
+    if !rules.is_empty() {
+        let rule_vips: Vec<Vip> = rules
+            .iter()
+            .filter(|rule| rule.vip.parse::<std::net::IpAddr>().is_err())
+            .filter_map(|rule| registry.get_vip(&rule.vip).ok())
+            .collect();
+        let rule_pods = if rules.iter().any(|rule| rule.namespace.is_empty()) {
+            registry.list_pods()
+        } else {
+            rules
+                .iter()
+                .map(|rule| rule.namespace.as_str())
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .flat_map(|namespace| registry.pods_in_namespace(namespace))
+                .collect()
+        };
+        let sources = registry.health_check_sources();
+        desired::load_balancers(&mut desired, &rules, &subnets, &rule_vips, &rule_pods, &sources);
+    }
+
+    // The NB rows in scope: by name for what is wanted, by owner and memory for what was.
+    let mut port_uuids: BTreeSet<Uuid> = BTreeSet::new();
+    let mut by_name = |name: &str| {
+        port_uuids.extend(cache.find(&nb::port_by_name(), name).iter().copied());
+    };
+    for name in desired.ports.keys() {
+        by_name(name);
+    }
+    for name in &vip_names {
+        for port in memory.ports_of_vip(name) {
+            by_name(port);
+        }
+    }
+    for key in &pod_keys {
+        for port in memory.ports_of_pod(key) {
+            by_name(port);
+        }
+    }
+    for name in &vip_names {
+        port_uuids.extend(cache.find(&nb::port_by_owner(), &format!("vip/{name}")).iter().copied());
+    }
+    let ports: BTreeMap<Uuid, LogicalSwitchPort> = port_uuids
+        .iter()
+        .filter_map(|uuid| LogicalSwitchPort::get(cache, uuid))
+        .map(|port| (port.uuid, port))
+        .collect();
+    let switches = LogicalSwitch::all_with_ports_of_interest(cache, &port_uuids);
+    let balancers: Vec<LoadBalancer> = rule_names
+        .iter()
+        .flat_map(|rule| {
+            [Protocol::Tcp, Protocol::Udp, Protocol::Sctp]
+                .into_iter()
+                .map(move |protocol| format!("slr/{rule}/{}", protocol.as_str()))
+        })
+        .flat_map(|owner| cache.find(&nb::load_balancer_by_owner(), &owner).to_vec())
+        .filter_map(|uuid| LoadBalancer::get(cache, &uuid))
+        .collect();
+    let checks: BTreeMap<Uuid, LoadBalancerHealthCheck> = balancers
+        .iter()
+        .flat_map(|lb| lb.health_check.iter())
+        .filter_map(|uuid| LoadBalancerHealthCheck::get(cache, uuid))
+        .map(|check| (check.uuid, check))
+        .collect();
+    let plan = plan(&desired, &switches, &ports, &balancers, &checks, false);
+    for name in &vip_names {
+        memory.record_vip(name, &desired);
+    }
+    for key in &pod_keys {
+        memory.record_pod(key, &desired);
+    }
+    let examined = vips.len() + pods.len() + candidates.len() + rules.len() + ports.len() + balancers.len();
+    Computed {
+        desired,
+        plan,
+        vips,
+        rules,
+        examined,
+    }
+}
+
+/// One pass over `dirty`: compute, diff, send; then write the status of the VIPs and rules in
+/// scope from what NB holds.
+pub async fn pass(
+    registry: &Registry,
+    client: &Client,
+    dirty: &Dirty,
+    memory: &mut Memory,
+) -> Result<usize, OvsdbError> {
+    let Computed {
+        desired,
+        plan,
+        vips,
+        rules,
+        examined,
+    } = compute_plan(registry, &client.cache(), dirty, memory);
+    let kind = if dirty.full { "full" } else { "incremental" };
+    let metrics = telemetry::metrics();
+    metrics
+        .sync_passes
+        .get_or_create(&telemetry::PassLabels { kind: kind.into() })
+        .inc();
+    metrics.sync_pass_objects.set(examined as i64);
     let sent = plan.operations.len();
     if sent > 0 {
         debug!(operations = sent, "applying NB changes");
@@ -584,8 +823,8 @@ pub struct Hooks {
 /// How often an idle loop still goes round, so the watchdog can tell idle from stuck.
 const IDLE_BEAT: Duration = Duration::from_millis(250);
 
-/// Runs until `shutdown`: a pass whenever the registry or NB changes, after every (re)connect,
-/// and every `resync_interval` as a safety net.
+/// Runs until `shutdown`: a pass over what changed whenever the registry or NB changes, a full
+/// pass after every (re)connect, on lag, and every `resync_interval` as a safety net.
 pub async fn run(
     registry: Arc<Registry>,
     client: Client,
@@ -597,40 +836,49 @@ pub async fn run(
     let mut nb_events = client.subscribe();
     let mut resync = tokio::time::interval(resync_interval);
     let mut idle = tokio::time::interval(IDLE_BEAT);
-    let mut dirty = true;
+    let mut memory = Memory::default();
+    let mut pending = Dirty::full();
     loop {
         hooks.heartbeat.beat();
-        if dirty && client.state().is_connected() {
-            dirty = false;
+        if !pending.is_empty() && client.state().is_connected() {
+            let scope = std::mem::take(&mut pending);
             let started = std::time::Instant::now();
-            let result = pass(&registry, &client).await;
+            let result = pass(&registry, &client, &scope, &mut memory).await;
             telemetry::metrics()
                 .reconcile_seconds
                 .observe(started.elapsed().as_secs_f64());
+            debug!(full = scope.full, vips = scope.vips.len(), pods = scope.pods.len(), rules = scope.rules.len(), elapsed = ?started.elapsed(), "sync pass");
             if result.is_ok() {
                 hooks.passes.send_modify(|passes| *passes += 1);
             }
             match result {
                 Ok(0) => {}
                 Ok(sent) => {
-                    info!(operations = sent, "NB updated");
-                    // Let the monitor deliver our own change before looking again.
-                    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                    info!(operations = sent, full = scope.full, "NB updated");
+                    // Let the monitor deliver our own change: the objects it touched are looked at
+                    // again, which confirms them (a pass is not repeated whole for its own echo).
+                    // Without an echo, look at the same scope again.
+                    let echoed = tokio::time::timeout(Duration::from_secs(1), async {
                         while let Ok(event) = nb_events.recv().await {
-                            if matches!(event, ClientEvent::Changed(_)) {
-                                break;
+                            if let ClientEvent::Changed(changes) = event {
+                                pending.merge(dirty_from_nb(&changes, &memory, &client.cache()));
+                                return true;
                             }
                         }
+                        false
                     })
-                    .await;
-                    dirty = true;
+                    .await
+                    .unwrap_or(false);
+                    if !echoed {
+                        pending.merge(scope);
+                    }
                 }
                 Err(error) => {
                     warn!(%error, "NB sync failed; retrying");
                     if !client.state().is_connected() {
                         mark_unavailable(&registry, &error.to_string());
                     }
-                    dirty = true;
+                    pending.merge(scope);
                     tokio::select! {
                         _ = shutdown.cancelled() => return,
                         _ = tokio::time::sleep(Duration::from_millis(200)) => {}
@@ -641,38 +889,44 @@ pub async fn run(
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = resync.tick() => dirty = true,
+            _ = resync.tick() => pending.full = true,
             _ = idle.tick() => {}
             change = registry_changes.recv() => match change {
-                // Status is the sync's own output, not a reason to look again.
-                Ok(Change::VipStatus(_)) => {}
-                Ok(_) | Err(RecvError::Lagged(_)) => dirty = true,
+                Ok(change) => pending.merge(Dirty::from_registry(&change)),
+                Err(RecvError::Lagged(_)) => pending.full = true,
                 Err(RecvError::Closed) => return,
             },
             event = nb_events.recv() => match event {
-                Ok(ClientEvent::Changed(_)) | Ok(ClientEvent::Resynced { .. }) | Err(RecvError::Lagged(_)) => dirty = true,
-                Ok(ClientEvent::Disconnected { error }) => mark_unavailable(&registry, &error),
-                Ok(_) => {}
+                Ok(event) => on_nb_event(event, &mut pending, &memory, &registry, &client),
+                Err(RecvError::Lagged(_)) => pending.full = true,
                 Err(RecvError::Closed) => return,
             },
         }
-        // One level-triggered pass covers every event queued so far: drain them.
+        // One pass covers every event queued so far: drain them.
         loop {
             match registry_changes.try_recv() {
-                Ok(Change::VipStatus(_)) => {}
-                Ok(_) | Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => dirty = true,
+                Ok(change) => pending.merge(Dirty::from_registry(&change)),
+                Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => pending.full = true,
                 Err(_) => break,
             }
         }
         loop {
             match nb_events.try_recv() {
-                Ok(ClientEvent::Changed(_)) | Ok(ClientEvent::Resynced { .. }) => dirty = true,
-                Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => dirty = true,
-                Ok(ClientEvent::Disconnected { error }) => mark_unavailable(&registry, &error),
-                Ok(_) => {}
+                Ok(event) => on_nb_event(event, &mut pending, &memory, &registry, &client),
+                Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => pending.full = true,
                 Err(_) => break,
             }
         }
+    }
+}
+
+fn on_nb_event(event: ClientEvent, pending: &mut Dirty, memory: &Memory, registry: &Registry, client: &Client) {
+    match event {
+        ClientEvent::Changed(changes) => pending.merge(dirty_from_nb(&changes, memory, &client.cache())),
+        // The cache may have been replaced whole: look at everything.
+        ClientEvent::Resynced { .. } => pending.full = true,
+        ClientEvent::Disconnected { error } => mark_unavailable(registry, &error),
+        ClientEvent::LockAcquired(_) | ClientEvent::LockStolen(_) => {}
     }
 }
 

@@ -746,6 +746,20 @@ impl Registry {
         self.lock().pods.values().cloned().collect()
     }
 
+    /// The pods of one namespace (a range of the ordered map: the cost follows the namespace).
+    pub fn pods_in_namespace(&self, namespace: &str) -> Vec<Pod> {
+        let start = PodRef {
+            namespace: namespace.to_string(),
+            name: String::new(),
+        };
+        self.lock()
+            .pods
+            .range(start..)
+            .take_while(|(key, _)| key.namespace == namespace)
+            .map(|(_, pod)| pod.clone())
+            .collect()
+    }
+
     // ---- switch-LB rules ----
 
     /// Creates a rule, or updates it when `update` is set.

@@ -429,6 +429,14 @@ impl TestDaemon {
             .expect("connect")
     }
 
+    /// Stops the daemon but keeps its NB server and directory (to look at what it left).
+    pub async fn stop_daemon_only(&mut self) {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            task.await.expect("daemon task");
+        }
+    }
+
     pub async fn stop(mut self) {
         self.shutdown.cancel();
         if let Some(task) = self.task.take() {

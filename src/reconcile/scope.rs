@@ -1,0 +1,277 @@
+//! Incremental passes: what changed ([`Dirty`]), and what the sync remembers of its last passes
+//! ([`Memory`]) to know what a change affects without looking at everything.
+//!
+//! A change to a VIP affects its ports, the port security of its old and new parents, and the
+//! load balancers of rules naming it; a change to a pod affects its ports, the VIPs it is or was
+//! an eligible parent of, and the rules of its namespace. An NB row maps back to its object by the
+//! owner mark (`ovn-vipd/owner`) or, for a foreign row in the way, by its name. Anything whose
+//! reach is wide (a subnet, a switch, a router port) asks for a full pass.
+
+use std::collections::{BTreeSet, HashMap};
+
+use uuid::Uuid;
+
+use super::desired::{Desired, RouterMacs, OWNER_KEY, VENDOR, VENDOR_KEY};
+use crate::model::PodRef;
+use crate::nb;
+use crate::ovsdb::{Atom, Cache, Row, RowChange, Value};
+use crate::registry::Change;
+
+/// What the next pass must look at.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Dirty {
+    /// Everything (start-up, reconnect, lag, the periodic tick, wide changes).
+    pub full: bool,
+    pub vips: BTreeSet<String>,
+    pub pods: BTreeSet<PodRef>,
+    pub rules: BTreeSet<String>,
+}
+
+impl Dirty {
+    pub fn full() -> Dirty {
+        Dirty {
+            full: true,
+            ..Dirty::default()
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        !self.full && self.vips.is_empty() && self.pods.is_empty() && self.rules.is_empty()
+    }
+
+    pub fn merge(&mut self, other: Dirty) {
+        self.full |= other.full;
+        self.vips.extend(other.vips);
+        self.pods.extend(other.pods);
+        self.rules.extend(other.rules);
+    }
+
+    /// What a registry change makes dirty; nothing for the sync's own status writes.
+    pub fn from_registry(change: &Change) -> Dirty {
+        let mut dirty = Dirty::default();
+        match change {
+            Change::Subnet(_) => dirty.full = true,
+            Change::Vip(name) => {
+                dirty.vips.insert(name.clone());
+            }
+            Change::Pod(key) => {
+                dirty.pods.insert(key.clone());
+            }
+            Change::SwitchLbRule(name) => {
+                dirty.rules.insert(name.clone());
+            }
+            Change::VipStatus(_) => {}
+        }
+        dirty
+    }
+
+    fn add_owner(&mut self, owner: &str) {
+        if let Some(vip) = owner.strip_prefix("vip/") {
+            self.vips.insert(vip.to_string());
+        } else if let Some(pod) = owner.strip_prefix("pod/") {
+            let mut parts = pod.splitn(3, '/');
+            if let (Some(namespace), Some(name)) = (parts.next(), parts.next()) {
+                self.pods.insert(PodRef {
+                    namespace: namespace.into(),
+                    name: name.into(),
+                });
+            }
+        } else if let Some(rule) = owner.strip_prefix("slr/") {
+            if let Some((rule, _protocol)) = rule.rsplit_once('/') {
+                self.rules.insert(rule.to_string());
+            }
+        } else {
+            // `subnet/…` (a switch) or an owner this version does not know.
+            self.full = true;
+        }
+    }
+
+    fn add_object(&mut self, object: &Object) {
+        match object {
+            Object::Vip(name) => {
+                self.vips.insert(name.clone());
+            }
+            Object::Pod(key) => {
+                self.pods.insert(key.clone());
+            }
+        }
+    }
+}
+
+/// The object a logical switch port belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Object {
+    Vip(String),
+    Pod(PodRef),
+}
+
+/// What the sync computed last, per object: enough to know what a change used to affect.
+#[derive(Debug, Default)]
+pub struct Memory {
+    /// AAP VIP → its parent ports.
+    parents: HashMap<String, Vec<String>>,
+    /// Parent port → the VIPs it is a parent of.
+    vips_of_parent: HashMap<String, BTreeSet<String>>,
+    ports_of_vip: HashMap<String, Vec<String>>,
+    ports_of_pod: HashMap<PodRef, Vec<String>>,
+    /// Port name → its object, so a foreign row in the way maps back to the object it blocks.
+    object_of_port: HashMap<String, Object>,
+    /// Switch → router port MAC, from the last full pass (a router port change asks for one).
+    pub router_macs: RouterMacs,
+}
+
+impl Memory {
+    /// Forgets everything but the router MACs (before a full pass records every object).
+    pub fn reset(&mut self, router_macs: RouterMacs) {
+        *self = Memory {
+            router_macs,
+            ..Memory::default()
+        };
+    }
+
+    pub fn parents_of(&self, vip: &str) -> &[String] {
+        self.parents.get(vip).map_or(&[], Vec::as_slice)
+    }
+
+    pub fn vips_parented_by(&self, port: &str) -> impl Iterator<Item = &String> {
+        self.vips_of_parent.get(port).into_iter().flatten()
+    }
+
+    pub fn ports_of_vip(&self, vip: &str) -> &[String] {
+        self.ports_of_vip.get(vip).map_or(&[], Vec::as_slice)
+    }
+
+    pub fn ports_of_pod(&self, pod: &PodRef) -> &[String] {
+        self.ports_of_pod.get(pod).map_or(&[], Vec::as_slice)
+    }
+
+    pub fn object_of_port(&self, port: &str) -> Option<&Object> {
+        self.object_of_port.get(port)
+    }
+
+    /// Records what `desired` says of the VIP `name` (absent from it: the VIP is gone).
+    pub fn record_vip(&mut self, name: &str, desired: &Desired) {
+        for parent in self.parents.remove(name).unwrap_or_default() {
+            if let Some(vips) = self.vips_of_parent.get_mut(&parent) {
+                vips.remove(name);
+                if vips.is_empty() {
+                    self.vips_of_parent.remove(&parent);
+                }
+            }
+        }
+        for port in self.ports_of_vip.remove(name).unwrap_or_default() {
+            self.object_of_port.remove(&port);
+        }
+        if let Some(parents) = desired.vip_parents.get(name) {
+            for parent in parents {
+                self.vips_of_parent
+                    .entry(parent.clone())
+                    .or_default()
+                    .insert(name.to_string());
+            }
+            self.parents.insert(name.to_string(), parents.clone());
+        }
+        if let Some(ports) = desired.vip_ports.get(name) {
+            for port in ports {
+                self.object_of_port.insert(port.clone(), Object::Vip(name.to_string()));
+            }
+            self.ports_of_vip.insert(name.to_string(), ports.clone());
+        }
+    }
+
+    /// Records what `desired` says of the pod `key` (absent: unbound or gone).
+    pub fn record_pod(&mut self, key: &PodRef, desired: &Desired) {
+        for port in self.ports_of_pod.remove(key).unwrap_or_default() {
+            self.object_of_port.remove(&port);
+        }
+        if let Some(ports) = desired.pod_ports.get(key) {
+            for port in ports {
+                self.object_of_port.insert(port.clone(), Object::Pod(key.clone()));
+            }
+            self.ports_of_pod.insert(key.clone(), ports.clone());
+        }
+    }
+}
+
+fn text<'a>(row: &'a Row, column: &str) -> Option<&'a str> {
+    row.get(column).and_then(Value::as_str)
+}
+
+fn owner_of(row: &Row) -> Option<&str> {
+    let ids = row.get("external_ids")?.as_map()?;
+    if ids.get(&Atom::String(VENDOR_KEY.into())).and_then(Atom::as_str) != Some(VENDOR) {
+        return None;
+    }
+    ids.get(&Atom::String(OWNER_KEY.into())).and_then(Atom::as_str)
+}
+
+fn uuids(row: Option<&Row>, column: &str) -> BTreeSet<Uuid> {
+    match row.and_then(|row| row.get(column)) {
+        Some(Value::Set(items)) => items.iter().filter_map(Atom::as_uuid).collect(),
+        Some(Value::Atom(Atom::Uuid(uuid))) => BTreeSet::from([*uuid]),
+        _ => BTreeSet::new(),
+    }
+}
+
+/// What a port row (before or after a change) makes dirty.
+fn port_row(dirty: &mut Dirty, row: &Row, memory: &Memory) {
+    if text(row, "type") == Some("router") {
+        // The MAC switch_lb_vip ports answer with may have changed.
+        dirty.full = true;
+        return;
+    }
+    if let Some(owner) = owner_of(row) {
+        dirty.add_owner(owner);
+    }
+    if let Some(object) = text(row, "name").and_then(|name| memory.object_of_port(name)) {
+        dirty.add_object(object);
+    }
+}
+
+/// What a batch of NB row changes makes dirty. `cache` is read for the balancers a switch gained
+/// or lost.
+pub fn dirty_from_nb(changes: &[RowChange], memory: &Memory, cache: &Cache) -> Dirty {
+    let mut dirty = Dirty::default();
+    for change in changes {
+        match change.table.as_str() {
+            nb::LOGICAL_SWITCH_PORT => {
+                for row in change.old.iter().chain(change.new.iter()) {
+                    port_row(&mut dirty, row, memory);
+                }
+            }
+            nb::LOAD_BALANCER | nb::LOAD_BALANCER_HEALTH_CHECK => {
+                for row in change.old.iter().chain(change.new.iter()) {
+                    if let Some(owner) = owner_of(row) {
+                        dirty.add_owner(owner);
+                    }
+                }
+            }
+            nb::LOGICAL_SWITCH => {
+                let (Some(old), Some(new)) = (&change.old, &change.new) else {
+                    dirty.full = true;
+                    continue;
+                };
+                let others_changed = old
+                    .iter()
+                    .filter(|(column, _)| !matches!(column.as_str(), "ports" | "load_balancer"))
+                    .any(|(column, value)| new.get(column) != Some(value));
+                if others_changed {
+                    dirty.full = true;
+                    continue;
+                }
+                // Ports added or removed have row events of their own (a port is not a root row:
+                // it lives exactly as long as a switch holds it), so the `ports` set, which can be
+                // huge, is not compared here.
+                let (old_lbs, new_lbs) = (uuids(Some(old), "load_balancer"), uuids(Some(new), "load_balancer"));
+                for lb in old_lbs.symmetric_difference(&new_lbs) {
+                    if let Some(owner) = cache.row(nb::LOAD_BALANCER, lb).and_then(owner_of) {
+                        dirty.add_owner(owner);
+                    }
+                }
+            }
+            nb::LOGICAL_ROUTER_PORT | nb::LOGICAL_ROUTER => dirty.full = true,
+            _ => {}
+        }
+    }
+    dirty
+}
