@@ -5,14 +5,15 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::process::{run_binary, DaemonProcess, BINARY};
+use common::process::{
+    create_subnet_and_vip, daemon_args, http_get, plain_channel, run_binary, sample, start, wait_ready, BINARY,
+};
 use common::{free_port, issue_certificates, run, wait_until, OvsdbServer, NB_SCHEMA};
 use ovn_vipd::api::proto::v1 as pb;
 use pb::subnet_service_client::SubnetServiceClient;
@@ -23,103 +24,6 @@ const SECOND: Duration = Duration::from_secs(1);
 
 fn path(path: &Path) -> &str {
     path.to_str().expect("utf-8 path")
-}
-
-/// The arguments of a daemon on `nb` with its store in `dir`, gRPC on 127.0.0.1:`port`.
-fn daemon_args(dir: &Path, nb: &str, port: u16) -> Vec<String> {
-    vec![
-        format!("--ovn-nb={nb}"),
-        format!("--data-dir={}", dir.join("data").display()),
-        format!("--listen=tcp:127.0.0.1:{port}"),
-    ]
-}
-
-/// Starts the daemon; without `--metrics-listen` in `args`, with metrics off (tests run in
-/// parallel and would fight over the default port).
-fn start(dir: &Path, args: &[String], env: &[(&str, &str)]) -> DaemonProcess {
-    let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
-    if !args.iter().any(|arg| arg.starts_with("--metrics-listen")) {
-        args.push("--metrics-listen=off");
-    }
-    DaemonProcess::start(dir, &args, env)
-}
-
-async fn plain_channel(port: u16) -> Channel {
-    let endpoint = Endpoint::from_shared(format!("http://127.0.0.1:{port}")).expect("endpoint");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        match endpoint.connect().await {
-            Ok(channel) => return channel,
-            Err(error) => assert!(Instant::now() < deadline, "the daemon never served gRPC: {error:?}"),
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn create_subnet_and_vip(channel: &Channel, vip: &str, namespace: &str) -> pb::VipStatus {
-    let mut subnets = SubnetServiceClient::new(channel.clone());
-    let mut vips = VipServiceClient::new(channel.clone());
-    match subnets
-        .create_subnet(common::subnet_request("ovn-default", "10.16.0.0/24", ""))
-        .await
-    {
-        Ok(_) => {}
-        Err(status) if status.code() == tonic::Code::AlreadyExists => {}
-        Err(status) => panic!("create subnet: {status}"),
-    }
-    vips.create_vip(pb::CreateVipRequest {
-        vip: Some(pb::Vip {
-            name: vip.into(),
-            subnet: "ovn-default".into(),
-            namespace: namespace.into(),
-            ..Default::default()
-        }),
-    })
-    .await
-    .expect("create vip")
-    .into_inner()
-    .status
-    .expect("status")
-}
-
-async fn wait_ready(channel: &Channel, vip: &str) {
-    let mut vips = VipServiceClient::new(channel.clone());
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let status = vips
-            .get_vip(pb::GetVipRequest { name: vip.into() })
-            .await
-            .expect("get vip")
-            .into_inner()
-            .status
-            .expect("status");
-        if status.ready {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{vip} never became ready: {status:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// One HTTP/1.1 GET over a plain socket: (status line, body).
-fn http_get(port: u16, target: &str) -> (String, String) {
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect metrics");
-    write!(
-        stream,
-        "GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .expect("write");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("read");
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    (head.lines().next().unwrap_or("").to_string(), body.to_string())
-}
-
-/// The value of the sample `name` (with its labels exactly as rendered) in a metrics text.
-fn sample(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|line| line.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
-        .and_then(|value| value.trim().parse().ok())
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -892,7 +892,10 @@ pub async fn run(
             _ = resync.tick() => pending.full = true,
             _ = idle.tick() => {}
             change = registry_changes.recv() => match change {
-                Ok(change) => pending.merge(Dirty::from_registry(&change)),
+                Ok(change) => {
+                    unavailable_if_disconnected(&change, &registry, &client);
+                    pending.merge(Dirty::from_registry(&change));
+                }
                 Err(RecvError::Lagged(_)) => pending.full = true,
                 Err(RecvError::Closed) => return,
             },
@@ -905,7 +908,10 @@ pub async fn run(
         // One pass covers every event queued so far: drain them.
         loop {
             match registry_changes.try_recv() {
-                Ok(change) => pending.merge(Dirty::from_registry(&change)),
+                Ok(change) => {
+                    unavailable_if_disconnected(&change, &registry, &client);
+                    pending.merge(Dirty::from_registry(&change));
+                }
                 Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => pending.full = true,
                 Err(_) => break,
             }
@@ -918,6 +924,28 @@ pub async fn run(
             }
         }
     }
+}
+
+/// A VIP created or changed while NB is away says so at once (not "Pending").
+fn unavailable_if_disconnected(change: &crate::registry::Change, registry: &Registry, client: &Client) {
+    let crate::registry::Change::Vip(name) = change else {
+        return;
+    };
+    let state = client.state();
+    if state.is_connected() {
+        return;
+    }
+    let Ok(vip) = registry.get_vip(name) else { return };
+    let error = state.last_error.unwrap_or_else(|| "not connected".into());
+    registry.set_vip_conditions(
+        name,
+        condition(
+            false,
+            "NBUnavailable",
+            format!("OVN NB is unavailable: {error}"),
+            &vip.conditions,
+        ),
+    );
 }
 
 fn on_nb_event(event: ClientEvent, pending: &mut Dirty, memory: &Memory, registry: &Registry, client: &Client) {

@@ -1,9 +1,15 @@
 //! The `ovn-vipd` binary as a child process, as systemd or docker would run it: its stderr goes to
 //! a file the test can read, and it is stopped by its PID when dropped, pass or fail.
 
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
+
+use ovn_vipd::api::proto::v1 as pb;
+use pb::subnet_service_client::SubnetServiceClient;
+use pb::vip_service_client::VipServiceClient;
+use tonic::transport::{Channel, Endpoint};
 
 pub const BINARY: &str = env!("CARGO_BIN_EXE_ovn-vipd");
 
@@ -101,4 +107,101 @@ pub fn run_binary(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) 
         String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
+}
+
+/// The arguments of a daemon on `nb` with its store in `dir`, gRPC on 127.0.0.1:`port`.
+pub fn daemon_args(dir: &Path, nb: &str, port: u16) -> Vec<String> {
+    vec![
+        format!("--ovn-nb={nb}"),
+        format!("--data-dir={}", dir.join("data").display()),
+        format!("--listen=tcp:127.0.0.1:{port}"),
+    ]
+}
+
+/// Starts the daemon; without `--metrics-listen` in `args`, with metrics off (tests run in
+/// parallel and would fight over the default port).
+pub fn start(dir: &Path, args: &[String], env: &[(&str, &str)]) -> DaemonProcess {
+    let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
+    if !args.iter().any(|arg| arg.starts_with("--metrics-listen")) {
+        args.push("--metrics-listen=off");
+    }
+    DaemonProcess::start(dir, &args, env)
+}
+
+pub async fn plain_channel(port: u16) -> Channel {
+    let endpoint = Endpoint::from_shared(format!("http://127.0.0.1:{port}")).expect("endpoint");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match endpoint.connect().await {
+            Ok(channel) => return channel,
+            Err(error) => assert!(Instant::now() < deadline, "the daemon never served gRPC: {error:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub async fn create_subnet_and_vip(channel: &Channel, vip: &str, namespace: &str) -> pb::VipStatus {
+    let mut subnets = SubnetServiceClient::new(channel.clone());
+    let mut vips = VipServiceClient::new(channel.clone());
+    match subnets
+        .create_subnet(super::subnet_request("ovn-default", "10.16.0.0/24", ""))
+        .await
+    {
+        Ok(_) => {}
+        Err(status) if status.code() == tonic::Code::AlreadyExists => {}
+        Err(status) => panic!("create subnet: {status}"),
+    }
+    vips.create_vip(pb::CreateVipRequest {
+        vip: Some(pb::Vip {
+            name: vip.into(),
+            subnet: "ovn-default".into(),
+            namespace: namespace.into(),
+            ..Default::default()
+        }),
+    })
+    .await
+    .expect("create vip")
+    .into_inner()
+    .status
+    .expect("status")
+}
+
+pub async fn wait_ready(channel: &Channel, vip: &str) {
+    let mut vips = VipServiceClient::new(channel.clone());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let status = vips
+            .get_vip(pb::GetVipRequest { name: vip.into() })
+            .await
+            .expect("get vip")
+            .into_inner()
+            .status
+            .expect("status");
+        if status.ready {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{vip} never became ready: {status:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// One HTTP/1.1 GET over a plain socket: (status line, body).
+pub fn http_get(port: u16, target: &str) -> (String, String) {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect metrics");
+    write!(
+        stream,
+        "GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read");
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    (head.lines().next().unwrap_or("").to_string(), body.to_string())
+}
+
+/// The value of the sample `name` (with its labels exactly as rendered) in a metrics text.
+pub fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+        .and_then(|value| value.trim().parse().ok())
 }
