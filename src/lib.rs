@@ -13,12 +13,15 @@
 //!   client). The only module that speaks JSON-RPC.
 //! - [`nb`]: typed OVN Northbound rows and the tables and columns the daemon depends on.
 //! - [`cli`]: `vipctl`, the command-line client of the API (Kube-OVN manifests, tables).
+//! - [`cni`]: `ovn-vipd-cni`, the CNI plugin: binds pods through the API and builds their veth
+//!   and OVS port.
 //! - [`daemon`]: wiring for the `ovn-vipd` binary: open the store, connect, shut down.
 //!
 //! Binaries in `src/bin/` only parse flags, set up tracing and call into this crate.
 
 pub mod api;
 pub mod cli;
+pub mod cni;
 pub mod daemon;
 pub mod ipam;
 pub mod model;
