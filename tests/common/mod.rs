@@ -3,6 +3,8 @@
 //! temporary directory of their own.
 #![allow(dead_code)]
 
+pub mod ovn;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
