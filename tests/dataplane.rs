@@ -299,6 +299,20 @@ fn pod_using_a_vip_gets_its_address_and_mac_across_recreation() {
         Some("web-0".to_string())
     );
 
+    // A step failing after the bind (no such bridge): the veth and the binding are rolled back.
+    let unlucky = ovn.sandbox(PodSpec::new("unlucky", "vipnet"));
+    let mut conf = ovn.net_conf(&unlucky.spec);
+    conf["bridge"] = "br-absent".into();
+    let failed = ovn.cni_with("ADD", &unlucky, &conf);
+    assert!(!failed.success, "{}", failed.stdout);
+    assert_eq!(failed.json["code"], 101, "{}", failed.stdout);
+    assert!(
+        failed.json["msg"].as_str().unwrap_or_default().contains("ovs-vsctl"),
+        "{}",
+        failed.stdout
+    );
+    assert_nothing_left(&ovn, &unlucky);
+
     // CHECK notices an interface that is no longer as ADD left it.
     first.exec_ok(&["ip", "addr", "del", &format!("{}/24", vip.v4ip), "dev", "eth0"]);
     let check = ovn.cni("CHECK", &first);

@@ -413,8 +413,13 @@ impl WholeOvn {
 
     /// Runs `ovn-vipd-cni` as a runtime does: configuration on stdin, `CNI_*` in the environment.
     pub fn cni(&self, command: &str, pod: &Pod) -> CniOutput {
+        self.cni_with(command, pod, &self.net_conf(&pod.spec))
+    }
+
+    /// The same with a configuration of the test's making.
+    pub fn cni_with(&self, command: &str, pod: &Pod, conf: &serde_json::Value) -> CniOutput {
         use std::io::Write;
-        let conf = self.net_conf(&pod.spec).to_string();
+        let conf = conf.to_string();
         let mut child = Command::new(env!("CARGO_BIN_EXE_ovn-vipd-cni"))
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
