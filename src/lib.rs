@@ -16,6 +16,8 @@
 //! - [`config`]: the daemon's settings from flags, `OVN_VIPD_*` variables and a TOML file.
 //! - [`telemetry`]: logging, Prometheus metrics, the gRPC span/metrics layer, systemd notify.
 //! - [`check`]: `ovn-vipd check`: store, IPAM and NB compared, and what is safe repaired.
+//! - [`cni`]: `ovn-vipd-cni`, the CNI plugin: binds pods through the API and builds their veth
+//!   and OVS port.
 //! - [`daemon`]: wiring for the `ovn-vipd` binary: open the store, connect, shut down.
 //!
 //! Binaries in `src/bin/` only parse flags, set up tracing and call into this crate.
@@ -23,6 +25,7 @@
 pub mod api;
 pub mod check;
 pub mod cli;
+pub mod cni;
 pub mod config;
 pub mod daemon;
 pub mod ipam;

@@ -1,0 +1,453 @@
+//! What a runtime hands the plugin: the network configuration on stdin and the `CNI_*`
+//! environment variables. Parsing only; nothing here touches the system.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::types::{code, CniError, SUPPORTED_VERSIONS};
+use crate::model::ANNOTATION_VIP;
+
+/// The daemon's default unix socket (as `ovn-vipd --listen` defaults it).
+pub const DEFAULT_SOCKET: &str = "/run/ovn-vipd/ovn-vipd.sock";
+/// The OVS integration bridge ovn-controller uses unless told otherwise.
+pub const DEFAULT_BRIDGE: &str = "br-int";
+/// Kube-OVN's annotation choosing the logical switch (here: the subnet) of a pod.
+pub const ANNOTATION_LOGICAL_SWITCH: &str = "ovn.kubernetes.io/logical_switch";
+
+/// The plugin's network configuration, as the runtime passes it on stdin (the plugin's entry of
+/// a `.conflist`, with `name` and `cniVersion` filled in by the runtime).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NetConf {
+    pub cni_version: String,
+    #[serde(default)]
+    pub name: String,
+    #[serde(rename = "type", default)]
+    pub plugin_type: String,
+    /// The daemon's unix socket.
+    #[serde(default = "default_socket")]
+    pub server_socket: PathBuf,
+    /// The subnet pods of this network are bound in (a pod's
+    /// `ovn.kubernetes.io/logical_switch` annotation overrides it).
+    pub subnet: String,
+    /// The OVS integration bridge the host end of the veth is added to.
+    #[serde(default = "default_bridge")]
+    pub bridge: String,
+    /// The OVS database `ovs-vsctl` talks to (its `--db`), when not the default one.
+    #[serde(default)]
+    pub ovsdb: Option<String>,
+    /// MTU of both veth ends; the kernel's default (1500) when absent.
+    #[serde(default)]
+    pub mtu: Option<u32>,
+    /// Seconds ADD waits for ovn-controller to mark the port `ovn-installed` (its flows are in
+    /// place); 0 does not wait.
+    #[serde(default = "default_ovn_installed_timeout")]
+    pub ovn_installed_timeout: u64,
+    /// Seconds each call to the daemon may take.
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout: u64,
+    /// CNI's conventional `args`; this plugin reads `args.cni`.
+    #[serde(default)]
+    pub args: ConfArgs,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct ConfArgs {
+    #[serde(default)]
+    pub cni: PodArgs,
+}
+
+/// What a runtime knows about the pod and a CNI configuration can carry: its labels (matched
+/// against AAP and switch-LB selectors), its annotations (`ovn.kubernetes.io/vip`,
+/// `ovn.kubernetes.io/aaps`, `ovn.kubernetes.io/logical_switch`) and what owns it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodArgs {
+    #[serde(default)]
+    pub labels: HashMap<String, String>,
+    #[serde(default)]
+    pub annotations: HashMap<String, String>,
+    /// `StatefulSet`, `VirtualMachine`, or anything else (addresses go with the pod).
+    #[serde(default)]
+    pub owner_kind: String,
+}
+
+fn default_socket() -> PathBuf {
+    PathBuf::from(DEFAULT_SOCKET)
+}
+
+fn default_bridge() -> String {
+    DEFAULT_BRIDGE.to_string()
+}
+
+fn default_ovn_installed_timeout() -> u64 {
+    30
+}
+
+fn default_request_timeout() -> u64 {
+    30
+}
+
+impl NetConf {
+    /// Decodes and checks the configuration: not JSON is code 6, JSON of the wrong shape or
+    /// with bad values code 7, an unsupported `cniVersion` code 1.
+    pub fn parse(bytes: &[u8]) -> Result<NetConf, CniError> {
+        let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|error| {
+            CniError::new(code::DECODE_FAILURE, "the network configuration is not JSON").with_details(error.to_string())
+        })?;
+        let conf: NetConf = serde_json::from_value(value).map_err(|error| {
+            CniError::new(code::INVALID_CONFIG, "invalid network configuration").with_details(error.to_string())
+        })?;
+        if !SUPPORTED_VERSIONS.contains(&conf.cni_version.as_str()) {
+            return Err(CniError::new(
+                code::INCOMPATIBLE_VERSION,
+                format!("cniVersion {:?} is not supported", conf.cni_version),
+            )
+            .with_details(format!("supported: {}", SUPPORTED_VERSIONS.join(", "))));
+        }
+        let invalid = |what: String| Err(CniError::new(code::INVALID_CONFIG, what));
+        if conf.subnet.is_empty() {
+            return invalid("\"subnet\" must name the ovn-vipd subnet".into());
+        }
+        if !is_interface_name(&conf.bridge) {
+            return invalid(format!("\"bridge\": {:?} is not an OVS bridge name", conf.bridge));
+        }
+        if let Some(mtu) = conf.mtu {
+            if !(576..=65535).contains(&mtu) {
+                return invalid(format!("\"mtu\": {mtu} is outside 576..65535"));
+            }
+        }
+        if conf.request_timeout == 0 {
+            return invalid("\"requestTimeout\" must be at least 1 second".into());
+        }
+        Ok(conf)
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_timeout)
+    }
+
+    pub fn ovn_installed_timeout(&self) -> Duration {
+        Duration::from_secs(self.ovn_installed_timeout)
+    }
+
+    /// Results before 1.0.0 carry a `version` per IP; CHECK exists from 0.4.0 on.
+    pub fn is_pre_1_0(&self) -> bool {
+        self.cni_version != "1.0.0"
+    }
+}
+
+/// The CNI command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    Add,
+    Del,
+    Check,
+    Version,
+}
+
+/// The `CNI_*` environment of one invocation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invocation {
+    pub command: Command,
+    pub container_id: String,
+    /// Empty when the runtime did not pass one (allowed for DEL).
+    pub netns: String,
+    pub ifname: String,
+    pub args: CniArgs,
+}
+
+impl Invocation {
+    /// Reads the environment through `get` (`std::env::var` in the binary), checking what the
+    /// command needs: code 4 when something is missing or malformed.
+    pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Invocation, CniError> {
+        let invalid = |msg: String| CniError::new(code::INVALID_ENVIRONMENT, msg);
+        let command = match get("CNI_COMMAND").as_deref() {
+            Some("ADD") => Command::Add,
+            Some("DEL") => Command::Del,
+            Some("CHECK") => Command::Check,
+            Some("VERSION") => Command::Version,
+            Some(other) => {
+                return Err(invalid(format!(
+                    "CNI_COMMAND {other:?} is not ADD, DEL, CHECK or VERSION"
+                )))
+            }
+            None => return Err(invalid("CNI_COMMAND is not set".into())),
+        };
+        let value = |name: &str| get(name).unwrap_or_default();
+        let invocation = Invocation {
+            command,
+            container_id: value("CNI_CONTAINERID"),
+            netns: value("CNI_NETNS"),
+            ifname: value("CNI_IFNAME"),
+            args: CniArgs::parse(&value("CNI_ARGS"))?,
+        };
+        if command == Command::Version {
+            return Ok(invocation);
+        }
+        if invocation.container_id.is_empty() {
+            return Err(invalid("CNI_CONTAINERID is not set".into()));
+        }
+        if !is_interface_name(&invocation.ifname) {
+            return Err(invalid(format!(
+                "CNI_IFNAME {:?} is not a Linux interface name (1-15 characters)",
+                invocation.ifname
+            )));
+        }
+        if command != Command::Del && invocation.netns.is_empty() {
+            return Err(invalid("CNI_NETNS is not set".into()));
+        }
+        Ok(invocation)
+    }
+}
+
+/// `CNI_ARGS`: `KEY=VALUE` pairs separated by `;`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CniArgs {
+    pub values: BTreeMap<String, String>,
+}
+
+impl CniArgs {
+    pub fn parse(text: &str) -> Result<CniArgs, CniError> {
+        let mut values = BTreeMap::new();
+        for pair in text.split(';').filter(|pair| !pair.is_empty()) {
+            let Some((key, value)) = pair.split_once('=') else {
+                return Err(CniError::new(
+                    code::INVALID_ENVIRONMENT,
+                    format!("CNI_ARGS: {pair:?} is not KEY=VALUE"),
+                ));
+            };
+            values.insert(key.to_string(), value.to_string());
+        }
+        Ok(CniArgs { values })
+    }
+
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.values
+            .get(key)
+            .map(String::as_str)
+            .filter(|value| !value.is_empty())
+    }
+}
+
+/// Who the pod is, as the daemon knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodIdentity {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl PodIdentity {
+    /// `K8S_POD_NAMESPACE`/`K8S_POD_NAME` from `CNI_ARGS` (Kubernetes runtimes pass them).
+    /// Without them (a runtime outside Kubernetes), the pod is `default/<container id>`,
+    /// cut to a DNS-1123 label's 63 characters.
+    pub fn of(invocation: &Invocation) -> Result<PodIdentity, CniError> {
+        let name = match invocation.args.get("K8S_POD_NAME") {
+            Some(name) => name.to_string(),
+            None => invocation.container_id.to_ascii_lowercase().chars().take(63).collect(),
+        };
+        let namespace = invocation
+            .args
+            .get("K8S_POD_NAMESPACE")
+            .unwrap_or("default")
+            .to_string();
+        for (what, value) in [("pod name", &name), ("pod namespace", &namespace)] {
+            if !is_dns_label(value) {
+                return Err(CniError::new(
+                    code::INVALID_ENVIRONMENT,
+                    format!("{what} {value:?} is not a DNS-1123 label"),
+                )
+                .with_details("set K8S_POD_NAME and K8S_POD_NAMESPACE in CNI_ARGS"));
+            }
+        }
+        Ok(PodIdentity { namespace, name })
+    }
+}
+
+impl PodArgs {
+    /// The subnet to bind in: the pod's `ovn.kubernetes.io/logical_switch` annotation, else the
+    /// configuration's.
+    pub fn subnet<'a>(&'a self, conf: &'a NetConf) -> &'a str {
+        self.annotations
+            .get(ANNOTATION_LOGICAL_SWITCH)
+            .map(String::as_str)
+            .filter(|subnet| !subnet.is_empty())
+            .unwrap_or(&conf.subnet)
+    }
+
+    /// Whether the pod asks for a VIP's address (scenario 3).
+    pub fn wants_vip(&self) -> Option<&str> {
+        self.annotations.get(ANNOTATION_VIP).map(String::as_str)
+    }
+}
+
+fn is_dns_label(value: &str) -> bool {
+    !value.is_empty()
+        && value.len() <= 63
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !value.starts_with('-')
+        && !value.ends_with('-')
+}
+
+/// A Linux interface name: 1-15 bytes, no `/`, whitespace or `:`.
+pub fn is_interface_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 15
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        move |key| map.get(key).cloned()
+    }
+
+    #[test]
+    fn a_full_configuration_parses_with_defaults_for_what_is_absent() {
+        let conf = NetConf::parse(
+            br#"{"cniVersion":"1.0.0","name":"ovn","type":"ovn-vipd-cni","subnet":"ovn-default",
+                "ipam":{"ignored":true},
+                "args":{"cni":{"labels":{"app":"web"},"annotations":{"ovn.kubernetes.io/vip":"v1"},"ownerKind":"StatefulSet"}}}"#,
+        )
+        .unwrap();
+        assert_eq!(conf.subnet, "ovn-default");
+        assert_eq!(conf.bridge, "br-int");
+        assert_eq!(conf.server_socket, PathBuf::from(DEFAULT_SOCKET));
+        assert_eq!(conf.ovn_installed_timeout, 30);
+        assert_eq!(conf.args.cni.labels["app"], "web");
+        assert_eq!(conf.args.cni.owner_kind, "StatefulSet");
+        assert_eq!(conf.args.cni.wants_vip(), Some("v1"));
+        assert_eq!(conf.args.cni.subnet(&conf), "ovn-default");
+    }
+
+    #[test]
+    fn bad_configurations_get_the_specification_codes() {
+        assert_eq!(NetConf::parse(b"{not json").unwrap_err().code, code::DECODE_FAILURE);
+        assert_eq!(
+            NetConf::parse(br#"{"cniVersion":"1.0.0"}"#).unwrap_err().code,
+            code::INVALID_CONFIG,
+            "subnet is required"
+        );
+        assert_eq!(
+            NetConf::parse(br#"{"cniVersion":"1.0.0","subnet":"s","mtu":"big"}"#)
+                .unwrap_err()
+                .code,
+            code::INVALID_CONFIG
+        );
+        assert_eq!(
+            NetConf::parse(br#"{"cniVersion":"1.0.0","subnet":"s","bridge":"a/b"}"#)
+                .unwrap_err()
+                .code,
+            code::INVALID_CONFIG
+        );
+        assert_eq!(
+            NetConf::parse(br#"{"cniVersion":"2.0.0","subnet":"s"}"#)
+                .unwrap_err()
+                .code,
+            code::INCOMPATIBLE_VERSION
+        );
+        assert_eq!(
+            NetConf::parse(br#"{"cniVersion":"1.0.0","subnet":""}"#)
+                .unwrap_err()
+                .code,
+            code::INVALID_CONFIG
+        );
+    }
+
+    #[test]
+    fn cni_args_are_key_value_pairs() {
+        let args = CniArgs::parse("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web-0;K8S_POD_UID=").unwrap();
+        assert_eq!(args.get("K8S_POD_NAME"), Some("web-0"));
+        assert_eq!(args.get("K8S_POD_UID"), None, "an empty value counts as absent");
+        assert_eq!(CniArgs::parse("").unwrap(), CniArgs::default());
+        assert_eq!(CniArgs::parse("a=1;junk").unwrap_err().code, code::INVALID_ENVIRONMENT);
+    }
+
+    #[test]
+    fn the_environment_is_checked_per_command() {
+        let add = Invocation::from_env(env(&[
+            ("CNI_COMMAND", "ADD"),
+            ("CNI_CONTAINERID", "abc"),
+            ("CNI_NETNS", "/var/run/netns/x"),
+            ("CNI_IFNAME", "eth0"),
+            ("CNI_ARGS", "K8S_POD_NAMESPACE=ns1;K8S_POD_NAME=p1"),
+        ]))
+        .unwrap();
+        assert_eq!(add.command, Command::Add);
+        assert_eq!(
+            PodIdentity::of(&add).unwrap(),
+            PodIdentity {
+                namespace: "ns1".into(),
+                name: "p1".into()
+            }
+        );
+        let missing_netns = Invocation::from_env(env(&[
+            ("CNI_COMMAND", "ADD"),
+            ("CNI_CONTAINERID", "abc"),
+            ("CNI_IFNAME", "eth0"),
+        ]));
+        assert_eq!(missing_netns.unwrap_err().code, code::INVALID_ENVIRONMENT);
+        // DEL may come without a namespace.
+        let del = Invocation::from_env(env(&[
+            ("CNI_COMMAND", "DEL"),
+            ("CNI_CONTAINERID", "ABC"),
+            ("CNI_IFNAME", "eth0"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            PodIdentity::of(&del).unwrap(),
+            PodIdentity {
+                namespace: "default".into(),
+                name: "abc".into()
+            },
+            "outside Kubernetes the container id names the pod"
+        );
+        for (name, value) in [("CNI_COMMAND", "ATTACH"), ("CNI_IFNAME", "a-very-long-interface")] {
+            let mut pairs = vec![
+                ("CNI_COMMAND", "DEL"),
+                ("CNI_CONTAINERID", "abc"),
+                ("CNI_IFNAME", "eth0"),
+            ];
+            pairs.retain(|(key, _)| *key != name);
+            pairs.push((name, value));
+            assert_eq!(
+                Invocation::from_env(env(&pairs)).unwrap_err().code,
+                code::INVALID_ENVIRONMENT,
+                "{name}={value}"
+            );
+        }
+        let version = Invocation::from_env(env(&[("CNI_COMMAND", "VERSION")])).unwrap();
+        assert_eq!(version.command, Command::Version);
+        let bad_name = Invocation::from_env(env(&[
+            ("CNI_COMMAND", "DEL"),
+            ("CNI_CONTAINERID", "abc"),
+            ("CNI_IFNAME", "eth0"),
+            ("CNI_ARGS", "K8S_POD_NAME=Not_A_Label"),
+        ]))
+        .unwrap();
+        assert_eq!(PodIdentity::of(&bad_name).unwrap_err().code, code::INVALID_ENVIRONMENT);
+    }
+
+    #[test]
+    fn the_logical_switch_annotation_overrides_the_subnet() {
+        let mut conf = NetConf::parse(br#"{"cniVersion":"0.4.0","subnet":"ovn-default"}"#).unwrap();
+        assert!(conf.is_pre_1_0());
+        conf.args
+            .cni
+            .annotations
+            .insert(ANNOTATION_LOGICAL_SWITCH.into(), "net2".into());
+        assert_eq!(conf.args.cni.subnet(&conf), "net2");
+    }
+}

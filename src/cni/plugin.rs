@@ -1,0 +1,374 @@
+//! ADD, DEL and CHECK: the daemon's `PodService` for addresses, [`Dataplane`] for the
+//! interfaces. ADD rolls back whatever it made when a later step fails.
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use tonic::transport::{Channel, Endpoint};
+use tonic::Code;
+
+use super::config::{Invocation, NetConf, PodIdentity};
+use super::dataplane::{host_veth_name, link_exists, Dataplane};
+use super::types::{code, AddResult, CniError, Dns, Interface, IpConfig, Route};
+use crate::api::proto::v1 as pb;
+use pb::pod_service_client::PodServiceClient;
+
+/// A connection to the daemon's unix socket, driven by a current-thread runtime: the plugin is
+/// a short-lived process that makes a handful of calls one after the other.
+pub struct Daemon {
+    runtime: tokio::runtime::Runtime,
+    pods: PodServiceClient<Channel>,
+}
+
+impl Daemon {
+    /// Connects to `socket`; an absent or silent daemon is code 11 (try again later).
+    pub fn connect(socket: &Path, timeout: Duration) -> Result<Daemon, CniError> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|error| {
+                CniError::new(code::IO_FAILURE, "cannot start the async runtime").with_details(error.to_string())
+            })?;
+        let unreachable = |error: &dyn std::error::Error| {
+            CniError::new(
+                code::TRY_AGAIN_LATER,
+                format!("ovn-vipd is unreachable at {}", socket.display()),
+            )
+            .with_details(error_chain(error))
+        };
+        // tonic connects `unix://PATH` endpoints itself, with an authority the server accepts.
+        let endpoint = Endpoint::from_shared(format!("unix://{}", socket.display()))
+            .map_err(|error| unreachable(&error))?
+            .connect_timeout(timeout)
+            .timeout(timeout);
+        let channel = runtime
+            .block_on(endpoint.connect())
+            .map_err(|error| unreachable(&error))?;
+        Ok(Daemon {
+            runtime,
+            pods: PodServiceClient::new(channel),
+        })
+    }
+
+    pub fn bind(&mut self, request: pb::BindPodRequest) -> Result<pb::Pod, CniError> {
+        let what = format!("binding pod {}/{}", request.namespace, request.name);
+        let pods = &mut self.pods;
+        self.runtime
+            .block_on(pods.bind_pod(request))
+            .map(tonic::Response::into_inner)
+            .map_err(|status| refused(&what, &status))
+    }
+
+    /// Unbinds; `false` when the daemon did not know the pod.
+    pub fn unbind(&mut self, pod: &PodIdentity) -> Result<bool, CniError> {
+        let request = pb::UnbindPodRequest {
+            namespace: pod.namespace.clone(),
+            name: pod.name.clone(),
+            owner_gone: false,
+        };
+        let pods = &mut self.pods;
+        self.runtime
+            .block_on(pods.unbind_pod(request))
+            .map(|response| response.into_inner().found)
+            .map_err(|status| refused(&format!("unbinding pod {}/{}", pod.namespace, pod.name), &status))
+    }
+
+    /// The pod as the daemon has it, or `None` when it does not know it.
+    pub fn get(&mut self, pod: &PodIdentity) -> Result<Option<pb::Pod>, CniError> {
+        let request = pb::GetPodRequest {
+            namespace: pod.namespace.clone(),
+            name: pod.name.clone(),
+        };
+        let pods = &mut self.pods;
+        match self.runtime.block_on(pods.get_pod(request)) {
+            Ok(response) => Ok(Some(response.into_inner())),
+            Err(status) if status.code() == Code::NotFound => Ok(None),
+            Err(status) => Err(refused(&format!("reading pod {}/{}", pod.namespace, pod.name), &status)),
+        }
+    }
+}
+
+/// A gRPC error as a CNI error: unavailable is "try again later", everything else is the
+/// daemon's refusal with its message (e.g. "vip x is in use by pod default/y").
+fn refused(what: &str, status: &tonic::Status) -> CniError {
+    let code = match status.code() {
+        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => code::TRY_AGAIN_LATER,
+        _ => code::DAEMON_REFUSED,
+    };
+    CniError::new(code, format!("ovn-vipd refused {what}: {}", status.message()))
+        .with_details(format!("gRPC status {:?}", status.code()))
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+fn dataplane(conf: &NetConf) -> Dataplane {
+    Dataplane {
+        bridge: conf.bridge.clone(),
+        ovsdb: conf.ovsdb.clone(),
+        mtu: conf.mtu,
+    }
+}
+
+fn owner_kind(kind: &str) -> pb::OwnerKind {
+    match kind {
+        "StatefulSet" => pb::OwnerKind::StatefulSet,
+        "VirtualMachine" | "VirtualMachineInstance" => pb::OwnerKind::VirtualMachine,
+        _ => pb::OwnerKind::Other,
+    }
+}
+
+/// The BindPod request for this attachment: one NIC, `CNI_IFNAME` in the configured subnet.
+pub fn bind_request(conf: &NetConf, invocation: &Invocation, pod: &PodIdentity) -> pb::BindPodRequest {
+    let args = &conf.args.cni;
+    pb::BindPodRequest {
+        namespace: pod.namespace.clone(),
+        name: pod.name.clone(),
+        labels: args.labels.clone(),
+        annotations: args.annotations.clone(),
+        owner_kind: owner_kind(&args.owner_kind) as i32,
+        nics: vec![pb::NicRequest {
+            subnet: args.subnet(conf).to_string(),
+            interface: invocation.ifname.clone(),
+        }],
+    }
+}
+
+fn netns_must_exist(invocation: &Invocation) -> Result<(), CniError> {
+    if Path::new(&invocation.netns).exists() {
+        Ok(())
+    } else {
+        Err(CniError::new(
+            code::UNKNOWN_CONTAINER,
+            format!("network namespace {} does not exist", invocation.netns),
+        ))
+    }
+}
+
+/// ADD: bind, then build the interfaces; a failure after the bind removes the interfaces and
+/// releases the binding before it is reported.
+pub fn add(conf: &NetConf, invocation: &Invocation) -> Result<AddResult, CniError> {
+    let pod = PodIdentity::of(invocation)?;
+    netns_must_exist(invocation)?;
+    let mut daemon = Daemon::connect(&conf.server_socket, conf.request_timeout())?;
+    let bound = daemon.bind(bind_request(conf, invocation, &pod))?;
+    let dataplane = dataplane(conf);
+    let host = host_veth_name(&invocation.container_id, &invocation.ifname);
+    match build_interfaces(conf, invocation, &dataplane, &bound, &host) {
+        Ok(result) => Ok(result),
+        Err(error) => {
+            // Best effort: the first error is what the runtime must see.
+            let _ = dataplane.detach(&host);
+            let _ = dataplane.delete_veth(&host);
+            let _ = dataplane.delete_container_link(&invocation.netns, &invocation.ifname);
+            let _ = release_binding(&mut daemon, &dataplane, &pod, &invocation.ifname, &host);
+            Err(error)
+        }
+    }
+}
+
+/// Which bound NIC this attachment is, with its addresses checked.
+struct Nic<'a> {
+    bound: &'a pb::BoundNic,
+    addresses: Vec<IpNet>,
+    gateways: Vec<IpAddr>,
+}
+
+fn nic<'a>(pod: &'a pb::Pod, ifname: &str) -> Result<Nic<'a>, CniError> {
+    let invalid = |what: String| CniError::new(code::DAEMON_REFUSED, what);
+    let bound = pod
+        .nics
+        .iter()
+        .find(|nic| nic.interface == ifname)
+        .ok_or_else(|| invalid(format!("ovn-vipd's answer has no interface {ifname}")))?;
+    let addresses = bound
+        .addresses
+        .iter()
+        .map(|address| {
+            address
+                .parse::<IpNet>()
+                .map_err(|_| invalid(format!("ovn-vipd answered an invalid address {address:?}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let gateways = bound
+        .gateways
+        .iter()
+        .map(|gateway| {
+            gateway
+                .parse::<IpAddr>()
+                .map_err(|_| invalid(format!("ovn-vipd answered an invalid gateway {gateway:?}")))
+        })
+        // Only the families the interface has an address of.
+        .filter(|gateway| match gateway {
+            Ok(gateway) => addresses
+                .iter()
+                .any(|address| address.addr().is_ipv4() == gateway.is_ipv4()),
+            Err(_) => true,
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Nic {
+        bound,
+        addresses,
+        gateways,
+    })
+}
+
+fn build_interfaces(
+    conf: &NetConf,
+    invocation: &Invocation,
+    dataplane: &Dataplane,
+    pod: &pb::Pod,
+    host: &str,
+) -> Result<AddResult, CniError> {
+    let nic = nic(pod, &invocation.ifname)?;
+    dataplane.create_veth(host, &invocation.netns, &invocation.ifname)?;
+    dataplane.configure_container(
+        &invocation.netns,
+        &invocation.ifname,
+        &nic.bound.mac,
+        &nic.addresses,
+        &nic.gateways,
+    )?;
+    dataplane.attach(host, &nic.bound.port_name, &invocation.container_id)?;
+    dataplane.wait_ovn_installed(host, conf.ovn_installed_timeout())?;
+    let host_mac = super::dataplane::link_mac(host)?;
+    let gateway_of = |address: &IpNet| {
+        nic.gateways
+            .iter()
+            .find(|gateway| gateway.is_ipv4() == address.addr().is_ipv4())
+            .map(ToString::to_string)
+    };
+    Ok(AddResult {
+        cni_version: conf.cni_version.clone(),
+        interfaces: vec![
+            Interface {
+                name: host.to_string(),
+                mac: host_mac,
+                sandbox: None,
+            },
+            Interface {
+                name: invocation.ifname.clone(),
+                mac: nic.bound.mac.clone(),
+                sandbox: Some(invocation.netns.clone()),
+            },
+        ],
+        ips: nic
+            .addresses
+            .iter()
+            .map(|address| IpConfig {
+                version: conf
+                    .is_pre_1_0()
+                    .then_some(if address.addr().is_ipv4() { "4" } else { "6" }),
+                address: address.to_string(),
+                gateway: gateway_of(address),
+                interface: 1,
+            })
+            .collect(),
+        routes: nic
+            .gateways
+            .iter()
+            .map(|gateway| Route {
+                dst: if gateway.is_ipv4() { "0.0.0.0/0" } else { "::/0" }.to_string(),
+                gw: Some(gateway.to_string()),
+            })
+            .collect(),
+        dns: Dns {},
+    })
+}
+
+/// Unbinds the pod, unless another sandbox of the same pod has taken its port over since (a
+/// runtime may ADD the new sandbox before it DELs the old one): its interface then carries the
+/// same `iface-id` and the binding is still in use.
+fn release_binding(
+    daemon: &mut Daemon,
+    dataplane: &Dataplane,
+    pod: &PodIdentity,
+    ifname: &str,
+    host: &str,
+) -> Result<(), CniError> {
+    let Some(bound) = daemon.get(pod)? else {
+        return Ok(());
+    };
+    let Some(nic) = bound.nics.iter().find(|nic| nic.interface == ifname) else {
+        return Ok(());
+    };
+    let others: Vec<String> = dataplane
+        .interfaces_of_port(&nic.port_name)?
+        .into_iter()
+        .filter(|name| name != host)
+        .collect();
+    if others.is_empty() {
+        daemon.unbind(pod)?;
+    }
+    Ok(())
+}
+
+/// DEL: removes the interfaces (each step succeeds when its object is gone), then unbinds.
+pub fn del(conf: &NetConf, invocation: &Invocation) -> Result<(), CniError> {
+    let pod = PodIdentity::of(invocation)?;
+    let dataplane = dataplane(conf);
+    let host = host_veth_name(&invocation.container_id, &invocation.ifname);
+    dataplane.detach(&host)?;
+    dataplane.delete_veth(&host)?;
+    dataplane.delete_container_link(&invocation.netns, &invocation.ifname)?;
+    let mut daemon = Daemon::connect(&conf.server_socket, conf.request_timeout())?;
+    release_binding(&mut daemon, &dataplane, &pod, &invocation.ifname, &host)
+}
+
+/// CHECK: the pod is bound, and the interface and the bridge port are as ADD left them.
+pub fn check(conf: &NetConf, invocation: &Invocation) -> Result<(), CniError> {
+    if conf.cni_version.starts_with("0.3.") {
+        return Err(CniError::new(
+            code::INCOMPATIBLE_VERSION,
+            format!("CHECK needs cniVersion 0.4.0 or later, not {}", conf.cni_version),
+        ));
+    }
+    let pod = PodIdentity::of(invocation)?;
+    netns_must_exist(invocation)?;
+    let failed = |what: String| CniError::new(code::CHECK_FAILED, what);
+    let mut daemon = Daemon::connect(&conf.server_socket, conf.request_timeout())?;
+    let bound = daemon
+        .get(&pod)?
+        .ok_or_else(|| failed(format!("ovn-vipd has no pod {}/{}", pod.namespace, pod.name)))?;
+    if !bound.bound {
+        return Err(failed(format!("pod {}/{} is not bound", pod.namespace, pod.name)));
+    }
+    let nic = nic(&bound, &invocation.ifname)?;
+    let dataplane = dataplane(conf);
+    let link = dataplane
+        .container_link(&invocation.netns, &invocation.ifname)?
+        .ok_or_else(|| failed(format!("{} does not exist in {}", invocation.ifname, invocation.netns)))?;
+    if !link.mac.eq_ignore_ascii_case(&nic.bound.mac) {
+        return Err(failed(format!(
+            "{} has MAC {}, not {}",
+            invocation.ifname, link.mac, nic.bound.mac
+        )));
+    }
+    for address in &nic.addresses {
+        if !link.addresses.contains(address) {
+            return Err(failed(format!("{} lacks address {address}", invocation.ifname)));
+        }
+    }
+    let host = host_veth_name(&invocation.container_id, &invocation.ifname);
+    if !link_exists(&host)? {
+        return Err(failed(format!("the host end {host} does not exist")));
+    }
+    match dataplane.iface_id(&host)? {
+        Some(port) if port == nic.bound.port_name => Ok(()),
+        Some(port) => Err(failed(format!(
+            "{host} is attached as {port}, not {}",
+            nic.bound.port_name
+        ))),
+        None => Err(failed(format!("{host} is not a port of {}", conf.bridge))),
+    }
+}

@@ -1,0 +1,471 @@
+//! Dataplane end to end: a whole OVN on this machine (OVS with the userspace datapath, NB, SB,
+//! ovn-northd, ovn-controller), the daemon, and pods as network namespaces whose interfaces
+//! `ovn-vipd-cni` makes, invoked as a container runtime invokes it. Connectivity (ping, TCP) and
+//! SB are the judges. Needs root; CI runs it as root. One whole OVN at a time (`ovn::lock`).
+
+mod common;
+
+use std::collections::{BTreeSet, HashMap};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::ovn::{Pod, PodSpec, WholeOvn};
+use common::wait_until;
+use ovn_vipd::api::proto::v1 as pb;
+
+/// ovn-controller needs a few seconds to program flows after a change.
+const FLOWS: Duration = Duration::from_secs(30);
+
+fn create_vip(ovn: &WholeOvn, vip: pb::Vip) -> pb::VipStatus {
+    let mut vips = pb::vip_service_client::VipServiceClient::new(ovn.channel());
+    ovn.runtime
+        .block_on(vips.create_vip(pb::CreateVipRequest { vip: Some(vip) }))
+        .expect("create vip")
+        .into_inner()
+        .status
+        .expect("status")
+}
+
+fn get_vip(ovn: &WholeOvn, name: &str) -> pb::Vip {
+    let mut vips = pb::vip_service_client::VipServiceClient::new(ovn.channel());
+    ovn.runtime
+        .block_on(vips.get_vip(pb::GetVipRequest { name: name.into() }))
+        .expect("get vip")
+        .into_inner()
+}
+
+fn wait_ready(ovn: &WholeOvn, name: &str) {
+    wait_until(&format!("{name} ready"), Duration::from_secs(10), || {
+        get_vip(ovn, name).status.is_some_and(|status| status.ready)
+    });
+}
+
+fn pod_known(ovn: &WholeOvn, namespace: &str, name: &str) -> bool {
+    let mut pods = pb::pod_service_client::PodServiceClient::new(ovn.channel());
+    let request = pb::GetPodRequest {
+        namespace: namespace.into(),
+        name: name.into(),
+    };
+    match ovn.runtime.block_on(pods.get_pod(request)) {
+        Ok(_) => true,
+        Err(status) if status.code() == tonic::Code::NotFound => false,
+        Err(status) => panic!("get pod: {status}"),
+    }
+}
+
+fn host_link_exists(name: &str) -> bool {
+    Command::new("ip")
+        .args(["link", "show", "dev", name])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
+/// A failed ADD left nothing: no host veth, no interface in the namespace, no bridge port, no
+/// binding.
+fn assert_nothing_left(ovn: &WholeOvn, pod: &Pod) {
+    assert!(!host_link_exists(&pod.host_veth()), "{} left behind", pod.host_veth());
+    assert!(
+        !pod.exec(&["ip", "link", "show", "dev", "eth0"]).status.success(),
+        "eth0 left in {}",
+        pod.netns
+    );
+    let port = format!("external_ids:iface-id=\"{}.{}\"", pod.spec.name, pod.spec.namespace);
+    assert_eq!(
+        ovn.vsctl(&["--bare", "--columns=name", "find", "interface", &port])
+            .trim(),
+        "",
+        "a bridge port left behind"
+    );
+    assert!(
+        !pod_known(ovn, &pod.spec.namespace, &pod.spec.name),
+        "the binding of {} left behind",
+        pod.spec.name
+    );
+}
+
+/// 1.3: an AAP VIP answers from the parent that announced it last, in both families; a pod the
+/// selector does not choose cannot take it.
+#[test]
+fn aap_vip_follows_the_parent_that_announces_it() {
+    let _lock = common::ovn::lock();
+    let mut ovn = WholeOvn::start();
+    ovn.create_subnet(common::subnet_request("aap", "10.16.0.0/24", "fd00:10:16::/64"));
+    let vip = create_vip(
+        &ovn,
+        pb::Vip {
+            name: "vip-aap".into(),
+            subnet: "aap".into(),
+            namespace: "default".into(),
+            selector: vec!["app: aap1".into()],
+            ..Default::default()
+        },
+    );
+    let parent = |name: &str, app: &str| {
+        PodSpec::new(name, "aap")
+            .label("app", app)
+            .annotation("ovn.kubernetes.io/aaps", "vip-aap")
+    };
+    let parent1 = ovn.add_pod(parent("parent-1", "aap1"));
+    let parent2 = ovn.add_pod(parent("parent-2", "aap1"));
+    let stranger = ovn.add_pod(parent("stranger", "other"));
+    let client = ovn.add_pod(PodSpec::new("client", "aap"));
+    wait_ready(&ovn, "vip-aap");
+    let families = [
+        (vip.v4ip.clone(), 24, "vip-aap"),
+        (vip.v6ip.clone(), 64, "vip-aap:ipv6"),
+    ];
+
+    // The network works, and nobody answers for the VIP yet.
+    wait_until("client reaches parent-1", FLOWS, || client.ping(&parent1.ip(false)));
+    wait_until("client reaches parent-1 over IPv6", FLOWS, || {
+        client.ping(&parent1.ip(true))
+    });
+    for (address, _, port) in &families {
+        assert!(!client.ping(address), "{address} answered before anyone claimed it");
+        assert_eq!(ovn.virtual_parent(port), "", "{port}");
+    }
+
+    // parent-1 claims it (address + gratuitous ARP / unsolicited NA).
+    for (address, prefix, _) in &families {
+        parent1.claim(address, *prefix);
+    }
+    for (address, _, port) in &families {
+        wait_until(&format!("{address} answers from parent-1"), FLOWS, || {
+            ovn.virtual_parent(port) == "parent-1.default" && client.ping(address)
+        });
+        assert_eq!(client.neighbour_mac(address), Some(parent1.mac()), "{address}");
+    }
+
+    // keepalived-style failover: parent-1 lets go, parent-2 takes over, the ping follows.
+    for (address, prefix, _) in &families {
+        parent1.release(address, *prefix);
+        parent2.claim(address, *prefix);
+    }
+    for (address, _, port) in &families {
+        wait_until(&format!("{address} answers from parent-2"), FLOWS, || {
+            ovn.virtual_parent(port) == "parent-2.default"
+                && client.ping(address)
+                && client.neighbour_mac(address) == Some(parent2.mac())
+        });
+    }
+
+    // A pod the selector does not choose announces the address too: nothing moves.
+    for (address, prefix, _) in &families {
+        stranger.claim(address, *prefix);
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    for (address, _, port) in &families {
+        assert_eq!(ovn.virtual_parent(port), "parent-2.default", "{port}");
+        assert!(client.ping(address), "{address}");
+        assert_eq!(client.neighbour_mac(address), Some(parent2.mac()), "{address}");
+    }
+}
+
+/// 2: a switch-LB rule's VIP spreads connections over the selected pods; a pod deleted through
+/// CNI DEL gets none.
+#[test]
+fn switch_lb_vip_spreads_connections_over_backend_pods() {
+    let _lock = common::ovn::lock();
+    let mut ovn = WholeOvn::start();
+    ovn.create_subnet(common::subnet_request("lb", "10.17.0.0/24", ""));
+    // The VIP's ARP answer is the router port's MAC (OVN-NOTES.md).
+    ovn.add_router_port("lb", "04:00:00:00:17:01", &["10.17.0.1/24"]);
+    let vip = create_vip(
+        &ovn,
+        pb::Vip {
+            name: "slr-vip".into(),
+            subnet: "lb".into(),
+            r#type: "switch_lb_vip".into(),
+            ..Default::default()
+        },
+    );
+    let web1 = ovn.add_pod(PodSpec::new("web-1", "lb").label("app", "web"));
+    let web2 = ovn.add_pod(PodSpec::new("web-2", "lb").label("app", "web"));
+    let client = ovn.add_pod(PodSpec::new("client", "lb"));
+    ovn.serve_name(&web1, 8080);
+    ovn.serve_name(&web2, 8080);
+    let mut rules = pb::switch_lb_rule_service_client::SwitchLbRuleServiceClient::new(ovn.channel());
+    let rule = pb::SwitchLbRule {
+        name: "slr-web".into(),
+        vip: "slr-vip".into(),
+        namespace: "default".into(),
+        selector: vec!["app: web".into()],
+        ports: vec![pb::LbPort {
+            name: "http".into(),
+            port: 80,
+            target_port: 8080,
+            protocol: pb::Protocol::Tcp as i32,
+        }],
+        ..Default::default()
+    };
+    ovn.runtime
+        .block_on(rules.create_switch_lb_rule(pb::CreateSwitchLbRuleRequest { rule: Some(rule) }))
+        .expect("create rule");
+    let backends = || {
+        ovn.nbctl(&["--if-exists", "get", "load_balancer", "slr-web-tcp", "vips"])
+            .trim()
+            .to_string()
+    };
+    wait_until("both backends in the load balancer", Duration::from_secs(10), || {
+        let vips = backends();
+        vips.contains(&web1.ip(false)) && vips.contains(&web2.ip(false))
+    });
+    wait_ready(&ovn, "slr-vip");
+
+    let mut seen = BTreeSet::new();
+    wait_until("connections answered by both backends", FLOWS, || {
+        seen.extend(
+            ovn.connect_many(&client, &vip.v4ip, 80, 10)
+                .into_iter()
+                .filter(|answer| !answer.is_empty()),
+        );
+        seen.len() == 2
+    });
+    assert_eq!(seen, BTreeSet::from(["web-1".to_string(), "web-2".to_string()]));
+    let answers = ovn.connect_many(&client, &vip.v4ip, 80, 10);
+    assert!(
+        answers.iter().all(|answer| answer == "web-1" || answer == "web-2"),
+        "{answers:?}"
+    );
+
+    // web-1 goes away through CNI DEL: the balancer forgets it and every connection is answered
+    // by web-2.
+    ovn.delete_pod(&web1);
+    wait_until("web-1 out of the load balancer", Duration::from_secs(10), || {
+        !backends().contains(&web1.ip(false))
+    });
+    let answers = ovn.connect_many(&client, &vip.v4ip, 80, 20);
+    assert!(answers.iter().all(|answer| answer == "web-2"), "{answers:?}");
+}
+
+/// 3 / 3.1: a pod using a VIP gets exactly its address and MAC and keeps them across
+/// re-creation; a second pod asking for the held VIP fails ADD and leaves nothing behind; DEL and
+/// CHECK behave as the specification says.
+#[test]
+fn pod_using_a_vip_gets_its_address_and_mac_across_recreation() {
+    let _lock = common::ovn::lock();
+    let mut ovn = WholeOvn::start();
+    ovn.create_subnet(common::subnet_request("vipnet", "10.18.0.0/24", ""));
+    let vip = create_vip(
+        &ovn,
+        pb::Vip {
+            name: "pod-vip".into(),
+            subnet: "vipnet".into(),
+            ..Default::default()
+        },
+    );
+    let web0 = PodSpec::new("web-0", "vipnet")
+        .annotation("ovn.kubernetes.io/vip", "pod-vip")
+        .owner("StatefulSet");
+    let client = ovn.add_pod(PodSpec::new("client", "vipnet"));
+    let first = ovn.add_pod(web0.clone());
+    assert_eq!(first.ip(false), vip.v4ip);
+    assert_eq!(first.mac(), vip.mac);
+    let link: serde_json::Value =
+        serde_json::from_str(&first.exec_ok(&["ip", "-j", "addr", "show", "dev", "eth0"])).expect("ip -j");
+    assert_eq!(link[0]["address"], vip.mac.as_str());
+    assert!(
+        link[0]["addr_info"]
+            .as_array()
+            .expect("addr_info")
+            .iter()
+            .any(|info| info["local"] == vip.v4ip.as_str() && info["prefixlen"] == 24),
+        "{link}"
+    );
+    wait_until("the VIP answers", FLOWS, || client.ping(&vip.v4ip));
+    assert_eq!(client.neighbour_mac(&vip.v4ip), Some(vip.mac.clone()));
+    let check = ovn.cni("CHECK", &first);
+    assert!(check.success && check.stdout.is_empty(), "{}", check.stdout);
+
+    // Another pod asking for the held VIP: a clear error, nothing left behind.
+    let intruder = ovn.sandbox(PodSpec::new("intruder", "vipnet").annotation("ovn.kubernetes.io/vip", "pod-vip"));
+    let refused = ovn.cni("ADD", &intruder);
+    assert!(!refused.success, "{}", refused.stdout);
+    assert_eq!(refused.json["code"], 100, "{}", refused.stdout);
+    assert_eq!(refused.json["cniVersion"], "1.0.0");
+    let message = refused.json["msg"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("vip pod-vip is in use by pod default/web-0"),
+        "{message}"
+    );
+    assert_nothing_left(&ovn, &intruder);
+    assert_eq!(
+        get_vip(&ovn, "pod-vip")
+            .status
+            .and_then(|status| status.holder)
+            .map(|holder| holder.name),
+        Some("web-0".to_string())
+    );
+
+    // A step failing after the bind (no such bridge): the veth and the binding are rolled back.
+    let unlucky = ovn.sandbox(PodSpec::new("unlucky", "vipnet"));
+    let mut conf = ovn.net_conf(&unlucky.spec);
+    conf["bridge"] = "br-absent".into();
+    let failed = ovn.cni_with("ADD", &unlucky, &conf);
+    assert!(!failed.success, "{}", failed.stdout);
+    assert_eq!(failed.json["code"], 101, "{}", failed.stdout);
+    assert!(
+        failed.json["msg"].as_str().unwrap_or_default().contains("ovs-vsctl"),
+        "{}",
+        failed.stdout
+    );
+    assert_nothing_left(&ovn, &unlucky);
+
+    // CHECK notices an interface that is no longer as ADD left it.
+    first.exec_ok(&["ip", "addr", "del", &format!("{}/24", vip.v4ip), "dev", "eth0"]);
+    let check = ovn.cni("CHECK", &first);
+    assert!(!check.success, "{}", check.stdout);
+    assert_eq!(check.json["code"], 102, "{}", check.stdout);
+
+    // The StatefulSet pod is deleted (DEL twice: the second finds everything gone and succeeds)
+    // and re-created in a new sandbox: same address, same MAC, reachable again.
+    ovn.delete_pod(&first);
+    assert!(!host_link_exists(&first.host_veth()));
+    let again = ovn.cni("DEL", &first);
+    assert!(again.success && again.stdout.is_empty(), "{}", again.stdout);
+    let second = ovn.add_pod(web0);
+    assert_ne!(second.container_id, first.container_id);
+    assert_eq!(second.ip(false), vip.v4ip);
+    assert_eq!(second.mac(), vip.mac);
+    wait_until("the VIP answers from the new sandbox", FLOWS, || client.ping(&vip.v4ip));
+}
+
+/// 1.1 / 1.2: reserved addresses (gateway, excluded, static and dynamic VIPs) never go to pods,
+/// down to the last free address; the ADD after that fails cleanly.
+#[test]
+fn reserved_addresses_are_never_given_to_pods() {
+    let _lock = common::ovn::lock();
+    let mut ovn = WholeOvn::start();
+    // 10.19.0.0/28: .1 gateway, .2-.6 excluded, .9 a static VIP, one dynamic VIP: 6 left.
+    ovn.create_subnet(pb::CreateSubnetRequest {
+        subnet: Some(pb::Subnet {
+            name: "small".into(),
+            cidr_v4: "10.19.0.0/28".into(),
+            exclude_ips: vec!["10.19.0.2..10.19.0.6".into()],
+            ..Default::default()
+        }),
+    });
+    let static_vip = create_vip(
+        &ovn,
+        pb::Vip {
+            name: "res-static".into(),
+            subnet: "small".into(),
+            v4ip: "10.19.0.9".into(),
+            ..Default::default()
+        },
+    );
+    let dynamic_vip = create_vip(
+        &ovn,
+        pb::Vip {
+            name: "res-dynamic".into(),
+            subnet: "small".into(),
+            ..Default::default()
+        },
+    );
+    let mut reserved: BTreeSet<String> = (1..=6).map(|host| format!("10.19.0.{host}")).collect();
+    reserved.insert(static_vip.v4ip.clone());
+    reserved.insert(dynamic_vip.v4ip.clone());
+    let mut pods = Vec::new();
+    for index in 1..=6 {
+        pods.push(ovn.add_pod(PodSpec::new(&format!("p-{index}"), "small")));
+    }
+    let given: BTreeSet<String> = pods.iter().map(|pod| pod.ip(false)).collect();
+    assert_eq!(given.len(), 6, "{given:?}");
+    assert!(
+        given.is_disjoint(&reserved),
+        "pods got reserved addresses: {given:?} vs {reserved:?}"
+    );
+    let all: BTreeSet<String> = (1..=14).map(|host| format!("10.19.0.{host}")).collect();
+    assert_eq!(
+        given.union(&reserved).cloned().collect::<BTreeSet<_>>(),
+        all,
+        "every usable address is either reserved or a pod's"
+    );
+
+    // Full: the next pod is refused, and its ADD leaves nothing behind.
+    let late = ovn.sandbox(PodSpec::new("p-7", "small"));
+    let refused = ovn.cni("ADD", &late);
+    assert!(!refused.success, "{}", refused.stdout);
+    assert_eq!(refused.json["code"], 100, "{}", refused.stdout);
+    assert_eq!(
+        refused.json["details"], "gRPC status ResourceExhausted",
+        "{}",
+        refused.stdout
+    );
+    assert_nothing_left(&ovn, &late);
+    // And the pods that got addresses can talk.
+    wait_until("p-1 reaches p-6", FLOWS, || pods[0].ping(&pods[5].ip(false)));
+}
+
+/// The plugin's protocol outside the dataplane: VERSION, malformed invocations, an unreachable
+/// daemon (code 11, and the ADD leaves nothing in the namespace).
+#[test]
+fn version_and_malformed_invocations_get_cni_answers() {
+    let _lock = common::ovn::lock();
+    let plugin = |env: &[(&str, String)], stdin: &str| {
+        use std::io::Write;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ovn-vipd-cni"))
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(env.iter().map(|(key, value)| (*key, value.as_str())))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start ovn-vipd-cni");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(stdin.as_bytes())
+            .expect("stdin");
+        let output = child.wait_with_output().expect("ovn-vipd-cni");
+        let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_default();
+        (output.status.success(), json)
+    };
+    let (ok, version) = plugin(&[("CNI_COMMAND", "VERSION".to_string())], r#"{"cniVersion":"1.0.0"}"#);
+    assert!(ok);
+    assert_eq!(
+        version,
+        serde_json::json!({"cniVersion": "1.0.0", "supportedVersions": ["0.3.0", "0.3.1", "0.4.0", "1.0.0"]})
+    );
+    let netns = format!("{}protocol", common::ovn::PREFIX);
+    common::run("ip", &["netns", "add", &netns]);
+    let netns_path = format!("/var/run/netns/{netns}");
+    let add = |extra: &[(&'static str, &'static str)]| -> Vec<(&'static str, String)> {
+        let mut env: HashMap<&'static str, String> = HashMap::from([
+            ("CNI_COMMAND", "ADD".to_string()),
+            ("CNI_CONTAINERID", "protocol1".to_string()),
+            ("CNI_NETNS", netns_path.clone()),
+            ("CNI_IFNAME", "eth0".to_string()),
+            ("CNI_ARGS", "K8S_POD_NAMESPACE=default;K8S_POD_NAME=p".to_string()),
+        ]);
+        env.extend(extra.iter().map(|(key, value)| (*key, value.to_string())));
+        env.into_iter().collect()
+    };
+    let conf = r#"{"cniVersion":"0.4.0","name":"n","type":"ovn-vipd-cni","subnet":"s","serverSocket":"/nonexistent/ovn-vipd.sock"}"#;
+    type Case<'a> = (Vec<(&'a str, String)>, &'a str, u64);
+    let cases: [Case; 6] = [
+        (add(&[("CNI_CONTAINERID", "")]), conf, 4),
+        (add(&[("CNI_COMMAND", "ATTACH")]), conf, 4),
+        (add(&[]), "{not json", 6),
+        (add(&[]), r#"{"cniVersion":"1.0.0","name":"n"}"#, 7),
+        (add(&[]), r#"{"cniVersion":"9.9.9","subnet":"s"}"#, 1),
+        (add(&[("CNI_NETNS", "/var/run/netns/vipd-e2e-absent")]), conf, 3),
+    ];
+    for (env, stdin, code) in cases {
+        let (ok, json) = plugin(&env, stdin);
+        assert!(!ok, "{env:?} {stdin}");
+        assert_eq!(json["code"], code, "{env:?} {stdin}: {json}");
+        assert!(json["msg"].as_str().is_some_and(|msg| !msg.is_empty()), "{json}");
+    }
+    // The daemon is not there: try again later, in the configuration's version, nothing made.
+    let (ok, json) = plugin(&add(&[]), conf);
+    assert!(!ok);
+    assert_eq!(json["code"], 11, "{json}");
+    assert_eq!(json["cniVersion"], "0.4.0");
+    let links = common::run("ip", &["-n", &netns, "-br", "link"]);
+    assert!(!links.contains("eth0"), "{links}");
+    common::run("ip", &["netns", "del", &netns]);
+}
