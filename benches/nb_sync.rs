@@ -1,9 +1,11 @@
 //! End to end through the daemon: a burst of AAP VIP creations from 64 concurrent gRPC clients
 //! until the last virtual port is in NB, beside the floor (the same rows in one transaction from
-//! a minimal raw JSON-RPC writer) and `ovn-nbctl` one call per VIP; and the latency of one VIP
-//! change with many objects in the store.
+//! a minimal raw JSON-RPC writer), `ovn-nbctl` one call per VIP, and the Python `ovsdbapp`
+//! library (what OpenStack uses) one transaction per VIP, for each size in NB_SYNC_BENCH_SIZES;
+//! and the latency of one VIP change with many objects in the store.
 //!
-//! `cargo bench --bench nb_sync` (NB_SYNC_BENCH_VIPS, NB_SYNC_BENCH_NBCTL, NB_SYNC_BENCH_STORED).
+//! `cargo bench --bench nb_sync` (NB_SYNC_BENCH_SIZES=1000,10000, NB_SYNC_BENCH_NBCTL=1000,
+//! NB_SYNC_BENCH_STORED=100000, NB_SYNC_BENCH_LOG for the daemon's log filter).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -176,6 +178,23 @@ fn nbctl(vips: usize) -> Duration {
     started.elapsed()
 }
 
+/// ovsdbapp (Python), one transaction per port; `None` when it is not installed.
+fn ovsdbapp(vips: usize) -> Option<Duration> {
+    let dir = tempfile::tempdir().unwrap();
+    let server = OvsdbServer::nb_quiet(dir.path());
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/ovsdbapp_create.py");
+    let output = std::process::Command::new("python3")
+        .args([script, &server.unix_remote(), "bench", &vips.to_string()])
+        .output()
+        .ok()?;
+    if !output.status.success() {
+        eprintln!("ovsdbapp: {}", String::from_utf8_lossy(&output.stderr));
+        return None;
+    }
+    let seconds: f64 = String::from_utf8_lossy(&output.stdout).trim().parse().ok()?;
+    Some(Duration::from_secs_f64(seconds))
+}
+
 /// With `stored` plain VIPs in the store, how long one AAP VIP takes to reach NB.
 async fn single_change(stored: usize) -> (Duration, Duration) {
     let daemon = TestDaemon::start_with(true).await;
@@ -252,8 +271,12 @@ fn main() {
         "RUST_LOG",
         std::env::var("NB_SYNC_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
     );
-    let vips = env_number("NB_SYNC_BENCH_VIPS", 10_000);
-    let nbctl_vips = env_number("NB_SYNC_BENCH_NBCTL", 1_000);
+    let sizes: Vec<usize> = std::env::var("NB_SYNC_BENCH_SIZES")
+        .unwrap_or_else(|_| "1000,10000".into())
+        .split(',')
+        .filter_map(|size| size.trim().parse().ok())
+        .collect();
+    let nbctl_cap = env_number("NB_SYNC_BENCH_NBCTL", 1_000);
     let stored = env_number("NB_SYNC_BENCH_STORED", 100_000);
     machine::describe("cargo bench --bench nb_sync");
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -261,45 +284,48 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let (acknowledged, converged, p50, p99) = runtime.block_on(through_the_daemon(vips));
-    let floor_time = floor(vips);
-    let nbctl_time = nbctl(nbctl_vips);
-    let per_row = |time: Duration, rows: usize| time.as_secs_f64() / rows as f64;
-    let floor_per_row = per_row(floor_time, vips);
-    println!("\n| scenario | VIPs | seconds | VIPs/s | vs floor (per VIP) |");
-    println!("|---|---:|---:|---:|---:|");
-    println!(
-        "| raw JSON-RPC writer, 1 transaction (floor) | {vips} | {:.3} | {:.0} | 1.00x |",
-        floor_time.as_secs_f64(),
-        vips as f64 / floor_time.as_secs_f64()
-    );
-    println!(
-        "| ovn-vipd, 64 gRPC clients: all acknowledged (durable) | {vips} | {:.3} | {:.0} | {:.2}x |",
-        acknowledged.as_secs_f64(),
-        vips as f64 / acknowledged.as_secs_f64(),
-        per_row(acknowledged, vips) / floor_per_row
-    );
-    println!(
-        "| ovn-vipd, 64 gRPC clients: last virtual port in NB | {vips} | {:.3} | {:.0} | {:.2}x |",
-        converged.as_secs_f64(),
-        vips as f64 / converged.as_secs_f64(),
-        per_row(converged, vips) / floor_per_row
-    );
-    println!(
-        "| ovn-nbctl, one call per VIP | {nbctl_vips} | {:.3} | {:.0} | {:.2}x |",
-        nbctl_time.as_secs_f64(),
-        nbctl_vips as f64 / nbctl_time.as_secs_f64(),
-        per_row(nbctl_time, nbctl_vips) / floor_per_row
-    );
-    println!(
-        "\nacknowledgement latency under the burst: p50 {:.2} ms, p99 {:.2} ms",
-        p50.as_secs_f64() * 1e3,
-        p99.as_secs_f64() * 1e3
-    );
-    let (single_p50, single_max) = runtime.block_on(single_change(stored));
-    println!(
-        "one AAP VIP from request to its port in NB, {stored} VIPs stored: p50 {:.1} ms, max {:.1} ms (10 samples)",
-        single_p50.as_secs_f64() * 1e3,
-        single_max.as_secs_f64() * 1e3
-    );
+    for vips in sizes {
+        let (acknowledged, converged, p50, p99) = runtime.block_on(through_the_daemon(vips));
+        let floor_time = floor(vips);
+        let nbctl_vips = vips.min(nbctl_cap);
+        let nbctl_time = nbctl(nbctl_vips);
+        let ovsdbapp_time = ovsdbapp(vips);
+        let per_row = |time: Duration, rows: usize| time.as_secs_f64() / rows as f64;
+        let floor_per_row = per_row(floor_time, vips);
+        let line = |scenario: &str, rows: usize, time: Duration| {
+            println!(
+                "| {scenario} | {rows} | {:.3} | {:.0} | {:.2}x |",
+                time.as_secs_f64(),
+                rows as f64 / time.as_secs_f64(),
+                per_row(time, rows) / floor_per_row
+            );
+        };
+        println!("\n| scenario | VIPs | seconds | VIPs/s | vs floor (per VIP) |");
+        println!("|---|---:|---:|---:|---:|");
+        line("raw JSON-RPC writer, 1 transaction (floor)", vips, floor_time);
+        line(
+            "ovn-vipd, 64 gRPC clients: all acknowledged (durable)",
+            vips,
+            acknowledged,
+        );
+        line("ovn-vipd, 64 gRPC clients: last virtual port in NB", vips, converged);
+        line("ovn-nbctl, one call per VIP", nbctl_vips, nbctl_time);
+        match ovsdbapp_time {
+            Some(time) => line("ovsdbapp (Python), one transaction per VIP", vips, time),
+            None => println!("| ovsdbapp (Python): not installed (pip install ovsdbapp) | {vips} | - | - | - |"),
+        }
+        println!(
+            "\nacknowledgement latency under the burst: p50 {:.2} ms, p99 {:.2} ms",
+            p50.as_secs_f64() * 1e3,
+            p99.as_secs_f64() * 1e3
+        );
+    }
+    if stored > 0 {
+        let (single_p50, single_max) = runtime.block_on(single_change(stored));
+        println!(
+            "one AAP VIP from request to its port in NB, {stored} VIPs stored: p50 {:.1} ms, max {:.1} ms (10 samples)",
+            single_p50.as_secs_f64() * 1e3,
+            single_max.as_secs_f64() * 1e3
+        );
+    }
 }

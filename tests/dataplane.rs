@@ -215,14 +215,25 @@ fn switch_lb_vip_spreads_connections_over_backend_pods() {
     wait_ready(&ovn, "slr-vip");
 
     let mut seen = BTreeSet::new();
-    wait_until("connections answered by both backends", FLOWS, || {
-        seen.extend(
-            ovn.connect_many(&client, &vip.v4ip, 80, 10)
-                .into_iter()
-                .filter(|answer| !answer.is_empty()),
-        );
+    let answered_by_both = |seen: &mut BTreeSet<String>, within: Duration| {
+        let deadline = std::time::Instant::now() + within;
+        while seen.len() < 2 && std::time::Instant::now() < deadline {
+            let answers = ovn.connect_many(&client, &vip.v4ip, 80, 10);
+            seen.extend(answers.into_iter().filter(|answer| !answer.is_empty()));
+        }
         seen.len() == 2
-    });
+    };
+    if !answered_by_both(&mut seen, Duration::from_secs(15)) {
+        // OVN 23.03.1's ovn-controller sometimes misses a new switch load balancer in its
+        // incremental processing (see `WholeOvn::recompute_flows`); NB must already be right.
+        eprintln!("switch LB: no answer through the VIP after 15 s; asking ovn-controller to recompute");
+        assert!(ovn.recompute_flows(), "ovn-controller recompute");
+        assert!(
+            answered_by_both(&mut seen, FLOWS),
+            "connections answered by both backends: seen {seen:?}\nNB: {}",
+            ovn.nbctl(&["list", "load_balancer"])
+        );
+    }
     assert_eq!(seen, BTreeSet::from(["web-1".to_string(), "web-2".to_string()]));
     let answers = ovn.connect_many(&client, &vip.v4ip, 80, 10);
     assert!(

@@ -1,0 +1,246 @@
+//! Scale: one daemon (the release binary, as a process) holding SCALE_BENCH_VIPS AAP VIPs (each a
+//! virtual port in NB) and SCALE_BENCH_PODS bound pods (each a parent of one VIP). Measured: the
+//! restart to serving and to converged (READY=1 over systemd's notify protocol comes after the
+//! first full pass; the NB transaction counter proves it was a no-op diff), resident memory, and
+//! the latency of one VIP change at that size.
+//!
+//! `cargo bench --bench scale` (SCALE_BENCH_VIPS=100000, SCALE_BENCH_PODS=10000).
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+mod machine;
+
+use std::collections::HashMap;
+use std::os::unix::net::UnixDatagram;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::process::{http_get, plain_channel, sample, start, DaemonProcess};
+use common::{free_port, OvsdbServer};
+use ovn_vipd::api::proto::v1 as pb;
+use ovn_vipd::ovsdb::{Condition, Connection, ConnectionOptions, Operation, Remote, Value};
+use pb::pod_service_client::PodServiceClient;
+use pb::subnet_service_client::SubnetServiceClient;
+use pb::vip_service_client::VipServiceClient;
+
+fn env_number(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(default)
+}
+
+async fn count(connection: &Connection, conditions: Vec<Condition>) -> usize {
+    let select = Operation::Select {
+        table: "Logical_Switch_Port".into(),
+        conditions,
+        columns: Some(vec!["name".into()]),
+    };
+    match connection.transact("OVN_Northbound", &[select], None).await {
+        Ok(results) => results[0].rows.as_ref().map_or(0, Vec::len),
+        Err(_) => 0,
+    }
+}
+
+/// Runs `make(index)` for every index with 64 concurrent clients.
+async fn fill<F, Fut>(total: usize, make: F)
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let next = Arc::new(AtomicUsize::new(0));
+    let make = Arc::new(make);
+    let tasks: Vec<_> = (0..64)
+        .map(|_| {
+            let (next, make) = (next.clone(), make.clone());
+            tokio::spawn(async move {
+                loop {
+                    let index = next.fetch_add(1, Ordering::Relaxed);
+                    if index >= total {
+                        break;
+                    }
+                    make(index).await;
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("fill task");
+    }
+}
+
+fn rss_mib(pid: u32, field: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find(|line| line.starts_with(field))
+                .and_then(|line| line.split_whitespace().nth(1).map(str::to_string))
+        })
+        .and_then(|kib| kib.parse::<f64>().ok())
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+fn main() {
+    let vips = env_number("SCALE_BENCH_VIPS", 100_000);
+    let pods = env_number("SCALE_BENCH_PODS", 10_000);
+    machine::describe("cargo bench --bench scale");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let nb = OvsdbServer::nb_quiet(dir.path());
+    let (port, metrics_port) = (free_port(), free_port());
+    let args = vec![
+        format!("--ovn-nb={}", nb.unix_remote()),
+        format!("--data-dir={}", dir.path().join("data").display()),
+        format!("--listen=tcp:127.0.0.1:{port}"),
+        format!("--metrics-listen=127.0.0.1:{metrics_port}"),
+        "--log=warn".to_string(),
+    ];
+    let daemon = start(dir.path(), &args, &[]);
+    let probe = runtime.block_on(async {
+        Connection::open(
+            &Remote::parse(&nb.unix_remote()).unwrap(),
+            None,
+            &ConnectionOptions::default(),
+        )
+        .await
+        .expect("probe connection")
+    });
+    let filled = Instant::now();
+    runtime.block_on(async {
+        let channel = plain_channel(port).await;
+        SubnetServiceClient::new(channel.clone())
+            .create_subnet(common::subnet_request("scale", "10.0.0.0/8", ""))
+            .await
+            .expect("subnet");
+        let vip_channel = channel.clone();
+        fill(vips, move |index| {
+            let mut client = VipServiceClient::new(vip_channel.clone());
+            async move {
+                client
+                    .create_vip(pb::CreateVipRequest {
+                        vip: Some(pb::Vip {
+                            name: format!("vip-{index}"),
+                            subnet: "scale".into(),
+                            namespace: "default".into(),
+                            ..Default::default()
+                        }),
+                    })
+                    .await
+                    .expect("create vip");
+            }
+        })
+        .await;
+        let pod_channel = channel.clone();
+        fill(pods, move |index| {
+            let mut client = PodServiceClient::new(pod_channel.clone());
+            async move {
+                client
+                    .bind_pod(pb::BindPodRequest {
+                        namespace: "default".into(),
+                        name: format!("pod-{index}"),
+                        annotations: HashMap::from([("ovn.kubernetes.io/aaps".to_string(), format!("vip-{index}"))]),
+                        nics: vec![pb::NicRequest {
+                            subnet: "scale".into(),
+                            interface: "eth0".into(),
+                        }],
+                        ..Default::default()
+                    })
+                    .await
+                    .expect("bind pod");
+            }
+        })
+        .await;
+        let expected = vips + pods;
+        while count(&probe, vec![]).await < expected {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    println!(
+        "filled: {vips} AAP VIPs and {pods} bound pods through gRPC, converged in NB, in {:.1} s",
+        filled.elapsed().as_secs_f64()
+    );
+    let mut daemon = daemon;
+    daemon.signal("TERM");
+    daemon.wait(Duration::from_secs(60));
+
+    // Restart, as systemd would start it.
+    let notify_path = dir.path().join("notify.sock");
+    let notify = UnixDatagram::bind(&notify_path).expect("notify socket");
+    notify.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    let started = Instant::now();
+    let daemon: DaemonProcess = start(dir.path(), &args, &[("NOTIFY_SOCKET", notify_path.to_str().unwrap())]);
+    let mut serving = None;
+    let mut ready = None;
+    let mut buffer = [0u8; 1024];
+    while ready.is_none() {
+        if serving.is_none() && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            serving = Some(started.elapsed());
+        }
+        if let Ok(length) = notify.recv(&mut buffer) {
+            if String::from_utf8_lossy(&buffer[..length])
+                .lines()
+                .any(|line| line == "READY=1")
+            {
+                ready = Some(started.elapsed());
+            }
+        }
+        assert!(started.elapsed() < Duration::from_secs(300), "never ready");
+    }
+    let serving = serving.unwrap_or(ready.unwrap_or_default());
+    let ready = ready.unwrap_or_default();
+    let (_, text) = http_get(metrics_port, "/metrics");
+    let transactions = sample(&text, "ovn_vipd_nb_transactions_total").unwrap_or(-1.0);
+    let rss = rss_mib(daemon.pid(), "VmRSS:");
+    let peak = rss_mib(daemon.pid(), "VmHWM:");
+
+    // One change at this size.
+    let samples = runtime.block_on(async {
+        let channel = plain_channel(port).await;
+        let mut client = VipServiceClient::new(channel);
+        let mut samples = Vec::new();
+        for round in 0..10 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let name = format!("single-{round}");
+            let began = Instant::now();
+            client
+                .create_vip(pb::CreateVipRequest {
+                    vip: Some(pb::Vip {
+                        name: name.clone(),
+                        subnet: "scale".into(),
+                        namespace: "default".into(),
+                        ..Default::default()
+                    }),
+                })
+                .await
+                .expect("create");
+            while count(&probe, vec![Condition::equal("name", Value::string(name.clone()))]).await == 0 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            samples.push(began.elapsed());
+        }
+        samples.sort();
+        samples
+    });
+    println!("\n| at {vips} VIPs + {pods} pods | measured | goal |");
+    println!("|---|---:|---:|");
+    println!("| restart to serving gRPC | {:.2} s | |", serving.as_secs_f64());
+    println!(
+        "| restart to converged (READY=1 after the first full pass) | {:.2} s | < 2 s |",
+        ready.as_secs_f64()
+    );
+    println!("| NB transactions in that first pass (0 = no-op diff) | {transactions} | 0 |");
+    println!("| resident memory after the restart (VmRSS) | {rss:.0} MiB | < 200 MB |");
+    println!("| peak resident memory during the restart (VmHWM) | {peak:.0} MiB | |");
+    println!(
+        "| one VIP change to its port in NB | p50 {:.1} ms, max {:.1} ms | < 20 ms |",
+        samples[samples.len() / 2].as_secs_f64() * 1e3,
+        samples[samples.len() - 1].as_secs_f64() * 1e3
+    );
+    drop(daemon);
+}
