@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use common::process::{http_get, plain_channel, sample, start, DaemonProcess};
 use common::{free_port, OvsdbServer};
 use ovn_vipd::api::proto::v1 as pb;
-use ovn_vipd::ovsdb::{Condition, Connection, ConnectionOptions, Operation, Remote, Value};
+use ovn_vipd::ovsdb::{Atom, Condition, Connection, ConnectionOptions, Mutation, Operation, Remote, Row, Value};
 use pb::pod_service_client::PodServiceClient;
 use pb::subnet_service_client::SubnetServiceClient;
 use pb::vip_service_client::VipServiceClient;
@@ -99,10 +99,13 @@ fn main() {
         format!("--data-dir={}", dir.path().join("data").display()),
         format!("--listen=tcp:127.0.0.1:{port}"),
         format!("--metrics-listen=127.0.0.1:{metrics_port}"),
-        "--log=warn".to_string(),
+        format!(
+            "--log={}",
+            std::env::var("SCALE_BENCH_LOG").unwrap_or_else(|_| "warn".into())
+        ),
     ];
     let daemon = start(dir.path(), &args, &[]);
-    let probe = runtime.block_on(async {
+    let (probe, _notifications) = runtime.block_on(async {
         Connection::open(
             &Remote::parse(&nb.unix_remote()).unwrap(),
             None,
@@ -165,6 +168,8 @@ fn main() {
         "filled: {vips} AAP VIPs and {pods} bound pods through gRPC, converged in NB, in {:.1} s",
         filled.elapsed().as_secs_f64()
     );
+    let filled_rss = rss_mib(daemon.pid(), "VmRSS:");
+    println!("resident memory after the fill (VmRSS): {filled_rss:.0} MiB");
     let mut daemon = daemon;
     daemon.signal("TERM");
     daemon.wait(Duration::from_secs(60));
@@ -200,6 +205,13 @@ fn main() {
     let peak = rss_mib(daemon.pid(), "VmHWM:");
 
     // One change at this size.
+    let watcher = runtime.block_on(async {
+        let watcher = ovn_vipd::ovsdb::Client::start(ovn_vipd::nb::client_config(
+            Remote::parse_list(&nb.unix_remote()).unwrap(),
+        ));
+        watcher.wait_connected(Duration::from_secs(60)).await.expect("watcher");
+        watcher
+    });
     let samples = runtime.block_on(async {
         let channel = plain_channel(port).await;
         let mut client = VipServiceClient::new(channel);
@@ -219,10 +231,48 @@ fn main() {
                 })
                 .await
                 .expect("create");
-            while count(&probe, vec![Condition::equal("name", Value::string(name.clone()))]).await == 0 {
-                tokio::time::sleep(Duration::from_millis(1)).await;
+            // Seen through a monitor (as ovn-northd sees NB), not by polling selects, which
+            // would scan the table in ovsdb-server and slow down the very write being timed.
+            while watcher.cache().find(&ovn_vipd::nb::port_by_name(), &name).is_empty() {
+                tokio::time::sleep(Duration::from_micros(200)).await;
             }
             samples.push(began.elapsed());
+        }
+        samples.sort();
+        samples
+    });
+    // The floor for one change at this size: the same row written by a raw transaction (insert the
+    // port, add it to the switch's ports), timed to its reply.
+    let floor = runtime.block_on(async {
+        let mut samples = Vec::new();
+        for round in 0..10 {
+            let name = format!("floor-{round}");
+            let operations = vec![
+                Operation::Insert {
+                    table: "Logical_Switch_Port".into(),
+                    row: Row::from([
+                        ("name".to_string(), Value::string(name.clone())),
+                        ("type".to_string(), Value::string("virtual")),
+                        (
+                            "options".to_string(),
+                            Value::map([("virtual-ip", format!("10.255.0.{}", round + 2))]),
+                        ),
+                    ]),
+                    uuid_name: Some("port".into()),
+                },
+                Operation::Mutate {
+                    table: "Logical_Switch".into(),
+                    conditions: vec![Condition::equal("name", Value::string("scale"))],
+                    mutations: vec![Mutation::insert("ports", Value::set([Atom::named_uuid("port")]))],
+                },
+            ];
+            let began = Instant::now();
+            probe
+                .transact("OVN_Northbound", &operations, None)
+                .await
+                .expect("floor transaction");
+            samples.push(began.elapsed());
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
         samples.sort();
         samples
@@ -242,5 +292,17 @@ fn main() {
         samples[samples.len() / 2].as_secs_f64() * 1e3,
         samples[samples.len() - 1].as_secs_f64() * 1e3
     );
+    println!(
+        "| floor: one raw insert + switch mutate on the same NB | p50 {:.1} ms, max {:.1} ms | |",
+        floor[floor.len() / 2].as_secs_f64() * 1e3,
+        floor[floor.len() - 1].as_secs_f64() * 1e3
+    );
+    if std::env::var("SCALE_BENCH_LOG").is_ok() {
+        let log = daemon.stderr();
+        let lines: Vec<&str> = log.lines().collect();
+        for line in &lines[lines.len().saturating_sub(40)..] {
+            println!("{line}");
+        }
+    }
     drop(daemon);
 }

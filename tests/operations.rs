@@ -573,7 +573,7 @@ async fn json_logs_put_every_rpc_in_a_span_naming_its_object() {
     let mut args = daemon_args(dir.path(), &nb.unix_remote(), port);
     args.extend([
         "--log-format=json".into(),
-        "--log=info,ovn_vipd::telemetry=debug".into(),
+        "--log=info,ovn_vipd::telemetry=debug,ovn_vipd::reconcile=debug".into(),
     ]);
     let daemon = start(dir.path(), &args, &[]);
     let channel = plain_channel(port).await;
@@ -596,6 +596,14 @@ async fn json_logs_put_every_rpc_in_a_span_naming_its_object() {
     assert!(
         lines.iter().any(|line| line["span"]["name"] == "sync"),
         "sync lines carry their span:\n{log}"
+    );
+    // Every sync pass is a span naming the objects it looks at.
+    assert!(
+        lines.iter().any(|line| line["span"]["name"] == "pass"
+            && line["span"]["vips"]
+                .as_str()
+                .is_some_and(|vips| vips.split(',').any(|vip| vip == "vip-logged"))),
+        "no pass span naming vip-logged:\n{log}"
     );
 }
 

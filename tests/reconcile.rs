@@ -864,6 +864,28 @@ async fn incremental_passes_leave_nb_exactly_as_a_full_pass_would() {
     )
     .await
     .unwrap();
+    if !report.is_clean() {
+        let (registry, _) = ovn_vipd::registry::Registry::open(&data_dir.join("store")).unwrap();
+        for pod in registry.list_pods() {
+            eprintln!(
+                "POD {} bound={} labels={:?} annotations={:?} ports={:?}",
+                pod.key(),
+                pod.bound,
+                pod.spec.labels,
+                pod.spec.annotations,
+                pod.nics.iter().map(|n| &n.port_name).collect::<Vec<_>>()
+            );
+        }
+        for vip in registry.list_vips() {
+            eprintln!("VIP {} selector={:?}", vip.spec.name, vip.spec.selector);
+        }
+        eprintln!(
+            "NB {}",
+            daemon
+                .nb
+                .nbctl(&["--columns=name,options,port_security", "list", "logical_switch_port"])
+        );
+    }
     assert!(
         report.is_clean(),
         "NB differs from a full pass: {:?} {:?} {:?}",

@@ -32,7 +32,7 @@ impl Api {
 
     fn vip_proto(&self, vip: &Vip) -> pb::Vip {
         let parents = if vip.is_aap() {
-            aap_parents(vip, &self.registry.list_pods())
+            aap_parents(vip, &self.registry.pods_naming_aap(&vip.spec.name))
         } else {
             Vec::new()
         };

@@ -193,7 +193,6 @@ impl Cache {
                         })?;
                         let row = cached.entry(uuid).or_default();
                         let old = row.clone();
-                        let before = old.clone();
                         for (column, json_diff) in diff {
                             let diff_value = Value::from_json(json_diff)?;
                             match schema.column_type(table, column) {
@@ -208,7 +207,9 @@ impl Cache {
                             }
                         }
                         let after = row.clone();
-                        Cache::unindex(specs, indexes, table, &uuid, &before);
+                        // `old` and `after` are the change's own copies: no further clone of a
+                        // row that may hold a huge set (a switch's ports).
+                        Cache::unindex(specs, indexes, table, &uuid, &old);
                         Cache::index(specs, indexes, table, &uuid, &after);
                         changes.push(RowChange {
                             table: table.clone(),

@@ -101,13 +101,15 @@ pub fn eligible_nic<'a>(vip: &Vip, pod: &'a Pod) -> Option<&'a PodNic> {
     pod.nics.iter().find(|nic| nic.subnet == vip.spec.subnet)
 }
 
-/// The ports of the pods eligible to carry an AAP VIP, sorted.
-pub fn aap_parents(vip: &Vip, pods: &[Pod]) -> Vec<String> {
+/// The ports of the pods eligible to carry an AAP VIP, sorted. `pods` may be every pod, or only
+/// those whose annotation names the VIP (the others are never eligible).
+pub fn aap_parents<'a>(vip: &Vip, pods: impl IntoIterator<Item = &'a Pod>) -> Vec<String> {
     let mut parents: Vec<String> = pods
-        .iter()
+        .into_iter()
         .filter_map(|pod| eligible_nic(vip, pod).map(|nic| nic.port_name.clone()))
         .collect();
     parents.sort();
+    parents.dedup();
     parents
 }
 
@@ -281,13 +283,24 @@ pub fn load_balancers(
     }
 }
 
+/// Indexes `pods` by the AAP VIPs their annotations name.
+pub fn candidates_by_vip(pods: &[Pod]) -> BTreeMap<String, Vec<&Pod>> {
+    let mut candidates: BTreeMap<String, Vec<&Pod>> = BTreeMap::new();
+    for pod in pods {
+        for vip in aap_vips(&pod.spec.annotations) {
+            candidates.entry(vip).or_default().push(pod);
+        }
+    }
+    candidates
+}
+
 /// The desired rows of `vips` and of the bound `pods`, with every subnet's switch.
-/// `parent_candidates` must hold every pod that may be a parent of one of `vips`;
+/// `candidates` must hold, per VIP of `vips`, every pod whose annotation names it;
 /// `annotated` every VIP named in the `ovn.kubernetes.io/aaps` annotation of one of `pods`.
 pub fn compute(
     subnets: &[Subnet],
     vips: &[Vip],
-    parent_candidates: &[Pod],
+    candidates: &BTreeMap<String, Vec<&Pod>>,
     pods: &[Pod],
     annotated: &BTreeMap<&str, &Vip>,
     router_macs: &RouterMacs,
@@ -308,7 +321,7 @@ pub fn compute(
         };
         let mut needed = Vec::new();
         if vip.is_aap() {
-            let parents = aap_parents(vip, parent_candidates);
+            let parents = aap_parents(vip, candidates.get(&vip.spec.name).into_iter().flatten().copied());
             desired.vip_parents.insert(vip.spec.name.clone(), parents.clone());
             // OVN's virtual-ip takes one address: one virtual port per family.
             for (index, ip) in vip.addresses().into_iter().enumerate() {

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, info, warn, Instrument};
 use uuid::Uuid;
 
 use crate::model::{aap_vips, Condition, Pod, PodRef, Protocol, SwitchLbRule, Vip};
@@ -494,7 +494,8 @@ fn compute_full(registry: &Registry, cache: &Cache, memory: &mut Memory) -> Comp
         .collect();
     let router_macs = desired::router_macs(&switches, &ports, &LogicalRouterPort::all(cache));
     let annotated: BTreeMap<&str, &Vip> = vips.iter().map(|vip| (vip.spec.name.as_str(), vip)).collect();
-    let mut desired = desired::compute(&subnets, &vips, &pods, &pods, &annotated, &router_macs);
+    let candidates = desired::candidates_by_vip(&pods);
+    let mut desired = desired::compute(&subnets, &vips, &candidates, &pods, &annotated, &router_macs);
     desired::load_balancers(&mut desired, &rules, &subnets, &vips, &pods, &sources);
     let balancers = LoadBalancer::all(cache);
     let checks: BTreeMap<Uuid, LoadBalancerHealthCheck> = LoadBalancerHealthCheck::all(cache)
@@ -540,15 +541,14 @@ fn compute_scoped(registry: &Registry, cache: &Cache, dirty: &Dirty, memory: &mu
         .iter()
         .filter_map(|name| registry.get_vip(name).ok())
         .collect();
-    // Parent candidates: the pods of the AAP VIPs' namespaces.
-    let namespaces: BTreeSet<&str> = vips
+    // Parent candidates: the pods whose annotation names an AAP VIP in scope.
+    let candidates: Vec<Pod> = vips
         .iter()
         .filter(|vip| vip.is_aap())
-        .map(|vip| vip.spec.namespace.as_str())
-        .collect();
-    let candidates: Vec<Pod> = namespaces
-        .iter()
-        .flat_map(|namespace| registry.pods_in_namespace(namespace))
+        .flat_map(|vip| registry.pods_naming_aap(&vip.spec.name))
+        .map(|pod| (pod.key(), pod))
+        .collect::<BTreeMap<_, _>>()
+        .into_values()
         .collect();
     // A VIP that changed changes the port security of its old and new parents.
     for vip in vips.iter().filter(|vip| dirty.vips.contains(&vip.spec.name)) {
@@ -603,7 +603,15 @@ fn compute_scoped(registry: &Registry, cache: &Cache, dirty: &Dirty, memory: &mu
         .chain(extra.iter())
         .map(|vip| (vip.spec.name.as_str(), vip))
         .collect();
-    let mut desired = desired::compute(&subnets, &vips, &candidates, &pods, &annotated, &memory.router_macs);
+    let candidate_index = desired::candidates_by_vip(&candidates);
+    let mut desired = desired::compute(
+        &subnets,
+        &vips,
+        &candidate_index,
+        &pods,
+        &annotated,
+        &memory.router_macs,
+    );
 
     // Rules: the changed ones, those naming a VIP in scope, and those selecting pods of a
     // namespace a changed pod is in.
@@ -843,7 +851,9 @@ pub async fn run(
         if !pending.is_empty() && client.state().is_connected() {
             let scope = std::mem::take(&mut pending);
             let started = std::time::Instant::now();
-            let result = pass(&registry, &client, &scope, &mut memory).await;
+            let result = pass(&registry, &client, &scope, &mut memory)
+                .instrument(pass_span(&scope))
+                .await;
             telemetry::metrics()
                 .reconcile_seconds
                 .observe(started.elapsed().as_secs_f64());
@@ -946,6 +956,25 @@ fn unavailable_if_disconnected(change: &crate::registry::Change, registry: &Regi
             &vip.conditions,
         ),
     );
+}
+
+/// A span per pass naming what it looks at (the first few objects of each kind), so every log
+/// line of a pass says which objects it was about.
+fn pass_span(scope: &Dirty) -> tracing::Span {
+    fn names(items: impl Iterator<Item = String>) -> String {
+        let mut names: Vec<String> = items.take(9).collect();
+        if names.len() == 9 {
+            names[8] = "…".into();
+        }
+        names.join(",")
+    }
+    tracing::info_span!(
+        "pass",
+        full = scope.full,
+        vips = %names(scope.vips.iter().cloned()),
+        pods = %names(scope.pods.iter().map(|pod| pod.to_string())),
+        rules = %names(scope.rules.iter().cloned()),
+    )
 }
 
 fn on_nb_event(event: ClientEvent, pending: &mut Dirty, memory: &Memory, registry: &Registry, client: &Client) {

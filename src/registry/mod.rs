@@ -5,7 +5,7 @@
 
 mod error;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
@@ -48,9 +48,36 @@ struct State {
     subnets: BTreeMap<String, Subnet>,
     vips: BTreeMap<String, Vip>,
     pods: BTreeMap<PodRef, Pod>,
+    /// AAP VIP name → the pods whose `ovn.kubernetes.io/aaps` annotation names it: a VIP's
+    /// parent candidates without a scan of every pod. Kept by `put_pod` and `remove_pod`.
+    pods_by_aap: HashMap<String, BTreeSet<PodRef>>,
     rules: BTreeMap<String, SwitchLbRule>,
     /// Observed status of each rule, written by the NB sync (not persisted).
     rule_status: BTreeMap<String, RuleStatus>,
+}
+
+impl State {
+    fn put_pod(&mut self, pod: Pod) {
+        let key = pod.key();
+        self.remove_pod(&key);
+        for vip in aap_vips(&pod.spec.annotations) {
+            self.pods_by_aap.entry(vip).or_default().insert(key.clone());
+        }
+        self.pods.insert(key, pod);
+    }
+
+    fn remove_pod(&mut self, key: &PodRef) -> Option<Pod> {
+        let pod = self.pods.remove(key)?;
+        for vip in aap_vips(&pod.spec.annotations) {
+            if let Some(keys) = self.pods_by_aap.get_mut(&vip) {
+                keys.remove(key);
+                if keys.is_empty() {
+                    self.pods_by_aap.remove(&vip);
+                }
+            }
+        }
+        Some(pod)
+    }
 }
 
 /// What the NB sync last made of a switch-LB rule.
@@ -187,7 +214,7 @@ impl Registry {
             state.vips.insert(vip.spec.name.clone(), vip);
         }
         for pod in snapshot.pods {
-            state.pods.insert(pod.key(), pod);
+            state.put_pod(pod);
         }
         for rule in snapshot.switch_lb_rules {
             state.rules.insert(rule.name.clone(), rule);
@@ -556,7 +583,7 @@ impl Registry {
                     let mut batch = WriteBatch::new();
                     batch.push(Write::PutPod(pod.clone()));
                     self.store.apply(&batch)?;
-                    state.pods.insert(key.clone(), pod.clone());
+                    state.put_pod(pod.clone());
                     // Label changes move AAP parents and LB backends.
                     changes.extend(aap_vips(&pod.spec.annotations).into_iter().map(Change::Vip));
                 } else {
@@ -682,7 +709,7 @@ impl Registry {
         if let Some(vip) = held_vip {
             state.vips.insert(vip.spec.name.clone(), vip);
         }
-        state.pods.insert(key.clone(), pod.clone());
+        state.put_pod(pod.clone());
         Ok(pod)
     }
 
@@ -702,7 +729,7 @@ impl Registry {
                 kept.bound = false;
                 batch.push(Write::PutPod(kept.clone()));
                 self.store.apply(&batch)?;
-                state.pods.insert(key.clone(), kept);
+                state.put_pod(kept);
             } else {
                 let mut released = Vec::new();
                 let mut vips_released = Vec::new();
@@ -727,7 +754,7 @@ impl Registry {
                 for vip in vips_released {
                     state.vips.insert(vip.spec.name.clone(), vip);
                 }
-                state.pods.remove(key);
+                state.remove_pod(key);
             }
         }
         self.finish(changes).await?;
@@ -744,6 +771,18 @@ impl Registry {
 
     pub fn list_pods(&self) -> Vec<Pod> {
         self.lock().pods.values().cloned().collect()
+    }
+
+    /// The pods whose `ovn.kubernetes.io/aaps` annotation names `vip`: its parent candidates.
+    pub fn pods_naming_aap(&self, vip: &str) -> Vec<Pod> {
+        let state = self.lock();
+        state
+            .pods_by_aap
+            .get(vip)
+            .into_iter()
+            .flatten()
+            .filter_map(|key| state.pods.get(key).cloned())
+            .collect()
     }
 
     /// The pods of one namespace (a range of the ordered map: the cost follows the namespace).
