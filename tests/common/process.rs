@@ -24,7 +24,17 @@ impl DaemonProcess {
     pub fn start(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> DaemonProcess {
         let log = dir.join(format!("ovn-vipd-{}.log", super::free_port()));
         let stderr = std::fs::File::create(&log).expect("log file");
-        let mut command = Command::new(BINARY);
+        // OVN_VIPD_WRAPPER runs the daemon under a tool (e.g. "heaptrack -o /tmp/heap"), for
+        // benchmarks that look at where memory goes.
+        let mut command = match std::env::var("OVN_VIPD_WRAPPER") {
+            Ok(wrapper) if !wrapper.trim().is_empty() => {
+                let mut parts = wrapper.split_whitespace();
+                let mut command = Command::new(parts.next().unwrap_or_default());
+                command.args(parts).arg(BINARY);
+                command
+            }
+            _ => Command::new(BINARY),
+        };
         command
             .args(args)
             .stdin(Stdio::null())
