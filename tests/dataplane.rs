@@ -247,6 +247,29 @@ fn switch_lb_vip_spreads_connections_over_backend_pods() {
     wait_until("web-1 out of the load balancer", Duration::from_secs(10), || {
         !backends().contains(&web1.ip(false))
     });
+    // NB is right at once; ovn-controller follows (northd, SB, flows). Wait for a full round to
+    // reach web-2 only, with the same recompute fallback as above (OVN 23.03.1).
+    let only_web2 = |within: Duration| {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let answers = ovn.connect_many(&client, &vip.v4ip, 80, 10);
+            if answers.iter().all(|answer| answer == "web-2") {
+                return true;
+            }
+            assert!(
+                !answers.iter().any(|answer| answer == "web-1"),
+                "web-1 answered after its CNI DEL: {answers:?}"
+            );
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+        }
+    };
+    if !only_web2(Duration::from_secs(15)) {
+        eprintln!("switch LB: connections still fail after the backend's removal; asking ovn-controller to recompute");
+        assert!(ovn.recompute_flows(), "ovn-controller recompute");
+        assert!(only_web2(FLOWS), "connections still go to the removed backend");
+    }
     let answers = ovn.connect_many(&client, &vip.v4ip, 80, 20);
     assert!(answers.iter().all(|answer| answer == "web-2"), "{answers:?}");
 }
