@@ -106,9 +106,9 @@ pub async fn run(options: CheckOptions<'_>, mut progress: impl FnMut(&str)) -> R
             match (options.repair, finding.repair()) {
                 (true, Some(write)) => {
                     batch.push(write);
-                    report.repaired.push(describe(finding));
+                    report.repaired.push(finding.to_string());
                 }
-                _ => report.left.push(describe(finding)),
+                _ => report.left.push(finding.to_string()),
             }
         }
         report.left.extend(report.store_other.iter().cloned());
@@ -174,30 +174,4 @@ fn join(remotes: &[Remote]) -> String {
         .map(|remote| remote.to_string())
         .collect::<Vec<_>>()
         .join(",")
-}
-
-/// A finding in the words of the store's consistency check.
-pub fn describe(finding: &Finding) -> String {
-    match finding {
-        Finding::WithoutOwner {
-            subnet,
-            resource,
-            owner,
-        } => {
-            format!("{resource} in {subnet} is allocated to {owner}, which has no record holding it")
-        }
-        Finding::NotAllocated {
-            subnet,
-            resource,
-            owner,
-        } => {
-            format!("{owner} holds {resource} in {subnet} without an allocation")
-        }
-        Finding::TwoOwners {
-            subnet,
-            resource,
-            allocated_to,
-            held_by,
-        } => format!("{resource} in {subnet} is allocated to {allocated_to} but {held_by} holds it"),
-    }
 }

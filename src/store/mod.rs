@@ -170,6 +170,39 @@ pub enum Finding {
     },
 }
 
+impl std::fmt::Display for Finding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Finding::WithoutOwner {
+                subnet,
+                resource,
+                owner,
+            } => {
+                write!(
+                    f,
+                    "{resource} in {subnet} is allocated to {owner}, which has no record holding it"
+                )
+            }
+            Finding::NotAllocated {
+                subnet,
+                resource,
+                owner,
+            } => {
+                write!(f, "{owner} holds {resource} in {subnet} without an allocation")
+            }
+            Finding::TwoOwners {
+                subnet,
+                resource,
+                allocated_to,
+                held_by,
+            } => write!(
+                f,
+                "{resource} in {subnet} is allocated to {allocated_to} but {held_by} holds it"
+            ),
+        }
+    }
+}
+
 impl Finding {
     /// The writes that repair it, if a repair is safe.
     pub fn repair(&self) -> Option<Write> {
@@ -511,40 +544,40 @@ impl Store {
             match expected.get(&key) {
                 Some(expected) if *expected == owner => {}
                 Some(expected) => {
-                    problems.push(format!(
-                        "{resource} in {subnet} is allocated to {owner} but {expected} holds it"
-                    ));
-                    findings.push(Finding::TwoOwners {
+                    let finding = Finding::TwoOwners {
                         subnet: subnet.clone(),
                         resource,
                         allocated_to: owner.clone(),
                         held_by: (*expected).clone(),
-                    });
+                    };
+                    problems.push(finding.to_string());
+                    findings.push(finding);
                 }
                 None if is_subnet_owner(owner, subnet) && !subnet_missing => {}
                 None => {
-                    if !subnet_missing {
-                        problems.push(format!(
-                            "{resource} in {subnet} is allocated to {owner}, which has no record holding it"
-                        ));
-                    }
-                    findings.push(Finding::WithoutOwner {
+                    let finding = Finding::WithoutOwner {
                         subnet: subnet.clone(),
                         resource,
                         owner: owner.clone(),
-                    });
+                    };
+                    // A missing subnet was said above, in its own words.
+                    if !subnet_missing {
+                        problems.push(finding.to_string());
+                    }
+                    findings.push(finding);
                 }
             }
             seen.insert(key);
         }
         for ((subnet, resource), owner) in &expected {
             if !seen.contains(&(subnet.clone(), *resource)) {
-                problems.push(format!("{owner} holds {resource} in {subnet} without an allocation"));
-                findings.push(Finding::NotAllocated {
+                let finding = Finding::NotAllocated {
                     subnet: subnet.clone(),
                     resource: *resource,
                     owner: (*owner).clone(),
-                });
+                };
+                problems.push(finding.to_string());
+                findings.push(finding);
             }
         }
         problems.extend(references.iter().cloned());
