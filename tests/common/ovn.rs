@@ -27,11 +27,32 @@ const PID_FILE: &str = "/tmp/ovn-vipd-e2e.pids";
 const SB_SCHEMA: &str = "/usr/share/ovn/ovn-sb.ovsschema";
 const OVS_SCHEMA: &str = "/usr/share/openvswitch/vswitch.ovsschema";
 
+/// The machine-wide lock file: test binaries of other checkouts running at the same time take it too.
+const LOCK_FILE: &str = "/tmp/ovn-vipd-e2e.lock";
+
 static LOCK: Mutex<()> = Mutex::new(());
 
-/// One whole OVN at a time on this machine (a failed test does not block the others).
-pub fn lock() -> MutexGuard<'static, ()> {
-    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+/// Holds the machine for one whole OVN: the in-process mutex (test threads of this binary) and an
+/// exclusive `flock(2)` on [`LOCK_FILE`] (other test processes, other checkouts), released on drop.
+pub struct MachineLock {
+    _file: nix::fcntl::Flock<std::fs::File>,
+    _guard: MutexGuard<'static, ()>,
+}
+
+/// One whole OVN at a time on this machine (a failed test does not block the others). Blocks
+/// until every other holder, in this process or another, has dropped its lock.
+pub fn lock() -> MachineLock {
+    let guard = LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(LOCK_FILE)
+        .expect("open the machine lock file");
+    let file = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, errno)| errno)
+        .expect("flock the machine lock file");
+    MachineLock { _file: file, _guard: guard }
 }
 
 /// A pod as a runtime knows it: what goes into the CNI configuration and environment.
