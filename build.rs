@@ -14,7 +14,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .include_source_info(true)
         .open_files(["ovnvip/v1/ovnvip.proto"])?
         .file_descriptor_set();
-    std::fs::write(out_dir.join("ovnvip_descriptor.bin"), file_descriptor_set.encode_to_vec())?;
+    std::fs::write(
+        out_dir.join("ovnvip_descriptor.bin"),
+        file_descriptor_set.encode_to_vec(),
+    )?;
     tonic_prost_build::configure().compile_fds(file_descriptor_set)?;
     Ok(())
 }

@@ -13,8 +13,43 @@ use std::time::Duration;
 use clap::parser::ValueSource;
 use clap::ArgMatches;
 
-use crate::api::Listen;
 use crate::ovsdb::{Remote, TlsFiles};
+
+/// A gRPC listener: `unix:PATH` or `tcp:IP:PORT`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listen {
+    Unix(PathBuf),
+    Tcp(std::net::SocketAddr),
+}
+
+impl std::str::FromStr for Listen {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Listen, String> {
+        if let Some(path) = text.strip_prefix("unix:") {
+            if path.is_empty() {
+                return Err("unix: needs a socket path".into());
+            }
+            return Ok(Listen::Unix(PathBuf::from(path)));
+        }
+        if let Some(address) = text.strip_prefix("tcp:") {
+            return address
+                .parse()
+                .map(Listen::Tcp)
+                .map_err(|_| format!("{address:?} is not HOST:PORT (an IP address and a port)"));
+        }
+        Err(format!("{text:?}: expected unix:PATH or tcp:HOST:PORT"))
+    }
+}
+
+impl std::fmt::Display for Listen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Listen::Unix(path) => write!(f, "unix:{}", path.display()),
+            Listen::Tcp(address) => write!(f, "tcp:{address}"),
+        }
+    }
+}
 
 /// The settings as flags (each also read from its `OVN_VIPD_*` variable). Every value is a
 /// string here and parsed in [`Settings::resolve`], so flags, variables and the file share one

@@ -22,6 +22,9 @@
 //!
 //! Binaries in `src/bin/` only parse flags, set up tracing and call into this crate.
 
+// No unwrap()/expect() outside tests: a panic in a daemon or a plugin is an outage (clippy denies both).
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod api;
 pub mod check;
 pub mod cli;

@@ -30,7 +30,6 @@ use tracing_subscriber::{reload, EnvFilter, Registry as Subscribers};
 
 use crate::config::LogFormat;
 use crate::ovsdb::Client;
-use crate::registry::Registry;
 
 // ---------------------------------------------------------------------------------------------
 // Logging
@@ -212,38 +211,25 @@ impl Metrics {
 
     /// Reads the state gauges from the registry and the NB client, then encodes everything in the
     /// OpenMetrics text format.
-    pub fn render(&self, registry: &Registry, client: Option<&Client>) -> String {
+    pub fn render(&self, state: &dyn StateSource, client: Option<&Client>) -> String {
         self.vips.clear();
-        for vip in registry.list_vips() {
-            let kind = match vip.spec.vip_type {
-                crate::model::VipType::SwitchLbVip => "switch_lb_vip",
-                crate::model::VipType::Reserved if vip.is_aap() => "aap",
-                crate::model::VipType::Reserved => "reserved",
-            };
+        for (subnet, kind) in state.vip_kinds() {
             self.vips
                 .get_or_create(&VipLabels {
-                    subnet: vip.spec.subnet.clone(),
+                    subnet,
                     r#type: kind.into(),
                 })
                 .inc();
         }
         self.addresses_used.clear();
         self.addresses_free.clear();
-        for (subnet, usage) in registry.list_subnets() {
-            for (family, present, used, free) in [
-                ("ipv4", subnet.cidr_v4.is_some(), usage.used_v4, usage.free_v4),
-                ("ipv6", subnet.cidr_v6.is_some(), usage.used_v6, usage.free_v6),
-            ] {
-                if !present {
-                    continue;
-                }
-                let labels = AddressLabels {
-                    subnet: subnet.name.clone(),
-                    family: family.into(),
-                };
-                self.addresses_used.get_or_create(&labels).set(used as f64);
-                self.addresses_free.get_or_create(&labels).set(free as f64);
-            }
+        for usage in state.address_usage() {
+            let labels = AddressLabels {
+                subnet: usage.subnet,
+                family: usage.family.into(),
+            };
+            self.addresses_used.get_or_create(&labels).set(usage.used as f64);
+            self.addresses_free.get_or_create(&labels).set(usage.free as f64);
         }
         if let Some(client) = client {
             if let Ok(mut seen) = self.nb_seen.lock() {
@@ -271,10 +257,29 @@ impl Metrics {
     }
 }
 
+/// Where the state gauges are read from at scrape time. The registry implements it: this module
+/// records what the store and the sync report and never depends on the registry itself.
+pub trait StateSource: Send + Sync {
+    /// One entry per VIP: its subnet and its kind (`aap`, `reserved` or `switch_lb_vip`).
+    fn vip_kinds(&self) -> Vec<(String, &'static str)>;
+    /// One entry per subnet and address family the subnet has.
+    fn address_usage(&self) -> Vec<AddressUsage>;
+}
+
+/// Addresses of one family of one subnet (the `addresses_used` / `addresses_free` gauges).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AddressUsage {
+    pub subnet: String,
+    /// `ipv4` or `ipv6`.
+    pub family: &'static str,
+    pub used: u128,
+    pub free: u128,
+}
+
 /// Serves `GET /metrics` on `address` until `shutdown`; returns the bound address.
 pub async fn serve_metrics(
     address: SocketAddr,
-    registry: Arc<Registry>,
+    registry: Arc<dyn StateSource>,
     client: Client,
     shutdown: CancellationToken,
 ) -> std::io::Result<SocketAddr> {
@@ -304,7 +309,7 @@ pub async fn serve_metrics(
                     async move {
                         let response = if request.uri().path() == "/metrics" {
                             let _one = rendering.lock().await;
-                            let body = metrics().render(&registry, Some(&client));
+                            let body = metrics().render(registry.as_ref(), Some(&client));
                             hyper::Response::builder()
                                 .header(
                                     "content-type",
@@ -455,17 +460,25 @@ pub mod systemd {
     }
 }
 
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 /// When the sync loop last went round, for the watchdog: keep-alives stop when it is stuck.
 #[derive(Clone, Debug, Default)]
 pub struct Heartbeat(Arc<AtomicU64>);
 
 impl Heartbeat {
     pub fn beat(&self) {
-        self.0.store(crate::registry::now_ms() as u64, Ordering::Relaxed);
+        self.0.store(unix_ms(), Ordering::Relaxed);
     }
 
     pub fn age(&self) -> Duration {
         let last = self.0.load(Ordering::Relaxed);
-        Duration::from_millis((crate::registry::now_ms() as u64).saturating_sub(last))
+        Duration::from_millis((unix_ms()).saturating_sub(last))
     }
 }

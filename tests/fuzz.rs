@@ -26,7 +26,7 @@ fn json() -> impl Strategy<Value = Json> {
     let leaf = prop_oneof![
         Just(Json::Null),
         any::<bool>().prop_map(Json::Bool),
-        any::<i64>().prop_map(|n| Json::from(n)),
+        any::<i64>().prop_map(Json::from),
         any::<f64>().prop_map(|f| serde_json::Number::from_f64(f).map(Json::Number).unwrap_or(Json::Null)),
         prop_oneof![
             Just("set".to_string()),
@@ -86,13 +86,8 @@ fn the_ovsdb_parsers_take_random_bytes_and_json_without_panicking() {
                 let mut buffer = BytesMut::new();
                 for chunk in bytes.chunks(piece) {
                     buffer.extend_from_slice(chunk);
-                    loop {
-                        match codec.decode(&mut buffer) {
-                            Ok(Some(frame)) => {
-                                let _ = serde_json::from_slice::<Json>(&frame);
-                            }
-                            Ok(None) | Err(_) => break,
-                        }
+                    while let Ok(Some(frame)) = codec.decode(&mut buffer) {
+                        let _ = serde_json::from_slice::<Json>(&frame);
                     }
                 }
                 Ok(())

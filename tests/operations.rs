@@ -71,7 +71,7 @@ fn settings_come_from_flag_then_environment_then_file_then_default() {
         line("ovn-nb"),
         "ovn-nb = \"unix:/var/run/ovn/ovnnb_db.sock\"  # default"
     );
-    assert_eq!(line("data-dir").contains("/from/file"), true);
+    assert!(line("data-dir").contains("/from/file"));
     // The shipped example file is valid and changes nothing.
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/ovn-vipd.toml");
     let (code, stdout, stderr) = run_binary(&["config", "--config", path(&example)], &[]);
@@ -90,7 +90,9 @@ fn a_bad_setting_stops_start_up_with_exit_64_and_names_it() {
     let broken = dir.path().join("broken.toml");
     std::fs::write(&broken, "listen = [\"tcp:127.0.0.1:1\"\n").unwrap();
     let missing = dir.path().join("missing.toml");
-    let cases: Vec<(Vec<&str>, Vec<(&str, &str)>, &str)> = vec![
+    // (flags, environment, what the error must name)
+    type Case<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case> = vec![
         (
             vec!["--listen", "tcp:0.0.0.0:50051"],
             vec![],

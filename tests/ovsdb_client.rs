@@ -167,7 +167,10 @@ async fn transact_round_trips_every_operation() {
         conditions: vec![Condition::equal("name", Value::string("sw0"))],
         columns: Some(vec!["name".into(), "ports".into()]),
     };
-    let results = connection.transact(db, &[select.clone()], Some(&schema)).await.unwrap();
+    let results = connection
+        .transact(db, std::slice::from_ref(&select), Some(&schema))
+        .await
+        .unwrap();
     let rows = results[0].rows.as_ref().unwrap();
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0]["ports"], Value::set([Atom::Uuid(port_uuid)]));
@@ -702,6 +705,6 @@ async fn a_schema_missing_a_needed_column_is_an_error_naming_it() {
         error.contains("table Logical_Switch_Port") && error.contains("no column port_security"),
         "{error}"
     );
-    assert!(!state.connection.is_some(), "a mismatched server is not used");
+    assert!(state.connection.is_none(), "a mismatched server is not used");
     client.shutdown().await;
 }

@@ -249,7 +249,8 @@ async fn the_consistency_check_reports_allocations_without_owners_and_owners_wit
             subnet: "ovn-default".into(),
             mac: real.mac,
         });
-        registry.store().commit(&batch).await.unwrap();
+        registry.store().apply(&batch).unwrap();
+        registry.store().durable().await.unwrap();
     }
     let (_registry, report) = Registry::open(dir.path()).unwrap();
     let text = report.problems.join("\n");
@@ -354,13 +355,11 @@ fn write_format_1_store(path: &std::path::Path) -> (Vec<u8>, Vec<u8>) {
         .unwrap();
     let owner = encode(&OwnerRecord::V1("vip/vip-dual".into()));
     let ips = db.open_tree("ips").unwrap();
-    ips.insert(b"ovn-default\x0010.16.0.12".to_vec(), owner.clone())
-        .unwrap();
-    ips.insert(b"ovn-default\x00fd00:10:16::c".to_vec(), owner.clone())
-        .unwrap();
+    ips.insert(b"ovn-default\x0010.16.0.12", owner.clone()).unwrap();
+    ips.insert(b"ovn-default\x00fd00:10:16::c", owner.clone()).unwrap();
     db.open_tree("macs")
         .unwrap()
-        .insert(b"ovn-default\x0000:00:00:f0:db:25".to_vec(), owner.clone())
+        .insert(b"ovn-default\x0000:00:00:f0:db:25", owner.clone())
         .unwrap();
     store::migrations::write_version_for_tests(&db, 1).unwrap();
     (encode(&subnet), owner)

@@ -8,4 +8,5 @@ pub mod proto;
 pub mod server;
 mod services;
 
-pub use server::{serve, Listen, ServeOptions};
+pub use crate::config::Listen;
+pub use server::{serve, ServeOptions};

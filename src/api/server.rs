@@ -3,7 +3,6 @@
 //! and grpc.health.v1.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
@@ -13,44 +12,9 @@ use tracing::info;
 
 use super::proto::{v1 as pb, FILE_DESCRIPTOR_SET};
 use super::services::Api;
-use crate::config::GrpcTls;
+use crate::config::{GrpcTls, Listen};
 use crate::registry::Registry;
 use crate::telemetry::GrpcLayer;
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Listen {
-    Unix(PathBuf),
-    Tcp(std::net::SocketAddr),
-}
-
-impl std::str::FromStr for Listen {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Listen, String> {
-        if let Some(path) = text.strip_prefix("unix:") {
-            if path.is_empty() {
-                return Err("unix: needs a socket path".into());
-            }
-            return Ok(Listen::Unix(PathBuf::from(path)));
-        }
-        if let Some(address) = text.strip_prefix("tcp:") {
-            return address
-                .parse()
-                .map(Listen::Tcp)
-                .map_err(|_| format!("{address:?} is not HOST:PORT (an IP address and a port)"));
-        }
-        Err(format!("{text:?}: expected unix:PATH or tcp:HOST:PORT"))
-    }
-}
-
-impl std::fmt::Display for Listen {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Listen::Unix(path) => write!(f, "unix:{}", path.display()),
-            Listen::Tcp(address) => write!(f, "tcp:{address}"),
-        }
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -164,9 +128,8 @@ pub async fn serve(
     }
     Ok(async move {
         for server in servers {
-            match server.await {
-                Ok(result) => result?,
-                Err(_) => {}
+            if let Ok(result) = server.await {
+                result?
             }
         }
         Ok(())

@@ -10,8 +10,8 @@ use tonic::{Request, Response, Status};
 
 use super::convert;
 use super::proto::v1 as pb;
+use crate::model::aap_parents;
 use crate::model::{PodRef, Vip};
-use crate::reconcile::desired::aap_parents;
 use crate::registry::{Change, Registry, RegistryError};
 
 /// Shared by every service: the registry behind the API.

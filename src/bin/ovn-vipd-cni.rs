@@ -1,6 +1,9 @@
 //! `ovn-vipd-cni`, the CNI plugin: reads the network configuration from stdin and the `CNI_*`
 //! variables from the environment, and prints the answer of [`ovn_vipd::cni::main`].
 
+// No unwrap()/expect() outside tests: a panic in a daemon or a plugin is an outage (clippy denies both).
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 use std::io::{Read, Write};
 use std::process::ExitCode;
 

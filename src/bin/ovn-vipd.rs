@@ -2,6 +2,9 @@
 //! [`ovn_vipd::daemon::run`]; `ovn-vipd check` audits the store against NB and `ovn-vipd config`
 //! prints the effective settings.
 
+// No unwrap()/expect() outside tests: a panic in a daemon or a plugin is an outage (clippy denies both).
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 use std::process::ExitCode;
 use std::time::Duration;
 

@@ -1,5 +1,8 @@
 //! `vipctl`, the command-line client of ovn-vipd: parses flags and runs [`ovn_vipd::cli::run`].
 
+// No unwrap()/expect() outside tests: a panic in a daemon or a plugin is an outage (clippy denies both).
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 use std::process::ExitCode;
 
 use clap::Parser;

@@ -28,7 +28,7 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
                 line.push_str(COLUMN_GAP);
             }
             line.push_str(cell);
-            line.extend(std::iter::repeat(' ').take(width.saturating_sub(cell.chars().count())));
+            line.extend(std::iter::repeat_n(' ', width.saturating_sub(cell.chars().count())));
         }
         text.push_str(line.trim_end());
         text.push('\n');

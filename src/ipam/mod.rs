@@ -503,10 +503,6 @@ impl SubnetIpam {
         self.strategy
     }
 
-    pub fn is_dual_stack(&self) -> bool {
-        self.v4.is_some() && self.v6.is_some()
-    }
-
     pub fn allocation_of(&self, owner: &str) -> Option<&Allocation> {
         self.allocations.get(owner)
     }
@@ -516,10 +512,6 @@ impl SubnetIpam {
             IpAddr::V4(v4) => self.v4.as_ref()?.owners.get(&v4_value(v4)),
             IpAddr::V6(v6) => self.v6.as_ref()?.owners.get(&v6_value(v6)),
         }
-    }
-
-    pub fn owner_of_mac(&self, mac: &MacAddr) -> Option<&Owner> {
-        self.macs.get(mac)
     }
 
     /// Whether dynamic allocation could ever return `ip` (false for gateway and excluded ones).
@@ -787,15 +779,6 @@ impl Ipam {
 
     pub fn get_mut(&mut self, name: &str) -> Option<&mut SubnetIpam> {
         self.subnets.get_mut(name)
-    }
-
-    /// Releases `owner` in every subnet (a multi-NIC pod's owner keys are per NIC, but a caller
-    /// may also use one owner across subnets).
-    pub fn release_owner_everywhere(&mut self, owner: &str) -> Vec<(String, Allocation)> {
-        self.subnets
-            .iter_mut()
-            .filter_map(|(name, subnet)| subnet.release(owner).map(|allocation| (name.clone(), allocation)))
-            .collect()
     }
 }
 

@@ -195,15 +195,14 @@ impl Cache {
                         let old = row.clone();
                         for (column, json_diff) in diff {
                             let diff_value = Value::from_json(json_diff)?;
-                            match schema.column_type(table, column) {
-                                Some(column_type) => match row.get_mut(column) {
+                            // `_version` and other columns outside the schema are not kept.
+                            if let Some(column_type) = schema.column_type(table, column) {
+                                match row.get_mut(column) {
                                     Some(current) => current.apply_diff(diff_value, column_type),
                                     None => {
                                         row.insert(column.clone(), diff_value.normalize(column_type));
                                     }
-                                },
-                                // `_version` and other columns outside the schema are not kept.
-                                None => {}
+                                }
                             }
                         }
                         let after = row.clone();

@@ -62,36 +62,4 @@ pub enum OvsdbError {
     Shutdown,
 }
 
-impl OvsdbError {
-    /// Whether a retry on another (or a new) connection may succeed.
-    pub fn is_retriable(&self) -> bool {
-        matches!(
-            self,
-            OvsdbError::Connect { .. }
-                | OvsdbError::Io(_)
-                | OvsdbError::Disconnected
-                | OvsdbError::NotSent
-                | OvsdbError::ConnectionLost(_)
-                | OvsdbError::Timeout(_)
-                | OvsdbError::NotLeader
-        )
-    }
-
-    /// A short, stable label for metrics.
-    pub fn metric_label(&self) -> &'static str {
-        match self {
-            OvsdbError::InvalidRemote { .. } => "invalid_remote",
-            OvsdbError::Connect { .. } => "connect",
-            OvsdbError::Tls(_) => "tls",
-            OvsdbError::Io(_) => "io",
-            OvsdbError::Disconnected | OvsdbError::NotSent | OvsdbError::ConnectionLost(_) => "disconnected",
-            OvsdbError::Protocol(_) => "protocol",
-            OvsdbError::Rpc { .. } => "rpc",
-            OvsdbError::Transaction(_) => "transaction",
-            OvsdbError::SchemaMismatch(_) => "schema_mismatch",
-            OvsdbError::Timeout(_) => "timeout",
-            OvsdbError::NotLeader => "not_leader",
-            OvsdbError::Shutdown => "shutdown",
-        }
-    }
-}
+impl OvsdbError {}

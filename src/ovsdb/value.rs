@@ -319,13 +319,6 @@ impl Value {
         self.as_atom().and_then(Atom::as_str)
     }
 
-    pub fn as_set(&self) -> Option<&BTreeSet<Atom>> {
-        match self {
-            Value::Set(items) => Some(items),
-            _ => None,
-        }
-    }
-
     pub fn as_map(&self) -> Option<&BTreeMap<Atom, Atom>> {
         match self {
             Value::Map(entries) => Some(entries),

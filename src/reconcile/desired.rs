@@ -4,7 +4,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use crate::model::{aap_vips, selector_matches, Pod, PodNic, PodRef, Subnet, SwitchLbRule, Vip, VipType};
+use crate::model::{
+    aap_parents, aap_vips, eligible_nic, selector_matches, Pod, PodRef, Subnet, SwitchLbRule, Vip, VipType,
+};
 use crate::nb::{LogicalRouterPort, LogicalSwitch, LogicalSwitchPort};
 
 pub use crate::nb::{OWNER_KEY, VENDOR, VENDOR_KEY};
@@ -84,33 +86,6 @@ fn owned(owner: String) -> BTreeMap<String, String> {
 
 fn joined(parts: impl IntoIterator<Item = String>) -> String {
     parts.into_iter().collect::<Vec<_>>().join(" ")
-}
-
-/// The NIC by which `pod` may carry the AAP VIP `vip`, if it is eligible: bound, same namespace,
-/// labels matching the VIP's selector, the VIP listed in `ovn.kubernetes.io/aaps`, with a NIC in
-/// the VIP's subnet. The selector decides both virtual-parents and port security.
-pub fn eligible_nic<'a>(vip: &Vip, pod: &'a Pod) -> Option<&'a PodNic> {
-    if !vip.is_aap()
-        || !pod.bound
-        || pod.spec.namespace != vip.spec.namespace
-        || !selector_matches(&vip.spec.selector, &pod.spec.labels)
-        || !aap_vips(&pod.spec.annotations).contains(&vip.spec.name)
-    {
-        return None;
-    }
-    pod.nics.iter().find(|nic| nic.subnet == vip.spec.subnet)
-}
-
-/// The ports of the pods eligible to carry an AAP VIP, sorted. `pods` may be every pod, or only
-/// those whose annotation names the VIP (the others are never eligible).
-pub fn aap_parents<'a>(vip: &Vip, pods: impl IntoIterator<Item = &'a Pod>) -> Vec<String> {
-    let mut parents: Vec<String> = pods
-        .into_iter()
-        .filter_map(|pod| eligible_nic(vip, pod).map(|nic| nic.port_name.clone()))
-        .collect();
-    parents.sort();
-    parents.dedup();
-    parents
 }
 
 /// Each switch's router port MAC (what switch_lb_vip ports answer ARP with).

@@ -558,7 +558,7 @@ fn compute_scoped(registry: &Registry, cache: &Cache, dirty: &Dirty, memory: &mu
             }
         }
         for pod in &candidates {
-            if desired::eligible_nic(vip, pod).is_some() {
+            if crate::model::eligible_nic(vip, pod).is_some() {
                 pod_keys.insert(pod.key());
             }
         }
@@ -985,13 +985,4 @@ fn on_nb_event(event: ClientEvent, pending: &mut Dirty, memory: &Memory, registr
         ClientEvent::Disconnected { error } => mark_unavailable(registry, &error),
         ClientEvent::LockAcquired(_) | ClientEvent::LockStolen(_) => {}
     }
-}
-
-/// Unused switches and ports of a name set, for tests and `check`.
-pub fn owned_port_names(ports: &[LogicalSwitchPort]) -> BTreeSet<String> {
-    ports
-        .iter()
-        .filter(|port| is_owned(&port.external_ids))
-        .map(|port| port.name.clone())
-        .collect()
 }

@@ -58,16 +58,4 @@ impl RegistryError {
             message: error.to_string(),
         }
     }
-
-    pub fn metric_label(&self) -> &'static str {
-        match self {
-            RegistryError::NotFound { .. } => "not_found",
-            RegistryError::AlreadyExists { .. } => "already_exists",
-            RegistryError::FailedPrecondition(_) => "failed_precondition",
-            RegistryError::InvalidArgument { .. } => "invalid_argument",
-            RegistryError::Exhausted(_) => "exhausted",
-            RegistryError::Corrupt(_) => "corrupt",
-            RegistryError::Store(error) => error.metric_label(),
-        }
-    }
 }

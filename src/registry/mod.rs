@@ -1046,3 +1046,39 @@ fn usage_of(ipam: &SubnetIpam) -> SubnetUsage {
         free_v6: ipam.free_v6(),
     }
 }
+
+impl crate::telemetry::StateSource for Registry {
+    fn vip_kinds(&self) -> Vec<(String, &'static str)> {
+        self.list_vips()
+            .into_iter()
+            .map(|vip| {
+                let kind = match vip.spec.vip_type {
+                    VipType::SwitchLbVip => "switch_lb_vip",
+                    VipType::Reserved if vip.is_aap() => "aap",
+                    VipType::Reserved => "reserved",
+                };
+                (vip.spec.subnet, kind)
+            })
+            .collect()
+    }
+
+    fn address_usage(&self) -> Vec<crate::telemetry::AddressUsage> {
+        let mut all = Vec::new();
+        for (subnet, usage) in self.list_subnets() {
+            for (family, present, used, free) in [
+                ("ipv4", subnet.cidr_v4.is_some(), usage.used_v4, usage.free_v4),
+                ("ipv6", subnet.cidr_v6.is_some(), usage.used_v6, usage.free_v6),
+            ] {
+                if present {
+                    all.push(crate::telemetry::AddressUsage {
+                        subnet: subnet.name.clone(),
+                        family,
+                        used,
+                        free,
+                    });
+                }
+            }
+        }
+        all
+    }
+}

@@ -18,8 +18,7 @@ pub struct PlannedWrite {
     pub value: Option<Vec<u8>>,
 }
 
-/// The trees a migration may write; those no migration writes yet are kept for the next one.
-#[allow(dead_code)]
+/// The record trees, named: what a write (the store's batches, a migration's plan) goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tree {
     Subnets,
@@ -28,6 +27,22 @@ pub enum Tree {
     SwitchLbRules,
     Ips,
     Macs,
+}
+
+impl Tree {
+    /// This tree among the six a multi-tree transaction hands out, given in declaration order
+    /// (subnets, vips, pods, slrs, ips, macs).
+    pub fn pick(self, trees: [&TransactionalTree; 6]) -> &TransactionalTree {
+        let [subnets, vips, pods, slrs, ips, macs] = trees;
+        match self {
+            Tree::Subnets => subnets,
+            Tree::Vips => vips,
+            Tree::Pods => pods,
+            Tree::SwitchLbRules => slrs,
+            Tree::Ips => ips,
+            Tree::Macs => macs,
+        }
+    }
 }
 
 pub struct Migration {
@@ -97,14 +112,7 @@ pub(crate) fn run(_db: &sled::Db, trees: &Trees, path: &str) -> Result<(), Store
         let result: Result<(), TransactionError<()>> =
             all.transaction(|(meta, subnets, vips, pods, slrs, ips, macs)| {
                 for write in &writes {
-                    let tree: &TransactionalTree = match write.tree {
-                        Tree::Subnets => subnets,
-                        Tree::Vips => vips,
-                        Tree::Pods => pods,
-                        Tree::SwitchLbRules => slrs,
-                        Tree::Ips => ips,
-                        Tree::Macs => macs,
-                    };
+                    let tree = write.tree.pick([subnets, vips, pods, slrs, ips, macs]);
                     match &write.value {
                         Some(value) => tree.insert(write.key.as_slice(), value.as_slice())?,
                         None => tree.remove(write.key.as_slice())?,

@@ -19,7 +19,7 @@ use std::sync::mpsc as std_mpsc;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
+use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 use tokio::sync::oneshot;
 use tracing::{info, warn};
@@ -27,6 +27,7 @@ use tracing::{info, warn};
 use crate::model::{MacAddr, Pod, PodRef, Subnet, SwitchLbRule, Vip};
 use records::{OwnerRecord, PodRecord, SubnetRecord, SwitchLbRuleRecord, VipRecord};
 
+use migrations::Tree;
 pub use migrations::CURRENT_VERSION;
 
 #[derive(Debug, thiserror::Error)]
@@ -45,18 +46,7 @@ pub enum StoreError {
     FlusherGone,
 }
 
-impl StoreError {
-    pub fn metric_label(&self) -> &'static str {
-        match self {
-            StoreError::Sled(_) => "io",
-            StoreError::Encode(_) => "encode",
-            StoreError::Corrupt(_) => "corrupt",
-            StoreError::NewerVersion { .. } => "newer_version",
-            StoreError::Migration { .. } => "migration",
-            StoreError::FlusherGone => "flusher_gone",
-        }
-    }
-}
+impl StoreError {}
 
 /// Who owns an allocation: `vip/<name>`, `pod/<namespace>/<name>/<interface>`, `slr/<name>`.
 pub type Owner = String;
@@ -353,31 +343,41 @@ impl Store {
     /// Applies a batch atomically (not yet durable: see [`Store::durable`]).
     pub fn apply(&self, batch: &WriteBatch) -> Result<(), StoreError> {
         // Encode outside the transaction: the closure may run more than once.
-        let mut encoded: Vec<(usize, Vec<u8>, Option<Vec<u8>>)> = Vec::with_capacity(batch.writes.len());
+        let mut encoded: Vec<(Tree, Vec<u8>, Option<Vec<u8>>)> = Vec::with_capacity(batch.writes.len());
         for write in &batch.writes {
             encoded.push(match write {
-                Write::PutSubnet(subnet) => (0, keys::name(&subnet.name), Some(encode(&SubnetRecord::from(subnet))?)),
-                Write::DeleteSubnet(name) => (0, keys::name(name), None),
-                Write::PutVip(vip) => (1, keys::name(&vip.spec.name), Some(encode(&VipRecord::from(vip))?)),
-                Write::DeleteVip(name) => (1, keys::name(name), None),
-                Write::PutPod(pod) => (2, keys::pod(&pod.key()), Some(encode(&PodRecord::from(pod))?)),
-                Write::DeletePod(pod) => (2, keys::pod(pod), None),
+                Write::PutSubnet(subnet) => (
+                    Tree::Subnets,
+                    keys::name(&subnet.name),
+                    Some(encode(&SubnetRecord::from(subnet))?),
+                ),
+                Write::DeleteSubnet(name) => (Tree::Subnets, keys::name(name), None),
+                Write::PutVip(vip) => (
+                    Tree::Vips,
+                    keys::name(&vip.spec.name),
+                    Some(encode(&VipRecord::from(vip))?),
+                ),
+                Write::DeleteVip(name) => (Tree::Vips, keys::name(name), None),
+                Write::PutPod(pod) => (Tree::Pods, keys::pod(&pod.key()), Some(encode(&PodRecord::from(pod))?)),
+                Write::DeletePod(pod) => (Tree::Pods, keys::pod(pod), None),
                 Write::PutSwitchLbRule(rule) => (
-                    3,
+                    Tree::SwitchLbRules,
                     keys::name(&rule.name),
                     Some(encode(&SwitchLbRuleRecord::from(rule))?),
                 ),
-                Write::DeleteSwitchLbRule(name) => (3, keys::name(name), None),
-                Write::AllocateIp { subnet, ip, owner } => {
-                    (4, keys::ip(subnet, *ip), Some(encode(&OwnerRecord::V1(owner.clone()))?))
-                }
-                Write::ReleaseIp { subnet, ip } => (4, keys::ip(subnet, *ip), None),
+                Write::DeleteSwitchLbRule(name) => (Tree::SwitchLbRules, keys::name(name), None),
+                Write::AllocateIp { subnet, ip, owner } => (
+                    Tree::Ips,
+                    keys::ip(subnet, *ip),
+                    Some(encode(&OwnerRecord::V1(owner.clone()))?),
+                ),
+                Write::ReleaseIp { subnet, ip } => (Tree::Ips, keys::ip(subnet, *ip), None),
                 Write::AllocateMac { subnet, mac, owner } => (
-                    5,
+                    Tree::Macs,
                     keys::mac(subnet, *mac),
                     Some(encode(&OwnerRecord::V1(owner.clone()))?),
                 ),
-                Write::ReleaseMac { subnet, mac } => (5, keys::mac(subnet, *mac), None),
+                Write::ReleaseMac { subnet, mac } => (Tree::Macs, keys::mac(subnet, *mac), None),
             });
         }
         let trees = (
@@ -389,11 +389,11 @@ impl Store {
             &self.trees.macs,
         );
         let result: Result<(), TransactionError<()>> = trees.transaction(|(subnets, vips, pods, slrs, ips, macs)| {
-            let by_index: [&TransactionalTree; 6] = [subnets, vips, pods, slrs, ips, macs];
             for (tree, key, value) in &encoded {
+                let tree = tree.pick([subnets, vips, pods, slrs, ips, macs]);
                 match value {
-                    Some(value) => by_index[*tree].insert(key.as_slice(), value.as_slice())?,
-                    None => by_index[*tree].remove(key.as_slice())?,
+                    Some(value) => tree.insert(key.as_slice(), value.as_slice())?,
+                    None => tree.remove(key.as_slice())?,
                 };
             }
             Ok::<(), ConflictableTransactionError<()>>(())
@@ -422,12 +422,6 @@ impl Store {
             Ok(Err(message)) => Err(StoreError::Sled(sled::Error::Io(std::io::Error::other(message)))),
             Err(_) => Err(StoreError::FlusherGone),
         }
-    }
-
-    /// Applies a batch and waits until it is durable.
-    pub async fn commit(&self, batch: &WriteBatch) -> Result<(), StoreError> {
-        self.apply(batch)?;
-        self.durable().await
     }
 
     /// Flushes synchronously (used at shutdown).

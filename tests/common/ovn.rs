@@ -52,7 +52,10 @@ pub fn lock() -> MachineLock {
     let file = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
         .map_err(|(_, errno)| errno)
         .expect("flock the machine lock file");
-    MachineLock { _file: file, _guard: guard }
+    MachineLock {
+        _file: file,
+        _guard: guard,
+    }
 }
 
 /// A pod as a runtime knows it: what goes into the CNI configuration and environment.
