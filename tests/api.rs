@@ -148,6 +148,7 @@ async fn every_vip_scenario_the_api_decides() {
         .await
         .unwrap_err();
     assert_eq!(error.code(), Code::FailedPrecondition);
+    assert_eq!(reason(&error), "ADDRESS_TAKEN");
     assert!(
         error.message().contains("already owned by vip/static-vip01"),
         "{}",
@@ -286,6 +287,11 @@ async fn every_vip_scenario_the_api_decides() {
     let error = c.pods.bind_pod(thief).await.unwrap_err();
     assert_eq!(error.code(), Code::FailedPrecondition);
     assert_eq!(error.message(), "vip pod-use-vip is in use by pod default/web-0");
+    assert_eq!(
+        reason(&error),
+        "IN_USE",
+        "a client tells 'wait for the holder' from 'retry'"
+    );
     c.pods
         .unbind_pod(pb::UnbindPodRequest {
             namespace: "default".into(),
@@ -781,8 +787,27 @@ async fn bad_inputs_get_the_right_code_and_change_nothing() {
 }
 
 /// A refusal has the expected code and says what is wrong.
+/// The `google.rpc.ErrorInfo` reason of a refusal ("" when it has none).
+fn reason(error: &tonic::Status) -> String {
+    use tonic_types::StatusExt;
+    error
+        .get_details_error_info()
+        .map(|info| {
+            assert_eq!(info.domain, "ovnvip.v1");
+            info.reason
+        })
+        .unwrap_or_default()
+}
+
 fn assert_refused(label: &str, error: &tonic::Status, code: Code, fragment: &str) {
     assert_eq!(error.code(), code, "{label}: {}", error.message());
+    if fragment.ends_with("does not exist") {
+        assert_eq!(
+            reason(error),
+            "REFERENCE_NOT_FOUND",
+            "{label}: a missing reference may appear later"
+        );
+    }
     assert!(
         error.message().contains(fragment),
         "{label}: {:?} lacks {fragment:?}",

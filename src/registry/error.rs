@@ -13,6 +13,24 @@ pub enum RegistryError {
         name: String,
         detail: String,
     },
+    /// An object the request names does not exist (yet); the same request may succeed once it
+    /// does. gRPC FAILED_PRECONDITION, reason `REFERENCE_NOT_FOUND`.
+    #[error("{kind} {name} does not exist")]
+    ReferenceNotFound { kind: &'static str, name: String },
+    /// The object is used by another object (`user`, e.g. "pod default/web-0"), which must let go
+    /// of it first. gRPC FAILED_PRECONDITION, reason `IN_USE`.
+    #[error("{kind} {name} is in use by {user}")]
+    InUse {
+        kind: &'static str,
+        name: String,
+        user: String,
+    },
+    /// An address or MAC the request asks for belongs to another owner. gRPC FAILED_PRECONDITION,
+    /// reason `ADDRESS_TAKEN`.
+    #[error("{0}")]
+    AddressTaken(String),
+    /// Any other state that makes the request impossible as it stands. gRPC FAILED_PRECONDITION,
+    /// reason `FAILED_PRECONDITION`.
     #[error("{0}")]
     FailedPrecondition(String),
     #[error("{field}: {message}")]
@@ -26,6 +44,13 @@ pub enum RegistryError {
 }
 
 impl RegistryError {
+    pub fn reference_not_found(kind: &'static str, name: &str) -> RegistryError {
+        RegistryError::ReferenceNotFound {
+            kind,
+            name: name.to_string(),
+        }
+    }
+
     pub fn not_found(kind: &'static str, name: &str) -> RegistryError {
         RegistryError::NotFound {
             kind,
@@ -38,7 +63,7 @@ impl RegistryError {
         match &error {
             IpamError::SubnetFull { .. } => RegistryError::Exhausted(format!("subnet {subnet}: {error}")),
             IpamError::AddressInUse { .. } | IpamError::MacInUse { .. } | IpamError::OwnerHasDifferentAllocation => {
-                RegistryError::FailedPrecondition(format!("subnet {subnet}: {error}"))
+                RegistryError::AddressTaken(format!("subnet {subnet}: {error}"))
             }
             IpamError::InvalidMac { .. } => RegistryError::InvalidArgument {
                 field: "mac_address".into(),

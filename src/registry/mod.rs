@@ -381,10 +381,11 @@ impl Registry {
                 } else {
                     String::new()
                 };
-                return Err(RegistryError::FailedPrecondition(format!(
-                    "subnet {name} is still used by {}{more}",
-                    shown.join(", ")
-                )));
+                return Err(RegistryError::InUse {
+                    kind: "subnet",
+                    name: name.to_string(),
+                    user: format!("{}{more}", shown.join(", ")),
+                });
             }
             let mut batch = WriteBatch::new();
             batch.push(Write::DeleteSubnet(name.to_string()));
@@ -425,10 +426,7 @@ impl Registry {
     fn create_vip_locked(&self, state: &mut State, spec: VipSpec) -> Result<Vip, RegistryError> {
         {
             if !state.subnets.contains_key(&spec.subnet) {
-                return Err(RegistryError::FailedPrecondition(format!(
-                    "subnet {} does not exist",
-                    spec.subnet
-                )));
+                return Err(RegistryError::reference_not_found("subnet", &spec.subnet));
             }
             let owner = vip_owner(&spec.name);
             let request = AllocationRequest {
@@ -484,15 +482,18 @@ impl Registry {
                 .cloned()
                 .ok_or_else(|| RegistryError::not_found("vip", name))?;
             if let Some(holder) = &vip.holder {
-                return Err(RegistryError::FailedPrecondition(format!(
-                    "vip {name} is in use by pod {holder}"
-                )));
+                return Err(RegistryError::InUse {
+                    kind: "vip",
+                    name: name.to_string(),
+                    user: format!("pod {holder}"),
+                });
             }
             if let Some(rule) = state.rules.values().find(|rule| rule.vip == name) {
-                return Err(RegistryError::FailedPrecondition(format!(
-                    "vip {name} is the frontend of switch-lb rule {}",
-                    rule.name
-                )));
+                return Err(RegistryError::InUse {
+                    kind: "vip",
+                    name: name.to_string(),
+                    user: format!("switch-lb rule {} (its frontend)", rule.name),
+                });
             }
             let owner = vip_owner(name);
             let mut batch = WriteBatch::new();
@@ -552,10 +553,7 @@ impl Registry {
             let mut state = self.lock();
             for nic in &spec.nics {
                 if !state.subnets.contains_key(&nic.subnet) {
-                    return Err(RegistryError::FailedPrecondition(format!(
-                        "subnet {} does not exist",
-                        nic.subnet
-                    )));
+                    return Err(RegistryError::reference_not_found("subnet", &nic.subnet));
                 }
             }
             if let Some(existing) = state.pods.get(&key).cloned() {
@@ -608,12 +606,14 @@ impl Registry {
                 .vips
                 .get(vip_name)
                 .cloned()
-                .ok_or_else(|| RegistryError::FailedPrecondition(format!("vip {vip_name} does not exist")))?;
+                .ok_or_else(|| RegistryError::reference_not_found("vip", vip_name))?;
             if let Some(holder) = &vip.holder {
                 if holder != key {
-                    return Err(RegistryError::FailedPrecondition(format!(
-                        "vip {vip_name} is in use by pod {holder}"
-                    )));
+                    return Err(RegistryError::InUse {
+                        kind: "vip",
+                        name: vip_name.to_string(),
+                        user: format!("pod {holder}"),
+                    });
                 }
             }
             if vip.spec.vip_type != VipType::Reserved || vip.is_aap() {
@@ -820,10 +820,7 @@ impl Registry {
                     return Err(RegistryError::not_found("switch-lb rule", &rule.name));
                 }
                 if rule.vip.parse::<IpAddr>().is_err() && !state.vips.contains_key(&rule.vip) {
-                    return Err(RegistryError::FailedPrecondition(format!(
-                        "vip {} does not exist",
-                        rule.vip
-                    )));
+                    return Err(RegistryError::reference_not_found("vip", &rule.vip));
                 }
                 if rule.health_check && rule_subnet(&state, &rule).is_none() {
                     return Err(RegistryError::FailedPrecondition(format!(
