@@ -12,6 +12,11 @@
 //! - [`ovsdb`]: the RFC 7047 client (framing, data model, connection, cache, reconnecting
 //!   client). The only module that speaks JSON-RPC.
 //! - [`nb`]: typed OVN Northbound rows and the tables and columns the daemon depends on.
+//! - [`api`]: the gRPC API (tonic): request validation, the one error-to-status table, the
+//!   services over the registry, listeners with reflection and health. The only module that knows
+//!   protobuf types on the server side.
+//! - [`reconcile`]: the NB sync: desired rows computed from the registry, diffed against the NB
+//!   cache, the difference sent; status written back.
 //! - [`cli`]: `vipctl`, the command-line client of the API (Kube-OVN manifests, tables).
 //! - [`config`]: the daemon's settings from flags, `OVN_VIPD_*` variables and a TOML file.
 //! - [`telemetry`]: logging, Prometheus metrics, the gRPC span/metrics layer, systemd notify.
