@@ -178,12 +178,16 @@ fn nbctl(vips: usize) -> Duration {
     started.elapsed()
 }
 
-/// ovsdbapp (Python), one transaction per port; `None` when it is not installed.
+/// ovsdbapp (Python), one transaction per port; `None` when it is not installed. It runs with the
+/// Python of the virtual environment `scripts/install-deps bench` fills (`OVN_VIPD_VENV`, default
+/// `target/py`).
 fn ovsdbapp(vips: usize) -> Option<Duration> {
     let dir = tempfile::tempdir().unwrap();
     let server = OvsdbServer::nb_quiet(dir.path());
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/ovsdbapp_create.py");
-    let output = std::process::Command::new("python3")
+    let venv =
+        std::env::var("OVN_VIPD_VENV").unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/target/py").into());
+    let output = std::process::Command::new(format!("{venv}/bin/python3"))
         .args([script, &server.unix_remote(), "bench", &vips.to_string()])
         .output()
         .ok()?;
@@ -312,7 +316,7 @@ fn main() {
         line("ovn-nbctl, one call per VIP", nbctl_vips, nbctl_time);
         match ovsdbapp_time {
             Some(time) => line("ovsdbapp (Python), one transaction per VIP", vips, time),
-            None => println!("| ovsdbapp (Python): not installed (pip install ovsdbapp) | {vips} | - | - | - |"),
+            None => println!("| ovsdbapp (Python): not installed (scripts/install-deps bench) | {vips} | - | - | - |"),
         }
         println!(
             "\nacknowledgement latency under the burst: p50 {:.2} ms, p99 {:.2} ms",

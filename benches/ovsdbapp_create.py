@@ -5,7 +5,8 @@ ports with ovsdbapp (the OVSDB library Neutron uses), one transaction per port, 
     ovsdbapp_create.py REMOTE SWITCH COUNT
 
 Prints the seconds the N creations took (the connection and the initial sync are not counted).
-Called by `cargo bench --bench nb_sync`; needs `pip install ovsdbapp`.
+Called by `cargo bench --bench nb_sync` with the Python of target/py, where
+`scripts/install-deps bench` installs ovsdbapp.
 """
 import sys
 import time

@@ -232,5 +232,6 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
     let _ = reconciler.await;
     client.shutdown().await;
     registry.flush()?;
+    info!("store flushed; stopped");
     Ok(())
 }

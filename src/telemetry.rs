@@ -48,18 +48,25 @@ impl LogHandle {
 }
 
 /// Installs the global subscriber: `filter` in RUST_LOG syntax, text or JSON lines on stderr.
+/// Text is coloured only when [`stderr_wants_colour`] says so: a file, a pipe or the journal gets
+/// plain lines.
 pub fn init_logging(filter: &str, format: LogFormat) -> Result<LogHandle, String> {
     let filter = EnvFilter::try_new(filter).map_err(|error| error.to_string())?;
     let (filter, handle) = reload::Layer::new(filter);
     let registry = tracing_subscriber::registry().with(filter);
     let result = match format {
         LogFormat::Text => registry
-            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(stderr_wants_colour(std::env::var_os("NO_COLOR").as_deref()))
+                    .with_writer(std::io::stderr),
+            )
             .try_init(),
         LogFormat::Json => registry
             .with(
                 tracing_subscriber::fmt::layer()
                     .json()
+                    .with_ansi(false)
                     .with_current_span(true)
                     .with_span_list(false)
                     .with_writer(std::io::stderr),
@@ -68,6 +75,15 @@ pub fn init_logging(filter: &str, format: LogFormat) -> Result<LogHandle, String
     };
     result.map_err(|error| error.to_string())?;
     Ok(LogHandle { filter: handle })
+}
+
+/// Whether log lines on stderr get ANSI colours: only when stderr is a terminal and `NO_COLOR`
+/// (<https://no-color.org>: set and not empty) does not forbid it. Under systemd stderr is the
+/// journal's socket, in a container or a test a file or pipe: plain text there.
+pub fn stderr_wants_colour(no_color: Option<&std::ffi::OsStr>) -> bool {
+    use std::io::IsTerminal;
+    let forbidden = no_color.is_some_and(|value| !value.is_empty());
+    !forbidden && std::io::stderr().is_terminal()
 }
 
 // ---------------------------------------------------------------------------------------------

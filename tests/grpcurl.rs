@@ -9,7 +9,9 @@ use common::TestDaemon;
 
 /// Runs `grpcurl -plaintext FLAGS ADDRESS REST`.
 fn grpcurl(daemon: &TestDaemon, flags: &[&str], rest: &[&str]) -> (bool, String) {
-    let binary = std::env::var("GRPCURL").unwrap_or_else(|_| "grpcurl".into());
+    // scripts/test sets GRPCURL to the grpcurl of the virtual environment install-deps made.
+    let binary = std::env::var("GRPCURL")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/target/py/bin/grpcurl").into());
     let address = daemon.endpoint.trim_start_matches("http://").to_string();
     let output = Command::new(&binary)
         .arg("-plaintext")

@@ -339,6 +339,86 @@ fn sighup_rereads_the_configuration_file() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Logs
+
+/// Runs the daemon with `args` on a pseudo-terminal made by script(1) (util-linux), as someone
+/// starting it from a shell would, until it has logged `text`; returns everything it printed.
+fn terminal_output(dir: &Path, args: &[String], env: &[(&str, &str)], text: &str) -> String {
+    let typescript = dir.join(format!("terminal-{}.txt", free_port()));
+    let pid_file = dir.join("terminal.pid");
+    let _ = std::fs::remove_file(&pid_file);
+    let quoted: Vec<String> = std::iter::once(BINARY.to_string())
+        .chain(args.iter().cloned())
+        .map(|arg| format!("'{arg}'"))
+        .collect();
+    let shell = format!("echo $$ > '{}'; exec {}", pid_file.display(), quoted.join(" "));
+    let mut command = Command::new("script");
+    command
+        .args(["--quiet", "--flush", "--command", &shell, path(&typescript)])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .env_remove("NO_COLOR");
+    command.envs(env.iter().copied());
+    let mut script = command.spawn().expect("script (package bsdutils)");
+    let read = || std::fs::read_to_string(&typescript).unwrap_or_default();
+    let logged = (0..750).any(|_| {
+        std::thread::sleep(Duration::from_millis(20));
+        read().contains(text)
+    });
+    if let Ok(pid) = std::fs::read_to_string(&pid_file) {
+        let _ = Command::new("kill").args(["-TERM", pid.trim()]).status();
+    }
+    let exited = (0..500).any(|_| {
+        std::thread::sleep(Duration::from_millis(20));
+        matches!(script.try_wait(), Ok(Some(_)))
+    });
+    if !exited {
+        let _ = script.kill();
+        let _ = script.wait();
+    }
+    let output = read();
+    assert!(logged, "the daemon on a terminal never printed {text:?}: {output}");
+    output
+}
+
+#[test]
+fn text_logs_are_plain_in_a_file_and_coloured_only_on_a_terminal_without_no_color() {
+    let dir = tempfile::tempdir().unwrap();
+    let nb = OvsdbServer::nb(dir.path());
+    let mut args = daemon_args(dir.path(), &nb.unix_remote(), free_port());
+    args.push("--metrics-listen=off".into());
+    // stderr is a file (as under systemd's journal or docker): no escape character at all, even
+    // with the terminal type of a colour terminal in the environment.
+    let daemon = start(dir.path(), &args, &[("TERM", "xterm-256color")]);
+    daemon.wait_for_log("gRPC listening", 15 * SECOND);
+    let log_file = daemon.log.clone();
+    drop(daemon);
+    let log = std::fs::read(log_file).unwrap();
+    assert!(!log.is_empty());
+    assert!(
+        !log.contains(&0x1b),
+        "escape characters in a log file: {}",
+        String::from_utf8_lossy(&log)
+    );
+
+    // A terminal gets colour (SGR sequences, ESC '[' ... 'm')...
+    let port = free_port();
+    let terminal_args = |port: u16| {
+        let data = dir.path().join(format!("data-{port}"));
+        let mut args = daemon_args(&data, &nb.unix_remote(), port);
+        args.push("--metrics-listen=off".into());
+        args
+    };
+    let coloured = terminal_output(dir.path(), &terminal_args(port), &[], "gRPC listening");
+    assert!(coloured.contains("\u{1b}["), "no colour on a terminal: {coloured:?}");
+    // ... unless NO_COLOR (https://no-color.org) is set.
+    let port = free_port();
+    let plain = terminal_output(dir.path(), &terminal_args(port), &[("NO_COLOR", "1")], "gRPC listening");
+    assert!(!plain.contains('\u{1b}'), "colour despite NO_COLOR: {plain:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
 // Security
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
