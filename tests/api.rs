@@ -544,9 +544,9 @@ async fn bad_inputs_get_the_right_code_and_change_nothing() {
         ),
         (
             "v6 too long",
-            subnet("s1", "", "fd00::/96"),
+            subnet("s1", "", "fd00::/128"),
             Code::InvalidArgument,
-            "/8 to /64",
+            "/8 to /127",
         ),
         (
             "existing, other spec",
