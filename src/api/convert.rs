@@ -42,14 +42,69 @@ pub fn check_name(violations: &mut Violations, field: &str, name: &str) {
     }
 }
 
-fn check_label_key(violations: &mut Violations, field: &str, key: &str) {
-    let valid = !key.is_empty()
-        && key.len() <= 253
-        && key
+/// Kubernetes' name part of a qualified name or a label value: at most 63 characters of
+/// `[A-Za-z0-9._-]`, starting and ending with a letter or digit (k8s.io/apimachinery
+/// `validation.IsQualifiedName` / `IsValidLabelValue`).
+fn is_label_name(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= 63
+        && text
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/'));
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && text.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && text.ends_with(|c: char| c.is_ascii_alphanumeric())
+}
+
+/// A DNS-1123 subdomain: at most 253 characters, dot-separated DNS-1123 labels.
+fn is_dns1123_subdomain(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= 253
+        && text.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && label.starts_with(|c: char| c.is_ascii_alphanumeric())
+                && label.ends_with(|c: char| c.is_ascii_alphanumeric())
+        })
+}
+
+/// A Kubernetes qualified name (label and annotation keys): an optional DNS-1123 subdomain
+/// prefix (≤ 253 characters) and `/`, then a name of ≤ 63 characters of `[A-Za-z0-9._-]`
+/// starting and ending with a letter or digit.
+/// `what` names the key in the message ("label key", "annotation key").
+pub fn check_qualified_name(violations: &mut Violations, field: &str, what: &str, key: &str) {
+    let valid = match key.split_once('/') {
+        Some((prefix, name)) => is_dns1123_subdomain(prefix) && is_label_name(name),
+        None => is_label_name(key),
+    };
     if !valid {
-        violations.add(field, format!("{key:?} is not a valid label key"));
+        violations.add(
+            field,
+            format!(
+                "{key:?} is not a valid {what} (a Kubernetes qualified name): an optional DNS-1123 subdomain prefix of at most 253 characters and '/', then at most 63 characters of [A-Za-z0-9._-] starting and ending with a letter or digit"
+            ),
+        );
+    }
+}
+
+/// A Kubernetes label value: empty, or at most 63 characters of `[A-Za-z0-9._-]` starting and
+/// ending with a letter or digit.
+pub fn check_label_value(violations: &mut Violations, field: &str, value: &str) {
+    if !value.is_empty() && !is_label_name(value) {
+        violations.add(
+            field,
+            format!(
+                "{value:?} is not a Kubernetes label value: empty, or at most 63 characters of [A-Za-z0-9._-] starting and ending with a letter or digit"
+            ),
+        );
+    }
+}
+
+fn check_labels(violations: &mut Violations, field: &str, labels: &std::collections::HashMap<String, String>) {
+    for (key, value) in labels {
+        check_qualified_name(violations, &format!("{field}[{key}]"), "label key", key);
+        check_label_value(violations, &format!("{field}[{key}]"), value);
     }
 }
 
@@ -82,7 +137,8 @@ fn selector(
     for (index, text) in strings.iter().enumerate() {
         match text.split_once(':') {
             Some((key, value)) if !key.trim().is_empty() => {
-                check_label_key(violations, &format!("{field}[{index}]"), key.trim());
+                check_qualified_name(violations, &format!("{field}[{index}]"), "label key", key.trim());
+                check_label_value(violations, &format!("{field}[{index}]"), value.trim());
                 selector.insert(key.trim().to_string(), value.trim().to_string());
             }
             _ => violations.add(
@@ -92,7 +148,8 @@ fn selector(
         }
     }
     for (key, value) in labels {
-        check_label_key(violations, &format!("{field}_labels[{key}]"), key);
+        check_qualified_name(violations, &format!("{field}_labels[{key}]"), "label key", key);
+        check_label_value(violations, &format!("{field}_labels[{key}]"), value);
         selector.insert(key.clone(), value.clone());
     }
     selector
@@ -330,7 +387,11 @@ pub fn pod_spec_from_proto(request: pb::BindPodRequest) -> Result<PodSpec, Statu
     check_name(&mut violations, "namespace", &request.namespace);
     check_name(&mut violations, "name", &request.name);
     check_map(&mut violations, "labels", &request.labels);
+    check_labels(&mut violations, "labels", &request.labels);
     check_map(&mut violations, "annotations", &request.annotations);
+    for key in request.annotations.keys() {
+        check_qualified_name(&mut violations, &format!("annotations[{key}]"), "annotation key", key);
+    }
     if request.nics.is_empty() {
         violations.add("nics", "a pod needs at least one NIC");
     }
@@ -579,5 +640,89 @@ pub fn rule_to_proto(rule: &SwitchLbRule, status: &crate::registry::RuleStatus) 
             vips: status.vips.clone(),
             backends: status.backends.clone(),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key_ok(key: &str) -> bool {
+        let mut violations = Violations::new();
+        check_qualified_name(&mut violations, "k", "label key", key);
+        violations.is_empty()
+    }
+
+    fn value_ok(value: &str) -> bool {
+        let mut violations = Violations::new();
+        check_label_value(&mut violations, "v", value);
+        violations.is_empty()
+    }
+
+    /// The cases of k8s.io/apimachinery's `TestIsQualifiedName` and `TestIsValidLabelValue`.
+    #[test]
+    fn kubernetes_label_syntax() {
+        for good in [
+            "simple",
+            "now-with-dashes",
+            "1-starts-with-num",
+            "1234",
+            "simple/simple",
+            "now-with-dashes/simple",
+            "now-with-dashes/now-with-dashes",
+            "now.with.dots/simple",
+            "now-with.dashes-and.dots/simple",
+            "1-num.2-num/3-num",
+            "1234/5678",
+            "1.2.3.4/5678",
+            "Uppercase_Is_OK_123",
+            "example.com/Uppercase_Is_OK_123",
+            "requests.storage-foo",
+        ] {
+            assert!(key_ok(good), "{good}");
+        }
+        let long_name = "a".repeat(64);
+        let long_prefix = format!("{}/b", "a".repeat(254));
+        for bad in [
+            "",
+            "nospecialchars%^=@",
+            "cantendwithadash-",
+            "-cantstartwithadash-",
+            "only/one/slash",
+            "Example.com/abc",
+            "example_com/abc",
+            "example.com/",
+            "/simple",
+            long_name.as_str(),
+            long_prefix.as_str(),
+            "a b",
+        ] {
+            assert!(!key_ok(bad), "{bad:?}");
+        }
+        for good in ["", "simple", "now-with-dashes", "1-starts-with-num", "end-with-num-1", "1234", &"a".repeat(63)] {
+            assert!(value_ok(good), "{good}");
+        }
+        for bad in ["nospecialchars%^=@", "Tama-nui-te-rā", "-x", "x-", "b:c", &"a".repeat(64)] {
+            assert!(!value_ok(bad), "{bad:?}");
+        }
+    }
+
+    /// Issue #16 case 9: `a:b:c` splits into key `a` and value `b:c`, which no label can hold.
+    #[test]
+    fn a_selector_that_can_never_match_is_refused() {
+        let rule = pb::SwitchLbRule {
+            name: "r".into(),
+            vip: "lbv".into(),
+            selector: vec!["a:b:c".into()],
+            ports: vec![pb::LbPort {
+                port: 80,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let error = rule_from_proto(rule).unwrap_err();
+        assert_eq!(error.code(), tonic::Code::InvalidArgument);
+        assert!(error.message().contains("rule.selector[0]"), "{}", error.message());
+        assert!(error.message().contains("label value"), "{}", error.message());
     }
 }
