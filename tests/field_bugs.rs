@@ -73,3 +73,153 @@ async fn case5_ipv6_subnet_longer_than_64() {
     }
     daemon.stop().await;
 }
+
+/// The field paths of a refusal's google.rpc.BadRequest details.
+fn violation_fields(error: &tonic::Status) -> Vec<String> {
+    use tonic_types::StatusExt;
+    error
+        .get_error_details()
+        .bad_request()
+        .map(|bad| bad.field_violations.iter().map(|v| v.field.clone()).collect())
+        .unwrap_or_default()
+}
+
+/// Case 8 and its kind: parts of one request that collide are refused with the paths of both
+/// (frontend ports, endpoints, port names, selector keys, NIC interfaces); nothing is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn case8_colliding_parts_are_refused_with_both_paths() {
+    let daemon = TestDaemon::start().await;
+    let mut c = clients(&daemon).await;
+    c.subnets
+        .create_subnet(common::subnet_request("ovn-default", "10.16.0.0/16", ""))
+        .await
+        .unwrap();
+    c.vips
+        .create_vip(pb::CreateVipRequest {
+            vip: Some(pb::Vip {
+                name: "lbv".into(),
+                subnet: "ovn-default".into(),
+                r#type: "switch_lb_vip".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    let port = |port: u32, target_port: u32, name: &str| pb::LbPort {
+        name: name.into(),
+        port,
+        target_port,
+        protocol: 0,
+    };
+    let rule = |ports: Vec<pb::LbPort>, endpoints: &[&str], selector: &[&str]| pb::CreateSwitchLbRuleRequest {
+        rule: Some(pb::SwitchLbRule {
+            name: "r".into(),
+            vip: "lbv".into(),
+            namespace: "default".into(),
+            endpoints: endpoints.iter().map(|e| e.to_string()).collect(),
+            selector: selector.iter().map(|s| s.to_string()).collect(),
+            ports,
+            ..Default::default()
+        }),
+    };
+    let cases: Vec<(pb::CreateSwitchLbRuleRequest, [&str; 2])> = vec![
+        (
+            rule(vec![port(80, 8080, ""), port(80, 8081, "")], &["10.16.0.51"], &[]),
+            ["rule.ports[0].port", "rule.ports[1].port"],
+        ),
+        (
+            rule(vec![port(80, 8080, "http"), port(81, 8080, "http")], &["10.16.0.51"], &[]),
+            ["rule.ports[0].name", "rule.ports[1].name"],
+        ),
+        (
+            rule(vec![port(80, 8080, "")], &["10.16.0.51", "10.16.0.51"], &[]),
+            ["rule.endpoints[0]", "rule.endpoints[1]"],
+        ),
+        (
+            rule(vec![port(80, 8080, "")], &[], &["app: web", "app: db"]),
+            ["rule.selector[0]", "rule.selector[1]"],
+        ),
+    ];
+    for (request, fields) in cases {
+        let error = c.rules.create_switch_lb_rule(request).await.unwrap_err();
+        assert_eq!(error.code(), Code::InvalidArgument, "{}", error.message());
+        let got = violation_fields(&error);
+        for field in fields {
+            assert!(got.contains(&field.to_string()), "{field} missing from {got:?}: {}", error.message());
+        }
+    }
+    // The same frontend port on two protocols is two VIP entries, not a collision.
+    let mut udp = port(80, 8080, "");
+    udp.protocol = pb::Protocol::Udp as i32;
+    c.rules
+        .create_switch_lb_rule(rule(vec![port(80, 8080, ""), udp], &["10.16.0.51"], &[]))
+        .await
+        .unwrap();
+    let rules = c.rules.list_switch_lb_rules(pb::ListSwitchLbRulesRequest {}).await.unwrap().into_inner();
+    assert_eq!(rules.rules.len(), 1);
+
+    let error = c
+        .pods
+        .bind_pod(pb::BindPodRequest {
+            namespace: "default".into(),
+            name: "p".into(),
+            nics: vec![
+                pb::NicRequest {
+                    subnet: "ovn-default".into(),
+                    interface: "eth0".into(),
+                },
+                pb::NicRequest {
+                    subnet: "ovn-default".into(),
+                    interface: "eth0".into(),
+                },
+            ],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    let got = violation_fields(&error);
+    assert!(got.contains(&"nics[0].interface".to_string()) && got.contains(&"nics[1].interface".to_string()), "{got:?}");
+    daemon.stop().await;
+}
+
+/// Case 8's kind across requests: a second rule serving a frontend another rule already serves
+/// would be a second load balancer with the same VIP entry; it is refused, naming both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn case8_two_rules_on_one_frontend_are_refused() {
+    let daemon = TestDaemon::start().await;
+    let mut c = clients(&daemon).await;
+    c.subnets
+        .create_subnet(common::subnet_request("ovn-default", "10.16.0.0/16", ""))
+        .await
+        .unwrap();
+    c.vips
+        .create_vip(pb::CreateVipRequest {
+            vip: Some(pb::Vip {
+                name: "lbv".into(),
+                subnet: "ovn-default".into(),
+                r#type: "switch_lb_vip".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    let rule = |name: &str, port: u32| pb::CreateSwitchLbRuleRequest {
+        rule: Some(pb::SwitchLbRule {
+            name: name.into(),
+            vip: "lbv".into(),
+            endpoints: vec!["10.16.0.51".into()],
+            ports: vec![pb::LbPort {
+                port,
+                target_port: 8080,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+    };
+    c.rules.create_switch_lb_rule(rule("a", 80)).await.unwrap();
+    let error = c.rules.create_switch_lb_rule(rule("b", 80)).await.unwrap_err();
+    assert_eq!(error.code(), Code::FailedPrecondition, "{}", error.message());
+    assert!(error.message().contains("rule.ports[0].port") && error.message().contains("switch-lb rule a"), "{}", error.message());
+    c.rules.create_switch_lb_rule(rule("b", 81)).await.unwrap();
+    daemon.stop().await;
+}

@@ -122,7 +122,30 @@ fn check_map(violations: &mut Violations, field: &str, map: &std::collections::H
     }
 }
 
-/// Merges Kube-OVN's `["key: value"]` selector strings with a label map.
+/// Parts of one request that must be distinct: every later part equal to an earlier one is a
+/// violation at both field paths, each naming the other, so nothing is dropped silently.
+fn refuse_collisions<K: Ord>(
+    violations: &mut Violations,
+    parts: impl IntoIterator<Item = (K, String)>,
+    what: impl Fn(&K) -> String,
+) {
+    let mut seen: BTreeMap<K, String> = BTreeMap::new();
+    for (key, field) in parts {
+        match seen.get(&key) {
+            Some(first) => {
+                let described = what(&key);
+                violations.add(first.clone(), format!("{described}: collides with {field}"));
+                violations.add(field.clone(), format!("{described}: collides with {first}"));
+            }
+            None => {
+                seen.insert(key, field);
+            }
+        }
+    }
+}
+
+/// Merges Kube-OVN's `["key: value"]` selector strings with a label map; a key given twice is
+/// refused at both places.
 fn selector(
     violations: &mut Violations,
     field: &str,
@@ -134,6 +157,16 @@ fn selector(
         violations.add(field, format!("at most {MAX_MAP} entries"));
         return selector;
     }
+    let string_keys = strings.iter().enumerate().filter_map(|(index, text)| {
+        text.split_once(':')
+            .map(|(key, _)| (key.trim().to_string(), format!("{field}[{index}]")))
+    });
+    let label_keys = labels
+        .keys()
+        .map(|key| (key.clone(), format!("{field}_labels[{key}]")));
+    refuse_collisions(violations, string_keys.chain(label_keys), |key| {
+        format!("label key {key:?} appears twice")
+    });
     for (index, text) in strings.iter().enumerate() {
         match text.split_once(':') {
             Some((key, value)) if !key.trim().is_empty() => {
@@ -398,7 +431,15 @@ pub fn pod_spec_from_proto(request: pb::BindPodRequest) -> Result<PodSpec, Statu
     if request.nics.len() > MAX_NICS {
         violations.add("nics", format!("at most {MAX_NICS} NICs"));
     }
-    let mut interfaces = std::collections::BTreeSet::new();
+    refuse_collisions(
+        &mut violations,
+        request
+            .nics
+            .iter()
+            .enumerate()
+            .map(|(index, nic)| (nic.interface.clone(), format!("nics[{index}].interface"))),
+        |interface| format!("{interface} appears twice"),
+    );
     for (index, nic) in request.nics.iter().enumerate() {
         check_name(&mut violations, &format!("nics[{index}].subnet"), &nic.subnet);
         let valid_interface = !nic.interface.is_empty()
@@ -411,12 +452,6 @@ pub fn pod_spec_from_proto(request: pb::BindPodRequest) -> Result<PodSpec, Statu
             violations.add(
                 format!("nics[{index}].interface"),
                 format!("{:?} is not a Linux interface name (1-15 characters)", nic.interface),
-            );
-        }
-        if !interfaces.insert(nic.interface.clone()) {
-            violations.add(
-                format!("nics[{index}].interface"),
-                format!("{} appears twice", nic.interface),
             );
         }
     }
@@ -516,15 +551,20 @@ pub fn rule_from_proto(rule: pb::SwitchLbRule) -> Result<SwitchLbRule, Status> {
         violations.add("rule.endpoints", format!("at most {MAX_LIST} entries"));
     }
     let mut endpoints = Vec::new();
+    let mut endpoint_fields = Vec::new();
     for (index, endpoint) in rule.endpoints.iter().enumerate() {
         match endpoint.trim().parse::<IpAddr>() {
-            Ok(ip) => endpoints.push(ip),
+            Ok(ip) => {
+                endpoints.push(ip);
+                endpoint_fields.push((ip, format!("rule.endpoints[{index}]")));
+            }
             Err(_) => violations.add(
                 format!("rule.endpoints[{index}]"),
                 format!("{endpoint:?} is not an IP address"),
             ),
         }
     }
+    refuse_collisions(&mut violations, endpoint_fields, |ip| format!("endpoint {ip} appears twice"));
     if rule.ports.is_empty() {
         violations.add("rule.ports", "at least one port is required");
     }
@@ -570,6 +610,25 @@ pub fn rule_from_proto(rule: pb::SwitchLbRule) -> Result<SwitchLbRule, Status> {
             protocol,
         });
     }
+    // One load balancer VIP entry per (protocol, frontend port): a second one would overwrite the
+    // first in NB's `vips` map. Port names, when given, name one port each (as in a Service).
+    refuse_collisions(
+        &mut violations,
+        ports
+            .iter()
+            .enumerate()
+            .map(|(index, port)| ((port.protocol.as_str(), port.port), format!("rule.ports[{index}].port"))),
+        |(protocol, port)| format!("frontend port {protocol} {port} appears twice"),
+    );
+    refuse_collisions(
+        &mut violations,
+        ports
+            .iter()
+            .enumerate()
+            .filter(|(_, port)| !port.name.is_empty())
+            .map(|(index, port)| (port.name.clone(), format!("rule.ports[{index}].name"))),
+        |name| format!("port name {name:?} appears twice"),
+    );
     let session_affinity_timeout = match pb::SessionAffinity::try_from(rule.session_affinity) {
         Ok(pb::SessionAffinity::None) => None,
         Ok(pb::SessionAffinity::ClientIp) => Some(if rule.session_affinity_timeout == 0 {

@@ -825,6 +825,27 @@ impl Registry {
                         rule.vip
                     )));
                 }
+                // Two rules serving the same frontend (VIP, protocol, port) would be two load
+                // balancers with one VIP entry on one switch: ovn-northd keeps only one of them.
+                for (index, port) in rule.ports.iter().enumerate() {
+                    let taken_by = state.rules.values().find(|other| {
+                        other.name != rule.name
+                            && other.vip == rule.vip
+                            && other
+                                .ports
+                                .iter()
+                                .any(|theirs| theirs.port == port.port && theirs.protocol == port.protocol)
+                    });
+                    if let Some(other) = taken_by {
+                        return Err(RegistryError::FailedPrecondition(format!(
+                            "rule.ports[{index}].port: {} {} of {} is already served by switch-lb rule {}",
+                            port.protocol.as_str(),
+                            port.port,
+                            rule.vip,
+                            other.name
+                        )));
+                    }
+                }
                 if rule.health_check && rule_subnet(&state, &rule).is_none() {
                     return Err(RegistryError::FailedPrecondition(format!(
                         "health checks need the rule's vip {} in a managed subnet",
