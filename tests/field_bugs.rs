@@ -223,3 +223,54 @@ async fn case8_two_rules_on_one_frontend_are_refused() {
     c.rules.create_switch_lb_rule(rule("b", 81)).await.unwrap();
     daemon.stop().await;
 }
+
+/// Case 11: a pod naming many AAP VIPs binds; annotations follow Kubernetes' 256 KiB total.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn case11_many_aap_vips_follow_the_kubernetes_annotation_limit() {
+    let daemon = TestDaemon::start().await;
+    let mut c = clients(&daemon).await;
+    c.subnets
+        .create_subnet(common::subnet_request("ovn-default", "10.16.0.0/16", ""))
+        .await
+        .unwrap();
+    let bind = |name: &str, annotations: HashMap<String, String>| pb::BindPodRequest {
+        namespace: "default".into(),
+        name: name.into(),
+        annotations,
+        nics: vec![pb::NicRequest {
+            subnet: "ovn-default".into(),
+            interface: "eth0".into(),
+        }],
+        ..Default::default()
+    };
+    // 1,000 VIP names of 60 characters: about 61 KB, far over the old 4,096-byte cap.
+    let names: Vec<String> = (0..1000).map(|i| format!("aap-vip-{i:04}-{}", "x".repeat(47))).collect();
+    let aaps = names.join(",");
+    assert!(aaps.len() > 60_000);
+    let pod = c
+        .pods
+        .bind_pod(bind(
+            "many",
+            HashMap::from([("ovn.kubernetes.io/aaps".to_string(), aaps.clone())]),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(pod.annotations["ovn.kubernetes.io/aaps"], aaps);
+    // Exactly 256 KiB of keys and values is accepted; one byte more is refused.
+    let key = "example.com/big";
+    let exact = "v".repeat(256 * 1024 - key.len());
+    c.pods
+        .bind_pod(bind("exact", HashMap::from([(key.to_string(), exact.clone())])))
+        .await
+        .unwrap();
+    let error = c
+        .pods
+        .bind_pod(bind("over", HashMap::from([(key.to_string(), format!("{exact}v"))])))
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::InvalidArgument, "{}", error.message());
+    assert_eq!(violation_fields(&error), vec!["annotations".to_string()]);
+    assert!(error.message().contains("256 KiB"), "{}", error.message());
+    daemon.stop().await;
+}

@@ -19,6 +19,9 @@ pub const MAX_LIST: usize = 1024;
 pub const MAX_MAP: usize = 256;
 pub const MAX_VALUE: usize = 4096;
 pub const MAX_NICS: usize = 16;
+/// Kubernetes' limit on a pod's annotations: keys and values together at most 256 KiB
+/// (k8s.io/apimachinery `TotalAnnotationSizeLimitB`).
+pub const MAX_ANNOTATIONS_BYTES: usize = 256 * 1024;
 pub const MAX_PORTS: usize = 128;
 
 /// A DNS-1123 label: what Kubernetes requires of names, and what keeps a VIP's port name from
@@ -82,7 +85,8 @@ pub fn check_qualified_name(violations: &mut Violations, field: &str, what: &str
         violations.add(
             field,
             format!(
-                "{key:?} is not a valid {what} (a Kubernetes qualified name): an optional DNS-1123 subdomain prefix of at most 253 characters and '/', then at most 63 characters of [A-Za-z0-9._-] starting and ending with a letter or digit"
+                "{:?} is not a valid {what} (a Kubernetes qualified name): an optional DNS-1123 subdomain prefix of at most 253 characters and '/', then at most 63 characters of [A-Za-z0-9._-] starting and ending with a letter or digit",
+                shown(key)
             ),
         );
     }
@@ -95,7 +99,8 @@ pub fn check_label_value(violations: &mut Violations, field: &str, value: &str) 
         violations.add(
             field,
             format!(
-                "{value:?} is not a Kubernetes label value: empty, or at most 63 characters of [A-Za-z0-9._-] starting and ending with a letter or digit"
+                "{:?} is not a Kubernetes label value: empty, or at most 63 characters of [A-Za-z0-9._-] starting and ending with a letter or digit",
+                shown(value)
             ),
         );
     }
@@ -103,22 +108,17 @@ pub fn check_label_value(violations: &mut Violations, field: &str, value: &str) 
 
 fn check_labels(violations: &mut Violations, field: &str, labels: &std::collections::HashMap<String, String>) {
     for (key, value) in labels {
-        check_qualified_name(violations, &format!("{field}[{key}]"), "label key", key);
-        check_label_value(violations, &format!("{field}[{key}]"), value);
+        check_qualified_name(violations, &format!("{field}[{}]", shown(key)), "label key", key);
+        check_label_value(violations, &format!("{field}[{}]", shown(key)), value);
     }
 }
 
-fn check_map(violations: &mut Violations, field: &str, map: &std::collections::HashMap<String, String>) {
-    if map.len() > MAX_MAP {
-        violations.add(field, format!("at most {MAX_MAP} entries"));
-    }
-    for (key, value) in map {
-        if key.len() > MAX_VALUE || value.len() > MAX_VALUE {
-            violations.add(
-                format!("{field}[{key}]"),
-                format!("keys and values must be at most {MAX_VALUE} bytes"),
-            );
-        }
+/// A piece of a request as an error message shows it: at most 64 characters, so a huge key
+/// cannot make a huge status.
+fn shown(text: &str) -> String {
+    match text.char_indices().nth(64) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_string(),
     }
 }
 
@@ -163,9 +163,9 @@ fn selector(
     });
     let label_keys = labels
         .keys()
-        .map(|key| (key.clone(), format!("{field}_labels[{key}]")));
+        .map(|key| (key.clone(), format!("{field}_labels[{}]", shown(key))));
     refuse_collisions(violations, string_keys.chain(label_keys), |key| {
-        format!("label key {key:?} appears twice")
+        format!("label key {:?} appears twice", shown(key))
     });
     for (index, text) in strings.iter().enumerate() {
         match text.split_once(':') {
@@ -176,13 +176,13 @@ fn selector(
             }
             _ => violations.add(
                 format!("{field}[{index}]"),
-                format!("{text:?} must look like \"key: value\""),
+                format!("{:?} must look like \"key: value\"", shown(text)),
             ),
         }
     }
     for (key, value) in labels {
-        check_qualified_name(violations, &format!("{field}_labels[{key}]"), "label key", key);
-        check_label_value(violations, &format!("{field}_labels[{key}]"), value);
+        check_qualified_name(violations, &format!("{field}_labels[{}]", shown(key)), "label key", key);
+        check_label_value(violations, &format!("{field}_labels[{}]", shown(key)), value);
         selector.insert(key.clone(), value.clone());
     }
     selector
@@ -419,11 +419,25 @@ pub fn pod_spec_from_proto(request: pb::BindPodRequest) -> Result<PodSpec, Statu
     let mut violations = Violations::new();
     check_name(&mut violations, "namespace", &request.namespace);
     check_name(&mut violations, "name", &request.name);
-    check_map(&mut violations, "labels", &request.labels);
+    if request.labels.len() > MAX_MAP {
+        violations.add("labels", format!("at most {MAX_MAP} entries"));
+    }
     check_labels(&mut violations, "labels", &request.labels);
-    check_map(&mut violations, "annotations", &request.annotations);
+    let annotation_bytes: usize = request
+        .annotations
+        .iter()
+        .map(|(key, value)| key.len() + value.len())
+        .sum();
+    if annotation_bytes > MAX_ANNOTATIONS_BYTES {
+        violations.add(
+            "annotations",
+            format!(
+                "{annotation_bytes} bytes: keys and values together must be at most {MAX_ANNOTATIONS_BYTES} bytes (256 KiB, Kubernetes' limit)"
+            ),
+        );
+    }
     for key in request.annotations.keys() {
-        check_qualified_name(&mut violations, &format!("annotations[{key}]"), "annotation key", key);
+        check_qualified_name(&mut violations, &format!("annotations[{}]", shown(key)), "annotation key", key);
     }
     if request.nics.is_empty() {
         violations.add("nics", "a pod needs at least one NIC");
