@@ -274,3 +274,54 @@ async fn case11_many_aap_vips_follow_the_kubernetes_annotation_limit() {
     assert!(error.message().contains("256 KiB"), "{}", error.message());
     daemon.stop().await;
 }
+
+/// Case 10: CIDRs overlapping within one VPC are refused; in different VPCs they may overlap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn case10_overlapping_subnets_are_refused_within_one_vpc() {
+    let daemon = TestDaemon::start().await;
+    let mut c = clients(&daemon).await;
+    let created = c
+        .subnets
+        .create_subnet(common::subnet_request("ovn-default", "10.16.0.0/16", "fd00:10:16::/64"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(created.vpc, "ovn-cluster", "the default VPC");
+    let error = c
+        .subnets
+        .create_subnet(common::subnet_request("s6", "10.16.128.0/17", ""))
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::FailedPrecondition, "{}", error.message());
+    assert!(
+        error.message().contains("subnet.cidr_v4") && error.message().contains("ovn-default"),
+        "{}",
+        error.message()
+    );
+    // A wider one, and an IPv6 overlap, are refused too.
+    for (v4, v6) in [("10.0.0.0/8", ""), ("10.99.0.0/16", "fd00:10:16::/112")] {
+        let error = c
+            .subnets
+            .create_subnet(common::subnet_request("s7", v4, v6))
+            .await
+            .unwrap_err();
+        assert_eq!(error.code(), Code::FailedPrecondition, "{v4} {v6}: {}", error.message());
+    }
+    // Another VPC may reuse the range; a second subnet there may not overlap it.
+    let mut other = common::subnet_request("vpc1-s6", "10.16.128.0/17", "");
+    other.subnet.as_mut().unwrap().vpc = "vpc1".into();
+    let created = c.subnets.create_subnet(other).await.unwrap().into_inner();
+    assert_eq!(created.vpc, "vpc1");
+    let mut clash = common::subnet_request("vpc1-s7", "10.16.200.0/24", "");
+    clash.subnet.as_mut().unwrap().vpc = "vpc1".into();
+    let error = c.subnets.create_subnet(clash).await.unwrap_err();
+    assert!(error.message().contains("vpc1-s6"), "{}", error.message());
+    // Adjacent ranges do not overlap.
+    c.subnets
+        .create_subnet(common::subnet_request("s8", "10.17.0.0/16", ""))
+        .await
+        .unwrap();
+    let listed = c.subnets.list_subnets(pb::ListSubnetsRequest {}).await.unwrap().into_inner();
+    assert_eq!(listed.subnets.len(), 3);
+    daemon.stop().await;
+}

@@ -21,6 +21,7 @@ fn subnet(name: &str, v4: Option<&str>, v6: Option<&str>) -> Subnet {
         gateway_v6: None,
         exclude_ips: vec![],
         strategy: Strategy::Random,
+        vpc: ovn_vipd::model::DEFAULT_VPC.into(),
     }
 }
 

@@ -255,6 +255,9 @@ pub fn subnet_from_proto(subnet: pb::Subnet) -> Result<Subnet, Status> {
     if subnet.cidr_v4.is_empty() && subnet.cidr_v6.is_empty() {
         violations.add("subnet.cidr_v4", "a subnet needs cidr_v4, cidr_v6, or both");
     }
+    if !subnet.vpc.is_empty() {
+        check_name(&mut violations, "subnet.vpc", &subnet.vpc);
+    }
     let gateway_v4 = optional_v4(&mut violations, "subnet.gateway_v4", &subnet.gateway_v4);
     let gateway_v6 = optional_v6(&mut violations, "subnet.gateway_v6", &subnet.gateway_v6);
     if subnet.exclude_ips.len() > MAX_LIST {
@@ -285,6 +288,11 @@ pub fn subnet_from_proto(subnet: pb::Subnet) -> Result<Subnet, Status> {
         gateway_v6,
         exclude_ips: subnet.exclude_ips,
         strategy,
+        vpc: if subnet.vpc.is_empty() {
+            crate::model::DEFAULT_VPC.to_string()
+        } else {
+            subnet.vpc
+        },
     })
 }
 
@@ -306,6 +314,7 @@ pub fn subnet_to_proto(
             Strategy::Random => pb::AllocationStrategy::Random as i32,
             Strategy::Sequential => pb::AllocationStrategy::Sequential as i32,
         },
+        vpc: subnet.vpc.clone(),
         status: Some(pb::SubnetStatus {
             v4_used: saturate(usage.used_v4),
             v4_free: saturate(usage.free_v4),

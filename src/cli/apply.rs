@@ -55,6 +55,16 @@ pub fn subnet_unchanged(requested: &pb::Subnet, existing: &pb::Subnet) -> bool {
         && gateway(&requested.gateway_v6, &requested.cidr_v6) == gateway(&existing.gateway_v6, &existing.cidr_v6)
         && text_set(&requested.exclude_ips) == text_set(&existing.exclude_ips)
         && requested.strategy == existing.strategy
+        && vpc(&requested.vpc) == vpc(&existing.vpc)
+}
+
+/// A subnet's VPC with the daemon's default filled in.
+fn vpc(name: &str) -> &str {
+    if name.is_empty() {
+        "ovn-cluster"
+    } else {
+        name
+    }
 }
 
 pub fn vip_unchanged(requested: &pb::Vip, existing: &pb::Vip) -> bool {
@@ -191,9 +201,15 @@ mod tests {
             logical_switch: "ovn-default".into(),
             gateway_v4: "10.16.0.1".into(),
             status: Some(pb::SubnetStatus::default()),
+            vpc: "ovn-cluster".into(),
             ..requested.clone()
         };
         assert!(subnet_unchanged(&requested, &existing));
+        let other_vpc = pb::Subnet {
+            vpc: "vpc1".into(),
+            ..existing.clone()
+        };
+        assert!(!subnet_unchanged(&requested, &other_vpc));
         let moved = pb::Subnet {
             gateway_v4: "10.16.0.254".into(),
             ..existing.clone()

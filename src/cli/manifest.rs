@@ -4,7 +4,7 @@
 //! Accepted, several per file separated by `---` (and `kind: List` with `items`, as `vipctl get
 //! -o yaml` prints lists):
 //! - `kubeovn.io/v1` `Subnet`: `cidrBlock` (one CIDR, or an IPv4 and an IPv6 CIDR separated by
-//!   a comma), `gateway` (comma list, one per family), `excludeIps`; and two fields of our own,
+//!   a comma), `gateway` (comma list, one per family), `excludeIps`, `vpc`; and two fields of our own,
 //!   `logicalSwitch` and `allocationStrategy` (`Random` or `Sequential`).
 //! - `kubeovn.io/v1` `Vip`: `subnet`, `type`, `namespace`, `v4ip`, `v6ip`, `macAddress`,
 //!   `selector` (Kube-OVN's `["key: value"]`, or a label map).
@@ -333,6 +333,7 @@ fn subnet(object: &Object) -> Result<pb::Subnet, FieldError> {
     }
 
     let logical_switch = spec.string("logicalSwitch")?.unwrap_or_default();
+    let vpc = spec.string("vpc")?.unwrap_or_default();
     let strategy = match spec
         .string("allocationStrategy")?
         .unwrap_or_default()
@@ -360,6 +361,7 @@ fn subnet(object: &Object) -> Result<pb::Subnet, FieldError> {
         exclude_ips,
         strategy: strategy as i32,
         status: None,
+        vpc,
     })
 }
 
@@ -991,6 +993,8 @@ mod tests {
                 cidr_v4: "10.16.0.0/16".into(),
                 gateway_v4: "10.16.0.1".into(),
                 exclude_ips: vec!["10.16.0.1".into()],
+                // The fixture names Kube-OVN's default VPC.
+                vpc: "ovn-cluster".into(),
                 ..Default::default()
             }
         );

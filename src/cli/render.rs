@@ -235,6 +235,7 @@ pub fn subnet_object(subnet: &pb::Subnet) -> Value {
         spec.insert("excludeIps".into(), json!(subnet.exclude_ips));
     }
     insert_text(&mut spec, "logicalSwitch", &subnet.logical_switch);
+    insert_text(&mut spec, "vpc", &subnet.vpc);
     spec.insert("allocationStrategy".into(), json!(strategy_name(subnet.strategy)));
     let status = subnet.status.unwrap_or_default();
     json!({
@@ -617,6 +618,7 @@ web-0   default     StatefulSet   10.17.0.5/24,fd00:10:17::5/64   00:00:00:aa:bb
             exclude_ips: vec!["10.17.0.2".into()],
             strategy: pb::AllocationStrategy::Sequential as i32,
             status: Some(pb::SubnetStatus::default()),
+            vpc: "vpc1".into(),
         };
         let pod = pb::Pod {
             namespace: "default".into(),

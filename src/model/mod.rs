@@ -26,7 +26,13 @@ pub struct Subnet {
     /// Kube-OVN `excludeIps` syntax, as given.
     pub exclude_ips: Vec<String>,
     pub strategy: Strategy,
+    /// The VPC (Kube-OVN's name for a logical router's routing domain) the subnet belongs to;
+    /// [`DEFAULT_VPC`] unless given. CIDRs must not overlap within one VPC.
+    pub vpc: String,
 }
+
+/// Kube-OVN's default VPC, shared by every subnet that names none.
+pub const DEFAULT_VPC: &str = "ovn-cluster";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum VipType {

@@ -282,6 +282,9 @@ impl Registry {
                 }
             } else {
                 let ipam = SubnetIpam::new(ipam_config(&subnet)).map_err(RegistryError::from_ipam_subnet)?;
+                if let Some(overlap) = overlapping_subnet(&state, &subnet) {
+                    return Err(RegistryError::FailedPrecondition(overlap));
+                }
                 let mut batch = WriteBatch::new();
                 batch.push(Write::PutSubnet(subnet.clone()));
                 self.store.apply(&batch)?;
@@ -956,6 +959,35 @@ impl Registry {
 /// The owner of a subnet's load-balancer health-check source address.
 pub fn health_check_owner(subnet: &str) -> Owner {
     format!("healthcheck/{subnet}")
+}
+
+/// Within one VPC an address must belong to one subnet (Kube-OVN refuses overlapping CIDRs in a
+/// VPC too); subnets of different VPCs may overlap. Names the field and the subnet in the way.
+fn overlapping_subnet(state: &State, subnet: &Subnet) -> Option<String> {
+    state
+        .subnets
+        .values()
+        .filter(|other| other.vpc == subnet.vpc && other.name != subnet.name)
+        .find_map(|other| {
+            let v4 = match (subnet.cidr_v4, other.cidr_v4) {
+                (Some(a), Some(b)) if a.contains(&b.network()) || b.contains(&a.network()) => {
+                    Some(("subnet.cidr_v4", a.to_string(), b.to_string()))
+                }
+                _ => None,
+            };
+            let v6 = match (subnet.cidr_v6, other.cidr_v6) {
+                (Some(a), Some(b)) if a.contains(&b.network()) || b.contains(&a.network()) => {
+                    Some(("subnet.cidr_v6", a.to_string(), b.to_string()))
+                }
+                _ => None,
+            };
+            v4.or(v6).map(|(field, mine, theirs)| {
+                format!(
+                    "{field}: {mine} overlaps {theirs} of subnet {} in VPC {}",
+                    other.name, subnet.vpc
+                )
+            })
+        })
 }
 
 /// The subnet a rule's VIP lives in: the named VIP's, or the one whose CIDR holds the address.

@@ -17,6 +17,8 @@ use crate::model::{
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub enum SubnetRecord {
     V1(SubnetV1),
+    /// V1 and the subnet's VPC (V1 records are in the default VPC).
+    V2(SubnetV2),
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -29,6 +31,12 @@ pub struct SubnetV1 {
     pub gateway_v6: Option<[u8; 16]>,
     pub exclude_ips: Vec<String>,
     pub sequential: bool,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct SubnetV2 {
+    pub v1: SubnetV1,
+    pub vpc: String,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -127,15 +135,18 @@ fn corrupt(what: &str, detail: impl std::fmt::Display) -> StoreError {
 
 impl From<&Subnet> for SubnetRecord {
     fn from(subnet: &Subnet) -> SubnetRecord {
-        SubnetRecord::V1(SubnetV1 {
-            name: subnet.name.clone(),
-            logical_switch: subnet.logical_switch.clone(),
-            cidr_v4: subnet.cidr_v4.map(|net| (net.addr().octets(), net.prefix_len())),
-            cidr_v6: subnet.cidr_v6.map(|net| (net.addr().octets(), net.prefix_len())),
-            gateway_v4: subnet.gateway_v4.map(|ip| ip.octets()),
-            gateway_v6: subnet.gateway_v6.map(|ip| ip.octets()),
-            exclude_ips: subnet.exclude_ips.clone(),
-            sequential: subnet.strategy == Strategy::Sequential,
+        SubnetRecord::V2(SubnetV2 {
+            v1: SubnetV1 {
+                name: subnet.name.clone(),
+                logical_switch: subnet.logical_switch.clone(),
+                cidr_v4: subnet.cidr_v4.map(|net| (net.addr().octets(), net.prefix_len())),
+                cidr_v6: subnet.cidr_v6.map(|net| (net.addr().octets(), net.prefix_len())),
+                gateway_v4: subnet.gateway_v4.map(|ip| ip.octets()),
+                gateway_v6: subnet.gateway_v6.map(|ip| ip.octets()),
+                exclude_ips: subnet.exclude_ips.clone(),
+                sequential: subnet.strategy == Strategy::Sequential,
+            },
+            vpc: subnet.vpc.clone(),
         })
     }
 }
@@ -143,8 +154,12 @@ impl From<&Subnet> for SubnetRecord {
 impl TryFrom<SubnetRecord> for Subnet {
     type Error = StoreError;
     fn try_from(record: SubnetRecord) -> Result<Subnet, StoreError> {
-        let SubnetRecord::V1(record) = record;
+        let (record, vpc) = match record {
+            SubnetRecord::V1(record) => (record, crate::model::DEFAULT_VPC.to_string()),
+            SubnetRecord::V2(SubnetV2 { v1, vpc }) => (v1, vpc),
+        };
         Ok(Subnet {
+            vpc,
             cidr_v4: record
                 .cidr_v4
                 .map(|(addr, prefix)| Ipv4Net::new(v4(addr), prefix))
