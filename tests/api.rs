@@ -65,6 +65,7 @@ fn bind(
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
         owner_kind: owner as i32,
+        owner_name: String::new(),
         nics: nics
             .iter()
             .map(|(subnet, interface)| pb::NicRequest {

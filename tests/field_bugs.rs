@@ -325,3 +325,105 @@ async fn case10_overlapping_subnets_are_refused_within_one_vpc() {
     assert_eq!(listed.subnets.len(), 3);
     daemon.stop().await;
 }
+
+/// Case 3: a KubeVirt VM's new launcher pod (a new name every time) takes the VIP, addresses
+/// and MACs its previous launcher pod kept, keyed by (owner kind, owner name).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn case3_a_vms_new_launcher_pod_takes_the_vms_vip() {
+    let daemon = TestDaemon::start().await;
+    let mut c = clients(&daemon).await;
+    c.subnets
+        .create_subnet(common::subnet_request("ovn-default", "10.16.0.0/16", "fd00:10:16::/64"))
+        .await
+        .unwrap();
+    c.subnets
+        .create_subnet(common::subnet_request("net2", "10.17.0.0/24", ""))
+        .await
+        .unwrap();
+    let vip = c
+        .vips
+        .create_vip(pb::CreateVipRequest {
+            vip: Some(pb::Vip {
+                name: "vm1-vip".into(),
+                subnet: "ovn-default".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap();
+    let launcher = |name: &str, vm: &str| pb::BindPodRequest {
+        namespace: "vms".into(),
+        name: name.into(),
+        annotations: HashMap::from([("ovn.kubernetes.io/vip".to_string(), "vm1-vip".to_string())]),
+        owner_kind: pb::OwnerKind::VirtualMachine as i32,
+        owner_name: vm.into(),
+        nics: vec![
+            pb::NicRequest {
+                subnet: "ovn-default".into(),
+                interface: "eth0".into(),
+            },
+            pb::NicRequest {
+                subnet: "net2".into(),
+                interface: "net1".into(),
+            },
+        ],
+        ..Default::default()
+    };
+    let first = c.pods.bind_pod(launcher("virt-launcher-vm1-abcde", "vm1")).await.unwrap().into_inner();
+    assert_eq!(first.owner_name, "vm1");
+    c.pods
+        .unbind_pod(pb::UnbindPodRequest {
+            namespace: "vms".into(),
+            name: "virt-launcher-vm1-abcde".into(),
+            owner_gone: false,
+        })
+        .await
+        .unwrap();
+    // Another VM's launcher pod may not take it.
+    let error = c.pods.bind_pod(launcher("virt-launcher-vm2-zzzzz", "vm2")).await.unwrap_err();
+    assert_eq!(error.code(), Code::FailedPrecondition, "{}", error.message());
+    assert!(error.message().contains("in use by pod vms/virt-launcher-vm1-abcde"), "{}", error.message());
+
+    let second = c.pods.bind_pod(launcher("virt-launcher-vm1-fghij", "vm1")).await.unwrap().into_inner();
+    let eth0 = &second.nics[0];
+    assert_eq!(eth0.vip, "vm1-vip");
+    assert_eq!(eth0.addresses, vec![format!("{}/16", vip.v4ip), format!("{}/64", vip.v6ip)]);
+    assert_eq!(eth0.mac, vip.mac);
+    assert_eq!(eth0.port_name, "virt-launcher-vm1-fghij.vms");
+    // The secondary NIC keeps its address and MAC too, under the new pod's port name.
+    assert_eq!(second.nics[1].addresses, first.nics[1].addresses);
+    assert_eq!(second.nics[1].mac, first.nics[1].mac);
+    assert_eq!(second.nics[1].port_name, "virt-launcher-vm1-fghij.vms.net1");
+    let holder = c
+        .vips
+        .get_vip(pb::GetVipRequest { name: "vm1-vip".into() })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap()
+        .holder
+        .unwrap();
+    assert_eq!((holder.namespace.as_str(), holder.name.as_str()), ("vms", "virt-launcher-vm1-fghij"));
+    let error = c
+        .pods
+        .get_pod(pb::GetPodRequest {
+            namespace: "vms".into(),
+            name: "virt-launcher-vm1-abcde".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::NotFound);
+    // NB follows: the new pod's ports carry the kept addresses, the old ones are gone.
+    let nb = &daemon.nb;
+    wait_until_async("the new launcher pod's ports in NB", Duration::from_secs(10), || {
+        let addresses = nb.nbctl(&["--if-exists", "get", "logical_switch_port", "virt-launcher-vm1-fghij.vms", "addresses"]);
+        let old = nb.nbctl(&["--if-exists", "get", "logical_switch_port", "virt-launcher-vm1-abcde.vms", "addresses"]);
+        addresses.contains(&vip.v4ip) && addresses.contains(&vip.mac) && old.trim().is_empty()
+    })
+    .await;
+    daemon.stop().await;
+}

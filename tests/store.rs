@@ -54,6 +54,7 @@ fn pod(
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
         owner_kind,
+        owner_name: String::new(),
         nics: nics
             .iter()
             .map(|(subnet, interface)| NicSpec {

@@ -129,10 +129,15 @@ fn refuse_collisions<K: Ord>(
     parts: impl IntoIterator<Item = (K, String)>,
     what: impl Fn(&K) -> String,
 ) {
+    // Enough to say what is wrong; a list of a thousand copies must not make a huge status.
+    const MAX_REPORTED: usize = 16;
     let mut seen: BTreeMap<K, String> = BTreeMap::new();
+    let mut reported = 0;
     for (key, field) in parts {
         match seen.get(&key) {
+            Some(_) if reported >= MAX_REPORTED => {}
             Some(first) => {
+                reported += 1;
                 let described = what(&key);
                 violations.add(first.clone(), format!("{described}: collides with {field}"));
                 violations.add(field.clone(), format!("{described}: collides with {first}"));
@@ -487,6 +492,12 @@ pub fn pod_spec_from_proto(request: pb::BindPodRequest) -> Result<PodSpec, Statu
             OwnerKind::Other
         }
     };
+    if !request.owner_name.is_empty() && !is_dns1123_subdomain(&request.owner_name) {
+        violations.add(
+            "owner_name",
+            format!("{:?} is not a DNS-1123 subdomain (a Kubernetes object name)", shown(&request.owner_name)),
+        );
+    }
     violations.into_result()?;
     Ok(PodSpec {
         namespace: request.namespace,
@@ -494,6 +505,7 @@ pub fn pod_spec_from_proto(request: pb::BindPodRequest) -> Result<PodSpec, Statu
         labels: request.labels.into_iter().collect(),
         annotations: request.annotations.into_iter().collect(),
         owner_kind,
+        owner_name: request.owner_name,
         nics: request
             .nics
             .into_iter()
@@ -516,6 +528,7 @@ pub fn pod_to_proto(pod: &Pod, subnets: &BTreeMap<String, (Subnet, Option<Ipv4Ad
             OwnerKind::StatefulSet => pb::OwnerKind::StatefulSet as i32,
             OwnerKind::VirtualMachine => pb::OwnerKind::VirtualMachine as i32,
         },
+        owner_name: pod.spec.owner_name.clone(),
         nics: pod
             .nics
             .iter()

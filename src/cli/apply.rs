@@ -108,6 +108,7 @@ pub fn pod_unchanged(requested: &pb::BindPodRequest, existing: &pb::Pod) -> bool
         && requested.name == existing.name
         && sorted(&requested.labels) == sorted(&existing.labels)
         && sorted(&requested.annotations) == sorted(&existing.annotations)
+        && requested.owner_name == existing.owner_name
         && requested.owner_kind == existing.owner_kind
         && requested_nics == existing_nics
 }
@@ -281,6 +282,7 @@ mod tests {
             labels: requested.labels.clone(),
             annotations: requested.annotations.clone(),
             owner_kind: requested.owner_kind,
+            owner_name: requested.owner_name.clone(),
             nics: vec![pb::BoundNic {
                 interface: "eth0".into(),
                 subnet: "ovn-default".into(),

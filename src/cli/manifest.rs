@@ -12,8 +12,8 @@
 //!   `sessionAffinity` (`ClientIP` or `None`), Kubernetes' `sessionAffinityConfig.clientIP.
 //!   timeoutSeconds`, and `healthCheck` of our own.
 //! - `v1` `Pod`: bound the way a CNI plugin would bind it, with one NIC `eth0` in the subnet of
-//!   its `ovn.kubernetes.io/logical_switch` annotation, else `ovn-default`; the owner kind comes
-//!   from `metadata.ownerReferences`.
+//!   its `ovn.kubernetes.io/logical_switch` annotation, else `ovn-default`; the owner kind
+//!   and name come from `metadata.ownerReferences` (the controller's).
 //!
 //! Fields ovn-vipd has no use for (`provider`, `natOutgoing`, a pod's `containers`, ...) are
 //! ignored; fields it uses are checked for type and syntax, and the first problem is reported
@@ -552,9 +552,11 @@ fn pod(object: &Object) -> Result<pb::BindPodRequest, FieldError> {
     let annotations = metadata.string_map("annotations")?;
     let owner_references = metadata.objects("ownerReferences")?;
     let mut owner = None;
+    let mut owner_name = String::new();
     for reference in &owner_references {
         if reference.boolean("controller")?.unwrap_or(false) || owner.is_none() {
             owner = Some(reference.string("kind")?.unwrap_or_default());
+            owner_name = reference.string("name")?.unwrap_or_default();
         }
     }
     let owner_kind = match owner.as_deref() {
@@ -577,6 +579,7 @@ fn pod(object: &Object) -> Result<pb::BindPodRequest, FieldError> {
         labels,
         annotations,
         owner_kind: owner_kind as i32,
+        owner_name,
         nics: vec![pb::NicRequest {
             subnet,
             interface: PRIMARY_INTERFACE.to_string(),

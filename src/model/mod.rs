@@ -140,6 +140,10 @@ pub struct PodSpec {
     pub labels: BTreeMap<String, String>,
     pub annotations: BTreeMap<String, String>,
     pub owner_kind: OwnerKind,
+    /// The owner's name (the VirtualMachine's for a KubeVirt launcher pod); may be empty. A
+    /// VM's launcher pod gets a new name every time, so what a VM keeps is keyed by
+    /// (owner kind, owner name), not by the pod's name.
+    pub owner_name: String,
     pub nics: Vec<NicSpec>,
 }
 

@@ -63,6 +63,8 @@ pub struct VipV1 {
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub enum PodRecord {
     V1(PodV1),
+    /// V1 and the owner's name (V1 records have none).
+    V2(PodV2),
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -87,6 +89,12 @@ pub struct PodV1 {
     pub nic_specs: Vec<(String, String)>,
     pub nics: Vec<PodNicV1>,
     pub bound: bool,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct PodV2 {
+    pub v1: PodV1,
+    pub owner_name: String,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -233,7 +241,9 @@ impl From<VipRecord> for Vip {
 
 impl From<&Pod> for PodRecord {
     fn from(pod: &Pod) -> PodRecord {
-        PodRecord::V1(PodV1 {
+        PodRecord::V2(PodV2 {
+            owner_name: pod.spec.owner_name.clone(),
+            v1: PodV1 {
             namespace: pod.spec.namespace.clone(),
             name: pod.spec.name.clone(),
             labels: pod.spec.labels.clone(),
@@ -263,6 +273,7 @@ impl From<&Pod> for PodRecord {
                 })
                 .collect(),
             bound: pod.bound,
+            },
         })
     }
 }
@@ -270,7 +281,10 @@ impl From<&Pod> for PodRecord {
 impl TryFrom<PodRecord> for Pod {
     type Error = StoreError;
     fn try_from(record: PodRecord) -> Result<Pod, StoreError> {
-        let PodRecord::V1(record) = record;
+        let (record, owner_name) = match record {
+            PodRecord::V1(record) => (record, String::new()),
+            PodRecord::V2(PodV2 { v1, owner_name }) => (v1, owner_name),
+        };
         let owner_kind = match record.owner_kind {
             0 => OwnerKind::Other,
             1 => OwnerKind::StatefulSet,
@@ -284,6 +298,7 @@ impl TryFrom<PodRecord> for Pod {
                 labels: record.labels,
                 annotations: record.annotations,
                 owner_kind,
+                owner_name,
                 nics: record
                     .nic_specs
                     .into_iter()
