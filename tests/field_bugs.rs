@@ -427,3 +427,108 @@ async fn case3_a_vms_new_launcher_pod_takes_the_vms_vip() {
     .await;
     daemon.stop().await;
 }
+
+/// Attaches a router port with `mac` and `network` to `switch` (made by the daemon), as an
+/// operator would with ovn-nbctl.
+async fn add_router_port(daemon: &TestDaemon, switch: &str, mac: &str, network: &str) {
+    let nb = &daemon.nb;
+    wait_until_async("the subnet's switch", Duration::from_secs(10), || {
+        !nb.nbctl(&["--if-exists", "get", "logical_switch", switch, "name"]).trim().is_empty()
+    })
+    .await;
+    let router_port = format!("router-{switch}");
+    let switch_port = format!("{switch}-router");
+    nb.nbctl(&["--may-exist", "lr-add", "router", "--", "lrp-add", "router", &router_port, mac, network]);
+    nb.nbctl(&[
+        "lsp-add",
+        switch,
+        &switch_port,
+        "--",
+        "lsp-set-type",
+        &switch_port,
+        "router",
+        "--",
+        "lsp-set-addresses",
+        &switch_port,
+        "router",
+        "--",
+        "lsp-set-options",
+        &switch_port,
+        &format!("router-port={router_port}"),
+    ]);
+}
+
+/// A rule's Ready condition once its reason is `reason`.
+async fn rule_reason(rules: &mut SwitchLbRuleServiceClient<Channel>, name: &str, reason: &str) -> pb::SwitchLbRuleStatus {
+    let mut last = None;
+    for _ in 0..250 {
+        let status = rules
+            .get_switch_lb_rule(pb::GetSwitchLbRuleRequest { name: name.into() })
+            .await
+            .unwrap()
+            .into_inner()
+            .status
+            .unwrap();
+        if status.conditions.first().is_some_and(|condition| condition.reason == reason) {
+            return status;
+        }
+        last = Some(status);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{name}: never {reason:?}: {last:?}");
+}
+
+/// Case 7 and its kind: a rule is Ready only when its frontend can be reached. On a VIP that is
+/// not a switch_lb_vip nothing answers ARP for the address: not Ready (NotSwitchLbVip) and no
+/// load balancer; on a switch_lb_vip whose switch has no router port: not Ready (NoRouterPort).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn case7_a_rule_is_ready_only_when_its_frontend_is_reachable() {
+    let daemon = TestDaemon::start().await;
+    let mut c = clients(&daemon).await;
+    c.subnets
+        .create_subnet(common::subnet_request("ovn-default", "10.16.0.0/16", ""))
+        .await
+        .unwrap();
+    let create_vip = |name: &str, vip_type: &str, v4ip: &str| pb::CreateVipRequest {
+        vip: Some(pb::Vip {
+            name: name.into(),
+            subnet: "ovn-default".into(),
+            r#type: vip_type.into(),
+            v4ip: v4ip.into(),
+            ..Default::default()
+        }),
+    };
+    c.vips.create_vip(create_vip("static-vip01", "", "10.16.0.121")).await.unwrap();
+    c.vips.create_vip(create_vip("lb-vip01", "switch_lb_vip", "10.16.0.122")).await.unwrap();
+    let rule = |name: &str, vip: &str| pb::CreateSwitchLbRuleRequest {
+        rule: Some(pb::SwitchLbRule {
+            name: name.into(),
+            vip: vip.into(),
+            endpoints: vec!["10.16.0.50".into()],
+            ports: vec![pb::LbPort {
+                port: 80,
+                target_port: 8080,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+    };
+    c.rules.create_switch_lb_rule(rule("static", "static-vip01")).await.unwrap();
+    c.rules.create_switch_lb_rule(rule("lb", "lb-vip01")).await.unwrap();
+    let status = rule_reason(&mut c.rules, "static", "NotSwitchLbVip").await;
+    assert!(!status.ready);
+    assert!(status.conditions[0].message.contains("10.16.0.121"), "{status:?}");
+    let status = rule_reason(&mut c.rules, "lb", "NoRouterPort").await;
+    assert!(!status.ready);
+
+    add_router_port(&daemon, "ovn-default", "04:00:00:00:00:01", "10.16.0.1/16").await;
+    let status = rule_reason(&mut c.rules, "lb", "Synced").await;
+    assert!(status.ready);
+    assert_eq!(status.vips, vec!["10.16.0.122:80".to_string()]);
+    // The reserved VIP's rule stays not Ready, and NB holds no balancer for it.
+    let status = rule_reason(&mut c.rules, "static", "NotSwitchLbVip").await;
+    assert!(!status.ready);
+    assert!(daemon.nb.nbctl(&["--if-exists", "get", "load_balancer", "static-tcp", "vips"]).trim().is_empty());
+    assert!(!daemon.nb.nbctl(&["--if-exists", "get", "load_balancer", "lb-tcp", "vips"]).trim().is_empty());
+    daemon.stop().await;
+}

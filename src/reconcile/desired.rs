@@ -27,6 +27,13 @@ pub enum Blocked {
     NoRouterPort { switch: String },
 }
 
+/// Why a switch-LB rule is not Ready: a condition reason and its message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleBlocked {
+    pub reason: &'static str,
+    pub message: String,
+}
+
 /// One OVN load balancer: a switch-LB rule's ports of one protocol.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DesiredLoadBalancer {
@@ -62,8 +69,8 @@ pub type HealthCheckSources = BTreeMap<String, (Option<std::net::Ipv4Addr>, Opti
 pub struct Desired {
     /// Keyed by the owner mark (`slr/<rule>/<protocol>`): names are not unique in NB.
     pub load_balancers: BTreeMap<String, DesiredLoadBalancer>,
-    /// Rules that cannot be realized, and why.
-    pub rules_blocked: BTreeMap<String, String>,
+    /// Rules that cannot be realized (or could be written but never reached), and why.
+    pub rules_blocked: BTreeMap<String, RuleBlocked>,
     /// Logical switch name → subnet name.
     pub switches: BTreeMap<String, String>,
     pub ports: BTreeMap<String, DesiredPort>,
@@ -168,6 +175,11 @@ fn endpoint(ip: IpAddr, port: u16) -> String {
 
 /// Load balancers for switch-LB rules: backends are the rule's explicit endpoints plus the
 /// addresses of bound pods of its namespace whose labels match its selector.
+///
+/// A rule is Ready only when its frontend can be reached: a rule on a VIP that is not a
+/// switch_lb_vip (nothing answers ARP/ND for its address, so in-subnet clients and the router
+/// cannot reach it) gets no load balancer and is blocked (`NotSwitchLbVip`), and so is a rule on a
+/// switch_lb_vip whose switch has no router port (`NoRouterPort`: its port cannot be made).
 pub fn load_balancers(
     desired: &mut Desired,
     rules: &[SwitchLbRule],
@@ -175,6 +187,7 @@ pub fn load_balancers(
     vips: &[Vip],
     pods: &[Pod],
     sources: &HealthCheckSources,
+    router_macs: &RouterMacs,
 ) {
     // Which logical port carries each bound pod address: health checks need it.
     let port_of: BTreeMap<IpAddr, &str> = pods
@@ -199,17 +212,59 @@ pub fn load_balancers(
                 (vec![ip], subnet)
             }
             Err(_) => match vips.iter().find(|vip| vip.spec.name == rule.vip) {
-                Some(vip) => (
-                    vip.addresses(),
-                    subnets.iter().find(|subnet| subnet.name == vip.spec.subnet),
-                ),
+                Some(vip) => {
+                    let subnet = subnets.iter().find(|subnet| subnet.name == vip.spec.subnet);
+                    let shown = || {
+                        vip.addresses()
+                            .iter()
+                            .map(IpAddr::to_string)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    };
+                    if vip.spec.vip_type != VipType::SwitchLbVip {
+                        desired.rules_blocked.insert(
+                            rule.name.clone(),
+                            RuleBlocked {
+                                reason: "NotSwitchLbVip",
+                                message: format!(
+                                    "vip {} is not a switch_lb_vip: no port answers ARP/ND for {} with the router's MAC, so no client can reach the load balancer; use a switch_lb_vip VIP",
+                                    vip.spec.name,
+                                    shown()
+                                ),
+                            },
+                        );
+                        continue;
+                    }
+                    if let Some(subnet) = subnet {
+                        if !router_macs.contains_key(&subnet.logical_switch) {
+                            desired.rules_blocked.insert(
+                                rule.name.clone(),
+                                RuleBlocked {
+                                    reason: "NoRouterPort",
+                                    message: format!(
+                                        "switch {} has no logical router port: nothing answers ARP/ND for vip {} ({})",
+                                        subnet.logical_switch,
+                                        vip.spec.name,
+                                        shown()
+                                    ),
+                                },
+                            );
+                            continue;
+                        }
+                    }
+                    (vip.addresses(), subnet)
+                }
                 None => (Vec::new(), None),
             },
         };
         let Some(subnet) = subnet else {
-            desired
-                .rules_blocked
-                .insert(rule.name.clone(), format!("no managed subnet holds vip {}", rule.vip));
+            desired.rules_blocked.insert(
+                rule.name.clone(),
+                RuleBlocked {
+                    reason: "NoSubnet",
+                    message: format!("no managed subnet holds vip {}", rule.vip),
+                },
+            );
             continue;
         };
         let mut backends: Vec<IpAddr> = rule.endpoints.clone();
@@ -540,7 +595,8 @@ mod tests {
             (Some("10.17.0.2".parse().unwrap()), Some("fd00:10:17::2".parse().unwrap())),
         )]);
         let mut desired = Desired::default();
-        load_balancers(&mut desired, &[rule], &[dual_subnet()], &[lb_vip()], &[web0()], &sources);
+        let router_macs = RouterMacs::from([("dual".to_string(), "04:00:00:00:17:01".to_string())]);
+        load_balancers(&mut desired, &[rule], &[dual_subnet()], &[lb_vip()], &[web0()], &sources, &router_macs);
         let lb = &desired.load_balancers["slr/web/tcp"];
         assert_eq!(
             lb.vips,
