@@ -85,6 +85,7 @@ fn bench_subnet() -> Subnet {
         gateway_v6: None,
         exclude_ips: vec![],
         strategy: Strategy::Random,
+        vpc: ovn_vipd::model::DEFAULT_VPC.into(),
     }
 }
 

@@ -65,6 +65,7 @@ fn bind(
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
         owner_kind: owner as i32,
+        owner_name: String::new(),
         nics: nics
             .iter()
             .map(|(subnet, interface)| pb::NicRequest {
@@ -493,6 +494,43 @@ async fn bad_inputs_get_the_right_code_and_change_nothing() {
             "label key",
         ),
         (
+            // Issue #16 case 9: "a:b:c" was stored as `a: b:c`, a value no label can hold.
+            "selector value with ':'",
+            with(|v| {
+                v.namespace = "default".into();
+                v.selector = vec!["a:b:c".into()];
+            }),
+            Code::InvalidArgument,
+            "vip.selector[0]",
+        ),
+        (
+            "selector name part over 63 characters",
+            with(|v| {
+                v.namespace = "default".into();
+                v.selector = vec![format!("example.com/{}: x", "n".repeat(64))];
+            }),
+            Code::InvalidArgument,
+            "label key",
+        ),
+        (
+            "selector prefix not a DNS-1123 subdomain",
+            with(|v| {
+                v.namespace = "default".into();
+                v.selector = vec!["Example_com/app: x".into()];
+            }),
+            Code::InvalidArgument,
+            "label key",
+        ),
+        (
+            "selector label value starting with '-'",
+            with(|v| {
+                v.namespace = "default".into();
+                v.selector_labels = HashMap::from([("app".to_string(), "-web".to_string())]);
+            }),
+            Code::InvalidArgument,
+            "vip.selector_labels[app]",
+        ),
+        (
             "missing subnet",
             with(|v| v.subnet = "nope".into()),
             Code::FailedPrecondition,
@@ -550,9 +588,9 @@ async fn bad_inputs_get_the_right_code_and_change_nothing() {
         ),
         (
             "v6 too long",
-            subnet("s1", "", "fd00::/96"),
+            subnet("s1", "", "fd00::/128"),
             Code::InvalidArgument,
-            "/8 to /64",
+            "/8 to /127",
         ),
         (
             "existing, other spec",
@@ -631,6 +669,39 @@ async fn bad_inputs_get_the_right_code_and_change_nothing() {
             bind("Default", "p", &[("ovn-default", "eth0")], &[], pb::OwnerKind::Other),
             Code::InvalidArgument,
             "namespace",
+        ),
+        (
+            // Issue #16 case 9: pod labels follow Kubernetes label syntax too.
+            "pod label value with ':'",
+            {
+                let mut request = bind("default", "p", &[("ovn-default", "eth0")], &[], pb::OwnerKind::Other);
+                request.labels.insert("app".into(), "b:c".into());
+                request
+            },
+            Code::InvalidArgument,
+            "labels[app]",
+        ),
+        (
+            "pod label key with a space",
+            {
+                let mut request = bind("default", "p", &[("ovn-default", "eth0")], &[], pb::OwnerKind::Other);
+                request.labels.insert("my app".into(), "web".into());
+                request
+            },
+            Code::InvalidArgument,
+            "label key",
+        ),
+        (
+            "annotation key not a qualified name",
+            bind(
+                "default",
+                "p",
+                &[("ovn-default", "eth0")],
+                &[("ovn.kubernetes.io/", "x")],
+                pb::OwnerKind::Other,
+            ),
+            Code::InvalidArgument,
+            "annotation key",
         ),
     ];
     for (label, request, code, fragment) in pod_cases {

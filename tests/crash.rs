@@ -58,6 +58,7 @@ fn child() {
             gateway_v6: None,
             exclude_ips: vec![],
             strategy: Strategy::Random,
+            vpc: ovn_vipd::model::DEFAULT_VPC.into(),
         };
         registry.create_subnet(subnet).await.unwrap();
         println!("READY");

@@ -503,3 +503,122 @@ fn version_and_malformed_invocations_get_cni_answers() {
     assert!(!links.contains("eth0"), "{links}");
     common::run("ip", &["netns", "del", &netns]);
 }
+
+fn rule_status(ovn: &WholeOvn, name: &str) -> pb::SwitchLbRuleStatus {
+    let mut rules = pb::switch_lb_rule_service_client::SwitchLbRuleServiceClient::new(ovn.channel());
+    ovn.runtime
+        .block_on(rules.get_switch_lb_rule(pb::GetSwitchLbRuleRequest { name: name.into() }))
+        .expect("get rule")
+        .into_inner()
+        .status
+        .expect("status")
+}
+
+/// Issue #16 cases 1 and 7 with real traffic: a health-checked rule on a dual-stack
+/// switch_lb_vip passes IPv6 and IPv4 connections (NB spells IPv6 in `ip_port_mappings` with
+/// brackets, so ovn-northd makes an IPv6 Service_Monitor instead of a drop flow); a rule on a
+/// VIP that is not a switch_lb_vip says Ready=False and, indeed, nothing reaches it.
+#[test]
+fn health_checked_ipv6_rule_passes_traffic_and_an_unreachable_rule_is_not_ready() {
+    let _lock = common::ovn::lock();
+    let mut ovn = WholeOvn::start();
+    ovn.create_subnet(common::subnet_request("dual", "10.17.0.0/16", "fd00:10:17::/64"));
+    ovn.add_router_port("dual", "04:00:00:00:17:01", &["10.17.0.1/16", "fd00:10:17::1/64"]);
+    create_vip(
+        &ovn,
+        pb::Vip {
+            name: "lbvip".into(),
+            subnet: "dual".into(),
+            r#type: "switch_lb_vip".into(),
+            v4ip: "10.17.0.100".into(),
+            v6ip: "fd00:10:17::100".into(),
+            ..Default::default()
+        },
+    );
+    create_vip(
+        &ovn,
+        pb::Vip {
+            name: "static-vip01".into(),
+            subnet: "dual".into(),
+            v4ip: "10.17.0.121".into(),
+            ..Default::default()
+        },
+    );
+    let web0 = ovn.add_pod(PodSpec::new("web-0", "dual").label("app", "web"));
+    let client = ovn.add_pod(PodSpec::new("client", "dual"));
+    ovn.serve_name(&web0, 8080);
+    let mut rules = pb::switch_lb_rule_service_client::SwitchLbRuleServiceClient::new(ovn.channel());
+    let rule = |name: &str, vip: &str, selector: &[&str], endpoints: &[String], health_check: bool| pb::SwitchLbRule {
+        name: name.into(),
+        vip: vip.into(),
+        namespace: "default".into(),
+        selector: selector.iter().map(|s| s.to_string()).collect(),
+        endpoints: endpoints.to_vec(),
+        ports: vec![pb::LbPort {
+            name: "http".into(),
+            port: 80,
+            target_port: 8080,
+            protocol: pb::Protocol::Tcp as i32,
+        }],
+        health_check,
+        ..Default::default()
+    };
+    for request in [
+        rule("web", "lbvip", &["app: web"], &[], true),
+        rule("static", "static-vip01", &[], &[web0.ip(false)], false),
+    ] {
+        ovn.runtime
+            .block_on(rules.create_switch_lb_rule(pb::CreateSwitchLbRuleRequest { rule: Some(request) }))
+            .expect("create rule");
+    }
+    let web0_v6 = web0.ip(true);
+    let mappings = || ovn.nbctl(&["--if-exists", "get", "load_balancer", "web-tcp", "ip_port_mappings"]);
+    let wanted = format!("\"[{web0_v6}]\"=\"web-0.default:[fd00:10:17:");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !mappings().contains(&wanted) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {wanted} in ip_port_mappings {}\nNB: {}",
+            mappings(),
+            ovn.nbctl(&["list", "load_balancer"])
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // ovn-northd makes a Service_Monitor per backend and family; ovn-controller probes them.
+    wait_until("an IPv6 service monitor online", FLOWS, || {
+        ovn.sbctl(&["--bare", "--columns=ip,status", "find", "service_monitor", &format!("ip=\"{web0_v6}\"")])
+            .contains("online")
+    });
+    let answered = |address: &str, within: Duration| {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let answers = ovn.connect_many(&client, address, 80, 5);
+            if answers.iter().all(|answer| answer == "web-0") {
+                return true;
+            }
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+        }
+    };
+    if !answered("fd00:10:17::100", Duration::from_secs(15)) {
+        // The same OVN 23.03.1 incremental-processing workaround as the switch-LB test.
+        eprintln!("IPv6 switch LB: no answer after 15 s; asking ovn-controller to recompute");
+        assert!(ovn.recompute_flows(), "ovn-controller recompute");
+        assert!(
+            answered("fd00:10:17::100", FLOWS),
+            "IPv6 connections through the health-checked VIP\nNB: {}\nSB: {}",
+            ovn.nbctl(&["list", "load_balancer"]),
+            ovn.sbctl(&["list", "service_monitor"])
+        );
+    }
+    assert!(answered("10.17.0.100", FLOWS), "IPv4 connections through the VIP");
+    assert!(rule_status(&ovn, "web").ready);
+
+    // Case 7: the rule on the reserved VIP is not Ready, and no connection reaches it.
+    let status = rule_status(&ovn, "static");
+    assert!(!status.ready, "{status:?}");
+    assert_eq!(status.conditions[0].reason, "NotSwitchLbVip", "{status:?}");
+    let answers = ovn.connect_many(&client, "10.17.0.121", 80, 3);
+    assert!(answers.iter().all(String::is_empty), "{answers:?}");
+}

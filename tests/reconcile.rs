@@ -109,6 +109,7 @@ async fn aap_vips_become_virtual_ports_and_parents_get_port_security() {
         labels: HashMap::from([("app".to_string(), app.to_string())]),
         annotations: HashMap::from([("ovn.kubernetes.io/aaps".to_string(), "vip-aap".to_string())]),
         owner_kind: 0,
+        owner_name: String::new(),
         nics: vec![pb::NicRequest {
             subnet: "ovn-default".into(),
             interface: "eth0".into(),
@@ -327,6 +328,7 @@ async fn switch_lb_vips_and_rules_become_router_mac_ports_and_load_balancers() {
         labels: HashMap::from([("app".to_string(), "web".to_string())]),
         annotations: HashMap::new(),
         owner_kind: 0,
+        owner_name: String::new(),
         nics: vec![pb::NicRequest {
             subnet: "ovn-default".into(),
             interface: "eth0".into(),
@@ -531,6 +533,7 @@ async fn ovn_northd_accepts_what_the_daemon_writes() {
         labels: HashMap::from([("app".to_string(), "aap1".to_string())]),
         annotations: HashMap::from([("ovn.kubernetes.io/aaps".to_string(), "vip-aap".to_string())]),
         owner_kind: 0,
+        owner_name: String::new(),
         nics: vec![pb::NicRequest {
             subnet: "ovn-default".into(),
             interface: "eth0".into(),
@@ -614,6 +617,7 @@ async fn pods_using_vips_and_multi_nic_parents_in_nb() {
         labels: HashMap::new(),
         annotations: HashMap::from([("ovn.kubernetes.io/vip".to_string(), "pod-use-vip".to_string())]),
         owner_kind: pb::OwnerKind::StatefulSet as i32,
+        owner_name: String::new(),
         nics: vec![pb::NicRequest {
             subnet: "ovn-default".into(),
             interface: "eth0".into(),
@@ -664,6 +668,7 @@ async fn pods_using_vips_and_multi_nic_parents_in_nb() {
         labels: HashMap::from([("app".to_string(), "aap1".to_string())]),
         annotations: HashMap::from([("ovn.kubernetes.io/aaps".to_string(), "vip-net2".to_string())]),
         owner_kind: 0,
+        owner_name: String::new(),
         nics: vec![
             pb::NicRequest {
                 subnet: "ovn-default".into(),
@@ -758,6 +763,7 @@ async fn incremental_passes_leave_nb_exactly_as_a_full_pass_would() {
                         labels: HashMap::from([("app".to_string(), app.to_string())]),
                         annotations: HashMap::from([("ovn.kubernetes.io/aaps".to_string(), aaps.join(","))]),
                         owner_kind: 0,
+                        owner_name: String::new(),
                         nics: vec![pb::NicRequest {
                             subnet: "ovn-default".into(),
                             interface: "eth0".into(),

@@ -21,6 +21,7 @@ fn subnet(name: &str, v4: Option<&str>, v6: Option<&str>) -> Subnet {
         gateway_v6: None,
         exclude_ips: vec![],
         strategy: Strategy::Random,
+        vpc: ovn_vipd::model::DEFAULT_VPC.into(),
     }
 }
 
@@ -53,6 +54,7 @@ fn pod(
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
         owner_kind,
+        owner_name: String::new(),
         nics: nics
             .iter()
             .map(|(subnet, interface)| NicSpec {

@@ -19,6 +19,9 @@ pub const MAX_LIST: usize = 1024;
 pub const MAX_MAP: usize = 256;
 pub const MAX_VALUE: usize = 4096;
 pub const MAX_NICS: usize = 16;
+/// Kubernetes' limit on a pod's annotations: keys and values together at most 256 KiB
+/// (k8s.io/apimachinery `TotalAnnotationSizeLimitB`).
+pub const MAX_ANNOTATIONS_BYTES: usize = 256 * 1024;
 pub const MAX_PORTS: usize = 128;
 
 /// A DNS-1123 label: what Kubernetes requires of names, and what keeps a VIP's port name from
@@ -42,32 +45,112 @@ pub fn check_name(violations: &mut Violations, field: &str, name: &str) {
     }
 }
 
-fn check_label_key(violations: &mut Violations, field: &str, key: &str) {
-    let valid = !key.is_empty()
-        && key.len() <= 253
-        && key
+/// Kubernetes' name part of a qualified name or a label value: at most 63 characters of
+/// `[A-Za-z0-9._-]`, starting and ending with a letter or digit (k8s.io/apimachinery
+/// `validation.IsQualifiedName` / `IsValidLabelValue`).
+fn is_label_name(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= 63
+        && text
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/'));
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && text.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && text.ends_with(|c: char| c.is_ascii_alphanumeric())
+}
+
+/// A DNS-1123 subdomain: at most 253 characters, dot-separated DNS-1123 labels.
+fn is_dns1123_subdomain(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= 253
+        && text.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && label.starts_with(|c: char| c.is_ascii_alphanumeric())
+                && label.ends_with(|c: char| c.is_ascii_alphanumeric())
+        })
+}
+
+/// A Kubernetes qualified name (label and annotation keys): an optional DNS-1123 subdomain
+/// prefix (≤ 253 characters) and `/`, then a name of ≤ 63 characters of `[A-Za-z0-9._-]`
+/// starting and ending with a letter or digit.
+/// `what` names the key in the message ("label key", "annotation key").
+pub fn check_qualified_name(violations: &mut Violations, field: &str, what: &str, key: &str) {
+    let valid = match key.split_once('/') {
+        Some((prefix, name)) => is_dns1123_subdomain(prefix) && is_label_name(name),
+        None => is_label_name(key),
+    };
     if !valid {
-        violations.add(field, format!("{key:?} is not a valid label key"));
+        violations.add(
+            field,
+            format!(
+                "{:?} is not a valid {what} (a Kubernetes qualified name): an optional DNS-1123 subdomain prefix of at most 253 characters and '/', then at most 63 characters of [A-Za-z0-9._-] starting and ending with a letter or digit",
+                shown(key)
+            ),
+        );
     }
 }
 
-fn check_map(violations: &mut Violations, field: &str, map: &std::collections::HashMap<String, String>) {
-    if map.len() > MAX_MAP {
-        violations.add(field, format!("at most {MAX_MAP} entries"));
+/// A Kubernetes label value: empty, or at most 63 characters of `[A-Za-z0-9._-]` starting and
+/// ending with a letter or digit.
+pub fn check_label_value(violations: &mut Violations, field: &str, value: &str) {
+    if !value.is_empty() && !is_label_name(value) {
+        violations.add(
+            field,
+            format!(
+                "{:?} is not a Kubernetes label value: empty, or at most 63 characters of [A-Za-z0-9._-] starting and ending with a letter or digit",
+                shown(value)
+            ),
+        );
     }
-    for (key, value) in map {
-        if key.len() > MAX_VALUE || value.len() > MAX_VALUE {
-            violations.add(
-                format!("{field}[{key}]"),
-                format!("keys and values must be at most {MAX_VALUE} bytes"),
-            );
+}
+
+fn check_labels(violations: &mut Violations, field: &str, labels: &std::collections::HashMap<String, String>) {
+    for (key, value) in labels {
+        check_qualified_name(violations, &format!("{field}[{}]", shown(key)), "label key", key);
+        check_label_value(violations, &format!("{field}[{}]", shown(key)), value);
+    }
+}
+
+/// A piece of a request as an error message shows it: at most 64 characters, so a huge key
+/// cannot make a huge status.
+fn shown(text: &str) -> String {
+    match text.char_indices().nth(64) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_string(),
+    }
+}
+
+/// Parts of one request that must be distinct: every later part equal to an earlier one is a
+/// violation at both field paths, each naming the other, so nothing is dropped silently.
+fn refuse_collisions<K: Ord>(
+    violations: &mut Violations,
+    parts: impl IntoIterator<Item = (K, String)>,
+    what: impl Fn(&K) -> String,
+) {
+    // Enough to say what is wrong; a list of a thousand copies must not make a huge status.
+    const MAX_REPORTED: usize = 16;
+    let mut seen: BTreeMap<K, String> = BTreeMap::new();
+    let mut reported = 0;
+    for (key, field) in parts {
+        match seen.get(&key) {
+            Some(_) if reported >= MAX_REPORTED => {}
+            Some(first) => {
+                reported += 1;
+                let described = what(&key);
+                violations.add(first.clone(), format!("{described}: collides with {field}"));
+                violations.add(field.clone(), format!("{described}: collides with {first}"));
+            }
+            None => {
+                seen.insert(key, field);
+            }
         }
     }
 }
 
-/// Merges Kube-OVN's `["key: value"]` selector strings with a label map.
+/// Merges Kube-OVN's `["key: value"]` selector strings with a label map; a key given twice is
+/// refused at both places.
 fn selector(
     violations: &mut Violations,
     field: &str,
@@ -79,20 +162,32 @@ fn selector(
         violations.add(field, format!("at most {MAX_MAP} entries"));
         return selector;
     }
+    let string_keys = strings.iter().enumerate().filter_map(|(index, text)| {
+        text.split_once(':')
+            .map(|(key, _)| (key.trim().to_string(), format!("{field}[{index}]")))
+    });
+    let label_keys = labels
+        .keys()
+        .map(|key| (key.clone(), format!("{field}_labels[{}]", shown(key))));
+    refuse_collisions(violations, string_keys.chain(label_keys), |key| {
+        format!("label key {:?} appears twice", shown(key))
+    });
     for (index, text) in strings.iter().enumerate() {
         match text.split_once(':') {
             Some((key, value)) if !key.trim().is_empty() => {
-                check_label_key(violations, &format!("{field}[{index}]"), key.trim());
+                check_qualified_name(violations, &format!("{field}[{index}]"), "label key", key.trim());
+                check_label_value(violations, &format!("{field}[{index}]"), value.trim());
                 selector.insert(key.trim().to_string(), value.trim().to_string());
             }
             _ => violations.add(
                 format!("{field}[{index}]"),
-                format!("{text:?} must look like \"key: value\""),
+                format!("{:?} must look like \"key: value\"", shown(text)),
             ),
         }
     }
     for (key, value) in labels {
-        check_label_key(violations, &format!("{field}_labels[{key}]"), key);
+        check_qualified_name(violations, &format!("{field}_labels[{}]", shown(key)), "label key", key);
+        check_label_value(violations, &format!("{field}_labels[{}]", shown(key)), value);
         selector.insert(key.clone(), value.clone());
     }
     selector
@@ -165,6 +260,9 @@ pub fn subnet_from_proto(subnet: pb::Subnet) -> Result<Subnet, Status> {
     if subnet.cidr_v4.is_empty() && subnet.cidr_v6.is_empty() {
         violations.add("subnet.cidr_v4", "a subnet needs cidr_v4, cidr_v6, or both");
     }
+    if !subnet.vpc.is_empty() {
+        check_name(&mut violations, "subnet.vpc", &subnet.vpc);
+    }
     let gateway_v4 = optional_v4(&mut violations, "subnet.gateway_v4", &subnet.gateway_v4);
     let gateway_v6 = optional_v6(&mut violations, "subnet.gateway_v6", &subnet.gateway_v6);
     if subnet.exclude_ips.len() > MAX_LIST {
@@ -195,6 +293,11 @@ pub fn subnet_from_proto(subnet: pb::Subnet) -> Result<Subnet, Status> {
         gateway_v6,
         exclude_ips: subnet.exclude_ips,
         strategy,
+        vpc: if subnet.vpc.is_empty() {
+            crate::model::DEFAULT_VPC.to_string()
+        } else {
+            subnet.vpc
+        },
     })
 }
 
@@ -216,6 +319,7 @@ pub fn subnet_to_proto(
             Strategy::Random => pb::AllocationStrategy::Random as i32,
             Strategy::Sequential => pb::AllocationStrategy::Sequential as i32,
         },
+        vpc: subnet.vpc.clone(),
         status: Some(pb::SubnetStatus {
             v4_used: saturate(usage.used_v4),
             v4_free: saturate(usage.free_v4),
@@ -329,15 +433,41 @@ pub fn pod_spec_from_proto(request: pb::BindPodRequest) -> Result<PodSpec, Statu
     let mut violations = Violations::new();
     check_name(&mut violations, "namespace", &request.namespace);
     check_name(&mut violations, "name", &request.name);
-    check_map(&mut violations, "labels", &request.labels);
-    check_map(&mut violations, "annotations", &request.annotations);
+    if request.labels.len() > MAX_MAP {
+        violations.add("labels", format!("at most {MAX_MAP} entries"));
+    }
+    check_labels(&mut violations, "labels", &request.labels);
+    let annotation_bytes: usize = request
+        .annotations
+        .iter()
+        .map(|(key, value)| key.len() + value.len())
+        .sum();
+    if annotation_bytes > MAX_ANNOTATIONS_BYTES {
+        violations.add(
+            "annotations",
+            format!(
+                "{annotation_bytes} bytes: keys and values together must be at most {MAX_ANNOTATIONS_BYTES} bytes (256 KiB, Kubernetes' limit)"
+            ),
+        );
+    }
+    for key in request.annotations.keys() {
+        check_qualified_name(&mut violations, &format!("annotations[{}]", shown(key)), "annotation key", key);
+    }
     if request.nics.is_empty() {
         violations.add("nics", "a pod needs at least one NIC");
     }
     if request.nics.len() > MAX_NICS {
         violations.add("nics", format!("at most {MAX_NICS} NICs"));
     }
-    let mut interfaces = std::collections::BTreeSet::new();
+    refuse_collisions(
+        &mut violations,
+        request
+            .nics
+            .iter()
+            .enumerate()
+            .map(|(index, nic)| (nic.interface.clone(), format!("nics[{index}].interface"))),
+        |interface| format!("{interface} appears twice"),
+    );
     for (index, nic) in request.nics.iter().enumerate() {
         check_name(&mut violations, &format!("nics[{index}].subnet"), &nic.subnet);
         let valid_interface = !nic.interface.is_empty()
@@ -352,12 +482,6 @@ pub fn pod_spec_from_proto(request: pb::BindPodRequest) -> Result<PodSpec, Statu
                 format!("{:?} is not a Linux interface name (1-15 characters)", nic.interface),
             );
         }
-        if !interfaces.insert(nic.interface.clone()) {
-            violations.add(
-                format!("nics[{index}].interface"),
-                format!("{} appears twice", nic.interface),
-            );
-        }
     }
     let owner_kind = match pb::OwnerKind::try_from(request.owner_kind) {
         Ok(pb::OwnerKind::Other) => OwnerKind::Other,
@@ -368,6 +492,12 @@ pub fn pod_spec_from_proto(request: pb::BindPodRequest) -> Result<PodSpec, Statu
             OwnerKind::Other
         }
     };
+    if !request.owner_name.is_empty() && !is_dns1123_subdomain(&request.owner_name) {
+        violations.add(
+            "owner_name",
+            format!("{:?} is not a DNS-1123 subdomain (a Kubernetes object name)", shown(&request.owner_name)),
+        );
+    }
     violations.into_result()?;
     Ok(PodSpec {
         namespace: request.namespace,
@@ -375,6 +505,7 @@ pub fn pod_spec_from_proto(request: pb::BindPodRequest) -> Result<PodSpec, Statu
         labels: request.labels.into_iter().collect(),
         annotations: request.annotations.into_iter().collect(),
         owner_kind,
+        owner_name: request.owner_name,
         nics: request
             .nics
             .into_iter()
@@ -397,6 +528,7 @@ pub fn pod_to_proto(pod: &Pod, subnets: &BTreeMap<String, (Subnet, Option<Ipv4Ad
             OwnerKind::StatefulSet => pb::OwnerKind::StatefulSet as i32,
             OwnerKind::VirtualMachine => pb::OwnerKind::VirtualMachine as i32,
         },
+        owner_name: pod.spec.owner_name.clone(),
         nics: pod
             .nics
             .iter()
@@ -455,15 +587,20 @@ pub fn rule_from_proto(rule: pb::SwitchLbRule) -> Result<SwitchLbRule, Status> {
         violations.add("rule.endpoints", format!("at most {MAX_LIST} entries"));
     }
     let mut endpoints = Vec::new();
+    let mut endpoint_fields = Vec::new();
     for (index, endpoint) in rule.endpoints.iter().enumerate() {
         match endpoint.trim().parse::<IpAddr>() {
-            Ok(ip) => endpoints.push(ip),
+            Ok(ip) => {
+                endpoints.push(ip);
+                endpoint_fields.push((ip, format!("rule.endpoints[{index}]")));
+            }
             Err(_) => violations.add(
                 format!("rule.endpoints[{index}]"),
                 format!("{endpoint:?} is not an IP address"),
             ),
         }
     }
+    refuse_collisions(&mut violations, endpoint_fields, |ip| format!("endpoint {ip} appears twice"));
     if rule.ports.is_empty() {
         violations.add("rule.ports", "at least one port is required");
     }
@@ -509,6 +646,25 @@ pub fn rule_from_proto(rule: pb::SwitchLbRule) -> Result<SwitchLbRule, Status> {
             protocol,
         });
     }
+    // One load balancer VIP entry per (protocol, frontend port): a second one would overwrite the
+    // first in NB's `vips` map. Port names, when given, name one port each (as in a Service).
+    refuse_collisions(
+        &mut violations,
+        ports
+            .iter()
+            .enumerate()
+            .map(|(index, port)| ((port.protocol.as_str(), port.port), format!("rule.ports[{index}].port"))),
+        |(protocol, port)| format!("frontend port {protocol} {port} appears twice"),
+    );
+    refuse_collisions(
+        &mut violations,
+        ports
+            .iter()
+            .enumerate()
+            .filter(|(_, port)| !port.name.is_empty())
+            .map(|(index, port)| (port.name.clone(), format!("rule.ports[{index}].name"))),
+        |name| format!("port name {name:?} appears twice"),
+    );
     let session_affinity_timeout = match pb::SessionAffinity::try_from(rule.session_affinity) {
         Ok(pb::SessionAffinity::None) => None,
         Ok(pb::SessionAffinity::ClientIp) => Some(if rule.session_affinity_timeout == 0 {
@@ -579,5 +735,89 @@ pub fn rule_to_proto(rule: &SwitchLbRule, status: &crate::registry::RuleStatus) 
             vips: status.vips.clone(),
             backends: status.backends.clone(),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key_ok(key: &str) -> bool {
+        let mut violations = Violations::new();
+        check_qualified_name(&mut violations, "k", "label key", key);
+        violations.is_empty()
+    }
+
+    fn value_ok(value: &str) -> bool {
+        let mut violations = Violations::new();
+        check_label_value(&mut violations, "v", value);
+        violations.is_empty()
+    }
+
+    /// The cases of k8s.io/apimachinery's `TestIsQualifiedName` and `TestIsValidLabelValue`.
+    #[test]
+    fn kubernetes_label_syntax() {
+        for good in [
+            "simple",
+            "now-with-dashes",
+            "1-starts-with-num",
+            "1234",
+            "simple/simple",
+            "now-with-dashes/simple",
+            "now-with-dashes/now-with-dashes",
+            "now.with.dots/simple",
+            "now-with.dashes-and.dots/simple",
+            "1-num.2-num/3-num",
+            "1234/5678",
+            "1.2.3.4/5678",
+            "Uppercase_Is_OK_123",
+            "example.com/Uppercase_Is_OK_123",
+            "requests.storage-foo",
+        ] {
+            assert!(key_ok(good), "{good}");
+        }
+        let long_name = "a".repeat(64);
+        let long_prefix = format!("{}/b", "a".repeat(254));
+        for bad in [
+            "",
+            "nospecialchars%^=@",
+            "cantendwithadash-",
+            "-cantstartwithadash-",
+            "only/one/slash",
+            "Example.com/abc",
+            "example_com/abc",
+            "example.com/",
+            "/simple",
+            long_name.as_str(),
+            long_prefix.as_str(),
+            "a b",
+        ] {
+            assert!(!key_ok(bad), "{bad:?}");
+        }
+        for good in ["", "simple", "now-with-dashes", "1-starts-with-num", "end-with-num-1", "1234", &"a".repeat(63)] {
+            assert!(value_ok(good), "{good}");
+        }
+        for bad in ["nospecialchars%^=@", "Tama-nui-te-rā", "-x", "x-", "b:c", &"a".repeat(64)] {
+            assert!(!value_ok(bad), "{bad:?}");
+        }
+    }
+
+    /// Issue #16 case 9: `a:b:c` splits into key `a` and value `b:c`, which no label can hold.
+    #[test]
+    fn a_selector_that_can_never_match_is_refused() {
+        let rule = pb::SwitchLbRule {
+            name: "r".into(),
+            vip: "lbv".into(),
+            selector: vec!["a:b:c".into()],
+            ports: vec![pb::LbPort {
+                port: 80,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let error = rule_from_proto(rule).unwrap_err();
+        assert_eq!(error.code(), tonic::Code::InvalidArgument);
+        assert!(error.message().contains("rule.selector[0]"), "{}", error.message());
+        assert!(error.message().contains("label value"), "{}", error.message());
     }
 }

@@ -55,6 +55,16 @@ pub fn subnet_unchanged(requested: &pb::Subnet, existing: &pb::Subnet) -> bool {
         && gateway(&requested.gateway_v6, &requested.cidr_v6) == gateway(&existing.gateway_v6, &existing.cidr_v6)
         && text_set(&requested.exclude_ips) == text_set(&existing.exclude_ips)
         && requested.strategy == existing.strategy
+        && vpc(&requested.vpc) == vpc(&existing.vpc)
+}
+
+/// A subnet's VPC with the daemon's default filled in.
+fn vpc(name: &str) -> &str {
+    if name.is_empty() {
+        "ovn-cluster"
+    } else {
+        name
+    }
 }
 
 pub fn vip_unchanged(requested: &pb::Vip, existing: &pb::Vip) -> bool {
@@ -98,6 +108,7 @@ pub fn pod_unchanged(requested: &pb::BindPodRequest, existing: &pb::Pod) -> bool
         && requested.name == existing.name
         && sorted(&requested.labels) == sorted(&existing.labels)
         && sorted(&requested.annotations) == sorted(&existing.annotations)
+        && requested.owner_name == existing.owner_name
         && requested.owner_kind == existing.owner_kind
         && requested_nics == existing_nics
 }
@@ -191,9 +202,15 @@ mod tests {
             logical_switch: "ovn-default".into(),
             gateway_v4: "10.16.0.1".into(),
             status: Some(pb::SubnetStatus::default()),
+            vpc: "ovn-cluster".into(),
             ..requested.clone()
         };
         assert!(subnet_unchanged(&requested, &existing));
+        let other_vpc = pb::Subnet {
+            vpc: "vpc1".into(),
+            ..existing.clone()
+        };
+        assert!(!subnet_unchanged(&requested, &other_vpc));
         let moved = pb::Subnet {
             gateway_v4: "10.16.0.254".into(),
             ..existing.clone()
@@ -265,6 +282,7 @@ mod tests {
             labels: requested.labels.clone(),
             annotations: requested.annotations.clone(),
             owner_kind: requested.owner_kind,
+            owner_name: requested.owner_name.clone(),
             nics: vec![pb::BoundNic {
                 interface: "eth0".into(),
                 subnet: "ovn-default".into(),

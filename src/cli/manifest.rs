@@ -4,7 +4,7 @@
 //! Accepted, several per file separated by `---` (and `kind: List` with `items`, as `vipctl get
 //! -o yaml` prints lists):
 //! - `kubeovn.io/v1` `Subnet`: `cidrBlock` (one CIDR, or an IPv4 and an IPv6 CIDR separated by
-//!   a comma), `gateway` (comma list, one per family), `excludeIps`; and two fields of our own,
+//!   a comma), `gateway` (comma list, one per family), `excludeIps`, `vpc`; and two fields of our own,
 //!   `logicalSwitch` and `allocationStrategy` (`Random` or `Sequential`).
 //! - `kubeovn.io/v1` `Vip`: `subnet`, `type`, `namespace`, `v4ip`, `v6ip`, `macAddress`,
 //!   `selector` (Kube-OVN's `["key: value"]`, or a label map).
@@ -12,8 +12,8 @@
 //!   `sessionAffinity` (`ClientIP` or `None`), Kubernetes' `sessionAffinityConfig.clientIP.
 //!   timeoutSeconds`, and `healthCheck` of our own.
 //! - `v1` `Pod`: bound the way a CNI plugin would bind it, with one NIC `eth0` in the subnet of
-//!   its `ovn.kubernetes.io/logical_switch` annotation, else `ovn-default`; the owner kind comes
-//!   from `metadata.ownerReferences`.
+//!   its `ovn.kubernetes.io/logical_switch` annotation, else `ovn-default`; the owner kind
+//!   and name come from `metadata.ownerReferences` (the controller's).
 //!
 //! Fields ovn-vipd has no use for (`provider`, `natOutgoing`, a pod's `containers`, ...) are
 //! ignored; fields it uses are checked for type and syntax, and the first problem is reported
@@ -333,6 +333,7 @@ fn subnet(object: &Object) -> Result<pb::Subnet, FieldError> {
     }
 
     let logical_switch = spec.string("logicalSwitch")?.unwrap_or_default();
+    let vpc = spec.string("vpc")?.unwrap_or_default();
     let strategy = match spec
         .string("allocationStrategy")?
         .unwrap_or_default()
@@ -360,6 +361,7 @@ fn subnet(object: &Object) -> Result<pb::Subnet, FieldError> {
         exclude_ips,
         strategy: strategy as i32,
         status: None,
+        vpc,
     })
 }
 
@@ -550,9 +552,11 @@ fn pod(object: &Object) -> Result<pb::BindPodRequest, FieldError> {
     let annotations = metadata.string_map("annotations")?;
     let owner_references = metadata.objects("ownerReferences")?;
     let mut owner = None;
+    let mut owner_name = String::new();
     for reference in &owner_references {
         if reference.boolean("controller")?.unwrap_or(false) || owner.is_none() {
             owner = Some(reference.string("kind")?.unwrap_or_default());
+            owner_name = reference.string("name")?.unwrap_or_default();
         }
     }
     let owner_kind = match owner.as_deref() {
@@ -575,6 +579,7 @@ fn pod(object: &Object) -> Result<pb::BindPodRequest, FieldError> {
         labels,
         annotations,
         owner_kind: owner_kind as i32,
+        owner_name,
         nics: vec![pb::NicRequest {
             subnet,
             interface: PRIMARY_INTERFACE.to_string(),
@@ -991,6 +996,8 @@ mod tests {
                 cidr_v4: "10.16.0.0/16".into(),
                 gateway_v4: "10.16.0.1".into(),
                 exclude_ips: vec!["10.16.0.1".into()],
+                // The fixture names Kube-OVN's default VPC.
+                vpc: "ovn-cluster".into(),
                 ..Default::default()
             }
         );

@@ -235,6 +235,7 @@ pub fn subnet_object(subnet: &pb::Subnet) -> Value {
         spec.insert("excludeIps".into(), json!(subnet.exclude_ips));
     }
     insert_text(&mut spec, "logicalSwitch", &subnet.logical_switch);
+    insert_text(&mut spec, "vpc", &subnet.vpc);
     spec.insert("allocationStrategy".into(), json!(strategy_name(subnet.strategy)));
     let status = subnet.status.unwrap_or_default();
     json!({
@@ -315,7 +316,10 @@ pub fn pod_object(pod: &pb::Pod) -> Value {
         _ => None,
     };
     if let Some(kind) = owner {
-        metadata.insert("ownerReferences".into(), json!([{"kind": kind, "controller": true}]));
+        metadata.insert(
+            "ownerReferences".into(),
+            json!([{"kind": kind, "name": pod.owner_name, "controller": true}]),
+        );
     }
     let nics: Vec<Value> = pod
         .nics
@@ -563,6 +567,7 @@ slr    slr-01   10.16.0.20   53:5353/UDP   10.16.0.5,10.16.0.6   true
             namespace: "default".into(),
             name: "web-0".into(),
             owner_kind: pb::OwnerKind::StatefulSet as i32,
+            owner_name: "web".into(),
             nics: vec![pb::BoundNic {
                 interface: "eth0".into(),
                 subnet: "dual".into(),
@@ -617,6 +622,7 @@ web-0   default     StatefulSet   10.17.0.5/24,fd00:10:17::5/64   00:00:00:aa:bb
             exclude_ips: vec!["10.17.0.2".into()],
             strategy: pb::AllocationStrategy::Sequential as i32,
             status: Some(pb::SubnetStatus::default()),
+            vpc: "vpc1".into(),
         };
         let pod = pb::Pod {
             namespace: "default".into(),
@@ -624,6 +630,7 @@ web-0   default     StatefulSet   10.17.0.5/24,fd00:10:17::5/64   00:00:00:aa:bb
             labels: [("app".to_string(), "aap1".to_string())].into(),
             annotations: [("ovn.kubernetes.io/aaps".to_string(), "vip-aap".to_string())].into(),
             owner_kind: pb::OwnerKind::VirtualMachine as i32,
+            owner_name: "vm1".into(),
             nics: Vec::new(),
             bound: true,
         };
@@ -653,6 +660,7 @@ web-0   default     StatefulSet   10.17.0.5/24,fd00:10:17::5/64   00:00:00:aa:bb
         assert!(subnet_unchanged(subnet_back, &subnet), "{yaml}");
         assert!(rule_unchanged(rule_back, &rule), "{yaml}");
         assert_eq!(pod_back.owner_kind, pb::OwnerKind::VirtualMachine as i32);
+        assert_eq!(pod_back.owner_name, "vm1");
         assert_eq!(pod_back.labels, pod.labels);
         assert_eq!(pod_back.annotations, pod.annotations);
         assert!(yaml.contains("lastTransitionTime: 2023-11-14T22:13:20Z"), "{yaml}");

@@ -141,6 +141,7 @@ pub fn bind_request(conf: &NetConf, invocation: &Invocation, pod: &PodIdentity) 
             subnet: args.subnet(conf).to_string(),
             interface: invocation.ifname.clone(),
         }],
+        ..Default::default()
     }
 }
 

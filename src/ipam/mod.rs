@@ -430,10 +430,12 @@ impl SubnetIpam {
         };
         let v6 = match config.cidr_v6 {
             Some(net) => {
-                if net.prefix_len() > 64 || net.prefix_len() < 8 {
+                // Kube-OVN's default pod CIDR is a /112 and /120, /126 and /127 are in use; a /128
+                // has no address besides the subnet-router anycast (RFC 4291 §2.6.1).
+                if !(8..=127).contains(&net.prefix_len()) {
                     return Err(IpamError::InvalidCidr {
                         cidr: net.to_string(),
-                        reason: "an IPv6 subnet must be from /8 to /64".into(),
+                        reason: "an IPv6 subnet must be from /8 to /127".into(),
                     });
                 }
                 if net.network() != net.addr() {

@@ -343,7 +343,17 @@ fn prefix_bounds_and_large_spaces() {
         });
         assert_eq!(result.is_ok(), ok, "{cidr}");
     }
-    for (cidr, ok) in [("fd00::/64", true), ("fd00::/48", true), ("fd00::/65", false)] {
+    for (cidr, ok) in [
+        ("fd00::/64", true),
+        ("fd00::/48", true),
+        ("fd00::/65", true),
+        ("fd00:10:16::/112", true),
+        ("fd00::/120", true),
+        ("fd00::/126", true),
+        ("fd00::/127", true),
+        ("fd00::/128", false),
+        ("fd00::/7", false),
+    ] {
         let result = SubnetIpam::new(SubnetIpamConfig {
             cidr_v6: Some(cidr.parse().unwrap()),
             ..Default::default()
@@ -361,6 +371,34 @@ fn prefix_bounds_and_large_spaces() {
     }
     assert_eq!(big.free_v4(), (1u128 << 24) - 2 - 1 - 1000);
     assert_eq!(big.used_v6(), 1000);
+}
+
+/// Issue #16 case 5: Kube-OVN's IPv6 pod CIDRs are /112 (and /120, /126, /127); IPv6 has no
+/// broadcast, so the last address is usable, as gateway or as an allocation.
+#[test]
+fn ipv6_subnets_longer_than_64_follow_ipv6_rules() {
+    let mut ipam = SubnetIpam::new(SubnetIpamConfig {
+        cidr_v6: Some("190:255::1:0/112".parse().unwrap()),
+        gateway_v6: Some("190:255::1:ffff".parse().unwrap()),
+        strategy: Strategy::Sequential,
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(ipam.gateway_v6(), Some("190:255::1:ffff".parse().unwrap()));
+    assert_eq!(ipam.free_v6(), 65_535 - 1);
+    let first = dynamic(&mut ipam, "a").unwrap();
+    assert_eq!(first.v6, Some("190:255::1:1".parse().unwrap()));
+
+    let mut small = SubnetIpam::new(SubnetIpamConfig {
+        cidr_v6: Some("fd00::/126".parse().unwrap()),
+        strategy: Strategy::Sequential,
+        ..Default::default()
+    })
+    .unwrap();
+    // fd00::1 is the default gateway; fd00::2 and fd00::3 (no broadcast in IPv6) are free.
+    assert_eq!(dynamic(&mut small, "a").unwrap().v6, Some("fd00::2".parse().unwrap()));
+    assert_eq!(dynamic(&mut small, "b").unwrap().v6, Some("fd00::3".parse().unwrap()));
+    assert!(matches!(dynamic(&mut small, "c"), Err(IpamError::SubnetFull { family: Family::V6 })));
 }
 
 #[test]

@@ -26,7 +26,13 @@ pub struct Subnet {
     /// Kube-OVN `excludeIps` syntax, as given.
     pub exclude_ips: Vec<String>,
     pub strategy: Strategy,
+    /// The VPC (Kube-OVN's name for a logical router's routing domain) the subnet belongs to;
+    /// [`DEFAULT_VPC`] unless given. CIDRs must not overlap within one VPC.
+    pub vpc: String,
 }
+
+/// Kube-OVN's default VPC, shared by every subnet that names none.
+pub const DEFAULT_VPC: &str = "ovn-cluster";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum VipType {
@@ -134,6 +140,10 @@ pub struct PodSpec {
     pub labels: BTreeMap<String, String>,
     pub annotations: BTreeMap<String, String>,
     pub owner_kind: OwnerKind,
+    /// The owner's name (the VirtualMachine's for a KubeVirt launcher pod); may be empty. A
+    /// VM's launcher pod gets a new name every time, so what a VM keeps is keyed by
+    /// (owner kind, owner name), not by the pod's name.
+    pub owner_name: String,
     pub nics: Vec<NicSpec>,
 }
 

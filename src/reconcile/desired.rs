@@ -29,6 +29,13 @@ pub enum Blocked {
     NoRouterPort { switch: String },
 }
 
+/// Why a switch-LB rule is not Ready: a condition reason and its message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleBlocked {
+    pub reason: &'static str,
+    pub message: String,
+}
+
 /// One OVN load balancer: a switch-LB rule's ports of one protocol.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DesiredLoadBalancer {
@@ -40,7 +47,8 @@ pub struct DesiredLoadBalancer {
     pub selection_fields: BTreeSet<String>,
     pub options: BTreeMap<String, String>,
     pub external_ids: BTreeMap<String, String>,
-    /// Backend IP → `"<logical port>:<health-check source IP>"`, when health checks are on.
+    /// Backend IP → `"<logical port>:<health-check source IP>"`, when health checks are on
+    /// (IPv6 in brackets on both sides: `"[fd00::5]"` → `"web-0.default:[fd00::2]"`).
     pub ip_port_mappings: BTreeMap<String, String>,
     /// One health check per entry of `vips`, when health checks are on.
     pub health_checks: BTreeSet<String>,
@@ -63,8 +71,8 @@ pub type HealthCheckSources = BTreeMap<String, (Option<std::net::Ipv4Addr>, Opti
 pub struct Desired {
     /// Keyed by the owner mark (`slr/<rule>/<protocol>`): names are not unique in NB.
     pub load_balancers: BTreeMap<String, DesiredLoadBalancer>,
-    /// Rules that cannot be realized, and why.
-    pub rules_blocked: BTreeMap<String, String>,
+    /// Rules that cannot be realized (or could be written but never reached), and why.
+    pub rules_blocked: BTreeMap<String, RuleBlocked>,
     /// Logical switch name → subnet name.
     pub switches: BTreeMap<String, String>,
     pub ports: BTreeMap<String, DesiredPort>,
@@ -125,15 +133,28 @@ pub fn router_port_mac(
     })
 }
 
-fn endpoint(ip: IpAddr, port: u16) -> String {
+/// An address as OVN's load-balancer columns spell it where a port or a name may follow: an
+/// IPv6 address in square brackets (ovn-nb(5): `vips` keys and values, `ip_port_mappings` keys
+/// and the source IP in its values, Load_Balancer_Health_Check `vip`), IPv4 as it is.
+pub fn ovn_lb_address(ip: IpAddr) -> String {
     match ip {
-        IpAddr::V4(v4) => format!("{v4}:{port}"),
-        IpAddr::V6(v6) => format!("[{v6}]:{port}"),
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("[{v6}]"),
     }
+}
+
+/// `<address>:<port>` in OVN's load-balancer syntax (`[v6]:port` for IPv6).
+fn endpoint(ip: IpAddr, port: u16) -> String {
+    format!("{}:{port}", ovn_lb_address(ip))
 }
 
 /// Load balancers for switch-LB rules: backends are the rule's explicit endpoints plus the
 /// addresses of bound pods of its namespace whose labels match its selector.
+///
+/// A rule is Ready only when its frontend can be reached: a rule on a VIP that is not a
+/// switch_lb_vip (nothing answers ARP/ND for its address, so in-subnet clients and the router
+/// cannot reach it) gets no load balancer and is blocked (`NotSwitchLbVip`), and so is a rule on a
+/// switch_lb_vip whose switch has no router port (`NoRouterPort`: its port cannot be made).
 pub fn load_balancers(
     desired: &mut Desired,
     rules: &[SwitchLbRule],
@@ -141,6 +162,7 @@ pub fn load_balancers(
     vips: &[Vip],
     pods: &[Pod],
     sources: &HealthCheckSources,
+    router_macs: &RouterMacs,
 ) {
     // Which logical port carries each bound pod address: health checks need it.
     let port_of: BTreeMap<IpAddr, &str> = pods
@@ -165,17 +187,59 @@ pub fn load_balancers(
                 (vec![ip], subnet)
             }
             Err(_) => match vips.iter().find(|vip| vip.spec.name == rule.vip) {
-                Some(vip) => (
-                    vip.addresses(),
-                    subnets.iter().find(|subnet| subnet.name == vip.spec.subnet),
-                ),
+                Some(vip) => {
+                    let subnet = subnets.iter().find(|subnet| subnet.name == vip.spec.subnet);
+                    let shown = || {
+                        vip.addresses()
+                            .iter()
+                            .map(IpAddr::to_string)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    };
+                    if vip.spec.vip_type != VipType::SwitchLbVip {
+                        desired.rules_blocked.insert(
+                            rule.name.clone(),
+                            RuleBlocked {
+                                reason: "NotSwitchLbVip",
+                                message: format!(
+                                    "vip {} is not a switch_lb_vip: no port answers ARP/ND for {} with the router's MAC, so no client can reach the load balancer; use a switch_lb_vip VIP",
+                                    vip.spec.name,
+                                    shown()
+                                ),
+                            },
+                        );
+                        continue;
+                    }
+                    if let Some(subnet) = subnet {
+                        if !router_macs.contains_key(&subnet.logical_switch) {
+                            desired.rules_blocked.insert(
+                                rule.name.clone(),
+                                RuleBlocked {
+                                    reason: "NoRouterPort",
+                                    message: format!(
+                                        "switch {} has no logical router port: nothing answers ARP/ND for vip {} ({})",
+                                        subnet.logical_switch,
+                                        vip.spec.name,
+                                        shown()
+                                    ),
+                                },
+                            );
+                            continue;
+                        }
+                    }
+                    (vip.addresses(), subnet)
+                }
                 None => (Vec::new(), None),
             },
         };
         let Some(subnet) = subnet else {
-            desired
-                .rules_blocked
-                .insert(rule.name.clone(), format!("no managed subnet holds vip {}", rule.vip));
+            desired.rules_blocked.insert(
+                rule.name.clone(),
+                RuleBlocked {
+                    reason: "NoSubnet",
+                    message: format!("no managed subnet holds vip {}", rule.vip),
+                },
+            );
             continue;
         };
         let mut backends: Vec<IpAddr> = rule.endpoints.clone();
@@ -227,7 +291,13 @@ pub fn load_balancers(
                             source_v6.map(IpAddr::V6)
                         };
                         if let (Some(port), Some(source)) = (port_of.get(backend), source) {
-                            ip_port_mappings.insert(backend.to_string(), format!("{port}:{source}"));
+                            // ovn-nb(5): `[2001::1]`=`sw0-p1:[2002::1]` for IPv6; without the
+                            // brackets ovn-northd finds no mapping, makes no Service_Monitor
+                            // and the VIP's flows drop everything.
+                            ip_port_mappings.insert(
+                                ovn_lb_address(*backend),
+                                format!("{port}:{}", ovn_lb_address(source)),
+                            );
                         }
                     }
                     health_checks = lb_vips.keys().cloned().collect();
@@ -408,4 +478,119 @@ pub fn compute(
         desired.pod_ports.insert(pod.key(), names);
     }
     desired
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{LbPort, MacAddr, NicSpec, OwnerKind, PodSpec, Protocol, Strategy, VipSpec};
+
+    fn dual_subnet() -> Subnet {
+        Subnet {
+            name: "dual".into(),
+            logical_switch: "dual".into(),
+            cidr_v4: Some("10.17.0.0/16".parse().unwrap()),
+            cidr_v6: Some("fd00:10:17::/64".parse().unwrap()),
+            gateway_v4: None,
+            gateway_v6: None,
+            exclude_ips: Vec::new(),
+            strategy: Strategy::Random,
+            vpc: crate::model::DEFAULT_VPC.into(),
+        }
+    }
+
+    fn lb_vip() -> Vip {
+        Vip {
+            spec: VipSpec {
+                name: "lbvip".into(),
+                namespace: String::new(),
+                subnet: "dual".into(),
+                vip_type: VipType::SwitchLbVip,
+                v4ip: None,
+                v6ip: None,
+                mac: None,
+                selector: BTreeMap::new(),
+            },
+            v4ip: Some("10.17.0.100".parse().unwrap()),
+            v6ip: Some("fd00:10:17::100".parse().unwrap()),
+            mac: "02:00:00:00:01:00".parse::<MacAddr>().unwrap(),
+            holder: None,
+            conditions: Vec::new(),
+        }
+    }
+
+    fn web0() -> Pod {
+        Pod {
+            spec: PodSpec {
+                namespace: "default".into(),
+                name: "web-0".into(),
+                labels: BTreeMap::from([("app".to_string(), "web".to_string())]),
+                annotations: BTreeMap::new(),
+                owner_kind: OwnerKind::Other,
+                owner_name: String::new(),
+                nics: vec![NicSpec {
+                    subnet: "dual".into(),
+                    interface: "eth0".into(),
+                }],
+            },
+            nics: vec![PodNic {
+                interface: "eth0".into(),
+                subnet: "dual".into(),
+                port_name: "web-0.default".into(),
+                v4ip: Some("10.17.0.5".parse().unwrap()),
+                v6ip: Some("fd00:10:17::5".parse().unwrap()),
+                mac: "02:00:00:00:00:05".parse::<MacAddr>().unwrap(),
+                vip: None,
+            }],
+            bound: true,
+        }
+    }
+
+    /// Issue #16 case 1: every load-balancer string that carries an IPv6 address uses OVN's
+    /// bracketed syntax (ovn-nb(5) `ip_port_mappings`: `[2001::1]`=`sw0-p1:[2002::1]`).
+    #[test]
+    fn ipv6_in_load_balancer_rows_uses_ovn_brackets() {
+        let rule = SwitchLbRule {
+            name: "web".into(),
+            vip: "lbvip".into(),
+            namespace: "default".into(),
+            selector: BTreeMap::from([("app".to_string(), "web".to_string())]),
+            endpoints: Vec::new(),
+            ports: vec![LbPort {
+                name: String::new(),
+                port: 80,
+                target_port: 8080,
+                protocol: Protocol::Tcp,
+            }],
+            session_affinity_timeout: None,
+            health_check: true,
+        };
+        let sources: HealthCheckSources = BTreeMap::from([(
+            "dual".to_string(),
+            (Some("10.17.0.2".parse().unwrap()), Some("fd00:10:17::2".parse().unwrap())),
+        )]);
+        let mut desired = Desired::default();
+        let router_macs = RouterMacs::from([("dual".to_string(), "04:00:00:00:17:01".to_string())]);
+        load_balancers(&mut desired, &[rule], &[dual_subnet()], &[lb_vip()], &[web0()], &sources, &router_macs);
+        let lb = &desired.load_balancers["slr/web/tcp"];
+        assert_eq!(
+            lb.vips,
+            BTreeMap::from([
+                ("10.17.0.100:80".to_string(), "10.17.0.5:8080".to_string()),
+                ("[fd00:10:17::100]:80".to_string(), "[fd00:10:17::5]:8080".to_string()),
+            ])
+        );
+        assert_eq!(
+            lb.ip_port_mappings,
+            BTreeMap::from([
+                ("10.17.0.5".to_string(), "web-0.default:10.17.0.2".to_string()),
+                ("[fd00:10:17::5]".to_string(), "web-0.default:[fd00:10:17::2]".to_string()),
+            ])
+        );
+        // A health check's vip must equal its `vips` key, brackets included.
+        assert_eq!(
+            lb.health_checks,
+            BTreeSet::from(["10.17.0.100:80".to_string(), "[fd00:10:17::100]:80".to_string()])
+        );
+    }
 }

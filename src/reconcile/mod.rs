@@ -496,7 +496,7 @@ fn compute_full(registry: &Registry, cache: &Cache, memory: &mut Memory) -> Comp
     let annotated: BTreeMap<&str, &Vip> = vips.iter().map(|vip| (vip.spec.name.as_str(), vip)).collect();
     let candidates = desired::candidates_by_vip(&pods);
     let mut desired = desired::compute(&subnets, &vips, &candidates, &pods, &annotated, &router_macs);
-    desired::load_balancers(&mut desired, &rules, &subnets, &vips, &pods, &sources);
+    desired::load_balancers(&mut desired, &rules, &subnets, &vips, &pods, &sources, &router_macs);
     let balancers = LoadBalancer::all(cache);
     let checks: BTreeMap<Uuid, LoadBalancerHealthCheck> = LoadBalancerHealthCheck::all(cache)
         .into_iter()
@@ -646,7 +646,15 @@ fn compute_scoped(registry: &Registry, cache: &Cache, dirty: &Dirty, memory: &mu
                 .collect()
         };
         let sources = registry.health_check_sources();
-        desired::load_balancers(&mut desired, &rules, &subnets, &rule_vips, &rule_pods, &sources);
+        desired::load_balancers(
+            &mut desired,
+            &rules,
+            &subnets,
+            &rule_vips,
+            &rule_pods,
+            &sources,
+            &memory.router_macs,
+        );
     }
 
     // The NB rows in scope: by name for what is wanted, by owner and memory for what was.
@@ -760,7 +768,7 @@ pub async fn pass(
         backends.dedup();
         let previous = registry.rule_status(&rule.name);
         let conditions = match desired.rules_blocked.get(&rule.name) {
-            Some(reason) => condition(false, "NoSubnet", reason.clone(), &previous.conditions),
+            Some(blocked) => condition(false, blocked.reason, blocked.message.clone(), &previous.conditions),
             None => condition(
                 true,
                 "Synced",

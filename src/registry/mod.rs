@@ -282,6 +282,9 @@ impl Registry {
                 }
             } else {
                 let ipam = SubnetIpam::new(ipam_config(&subnet)).map_err(RegistryError::from_ipam_subnet)?;
+                if let Some(overlap) = overlapping_subnet(&state, &subnet) {
+                    return Err(RegistryError::FailedPrecondition(overlap));
+                }
                 let mut batch = WriteBatch::new();
                 batch.push(Write::PutSubnet(subnet.clone()));
                 self.store.apply(&batch)?;
@@ -588,6 +591,13 @@ impl Registry {
                     changes.clear();
                 }
                 pod
+            } else if let Some(previous) = kept_for_same_vm(&state, &spec) {
+                // A VM's new launcher pod: it takes over what the VM's previous one kept.
+                let pod = self.adopt(&mut state, &key, previous.clone(), spec)?;
+                changes.push(Change::Pod(previous));
+                changes.extend(pod.nics.iter().filter_map(|nic| nic.vip.clone()).map(Change::Vip));
+                changes.extend(aap_vips(&pod.spec.annotations).into_iter().map(Change::Vip));
+                pod
             } else {
                 let pod = self.bind_new(&mut state, &key, spec)?;
                 changes.extend(pod.nics.iter().filter_map(|nic| nic.vip.clone()).map(Change::Vip));
@@ -596,6 +606,103 @@ impl Registry {
             }
         };
         self.finish(changes).await?;
+        Ok(pod)
+    }
+
+    /// Moves what `previous` (an unbound launcher pod of the same VM) kept to the pod `key`: the
+    /// same addresses and MACs on the same NICs (re-owned under the new pod, with its port
+    /// names) and the VIP it held; the previous pod's record goes. One batch.
+    fn adopt(&self, state: &mut State, key: &PodRef, previous: PodRef, spec: PodSpec) -> Result<Pod, RegistryError> {
+        let old = state
+            .pods
+            .get(&previous)
+            .cloned()
+            .ok_or_else(|| RegistryError::Corrupt(format!("pod {previous} vanished")))?;
+        if old.spec.nics != spec.nics {
+            return Err(RegistryError::FailedPrecondition(format!(
+                "pod {previous} of the same {} {} kept other NICs; unbind it with owner_gone first",
+                "VirtualMachine", spec.owner_name
+            )));
+        }
+        let wanted_vip = spec.annotations.get(ANNOTATION_VIP).cloned();
+        let held_vip = old.nics.iter().find_map(|nic| nic.vip.clone());
+        if wanted_vip != held_vip {
+            return Err(RegistryError::FailedPrecondition(format!(
+                "pod {previous} of the same VirtualMachine {} kept {}; unbind it with owner_gone first",
+                spec.owner_name,
+                held_vip.map_or("no VIP".to_string(), |vip| format!("vip {vip}"))
+            )));
+        }
+        let mut batch = WriteBatch::new();
+        let mut moved: Vec<(String, Owner, Owner, crate::ipam::Allocation)> = Vec::new();
+        let mut nics = Vec::with_capacity(old.nics.len());
+        for (index, nic) in old.nics.iter().enumerate() {
+            let mut nic = nic.clone();
+            nic.port_name = port_name(&spec.name, &spec.namespace, &nic.interface, index == 0);
+            if nic.vip.is_none() {
+                let old_owner = pod_nic_owner(&previous, &nic.interface);
+                let new_owner = pod_nic_owner(key, &nic.interface);
+                let request = AllocationRequest {
+                    v4: nic.v4ip,
+                    v6: nic.v6ip,
+                    mac: Some(nic.mac),
+                };
+                let outcome = match state.ipam.get_mut(&nic.subnet) {
+                    Some(ipam) => match ipam.release(&old_owner) {
+                        Some(allocation) => ipam
+                            .allocate(&new_owner, &request)
+                            .map(|_| allocation)
+                            .map_err(|error| {
+                                // A static allocation takes the addresses back out of the
+                                // reuse delay the release put them in.
+                                let _ = ipam.allocate(&old_owner, &request);
+                                RegistryError::from_ipam(error, &nic.subnet)
+                            }),
+                        None => Err(RegistryError::Corrupt(format!(
+                            "{old_owner} holds nothing in subnet {}",
+                            nic.subnet
+                        ))),
+                    },
+                    None => Err(RegistryError::Corrupt(format!("subnet {} has no IPAM", nic.subnet))),
+                };
+                let allocation = match outcome {
+                    Ok(allocation) => allocation,
+                    Err(error) => {
+                        undo_moves(state, &moved);
+                        return Err(error);
+                    }
+                };
+                allocation_writes(&mut batch, &nic.subnet, &old_owner, nic.v4ip, nic.v6ip, nic.mac, true);
+                allocation_writes(&mut batch, &nic.subnet, &new_owner, nic.v4ip, nic.v6ip, nic.mac, false);
+                moved.push((nic.subnet.clone(), old_owner, new_owner, allocation));
+            }
+            nics.push(nic);
+        }
+        let pod = Pod {
+            spec,
+            nics,
+            bound: true,
+        };
+        batch.push(Write::DeletePod(previous.clone()));
+        batch.push(Write::PutPod(pod.clone()));
+        let mut held = None;
+        if let Some(vip_name) = &held_vip_name(&pod) {
+            if let Some(vip) = state.vips.get(vip_name) {
+                let mut vip = vip.clone();
+                vip.holder = Some(key.clone());
+                batch.push(Write::PutVip(vip.clone()));
+                held = Some(vip);
+            }
+        }
+        if let Err(error) = self.store.apply(&batch) {
+            undo_moves(state, &moved);
+            return Err(error.into());
+        }
+        if let Some(vip) = held {
+            state.vips.insert(vip.spec.name.clone(), vip);
+        }
+        state.remove_pod(&previous);
+        state.put_pod(pod.clone());
         Ok(pod)
     }
 
@@ -822,6 +929,27 @@ impl Registry {
                 if rule.vip.parse::<IpAddr>().is_err() && !state.vips.contains_key(&rule.vip) {
                     return Err(RegistryError::reference_not_found("vip", &rule.vip));
                 }
+                // Two rules serving the same frontend (VIP, protocol, port) would be two load
+                // balancers with one VIP entry on one switch: ovn-northd keeps only one of them.
+                for (index, port) in rule.ports.iter().enumerate() {
+                    let taken_by = state.rules.values().find(|other| {
+                        other.name != rule.name
+                            && other.vip == rule.vip
+                            && other
+                                .ports
+                                .iter()
+                                .any(|theirs| theirs.port == port.port && theirs.protocol == port.protocol)
+                    });
+                    if let Some(other) = taken_by {
+                        return Err(RegistryError::FailedPrecondition(format!(
+                            "rule.ports[{index}].port: {} {} of {} is already served by switch-lb rule {}",
+                            port.protocol.as_str(),
+                            port.port,
+                            rule.vip,
+                            other.name
+                        )));
+                    }
+                }
                 if rule.health_check && rule_subnet(&state, &rule).is_none() {
                     return Err(RegistryError::FailedPrecondition(format!(
                         "health checks need the rule's vip {} in a managed subnet",
@@ -934,6 +1062,35 @@ pub fn health_check_owner(subnet: &str) -> Owner {
     format!("healthcheck/{subnet}")
 }
 
+/// Within one VPC an address must belong to one subnet (Kube-OVN refuses overlapping CIDRs in a
+/// VPC too); subnets of different VPCs may overlap. Names the field and the subnet in the way.
+fn overlapping_subnet(state: &State, subnet: &Subnet) -> Option<String> {
+    state
+        .subnets
+        .values()
+        .filter(|other| other.vpc == subnet.vpc && other.name != subnet.name)
+        .find_map(|other| {
+            let v4 = match (subnet.cidr_v4, other.cidr_v4) {
+                (Some(a), Some(b)) if a.contains(&b.network()) || b.contains(&a.network()) => {
+                    Some(("subnet.cidr_v4", a.to_string(), b.to_string()))
+                }
+                _ => None,
+            };
+            let v6 = match (subnet.cidr_v6, other.cidr_v6) {
+                (Some(a), Some(b)) if a.contains(&b.network()) || b.contains(&a.network()) => {
+                    Some(("subnet.cidr_v6", a.to_string(), b.to_string()))
+                }
+                _ => None,
+            };
+            v4.or(v6).map(|(field, mine, theirs)| {
+                format!(
+                    "{field}: {mine} overlaps {theirs} of subnet {} in VPC {}",
+                    other.name, subnet.vpc
+                )
+            })
+        })
+}
+
 /// The subnet a rule's VIP lives in: the named VIP's, or the one whose CIDR holds the address.
 fn rule_subnet(state: &State, rule: &SwitchLbRule) -> Option<String> {
     match rule.vip.parse::<IpAddr>() {
@@ -1025,6 +1182,50 @@ fn sync_health_check_sources(state: &mut State, batch: &mut WriteBatch) -> Resul
         }
     }
     Ok(changes)
+}
+
+/// The unbound pod kept for the same VirtualMachine (owner kind and name) in the namespace of
+/// `spec`, when `spec` is a VM launcher pod naming its owner. Only VMs: a StatefulSet's pods
+/// share an owner and keep their own names.
+fn kept_for_same_vm(state: &State, spec: &PodSpec) -> Option<PodRef> {
+    if spec.owner_kind != crate::model::OwnerKind::VirtualMachine || spec.owner_name.is_empty() {
+        return None;
+    }
+    let start = PodRef {
+        namespace: spec.namespace.clone(),
+        name: String::new(),
+    };
+    state
+        .pods
+        .range(start..)
+        .take_while(|(key, _)| key.namespace == spec.namespace)
+        .find(|(_, pod)| {
+            !pod.bound
+                && pod.spec.owner_kind == crate::model::OwnerKind::VirtualMachine
+                && pod.spec.owner_name == spec.owner_name
+        })
+        .map(|(key, _)| key.clone())
+}
+
+fn held_vip_name(pod: &Pod) -> Option<String> {
+    pod.nics.iter().find_map(|nic| nic.vip.clone())
+}
+
+/// Gives moved allocations back to their previous owners (a failed adoption).
+fn undo_moves(state: &mut State, moved: &[(String, Owner, Owner, crate::ipam::Allocation)]) {
+    for (subnet, old_owner, new_owner, allocation) in moved {
+        if let Some(ipam) = state.ipam.get_mut(subnet) {
+            ipam.release(new_owner);
+            let _ = ipam.allocate(
+                old_owner,
+                &AllocationRequest {
+                    v4: allocation.v4,
+                    v6: allocation.v6,
+                    mac: Some(allocation.mac),
+                },
+            );
+        }
+    }
 }
 
 fn release_all(state: &mut State, owners: &[(String, Owner)]) {

@@ -17,6 +17,8 @@ use crate::model::{
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub enum SubnetRecord {
     V1(SubnetV1),
+    /// V1 and the subnet's VPC (V1 records are in the default VPC).
+    V2(SubnetV2),
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -29,6 +31,12 @@ pub struct SubnetV1 {
     pub gateway_v6: Option<[u8; 16]>,
     pub exclude_ips: Vec<String>,
     pub sequential: bool,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct SubnetV2 {
+    pub v1: SubnetV1,
+    pub vpc: String,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -55,6 +63,8 @@ pub struct VipV1 {
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub enum PodRecord {
     V1(PodV1),
+    /// V1 and the owner's name (V1 records have none).
+    V2(PodV2),
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -79,6 +89,12 @@ pub struct PodV1 {
     pub nic_specs: Vec<(String, String)>,
     pub nics: Vec<PodNicV1>,
     pub bound: bool,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct PodV2 {
+    pub v1: PodV1,
+    pub owner_name: String,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -127,15 +143,18 @@ fn corrupt(what: &str, detail: impl std::fmt::Display) -> StoreError {
 
 impl From<&Subnet> for SubnetRecord {
     fn from(subnet: &Subnet) -> SubnetRecord {
-        SubnetRecord::V1(SubnetV1 {
-            name: subnet.name.clone(),
-            logical_switch: subnet.logical_switch.clone(),
-            cidr_v4: subnet.cidr_v4.map(|net| (net.addr().octets(), net.prefix_len())),
-            cidr_v6: subnet.cidr_v6.map(|net| (net.addr().octets(), net.prefix_len())),
-            gateway_v4: subnet.gateway_v4.map(|ip| ip.octets()),
-            gateway_v6: subnet.gateway_v6.map(|ip| ip.octets()),
-            exclude_ips: subnet.exclude_ips.clone(),
-            sequential: subnet.strategy == Strategy::Sequential,
+        SubnetRecord::V2(SubnetV2 {
+            v1: SubnetV1 {
+                name: subnet.name.clone(),
+                logical_switch: subnet.logical_switch.clone(),
+                cidr_v4: subnet.cidr_v4.map(|net| (net.addr().octets(), net.prefix_len())),
+                cidr_v6: subnet.cidr_v6.map(|net| (net.addr().octets(), net.prefix_len())),
+                gateway_v4: subnet.gateway_v4.map(|ip| ip.octets()),
+                gateway_v6: subnet.gateway_v6.map(|ip| ip.octets()),
+                exclude_ips: subnet.exclude_ips.clone(),
+                sequential: subnet.strategy == Strategy::Sequential,
+            },
+            vpc: subnet.vpc.clone(),
         })
     }
 }
@@ -143,8 +162,12 @@ impl From<&Subnet> for SubnetRecord {
 impl TryFrom<SubnetRecord> for Subnet {
     type Error = StoreError;
     fn try_from(record: SubnetRecord) -> Result<Subnet, StoreError> {
-        let SubnetRecord::V1(record) = record;
+        let (record, vpc) = match record {
+            SubnetRecord::V1(record) => (record, crate::model::DEFAULT_VPC.to_string()),
+            SubnetRecord::V2(SubnetV2 { v1, vpc }) => (v1, vpc),
+        };
         Ok(Subnet {
+            vpc,
             cidr_v4: record
                 .cidr_v4
                 .map(|(addr, prefix)| Ipv4Net::new(v4(addr), prefix))
@@ -218,7 +241,9 @@ impl From<VipRecord> for Vip {
 
 impl From<&Pod> for PodRecord {
     fn from(pod: &Pod) -> PodRecord {
-        PodRecord::V1(PodV1 {
+        PodRecord::V2(PodV2 {
+            owner_name: pod.spec.owner_name.clone(),
+            v1: PodV1 {
             namespace: pod.spec.namespace.clone(),
             name: pod.spec.name.clone(),
             labels: pod.spec.labels.clone(),
@@ -248,6 +273,7 @@ impl From<&Pod> for PodRecord {
                 })
                 .collect(),
             bound: pod.bound,
+            },
         })
     }
 }
@@ -255,7 +281,10 @@ impl From<&Pod> for PodRecord {
 impl TryFrom<PodRecord> for Pod {
     type Error = StoreError;
     fn try_from(record: PodRecord) -> Result<Pod, StoreError> {
-        let PodRecord::V1(record) = record;
+        let (record, owner_name) = match record {
+            PodRecord::V1(record) => (record, String::new()),
+            PodRecord::V2(PodV2 { v1, owner_name }) => (v1, owner_name),
+        };
         let owner_kind = match record.owner_kind {
             0 => OwnerKind::Other,
             1 => OwnerKind::StatefulSet,
@@ -269,6 +298,7 @@ impl TryFrom<PodRecord> for Pod {
                 labels: record.labels,
                 annotations: record.annotations,
                 owner_kind,
+                owner_name,
                 nics: record
                     .nic_specs
                     .into_iter()

@@ -535,11 +535,12 @@ impl WholeOvn {
     }
 
     /// A TCP server in the pod answering every connection on `port` with the pod's name; stopped
-    /// by its PID with the rest.
+    /// by its PID with the rest. One dual-stack socket: IPv4 and IPv6 clients alike.
     pub fn serve_name(&mut self, pod: &Pod, port: u16) {
         let script = "import socket,sys\n\
-                      s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
-                      s.bind(('0.0.0.0', int(sys.argv[2]))); s.listen(64)\n\
+                      s=socket.socket(socket.AF_INET6); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+                      s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)\n\
+                      s.bind(('::', int(sys.argv[2]))); s.listen(64)\n\
                       while True:\n    c,_=s.accept(); c.sendall(sys.argv[1].encode()); c.close()\n";
         let port = port.to_string();
         let name = pod.spec.name.clone();

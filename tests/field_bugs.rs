@@ -1,0 +1,534 @@
+//! Issue #16: inputs the field has met, each with its right value, through the real daemon and a
+//! real NB ovsdb-server (ovn-nbctl as judge where NB is concerned).
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::{wait_until_async, TestDaemon};
+use ovn_vipd::api::proto::v1 as pb;
+use pb::pod_service_client::PodServiceClient;
+use pb::subnet_service_client::SubnetServiceClient;
+use pb::switch_lb_rule_service_client::SwitchLbRuleServiceClient;
+use pb::vip_service_client::VipServiceClient;
+use tonic::transport::Channel;
+use tonic::Code;
+
+#[allow(dead_code)]
+struct Clients {
+    subnets: SubnetServiceClient<Channel>,
+    vips: VipServiceClient<Channel>,
+    pods: PodServiceClient<Channel>,
+    rules: SwitchLbRuleServiceClient<Channel>,
+}
+
+async fn clients(daemon: &TestDaemon) -> Clients {
+    let channel = daemon.channel().await;
+    Clients {
+        subnets: SubnetServiceClient::new(channel.clone()),
+        vips: VipServiceClient::new(channel.clone()),
+        pods: PodServiceClient::new(channel.clone()),
+        rules: SwitchLbRuleServiceClient::new(channel),
+    }
+}
+
+/// Case 5: IPv6 subnets longer than /64 (Kube-OVN's default is a /112) are accepted, with the
+/// gateway anywhere in the range (no broadcast in IPv6).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn case5_ipv6_subnet_longer_than_64() {
+    let daemon = TestDaemon::start().await;
+    let mut c = clients(&daemon).await;
+    let mut request = common::subnet_request("v6gw112", "", "190:255::1:0/112");
+    request.subnet.as_mut().unwrap().gateway_v6 = "190:255::1:ffff".into();
+    let created = c.subnets.create_subnet(request).await.unwrap().into_inner();
+    assert_eq!(created.cidr_v6, "190:255::1:0/112");
+    assert_eq!(created.gateway_v6, "190:255::1:ffff");
+    assert_eq!(created.status.unwrap().v6_free, 65_534);
+    let vip = c
+        .vips
+        .create_vip(pb::CreateVipRequest {
+            vip: Some(pb::Vip {
+                name: "v".into(),
+                subnet: "v6gw112".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let v6: std::net::Ipv6Addr = vip.status.unwrap().v6ip.parse().unwrap();
+    assert!("190:255::1:0/112".parse::<ipnet::Ipv6Net>().unwrap().contains(&v6));
+    assert_ne!(v6.to_string(), "190:255::1:ffff");
+    for cidr in ["fd00:10:16::/112", "fd00:1::/120", "fd00:2::/126", "fd00:3::/127"] {
+        let name = format!("s{}", cidr.len());
+        c.subnets
+            .create_subnet(common::subnet_request(&name, "", cidr))
+            .await
+            .unwrap_or_else(|error| panic!("{cidr}: {error}"));
+        c.subnets
+            .delete_subnet(pb::DeleteSubnetRequest { name })
+            .await
+            .unwrap();
+    }
+    daemon.stop().await;
+}
+
+/// The field paths of a refusal's google.rpc.BadRequest details.
+fn violation_fields(error: &tonic::Status) -> Vec<String> {
+    use tonic_types::StatusExt;
+    error
+        .get_error_details()
+        .bad_request()
+        .map(|bad| bad.field_violations.iter().map(|v| v.field.clone()).collect())
+        .unwrap_or_default()
+}
+
+/// Case 8 and its kind: parts of one request that collide are refused with the paths of both
+/// (frontend ports, endpoints, port names, selector keys, NIC interfaces); nothing is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn case8_colliding_parts_are_refused_with_both_paths() {
+    let daemon = TestDaemon::start().await;
+    let mut c = clients(&daemon).await;
+    c.subnets
+        .create_subnet(common::subnet_request("ovn-default", "10.16.0.0/16", ""))
+        .await
+        .unwrap();
+    c.vips
+        .create_vip(pb::CreateVipRequest {
+            vip: Some(pb::Vip {
+                name: "lbv".into(),
+                subnet: "ovn-default".into(),
+                r#type: "switch_lb_vip".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    let port = |port: u32, target_port: u32, name: &str| pb::LbPort {
+        name: name.into(),
+        port,
+        target_port,
+        protocol: 0,
+    };
+    let rule = |ports: Vec<pb::LbPort>, endpoints: &[&str], selector: &[&str]| pb::CreateSwitchLbRuleRequest {
+        rule: Some(pb::SwitchLbRule {
+            name: "r".into(),
+            vip: "lbv".into(),
+            namespace: "default".into(),
+            endpoints: endpoints.iter().map(|e| e.to_string()).collect(),
+            selector: selector.iter().map(|s| s.to_string()).collect(),
+            ports,
+            ..Default::default()
+        }),
+    };
+    let cases: Vec<(pb::CreateSwitchLbRuleRequest, [&str; 2])> = vec![
+        (
+            rule(vec![port(80, 8080, ""), port(80, 8081, "")], &["10.16.0.51"], &[]),
+            ["rule.ports[0].port", "rule.ports[1].port"],
+        ),
+        (
+            rule(vec![port(80, 8080, "http"), port(81, 8080, "http")], &["10.16.0.51"], &[]),
+            ["rule.ports[0].name", "rule.ports[1].name"],
+        ),
+        (
+            rule(vec![port(80, 8080, "")], &["10.16.0.51", "10.16.0.51"], &[]),
+            ["rule.endpoints[0]", "rule.endpoints[1]"],
+        ),
+        (
+            rule(vec![port(80, 8080, "")], &[], &["app: web", "app: db"]),
+            ["rule.selector[0]", "rule.selector[1]"],
+        ),
+    ];
+    for (request, fields) in cases {
+        let error = c.rules.create_switch_lb_rule(request).await.unwrap_err();
+        assert_eq!(error.code(), Code::InvalidArgument, "{}", error.message());
+        let got = violation_fields(&error);
+        for field in fields {
+            assert!(got.contains(&field.to_string()), "{field} missing from {got:?}: {}", error.message());
+        }
+    }
+    // The same frontend port on two protocols is two VIP entries, not a collision.
+    let mut udp = port(80, 8080, "");
+    udp.protocol = pb::Protocol::Udp as i32;
+    c.rules
+        .create_switch_lb_rule(rule(vec![port(80, 8080, ""), udp], &["10.16.0.51"], &[]))
+        .await
+        .unwrap();
+    let rules = c.rules.list_switch_lb_rules(pb::ListSwitchLbRulesRequest {}).await.unwrap().into_inner();
+    assert_eq!(rules.rules.len(), 1);
+
+    let error = c
+        .pods
+        .bind_pod(pb::BindPodRequest {
+            namespace: "default".into(),
+            name: "p".into(),
+            nics: vec![
+                pb::NicRequest {
+                    subnet: "ovn-default".into(),
+                    interface: "eth0".into(),
+                },
+                pb::NicRequest {
+                    subnet: "ovn-default".into(),
+                    interface: "eth0".into(),
+                },
+            ],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    let got = violation_fields(&error);
+    assert!(got.contains(&"nics[0].interface".to_string()) && got.contains(&"nics[1].interface".to_string()), "{got:?}");
+    daemon.stop().await;
+}
+
+/// Case 8's kind across requests: a second rule serving a frontend another rule already serves
+/// would be a second load balancer with the same VIP entry; it is refused, naming both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn case8_two_rules_on_one_frontend_are_refused() {
+    let daemon = TestDaemon::start().await;
+    let mut c = clients(&daemon).await;
+    c.subnets
+        .create_subnet(common::subnet_request("ovn-default", "10.16.0.0/16", ""))
+        .await
+        .unwrap();
+    c.vips
+        .create_vip(pb::CreateVipRequest {
+            vip: Some(pb::Vip {
+                name: "lbv".into(),
+                subnet: "ovn-default".into(),
+                r#type: "switch_lb_vip".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    let rule = |name: &str, port: u32| pb::CreateSwitchLbRuleRequest {
+        rule: Some(pb::SwitchLbRule {
+            name: name.into(),
+            vip: "lbv".into(),
+            endpoints: vec!["10.16.0.51".into()],
+            ports: vec![pb::LbPort {
+                port,
+                target_port: 8080,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+    };
+    c.rules.create_switch_lb_rule(rule("a", 80)).await.unwrap();
+    let error = c.rules.create_switch_lb_rule(rule("b", 80)).await.unwrap_err();
+    assert_eq!(error.code(), Code::FailedPrecondition, "{}", error.message());
+    assert!(error.message().contains("rule.ports[0].port") && error.message().contains("switch-lb rule a"), "{}", error.message());
+    c.rules.create_switch_lb_rule(rule("b", 81)).await.unwrap();
+    daemon.stop().await;
+}
+
+/// Case 11: a pod naming many AAP VIPs binds; annotations follow Kubernetes' 256 KiB total.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn case11_many_aap_vips_follow_the_kubernetes_annotation_limit() {
+    let daemon = TestDaemon::start().await;
+    let mut c = clients(&daemon).await;
+    c.subnets
+        .create_subnet(common::subnet_request("ovn-default", "10.16.0.0/16", ""))
+        .await
+        .unwrap();
+    let bind = |name: &str, annotations: HashMap<String, String>| pb::BindPodRequest {
+        namespace: "default".into(),
+        name: name.into(),
+        annotations,
+        nics: vec![pb::NicRequest {
+            subnet: "ovn-default".into(),
+            interface: "eth0".into(),
+        }],
+        ..Default::default()
+    };
+    // 1,000 VIP names of 60 characters: about 61 KB, far over the old 4,096-byte cap.
+    let names: Vec<String> = (0..1000).map(|i| format!("aap-vip-{i:04}-{}", "x".repeat(47))).collect();
+    let aaps = names.join(",");
+    assert!(aaps.len() > 60_000);
+    let pod = c
+        .pods
+        .bind_pod(bind(
+            "many",
+            HashMap::from([("ovn.kubernetes.io/aaps".to_string(), aaps.clone())]),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(pod.annotations["ovn.kubernetes.io/aaps"], aaps);
+    // Exactly 256 KiB of keys and values is accepted; one byte more is refused.
+    let key = "example.com/big";
+    let exact = "v".repeat(256 * 1024 - key.len());
+    c.pods
+        .bind_pod(bind("exact", HashMap::from([(key.to_string(), exact.clone())])))
+        .await
+        .unwrap();
+    let error = c
+        .pods
+        .bind_pod(bind("over", HashMap::from([(key.to_string(), format!("{exact}v"))])))
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::InvalidArgument, "{}", error.message());
+    assert_eq!(violation_fields(&error), vec!["annotations".to_string()]);
+    assert!(error.message().contains("256 KiB"), "{}", error.message());
+    daemon.stop().await;
+}
+
+/// Case 10: CIDRs overlapping within one VPC are refused; in different VPCs they may overlap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn case10_overlapping_subnets_are_refused_within_one_vpc() {
+    let daemon = TestDaemon::start().await;
+    let mut c = clients(&daemon).await;
+    let created = c
+        .subnets
+        .create_subnet(common::subnet_request("ovn-default", "10.16.0.0/16", "fd00:10:16::/64"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(created.vpc, "ovn-cluster", "the default VPC");
+    let error = c
+        .subnets
+        .create_subnet(common::subnet_request("s6", "10.16.128.0/17", ""))
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::FailedPrecondition, "{}", error.message());
+    assert!(
+        error.message().contains("subnet.cidr_v4") && error.message().contains("ovn-default"),
+        "{}",
+        error.message()
+    );
+    // A wider one, and an IPv6 overlap, are refused too.
+    for (v4, v6) in [("10.0.0.0/8", ""), ("10.99.0.0/16", "fd00:10:16::/112")] {
+        let error = c
+            .subnets
+            .create_subnet(common::subnet_request("s7", v4, v6))
+            .await
+            .unwrap_err();
+        assert_eq!(error.code(), Code::FailedPrecondition, "{v4} {v6}: {}", error.message());
+    }
+    // Another VPC may reuse the range; a second subnet there may not overlap it.
+    let mut other = common::subnet_request("vpc1-s6", "10.16.128.0/17", "");
+    other.subnet.as_mut().unwrap().vpc = "vpc1".into();
+    let created = c.subnets.create_subnet(other).await.unwrap().into_inner();
+    assert_eq!(created.vpc, "vpc1");
+    let mut clash = common::subnet_request("vpc1-s7", "10.16.200.0/24", "");
+    clash.subnet.as_mut().unwrap().vpc = "vpc1".into();
+    let error = c.subnets.create_subnet(clash).await.unwrap_err();
+    assert!(error.message().contains("vpc1-s6"), "{}", error.message());
+    // Adjacent ranges do not overlap.
+    c.subnets
+        .create_subnet(common::subnet_request("s8", "10.17.0.0/16", ""))
+        .await
+        .unwrap();
+    let listed = c.subnets.list_subnets(pb::ListSubnetsRequest {}).await.unwrap().into_inner();
+    assert_eq!(listed.subnets.len(), 3);
+    daemon.stop().await;
+}
+
+/// Case 3: a KubeVirt VM's new launcher pod (a new name every time) takes the VIP, addresses
+/// and MACs its previous launcher pod kept, keyed by (owner kind, owner name).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn case3_a_vms_new_launcher_pod_takes_the_vms_vip() {
+    let daemon = TestDaemon::start().await;
+    let mut c = clients(&daemon).await;
+    c.subnets
+        .create_subnet(common::subnet_request("ovn-default", "10.16.0.0/16", "fd00:10:16::/64"))
+        .await
+        .unwrap();
+    c.subnets
+        .create_subnet(common::subnet_request("net2", "10.17.0.0/24", ""))
+        .await
+        .unwrap();
+    let vip = c
+        .vips
+        .create_vip(pb::CreateVipRequest {
+            vip: Some(pb::Vip {
+                name: "vm1-vip".into(),
+                subnet: "ovn-default".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap();
+    let launcher = |name: &str, vm: &str| pb::BindPodRequest {
+        namespace: "vms".into(),
+        name: name.into(),
+        annotations: HashMap::from([("ovn.kubernetes.io/vip".to_string(), "vm1-vip".to_string())]),
+        owner_kind: pb::OwnerKind::VirtualMachine as i32,
+        owner_name: vm.into(),
+        nics: vec![
+            pb::NicRequest {
+                subnet: "ovn-default".into(),
+                interface: "eth0".into(),
+            },
+            pb::NicRequest {
+                subnet: "net2".into(),
+                interface: "net1".into(),
+            },
+        ],
+        ..Default::default()
+    };
+    let first = c.pods.bind_pod(launcher("virt-launcher-vm1-abcde", "vm1")).await.unwrap().into_inner();
+    assert_eq!(first.owner_name, "vm1");
+    c.pods
+        .unbind_pod(pb::UnbindPodRequest {
+            namespace: "vms".into(),
+            name: "virt-launcher-vm1-abcde".into(),
+            owner_gone: false,
+        })
+        .await
+        .unwrap();
+    // Another VM's launcher pod may not take it.
+    let error = c.pods.bind_pod(launcher("virt-launcher-vm2-zzzzz", "vm2")).await.unwrap_err();
+    assert_eq!(error.code(), Code::FailedPrecondition, "{}", error.message());
+    assert!(error.message().contains("in use by pod vms/virt-launcher-vm1-abcde"), "{}", error.message());
+
+    let second = c.pods.bind_pod(launcher("virt-launcher-vm1-fghij", "vm1")).await.unwrap().into_inner();
+    let eth0 = &second.nics[0];
+    assert_eq!(eth0.vip, "vm1-vip");
+    assert_eq!(eth0.addresses, vec![format!("{}/16", vip.v4ip), format!("{}/64", vip.v6ip)]);
+    assert_eq!(eth0.mac, vip.mac);
+    assert_eq!(eth0.port_name, "virt-launcher-vm1-fghij.vms");
+    // The secondary NIC keeps its address and MAC too, under the new pod's port name.
+    assert_eq!(second.nics[1].addresses, first.nics[1].addresses);
+    assert_eq!(second.nics[1].mac, first.nics[1].mac);
+    assert_eq!(second.nics[1].port_name, "virt-launcher-vm1-fghij.vms.net1");
+    let holder = c
+        .vips
+        .get_vip(pb::GetVipRequest { name: "vm1-vip".into() })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap()
+        .holder
+        .unwrap();
+    assert_eq!((holder.namespace.as_str(), holder.name.as_str()), ("vms", "virt-launcher-vm1-fghij"));
+    let error = c
+        .pods
+        .get_pod(pb::GetPodRequest {
+            namespace: "vms".into(),
+            name: "virt-launcher-vm1-abcde".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::NotFound);
+    // NB follows: the new pod's ports carry the kept addresses, the old ones are gone.
+    let nb = &daemon.nb;
+    wait_until_async("the new launcher pod's ports in NB", Duration::from_secs(10), || {
+        let addresses = nb.nbctl(&["--if-exists", "get", "logical_switch_port", "virt-launcher-vm1-fghij.vms", "addresses"]);
+        let old = nb.nbctl(&["--if-exists", "get", "logical_switch_port", "virt-launcher-vm1-abcde.vms", "addresses"]);
+        addresses.contains(&vip.v4ip) && addresses.contains(&vip.mac) && old.trim().is_empty()
+    })
+    .await;
+    daemon.stop().await;
+}
+
+/// Attaches a router port with `mac` and `network` to `switch` (made by the daemon), as an
+/// operator would with ovn-nbctl.
+async fn add_router_port(daemon: &TestDaemon, switch: &str, mac: &str, network: &str) {
+    let nb = &daemon.nb;
+    wait_until_async("the subnet's switch", Duration::from_secs(10), || {
+        !nb.nbctl(&["--if-exists", "get", "logical_switch", switch, "name"]).trim().is_empty()
+    })
+    .await;
+    let router_port = format!("router-{switch}");
+    let switch_port = format!("{switch}-router");
+    nb.nbctl(&["--may-exist", "lr-add", "router", "--", "lrp-add", "router", &router_port, mac, network]);
+    nb.nbctl(&[
+        "lsp-add",
+        switch,
+        &switch_port,
+        "--",
+        "lsp-set-type",
+        &switch_port,
+        "router",
+        "--",
+        "lsp-set-addresses",
+        &switch_port,
+        "router",
+        "--",
+        "lsp-set-options",
+        &switch_port,
+        &format!("router-port={router_port}"),
+    ]);
+}
+
+/// A rule's Ready condition once its reason is `reason`.
+async fn rule_reason(rules: &mut SwitchLbRuleServiceClient<Channel>, name: &str, reason: &str) -> pb::SwitchLbRuleStatus {
+    let mut last = None;
+    for _ in 0..250 {
+        let status = rules
+            .get_switch_lb_rule(pb::GetSwitchLbRuleRequest { name: name.into() })
+            .await
+            .unwrap()
+            .into_inner()
+            .status
+            .unwrap();
+        if status.conditions.first().is_some_and(|condition| condition.reason == reason) {
+            return status;
+        }
+        last = Some(status);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{name}: never {reason:?}: {last:?}");
+}
+
+/// Case 7 and its kind: a rule is Ready only when its frontend can be reached. On a VIP that is
+/// not a switch_lb_vip nothing answers ARP for the address: not Ready (NotSwitchLbVip) and no
+/// load balancer; on a switch_lb_vip whose switch has no router port: not Ready (NoRouterPort).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn case7_a_rule_is_ready_only_when_its_frontend_is_reachable() {
+    let daemon = TestDaemon::start().await;
+    let mut c = clients(&daemon).await;
+    c.subnets
+        .create_subnet(common::subnet_request("ovn-default", "10.16.0.0/16", ""))
+        .await
+        .unwrap();
+    let create_vip = |name: &str, vip_type: &str, v4ip: &str| pb::CreateVipRequest {
+        vip: Some(pb::Vip {
+            name: name.into(),
+            subnet: "ovn-default".into(),
+            r#type: vip_type.into(),
+            v4ip: v4ip.into(),
+            ..Default::default()
+        }),
+    };
+    c.vips.create_vip(create_vip("static-vip01", "", "10.16.0.121")).await.unwrap();
+    c.vips.create_vip(create_vip("lb-vip01", "switch_lb_vip", "10.16.0.122")).await.unwrap();
+    let rule = |name: &str, vip: &str| pb::CreateSwitchLbRuleRequest {
+        rule: Some(pb::SwitchLbRule {
+            name: name.into(),
+            vip: vip.into(),
+            endpoints: vec!["10.16.0.50".into()],
+            ports: vec![pb::LbPort {
+                port: 80,
+                target_port: 8080,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+    };
+    c.rules.create_switch_lb_rule(rule("static", "static-vip01")).await.unwrap();
+    c.rules.create_switch_lb_rule(rule("lb", "lb-vip01")).await.unwrap();
+    let status = rule_reason(&mut c.rules, "static", "NotSwitchLbVip").await;
+    assert!(!status.ready);
+    assert!(status.conditions[0].message.contains("10.16.0.121"), "{status:?}");
+    let status = rule_reason(&mut c.rules, "lb", "NoRouterPort").await;
+    assert!(!status.ready);
+
+    add_router_port(&daemon, "ovn-default", "04:00:00:00:00:01", "10.16.0.1/16").await;
+    let status = rule_reason(&mut c.rules, "lb", "Synced").await;
+    assert!(status.ready);
+    assert_eq!(status.vips, vec!["10.16.0.122:80".to_string()]);
+    // The reserved VIP's rule stays not Ready, and NB holds no balancer for it.
+    let status = rule_reason(&mut c.rules, "static", "NotSwitchLbVip").await;
+    assert!(!status.ready);
+    assert!(daemon.nb.nbctl(&["--if-exists", "get", "load_balancer", "static-tcp", "vips"]).trim().is_empty());
+    assert!(!daemon.nb.nbctl(&["--if-exists", "get", "load_balancer", "lb-tcp", "vips"]).trim().is_empty());
+    daemon.stop().await;
+}
