@@ -143,7 +143,7 @@ pub async fn run(options: CheckOptions<'_>, mut progress: impl FnMut(&str)) -> R
             // The daemon's own sync: a few passes, since a created switch gets its balancers in
             // the next one.
             for _ in 0..3 {
-                let sent = reconcile::pass(&registry, &client, &Dirty::full(), &mut memory).await?;
+                let sent = reconcile::pass(&registry, &client, &Dirty::full(), &mut memory, None).await?;
                 if sent == 0 {
                     break;
                 }
