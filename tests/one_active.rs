@@ -316,3 +316,29 @@ async fn an_nb_leader_killed_under_the_active_leaves_exactly_one_active_and_one_
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_repair_does_not_write_beside_a_running_daemon() {
+    let dir = tempfile::tempdir().unwrap();
+    let nb = OvsdbServer::nb(dir.path());
+    let daemon = Daemon::start(&nb.unix_remote());
+    let channel = plain_channel(daemon.port).await;
+    create_subnet(&channel).await.unwrap();
+    create_vip(&channel, "va").await.unwrap();
+    common::process::wait_ready(&channel, "va").await;
+    // A repair from another (empty) store would collect va as an orphan: it must not write.
+    let other = tempfile::tempdir().unwrap();
+    let data_dir = format!("--data-dir={}", other.path().join("data").display());
+    let ovn_nb = format!("--ovn-nb={}", nb.unix_remote());
+    let (code, _, stderr) = common::process::run_binary(&["check", &data_dir, &ovn_nb, "--repair"], &[]);
+    assert_ne!(code, 0, "{stderr}");
+    assert!(stderr.contains("holds the NB lock ovn_vipd"), "{stderr}");
+    assert_eq!(ports(&nb), ["va"]);
+    // Without --repair it only reports (no lock needed).
+    let (_, stdout, stderr) = common::process::run_binary(&["check", &data_dir, &ovn_nb], &[]);
+    assert!(
+        format!("{stdout}{stderr}").contains("owned NB row without an object"),
+        "{stdout}{stderr}"
+    );
+    assert_eq!(ports(&nb), ["va"]);
+}

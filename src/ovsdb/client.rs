@@ -124,8 +124,10 @@ struct Shared {
     reconnect: Notify,
     /// Locks the user holds or waits for; requested again on every new connection.
     wanted_locks: Mutex<BTreeSet<String>>,
-    /// Locks granted on the current connection (or, between connections, on the last one).
+    /// Locks granted on the current connection.
     held_locks: Mutex<BTreeSet<String>>,
+    /// Locks held when the last connection ended (asked for again at once, see `lock_grace`).
+    held_when_lost: Mutex<BTreeSet<String>>,
     shutdown: CancellationToken,
     transactions: AtomicU64,
     transaction_failures: AtomicU64,
@@ -157,6 +159,7 @@ impl Client {
             reconnect: Notify::new(),
             wanted_locks,
             held_locks: Mutex::new(BTreeSet::new()),
+            held_when_lost: Mutex::new(BTreeSet::new()),
             shutdown: CancellationToken::new(),
             transactions: AtomicU64::new(0),
             transaction_failures: AtomicU64::new(0),
@@ -266,6 +269,12 @@ impl Client {
         connection.lock(lock_id).await
     }
 
+    /// Whether the server has granted `lock_id` on the current connection (as far as this
+    /// client has heard: a `stolen` notification may be on its way).
+    pub fn holds_lock(&self, lock_id: &str) -> bool {
+        lock_guard(&self.shared.held_locks).contains(lock_id)
+    }
+
     pub async fn steal(&self, lock_id: &str) -> Result<bool, OvsdbError> {
         self.lock_set().insert(lock_id.to_string());
         let connection = self.wait_connected(self.shared.config.request_timeout).await?;
@@ -364,6 +373,11 @@ async fn supervise(shared: Arc<Shared>) {
             state.connection = None;
             state.last_error = Some(format!("{remote}: {error}"));
         });
+        // The server released the session's locks with it.
+        let held = std::mem::take(&mut *lock_guard(&shared.held_locks));
+        if !held.is_empty() {
+            *lock_guard(&shared.held_when_lost) = held;
+        }
         let _ = shared.events.send(ClientEvent::Disconnected {
             error: error.to_string(),
         });
@@ -527,7 +541,7 @@ async fn run_session(shared: &Arc<Shared>, remote: &Remote, resume: &mut Resume)
         .lock()
         .map(|locks| locks.iter().cloned().collect())
         .unwrap_or_default();
-    let held_before = std::mem::take(&mut *lock_guard(&shared.held_locks));
+    let held_before = std::mem::take(&mut *lock_guard(&shared.held_when_lost));
     let reconnect = shared.state.borrow().generation > 0;
     let (first, later): (Vec<String>, Vec<String>) = wanted_locks
         .into_iter()
