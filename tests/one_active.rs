@@ -144,6 +144,7 @@ async fn a_second_daemon_on_the_same_nb_waits_as_a_standby_and_takes_over_when_t
     let _ = first.process.wait(Duration::from_secs(5));
     wait_until("the standby to become active", Duration::from_secs(5), || second.active());
     let takeover = killed.elapsed();
+    assert!(takeover < Duration::from_secs(3), "takeover took {takeover:?}");
     second
         .process
         .wait_for_log("active: this daemon writes NB", Duration::from_secs(1));

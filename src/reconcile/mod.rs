@@ -1111,6 +1111,17 @@ impl Controller {
                 if let Some((scope, _)) = self.echo.take() {
                     self.pending.merge(scope);
                 }
+                // A lost lock event must not leave the role wrong: ask the client what it holds.
+                if let Some(lock) = self.config.lock.clone() {
+                    self.locked = self.client.holds_lock(&lock);
+                    if self.locked {
+                        self.set_role(Role::Active);
+                    } else if self.client.state().is_connected() {
+                        self.set_role(Role::Standby);
+                    } else if self.role == Role::Active {
+                        self.set_role(Role::Unknown);
+                    }
+                }
             }
             Event::ResyncTick => {
                 let summary = nb::summary(&self.client.cache());
