@@ -34,6 +34,10 @@ pub enum CheckError {
     Registry(#[from] RegistryError),
     #[error("OVN NB: {0}")]
     Nb(#[from] OvsdbError),
+    #[error(
+        "another ovn-vipd holds the NB lock {lock} (it is the one writing NB): stop every daemon on this NB before --repair"
+    )]
+    NbLocked { lock: &'static str },
 }
 
 /// What the check found and what it repaired.
@@ -124,9 +128,18 @@ pub async fn run(options: CheckOptions<'_>, mut progress: impl FnMut(&str)) -> R
     say(format!("connecting to OVN NB at {}", join(&options.ovn_nb)));
     let mut config = nb::client_config(options.ovn_nb.clone());
     config.tls = options.nb_tls.clone();
+    // A repair writes NB: only as the holder of the daemons' lock, asserted in every transaction,
+    // so it never writes beside a running daemon (whose store it does not know).
+    let lock = crate::role::LOCK_NAME;
+    if options.repair {
+        config.locks = vec![lock.to_string()];
+    }
     let client = Client::start(config);
     let outcome = async {
         client.wait_connected(options.nb_timeout).await?;
+        if options.repair && !client.holds_lock(lock) {
+            return Err(CheckError::NbLocked { lock });
+        }
         let mut memory = Memory::default();
         let plan = reconcile::compute_plan(&registry, &client.cache(), &Dirty::full(), &mut memory).plan;
         say(format!(
@@ -143,7 +156,7 @@ pub async fn run(options: CheckOptions<'_>, mut progress: impl FnMut(&str)) -> R
             // The daemon's own sync: a few passes, since a created switch gets its balancers in
             // the next one.
             for _ in 0..3 {
-                let sent = reconcile::pass(&registry, &client, &Dirty::full(), &mut memory).await?;
+                let sent = reconcile::pass(&registry, &client, &Dirty::full(), &mut memory, Some(lock)).await?;
                 if sent == 0 {
                     break;
                 }

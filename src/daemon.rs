@@ -6,15 +6,15 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Instrument};
 
 use crate::api::{self, Listen};
 use crate::config::{GrpcTls, Settings};
 use crate::nb;
-use crate::ovsdb::{Client, ClientEvent, OvsdbError, Remote, TlsFiles};
+use crate::ovsdb::{Client, OvsdbError, Remote, TlsFiles};
 use crate::registry::{Registry, RegistryError};
+use crate::role::{Role, LOCK_NAME};
 use crate::telemetry::{self, systemd, Heartbeat};
 
 #[derive(Debug, Clone)]
@@ -89,15 +89,14 @@ pub enum DaemonError {
     },
 }
 
-/// Everything that makes the main loop act, in one place.
+/// What the daemon's own loop reacts to (the NB sync has its own controller, the one loop over
+/// registry, NB and lock events: `reconcile::run`).
 #[derive(Debug)]
 enum Event {
-    Nb(ClientEvent),
-    /// The NB event stream overflowed: what changed is unknown, so resync everything.
-    NbLagged(u64),
-    ResyncTick,
-    /// The sync finished a pass; the first one makes the daemon ready.
+    /// The sync finished a pass; the first one makes an active daemon ready.
     Synced,
+    /// The controller published a new role.
+    Role(Role),
     /// Time to tell systemd the loops are alive (if they are).
     WatchdogTick,
     Shutdown,
@@ -117,15 +116,20 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
         warn!(path = %store_path.display(), problems = report.problems.len(), "store open with inconsistencies");
     }
     let registry = std::sync::Arc::new(registry);
+    let (role_sender, role_receiver) = tokio::sync::watch::channel(Role::Unknown);
     let options = api::ServeOptions {
         tls: config.grpc_tls.clone(),
         socket_group: config.socket_group,
+        role: role_receiver.clone(),
     };
     let api_server = api::serve(config.listen.clone(), registry.clone(), shutdown.clone(), options).await?;
     let api_task = tokio::spawn(api_server.instrument(tracing::info_span!("api")));
     let mut client_config = nb::client_config(config.ovn_nb.clone());
     client_config.tls = config.nb_tls.clone();
-    let (client, mut events) = Client::start_subscribed(client_config);
+    client_config.locks = vec![LOCK_NAME.to_string()];
+    // After an NB leader change the previous holder asks the new leader first (see ARCHITECTURE.md).
+    client_config.lock_grace = Duration::from_secs(2);
+    let (client, nb_events) = Client::start_subscribed(client_config);
     if let Some(address) = config.metrics_listen {
         telemetry::serve_metrics(address, registry.clone(), client.clone(), shutdown.clone())
             .await
@@ -134,71 +138,64 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
     let heartbeat = Heartbeat::default();
     heartbeat.beat();
     let (passes_sender, mut passes) = tokio::sync::watch::channel(0u64);
+    let mut roles = role_receiver;
     let reconciler = tokio::spawn(
         crate::reconcile::run(
             registry.clone(),
             client.clone(),
-            config.resync_interval,
+            nb_events,
+            crate::reconcile::ControllerConfig::new(config.resync_interval, Some(LOCK_NAME.to_string())),
             shutdown.clone(),
             crate::reconcile::Hooks {
                 heartbeat: heartbeat.clone(),
                 passes: passes_sender,
+                role: role_sender,
             },
         )
         .instrument(tracing::info_span!("sync")),
     );
     systemd::status("store open; waiting for the first NB sync");
     let mut ready = false;
+    let mut synced = false;
     // systemd expects keep-alives within the timeout; send them twice as often.
     let watchdog_timeout = systemd::watchdog_timeout();
     let mut watchdog = tokio::time::interval(watchdog_timeout.map(|timeout| timeout / 2).unwrap_or(Duration::MAX / 4));
-    let mut resync = tokio::time::interval(config.resync_interval);
-    resync.tick().await;
     loop {
         let event = tokio::select! {
             _ = shutdown.cancelled() => Event::Shutdown,
-            _ = resync.tick() => Event::ResyncTick,
             _ = watchdog.tick(), if watchdog_timeout.is_some() => Event::WatchdogTick,
-            changed = passes.changed(), if !ready => match changed {
+            changed = passes.changed(), if !synced => match changed {
                 Ok(()) => Event::Synced,
                 Err(_) => Event::Shutdown,
             },
-            received = events.recv() => match received {
-                Ok(event) => Event::Nb(event),
-                Err(RecvError::Lagged(missed)) => Event::NbLagged(missed),
-                Err(RecvError::Closed) => Event::Shutdown,
+            changed = roles.changed() => match changed {
+                Ok(()) => Event::Role(*roles.borrow_and_update()),
+                Err(_) => Event::Shutdown,
             },
         };
         match event {
             Event::Shutdown => break,
-            Event::Nb(ClientEvent::Resynced { remote, resumed }) => {
-                let summary = nb::summary(&client.cache());
-                info!(%remote, resumed, ?summary, "NB cache in sync");
-            }
-            Event::Nb(ClientEvent::Changed(changes)) => {
-                for change in changes.iter() {
-                    let name = change
-                        .new
-                        .as_ref()
-                        .or(change.old.as_ref())
-                        .and_then(|row| row.get("name"))
-                        .and_then(|value| value.as_str())
-                        .unwrap_or("");
-                    let kind = match (&change.old, &change.new) {
-                        (None, Some(_)) => "insert",
-                        (Some(_), None) => "delete",
-                        _ => "modify",
-                    };
-                    tracing::debug!(table = %change.table, uuid = %change.uuid, name, kind, "NB row changed");
+            Event::Synced => {
+                synced = true;
+                if !ready {
+                    ready = true;
+                    info!("first NB sync done; ready");
+                    systemd::ready("serving; active; NB in sync");
                 }
             }
-            Event::Nb(ClientEvent::Disconnected { error }) => warn!(%error, "NB unavailable"),
-            Event::Nb(ClientEvent::LockAcquired(_) | ClientEvent::LockStolen(_)) => {}
-            Event::NbLagged(missed) => warn!(missed, "NB events overflowed; full resync"),
-            Event::Synced => {
-                ready = true;
-                info!("first NB sync done; ready");
-                systemd::ready("serving; NB in sync");
+            Event::Role(role) => {
+                if role == Role::Standby && !ready {
+                    // A standby is up and doing its job (waiting for the lock): systemd must not
+                    // time its start-up out.
+                    ready = true;
+                    systemd::ready("serving reads; standby: another daemon holds the NB lock");
+                } else if ready {
+                    systemd::status(match role {
+                        Role::Active => "serving; active",
+                        Role::Standby => "serving reads; standby: another daemon holds the NB lock",
+                        Role::Unknown => "serving; NB unavailable",
+                    });
+                }
             }
             Event::WatchdogTick => {
                 // Both loops must be alive: this one (it is running) and the sync's. The sync may
@@ -211,10 +208,6 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
                         "the sync loop has not gone round; holding back the watchdog keep-alive"
                     ),
                 }
-            }
-            Event::ResyncTick => {
-                let summary = nb::summary(&client.cache());
-                info!(?summary, connected = client.state().is_connected(), "periodic resync");
             }
         }
     }

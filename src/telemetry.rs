@@ -134,6 +134,8 @@ pub struct Metrics {
     pub nb_connected: Gauge,
     /// 1 for the remote the daemon writes to (the leader, for a cluster).
     pub nb_leader: Family<RemoteLabels, Gauge>,
+    /// 1 while this daemon holds the NB lock and is the one writing NB; 0 as a standby.
+    pub active: Gauge,
     pub store_flush_seconds: Histogram,
     pub grpc_requests: Family<GrpcLabels, Counter>,
     registry: prometheus_client::registry::Registry,
@@ -161,6 +163,7 @@ impl Metrics {
             nb_transaction_failures: Counter::default(),
             nb_connected: Gauge::default(),
             nb_leader: Family::default(),
+            active: Gauge::default(),
             store_flush_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
             grpc_requests: Family::default(),
             registry: prometheus_client::registry::Registry::default(),
@@ -206,6 +209,11 @@ impl Metrics {
             "nb_connected",
             "1 while connected to OVN NB with the cache in sync",
             metrics.nb_connected.clone(),
+        );
+        registry.register(
+            "active",
+            "1 while this daemon holds the NB lock (the one writer of NB), 0 as a standby",
+            metrics.active.clone(),
         );
         registry.register(
             "nb_leader",

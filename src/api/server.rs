@@ -31,13 +31,16 @@ pub enum ServeError {
 }
 
 /// How the listeners are secured.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ServeOptions {
     /// TLS on every TCP listener; with a client CA, clients must present a certificate it signed.
     /// Unix sockets are protected by their mode and group instead.
     pub tls: Option<GrpcTls>,
     /// Group of the unix sockets (mode 0660).
     pub socket_group: Option<u32>,
+    /// The daemon's role: a standby refuses mutating calls and reports the overall health
+    /// service (`""`) as `NOT_SERVING`.
+    pub role: crate::role::RoleWatch,
 }
 
 /// Binds every listener now (so a caller knows the API is reachable when this returns) and
@@ -53,6 +56,7 @@ pub async fn serve(
         let api = Api {
             registry: registry.clone(),
             shutdown: shutdown.clone(),
+            role: options.role.clone(),
         };
         let reflection_v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
@@ -72,6 +76,25 @@ pub async fn serve(
         health_reporter
             .set_serving::<pb::vip_service_server::VipServiceServer<Api>>()
             .await;
+        // The overall service ("") follows the role: NOT_SERVING on a standby, so load balancers
+        // and clients that check health send changes to the active daemon.
+        let mut role = options.role.clone();
+        let reporter = health_reporter.clone();
+        let stop_health = shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                let status = if *role.borrow_and_update() == crate::role::Role::Standby {
+                    tonic_health::ServingStatus::NotServing
+                } else {
+                    tonic_health::ServingStatus::Serving
+                };
+                reporter.set_service_status("", status).await;
+                tokio::select! {
+                    _ = stop_health.cancelled() => return,
+                    changed = role.changed() => if changed.is_err() { return },
+                }
+            }
+        });
         let mut builder = Server::builder();
         if let (Listen::Tcp(_), Some(tls)) = (&listen, &options.tls) {
             let mut config =

@@ -20,9 +20,26 @@ pub struct Api {
     pub registry: Arc<Registry>,
     /// Ends open Watch streams at shutdown: graceful shutdown waits for every open request.
     pub shutdown: tokio_util::sync::CancellationToken,
+    /// The daemon's role: a standby refuses mutating calls.
+    pub role: crate::role::RoleWatch,
 }
 
 impl Api {
+    /// Refuses a mutating call on a standby: `UNAVAILABLE`, naming the active daemon in the
+    /// response metadata key `ovn-vipd-active` when known, so clients with a list of daemons
+    /// try another. Reads are served by every daemon.
+    fn writable(&self) -> Result<(), Status> {
+        if *self.role.borrow() != crate::role::Role::Standby {
+            return Ok(());
+        }
+        // In standalone mode a standby does not know the active's address (no shared store to
+        // publish it in), so the key is absent and clients try the other daemons they know.
+        Err(Status::unavailable(
+            "standby: another ovn-vipd daemon holds the NB lock (ovn_vipd) and serves changes; \
+             retry on the active daemon",
+        ))
+    }
+
     fn subnet_proto(&self, name: &str) -> Result<pb::Subnet, Status> {
         let (subnet, usage) = self.registry.get_subnet(name)?;
         let gateways = self.registry.subnet_gateways();
@@ -106,6 +123,7 @@ fn required<T>(value: Option<T>, field: &str) -> Result<T, Status> {
 #[tonic::async_trait]
 impl pb::subnet_service_server::SubnetService for Api {
     async fn create_subnet(&self, request: Request<pb::CreateSubnetRequest>) -> Result<Response<pb::Subnet>, Status> {
+        self.writable()?;
         let subnet = convert::subnet_from_proto(required(named(request).subnet, "subnet")?)?;
         let created = self.registry.create_subnet(subnet).await.map_err(under("subnet"))?;
         Ok(Response::new(self.subnet_proto(&created.name)?))
@@ -139,6 +157,7 @@ impl pb::subnet_service_server::SubnetService for Api {
         &self,
         request: Request<pb::DeleteSubnetRequest>,
     ) -> Result<Response<pb::DeleteSubnetResponse>, Status> {
+        self.writable()?;
         self.registry.delete_subnet(&named(request).name).await?;
         Ok(Response::new(pb::DeleteSubnetResponse {}))
     }
@@ -149,6 +168,7 @@ type VipEventStream = Pin<Box<dyn Stream<Item = Result<pb::VipEvent, Status>> + 
 #[tonic::async_trait]
 impl pb::vip_service_server::VipService for Api {
     async fn create_vip(&self, request: Request<pb::CreateVipRequest>) -> Result<Response<pb::Vip>, Status> {
+        self.writable()?;
         let spec = convert::vip_spec_from_proto(required(named(request).vip, "vip")?)?;
         let vip = self.registry.create_vip(spec).await.map_err(under("vip"))?;
         Ok(Response::new(self.vip_proto(&vip)))
@@ -176,6 +196,7 @@ impl pb::vip_service_server::VipService for Api {
         &self,
         request: Request<pb::DeleteVipRequest>,
     ) -> Result<Response<pb::DeleteVipResponse>, Status> {
+        self.writable()?;
         self.registry.delete_vip(&named(request).name).await?;
         Ok(Response::new(pb::DeleteVipResponse {}))
     }
@@ -251,6 +272,7 @@ impl pb::vip_service_server::VipService for Api {
 #[tonic::async_trait]
 impl pb::pod_service_server::PodService for Api {
     async fn bind_pod(&self, request: Request<pb::BindPodRequest>) -> Result<Response<pb::Pod>, Status> {
+        self.writable()?;
         let spec = convert::pod_spec_from_proto(named(request))?;
         let pod = self.registry.bind_pod(spec).await?;
         Ok(Response::new(convert::pod_to_proto(
@@ -263,6 +285,7 @@ impl pb::pod_service_server::PodService for Api {
         &self,
         request: Request<pb::UnbindPodRequest>,
     ) -> Result<Response<pb::UnbindPodResponse>, Status> {
+        self.writable()?;
         let request = named(request);
         let key = PodRef {
             namespace: request.namespace,
@@ -304,6 +327,7 @@ impl pb::switch_lb_rule_service_server::SwitchLbRuleService for Api {
         &self,
         request: Request<pb::CreateSwitchLbRuleRequest>,
     ) -> Result<Response<pb::SwitchLbRule>, Status> {
+        self.writable()?;
         let rule = convert::rule_from_proto(required(named(request).rule, "rule")?)?;
         let rule = self.registry.put_switch_lb_rule(rule, false).await?;
         Ok(Response::new(convert::rule_to_proto(
@@ -316,6 +340,7 @@ impl pb::switch_lb_rule_service_server::SwitchLbRuleService for Api {
         &self,
         request: Request<pb::UpdateSwitchLbRuleRequest>,
     ) -> Result<Response<pb::SwitchLbRule>, Status> {
+        self.writable()?;
         let rule = convert::rule_from_proto(required(named(request).rule, "rule")?)?;
         let rule = self.registry.put_switch_lb_rule(rule, true).await?;
         Ok(Response::new(convert::rule_to_proto(
@@ -352,6 +377,7 @@ impl pb::switch_lb_rule_service_server::SwitchLbRuleService for Api {
         &self,
         request: Request<pb::DeleteSwitchLbRuleRequest>,
     ) -> Result<Response<pb::DeleteSwitchLbRuleResponse>, Status> {
+        self.writable()?;
         self.registry.delete_switch_lb_rule(&named(request).name).await?;
         Ok(Response::new(pb::DeleteSwitchLbRuleResponse {}))
     }

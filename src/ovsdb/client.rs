@@ -44,6 +44,15 @@ pub struct ClientConfig {
     pub request_timeout: Duration,
     /// Secondary indexes the cache keeps (see [`Cache::find`]).
     pub indexes: Vec<IndexSpec>,
+    /// OVSDB locks (RFC 7047 §4.1.8) to ask for on every connection, before it is announced
+    /// ready: a grant is announced ([`ClientEvent::LockAcquired`]) before the connection's
+    /// [`ClientEvent::Resynced`], so a lock not granted by then is held by another session.
+    pub locks: Vec<String>,
+    /// After a reconnect, how long to wait before asking again for a lock this client did not
+    /// hold when its last connection ended: the previous holder, reconnecting too (e.g. after a
+    /// cluster leader change, where the lock table of the old leader is lost), asks first and
+    /// keeps its part. Zero asks at once.
+    pub lock_grace: Duration,
 }
 
 impl ClientConfig {
@@ -60,6 +69,8 @@ impl ClientConfig {
             leader_only: true,
             request_timeout: Duration::from_secs(30),
             indexes: Vec::new(),
+            locks: Vec::new(),
+            lock_grace: Duration::ZERO,
         }
     }
 }
@@ -113,6 +124,10 @@ struct Shared {
     reconnect: Notify,
     /// Locks the user holds or waits for; requested again on every new connection.
     wanted_locks: Mutex<BTreeSet<String>>,
+    /// Locks granted on the current connection.
+    held_locks: Mutex<BTreeSet<String>>,
+    /// Locks held when the last connection ended (asked for again at once, see `lock_grace`).
+    held_when_lost: Mutex<BTreeSet<String>>,
     shutdown: CancellationToken,
     transactions: AtomicU64,
     transaction_failures: AtomicU64,
@@ -135,13 +150,16 @@ impl Client {
     pub fn start_subscribed(config: ClientConfig) -> (Client, broadcast::Receiver<ClientEvent>) {
         let (events, receiver) = broadcast::channel(4096);
         let cache = Cache::with_indexes(config.indexes.clone());
+        let wanted_locks = Mutex::new(config.locks.iter().cloned().collect());
         let shared = Arc::new(Shared {
             config,
             cache: RwLock::new(cache),
             state: watch::channel(ConnectionState::default()).0,
             events,
             reconnect: Notify::new(),
-            wanted_locks: Mutex::new(BTreeSet::new()),
+            wanted_locks,
+            held_locks: Mutex::new(BTreeSet::new()),
+            held_when_lost: Mutex::new(BTreeSet::new()),
             shutdown: CancellationToken::new(),
             transactions: AtomicU64::new(0),
             transaction_failures: AtomicU64::new(0),
@@ -251,6 +269,12 @@ impl Client {
         connection.lock(lock_id).await
     }
 
+    /// Whether the server has granted `lock_id` on the current connection (as far as this
+    /// client has heard: a `stolen` notification may be on its way).
+    pub fn holds_lock(&self, lock_id: &str) -> bool {
+        lock_guard(&self.shared.held_locks).contains(lock_id)
+    }
+
     pub async fn steal(&self, lock_id: &str) -> Result<bool, OvsdbError> {
         self.lock_set().insert(lock_id.to_string());
         let connection = self.wait_connected(self.shared.config.request_timeout).await?;
@@ -349,6 +373,11 @@ async fn supervise(shared: Arc<Shared>) {
             state.connection = None;
             state.last_error = Some(format!("{remote}: {error}"));
         });
+        // The server released the session's locks with it.
+        let held = std::mem::take(&mut *lock_guard(&shared.held_locks));
+        if !held.is_empty() {
+            *lock_guard(&shared.held_when_lost) = held;
+        }
         let _ = shared.events.send(ClientEvent::Disconnected {
             error: error.to_string(),
         });
@@ -512,10 +541,31 @@ async fn run_session(shared: &Arc<Shared>, remote: &Remote, resume: &mut Resume)
         .lock()
         .map(|locks| locks.iter().cloned().collect())
         .unwrap_or_default();
-    for lock in wanted_locks {
+    let held_before = std::mem::take(&mut *lock_guard(&shared.held_when_lost));
+    let reconnect = shared.state.borrow().generation > 0;
+    let (first, later): (Vec<String>, Vec<String>) = wanted_locks
+        .into_iter()
+        .partition(|lock| !reconnect || shared.config.lock_grace.is_zero() || held_before.contains(lock));
+    for lock in first {
         if connection.lock(&lock).await? {
+            lock_guard(&shared.held_locks).insert(lock.clone());
             let _ = shared.events.send(ClientEvent::LockAcquired(lock));
         }
+    }
+    if !later.is_empty() {
+        // Asked for after the grace period; a grant arrives as a `locked` notification.
+        let grace = shared.config.lock_grace;
+        let asker = connection.clone();
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            for lock in later {
+                if let Ok(true) = asker.lock(&lock).await {
+                    lock_guard(&shared.held_locks).insert(lock.clone());
+                    let _ = shared.events.send(ClientEvent::LockAcquired(lock));
+                }
+            }
+        });
     }
     info!(remote = %remote, resumed = found, "OVSDB connection ready");
     shared.state.send_modify(|state| {
@@ -553,13 +603,22 @@ async fn run_session(shared: &Arc<Shared>, remote: &Remote, resume: &mut Resume)
             }
             Notification::Update2 { updates, .. } => apply_and_publish(shared, &schema, &updates)?,
             Notification::Locked(lock) => {
+                lock_guard(&shared.held_locks).insert(lock.clone());
                 let _ = shared.events.send(ClientEvent::LockAcquired(lock));
             }
             Notification::Stolen(lock) => {
+                lock_guard(&shared.held_locks).remove(&lock);
                 let _ = shared.events.send(ClientEvent::LockStolen(lock));
             }
             Notification::Update { .. } | Notification::Other { .. } => {}
         }
+    }
+}
+
+fn lock_guard(locks: &Mutex<BTreeSet<String>>) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
+    match locks.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
     }
 }
 

@@ -1,0 +1,345 @@
+//! Exactly one active daemon per NB, fenced: every daemon asks for the OVSDB lock `ovn_vipd` on
+//! NB; the holder writes, and each of its transactions asserts the lock; the others are
+//! standbys that write nothing, say so (log, health, metric) and refuse mutating calls. Real
+//! ovsdb-server processes and real daemons as processes.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::process::{daemon_args, http_get, plain_channel, sample, start, DaemonProcess};
+use common::{free_port, wait_until, wait_until_async, NbCluster, OvsdbServer};
+use ovn_vipd::api::proto::v1 as pb;
+use ovn_vipd::ovsdb::{Client, ClientEvent, Operation, OvsdbError, Row, Value};
+use pb::subnet_service_client::SubnetServiceClient;
+use pb::vip_service_client::VipServiceClient;
+use tonic::transport::Channel;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+
+/// A daemon process with its gRPC and metrics ports.
+struct Daemon {
+    process: DaemonProcess,
+    port: u16,
+    metrics: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Daemon {
+    /// Starts a daemon with a data directory of its own (standalone mode: its own sled store).
+    fn start(nb: &str) -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        let (port, metrics) = (free_port(), free_port());
+        let mut args = daemon_args(dir.path(), nb, port);
+        args.push(format!("--metrics-listen=127.0.0.1:{metrics}"));
+        let process = start(dir.path(), &args, &[]);
+        Daemon {
+            process,
+            port,
+            metrics,
+            _dir: dir,
+        }
+    }
+
+    /// `ovn_vipd_<name>` now.
+    fn metric(&self, name: &str) -> f64 {
+        let (_, text) = http_get(self.metrics, "/metrics");
+        sample(&text, &format!("ovn_vipd_{name}")).unwrap_or(-1.0)
+    }
+
+    fn active(&self) -> bool {
+        self.metric("active") == 1.0
+    }
+
+    async fn health(&self) -> ServingStatus {
+        let channel = plain_channel(self.port).await;
+        let status = HealthClient::new(channel)
+            .check(HealthCheckRequest { service: String::new() })
+            .await
+            .expect("health check")
+            .into_inner()
+            .status;
+        ServingStatus::try_from(status).unwrap_or(ServingStatus::Unknown)
+    }
+}
+
+fn aap(name: &str) -> pb::Vip {
+    pb::Vip {
+        name: name.into(),
+        subnet: "ovn-default".into(),
+        namespace: "default".into(),
+        ..Default::default()
+    }
+}
+
+async fn create_subnet(channel: &Channel) -> Result<(), tonic::Status> {
+    SubnetServiceClient::new(channel.clone())
+        .create_subnet(common::subnet_request("ovn-default", "10.16.0.0/24", ""))
+        .await
+        .map(|_| ())
+}
+
+async fn create_vip(channel: &Channel, name: &str) -> Result<(), tonic::Status> {
+    VipServiceClient::new(channel.clone())
+        .create_vip(pb::CreateVipRequest { vip: Some(aap(name)) })
+        .await
+        .map(|_| ())
+}
+
+fn ports(nb: &OvsdbServer) -> Vec<String> {
+    let mut names: Vec<String> = nb
+        .nbctl(&["--bare", "--columns=name", "list", "logical_switch_port"])
+        .lines()
+        .filter(|line| !line.is_empty())
+        .map(str::to_string)
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_daemon_on_the_same_nb_waits_as_a_standby_and_takes_over_when_the_first_dies() {
+    let dir = tempfile::tempdir().unwrap();
+    let nb = OvsdbServer::nb(dir.path());
+    let mut first = Daemon::start(&nb.unix_remote());
+    let first_channel = plain_channel(first.port).await;
+    create_subnet(&first_channel).await.unwrap();
+    create_vip(&first_channel, "va").await.unwrap();
+    common::process::wait_ready(&first_channel, "va").await;
+    first
+        .process
+        .wait_for_log("active: this daemon writes NB", Duration::from_secs(5));
+
+    let second = Daemon::start(&nb.unix_remote());
+    second.process.wait_for_log("standby", Duration::from_secs(10));
+    let second_channel = plain_channel(second.port).await;
+
+    // It says so: health, metric, and a mutating call refused with UNAVAILABLE; reads served.
+    assert_eq!(second.health().await, ServingStatus::NotServing);
+    assert_eq!(first.health().await, ServingStatus::Serving);
+    assert_eq!(second.metric("active"), 0.0);
+    assert_eq!(first.metric("active"), 1.0);
+    let refused = create_subnet(&second_channel).await.expect_err("a standby refuses changes");
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    assert!(refused.message().contains("standby"), "{refused:?}");
+    let refused = create_vip(&second_channel, "vb").await.expect_err("a standby refuses changes");
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    VipServiceClient::new(second_channel.clone())
+        .list_vips(pb::ListVipsRequest::default())
+        .await
+        .expect("a standby serves reads");
+
+    // The active goes on writing; the standby never sends a transaction to NB (it would have
+    // collected va, which its own store does not hold).
+    create_vip(&first_channel, "vc").await.unwrap();
+    common::process::wait_ready(&first_channel, "vc").await;
+    assert_eq!(ports(&nb), ["va", "vc"]);
+    assert_eq!(second.metric("nb_transactions_total"), 0.0);
+    assert!(first.metric("nb_transactions_total") >= 2.0);
+
+    // SIGKILL the active: its session ends, the server grants the lock to the waiting standby.
+    let killed = Instant::now();
+    first.process.signal("KILL");
+    let _ = first.process.wait(Duration::from_secs(5));
+    wait_until("the standby to become active", Duration::from_secs(5), || second.active());
+    let takeover = killed.elapsed();
+    assert!(takeover < Duration::from_secs(3), "takeover took {takeover:?}");
+    second
+        .process
+        .wait_for_log("active: this daemon writes NB", Duration::from_secs(1));
+    assert_eq!(second.health().await, ServingStatus::Serving);
+    create_subnet(&second_channel)
+        .await
+        .expect("the new active accepts changes");
+    eprintln!("takeover after SIGKILL of the active: {takeover:?}");
+}
+
+fn lock_client(nb: &OvsdbServer) -> (Client, tokio::sync::broadcast::Receiver<ClientEvent>) {
+    let remotes = ovn_vipd::ovsdb::Remote::parse_list(&nb.unix_remote()).unwrap();
+    let mut config = ovn_vipd::nb::client_config(remotes);
+    config.locks = vec![ovn_vipd::role::LOCK_NAME.to_string()];
+    Client::start_subscribed(config)
+}
+
+fn switch_insert(name: &str) -> Operation {
+    Operation::Insert {
+        table: "Logical_Switch".into(),
+        row: Row::from([("name".to_string(), Value::string(name.to_string()))]),
+        uuid_name: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_whose_lock_was_stolen_cannot_land_a_write_the_server_refuses_the_assert() {
+    common::init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let nb = OvsdbServer::nb(dir.path());
+    let lock = ovn_vipd::role::LOCK_NAME;
+    let (holder, mut events) = lock_client(&nb);
+    let granted = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Ok(ClientEvent::LockAcquired(name)) = events.recv().await {
+                return name;
+            }
+        }
+    })
+    .await
+    .expect("the lock is granted");
+    assert_eq!(granted, lock);
+    let assert = Operation::Assert { lock: lock.to_string() };
+    holder
+        .transact(&[assert.clone(), switch_insert("while-held")])
+        .await
+        .expect("the holder writes");
+
+    // Another session steals the lock (as a new active would get it after the holder's session
+    // was lost); the old holder, not yet told, writes with its assert.
+    let thief = Client::start(ovn_vipd::nb::client_config(
+        ovn_vipd::ovsdb::Remote::parse_list(&nb.unix_remote()).unwrap(),
+    ));
+    thief.wait_connected(Duration::from_secs(10)).await.unwrap();
+    assert!(thief.steal(lock).await.unwrap());
+    let refused = holder
+        .transact(&[assert.clone(), switch_insert("after-stolen")])
+        .await
+        .expect_err("the assert fails");
+    assert!(
+        ovn_vipd::reconcile::is_lock_refusal(&refused),
+        "RFC 7047 5.2.10 'not owner': {refused:?}"
+    );
+    match &refused {
+        OvsdbError::Transaction(error) => assert_eq!(error.index, 0, "{error:?}"),
+        other => panic!("{other:?}"),
+    }
+    let switches = nb.nbctl(&["ls-list"]);
+    assert!(switches.contains("while-held"), "{switches}");
+    assert!(!switches.contains("after-stolen"), "nothing of the refused transaction landed: {switches}");
+    // The server's own log shows the refusal.
+    assert!(nb.log().contains("not owner"), "the NB log records the refusal");
+    holder.shutdown().await;
+    thief.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_active_whose_lock_is_taken_writes_nothing_when_it_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let nb = OvsdbServer::nb(dir.path());
+    let daemon = Daemon::start(&nb.unix_remote());
+    let channel = plain_channel(daemon.port).await;
+    create_subnet(&channel).await.unwrap();
+    create_vip(&channel, "va").await.unwrap();
+    common::process::wait_ready(&channel, "va").await;
+
+    // Paused (as a stuck host or a long GC would), and meanwhile another session takes the lock.
+    daemon.process.signal("STOP");
+    let thief = Client::start(ovn_vipd::nb::client_config(
+        ovn_vipd::ovsdb::Remote::parse_list(&nb.unix_remote()).unwrap(),
+    ));
+    thief.wait_connected(Duration::from_secs(10)).await.unwrap();
+    assert!(thief.steal(ovn_vipd::role::LOCK_NAME).await.unwrap());
+    // A change is waiting for it when it resumes (the request sits in its socket).
+    let pending = {
+        let channel = channel.clone();
+        tokio::spawn(async move { create_vip(&channel, "vp").await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    daemon.process.signal("CONT");
+    let answer = pending.await.unwrap();
+    // Whichever it saw first (the `stolen` notification or the request), no write lands: either
+    // it refused the change as a standby, or its transaction's assert was refused by NB.
+    wait_until_async("the daemon to be a standby", Duration::from_secs(10), || !daemon.active()).await;
+    assert_eq!(ports(&nb), ["va"], "nothing written after the lock was taken");
+    let log = daemon.process.stderr();
+    match answer {
+        Err(status) => assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}"),
+        Ok(()) => {
+            // Accepted into its store: its pass was fenced, or never ran.
+            assert!(
+                log.contains("standby") || log.contains("the lock is not ours"),
+                "{log}"
+            );
+        }
+    }
+    // The thief lets go: the daemon, still waiting for the lock, gets it back and catches up.
+    thief.unlock(ovn_vipd::role::LOCK_NAME).await.unwrap();
+    wait_until_async("the daemon active again", Duration::from_secs(10), || daemon.active()).await;
+    thief.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_nb_leader_killed_under_the_active_leaves_exactly_one_active_and_one_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = NbCluster::start(dir.path());
+    let remotes = cluster.remotes();
+    let first = Daemon::start(&remotes);
+    let channel = plain_channel(first.port).await;
+    create_subnet(&channel).await.unwrap();
+    create_vip(&channel, "va").await.unwrap();
+    common::process::wait_ready(&channel, "va").await;
+    let second = Daemon::start(&remotes);
+    second.process.wait_for_log("standby", Duration::from_secs(15));
+
+    let leader = cluster.wait_for_leader(Duration::from_secs(10));
+    cluster.members[leader].kill();
+    // Through the election and reconnects: never two active at once, and then exactly one.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut settled_since: Option<Instant> = None;
+    loop {
+        let (a, b) = (first.active(), second.active());
+        assert!(!(a && b), "two daemons active at once");
+        if a ^ b {
+            let since = *settled_since.get_or_insert_with(Instant::now);
+            if since.elapsed() > Duration::from_secs(3) {
+                break;
+            }
+        } else {
+            settled_since = None;
+        }
+        assert!(Instant::now() < deadline, "no single active daemon after the leader change");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The previous holder asks the new leader first (the standby waits its grace period), so it
+    // keeps its part; the standby has written nothing.
+    assert!(first.active(), "the active before the leader change is the active after it");
+    assert_eq!(second.metric("nb_transactions_total"), 0.0);
+    create_vip(&channel, "vb").await.unwrap();
+    common::process::wait_ready(&channel, "vb").await;
+    let survivor = &cluster.members[(leader + 1) % 3];
+    wait_until("both ports in NB", Duration::from_secs(10), || {
+        ports(survivor) == ["va", "vb"]
+    });
+    for (name, daemon) in [("first", &first), ("second", &second)] {
+        for line in daemon.process.stderr().lines().filter(|line| {
+            line.contains("active") || line.contains("standby") || line.contains("unavailable") || line.contains("ready")
+        }) {
+            eprintln!("{name}: {line}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_repair_does_not_write_beside_a_running_daemon() {
+    let dir = tempfile::tempdir().unwrap();
+    let nb = OvsdbServer::nb(dir.path());
+    let daemon = Daemon::start(&nb.unix_remote());
+    let channel = plain_channel(daemon.port).await;
+    create_subnet(&channel).await.unwrap();
+    create_vip(&channel, "va").await.unwrap();
+    common::process::wait_ready(&channel, "va").await;
+    // A repair from another (empty) store would collect va as an orphan: it must not write.
+    let other = tempfile::tempdir().unwrap();
+    let data_dir = format!("--data-dir={}", other.path().join("data").display());
+    let ovn_nb = format!("--ovn-nb={}", nb.unix_remote());
+    let (code, _, stderr) = common::process::run_binary(&["check", &data_dir, &ovn_nb, "--repair"], &[]);
+    assert_ne!(code, 0, "{stderr}");
+    assert!(stderr.contains("holds the NB lock ovn_vipd"), "{stderr}");
+    assert_eq!(ports(&nb), ["va"]);
+    // Without --repair it only reports (no lock needed).
+    let (_, stdout, stderr) = common::process::run_binary(&["check", &data_dir, &ovn_nb], &[]);
+    assert!(
+        format!("{stdout}{stderr}").contains("owned NB row without an object"),
+        "{stdout}{stderr}"
+    );
+    assert_eq!(ports(&nb), ["va"]);
+}
