@@ -12,6 +12,8 @@
 //! - [`ovsdb`]: the RFC 7047 client (framing, data model, connection, cache, reconnecting
 //!   client). The only module that speaks JSON-RPC.
 //! - [`nb`]: typed OVN Northbound rows and the tables and columns the daemon depends on.
+//! - [`client`]: how `vipctl` and `ovn-vipd-cni` reach the daemons (unix/TCP, TLS/mTLS, a list
+//!   of daemons with failover on `UNAVAILABLE`).
 //! - [`cli`]: `vipctl`, the command-line client of the API (Kube-OVN manifests, tables).
 //! - [`config`]: the daemon's settings from flags, `OVN_VIPD_*` variables and a TOML file.
 //! - [`telemetry`]: logging, Prometheus metrics, the gRPC span/metrics layer, systemd notify.
@@ -25,6 +27,7 @@
 pub mod api;
 pub mod check;
 pub mod cli;
+pub mod client;
 pub mod cni;
 pub mod config;
 pub mod daemon;
