@@ -157,19 +157,6 @@ pub struct Settings {
     pub failover_timeout: Duration,
 }
 
-impl Settings {
-    /// One unix socket, default time-outs (5 s connect, 30 s per request, 30 s failover).
-    pub fn unix(path: impl Into<PathBuf>) -> Settings {
-        Settings {
-            addresses: vec![Address::Unix(path.into())],
-            tls: TlsFiles::default(),
-            connect_timeout: Duration::from_secs(5),
-            request_timeout: Duration::from_secs(30),
-            failover_timeout: Duration::from_secs(30),
-        }
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ClientError {
     /// A TLS file is missing, unreadable or not what it should be; nothing was sent.

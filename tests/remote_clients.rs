@@ -24,7 +24,8 @@ use tonic::{Request, Response, Status};
 struct Secured {
     _dir: tempfile::TempDir,
     _nb: OvsdbServer,
-    _daemon: DaemonProcess,
+    daemon: Option<DaemonProcess>,
+    args: Vec<String>,
     port: u16,
     dir: std::path::PathBuf,
     client: TlsPaths,
@@ -54,11 +55,38 @@ fn secured_daemon() -> Secured {
         dir: dir.path().to_path_buf(),
         _dir: dir,
         _nb: nb,
-        _daemon: daemon,
+        daemon: Some(daemon),
+        args,
         port,
         client: issued[1].clone(),
         rogue,
         server: issued[0].clone(),
+    }
+}
+
+impl Secured {
+    /// SIGKILL, then the same daemon (store, port, certificates) again after `pause`.
+    fn restart_after(&mut self, pause: Duration) {
+        self.daemon.take();
+        std::thread::sleep(pause);
+        let daemon = start(&self.dir, &self.args, &[]);
+        daemon.wait_for_log("gRPC listening", Duration::from_secs(20));
+        self.daemon = Some(daemon);
+    }
+
+    fn settings(&self, addresses: &str, failover: Duration) -> ovn_vipd::client::Settings {
+        ovn_vipd::client::Settings {
+            addresses: ovn_vipd::client::Address::parse_list(addresses).unwrap(),
+            tls: ovn_vipd::client::TlsFiles {
+                ca_certificate: Some(self.client.ca_certificate.clone()),
+                certificate: Some(self.client.certificate.clone()),
+                private_key: Some(self.client.private_key.clone()),
+                server_name: None,
+            },
+            connect_timeout: Duration::from_secs(2),
+            request_timeout: Duration::from_secs(5),
+            failover_timeout: failover,
+        }
     }
 }
 
@@ -495,4 +523,50 @@ fn unavailable_moves_to_the_daemon_the_standby_names_or_to_the_next_address() {
     let args_ref: Vec<&str> = args.iter().map(String::as_str).collect();
     let (ok, out, err) = vipctl(&args_ref, &[], None);
     assert!(ok && out.contains("pod/web-0 unbound"), "{out}{err}");
+}
+
+/// The daemon goes away under a connected client (SIGKILL) and comes back 1.5 s later on the
+/// same address: a change sent meanwhile is retried until it lands, within the failover time;
+/// without failover time it fails at once as UNAVAILABLE.
+#[test]
+fn a_change_is_retried_through_a_daemon_restart_until_the_failover_deadline() {
+    use ovn_vipd::client::Daemons;
+    let mut daemon = secured_daemon();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let tcp = format!("tcp:127.0.0.1:{}", daemon.port);
+    let send = |channel, request: pb::CreateSubnetRequest| async move {
+        pb::subnet_service_client::SubnetServiceClient::new(channel)
+            .create_subnet(request)
+            .await
+    };
+    let mut patient = runtime
+        .block_on(Daemons::connect(daemon.settings(&tcp, Duration::from_secs(20))))
+        .expect("connect");
+    let mut hasty = runtime
+        .block_on(Daemons::connect(daemon.settings(&tcp, Duration::ZERO)))
+        .expect("connect");
+    runtime
+        .block_on(patient.call(common::subnet_request("before", "10.40.0.0/24", ""), send))
+        .expect("served before the restart");
+
+    let restarted = std::thread::scope(|scope| {
+        let restart = scope.spawn(|| daemon.restart_after(Duration::from_millis(1500)));
+        // Let the SIGKILL happen first.
+        std::thread::sleep(Duration::from_millis(300));
+        let refused = runtime.block_on(hasty.call(common::subnet_request("hasty", "10.41.0.0/24", ""), send));
+        assert_eq!(
+            refused.map_err(|status| status.code()).err(),
+            Some(tonic::Code::Unavailable)
+        );
+        let started = std::time::Instant::now();
+        let answer = runtime.block_on(patient.call(common::subnet_request("after", "10.42.0.0/24", ""), send));
+        restart.join().unwrap();
+        (answer, started.elapsed())
+    });
+    let (answer, took) = restarted;
+    assert_eq!(answer.expect("created after the restart").name, "after");
+    assert!(
+        took >= Duration::from_millis(500),
+        "answered in {took:?}: was the daemon down at all?"
+    );
 }
