@@ -526,7 +526,10 @@ impl TwoChassis {
         let host_end = pod.host_veth();
         let netns = &self.host(chassis).netns;
         assert!(
-            self.host(chassis).exec(&["ip", "link", "show", "dev", &host_end]).status.success(),
+            self.host(chassis)
+                .exec(&["ip", "link", "show", "dev", &host_end])
+                .status
+                .success(),
             "{host_end} is not in {netns}"
         );
         assert!(!ovn::link_exists(&host_end), "{host_end} is in the root namespace");
