@@ -366,4 +366,24 @@ fn pod_using_a_vip_moves_from_chassis_1_to_chassis_2() {
         );
         assert_eq!(client.neighbour_mac(&vip.v4ip), Some(vip.mac.clone()));
     }
+
+    // TLS is really on: the plugin of a chassis without its client certificate is refused by the
+    // daemon (try again later), and its ADD leaves no binding.
+    let uncertified = two.sandbox(PodSpec::new("uncertified", "vipnet"), 2);
+    let mut conf = two.net_conf(&uncertified.spec, 2);
+    for key in ["tlsCertificate", "tlsPrivateKey"] {
+        conf.as_object_mut().expect("object").remove(key);
+    }
+    let refused = two.cni_with("ADD", &uncertified, &conf);
+    assert!(!refused.success, "{}", refused.stdout);
+    assert_eq!(refused.json["code"], 11, "{}", refused.stdout);
+    let mut pods = pb::pod_service_client::PodServiceClient::new(two.channel());
+    let known = two.runtime.block_on(pods.get_pod(pb::GetPodRequest {
+        namespace: "default".into(),
+        name: "uncertified".into(),
+    }));
+    assert_eq!(
+        known.map(drop).map_err(|status| status.code()),
+        Err(tonic::Code::NotFound)
+    );
 }
