@@ -247,6 +247,7 @@ fn the_plugin_reaches_the_daemon_over_tcp_with_mtls_and_a_client_without_a_certi
     let nobody = format!("tcp:127.0.0.1:{first},unix:/nonexistent/ovn-vipd.sock,tcp:127.0.0.1:{second}");
     let answer = cni_check(&conf(&nobody, &mtls, serde_json::json!({})), "ghost");
     assert_eq!(answer["code"], 11, "{answer}");
+    assert!(answer["msg"].as_str().unwrap().contains("(\"server\")"), "{answer}");
     for address in [format!("tcp:127.0.0.1:{first}"), format!("tcp:127.0.0.1:{second}")] {
         assert!(answer["msg"].as_str().unwrap().contains(&address), "{answer}");
         assert!(answer["details"].as_str().unwrap().contains(&address), "{answer}");

@@ -43,7 +43,15 @@ impl Daemon {
                     let list: Vec<String> = conf.daemons.iter().map(ToString::to_string).collect();
                     CniError::new(
                         code::TRY_AGAIN_LATER,
-                        format!("ovn-vipd is unreachable at {}", list.join(",")),
+                        format!(
+                            "ovn-vipd is unreachable at {} (\"{}\")",
+                            list.join(","),
+                            if conf.server.is_some() {
+                                "server"
+                            } else {
+                                "serverSocket"
+                            }
+                        ),
                     )
                     .with_details(error.to_string())
                 }
