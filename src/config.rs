@@ -503,14 +503,14 @@ fn resolve_group(group: &str) -> Result<u32, String> {
     }
 }
 
-enum PemKind {
+pub(crate) enum PemKind {
     Certificate,
     PrivateKey,
 }
 
 /// Reads a PEM file and checks it holds what it should, so a wrong path or file is a
 /// configuration error at start-up rather than a failed handshake later.
-fn read_pem(path: &str, kind: PemKind) -> Result<Vec<u8>, String> {
+pub(crate) fn read_pem(path: &str, kind: PemKind) -> Result<Vec<u8>, String> {
     let bytes = std::fs::read(path).map_err(|error| format!("cannot read {path}: {error}"))?;
     let mut reader = bytes.as_slice();
     let found = match kind {

@@ -17,6 +17,8 @@
 //!   protobuf types on the server side.
 //! - [`reconcile`]: the NB sync: desired rows computed from the registry, diffed against the NB
 //!   cache, the difference sent; status written back.
+//! - [`client`]: how `vipctl` and `ovn-vipd-cni` reach the daemons (unix/TCP, TLS/mTLS, a list
+//!   of daemons with failover on `UNAVAILABLE`).
 //! - [`cli`]: `vipctl`, the command-line client of the API (Kube-OVN manifests, tables).
 //! - [`config`]: the daemon's settings from flags, `OVN_VIPD_*` variables and a TOML file.
 //! - [`telemetry`]: logging, Prometheus metrics, the gRPC span/metrics layer, systemd notify.
@@ -33,6 +35,7 @@
 pub mod api;
 pub mod check;
 pub mod cli;
+pub mod client;
 pub mod cni;
 pub mod config;
 pub mod daemon;

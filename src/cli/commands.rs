@@ -1,15 +1,14 @@
 //! The commands, over one connection to the daemon.
 
 use std::io::Write;
-use std::time::Duration;
-
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::Code;
 
 use super::apply::{pod_unchanged, rule_unchanged, subnet_unchanged, vip_unchanged, Outcome};
 use super::render;
-use super::{ApplyRequest, CliError, Kind, Output, Target};
+use super::{ApplyRequest, CliError, Kind, Output};
 use crate::api::proto::v1 as pb;
+use crate::client::{Daemons, Settings};
 use pb::pod_service_client::PodServiceClient;
 use pb::subnet_service_client::SubnetServiceClient;
 use pb::switch_lb_rule_service_client::SwitchLbRuleServiceClient;
@@ -29,38 +28,33 @@ pub struct DeleteOptions {
     pub ignore_not_found: bool,
 }
 
-/// One client per service, sharing one HTTP/2 connection.
+/// The connection to the daemons; every service client shares it. Reads go to the daemon in
+/// use; changes go through [`Daemons::call`], which moves to the active daemon on `UNAVAILABLE`.
 pub struct Client {
-    subnets: SubnetServiceClient<Channel>,
-    vips: VipServiceClient<Channel>,
-    pods: PodServiceClient<Channel>,
-    rules: SwitchLbRuleServiceClient<Channel>,
+    daemons: Daemons,
 }
 
 impl Client {
-    pub async fn connect(target: &Target, timeout: Duration) -> Result<Client, CliError> {
-        let failed = |error: &dyn std::error::Error| CliError::Connect {
-            target: target.to_string(),
-            reason: error_chain(error),
-        };
-        // tonic connects `unix://PATH` endpoints itself (with `http://tonic` as the authority).
-        let address = match target {
-            Target::Unix(path) => format!("unix://{}", path.display()),
-            Target::Url(url) => url.clone(),
-        };
-        let channel = Endpoint::from_shared(address)
-            .map_err(|error| failed(&error))?
-            .connect_timeout(timeout)
-            .timeout(timeout)
-            .connect()
-            .await
-            .map_err(|error| failed(&error))?;
+    pub async fn connect(settings: Settings) -> Result<Client, CliError> {
         Ok(Client {
-            subnets: SubnetServiceClient::new(channel.clone()),
-            vips: VipServiceClient::new(channel.clone()),
-            pods: PodServiceClient::new(channel.clone()),
-            rules: SwitchLbRuleServiceClient::new(channel),
+            daemons: Daemons::connect(settings).await?,
         })
+    }
+
+    fn subnets(&self) -> SubnetServiceClient<Channel> {
+        SubnetServiceClient::new(self.daemons.channel())
+    }
+
+    fn vips(&self) -> VipServiceClient<Channel> {
+        VipServiceClient::new(self.daemons.channel())
+    }
+
+    fn pods(&self) -> PodServiceClient<Channel> {
+        PodServiceClient::new(self.daemons.channel())
+    }
+
+    fn rules(&self) -> SwitchLbRuleServiceClient<Channel> {
+        SwitchLbRuleServiceClient::new(self.daemons.channel())
     }
 
     pub async fn get(&mut self, kind: Kind, query: Query, output: Option<Output>) -> Result<(), CliError> {
@@ -70,7 +64,7 @@ impl Client {
             Kind::Vip => {
                 let vips = match &query.name {
                     Some(name) => vec![self
-                        .vips
+                        .vips()
                         .get_vip(pb::GetVipRequest { name: name.clone() })
                         .await?
                         .into_inner()],
@@ -79,7 +73,7 @@ impl Client {
                             subnet: query.subnet.clone().unwrap_or_default(),
                             namespace: query.namespace.clone().unwrap_or_default(),
                         };
-                        self.vips.list_vips(request).await?.into_inner().vips
+                        self.vips().list_vips(request).await?.into_inner().vips
                     }
                 };
                 (
@@ -90,12 +84,12 @@ impl Client {
             Kind::Subnet => {
                 let subnets = match &query.name {
                     Some(name) => vec![self
-                        .subnets
+                        .subnets()
                         .get_subnet(pb::GetSubnetRequest { name: name.clone() })
                         .await?
                         .into_inner()],
                     None => {
-                        self.subnets
+                        self.subnets()
                             .list_subnets(pb::ListSubnetsRequest {})
                             .await?
                             .into_inner()
@@ -110,12 +104,12 @@ impl Client {
             Kind::Slr => {
                 let rules = match &query.name {
                     Some(name) => vec![self
-                        .rules
+                        .rules()
                         .get_switch_lb_rule(pb::GetSwitchLbRuleRequest { name: name.clone() })
                         .await?
                         .into_inner()],
                     None => {
-                        self.rules
+                        self.rules()
                             .list_switch_lb_rules(pb::ListSwitchLbRulesRequest {})
                             .await?
                             .into_inner()
@@ -137,13 +131,13 @@ impl Client {
                                 .unwrap_or_else(|| super::manifest::DEFAULT_NAMESPACE.into()),
                             name: name.clone(),
                         };
-                        vec![self.pods.get_pod(request).await?.into_inner()]
+                        vec![self.pods().get_pod(request).await?.into_inner()]
                     }
                     None => {
                         let request = pb::ListPodsRequest {
                             namespace: query.namespace.clone().unwrap_or_default(),
                         };
-                        self.pods.list_pods(request).await?.into_inner().pods
+                        self.pods().list_pods(request).await?.into_inner().pods
                     }
                 };
                 (
@@ -199,7 +193,7 @@ impl Client {
         match request {
             ApplyRequest::Subnet(subnet) => {
                 let existing = found(
-                    self.subnets
+                    self.subnets()
                         .get_subnet(pb::GetSubnetRequest {
                             name: subnet.name.clone(),
                         })
@@ -212,16 +206,23 @@ impl Client {
                 let request = pb::CreateSubnetRequest {
                     subnet: Some(subnet.clone()),
                 };
-                self.subnets.create_subnet(request).await?;
+                self.daemons
+                    .call(request, |channel, request| async move {
+                        SubnetServiceClient::new(channel).create_subnet(request).await
+                    })
+                    .await?;
                 Ok(Outcome::Created)
             }
             ApplyRequest::Vip(vip) => {
-                let existing = found(self.vips.get_vip(pb::GetVipRequest { name: vip.name.clone() }).await)?;
+                let existing = found(self.vips().get_vip(pb::GetVipRequest { name: vip.name.clone() }).await)?;
                 if existing.is_some_and(|existing| vip_unchanged(vip, &existing)) {
                     return Ok(Outcome::Unchanged);
                 }
-                self.vips
-                    .create_vip(pb::CreateVipRequest { vip: Some(vip.clone()) })
+                let request = pb::CreateVipRequest { vip: Some(vip.clone()) };
+                self.daemons
+                    .call(request, |channel, request| async move {
+                        VipServiceClient::new(channel).create_vip(request).await
+                    })
                     .await?;
                 Ok(Outcome::Created)
             }
@@ -229,20 +230,32 @@ impl Client {
                 let request = pb::GetSwitchLbRuleRequest {
                     name: rule.name.clone(),
                 };
-                match found(self.rules.get_switch_lb_rule(request).await)? {
+                match found(self.rules().get_switch_lb_rule(request).await)? {
                     Some(existing) if rule_unchanged(rule, &existing) => Ok(Outcome::Unchanged),
                     Some(_) => {
                         let request = pb::UpdateSwitchLbRuleRequest {
                             rule: Some(rule.clone()),
                         };
-                        self.rules.update_switch_lb_rule(request).await?;
+                        self.daemons
+                            .call(request, |channel, request| async move {
+                                SwitchLbRuleServiceClient::new(channel)
+                                    .update_switch_lb_rule(request)
+                                    .await
+                            })
+                            .await?;
                         Ok(Outcome::Configured)
                     }
                     None => {
                         let request = pb::CreateSwitchLbRuleRequest {
                             rule: Some(rule.clone()),
                         };
-                        self.rules.create_switch_lb_rule(request).await?;
+                        self.daemons
+                            .call(request, |channel, request| async move {
+                                SwitchLbRuleServiceClient::new(channel)
+                                    .create_switch_lb_rule(request)
+                                    .await
+                            })
+                            .await?;
                         Ok(Outcome::Created)
                     }
                 }
@@ -252,11 +265,15 @@ impl Client {
                     namespace: pod.namespace.clone(),
                     name: pod.name.clone(),
                 };
-                let existing = found(self.pods.get_pod(request).await)?;
+                let existing = found(self.pods().get_pod(request).await)?;
                 if existing.is_some_and(|existing| pod_unchanged(pod, &existing)) {
                     return Ok(Outcome::Unchanged);
                 }
-                self.pods.bind_pod(pod.clone()).await?;
+                self.daemons
+                    .call(pod.clone(), |channel, request| async move {
+                        PodServiceClient::new(channel).bind_pod(request).await
+                    })
+                    .await?;
                 Ok(Outcome::Bound)
             }
         }
@@ -272,18 +289,31 @@ impl Client {
         let name = name.to_string();
         let result = match kind {
             Kind::Subnet => self
-                .subnets
-                .delete_subnet(pb::DeleteSubnetRequest { name: name.clone() })
+                .daemons
+                .call(
+                    pb::DeleteSubnetRequest { name: name.clone() },
+                    |channel, request| async move { SubnetServiceClient::new(channel).delete_subnet(request).await },
+                )
                 .await
                 .map(drop),
             Kind::Vip => self
-                .vips
-                .delete_vip(pb::DeleteVipRequest { name: name.clone() })
+                .daemons
+                .call(
+                    pb::DeleteVipRequest { name: name.clone() },
+                    |channel, request| async move { VipServiceClient::new(channel).delete_vip(request).await },
+                )
                 .await
                 .map(drop),
             Kind::Slr => self
-                .rules
-                .delete_switch_lb_rule(pb::DeleteSwitchLbRuleRequest { name: name.clone() })
+                .daemons
+                .call(
+                    pb::DeleteSwitchLbRuleRequest { name: name.clone() },
+                    |channel, request| async move {
+                        SwitchLbRuleServiceClient::new(channel)
+                            .delete_switch_lb_rule(request)
+                            .await
+                    },
+                )
                 .await
                 .map(drop),
             Kind::Pod => {
@@ -292,7 +322,12 @@ impl Client {
                     name: name.clone(),
                     owner_gone: options.owner_gone,
                 };
-                let answer = self.pods.unbind_pod(request).await?.into_inner();
+                let answer = self
+                    .daemons
+                    .call(request, |channel, request| async move {
+                        PodServiceClient::new(channel).unbind_pod(request).await
+                    })
+                    .await?;
                 if answer.found {
                     Ok(())
                 } else {
@@ -331,7 +366,11 @@ impl Client {
     }
 
     pub async fn watch(&mut self, name: String, output: Option<Output>) -> Result<(), CliError> {
-        let mut events = self.vips.watch_vips(pb::WatchVipsRequest { name }).await?.into_inner();
+        let mut events = self
+            .vips()
+            .watch_vips(pb::WatchVipsRequest { name })
+            .await?
+            .into_inner();
         while let Some(event) = events.message().await? {
             let kind = match pb::vip_event::Type::try_from(event.r#type) {
                 Ok(pb::vip_event::Type::Added) => "ADDED",
@@ -379,19 +418,4 @@ fn emit(text: &str) -> Result<(), CliError> {
     stdout.write_all(text.as_bytes())?;
     stdout.flush()?;
     Ok(())
-}
-
-/// An error and its causes: `transport error: No such file or directory (os error 2)`.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.ends_with(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }

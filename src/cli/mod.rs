@@ -17,25 +17,47 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::client::{Address, ClientError, Settings, TlsFiles, TlsSetting};
+
 pub use manifest::{manifests_to_requests, ApplyRequest, ManifestError};
 
 /// Where the daemon listens for local clients by default.
-pub const DEFAULT_SOCKET: &str = "/run/ovn-vipd/ovn-vipd.sock";
+pub use crate::client::DEFAULT_SOCKET;
 
 /// Talks to ovn-vipd: lists and shows subnets, VIPs, switch-LB rules and pods, applies Kube-OVN
 /// manifests, deletes objects and watches VIPs.
 #[derive(Parser, Debug)]
 #[command(name = "vipctl", version)]
 pub struct Args {
-    /// The daemon's unix socket.
+    /// The daemon's unix socket (when --server is not given).
     #[arg(long, env = "VIPCTL_SOCKET", default_value = DEFAULT_SOCKET, global = true)]
     pub socket: PathBuf,
-    /// Talk to the daemon at this address instead of the socket, e.g. http://127.0.0.1:50051.
+    /// The daemons, tried in order: a comma-separated list of unix:PATH and tcp:HOST:PORT
+    /// (http://HOST:PORT and HOST:PORT are read as tcp:). Replaces --socket.
     #[arg(long, env = "VIPCTL_SERVER", global = true)]
     pub server: Option<String>,
-    /// Seconds to wait for the connection and for each answer.
-    #[arg(long, default_value_t = 30, global = true)]
+    /// PEM CA that verifies the daemons' certificates: TLS on every tcp: address.
+    #[arg(long, env = "VIPCTL_TLS_CA_CERT", global = true)]
+    pub tls_ca_cert: Option<PathBuf>,
+    /// PEM client certificate for mTLS (with --tls-private-key).
+    #[arg(long, env = "VIPCTL_TLS_CERTIFICATE", global = true)]
+    pub tls_certificate: Option<PathBuf>,
+    /// PEM private key of the client certificate.
+    #[arg(long, env = "VIPCTL_TLS_PRIVATE_KEY", global = true)]
+    pub tls_private_key: Option<PathBuf>,
+    /// The name the daemons' certificates carry, when not the host of the address.
+    #[arg(long, env = "VIPCTL_TLS_SERVER_NAME", global = true)]
+    pub tls_server_name: Option<String>,
+    /// Seconds to wait for each answer.
+    #[arg(long, env = "VIPCTL_TIMEOUT", default_value_t = 30, global = true)]
     pub timeout: u64,
+    /// Seconds per connection attempt to one daemon.
+    #[arg(long, env = "VIPCTL_CONNECT_TIMEOUT", default_value_t = 5, global = true)]
+    pub connect_timeout: u64,
+    /// Seconds a change keeps moving to another daemon after UNAVAILABLE (a daemon gone, or a
+    /// standby naming the active one); 0 tries once.
+    #[arg(long, env = "VIPCTL_FAILOVER_TIMEOUT", default_value_t = 30, global = true)]
+    pub failover_timeout: u64,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -125,34 +147,54 @@ pub enum Output {
     Yaml,
 }
 
-/// Where the daemon is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
-    Unix(PathBuf),
-    /// `http://host:port`.
-    Url(String),
-}
-
-impl Target {
-    /// `--server` wins over `--socket`; a server without a scheme is taken as `http://`, and
-    /// `unix:PATH` names a socket.
-    pub fn from_args(socket: &std::path::Path, server: Option<&str>) -> Target {
-        match server.map(str::trim).filter(|server| !server.is_empty()) {
-            None => Target::Unix(socket.to_path_buf()),
-            Some(server) => match server.strip_prefix("unix://").or_else(|| server.strip_prefix("unix:")) {
-                Some(path) => Target::Unix(PathBuf::from(path)),
-                None if server.contains("://") => Target::Url(server.to_string()),
-                None => Target::Url(format!("http://{server}")),
+impl Args {
+    /// How to reach the daemons: `--server`'s list, else `--socket`; a bad value names its flag.
+    pub fn client_settings(&self) -> Result<Settings, CliError> {
+        let setting = |flag: &'static str, message: String| CliError::Setting { flag, message };
+        let addresses = match self
+            .server
+            .as_deref()
+            .map(str::trim)
+            .filter(|server| !server.is_empty())
+        {
+            Some(server) => Address::parse_list(server).map_err(|message| setting("--server", message))?,
+            None => vec![Address::Unix(self.socket.clone())],
+        };
+        Ok(Settings {
+            addresses,
+            tls: TlsFiles {
+                ca_certificate: self.tls_ca_cert.clone(),
+                certificate: self.tls_certificate.clone(),
+                private_key: self.tls_private_key.clone(),
+                server_name: self.tls_server_name.clone(),
             },
-        }
+            connect_timeout: Duration::from_secs(self.connect_timeout.max(1)),
+            request_timeout: Duration::from_secs(self.timeout.max(1)),
+            failover_timeout: Duration::from_secs(self.failover_timeout),
+        })
     }
 }
 
-impl std::fmt::Display for Target {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Target::Unix(path) => write!(f, "unix:{}", path.display()),
-            Target::Url(url) => f.write_str(url),
+/// The flag of a TLS setting, for error messages.
+fn tls_flag(setting: TlsSetting) -> &'static str {
+    match setting {
+        TlsSetting::CaCertificate => "--tls-ca-cert",
+        TlsSetting::Certificate => "--tls-certificate",
+        TlsSetting::PrivateKey => "--tls-private-key",
+        TlsSetting::ServerName => "--tls-server-name",
+    }
+}
+
+impl From<ClientError> for CliError {
+    fn from(error: ClientError) -> CliError {
+        match error {
+            ClientError::Setting { setting, message } => CliError::Setting {
+                flag: tls_flag(setting),
+                message,
+            },
+            ClientError::Unreachable { .. } => CliError::Connect {
+                reason: error.to_string(),
+            },
         }
     }
 }
@@ -162,8 +204,12 @@ pub enum CliError {
     /// The daemon answered with an error: `NOT_FOUND: vip "x" not found`.
     #[error("{}: {}", code_name(.0.code()), .0.message())]
     Status(Box<tonic::Status>),
-    #[error("cannot connect to {target}: {reason}")]
-    Connect { target: String, reason: String },
+    /// No daemon of the list answered.
+    #[error("cannot connect: {reason}")]
+    Connect { reason: String },
+    /// A flag (or its environment variable) is wrong; nothing was sent.
+    #[error("{flag}: {message}")]
+    Setting { flag: &'static str, message: String },
     #[error(transparent)]
     Manifest(#[from] ManifestError),
     #[error("cannot read {path}: {source}")]
@@ -182,8 +228,15 @@ pub enum CliError {
 }
 
 impl From<tonic::Status> for CliError {
+    /// A status the daemon sent, or (when tonic made it of a transport error, its source) the
+    /// connection failing under the request, with the cause.
     fn from(status: tonic::Status) -> CliError {
-        CliError::Status(Box::new(status))
+        match std::error::Error::source(&status) {
+            Some(cause) => CliError::Connect {
+                reason: format!("{}: {}", status.message(), crate::client::error_chain(cause)),
+            },
+            None => CliError::Status(Box::new(status)),
+        }
     }
 }
 
@@ -222,13 +275,12 @@ pub fn code_name(code: tonic::Code) -> &'static str {
 /// `delete -f` to standard error; the returned error is the one to report before exiting
 /// non-zero.
 pub async fn run(args: Args) -> Result<(), CliError> {
-    let target = Target::from_args(&args.socket, args.server.as_deref());
-    let timeout = Duration::from_secs(args.timeout.max(1));
+    let settings = args.client_settings()?;
     match args.command {
         Command::Apply { file } => {
             // Parse everything before connecting: a bad manifest sends nothing.
             let requests = manifests_to_requests(&read_input(&file)?)?;
-            let mut client = commands::Client::connect(&target, timeout).await?;
+            let mut client = commands::Client::connect(settings).await?;
             client.apply(requests).await
         }
         Command::Delete {
@@ -246,11 +298,11 @@ pub async fn run(args: Args) -> Result<(), CliError> {
             match (file, kind, name) {
                 (Some(file), _, _) => {
                     let requests = manifests_to_requests(&read_input(&file)?)?;
-                    let mut client = commands::Client::connect(&target, timeout).await?;
+                    let mut client = commands::Client::connect(settings).await?;
                     client.delete_all(requests, options).await
                 }
                 (None, Some(kind), Some(name)) => {
-                    let mut client = commands::Client::connect(&target, timeout).await?;
+                    let mut client = commands::Client::connect(settings).await?;
                     client.delete(kind, &name, &namespace, options).await
                 }
                 // clap requires a kind and a name without a file.
@@ -264,7 +316,7 @@ pub async fn run(args: Args) -> Result<(), CliError> {
             namespace,
             subnet,
         } => {
-            let mut client = commands::Client::connect(&target, timeout).await?;
+            let mut client = commands::Client::connect(settings).await?;
             let query = commands::Query {
                 name,
                 namespace,
@@ -273,7 +325,7 @@ pub async fn run(args: Args) -> Result<(), CliError> {
             client.get(kind, query, output).await
         }
         Command::Watch { name, output } => {
-            let mut client = commands::Client::connect(&target, timeout).await?;
+            let mut client = commands::Client::connect(settings).await?;
             client.watch(name.unwrap_or_default(), output).await
         }
     }
@@ -300,21 +352,38 @@ mod tests {
     use super::*;
 
     #[test]
-    fn server_wins_over_socket_and_gets_a_scheme() {
-        let socket = std::path::Path::new("/run/ovn-vipd/ovn-vipd.sock");
-        assert_eq!(Target::from_args(socket, None), Target::Unix(socket.to_path_buf()));
+    fn server_wins_over_socket_and_a_bad_flag_is_named() {
+        let settings = |extra: &[&str]| {
+            let mut argv = vec!["vipctl", "get", "vip"];
+            argv.extend_from_slice(extra);
+            Args::try_parse_from(argv).unwrap().client_settings()
+        };
         assert_eq!(
-            Target::from_args(socket, Some("127.0.0.1:50051")),
-            Target::Url("http://127.0.0.1:50051".into())
+            settings(&["--socket", "/run/x.sock"]).unwrap().addresses,
+            vec![Address::Unix("/run/x.sock".into())]
         );
         assert_eq!(
-            Target::from_args(socket, Some("http://[::1]:50051")),
-            Target::Url("http://[::1]:50051".into())
+            settings(&[
+                "--server",
+                "127.0.0.1:50051,tcp:10.0.0.2:50051",
+                "--connect-timeout",
+                "2"
+            ])
+            .unwrap()
+            .addresses,
+            vec![
+                Address::Tcp {
+                    host: "127.0.0.1".into(),
+                    port: 50051
+                },
+                Address::Tcp {
+                    host: "10.0.0.2".into(),
+                    port: 50051
+                }
+            ]
         );
-        assert_eq!(
-            Target::from_args(socket, Some("unix:run/ovn-vipd.sock")),
-            Target::Unix("run/ovn-vipd.sock".into())
-        );
+        let error = settings(&["--server", "ssl:10.0.0.1:1"]).unwrap_err();
+        assert!(error.to_string().starts_with("--server: "), "{error}");
     }
 
     #[test]

@@ -8,10 +8,11 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::types::{code, CniError, SUPPORTED_VERSIONS};
+use crate::client::{Address, Settings, TlsFiles, TlsSetting};
 use crate::model::ANNOTATION_VIP;
 
 /// The daemon's default unix socket (as `ovn-vipd --listen` defaults it).
-pub const DEFAULT_SOCKET: &str = "/run/ovn-vipd/ovn-vipd.sock";
+pub use crate::client::DEFAULT_SOCKET;
 /// The OVS integration bridge ovn-controller uses unless told otherwise.
 pub const DEFAULT_BRIDGE: &str = "br-int";
 /// Kube-OVN's annotation choosing the logical switch (here: the subnet) of a pod.
@@ -27,9 +28,35 @@ pub struct NetConf {
     pub name: String,
     #[serde(rename = "type", default)]
     pub plugin_type: String,
-    /// The daemon's unix socket.
-    #[serde(default = "default_socket")]
-    pub server_socket: PathBuf,
+    /// The daemons, tried in order: a comma-separated list of `unix:PATH` and `tcp:HOST:PORT`
+    /// (see [`crate::client::Address`]). Absent: `serverSocket`.
+    #[serde(default)]
+    pub server: Option<String>,
+    /// The daemon's unix socket (the older key; `server` replaces it, and both together are an
+    /// error).
+    #[serde(default)]
+    pub server_socket: Option<PathBuf>,
+    /// PEM CA that verifies the daemons' certificates: TLS on every `tcp:` address.
+    #[serde(default)]
+    pub tls_ca_cert: Option<PathBuf>,
+    /// PEM client certificate and key (mTLS: the daemon's `tls-client-ca` must have signed it).
+    #[serde(default)]
+    pub tls_certificate: Option<PathBuf>,
+    #[serde(default)]
+    pub tls_private_key: Option<PathBuf>,
+    /// The name the daemons' certificates carry, when not the host of the address.
+    #[serde(default)]
+    pub tls_server_name: Option<String>,
+    /// Seconds per connection attempt to one daemon.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: u64,
+    /// Seconds a call keeps moving to another daemon after `UNAVAILABLE` (a daemon gone, or a
+    /// standby naming the active one); 0 tries each call once.
+    #[serde(default = "default_failover_timeout")]
+    pub failover_timeout: u64,
+    /// `server` (or `serverSocket`) parsed.
+    #[serde(skip)]
+    pub daemons: Vec<Address>,
     /// The subnet pods of this network are bound in (a pod's
     /// `ovn.kubernetes.io/logical_switch` annotation overrides it).
     pub subnet: String,
@@ -75,8 +102,42 @@ pub struct PodArgs {
     pub owner_kind: String,
 }
 
-fn default_socket() -> PathBuf {
-    PathBuf::from(DEFAULT_SOCKET)
+fn default_connect_timeout() -> u64 {
+    5
+}
+
+fn default_failover_timeout() -> u64 {
+    20
+}
+
+/// The keys saying where the daemons are and how to reach them, and what JSON each must be:
+/// checked before decoding, so a wrong one is named (serde's own message does not say which).
+const CONNECTION_KEYS: [(&str, KeyType); 9] = [
+    ("server", KeyType::String),
+    ("serverSocket", KeyType::String),
+    ("tlsCaCert", KeyType::String),
+    ("tlsCertificate", KeyType::String),
+    ("tlsPrivateKey", KeyType::String),
+    ("tlsServerName", KeyType::String),
+    ("connectTimeout", KeyType::Seconds),
+    ("requestTimeout", KeyType::Seconds),
+    ("failoverTimeout", KeyType::Seconds),
+];
+
+#[derive(Clone, Copy)]
+enum KeyType {
+    String,
+    Seconds,
+}
+
+/// The configuration key of a TLS setting, for error messages.
+pub fn tls_key(setting: TlsSetting) -> &'static str {
+    match setting {
+        TlsSetting::CaCertificate => "tlsCaCert",
+        TlsSetting::Certificate => "tlsCertificate",
+        TlsSetting::PrivateKey => "tlsPrivateKey",
+        TlsSetting::ServerName => "tlsServerName",
+    }
 }
 
 fn default_bridge() -> String {
@@ -98,7 +159,24 @@ impl NetConf {
         let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|error| {
             CniError::new(code::DECODE_FAILURE, "the network configuration is not JSON").with_details(error.to_string())
         })?;
-        let conf: NetConf = serde_json::from_value(value).map_err(|error| {
+        for (key, kind) in CONNECTION_KEYS {
+            let Some(given) = value.get(key) else { continue };
+            let fits = match kind {
+                KeyType::String => given.is_string() || given.is_null(),
+                KeyType::Seconds => given.is_u64(),
+            };
+            if !fits {
+                let wanted = match kind {
+                    KeyType::String => "a string",
+                    KeyType::Seconds => "a whole number of seconds",
+                };
+                return Err(CniError::new(
+                    code::INVALID_CONFIG,
+                    format!("invalid network configuration: {key:?} must be {wanted}, not {given}"),
+                ));
+            }
+        }
+        let mut conf: NetConf = serde_json::from_value(value).map_err(|error| {
             CniError::new(code::INVALID_CONFIG, "invalid network configuration").with_details(error.to_string())
         })?;
         if !SUPPORTED_VERSIONS.contains(&conf.cni_version.as_str()) {
@@ -123,11 +201,44 @@ impl NetConf {
         if conf.request_timeout == 0 {
             return invalid("\"requestTimeout\" must be at least 1 second".into());
         }
+        if conf.connect_timeout == 0 {
+            return invalid("\"connectTimeout\" must be at least 1 second".into());
+        }
+        conf.daemons = match (&conf.server, &conf.server_socket) {
+            (Some(_), Some(_)) => {
+                return invalid("\"server\" and \"serverSocket\" both name the daemon: keep \"server\"".into())
+            }
+            (Some(server), None) => match Address::parse_list(server) {
+                Ok(daemons) => daemons,
+                Err(message) => return invalid(format!("\"server\": {message}")),
+            },
+            (None, Some(socket)) if socket.as_os_str().is_empty() => {
+                return invalid("\"serverSocket\" is empty".into())
+            }
+            (None, Some(socket)) => vec![Address::Unix(socket.clone())],
+            (None, None) => vec![Address::Unix(PathBuf::from(DEFAULT_SOCKET))],
+        };
         Ok(conf)
     }
 
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.request_timeout)
+    }
+
+    /// How the plugin reaches the daemons.
+    pub fn client_settings(&self) -> Settings {
+        Settings {
+            addresses: self.daemons.clone(),
+            tls: TlsFiles {
+                ca_certificate: self.tls_ca_cert.clone(),
+                certificate: self.tls_certificate.clone(),
+                private_key: self.tls_private_key.clone(),
+                server_name: self.tls_server_name.clone(),
+            },
+            connect_timeout: Duration::from_secs(self.connect_timeout),
+            request_timeout: self.request_timeout(),
+            failover_timeout: Duration::from_secs(self.failover_timeout),
+        }
     }
 
     pub fn ovn_installed_timeout(&self) -> Duration {
@@ -324,7 +435,8 @@ mod tests {
         .unwrap();
         assert_eq!(conf.subnet, "ovn-default");
         assert_eq!(conf.bridge, "br-int");
-        assert_eq!(conf.server_socket, PathBuf::from(DEFAULT_SOCKET));
+        assert_eq!(conf.daemons, vec![Address::Unix(PathBuf::from(DEFAULT_SOCKET))]);
+        assert_eq!(conf.client_settings().connect_timeout, Duration::from_secs(5));
         assert_eq!(conf.ovn_installed_timeout, 30);
         assert_eq!(conf.args.cni.labels["app"], "web");
         assert_eq!(conf.args.cni.owner_kind, "StatefulSet");
@@ -364,6 +476,42 @@ mod tests {
                 .code,
             code::INVALID_CONFIG
         );
+    }
+
+    #[test]
+    fn connection_keys_name_the_daemons_and_a_bad_one_is_named() {
+        let conf = NetConf::parse(
+            br#"{"cniVersion":"1.0.0","subnet":"s","server":"tcp:10.99.0.1:50051, tcp:[fd00::1]:50051",
+                "tlsCaCert":"/etc/ovn-vipd/ca.pem","tlsCertificate":"/etc/ovn-vipd/node.pem",
+                "tlsPrivateKey":"/etc/ovn-vipd/node-key.pem","connectTimeout":2,"failoverTimeout":0}"#,
+        )
+        .unwrap();
+        let settings = conf.client_settings();
+        assert_eq!(settings.addresses.len(), 2);
+        assert_eq!(settings.addresses[1].to_string(), "tcp:[fd00::1]:50051");
+        assert_eq!(settings.tls.ca_certificate, Some(PathBuf::from("/etc/ovn-vipd/ca.pem")));
+        assert_eq!(settings.connect_timeout, Duration::from_secs(2));
+        assert_eq!(settings.failover_timeout, Duration::ZERO);
+        // The older key still works.
+        let old = NetConf::parse(br#"{"cniVersion":"1.0.0","subnet":"s","serverSocket":"/run/x.sock"}"#).unwrap();
+        assert_eq!(old.daemons, vec![Address::Unix("/run/x.sock".into())]);
+        for (conf, key) in [
+            (r#""server":"ssl:10.0.0.1:6641""#, "\"server\""),
+            (r#""server":"tcp:10.0.0.1""#, "\"server\""),
+            (r##""server":"""##, "\"server\""),
+            (r#""server":5"#, "\"server\""),
+            (r#""server":"unix:/a","serverSocket":"/b""#, "\"serverSocket\""),
+            (r#""tlsCaCert":["ca.pem"]"#, "\"tlsCaCert\""),
+            (r#""connectTimeout":"5s""#, "\"connectTimeout\""),
+            (r#""connectTimeout":0"#, "\"connectTimeout\""),
+            (r#""failoverTimeout":-1"#, "\"failoverTimeout\""),
+            (r#""requestTimeout":1.5"#, "\"requestTimeout\""),
+        ] {
+            let text = format!(r#"{{"cniVersion":"1.0.0","subnet":"s",{conf}}}"#);
+            let error = NetConf::parse(text.as_bytes()).unwrap_err();
+            assert_eq!(error.code, code::INVALID_CONFIG, "{conf}");
+            assert!(error.msg.contains(key), "{conf}: {}", error.msg);
+        }
     }
 
     #[test]

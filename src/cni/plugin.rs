@@ -3,61 +3,68 @@
 
 use std::net::IpAddr;
 use std::path::Path;
-use std::time::Duration;
 
 use ipnet::IpNet;
-use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
 
-use super::config::{Invocation, NetConf, PodIdentity};
+use super::config::{tls_key, Invocation, NetConf, PodIdentity};
 use super::dataplane::{host_veth_name, link_exists, Dataplane};
 use super::types::{code, AddResult, CniError, Dns, Interface, IpConfig, Route};
 use crate::api::proto::v1 as pb;
+use crate::client::{ClientError, Daemons};
 use pb::pod_service_client::PodServiceClient;
 
-/// A connection to the daemon's unix socket, driven by a current-thread runtime: the plugin is
-/// a short-lived process that makes a handful of calls one after the other.
+/// A connection to one of the configured daemons (see [`crate::client`]), driven by a
+/// current-thread runtime: the plugin is a short-lived process that makes a handful of calls one
+/// after the other. Every call moves to another daemon on `UNAVAILABLE`.
 pub struct Daemon {
     runtime: tokio::runtime::Runtime,
-    pods: PodServiceClient<Channel>,
+    daemons: Daemons,
 }
 
 impl Daemon {
-    /// Connects to `socket`; an absent or silent daemon is code 11 (try again later).
-    pub fn connect(socket: &Path, timeout: Duration) -> Result<Daemon, CniError> {
+    /// Connects to the first configured daemon that answers. A bad TLS file is code 7 naming its
+    /// key; no daemon answering is code 11 (try again later).
+    pub fn connect(conf: &NetConf) -> Result<Daemon, CniError> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|error| {
                 CniError::new(code::IO_FAILURE, "cannot start the async runtime").with_details(error.to_string())
             })?;
-        let unreachable = |error: &dyn std::error::Error| {
-            CniError::new(
-                code::TRY_AGAIN_LATER,
-                format!("ovn-vipd is unreachable at {}", socket.display()),
-            )
-            .with_details(error_chain(error))
-        };
-        // tonic connects `unix://PATH` endpoints itself, with an authority the server accepts.
-        let endpoint = Endpoint::from_shared(format!("unix://{}", socket.display()))
-            .map_err(|error| unreachable(&error))?
-            .connect_timeout(timeout)
-            .timeout(timeout);
-        let channel = runtime
-            .block_on(endpoint.connect())
-            .map_err(|error| unreachable(&error))?;
-        Ok(Daemon {
-            runtime,
-            pods: PodServiceClient::new(channel),
-        })
+        let daemons = runtime
+            .block_on(Daemons::connect(conf.client_settings()))
+            .map_err(|error| match error {
+                ClientError::Setting { setting, message } => CniError::new(
+                    code::INVALID_CONFIG,
+                    format!("invalid network configuration: {:?}: {message}", tls_key(setting)),
+                ),
+                ClientError::Unreachable { .. } => {
+                    let list: Vec<String> = conf.daemons.iter().map(ToString::to_string).collect();
+                    CniError::new(
+                        code::TRY_AGAIN_LATER,
+                        format!(
+                            "ovn-vipd is unreachable at {} (\"{}\")",
+                            list.join(","),
+                            if conf.server.is_some() {
+                                "server"
+                            } else {
+                                "serverSocket"
+                            }
+                        ),
+                    )
+                    .with_details(error.to_string())
+                }
+            })?;
+        Ok(Daemon { runtime, daemons })
     }
 
     pub fn bind(&mut self, request: pb::BindPodRequest) -> Result<pb::Pod, CniError> {
         let what = format!("binding pod {}/{}", request.namespace, request.name);
-        let pods = &mut self.pods;
         self.runtime
-            .block_on(pods.bind_pod(request))
-            .map(tonic::Response::into_inner)
+            .block_on(self.daemons.call(request, |channel, request| async move {
+                PodServiceClient::new(channel).bind_pod(request).await
+            }))
             .map_err(|status| refused(&what, &status))
     }
 
@@ -68,10 +75,11 @@ impl Daemon {
             name: pod.name.clone(),
             owner_gone: false,
         };
-        let pods = &mut self.pods;
         self.runtime
-            .block_on(pods.unbind_pod(request))
-            .map(|response| response.into_inner().found)
+            .block_on(self.daemons.call(request, |channel, request| async move {
+                PodServiceClient::new(channel).unbind_pod(request).await
+            }))
+            .map(|response| response.found)
             .map_err(|status| refused(&format!("unbinding pod {}/{}", pod.namespace, pod.name), &status))
     }
 
@@ -81,9 +89,13 @@ impl Daemon {
             namespace: pod.namespace.clone(),
             name: pod.name.clone(),
         };
-        let pods = &mut self.pods;
-        match self.runtime.block_on(pods.get_pod(request)) {
-            Ok(response) => Ok(Some(response.into_inner())),
+        let answer = self
+            .runtime
+            .block_on(self.daemons.call(request, |channel, request| async move {
+                PodServiceClient::new(channel).get_pod(request).await
+            }));
+        match answer {
+            Ok(pod) => Ok(Some(pod)),
             Err(status) if status.code() == Code::NotFound => Ok(None),
             Err(status) => Err(refused(&format!("reading pod {}/{}", pod.namespace, pod.name), &status)),
         }
@@ -97,19 +109,13 @@ fn refused(what: &str, status: &tonic::Status) -> CniError {
         Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => code::TRY_AGAIN_LATER,
         _ => code::DAEMON_REFUSED,
     };
-    CniError::new(code, format!("ovn-vipd refused {what}: {}", status.message()))
+    let verb = if code == code::TRY_AGAIN_LATER {
+        "did not answer"
+    } else {
+        "refused"
+    };
+    CniError::new(code, format!("ovn-vipd {verb} {what}: {}", status.message()))
         .with_details(format!("gRPC status {:?}", status.code()))
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 fn dataplane(conf: &NetConf) -> Dataplane {
@@ -161,7 +167,7 @@ fn netns_must_exist(invocation: &Invocation) -> Result<(), CniError> {
 pub fn add(conf: &NetConf, invocation: &Invocation) -> Result<AddResult, CniError> {
     let pod = PodIdentity::of(invocation)?;
     netns_must_exist(invocation)?;
-    let mut daemon = Daemon::connect(&conf.server_socket, conf.request_timeout())?;
+    let mut daemon = Daemon::connect(conf)?;
     let bound = daemon.bind(bind_request(conf, invocation, &pod))?;
     let dataplane = dataplane(conf);
     let host = host_veth_name(&invocation.container_id, &invocation.ifname);
@@ -322,7 +328,7 @@ pub fn del(conf: &NetConf, invocation: &Invocation) -> Result<(), CniError> {
     dataplane.detach(&host)?;
     dataplane.delete_veth(&host)?;
     dataplane.delete_container_link(&invocation.netns, &invocation.ifname)?;
-    let mut daemon = Daemon::connect(&conf.server_socket, conf.request_timeout())?;
+    let mut daemon = Daemon::connect(conf)?;
     release_binding(&mut daemon, &dataplane, &pod, &invocation.ifname, &host)
 }
 
@@ -337,7 +343,7 @@ pub fn check(conf: &NetConf, invocation: &Invocation) -> Result<(), CniError> {
     let pod = PodIdentity::of(invocation)?;
     netns_must_exist(invocation)?;
     let failed = |what: String| CniError::new(code::CHECK_FAILED, what);
-    let mut daemon = Daemon::connect(&conf.server_socket, conf.request_timeout())?;
+    let mut daemon = Daemon::connect(conf)?;
     let bound = daemon
         .get(&pod)?
         .ok_or_else(|| failed(format!("ovn-vipd has no pod {}/{}", pod.namespace, pod.name)))?;

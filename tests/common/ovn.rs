@@ -23,7 +23,7 @@ pub const PREFIX: &str = "vipd-e2e-";
 /// The integration bridge (not `br-int`, so a node's own OVN is never touched).
 pub const BRIDGE: &str = "br-vipd-e2e";
 /// Where the PIDs of the current run are kept for the next run to find.
-const PID_FILE: &str = "/tmp/ovn-vipd-e2e.pids";
+pub(super) const PID_FILE: &str = "/tmp/ovn-vipd-e2e.pids";
 const SB_SCHEMA: &str = "/usr/share/ovn/ovn-sb.ovsschema";
 const OVS_SCHEMA: &str = "/usr/share/openvswitch/vswitch.ovsschema";
 
@@ -383,61 +383,17 @@ impl WholeOvn {
 
     /// The parent SB shows for a virtual port (empty when none has claimed it).
     pub fn virtual_parent(&self, port: &str) -> String {
-        self.sbctl(&[
-            "--bare",
-            "--columns=virtual_parent",
-            "find",
-            "port_binding",
-            &format!("logical_port=\"{port}\""),
-        ])
-        .trim()
-        .to_string()
+        virtual_parent(&self.sb, port)
     }
 
     /// Creates a subnet through the API and waits for the daemon to create its switch.
     pub fn create_subnet(&self, request: pb::CreateSubnetRequest) -> pb::Subnet {
-        let mut subnets = pb::subnet_service_client::SubnetServiceClient::new(self.channel());
-        let subnet = self
-            .runtime
-            .block_on(subnets.create_subnet(request))
-            .expect("create subnet")
-            .into_inner();
-        let switch = if subnet.logical_switch.is_empty() {
-            subnet.name.clone()
-        } else {
-            subnet.logical_switch.clone()
-        };
-        wait_until("the subnet's switch", Duration::from_secs(10), || {
-            self.nbctl(&["ls-list"]).contains(&format!("({switch})"))
-        });
-        subnet
+        create_subnet(&self.runtime, self.channel(), &self.daemon().nb, request)
     }
 
     /// A logical router with one port on `switch` (`networks` like "10.16.0.1/24").
     pub fn add_router_port(&self, switch: &str, mac: &str, networks: &[&str]) {
-        let router_port = format!("r1-{switch}");
-        let switch_port = format!("{switch}-r1");
-        let mut lrp = vec!["--may-exist", "lr-add", "r1", "--", "lrp-add", "r1", &router_port, mac];
-        lrp.extend_from_slice(networks);
-        self.nbctl(&lrp);
-        let option = format!("router-port={router_port}");
-        self.nbctl(&[
-            "lsp-add",
-            switch,
-            &switch_port,
-            "--",
-            "lsp-set-type",
-            &switch_port,
-            "router",
-            "--",
-            "lsp-set-addresses",
-            &switch_port,
-            "router",
-            "--",
-            "lsp-set-options",
-            &switch_port,
-            &option,
-        ]);
+        add_router_port(&self.daemon().nb, switch, mac, networks)
     }
 
     /// The CNI network configuration a runtime would pass for this pod.
@@ -465,41 +421,7 @@ impl WholeOvn {
 
     /// The same with a configuration of the test's making.
     pub fn cni_with(&self, command: &str, pod: &Pod, conf: &serde_json::Value) -> CniOutput {
-        use std::io::Write;
-        let conf = conf.to_string();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ovn-vipd-cni"))
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("CNI_COMMAND", command)
-            .env("CNI_CONTAINERID", &pod.container_id)
-            .env("CNI_NETNS", pod.netns_path())
-            .env("CNI_IFNAME", "eth0")
-            .env("CNI_PATH", "/opt/cni/bin")
-            .env(
-                "CNI_ARGS",
-                format!(
-                    "IgnoreUnknown=1;K8S_POD_NAMESPACE={};K8S_POD_NAME={};K8S_POD_INFRA_CONTAINER_ID={}",
-                    pod.spec.namespace, pod.spec.name, pod.container_id
-                ),
-            )
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start ovn-vipd-cni");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(conf.as_bytes())
-            .expect("write the configuration");
-        let output = child.wait_with_output().expect("ovn-vipd-cni");
-        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-        CniOutput {
-            success: output.status.success(),
-            json: serde_json::from_str(&stdout).unwrap_or(serde_json::Value::Null),
-            stdout,
-        }
+        invoke_cni(None, command, pod, conf)
     }
 
     /// A new sandbox for `spec`: a network namespace and a fresh container id.
@@ -537,31 +459,13 @@ impl WholeOvn {
     /// A TCP server in the pod answering every connection on `port` with the pod's name; stopped
     /// by its PID with the rest. One dual-stack socket: IPv4 and IPv6 clients alike.
     pub fn serve_name(&mut self, pod: &Pod, port: u16) {
-        let script = "import socket,sys\n\
-                      s=socket.socket(socket.AF_INET6); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
-                      s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)\n\
-                      s.bind(('::', int(sys.argv[2]))); s.listen(64)\n\
-                      while True:\n    c,_=s.accept(); c.sendall(sys.argv[1].encode()); c.close()\n";
-        let port = port.to_string();
-        let name = pod.spec.name.clone();
-        self.spawn(
-            "python3",
-            Command::new("ip").args(["netns", "exec", &pod.netns, "python3", "-c", script, &name, &port]),
-        );
+        self.spawn("python3", &mut serve_name_command(pod, port));
     }
 
     /// `count` TCP connections from `client` to `address:port`; what each answered ("" for a
     /// failed connection).
     pub fn connect_many(&self, client: &Pod, address: &str, port: u16, count: usize) -> Vec<String> {
-        let script = "import socket,sys\n\
-                      for _ in range(int(sys.argv[3])):\n\
-                      \x20   try:\n\
-                      \x20       s=socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=1)\n\
-                      \x20       print(s.recv(100).decode() or '-'); s.close()\n\
-                      \x20   except OSError:\n\
-                      \x20       print('')\n";
-        let output = client.exec_ok(&["python3", "-c", script, address, &port.to_string(), &count.to_string()]);
-        output.lines().map(str::to_string).collect()
+        connect_many(client, address, port, count)
     }
 }
 
@@ -610,7 +514,7 @@ impl Drop for WholeOvn {
     }
 }
 
-fn link_exists(name: &str) -> bool {
+pub(super) fn link_exists(name: &str) -> bool {
     Command::new("ip")
         .args(["link", "show", "dev", name])
         .stdout(Stdio::null())
@@ -619,7 +523,7 @@ fn link_exists(name: &str) -> bool {
         .is_ok_and(|status| status.success())
 }
 
-fn record_pid(pid: u32, program: &str) {
+pub(super) fn record_pid(pid: u32, program: &str) {
     use std::io::Write;
     if let Ok(mut file) = std::fs::OpenOptions::new().create(true).append(true).open(PID_FILE) {
         let _ = writeln!(file, "{pid} {program}");
@@ -628,7 +532,7 @@ fn record_pid(pid: u32, program: &str) {
 
 /// Stops what a killed run left behind: its processes (by the PIDs it recorded, when the
 /// process is still that program), its namespaces and its bridge's tap device.
-fn clean_up_earlier_runs() {
+pub(super) fn clean_up_earlier_runs() {
     if let Ok(text) = std::fs::read_to_string(PID_FILE) {
         for line in text.lines() {
             let mut fields = line.split_whitespace();
@@ -652,4 +556,156 @@ fn clean_up_earlier_runs() {
         .args(["link", "del", "dev", BRIDGE])
         .stderr(Stdio::null())
         .status();
+}
+
+/// The parent SB shows for a virtual port (empty when none has claimed it).
+pub fn virtual_parent(sb: &OvsdbServer, port: &str) -> String {
+    let db = format!("--db={}", sb.unix_remote());
+    run(
+        "ovn-sbctl",
+        &[
+            &db,
+            "--bare",
+            "--columns=virtual_parent",
+            "find",
+            "port_binding",
+            &format!("logical_port=\"{port}\""),
+        ],
+    )
+    .trim()
+    .to_string()
+}
+
+/// Creates a subnet through the API and waits for the daemon to create its switch in `nb`.
+pub fn create_subnet(
+    runtime: &tokio::runtime::Runtime,
+    channel: tonic::transport::Channel,
+    nb: &OvsdbServer,
+    request: pb::CreateSubnetRequest,
+) -> pb::Subnet {
+    let mut subnets = pb::subnet_service_client::SubnetServiceClient::new(channel);
+    let subnet = runtime
+        .block_on(subnets.create_subnet(request))
+        .expect("create subnet")
+        .into_inner();
+    let switch = if subnet.logical_switch.is_empty() {
+        subnet.name.clone()
+    } else {
+        subnet.logical_switch.clone()
+    };
+    wait_until("the subnet's switch", Duration::from_secs(10), || {
+        nb.nbctl(&["ls-list"]).contains(&format!("({switch})"))
+    });
+    subnet
+}
+
+/// A logical router `r1` with one port on `switch` (`networks` like "10.16.0.1/24").
+pub fn add_router_port(nb: &OvsdbServer, switch: &str, mac: &str, networks: &[&str]) {
+    let router_port = format!("r1-{switch}");
+    let switch_port = format!("{switch}-r1");
+    let mut lrp = vec!["--may-exist", "lr-add", "r1", "--", "lrp-add", "r1", &router_port, mac];
+    lrp.extend_from_slice(networks);
+    nb.nbctl(&lrp);
+    let option = format!("router-port={router_port}");
+    nb.nbctl(&[
+        "lsp-add",
+        switch,
+        &switch_port,
+        "--",
+        "lsp-set-type",
+        &switch_port,
+        "router",
+        "--",
+        "lsp-set-addresses",
+        &switch_port,
+        "router",
+        "--",
+        "lsp-set-options",
+        &switch_port,
+        &option,
+    ]);
+}
+
+/// Runs `ovn-vipd-cni` as a runtime does (configuration on stdin, `CNI_*` in the environment),
+/// inside network namespace `host` when given (a chassis, for the multi-chassis tests).
+pub fn invoke_cni(host: Option<&str>, command: &str, pod: &Pod, conf: &serde_json::Value) -> CniOutput {
+    use std::io::Write;
+    let conf = conf.to_string();
+    let mut child = match host {
+        Some(host) => {
+            let mut child = Command::new("ip");
+            child.args(["netns", "exec", host, env!("CARGO_BIN_EXE_ovn-vipd-cni")]);
+            child
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_ovn-vipd-cni")),
+    };
+    let mut child = child
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("CNI_COMMAND", command)
+        .env("CNI_CONTAINERID", &pod.container_id)
+        .env("CNI_NETNS", pod.netns_path())
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_PATH", "/opt/cni/bin")
+        .env(
+            "CNI_ARGS",
+            format!(
+                "IgnoreUnknown=1;K8S_POD_NAMESPACE={};K8S_POD_NAME={};K8S_POD_INFRA_CONTAINER_ID={}",
+                pod.spec.namespace, pod.spec.name, pod.container_id
+            ),
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start ovn-vipd-cni");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(conf.as_bytes())
+        .expect("write the configuration");
+    let output = child.wait_with_output().expect("ovn-vipd-cni");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    CniOutput {
+        success: output.status.success(),
+        json: serde_json::from_str(&stdout).unwrap_or(serde_json::Value::Null),
+        stdout,
+    }
+}
+
+/// A TCP server in `pod` answering every connection on `port` with the pod's name (python3).
+pub fn serve_name_command(pod: &Pod, port: u16) -> Command {
+    // One dual-stack socket: IPv4 and IPv6 clients alike.
+    let script = "import socket,sys\n\
+                  s=socket.socket(socket.AF_INET6); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+                  s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)\n\
+                  s.bind(('::', int(sys.argv[2]))); s.listen(64)\n\
+                  while True:\n    c,_=s.accept(); c.sendall(sys.argv[1].encode()); c.close()\n";
+    let mut command = Command::new("ip");
+    command.args([
+        "netns",
+        "exec",
+        &pod.netns,
+        "python3",
+        "-c",
+        script,
+        &pod.spec.name,
+        &port.to_string(),
+    ]);
+    command
+}
+
+/// `count` TCP connections from `client` to `address:port`; what each answered ("" for a
+/// failed connection).
+pub fn connect_many(client: &Pod, address: &str, port: u16, count: usize) -> Vec<String> {
+    let script = "import socket,sys\n\
+                  for _ in range(int(sys.argv[3])):\n\
+                  \x20   try:\n\
+                  \x20       s=socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=1)\n\
+                  \x20       print(s.recv(100).decode() or '-'); s.close()\n\
+                  \x20   except OSError:\n\
+                  \x20       print('')\n";
+    let output = client.exec_ok(&["python3", "-c", script, address, &port.to_string(), &count.to_string()]);
+    output.lines().map(str::to_string).collect()
 }
