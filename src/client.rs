@@ -23,8 +23,9 @@ use tonic::{Code, Status};
 use crate::config::{read_pem, PemKind};
 
 /// The response metadata key in which a standby daemon names the active one (its address in the
-/// syntax [`Address::parse`] reads) when it refuses a change with `UNAVAILABLE`.
-pub const ACTIVE_METADATA: &str = "ovn-vipd-active";
+/// syntax [`Address::parse`] reads) when it refuses a change with `UNAVAILABLE`; defined with
+/// the daemon's roles.
+pub use crate::role::ACTIVE_METADATA_KEY as ACTIVE_METADATA;
 
 /// The daemon's default unix socket (as `ovn-vipd --listen` defaults it).
 pub const DEFAULT_SOCKET: &str = "/run/ovn-vipd/ovn-vipd.sock";

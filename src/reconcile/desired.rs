@@ -483,7 +483,7 @@ pub fn compute(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{LbPort, MacAddr, NicSpec, OwnerKind, PodSpec, Protocol, Strategy, VipSpec};
+    use crate::model::{LbPort, MacAddr, NicSpec, OwnerKind, PodNic, PodSpec, Protocol, Strategy, VipSpec};
 
     fn dual_subnet() -> Subnet {
         Subnet {
