@@ -437,3 +437,45 @@ async fn an_active_that_has_not_yet_heard_its_lock_was_stolen_is_fenced_by_the_a
     wait_until_async("vp in NB", Duration::from_secs(10), || ports(&nb) == ["va", "vp"]).await;
     thief.shutdown().await;
 }
+
+#[test]
+fn systemd_hears_ready_from_a_standby_with_a_status_saying_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let nb = OvsdbServer::nb(dir.path());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let first = Daemon::start(&nb.unix_remote());
+    runtime.block_on(async {
+        let channel = plain_channel(first.port).await;
+        create_subnet(&channel).await.unwrap();
+    });
+    first
+        .process
+        .wait_for_log("active: this daemon writes NB", Duration::from_secs(10));
+    // The second under systemd (Type=notify): a standby is up and doing its job, so systemd must
+    // hear READY=1 (or `systemctl start` would time out on every standby host).
+    let notify_path = dir.path().join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    socket.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    let second_dir = tempfile::tempdir().unwrap();
+    let mut args = daemon_args(second_dir.path(), &nb.unix_remote(), free_port());
+    args.push("--metrics-listen=off".into());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let _second = DaemonProcess::start(
+        second_dir.path(),
+        &args,
+        &[("NOTIFY_SOCKET", notify_path.to_str().unwrap())],
+    );
+    let mut seen = Vec::new();
+    let mut buffer = [0u8; 4096];
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !seen.iter().any(|line: &String| line == "READY=1") {
+        assert!(Instant::now() < deadline, "no READY=1 from the standby: {seen:?}");
+        if let Ok(length) = socket.recv(&mut buffer) {
+            seen.extend(String::from_utf8_lossy(&buffer[..length]).lines().map(str::to_string));
+        }
+    }
+    assert!(
+        seen.iter().any(|line| line.starts_with("STATUS=") && line.contains("standby")),
+        "{seen:?}"
+    );
+}
