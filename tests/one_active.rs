@@ -139,20 +139,26 @@ async fn a_second_daemon_on_the_same_nb_waits_as_a_standby_and_takes_over_when_t
     assert!(first.metric("nb_transactions_total") >= 2.0);
 
     // SIGKILL the active: its session ends, the server grants the lock to the waiting standby.
+    // Takeover time as the issue defines it: active killed -> first acknowledged change on the
+    // new active (the client retries UNAVAILABLE answers).
     let killed = Instant::now();
     first.process.signal("KILL");
+    let acknowledged = loop {
+        match create_subnet(&second_channel).await {
+            Ok(()) => break killed.elapsed(),
+            Err(status) => assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}"),
+        }
+        assert!(killed.elapsed() < Duration::from_secs(5), "no takeover within 5 s");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert!(acknowledged < Duration::from_secs(3), "takeover took {acknowledged:?}");
     let _ = first.process.wait(Duration::from_secs(5));
-    wait_until("the standby to become active", Duration::from_secs(5), || second.active());
-    let takeover = killed.elapsed();
-    assert!(takeover < Duration::from_secs(3), "takeover took {takeover:?}");
+    assert!(second.active());
     second
         .process
         .wait_for_log("active: this daemon writes NB", Duration::from_secs(1));
     assert_eq!(second.health().await, ServingStatus::Serving);
-    create_subnet(&second_channel)
-        .await
-        .expect("the new active accepts changes");
-    eprintln!("takeover after SIGKILL of the active: {takeover:?}");
+    eprintln!("takeover: SIGKILL of the active -> first acknowledged change on the new one: {acknowledged:?}");
 }
 
 fn lock_client(nb: &OvsdbServer) -> (Client, tokio::sync::broadcast::Receiver<ClientEvent>) {
@@ -342,4 +348,140 @@ async fn check_repair_does_not_write_beside_a_running_daemon() {
         "{stdout}{stderr}"
     );
     assert_eq!(ports(&nb), ["va"]);
+}
+
+/// A FAULT INJECTOR, not a server: a TCP proxy in front of the real NB that can hold back the
+/// server's `stolen` notifications, as they are when their receiver is paused or far away, so
+/// the daemon writes while it still believes it holds the lock.
+struct StolenDelayingProxy {
+    port: u16,
+    hold: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl StolenDelayingProxy {
+    async fn start(upstream: u16) -> StolenDelayingProxy {
+        use futures::StreamExt;
+        use std::sync::atomic::Ordering;
+        use tokio::io::AsyncWriteExt;
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let hold = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let held = hold.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await else {
+                    continue;
+                };
+                let held = held.clone();
+                tokio::spawn(async move {
+                    let (mut client_read, mut client_write) = client.into_split();
+                    let (server_read, mut server_write) = server.into_split();
+                    let upstream = tokio::spawn(async move {
+                        let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
+                    });
+                    let mut messages =
+                        tokio_util::codec::FramedRead::new(server_read, ovn_vipd::ovsdb::codec::JsonCodec::new());
+                    let mut delayed = Vec::new();
+                    while let Some(Ok(message)) = messages.next().await {
+                        let json: serde_json::Value = serde_json::from_slice(&message).unwrap_or_default();
+                        if json.get("method").and_then(|m| m.as_str()) == Some("stolen") && held.load(Ordering::SeqCst) {
+                            delayed.push(message);
+                            continue;
+                        }
+                        if !held.load(Ordering::SeqCst) {
+                            for message in delayed.drain(..) {
+                                let _ = client_write.write_all(&message).await;
+                            }
+                        }
+                        if client_write.write_all(&message).await.is_err() {
+                            break;
+                        }
+                    }
+                    upstream.abort();
+                });
+            }
+        });
+        StolenDelayingProxy { port, hold }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_active_that_has_not_yet_heard_its_lock_was_stolen_is_fenced_by_the_assert() {
+    let dir = tempfile::tempdir().unwrap();
+    let nb = OvsdbServer::nb(dir.path());
+    let proxy = StolenDelayingProxy::start(nb.port).await;
+    let daemon = Daemon::start(&format!("tcp:127.0.0.1:{}", proxy.port));
+    let channel = plain_channel(daemon.port).await;
+    create_subnet(&channel).await.unwrap();
+    create_vip(&channel, "va").await.unwrap();
+    common::process::wait_ready(&channel, "va").await;
+
+    // The lock is taken; the daemon's `stolen` notification is still on its way.
+    proxy.hold.store(true, std::sync::atomic::Ordering::SeqCst);
+    let thief = Client::start(ovn_vipd::nb::client_config(
+        ovn_vipd::ovsdb::Remote::parse_list(&nb.unix_remote()).unwrap(),
+    ));
+    thief.wait_connected(Duration::from_secs(10)).await.unwrap();
+    assert!(thief.steal(ovn_vipd::role::LOCK_NAME).await.unwrap());
+    assert!(daemon.active(), "the daemon has not heard yet");
+    // So it accepts a change and its pass writes NB, with the assert: NB refuses it whole.
+    create_vip(&channel, "vp").await.unwrap();
+    daemon
+        .process
+        .wait_for_log("NB refused the write: the lock is not ours; standby", Duration::from_secs(10));
+    assert!(nb.log().contains("not owner"), "the NB log records the refused assert");
+    assert_eq!(ports(&nb), ["va"], "nothing of the fenced write landed");
+    assert!(!daemon.active());
+    let refused = create_vip(&channel, "vq").await.expect_err("a standby refuses changes");
+    assert_eq!(refused.code(), tonic::Code::Unavailable);
+
+    // The notification arrives, the thief lets go: the daemon's queued `lock` is granted and it
+    // catches up with what it had accepted.
+    proxy.hold.store(false, std::sync::atomic::Ordering::SeqCst);
+    thief.unlock(ovn_vipd::role::LOCK_NAME).await.unwrap();
+    wait_until_async("the daemon active again", Duration::from_secs(10), || daemon.active()).await;
+    wait_until_async("vp in NB", Duration::from_secs(10), || ports(&nb) == ["va", "vp"]).await;
+    thief.shutdown().await;
+}
+
+#[test]
+fn systemd_hears_ready_from_a_standby_with_a_status_saying_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let nb = OvsdbServer::nb(dir.path());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let first = Daemon::start(&nb.unix_remote());
+    runtime.block_on(async {
+        let channel = plain_channel(first.port).await;
+        create_subnet(&channel).await.unwrap();
+    });
+    first
+        .process
+        .wait_for_log("active: this daemon writes NB", Duration::from_secs(10));
+    // The second under systemd (Type=notify): a standby is up and doing its job, so systemd must
+    // hear READY=1 (or `systemctl start` would time out on every standby host).
+    let notify_path = dir.path().join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    socket.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    let second_dir = tempfile::tempdir().unwrap();
+    let mut args = daemon_args(second_dir.path(), &nb.unix_remote(), free_port());
+    args.push("--metrics-listen=off".into());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let _second = DaemonProcess::start(
+        second_dir.path(),
+        &args,
+        &[("NOTIFY_SOCKET", notify_path.to_str().unwrap())],
+    );
+    let mut seen = Vec::new();
+    let mut buffer = [0u8; 4096];
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !seen.iter().any(|line: &String| line == "READY=1") {
+        assert!(Instant::now() < deadline, "no READY=1 from the standby: {seen:?}");
+        if let Ok(length) = socket.recv(&mut buffer) {
+            seen.extend(String::from_utf8_lossy(&buffer[..length]).lines().map(str::to_string));
+        }
+    }
+    assert!(
+        seen.iter().any(|line| line.starts_with("STATUS=") && line.contains("standby")),
+        "{seen:?}"
+    );
 }

@@ -734,6 +734,11 @@ pub async fn pass(
         rules,
         examined,
     } = compute_plan(registry, &client.cache(), dirty, memory);
+    if dirty.full {
+        let span = tracing::Span::current();
+        span.record("vips", tracing::field::display(span_names(vips.iter().map(|vip| vip.spec.name.clone()))));
+        span.record("rules", tracing::field::display(span_names(rules.iter().map(|rule| rule.name.clone()))));
+    }
     let kind = if dirty.full { "full" } else { "incremental" };
     let metrics = telemetry::metrics();
     metrics
@@ -1222,19 +1227,31 @@ fn unavailable_if_disconnected(change: &crate::registry::Change, registry: &Regi
 /// A span per pass naming what it looks at (the first few objects of each kind), so every log
 /// line of a pass says which objects it was about.
 fn pass_span(scope: &Dirty) -> tracing::Span {
-    fn names(items: impl Iterator<Item = String>) -> String {
-        let mut names: Vec<String> = items.take(9).collect();
-        if names.len() == 9 {
-            names[8] = "…".into();
-        }
-        names.join(",")
-    }
-    tracing::info_span!(
+    let span = tracing::info_span!(
         "pass",
         full = scope.full,
-        vips = %names(scope.vips.iter().cloned()),
-        pods = %names(scope.pods.iter().map(|pod| pod.to_string())),
-        rules = %names(scope.rules.iter().cloned()),
-    )
+        vips = tracing::field::Empty,
+        pods = tracing::field::Empty,
+        rules = tracing::field::Empty,
+    );
+    // A full pass names what it looked at once it knows (see `pass`).
+    if !scope.full {
+        span.record("vips", tracing::field::display(span_names(scope.vips.iter().cloned())));
+        span.record(
+            "pods",
+            tracing::field::display(span_names(scope.pods.iter().map(|pod| pod.to_string()))),
+        );
+        span.record("rules", tracing::field::display(span_names(scope.rules.iter().cloned())));
+    }
+    span
+}
+
+/// The first eight names, then "…".
+fn span_names(items: impl Iterator<Item = String>) -> String {
+    let mut names: Vec<String> = items.take(9).collect();
+    if names.len() == 9 {
+        names[8] = "…".into();
+    }
+    names.join(",")
 }
 
