@@ -52,6 +52,9 @@ pub struct NetConf {
     /// CNI's conventional `args`; this plugin reads `args.cni`.
     #[serde(default)]
     pub args: ConfArgs,
+    /// The namespace of pods a runtime outside Kubernetes starts (see [`PodIdentity::of`]).
+    #[serde(default = "default_pod_namespace")]
+    pub pod_namespace: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -77,6 +80,10 @@ pub struct PodArgs {
 
 fn default_socket() -> PathBuf {
     PathBuf::from(DEFAULT_SOCKET)
+}
+
+fn default_pod_namespace() -> String {
+    "default".to_string()
 }
 
 fn default_bridge() -> String {
@@ -119,6 +126,12 @@ impl NetConf {
             if !(576..=65535).contains(&mtu) {
                 return invalid(format!("\"mtu\": {mtu} is outside 576..65535"));
             }
+        }
+        if !is_dns_label(&conf.pod_namespace) {
+            return invalid(format!(
+                "\"podNamespace\": {:?} is not a DNS-1123 label",
+                conf.pod_namespace
+            ));
         }
         if conf.request_timeout == 0 {
             return invalid("\"requestTimeout\" must be at least 1 second".into());
@@ -240,31 +253,65 @@ pub struct PodIdentity {
     pub name: String,
 }
 
+/// Hex digits of the container id's hash in a derived pod name.
+const ID_HASH_DIGITS: usize = 8;
+
 impl PodIdentity {
-    /// `K8S_POD_NAMESPACE`/`K8S_POD_NAME` from `CNI_ARGS` (Kubernetes runtimes pass them).
-    /// Without them (a runtime outside Kubernetes), the pod is `default/<container id>`,
-    /// cut to a DNS-1123 label's 63 characters.
-    pub fn of(invocation: &Invocation) -> Result<PodIdentity, CniError> {
-        let name = match invocation.args.get("K8S_POD_NAME") {
-            Some(name) => name.to_string(),
-            None => invocation.container_id.to_ascii_lowercase().chars().take(63).collect(),
-        };
-        let namespace = invocation
-            .args
-            .get("K8S_POD_NAMESPACE")
-            .unwrap_or("default")
-            .to_string();
-        for (what, value) in [("pod name", &name), ("pod namespace", &namespace)] {
-            if !is_dns_label(value) {
-                return Err(CniError::new(
-                    code::INVALID_ENVIRONMENT,
-                    format!("{what} {value:?} is not a DNS-1123 label"),
-                )
-                .with_details("set K8S_POD_NAME and K8S_POD_NAMESPACE in CNI_ARGS"));
+    /// The pod's identity for the daemon.
+    ///
+    /// - A Kubernetes runtime (containerd, CRI-O) passes `K8S_POD_NAMESPACE` and `K8S_POD_NAME`
+    ///   in `CNI_ARGS`: they name the pod as they are, and must be DNS-1123 labels (code 4).
+    /// - Any other runtime (podman passes only `K8S_POD_NAME=<container name>`; nerdctl and
+    ///   `cnitool` pass nothing) gets a derived identity: the name is the container name (or,
+    ///   without one, the first 12 characters of the container id) made a DNS-1123 label
+    ///   (lowercase, every other character `-`, cut to 54 characters) followed by `-` and 8 hex
+    ///   digits of a hash of the container id, so two containers never share one; the namespace
+    ///   is the configuration's `podNamespace` ("default" unless set). The same container (a
+    ///   `podman restart`, a DEL) always gets the same identity.
+    pub fn of(invocation: &Invocation, pod_namespace: &str) -> Result<PodIdentity, CniError> {
+        if let (Some(namespace), Some(name)) = (
+            invocation.args.get("K8S_POD_NAMESPACE"),
+            invocation.args.get("K8S_POD_NAME"),
+        ) {
+            for (what, value) in [("pod name", name), ("pod namespace", namespace)] {
+                if !is_dns_label(value) {
+                    return Err(CniError::new(
+                        code::INVALID_ENVIRONMENT,
+                        format!("{what} {value:?} is not a DNS-1123 label"),
+                    )
+                    .with_details("K8S_POD_NAME and K8S_POD_NAMESPACE in CNI_ARGS name a Kubernetes pod"));
+                }
             }
+            return Ok(PodIdentity {
+                namespace: namespace.to_string(),
+                name: name.to_string(),
+            });
         }
-        Ok(PodIdentity { namespace, name })
+        let base = invocation
+            .args
+            .get("K8S_POD_NAME")
+            .unwrap_or_else(|| &invocation.container_id[..invocation.container_id.len().min(12)]);
+        Ok(PodIdentity {
+            namespace: pod_namespace.to_string(),
+            name: derived_name(base, &invocation.container_id),
+        })
     }
+}
+
+/// `<sanitised base>-<8 hex digits of FNV-1a(container id)>`, a DNS-1123 label.
+pub fn derived_name(base: &str, container_id: &str) -> String {
+    let mut label: String = base
+        .chars()
+        .map(|c| match c.to_ascii_lowercase() {
+            c @ ('a'..='z' | '0'..='9') => c,
+            _ => '-',
+        })
+        .collect();
+    label.truncate(63 - 1 - ID_HASH_DIGITS);
+    let label = label.trim_matches('-');
+    let label = if label.is_empty() { "pod" } else { label };
+    let hash = super::dataplane::fnv1a(container_id.as_bytes()) >> (64 - 4 * ID_HASH_DIGITS);
+    format!("{label}-{hash:0width$x}", width = ID_HASH_DIGITS)
 }
 
 impl PodArgs {
@@ -387,7 +434,7 @@ mod tests {
         .unwrap();
         assert_eq!(add.command, Command::Add);
         assert_eq!(
-            PodIdentity::of(&add).unwrap(),
+            PodIdentity::of(&add, "default").unwrap(),
             PodIdentity {
                 namespace: "ns1".into(),
                 name: "p1".into()
@@ -406,14 +453,9 @@ mod tests {
             ("CNI_IFNAME", "eth0"),
         ]))
         .unwrap();
-        assert_eq!(
-            PodIdentity::of(&del).unwrap(),
-            PodIdentity {
-                namespace: "default".into(),
-                name: "abc".into()
-            },
-            "outside Kubernetes the container id names the pod"
-        );
+        let derived = PodIdentity::of(&del, "runtime").unwrap();
+        assert_eq!(derived.namespace, "runtime", "outside Kubernetes the configuration names the namespace");
+        assert!(derived.name.starts_with("abc-"), "{derived:?}");
         for (name, value) in [("CNI_COMMAND", "ATTACH"), ("CNI_IFNAME", "a-very-long-interface")] {
             let mut pairs = vec![
                 ("CNI_COMMAND", "DEL"),
@@ -434,10 +476,54 @@ mod tests {
             ("CNI_COMMAND", "DEL"),
             ("CNI_CONTAINERID", "abc"),
             ("CNI_IFNAME", "eth0"),
-            ("CNI_ARGS", "K8S_POD_NAME=Not_A_Label"),
+            ("CNI_ARGS", "K8S_POD_NAMESPACE=default;K8S_POD_NAME=Not_A_Label"),
         ]))
         .unwrap();
-        assert_eq!(PodIdentity::of(&bad_name).unwrap_err().code, code::INVALID_ENVIRONMENT);
+        assert_eq!(
+            PodIdentity::of(&bad_name, "default").unwrap_err().code,
+            code::INVALID_ENVIRONMENT,
+            "a Kubernetes pod name is taken as it is"
+        );
+    }
+
+    #[test]
+    fn identities_outside_kubernetes_are_valid_unique_and_stable() {
+        let invocation = |id: &str, args: &str| Invocation {
+            command: Command::Add,
+            container_id: id.into(),
+            netns: "/x".into(),
+            ifname: "eth0".into(),
+            args: CniArgs::parse(args).unwrap(),
+        };
+        let id = "4f1c0d2b9e8a7f6e5d4c3b2a1f0e9d8c7b6a5f4e3d2c1b0a9f8e7d6c5b4a3f2e";
+        // podman: its generated names have `_`; names may have capitals, dots, anything.
+        for (args, prefix) in [
+            ("IgnoreUnknown=1;K8S_POD_NAME=cool_wilson", "cool-wilson-"),
+            ("K8S_POD_NAME=Web.Server_1", "web-server-1-"),
+            ("K8S_POD_NAME=__", "pod-"),
+            ("", "4f1c0d2b9e8a-"),
+            ("K8S_POD_NAMESPACE=ns-only", "4f1c0d2b9e8a-"),
+        ] {
+            let pod = PodIdentity::of(&invocation(id, args), "containers").unwrap();
+            assert!(pod.name.starts_with(prefix), "{args}: {pod:?}");
+            assert!(is_dns_label(&pod.name), "{args}: {pod:?}");
+            assert_eq!(pod.namespace, "containers");
+            assert_eq!(pod, PodIdentity::of(&invocation(id, args), "containers").unwrap(), "stable");
+        }
+        let long = "a".repeat(200);
+        let pod = PodIdentity::of(&invocation(id, &format!("K8S_POD_NAME={long}")), "default").unwrap();
+        assert_eq!(pod.name.len(), 63);
+        assert!(is_dns_label(&pod.name));
+        // Two containers with one name (a name re-used after `podman rm`) are two pods.
+        let other = PodIdentity::of(&invocation("another-id", "K8S_POD_NAME=web"), "default").unwrap();
+        let first = PodIdentity::of(&invocation(id, "K8S_POD_NAME=web"), "default").unwrap();
+        assert_ne!(other, first);
+        assert_eq!(
+            NetConf::parse(br#"{"cniVersion":"1.0.0","subnet":"s","podNamespace":"Bad_NS"}"#)
+                .unwrap_err()
+                .code,
+            code::INVALID_CONFIG
+        );
     }
 
     #[test]

@@ -19,12 +19,19 @@ use super::types::{code, CniError};
 /// not by the Rust release) of the container id and interface, so DEL finds it from the same
 /// environment ADD had. 15 characters, the kernel's limit.
 pub fn host_veth_name(container_id: &str, ifname: &str) -> String {
+    let key = format!("{container_id}/{ifname}");
+    format!("veth{:011x}", fnv1a(key.as_bytes()) >> 20)
+}
+
+/// 64-bit FNV-1a, the plugin's stable hash (names derived from it must not change between
+/// releases).
+pub fn fnv1a(bytes: &[u8]) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in container_id.bytes().chain(std::iter::once(b'/')).chain(ifname.bytes()) {
-        hash ^= u64::from(byte);
+    for byte in bytes {
+        hash ^= u64::from(*byte);
         hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
     }
-    format!("veth{:011x}", hash >> 20)
+    hash
 }
 
 /// What the container's interface looks like now.

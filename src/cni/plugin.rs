@@ -158,7 +158,7 @@ fn netns_must_exist(invocation: &Invocation) -> Result<(), CniError> {
 /// ADD: bind, then build the interfaces; a failure after the bind removes the interfaces and
 /// releases the binding before it is reported.
 pub fn add(conf: &NetConf, invocation: &Invocation) -> Result<AddResult, CniError> {
-    let pod = PodIdentity::of(invocation)?;
+    let pod = PodIdentity::of(invocation, &conf.pod_namespace)?;
     netns_must_exist(invocation)?;
     let mut daemon = Daemon::connect(&conf.server_socket, conf.request_timeout())?;
     let bound = daemon.bind(bind_request(conf, invocation, &pod))?;
@@ -315,7 +315,7 @@ fn release_binding(
 
 /// DEL: removes the interfaces (each step succeeds when its object is gone), then unbinds.
 pub fn del(conf: &NetConf, invocation: &Invocation) -> Result<(), CniError> {
-    let pod = PodIdentity::of(invocation)?;
+    let pod = PodIdentity::of(invocation, &conf.pod_namespace)?;
     let dataplane = dataplane(conf);
     let host = host_veth_name(&invocation.container_id, &invocation.ifname);
     dataplane.detach(&host)?;
@@ -333,7 +333,7 @@ pub fn check(conf: &NetConf, invocation: &Invocation) -> Result<(), CniError> {
             format!("CHECK needs cniVersion 0.4.0 or later, not {}", conf.cni_version),
         ));
     }
-    let pod = PodIdentity::of(invocation)?;
+    let pod = PodIdentity::of(invocation, &conf.pod_namespace)?;
     netns_must_exist(invocation)?;
     let failed = |what: String| CniError::new(code::CHECK_FAILED, what);
     let mut daemon = Daemon::connect(&conf.server_socket, conf.request_timeout())?;
