@@ -70,6 +70,7 @@ fn bind(
             .map(|(subnet, interface)| pb::NicRequest {
                 subnet: subnet.to_string(),
                 interface: interface.to_string(),
+                ..Default::default()
             })
             .collect(),
     }
@@ -291,6 +292,7 @@ async fn every_vip_scenario_the_api_decides() {
             namespace: "default".into(),
             name: "web-0".into(),
             owner_gone: false,
+            ..Default::default()
         })
         .await
         .unwrap();

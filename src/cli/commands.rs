@@ -291,6 +291,7 @@ impl Client {
                     namespace: namespace.to_string(),
                     name: name.clone(),
                     owner_gone: options.owner_gone,
+                    ..Default::default()
                 };
                 let answer = self.pods.unbind_pod(request).await?.into_inner();
                 if answer.found {

@@ -578,6 +578,7 @@ fn pod(object: &Object) -> Result<pb::BindPodRequest, FieldError> {
         nics: vec![pb::NicRequest {
             subnet,
             interface: PRIMARY_INTERFACE.to_string(),
+            ..Default::default()
         }],
     })
 }
@@ -963,7 +964,7 @@ mod tests {
             busybox.nics,
             [pb::NicRequest {
                 subnet: "ovn-default".into(),
-                interface: "eth0".into()
+                interface: "eth0".into(), ..Default::default()
             }]
         );
         // 2: a switch-LB frontend.

@@ -55,6 +55,112 @@ pub struct NetConf {
     /// The namespace of pods a runtime outside Kubernetes starts (see [`PodIdentity::of`]).
     #[serde(default = "default_pod_namespace")]
     pub pod_namespace: String,
+    /// What the runtime fills in for the capabilities the plugin's entry declares
+    /// (`"capabilities": {"ips": true, "mac": true}`).
+    #[serde(default)]
+    pub runtime_config: RuntimeConfig,
+    /// GC (CNI 1.1.0): the attachments the runtime still has; everything else this network
+    /// bound is released.
+    #[serde(default, rename = "cni.dev/valid-attachments")]
+    pub valid_attachments: Vec<ValidAttachment>,
+}
+
+/// The `runtimeConfig` of the CNI conventions this plugin honours.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct RuntimeConfig {
+    /// The `ips` capability: addresses for the interface, with or without prefix length.
+    #[serde(default)]
+    pub ips: Vec<String>,
+    /// The `mac` capability.
+    #[serde(default)]
+    pub mac: Option<String>,
+}
+
+/// One entry of `cni.dev/valid-attachments`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ValidAttachment {
+    #[serde(rename = "containerID")]
+    pub container_id: String,
+    pub ifname: String,
+}
+
+/// The addresses and MAC a runtime asks for one attachment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StaticRequest {
+    /// Without prefix length.
+    pub ips: Vec<std::net::IpAddr>,
+    pub mac: Option<String>,
+}
+
+impl StaticRequest {
+    /// From `runtimeConfig.ips`/`runtimeConfig.mac` (code 7 when malformed) and the `IP`/`MAC`
+    /// args of `CNI_ARGS` (code 4), both conventions podman and others use (a single address
+    /// goes in `IP`, several in `runtimeConfig.ips`). Both sources together must agree.
+    pub fn of(conf: &NetConf, invocation: &Invocation) -> Result<StaticRequest, CniError> {
+        let parse_ips = |texts: &mut dyn Iterator<Item = &str>, code: u32, source: &str| {
+            texts
+                .map(|text| {
+                    let address = text.split_once('/').map_or(text, |(address, _)| address).trim();
+                    address.parse::<std::net::IpAddr>().map_err(|_| {
+                        CniError::new(code, format!("{source}: {text:?} is not an IP address"))
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let parse_mac = |text: &str, code: u32, source: &str| {
+            text.parse::<crate::model::MacAddr>()
+                .map(|mac| mac.to_string())
+                .map_err(|_| CniError::new(code, format!("{source}: {text:?} is not a MAC address")))
+        };
+        let from_conf = parse_ips(
+            &mut conf.runtime_config.ips.iter().map(String::as_str),
+            code::INVALID_CONFIG,
+            "runtimeConfig.ips",
+        )?;
+        let from_args = parse_ips(
+            &mut invocation.args.get("IP").into_iter().flat_map(|list| list.split(',')),
+            code::INVALID_ENVIRONMENT,
+            "CNI_ARGS IP",
+        )?;
+        let conf_mac = conf
+            .runtime_config
+            .mac
+            .as_deref()
+            .filter(|mac| !mac.is_empty())
+            .map(|mac| parse_mac(mac, code::INVALID_CONFIG, "runtimeConfig.mac"))
+            .transpose()?;
+        let args_mac = invocation
+            .args
+            .get("MAC")
+            .map(|mac| parse_mac(mac, code::INVALID_ENVIRONMENT, "CNI_ARGS MAC"))
+            .transpose()?;
+        let conflict = |what: &str| {
+            Err(CniError::new(
+                code::INVALID_ENVIRONMENT,
+                format!("runtimeConfig.{what} and the CNI_ARGS ask for different {what}"),
+            ))
+        };
+        let ips = match (from_conf.is_empty(), from_args.is_empty()) {
+            (false, false) if from_conf != from_args => return conflict("ips"),
+            (false, _) => from_conf,
+            (true, _) => from_args,
+        };
+        let mac = match (conf_mac, args_mac) {
+            (Some(a), Some(b)) if a != b => return conflict("mac"),
+            (Some(mac), _) | (None, Some(mac)) => Some(mac),
+            (None, None) => None,
+        };
+        for family in [true, false] {
+            if ips.iter().filter(|ip| ip.is_ipv4() == family).count() > 1 {
+                return Err(CniError::new(
+                    code::INVALID_CONFIG,
+                    "at most one address per family can be asked for an interface",
+                ));
+            }
+        }
+        Ok(StaticRequest { ips, mac })
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -149,7 +255,12 @@ impl NetConf {
 
     /// Results before 1.0.0 carry a `version` per IP; CHECK exists from 0.4.0 on.
     pub fn is_pre_1_0(&self) -> bool {
-        self.cni_version != "1.0.0"
+        self.cni_version.starts_with("0.")
+    }
+
+    /// GC and STATUS exist from 1.1.0 on.
+    pub fn has_gc_and_status(&self) -> bool {
+        !self.cni_version.starts_with("0.") && self.cni_version != "1.0.0"
     }
 }
 
@@ -160,6 +271,10 @@ pub enum Command {
     Del,
     Check,
     Version,
+    /// CNI 1.1.0: release what the runtime no longer has.
+    Gc,
+    /// CNI 1.1.0: whether the plugin can serve ADD.
+    Status,
 }
 
 /// The `CNI_*` environment of one invocation.
@@ -183,9 +298,11 @@ impl Invocation {
             Some("DEL") => Command::Del,
             Some("CHECK") => Command::Check,
             Some("VERSION") => Command::Version,
+            Some("GC") => Command::Gc,
+            Some("STATUS") => Command::Status,
             Some(other) => {
                 return Err(invalid(format!(
-                    "CNI_COMMAND {other:?} is not ADD, DEL, CHECK or VERSION"
+                    "CNI_COMMAND {other:?} is not ADD, DEL, CHECK, GC, STATUS or VERSION"
                 )))
             }
             None => return Err(invalid("CNI_COMMAND is not set".into())),
@@ -198,7 +315,8 @@ impl Invocation {
             ifname: value("CNI_IFNAME"),
             args: CniArgs::parse(&value("CNI_ARGS"))?,
         };
-        if command == Command::Version {
+        // These act on the network, not on one container.
+        if matches!(command, Command::Version | Command::Gc | Command::Status) {
             return Ok(invocation);
         }
         if invocation.container_id.is_empty() {

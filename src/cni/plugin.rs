@@ -9,17 +9,19 @@ use ipnet::IpNet;
 use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
 
-use super::config::{Invocation, NetConf, PodIdentity};
+use super::config::{Invocation, NetConf, PodIdentity, StaticRequest};
 use super::dataplane::{host_veth_name, link_exists, Dataplane};
 use super::types::{code, AddResult, CniError, Dns, Interface, IpConfig, Route};
 use crate::api::proto::v1 as pb;
 use pb::pod_service_client::PodServiceClient;
+use pb::subnet_service_client::SubnetServiceClient;
 
 /// A connection to the daemon's unix socket, driven by a current-thread runtime: the plugin is
 /// a short-lived process that makes a handful of calls one after the other.
 pub struct Daemon {
     runtime: tokio::runtime::Runtime,
     pods: PodServiceClient<Channel>,
+    subnets: SubnetServiceClient<Channel>,
 }
 
 impl Daemon {
@@ -48,7 +50,8 @@ impl Daemon {
             .map_err(|error| unreachable(&error))?;
         Ok(Daemon {
             runtime,
-            pods: PodServiceClient::new(channel),
+            pods: PodServiceClient::new(channel.clone()),
+            subnets: SubnetServiceClient::new(channel),
         })
     }
 
@@ -61,18 +64,45 @@ impl Daemon {
             .map_err(|status| refused(&what, &status))
     }
 
-    /// Unbinds; `false` when the daemon did not know the pod.
-    pub fn unbind(&mut self, pod: &PodIdentity) -> Result<bool, CniError> {
+    /// Unbinds one interface of the pod (the pod goes with its last); `false` when the daemon
+    /// did not know it.
+    pub fn unbind(&mut self, pod: &PodIdentity, interface: &str) -> Result<bool, CniError> {
         let request = pb::UnbindPodRequest {
             namespace: pod.namespace.clone(),
             name: pod.name.clone(),
             owner_gone: false,
+            interface: interface.to_string(),
         };
         let pods = &mut self.pods;
         self.runtime
             .block_on(pods.unbind_pod(request))
             .map(|response| response.into_inner().found)
-            .map_err(|status| refused(&format!("unbinding pod {}/{}", pod.namespace, pod.name), &status))
+            .map_err(|status| {
+                refused(
+                    &format!("unbinding {interface} of pod {}/{}", pod.namespace, pod.name),
+                    &status,
+                )
+            })
+    }
+
+    /// Every pod the daemon has.
+    pub fn list(&mut self) -> Result<Vec<pb::Pod>, CniError> {
+        let pods = &mut self.pods;
+        self.runtime
+            .block_on(pods.list_pods(pb::ListPodsRequest::default()))
+            .map(|response| response.into_inner().pods)
+            .map_err(|status| refused("listing pods", &status))
+    }
+
+    /// Whether the daemon has the subnet.
+    pub fn has_subnet(&mut self, name: &str) -> Result<bool, CniError> {
+        let request = pb::GetSubnetRequest { name: name.to_string() };
+        let subnets = &mut self.subnets;
+        match self.runtime.block_on(subnets.get_subnet(request)) {
+            Ok(_) => Ok(true),
+            Err(status) if status.code() == Code::NotFound => Ok(false),
+            Err(status) => Err(refused(&format!("reading subnet {name}"), &status)),
+        }
     }
 
     /// The pod as the daemon has it, or `None` when it does not know it.
@@ -128,8 +158,14 @@ fn owner_kind(kind: &str) -> pb::OwnerKind {
     }
 }
 
-/// The BindPod request for this attachment: one NIC, `CNI_IFNAME` in the configured subnet.
-pub fn bind_request(conf: &NetConf, invocation: &Invocation, pod: &PodIdentity) -> pb::BindPodRequest {
+/// The BindPod request for this attachment: one NIC, `CNI_IFNAME` in the configured subnet,
+/// with the addresses the runtime asks for and the attachment (network, container id).
+pub fn bind_request(
+    conf: &NetConf,
+    invocation: &Invocation,
+    pod: &PodIdentity,
+    statics: &StaticRequest,
+) -> pb::BindPodRequest {
     let args = &conf.args.cni;
     pb::BindPodRequest {
         namespace: pod.namespace.clone(),
@@ -140,6 +176,10 @@ pub fn bind_request(conf: &NetConf, invocation: &Invocation, pod: &PodIdentity) 
         nics: vec![pb::NicRequest {
             subnet: args.subnet(conf).to_string(),
             interface: invocation.ifname.clone(),
+            ips: statics.ips.iter().map(ToString::to_string).collect(),
+            mac: statics.mac.clone().unwrap_or_default(),
+            network: conf.name.clone(),
+            container_id: invocation.container_id.clone(),
         }],
     }
 }
@@ -159,9 +199,10 @@ fn netns_must_exist(invocation: &Invocation) -> Result<(), CniError> {
 /// releases the binding before it is reported.
 pub fn add(conf: &NetConf, invocation: &Invocation) -> Result<AddResult, CniError> {
     let pod = PodIdentity::of(invocation, &conf.pod_namespace)?;
+    let statics = StaticRequest::of(conf, invocation)?;
     netns_must_exist(invocation)?;
     let mut daemon = Daemon::connect(&conf.server_socket, conf.request_timeout())?;
-    let bound = daemon.bind(bind_request(conf, invocation, &pod))?;
+    let bound = daemon.bind(bind_request(conf, invocation, &pod, &statics))?;
     let dataplane = dataplane(conf);
     let host = host_veth_name(&invocation.container_id, &invocation.ifname);
     match build_interfaces(conf, invocation, &dataplane, &bound, &host) {
@@ -239,7 +280,13 @@ fn build_interfaces(
         &nic.addresses,
         &nic.gateways,
     )?;
-    dataplane.attach(host, &nic.bound.port_name, &invocation.container_id)?;
+    dataplane.attach(
+        host,
+        &nic.bound.port_name,
+        &invocation.container_id,
+        &conf.name,
+        &invocation.ifname,
+    )?;
     dataplane.wait_ovn_installed(host, conf.ovn_installed_timeout())?;
     let host_mac = super::dataplane::link_mac(host)?;
     let gateway_of = |address: &IpNet| {
@@ -308,7 +355,7 @@ fn release_binding(
         .filter(|name| name != host)
         .collect();
     if others.is_empty() {
-        daemon.unbind(pod)?;
+        daemon.unbind(pod, ifname)?;
     }
     Ok(())
 }
@@ -370,5 +417,81 @@ pub fn check(conf: &NetConf, invocation: &Invocation) -> Result<(), CniError> {
             nic.bound.port_name
         ))),
         None => Err(failed(format!("{host} is not a port of {}", conf.bridge))),
+    }
+}
+
+fn needs_1_1(conf: &NetConf, command: &str) -> Result<(), CniError> {
+    if conf.has_gc_and_status() {
+        Ok(())
+    } else {
+        Err(CniError::new(
+            code::INCOMPATIBLE_VERSION,
+            format!("{command} needs cniVersion 1.1.0 or later, not {}", conf.cni_version),
+        ))
+    }
+}
+
+/// GC (CNI 1.1.0): every NIC bound for this network (its name) whose attachment (container id,
+/// interface) is not in `cni.dev/valid-attachments` is unbound, and its host veth and bridge
+/// port are removed; so are bridge ports of this network no binding names (a DEL that never
+/// ran). The container's end went with its namespace. Each stale attachment is tried; the
+/// first failure is reported (code 11 while the daemon is unreachable: the runtime tries again).
+pub fn gc(conf: &NetConf) -> Result<(), CniError> {
+    needs_1_1(conf, "GC")?;
+    let valid: std::collections::HashSet<(&str, &str)> = conf
+        .valid_attachments
+        .iter()
+        .map(|attachment| (attachment.container_id.as_str(), attachment.ifname.as_str()))
+        .collect();
+    let dataplane = dataplane(conf);
+    let mut daemon = Daemon::connect(&conf.server_socket, conf.request_timeout())?;
+    let mut first_error = None;
+    for pod in daemon.list()? {
+        let identity = PodIdentity {
+            namespace: pod.namespace.clone(),
+            name: pod.name.clone(),
+        };
+        for nic in &pod.nics {
+            let stale = nic.network == conf.name
+                && !nic.container_id.is_empty()
+                && !valid.contains(&(nic.container_id.as_str(), nic.interface.as_str()));
+            if !stale {
+                continue;
+            }
+            let host = host_veth_name(&nic.container_id, &nic.interface);
+            let outcome = dataplane
+                .detach(&host)
+                .and_then(|()| dataplane.delete_veth(&host))
+                .and_then(|()| daemon.unbind(&identity, &nic.interface).map(drop));
+            if let Err(error) = outcome {
+                first_error.get_or_insert(error);
+            }
+        }
+    }
+    for (host, container_id, ifname) in dataplane.attachments_of_network(&conf.name)? {
+        if !valid.contains(&(container_id.as_str(), ifname.as_str())) {
+            if let Err(error) = dataplane.detach(&host).and_then(|()| dataplane.delete_veth(&host)) {
+                first_error.get_or_insert(error);
+            }
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+/// STATUS (CNI 1.1.0): success when the daemon answers and has this network's subnet, so ADD
+/// can be served; code 50 (not available) otherwise, which makes the runtime hold new pods back.
+pub fn status(conf: &NetConf) -> Result<(), CniError> {
+    needs_1_1(conf, "STATUS")?;
+    let unavailable = |error: CniError| {
+        CniError::new(code::NOT_AVAILABLE, error.msg).with_details(error.details)
+    };
+    let mut daemon = Daemon::connect(&conf.server_socket, conf.request_timeout()).map_err(unavailable)?;
+    if daemon.has_subnet(&conf.subnet).map_err(unavailable)? {
+        Ok(())
+    } else {
+        Err(CniError::new(
+            code::NOT_AVAILABLE,
+            format!("ovn-vipd has no subnet {}", conf.subnet),
+        ))
     }
 }

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::StoreError;
 use crate::model::{
-    LbPort, MacAddr, NicSpec, OwnerKind, Pod, PodNic, PodRef, PodSpec, Protocol, Strategy, Subnet, SwitchLbRule, Vip,
+    Attachment, LbPort, MacAddr, NicSpec, OwnerKind, Pod, PodNic, PodRef, PodSpec, Protocol, Strategy, Subnet, SwitchLbRule, Vip,
     VipSpec, VipType,
 };
 
@@ -55,6 +55,8 @@ pub struct VipV1 {
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub enum PodRecord {
     V1(PodV1),
+    /// V1 plus each NIC request's static addresses and CNI attachment.
+    V2(PodV2),
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -77,6 +79,30 @@ pub struct PodV1 {
     /// 0 other, 1 StatefulSet, 2 VirtualMachine.
     pub owner_kind: u8,
     pub nic_specs: Vec<(String, String)>,
+    pub nics: Vec<PodNicV1>,
+    pub bound: bool,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct NicSpecV2 {
+    pub subnet: String,
+    pub interface: String,
+    pub v4ip: Option<[u8; 4]>,
+    pub v6ip: Option<[u8; 16]>,
+    pub mac: Option<[u8; 6]>,
+    /// (network, container id).
+    pub attachment: Option<(String, String)>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct PodV2 {
+    pub namespace: String,
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    /// 0 other, 1 StatefulSet, 2 VirtualMachine.
+    pub owner_kind: u8,
+    pub nic_specs: Vec<NicSpecV2>,
     pub nics: Vec<PodNicV1>,
     pub bound: bool,
 }
@@ -218,7 +244,7 @@ impl From<VipRecord> for Vip {
 
 impl From<&Pod> for PodRecord {
     fn from(pod: &Pod) -> PodRecord {
-        PodRecord::V1(PodV1 {
+        PodRecord::V2(PodV2 {
             namespace: pod.spec.namespace.clone(),
             name: pod.spec.name.clone(),
             labels: pod.spec.labels.clone(),
@@ -232,7 +258,17 @@ impl From<&Pod> for PodRecord {
                 .spec
                 .nics
                 .iter()
-                .map(|nic| (nic.subnet.clone(), nic.interface.clone()))
+                .map(|nic| NicSpecV2 {
+                    subnet: nic.subnet.clone(),
+                    interface: nic.interface.clone(),
+                    v4ip: nic.v4ip.map(|ip| ip.octets()),
+                    v6ip: nic.v6ip.map(|ip| ip.octets()),
+                    mac: nic.mac.map(|mac| mac.octets()),
+                    attachment: nic
+                        .attachment
+                        .as_ref()
+                        .map(|attachment| (attachment.network.clone(), attachment.container_id.clone())),
+                })
                 .collect(),
             nics: pod
                 .nics
@@ -255,7 +291,30 @@ impl From<&Pod> for PodRecord {
 impl TryFrom<PodRecord> for Pod {
     type Error = StoreError;
     fn try_from(record: PodRecord) -> Result<Pod, StoreError> {
-        let PodRecord::V1(record) = record;
+        let record = match record {
+            PodRecord::V1(record) => PodV2 {
+                namespace: record.namespace,
+                name: record.name,
+                labels: record.labels,
+                annotations: record.annotations,
+                owner_kind: record.owner_kind,
+                nic_specs: record
+                    .nic_specs
+                    .into_iter()
+                    .map(|(subnet, interface)| NicSpecV2 {
+                        subnet,
+                        interface,
+                        v4ip: None,
+                        v6ip: None,
+                        mac: None,
+                        attachment: None,
+                    })
+                    .collect(),
+                nics: record.nics,
+                bound: record.bound,
+            },
+            PodRecord::V2(record) => record,
+        };
         let owner_kind = match record.owner_kind {
             0 => OwnerKind::Other,
             1 => OwnerKind::StatefulSet,
@@ -272,7 +331,16 @@ impl TryFrom<PodRecord> for Pod {
                 nics: record
                     .nic_specs
                     .into_iter()
-                    .map(|(subnet, interface)| NicSpec { subnet, interface })
+                    .map(|nic| NicSpec {
+                        subnet: nic.subnet,
+                        interface: nic.interface,
+                        v4ip: nic.v4ip.map(v4),
+                        v6ip: nic.v6ip.map(v6),
+                        mac: nic.mac.map(MacAddr::from_octets),
+                        attachment: nic
+                            .attachment
+                            .map(|(network, container_id)| Attachment { network, container_id }),
+                    })
                     .collect(),
             },
             nics: record
