@@ -645,6 +645,82 @@ mod tests {
     }
 
     #[test]
+    fn static_requests_come_from_runtime_config_or_cni_args() {
+        let invocation = |args: &str| Invocation {
+            command: Command::Add,
+            container_id: "c".into(),
+            netns: "/x".into(),
+            ifname: "eth0".into(),
+            args: CniArgs::parse(args).unwrap(),
+        };
+        let conf = |extra: &str| {
+            NetConf::parse(format!(r#"{{"cniVersion":"1.0.0","subnet":"s"{extra}}}"#).as_bytes()).unwrap()
+        };
+        let plain = conf("");
+        assert_eq!(StaticRequest::of(&plain, &invocation("")).unwrap(), StaticRequest::default());
+        // podman: one address and the MAC in CNI_ARGS.
+        let podman = StaticRequest::of(&plain, &invocation("IgnoreUnknown=1;MAC=02:00:00:00:05:05;IP=10.16.5.5")).unwrap();
+        assert_eq!(podman.ips, vec!["10.16.5.5".parse::<std::net::IpAddr>().unwrap()]);
+        assert_eq!(podman.mac.as_deref(), Some("02:00:00:00:05:05"));
+        // The capabilities, with prefix lengths, both families.
+        let capabilities = conf(r#","runtimeConfig":{"ips":["10.16.5.5/16","fd00::5/64"],"mac":"02:00:00:00:05:06"}"#);
+        let request = StaticRequest::of(&capabilities, &invocation("")).unwrap();
+        assert_eq!(request.ips.len(), 2);
+        assert_eq!(request.mac.as_deref(), Some("02:00:00:00:05:06"));
+        // Both sources must agree; malformed values get the code of their source.
+        assert_eq!(
+            StaticRequest::of(&capabilities, &invocation("IP=10.16.9.9")).unwrap_err().code,
+            code::INVALID_ENVIRONMENT
+        );
+        assert_eq!(
+            StaticRequest::of(&plain, &invocation("IP=10.16.x")).unwrap_err().code,
+            code::INVALID_ENVIRONMENT
+        );
+        assert_eq!(
+            StaticRequest::of(&plain, &invocation("MAC=zz")).unwrap_err().code,
+            code::INVALID_ENVIRONMENT
+        );
+        assert_eq!(
+            StaticRequest::of(&conf(r#","runtimeConfig":{"ips":["nope"]}"#), &invocation(""))
+                .unwrap_err()
+                .code,
+            code::INVALID_CONFIG
+        );
+        assert_eq!(
+            StaticRequest::of(&conf(r#","runtimeConfig":{"ips":["10.0.0.1","10.0.0.2"]}"#), &invocation(""))
+                .unwrap_err()
+                .code,
+            code::INVALID_CONFIG,
+            "two of a family"
+        );
+    }
+
+    #[test]
+    fn gc_and_status_environment_and_valid_attachments() {
+        let gc = Invocation::from_env(env(&[("CNI_COMMAND", "GC")])).unwrap();
+        assert_eq!(gc.command, Command::Gc, "no container, interface or namespace needed");
+        assert_eq!(
+            Invocation::from_env(env(&[("CNI_COMMAND", "STATUS")])).unwrap().command,
+            Command::Status
+        );
+        let conf = NetConf::parse(
+            br#"{"cniVersion":"1.1.0","name":"n","subnet":"s",
+                "cni.dev/valid-attachments":[{"containerID":"c1","ifname":"eth0"}]}"#,
+        )
+        .unwrap();
+        assert!(conf.has_gc_and_status());
+        assert!(!conf.is_pre_1_0());
+        assert_eq!(
+            conf.valid_attachments,
+            vec![ValidAttachment {
+                container_id: "c1".into(),
+                ifname: "eth0".into()
+            }]
+        );
+        assert!(!NetConf::parse(br#"{"cniVersion":"1.0.0","subnet":"s"}"#).unwrap().has_gc_and_status());
+    }
+
+    #[test]
     fn the_logical_switch_annotation_overrides_the_subnet() {
         let mut conf = NetConf::parse(br#"{"cniVersion":"0.4.0","subnet":"ovn-default"}"#).unwrap();
         assert!(conf.is_pre_1_0());
