@@ -618,3 +618,73 @@ fn gc_releases_what_a_del_missed_while_the_daemon_was_down() {
     podman.ok(&["rm", "-a", "-f", "-t", "0"]);
     assert_nothing_left(&mut ovn, &podman);
 }
+
+/// The basics with several networks: an AAP VIP of the second network's subnet moves between
+/// containers that announce it (keepalived-style; they are granted NET_ADMIN and NET_RAW, as a
+/// keepalived container is), its virtual parent being each container's NIC in that subnet; a
+/// client on that subnet reaches it with podman's default capabilities.
+#[test]
+fn an_aap_vip_moves_between_containers_on_their_second_network() {
+    let _machine = common::ovn::lock();
+    let mut ovn = WholeOvn::start();
+    subnet(&ovn, NET_A, "10.16.0.0/16");
+    subnet(&ovn, NET_B, "10.18.0.0/24");
+    let mut vips = pb::vip_service_client::VipServiceClient::new(ovn.channel());
+    let vip = ovn
+        .runtime
+        .block_on(vips.create_vip(pb::CreateVipRequest {
+            vip: Some(pb::Vip {
+                name: "vip-pm-aap".into(),
+                subnet: NET_B.into(),
+                namespace: NAMESPACE.into(),
+                selector: vec!["app: vrrp".into()],
+                ..Default::default()
+            }),
+        }))
+        .expect("create vip")
+        .into_inner();
+    let address = vip.status.expect("status").v4ip;
+    let podman = Podman::new(&ovn);
+    podman.network(NET_A, NET_A, serde_json::json!({}));
+    podman.network(
+        NET_B,
+        NET_B,
+        serde_json::json!({"args": {"cni": {
+            "labels": {"app": "vrrp"},
+            "annotations": {"ovn.kubernetes.io/aaps": "vip-pm-aap"},
+        }}}),
+    );
+    let net_c = "vipd-pm-c";
+    podman.network(net_c, NET_B, serde_json::json!({}));
+
+    let keepalived = ["--network", NET_A, "--network", NET_B, "--cap-add", "NET_ADMIN,NET_RAW"];
+    let first = podman.run(&keepalived);
+    let second = podman.run(&keepalived);
+    let client = podman.run(&["--network", net_c]);
+    let port_of = |id: &str| nic_on(&ovn, id, NET_B).expect("NIC on B").port_name;
+    let claim = |id: &str| {
+        let ifname = ifname_on(&ovn, id, NET_B);
+        let with_prefix = format!("{address}/24");
+        let output = podman.exec(id, false, &["ip", "addr", "add", &with_prefix, "dev", &ifname]);
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        // A gratuitous ARP; it gets no reply.
+        podman.exec(id, false, &["arping", "-U", "-c", "2", "-I", &ifname, "-s", &address, &address]);
+    };
+    let release = |id: &str| {
+        let ifname = ifname_on(&ovn, id, NET_B);
+        podman.exec(id, false, &["ip", "addr", "del", &format!("{address}/24"), "dev", &ifname]);
+    };
+    assert!(!podman.ping(&client, &address), "the VIP answered before anyone claimed it");
+
+    claim(&first);
+    wait_until("the VIP answers from the first container", Duration::from_secs(30), || {
+        ovn.virtual_parent("vip-pm-aap") == port_of(&first) && podman.ping(&client, &address)
+    });
+    release(&first);
+    claim(&second);
+    wait_until("the VIP answers from the second container", Duration::from_secs(30), || {
+        ovn.virtual_parent("vip-pm-aap") == port_of(&second) && podman.ping(&client, &address)
+    });
+    podman.ok(&["rm", "-a", "-f", "-t", "0"]);
+    assert_nothing_left(&mut ovn, &podman);
+}
