@@ -428,3 +428,49 @@ impl TryFrom<SwitchLbRuleRecord> for SwitchLbRule {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Pods stored before NIC requests carried static addresses and attachments still read.
+    #[test]
+    fn a_v1_pod_record_reads_as_a_pod_without_statics_or_attachments() {
+        let v1 = PodRecord::V1(PodV1 {
+            namespace: "default".into(),
+            name: "web-0".into(),
+            labels: BTreeMap::new(),
+            annotations: BTreeMap::new(),
+            owner_kind: 1,
+            nic_specs: vec![("ovn-default".into(), "eth0".into())],
+            nics: vec![PodNicV1 {
+                interface: "eth0".into(),
+                subnet: "ovn-default".into(),
+                port_name: "web-0.default".into(),
+                v4ip: Some([10, 16, 0, 5]),
+                v6ip: None,
+                mac: [2, 0, 0, 0, 0, 5],
+                vip: None,
+            }],
+            bound: true,
+        });
+        let bytes = bincode::serde::encode_to_vec(&v1, bincode::config::standard()).unwrap();
+        let (decoded, _): (PodRecord, usize) =
+            bincode::serde::decode_from_slice(&bytes, bincode::config::standard()).unwrap();
+        let pod = Pod::try_from(decoded).unwrap();
+        assert_eq!(pod.spec.nics[0].interface, "eth0");
+        assert_eq!(pod.spec.nics[0].attachment, None);
+        assert_eq!(pod.spec.nics[0].v4ip, None);
+        assert_eq!(pod.nics[0].v4ip, Some(Ipv4Addr::new(10, 16, 0, 5)));
+        // Written back, it is V2 and round-trips with what V2 adds.
+        let mut pod = pod;
+        pod.spec.nics[0].attachment = Some(Attachment {
+            network: "ovnnet".into(),
+            container_id: "c1".into(),
+        });
+        pod.spec.nics[0].mac = Some(MacAddr::from_octets([2, 0, 0, 0, 0, 5]));
+        let record = PodRecord::from(&pod);
+        assert!(matches!(record, PodRecord::V2(_)));
+        assert_eq!(Pod::try_from(record).unwrap(), pod);
+    }
+}
