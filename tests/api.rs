@@ -922,6 +922,7 @@ fn attach(name: &str, subnet: &str, interface: &str, ips: &[&str], mac: &str, co
             mac: mac.into(),
             network: format!("net-{subnet}"),
             container_id: container.into(),
+            node: "node-1".into(),
         }],
         ..Default::default()
     }
@@ -952,7 +953,10 @@ async fn pods_gain_and_lose_nics_per_attachment_with_static_addresses() {
     let pod = c.pods.bind_pod(first.clone()).await.unwrap().into_inner();
     assert_eq!(pod.nics[0].addresses, vec!["10.16.5.5/16".to_string()]);
     assert_eq!(pod.nics[0].mac, "02:00:00:00:05:05");
-    assert_eq!((pod.nics[0].network.as_str(), pod.nics[0].container_id.as_str()), ("net-sa", "c1"));
+    assert_eq!(
+        (pod.nics[0].network.as_str(), pod.nics[0].container_id.as_str(), pod.nics[0].node.as_str()),
+        ("net-sa", "c1", "node-1")
+    );
     assert_eq!(pod.nics[0].port_name, "m1.runtime");
 
     let mut second = attach("m1", "sb", "eth1", &[], "", "c1");
@@ -968,7 +972,20 @@ async fn pods_gain_and_lose_nics_per_attachment_with_static_addresses() {
     assert_eq!(c.pods.bind_pod(first.clone()).await.unwrap().into_inner(), pod);
 
     // Refusals change nothing.
-    let before = snapshot(&mut c).await;
+    // `snapshot` with each pod's labels in order (a proto map is a HashMap).
+    async fn ordered(c: &mut Clients) -> String {
+        let pods = c.pods.list_pods(pb::ListPodsRequest::default()).await.unwrap().into_inner().pods;
+        let pods: Vec<_> = pods
+            .into_iter()
+            .map(|mut pod| {
+                let labels: std::collections::BTreeMap<_, _> = std::mem::take(&mut pod.labels).into_iter().collect();
+                (labels, pod)
+            })
+            .collect();
+        let subnets = c.subnets.list_subnets(pb::ListSubnetsRequest {}).await.unwrap().into_inner();
+        format!("{subnets:?}{pods:?}")
+    }
+    let before = ordered(&mut c).await;
     let cases: Vec<(&str, pb::BindPodRequest, Code, &str)> = vec![
         ("interface in another subnet", attach("m1", "sa", "eth1", &[], "", "c1"), Code::AlreadyExists, "eth1 in subnet sb"),
         ("another address for a bound NIC", attach("m1", "sa", "eth0", &["10.16.6.6"], "", "c1"), Code::FailedPrecondition, "10.16.6.6 was asked for, it holds 10.16.5.5"),
@@ -986,7 +1003,7 @@ async fn pods_gain_and_lose_nics_per_attachment_with_static_addresses() {
         let error = c.pods.bind_pod(request).await.unwrap_err();
         assert_refused(label, &error, code, fragment);
     }
-    assert_eq!(snapshot(&mut c).await, before, "a refused bind changed something");
+    assert_eq!(ordered(&mut c).await, before, "a refused bind changed something");
 
     // One NIC goes; its address is free again; the pod goes with its last NIC.
     assert!(c.pods.unbind_pod(unbind_nic("m1", "eth0")).await.unwrap().into_inner().found);

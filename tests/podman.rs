@@ -70,7 +70,7 @@ impl Podman {
         for applet in ["sh", "ip", "ping", "sleep", "cat", "arping"] {
             let _ = std::os::unix::fs::symlink("busybox", image.join("bin").join(applet));
         }
-        let tar = Command::new("tar")
+        let mut tar = Command::new("tar")
             .arg("-C")
             .arg(&image)
             .args(["-c", "."])
@@ -80,9 +80,10 @@ impl Podman {
         let output = podman
             .command()
             .args(["import", "-", IMAGE])
-            .stdin(tar.stdout.expect("tar stdout"))
+            .stdin(tar.stdout.take().expect("tar stdout"))
             .output()
             .expect("podman import");
+        assert!(tar.wait().is_ok_and(|status| status.success()), "tar of the image");
         assert!(output.status.success(), "podman import: {}", String::from_utf8_lossy(&output.stderr));
         podman
     }
@@ -583,12 +584,38 @@ fn gc_releases_what_a_del_missed_while_the_daemon_was_down() {
     let (ok, _) = plugin("STATUS", &podman.net_conf(NET_A, "1.1.0"));
     assert!(ok, "STATUS after the daemon came back");
 
+    // An attachment of the same network on another node: not this node's runtime's to judge.
+    let elsewhere = pb::BindPodRequest {
+        namespace: NAMESPACE.into(),
+        name: "elsewhere".into(),
+        nics: vec![pb::NicRequest {
+            subnet: NET_A.into(),
+            interface: "eth0".into(),
+            network: NET_A.into(),
+            container_id: "c-on-another-node".into(),
+            node: "vipd-pm-another-node".into(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    ovn.runtime.block_on(pod_client(&ovn).bind_pod(elsewhere)).expect("bind");
+
     // GC of network A: the attachments podman still has are valid.
     let valid_a = [(kept.as_str(), kept_a.as_str()), (other_kept.as_str(), "eth0")];
     let (ok, error) = plugin("GC", &gc_conf(&podman, NET_A, &valid_a));
     assert!(ok, "GC: {error}");
     assert!(bound(&ovn, &gone, &gone_a).is_none(), "GC kept the stale NIC");
     assert!(bound(&ovn, &gone, &gone_b).is_some(), "GC of one network released another's NIC");
+    assert!(
+        bound(&ovn, "c-on-another-node", "eth0").is_some(),
+        "GC released another node's attachment"
+    );
+    let unbind = pb::UnbindPodRequest {
+        namespace: NAMESPACE.into(),
+        name: "elsewhere".into(),
+        ..Default::default()
+    };
+    ovn.runtime.block_on(pod_client(&ovn).unbind_pod(unbind)).expect("unbind");
     wait_until("the stale NB port gone", Duration::from_secs(10), || {
         nb_addresses(&ovn, &gone_nic.port_name).is_empty()
     });

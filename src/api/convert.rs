@@ -361,10 +361,10 @@ pub fn pod_spec_from_proto(request: pb::BindPodRequest) -> Result<PodSpec, Statu
         }
         let (v4, v6) = static_ips(&mut violations, index, &nic.ips);
         static_addresses.push((v4, v6, static_mac(&mut violations, index, &nic.mac)));
-        if nic.network.len() > MAX_VALUE || nic.container_id.len() > MAX_VALUE {
+        if nic.network.len() > MAX_VALUE || nic.container_id.len() > MAX_VALUE || nic.node.len() > MAX_VALUE {
             violations.add(
                 format!("nics[{index}].container_id"),
-                format!("network and container_id are at most {MAX_VALUE} bytes"),
+                format!("network, container_id and node are at most {MAX_VALUE} bytes"),
             );
         }
         if nic.network.is_empty() != nic.container_id.is_empty() {
@@ -395,9 +395,10 @@ pub fn pod_spec_from_proto(request: pb::BindPodRequest) -> Result<PodSpec, Statu
             .into_iter()
             .zip(static_addresses)
             .map(|(nic, (v4ip, v6ip, mac))| NicSpec {
-                attachment: (!nic.container_id.is_empty()).then(|| Attachment {
+                attachment: (!nic.container_id.is_empty()).then_some(Attachment {
                     network: nic.network,
                     container_id: nic.container_id,
+                    node: nic.node,
                 }),
                 subnet: nic.subnet,
                 interface: nic.interface,
@@ -485,6 +486,7 @@ pub fn pod_to_proto(pod: &Pod, subnets: &BTreeMap<String, (Subnet, Option<Ipv4Ad
                 pb::BoundNic {
                     network: attachment.network,
                     container_id: attachment.container_id,
+                    node: attachment.node,
                     interface: nic.interface.clone(),
                     subnet: nic.subnet.clone(),
                     port_name: nic.port_name.clone(),

@@ -180,8 +180,17 @@ pub fn bind_request(
             mac: statics.mac.clone().unwrap_or_default(),
             network: conf.name.clone(),
             container_id: invocation.container_id.clone(),
+            node: node_name(),
         }],
     }
+}
+
+/// This node's name as attachments record it: the kernel's host name ("" when unreadable, which
+/// GC then treats as a node of its own).
+pub fn node_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_string())
+        .unwrap_or_default()
 }
 
 fn netns_must_exist(invocation: &Invocation) -> Result<(), CniError> {
@@ -431,7 +440,8 @@ fn needs_1_1(conf: &NetConf, command: &str) -> Result<(), CniError> {
     }
 }
 
-/// GC (CNI 1.1.0): every NIC bound for this network (its name) whose attachment (container id,
+/// GC (CNI 1.1.0): every NIC bound for this network (its name) on this node (see [`node_name`];
+/// the runtime lists its own node's attachments only) whose attachment (container id,
 /// interface) is not in `cni.dev/valid-attachments` is unbound, and its host veth and bridge
 /// port are removed; so are bridge ports of this network no binding names (a DEL that never
 /// ran). The container's end went with its namespace. Each stale attachment is tried; the
@@ -444,6 +454,7 @@ pub fn gc(conf: &NetConf) -> Result<(), CniError> {
         .map(|attachment| (attachment.container_id.as_str(), attachment.ifname.as_str()))
         .collect();
     let dataplane = dataplane(conf);
+    let node = node_name();
     let mut daemon = Daemon::connect(&conf.server_socket, conf.request_timeout())?;
     let mut first_error = None;
     for pod in daemon.list()? {
@@ -453,6 +464,7 @@ pub fn gc(conf: &NetConf) -> Result<(), CniError> {
         };
         for nic in &pod.nics {
             let stale = nic.network == conf.name
+                && nic.node == node
                 && !nic.container_id.is_empty()
                 && !valid.contains(&(nic.container_id.as_str(), nic.interface.as_str()));
             if !stale {

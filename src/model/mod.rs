@@ -141,6 +141,8 @@ pub struct Attachment {
     pub network: String,
     /// The container (sandbox) id, `CNI_CONTAINERID`.
     pub container_id: String,
+    /// The node the container runs on (the plugin's host name); empty when not said.
+    pub node: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -789,7 +789,7 @@ impl Registry {
             let Some(pod) = state.pods.get(key).cloned() else {
                 return Ok(false);
             };
-            let going = |name: &str| interface.is_none_or(|wanted| wanted == name);
+            let going = |name: &str| interface.map_or(true, |wanted| wanted == name);
             if !pod.nics.iter().any(|nic| going(&nic.interface)) {
                 return Ok(false);
             }

@@ -90,8 +90,8 @@ pub struct NicSpecV2 {
     pub v4ip: Option<[u8; 4]>,
     pub v6ip: Option<[u8; 16]>,
     pub mac: Option<[u8; 6]>,
-    /// (network, container id).
-    pub attachment: Option<(String, String)>,
+    /// (network, container id, node).
+    pub attachment: Option<(String, String, String)>,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -267,7 +267,13 @@ impl From<&Pod> for PodRecord {
                     attachment: nic
                         .attachment
                         .as_ref()
-                        .map(|attachment| (attachment.network.clone(), attachment.container_id.clone())),
+                        .map(|attachment| {
+                            (
+                                attachment.network.clone(),
+                                attachment.container_id.clone(),
+                                attachment.node.clone(),
+                            )
+                        }),
                 })
                 .collect(),
             nics: pod
@@ -339,7 +345,11 @@ impl TryFrom<PodRecord> for Pod {
                         mac: nic.mac.map(MacAddr::from_octets),
                         attachment: nic
                             .attachment
-                            .map(|(network, container_id)| Attachment { network, container_id }),
+                            .map(|(network, container_id, node)| Attachment {
+                                network,
+                                container_id,
+                                node,
+                            }),
                     })
                     .collect(),
             },
@@ -467,6 +477,7 @@ mod tests {
         pod.spec.nics[0].attachment = Some(Attachment {
             network: "ovnnet".into(),
             container_id: "c1".into(),
+            node: "node-1".into(),
         });
         pod.spec.nics[0].mac = Some(MacAddr::from_octets([2, 0, 0, 0, 0, 5]));
         let record = PodRecord::from(&pod);
