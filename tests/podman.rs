@@ -625,6 +625,21 @@ fn gc_releases_what_a_del_missed_while_the_daemon_was_down() {
     for (id, ifname) in [(&kept, &kept_a), (&kept, &kept_b), (&other_kept, &"eth0".to_string())] {
         assert_matches_daemon(&ovn, &podman, id, ifname);
     }
+    // A sandbox whose DEL never ran at all (a runtime that crashed): its veth and bridge port
+    // are still there; GC removes them with the binding.
+    let mut spec = common::ovn::PodSpec::new("crashed", NET_A);
+    spec.namespace = NAMESPACE.into();
+    let mut sandbox = ovn.sandbox(spec);
+    let added = ovn.cni_with("ADD", &sandbox, &podman.net_conf(NET_A, "1.0.0"));
+    assert!(added.success, "{}", added.stdout);
+    sandbox.result = Some(added.json);
+    assert!(Path::new(&format!("/sys/class/net/{}", sandbox.host_veth())).exists());
+    let (ok, error) = plugin("GC", &gc_conf(&podman, NET_A, &valid_a));
+    assert!(ok, "GC: {error}");
+    assert!(bound(&ovn, &sandbox.container_id, "eth0").is_none(), "GC kept the crashed sandbox's NIC");
+    assert!(!Path::new(&format!("/sys/class/net/{}", sandbox.host_veth())).exists(), "GC kept its veth");
+    assert!(!ovn.vsctl(&["list-ports", BRIDGE]).contains(&sandbox.host_veth()), "GC kept its bridge port");
+
     // GC is repeatable, and GC/STATUS are refused below 1.1.0.
     let (ok, _) = plugin("GC", &gc_conf(&podman, NET_A, &valid_a));
     assert!(ok);
