@@ -44,8 +44,9 @@ impl Podman {
         for sub in ["root", "runroot", "tmp", "net.d", "plugins", "image/bin"] {
             std::fs::create_dir_all(dir.join(sub)).expect("podman directories");
         }
-        std::fs::copy(env!("CARGO_BIN_EXE_ovn-vipd-cni"), dir.join("plugins").join("ovn-vipd-cni"))
-            .expect("install the plugin");
+        // OVN_VIPD_PODMAN_PLUGIN: another build of the plugin (to show a test fails without a fix).
+        let plugin = std::env::var("OVN_VIPD_PODMAN_PLUGIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_ovn-vipd-cni").into());
+        std::fs::copy(plugin, dir.join("plugins").join("ovn-vipd-cni")).expect("install the plugin");
         std::fs::write(
             dir.join("containers.conf"),
             format!(
