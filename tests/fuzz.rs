@@ -251,7 +251,11 @@ fn structured() -> impl Strategy<Value = Request> {
                     .into_iter()
                     .collect(),
                 owner_kind,
-                nics: vec![pb::NicRequest { subnet, interface, ..Default::default() }],
+                nics: vec![pb::NicRequest {
+                    subnet,
+                    interface,
+                    ..Default::default()
+                }],
                 ..Default::default()
             })
         },

@@ -45,7 +45,8 @@ impl Podman {
             std::fs::create_dir_all(dir.join(sub)).expect("podman directories");
         }
         // OVN_VIPD_PODMAN_PLUGIN: another build of the plugin (to show a test fails without a fix).
-        let plugin = std::env::var("OVN_VIPD_PODMAN_PLUGIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_ovn-vipd-cni").into());
+        let plugin =
+            std::env::var("OVN_VIPD_PODMAN_PLUGIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_ovn-vipd-cni").into());
         std::fs::copy(plugin, dir.join("plugins").join("ovn-vipd-cni")).expect("install the plugin");
         std::fs::write(
             dir.join("containers.conf"),
@@ -85,7 +86,11 @@ impl Podman {
             .output()
             .expect("podman import");
         assert!(tar.wait().is_ok_and(|status| status.success()), "tar of the image");
-        assert!(output.status.success(), "podman import: {}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "podman import: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         podman
     }
 
@@ -373,7 +378,10 @@ fn plugin(command: &str, conf: &serde_json::Value) -> (bool, serde_json::Value) 
         .expect("write");
     let output = child.wait_with_output().expect("ovn-vipd-cni");
     let stdout = String::from_utf8_lossy(&output.stdout);
-    (output.status.success(), serde_json::from_str(&stdout).unwrap_or(serde_json::Value::Null))
+    (
+        output.status.success(),
+        serde_json::from_str(&stdout).unwrap_or(serde_json::Value::Null),
+    )
 }
 
 fn gc_conf(podman: &Podman, network: &str, valid: &[(&str, &str)]) -> serde_json::Value {
@@ -421,7 +429,10 @@ fn containers_with_any_name_or_none_get_a_network() {
     assert!(bound(&ovn, &odd, "eth0").is_none(), "podman rm left the binding");
     let again = podman.run(&["--network", NET_A, "--name", "Web.Server_1"]);
     let (again_pod, _) = bound(&ovn, &again, "eth0").expect("bound");
-    assert_ne!(again_pod.name, odd_pod.name, "a new container of the same name is a new pod");
+    assert_ne!(
+        again_pod.name, odd_pod.name,
+        "a new container of the same name is a new pod"
+    );
     assert_matches_daemon(&ovn, &podman, &again, "eth0");
     podman.ok(&["rm", "-a", "-f", "-t", "0"]);
     assert_nothing_left(&mut ovn, &podman);
@@ -437,8 +448,16 @@ fn one_container_on_two_networks_is_one_pod_with_two_nics() {
     subnet(&ovn, NET_A, "10.16.0.0/16");
     subnet(&ovn, NET_B, "10.17.0.0/16");
     let podman = Podman::new(&ovn);
-    podman.network(NET_A, NET_A, serde_json::json!({"args": {"cni": {"labels": {"app": "web"}}}}));
-    podman.network(NET_B, NET_B, serde_json::json!({"args": {"cni": {"labels": {"tier": "db"}}}}));
+    podman.network(
+        NET_A,
+        NET_A,
+        serde_json::json!({"args": {"cni": {"labels": {"app": "web"}}}}),
+    );
+    podman.network(
+        NET_B,
+        NET_B,
+        serde_json::json!({"args": {"cni": {"labels": {"tier": "db"}}}}),
+    );
 
     let both = podman.run(&["--network", NET_A, "--network", NET_B, "--name", "m1"]);
     let peer_b = podman.run(&["--network", NET_B]);
@@ -453,8 +472,16 @@ fn one_container_on_two_networks_is_one_pod_with_two_nics() {
     assert_ne!(a.port_name, b.port_name);
     let (pod, _) = bound(&ovn, &both, "eth0").expect("bound");
     assert_eq!(pod.nics.len(), 2, "{pod:?}");
-    assert_eq!(pod.labels.get("app").map(String::as_str), Some("web"), "labels of both networks");
-    assert_eq!(pod.labels.get("tier").map(String::as_str), Some("db"), "labels of both networks");
+    assert_eq!(
+        pod.labels.get("app").map(String::as_str),
+        Some("web"),
+        "labels of both networks"
+    );
+    assert_eq!(
+        pod.labels.get("tier").map(String::as_str),
+        Some("db"),
+        "labels of both networks"
+    );
     let peer = assert_matches_daemon(&ovn, &podman, &peer_b, "eth0");
     let peer_ip = peer.addresses[0].split('/').next().expect("ip").to_string();
     assert!(podman.ping(&both, &peer_ip), "no traffic on the second network");
@@ -463,9 +490,11 @@ fn one_container_on_two_networks_is_one_pod_with_two_nics() {
     podman.ok(&["network", "disconnect", NET_B, &both]);
     let (pod, _) = bound(&ovn, &both, &if_a).expect("the other NIC still bound");
     assert_eq!(pod.nics.len(), 1, "{pod:?}");
-    wait_until("the NB port of the disconnected NIC gone", Duration::from_secs(10), || {
-        nb_addresses(&ovn, &b.port_name).is_empty()
-    });
+    wait_until(
+        "the NB port of the disconnected NIC gone",
+        Duration::from_secs(10),
+        || nb_addresses(&ovn, &b.port_name).is_empty(),
+    );
     assert!(!Path::new(&format!("/sys/class/net/{}", host_veth_name(&both, &if_b))).exists());
     assert_matches_daemon(&ovn, &podman, &both, &if_a);
     podman.ok(&["network", "connect", NET_B, &both]);
@@ -496,7 +525,14 @@ fn runtime_requested_addresses_are_honoured_or_refused() {
     let podman = Podman::new(&ovn);
     podman.network(NET_A, NET_A, serde_json::json!({}));
 
-    let fixed = podman.run(&["--network", NET_A, "--ip", "10.16.5.5", "--mac-address", "02:00:00:00:05:05"]);
+    let fixed = podman.run(&[
+        "--network",
+        NET_A,
+        "--ip",
+        "10.16.5.5",
+        "--mac-address",
+        "02:00:00:00:05:05",
+    ]);
     let nic = assert_matches_daemon(&ovn, &podman, &fixed, "eth0");
     assert_eq!(nic.addresses, vec!["10.16.5.5/16".to_string()]);
     assert_eq!(nic.mac, "02:00:00:00:05:05");
@@ -518,13 +554,19 @@ fn runtime_requested_addresses_are_honoured_or_refused() {
     assert_matches_daemon(&ovn, &podman, &chosen, "eth0");
     podman.ok(&["restart", "-t", "0", &fixed]);
     let nic = assert_matches_daemon(&ovn, &podman, &fixed, "eth0");
-    assert_eq!((nic.addresses[0].as_str(), nic.mac.as_str()), ("10.16.5.5/16", "02:00:00:00:05:05"));
+    assert_eq!(
+        (nic.addresses[0].as_str(), nic.mac.as_str()),
+        ("10.16.5.5/16", "02:00:00:00:05:05")
+    );
     assert!(podman.ping(&chosen, "10.16.5.5"));
 
     // Refusals: taken address, taken MAC, outside the subnet, the subnet's gateway.
     for (options, reason) in [
         (vec!["--ip", "10.16.5.5"], "10.16.5.5 is already owned"),
-        (vec!["--mac-address", "02:00:00:00:05:05"], "02:00:00:00:05:05 is already owned"),
+        (
+            vec!["--mac-address", "02:00:00:00:05:05"],
+            "02:00:00:00:05:05 is already owned",
+        ),
         (vec!["--ip", "192.168.7.7"], "outside"),
         (vec!["--ip", "10.16.0.1"], "gateway"),
     ] {
@@ -580,7 +622,10 @@ fn gc_releases_what_a_del_missed_while_the_daemon_was_down() {
     assert!(!ok);
     assert_eq!(error["code"], 11, "GC with the daemon down: {error}");
     ovn.restart_daemon();
-    assert!(bound(&ovn, &gone, &gone_a).is_some(), "the binding leaked, as the issue says");
+    assert!(
+        bound(&ovn, &gone, &gone_a).is_some(),
+        "the binding leaked, as the issue says"
+    );
     assert!(!nb_addresses(&ovn, &gone_nic.port_name).is_empty());
     let (ok, _) = plugin("STATUS", &podman.net_conf(NET_A, "1.1.0"));
     assert!(ok, "STATUS after the daemon came back");
@@ -599,14 +644,19 @@ fn gc_releases_what_a_del_missed_while_the_daemon_was_down() {
         }],
         ..Default::default()
     };
-    ovn.runtime.block_on(pod_client(&ovn).bind_pod(elsewhere)).expect("bind");
+    ovn.runtime
+        .block_on(pod_client(&ovn).bind_pod(elsewhere))
+        .expect("bind");
 
     // GC of network A: the attachments podman still has are valid.
     let valid_a = [(kept.as_str(), kept_a.as_str()), (other_kept.as_str(), "eth0")];
     let (ok, error) = plugin("GC", &gc_conf(&podman, NET_A, &valid_a));
     assert!(ok, "GC: {error}");
     assert!(bound(&ovn, &gone, &gone_a).is_none(), "GC kept the stale NIC");
-    assert!(bound(&ovn, &gone, &gone_b).is_some(), "GC of one network released another's NIC");
+    assert!(
+        bound(&ovn, &gone, &gone_b).is_some(),
+        "GC of one network released another's NIC"
+    );
     assert!(
         bound(&ovn, "c-on-another-node", "eth0").is_some(),
         "GC released another node's attachment"
@@ -616,7 +666,9 @@ fn gc_releases_what_a_del_missed_while_the_daemon_was_down() {
         name: "elsewhere".into(),
         ..Default::default()
     };
-    ovn.runtime.block_on(pod_client(&ovn).unbind_pod(unbind)).expect("unbind");
+    ovn.runtime
+        .block_on(pod_client(&ovn).unbind_pod(unbind))
+        .expect("unbind");
     wait_until("the stale NB port gone", Duration::from_secs(10), || {
         nb_addresses(&ovn, &gone_nic.port_name).is_empty()
     });
@@ -637,9 +689,18 @@ fn gc_releases_what_a_del_missed_while_the_daemon_was_down() {
     assert!(Path::new(&format!("/sys/class/net/{}", sandbox.host_veth())).exists());
     let (ok, error) = plugin("GC", &gc_conf(&podman, NET_A, &valid_a));
     assert!(ok, "GC: {error}");
-    assert!(bound(&ovn, &sandbox.container_id, "eth0").is_none(), "GC kept the crashed sandbox's NIC");
-    assert!(!Path::new(&format!("/sys/class/net/{}", sandbox.host_veth())).exists(), "GC kept its veth");
-    assert!(!ovn.vsctl(&["list-ports", BRIDGE]).contains(&sandbox.host_veth()), "GC kept its bridge port");
+    assert!(
+        bound(&ovn, &sandbox.container_id, "eth0").is_none(),
+        "GC kept the crashed sandbox's NIC"
+    );
+    assert!(
+        !Path::new(&format!("/sys/class/net/{}", sandbox.host_veth())).exists(),
+        "GC kept its veth"
+    );
+    assert!(
+        !ovn.vsctl(&["list-ports", BRIDGE]).contains(&sandbox.host_veth()),
+        "GC kept its bridge port"
+    );
 
     // GC is repeatable, and GC/STATUS are refused below 1.1.0.
     let (ok, _) = plugin("GC", &gc_conf(&podman, NET_A, &valid_a));
@@ -711,23 +772,38 @@ fn an_aap_vip_moves_between_containers_on_their_second_network() {
         let output = podman.exec(id, false, &["ip", "addr", "add", &with_prefix, "dev", &ifname]);
         assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
         // A gratuitous ARP; it gets no reply.
-        podman.exec(id, false, &["arping", "-U", "-c", "2", "-I", &ifname, "-s", &address, &address]);
+        podman.exec(
+            id,
+            false,
+            &["arping", "-U", "-c", "2", "-I", &ifname, "-s", &address, &address],
+        );
     };
     let release = |id: &str| {
         let ifname = ifname_on(&ovn, id, NET_B);
-        podman.exec(id, false, &["ip", "addr", "del", &format!("{address}/24"), "dev", &ifname]);
+        podman.exec(
+            id,
+            false,
+            &["ip", "addr", "del", &format!("{address}/24"), "dev", &ifname],
+        );
     };
-    assert!(!podman.ping(&client, &address), "the VIP answered before anyone claimed it");
+    assert!(
+        !podman.ping(&client, &address),
+        "the VIP answered before anyone claimed it"
+    );
 
     claim(&first);
-    wait_until("the VIP answers from the first container", Duration::from_secs(30), || {
-        ovn.virtual_parent("vip-pm-aap") == port_of(&first) && podman.ping(&client, &address)
-    });
+    wait_until(
+        "the VIP answers from the first container",
+        Duration::from_secs(30),
+        || ovn.virtual_parent("vip-pm-aap") == port_of(&first) && podman.ping(&client, &address),
+    );
     release(&first);
     claim(&second);
-    wait_until("the VIP answers from the second container", Duration::from_secs(30), || {
-        ovn.virtual_parent("vip-pm-aap") == port_of(&second) && podman.ping(&client, &address)
-    });
+    wait_until(
+        "the VIP answers from the second container",
+        Duration::from_secs(30),
+        || ovn.virtual_parent("vip-pm-aap") == port_of(&second) && podman.ping(&client, &address),
+    );
     podman.ok(&["rm", "-a", "-f", "-t", "0"]);
     assert_nothing_left(&mut ovn, &podman);
 }

@@ -9,8 +9,8 @@ use tonic::Status;
 use super::error::Violations;
 use super::proto::v1 as pb;
 use crate::model::{
-    Attachment, Condition, LbPort, MacAddr, NicSpec, OwnerKind, Pod, PodSpec, Protocol, Strategy, Subnet, SwitchLbRule, Vip,
-    VipSpec, VipType,
+    Attachment, Condition, LbPort, MacAddr, NicSpec, OwnerKind, Pod, PodSpec, Protocol, Strategy, Subnet, SwitchLbRule,
+    Vip, VipSpec, VipType,
 };
 use crate::registry::SubnetUsage;
 

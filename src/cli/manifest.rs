@@ -964,7 +964,8 @@ mod tests {
             busybox.nics,
             [pb::NicRequest {
                 subnet: "ovn-default".into(),
-                interface: "eth0".into(), ..Default::default()
+                interface: "eth0".into(),
+                ..Default::default()
             }]
         );
         // 2: a switch-LB frontend.

@@ -102,9 +102,9 @@ impl StaticRequest {
             texts
                 .map(|text| {
                     let address = text.split_once('/').map_or(text, |(address, _)| address).trim();
-                    address.parse::<std::net::IpAddr>().map_err(|_| {
-                        CniError::new(code, format!("{source}: {text:?} is not an IP address"))
-                    })
+                    address
+                        .parse::<std::net::IpAddr>()
+                        .map_err(|_| CniError::new(code, format!("{source}: {text:?} is not an IP address")))
                 })
                 .collect::<Result<Vec<_>, _>>()
         };
@@ -572,7 +572,10 @@ mod tests {
         ]))
         .unwrap();
         let derived = PodIdentity::of(&del, "runtime").unwrap();
-        assert_eq!(derived.namespace, "runtime", "outside Kubernetes the configuration names the namespace");
+        assert_eq!(
+            derived.namespace, "runtime",
+            "outside Kubernetes the configuration names the namespace"
+        );
         assert!(derived.name.starts_with("abc-"), "{derived:?}");
         for (name, value) in [("CNI_COMMAND", "ATTACH"), ("CNI_IFNAME", "a-very-long-interface")] {
             let mut pairs = vec![
@@ -626,7 +629,11 @@ mod tests {
             assert!(pod.name.starts_with(prefix), "{args}: {pod:?}");
             assert!(is_dns_label(&pod.name), "{args}: {pod:?}");
             assert_eq!(pod.namespace, "containers");
-            assert_eq!(pod, PodIdentity::of(&invocation(id, args), "containers").unwrap(), "stable");
+            assert_eq!(
+                pod,
+                PodIdentity::of(&invocation(id, args), "containers").unwrap(),
+                "stable"
+            );
         }
         let long = "a".repeat(200);
         let pod = PodIdentity::of(&invocation(id, &format!("K8S_POD_NAME={long}")), "default").unwrap();
@@ -657,9 +664,16 @@ mod tests {
             NetConf::parse(format!(r#"{{"cniVersion":"1.0.0","subnet":"s"{extra}}}"#).as_bytes()).unwrap()
         };
         let plain = conf("");
-        assert_eq!(StaticRequest::of(&plain, &invocation("")).unwrap(), StaticRequest::default());
+        assert_eq!(
+            StaticRequest::of(&plain, &invocation("")).unwrap(),
+            StaticRequest::default()
+        );
         // podman: one address and the MAC in CNI_ARGS.
-        let podman = StaticRequest::of(&plain, &invocation("IgnoreUnknown=1;MAC=02:00:00:00:05:05;IP=10.16.5.5")).unwrap();
+        let podman = StaticRequest::of(
+            &plain,
+            &invocation("IgnoreUnknown=1;MAC=02:00:00:00:05:05;IP=10.16.5.5"),
+        )
+        .unwrap();
         assert_eq!(podman.ips, vec!["10.16.5.5".parse::<std::net::IpAddr>().unwrap()]);
         assert_eq!(podman.mac.as_deref(), Some("02:00:00:00:05:05"));
         // The capabilities, with prefix lengths, both families.
@@ -669,7 +683,9 @@ mod tests {
         assert_eq!(request.mac.as_deref(), Some("02:00:00:00:05:06"));
         // Both sources must agree; malformed values get the code of their source.
         assert_eq!(
-            StaticRequest::of(&capabilities, &invocation("IP=10.16.9.9")).unwrap_err().code,
+            StaticRequest::of(&capabilities, &invocation("IP=10.16.9.9"))
+                .unwrap_err()
+                .code,
             code::INVALID_ENVIRONMENT
         );
         assert_eq!(
@@ -687,9 +703,12 @@ mod tests {
             code::INVALID_CONFIG
         );
         assert_eq!(
-            StaticRequest::of(&conf(r#","runtimeConfig":{"ips":["10.0.0.1","10.0.0.2"]}"#), &invocation(""))
-                .unwrap_err()
-                .code,
+            StaticRequest::of(
+                &conf(r#","runtimeConfig":{"ips":["10.0.0.1","10.0.0.2"]}"#),
+                &invocation("")
+            )
+            .unwrap_err()
+            .code,
             code::INVALID_CONFIG,
             "two of a family"
         );
@@ -717,7 +736,9 @@ mod tests {
                 ifname: "eth0".into()
             }]
         );
-        assert!(!NetConf::parse(br#"{"cniVersion":"1.0.0","subnet":"s"}"#).unwrap().has_gc_and_status());
+        assert!(!NetConf::parse(br#"{"cniVersion":"1.0.0","subnet":"s"}"#)
+            .unwrap()
+            .has_gc_and_status());
     }
 
     #[test]

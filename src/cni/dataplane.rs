@@ -121,7 +121,14 @@ impl Dataplane {
     /// OVN port `port_name`.
     /// The interface records its CNI attachment (`ovn-vipd-container-id`, `ovn-vipd-network`,
     /// `ovn-vipd-ifname` in `external_ids`) for GC to find.
-    pub fn attach(&self, host: &str, port_name: &str, container_id: &str, network: &str, ifname: &str) -> Result<(), CniError> {
+    pub fn attach(
+        &self,
+        host: &str,
+        port_name: &str,
+        container_id: &str,
+        network: &str,
+        ifname: &str,
+    ) -> Result<(), CniError> {
         run("ip", &["link", "set", "dev", host, "up"])?;
         run("ethtool", &["-K", host, "tx", "off"])?;
         let iface_id = format!("external_ids:iface-id={port_name}");
@@ -157,11 +164,17 @@ impl Dataplane {
             &condition,
         ])?;
         let malformed = || {
-            CniError::new(code::DATAPLANE_FAILED, "unexpected output of `ovs-vsctl --format=json find`")
-                .with_details(output.clone())
+            CniError::new(
+                code::DATAPLANE_FAILED,
+                "unexpected output of `ovs-vsctl --format=json find`",
+            )
+            .with_details(output.clone())
         };
         let value: serde_json::Value = serde_json::from_str(&output).map_err(|_| malformed())?;
-        let rows = value.get("data").and_then(serde_json::Value::as_array).ok_or_else(malformed)?;
+        let rows = value
+            .get("data")
+            .and_then(serde_json::Value::as_array)
+            .ok_or_else(malformed)?;
         let mut found = Vec::new();
         for row in rows {
             let name = row.get(0).and_then(serde_json::Value::as_str).ok_or_else(malformed)?;

@@ -494,9 +494,7 @@ pub fn gc(conf: &NetConf) -> Result<(), CniError> {
 /// can be served; code 50 (not available) otherwise, which makes the runtime hold new pods back.
 pub fn status(conf: &NetConf) -> Result<(), CniError> {
     needs_1_1(conf, "STATUS")?;
-    let unavailable = |error: CniError| {
-        CniError::new(code::NOT_AVAILABLE, error.msg).with_details(error.details)
-    };
+    let unavailable = |error: CniError| CniError::new(code::NOT_AVAILABLE, error.msg).with_details(error.details);
     let mut daemon = Daemon::connect(&conf.server_socket, conf.request_timeout()).map_err(unavailable)?;
     if daemon.has_subnet(&conf.subnet).map_err(unavailable)? {
         Ok(())

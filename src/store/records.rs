@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use super::StoreError;
 use crate::model::{
-    Attachment, LbPort, MacAddr, NicSpec, OwnerKind, Pod, PodNic, PodRef, PodSpec, Protocol, Strategy, Subnet, SwitchLbRule, Vip,
-    VipSpec, VipType,
+    Attachment, LbPort, MacAddr, NicSpec, OwnerKind, Pod, PodNic, PodRef, PodSpec, Protocol, Strategy, Subnet,
+    SwitchLbRule, Vip, VipSpec, VipType,
 };
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -264,16 +264,13 @@ impl From<&Pod> for PodRecord {
                     v4ip: nic.v4ip.map(|ip| ip.octets()),
                     v6ip: nic.v6ip.map(|ip| ip.octets()),
                     mac: nic.mac.map(|mac| mac.octets()),
-                    attachment: nic
-                        .attachment
-                        .as_ref()
-                        .map(|attachment| {
-                            (
-                                attachment.network.clone(),
-                                attachment.container_id.clone(),
-                                attachment.node.clone(),
-                            )
-                        }),
+                    attachment: nic.attachment.as_ref().map(|attachment| {
+                        (
+                            attachment.network.clone(),
+                            attachment.container_id.clone(),
+                            attachment.node.clone(),
+                        )
+                    }),
                 })
                 .collect(),
             nics: pod
@@ -343,13 +340,11 @@ impl TryFrom<PodRecord> for Pod {
                         v4ip: nic.v4ip.map(v4),
                         v6ip: nic.v6ip.map(v6),
                         mac: nic.mac.map(MacAddr::from_octets),
-                        attachment: nic
-                            .attachment
-                            .map(|(network, container_id, node)| Attachment {
-                                network,
-                                container_id,
-                                node,
-                            }),
+                        attachment: nic.attachment.map(|(network, container_id, node)| Attachment {
+                            network,
+                            container_id,
+                            node,
+                        }),
                     })
                     .collect(),
             },
