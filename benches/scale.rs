@@ -151,6 +151,7 @@ fn main() {
                         nics: vec![pb::NicRequest {
                             subnet: "scale".into(),
                             interface: "eth0".into(),
+                            ..Default::default()
                         }],
                         ..Default::default()
                     })

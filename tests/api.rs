@@ -71,6 +71,7 @@ fn bind(
             .map(|(subnet, interface)| pb::NicRequest {
                 subnet: subnet.to_string(),
                 interface: interface.to_string(),
+                ..Default::default()
             })
             .collect(),
     }
@@ -298,6 +299,7 @@ async fn every_vip_scenario_the_api_decides() {
             namespace: "default".into(),
             name: "web-0".into(),
             owner_gone: false,
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -1003,3 +1005,303 @@ async fn the_unix_socket_is_0660_and_serves_the_same_api() {
     assert_eq!(listed.subnets.len(), 1);
     daemon.stop().await;
 }
+
+/// One CNI attachment of a pod, as the plugin binds it: one NIC, maybe static addresses.
+fn attach(name: &str, subnet: &str, interface: &str, ips: &[&str], mac: &str, container: &str) -> pb::BindPodRequest {
+    pb::BindPodRequest {
+        namespace: "runtime".into(),
+        name: name.into(),
+        nics: vec![pb::NicRequest {
+            subnet: subnet.into(),
+            interface: interface.into(),
+            ips: ips.iter().map(|ip| ip.to_string()).collect(),
+            mac: mac.into(),
+            network: format!("net-{subnet}"),
+            container_id: container.into(),
+            node: "node-1".into(),
+        }],
+        ..Default::default()
+    }
+}
+
+fn unbind_nic(name: &str, interface: &str) -> pb::UnbindPodRequest {
+    pb::UnbindPodRequest {
+        namespace: "runtime".into(),
+        name: name.into(),
+        interface: interface.into(),
+        ..Default::default()
+    }
+}
+
+/// Issue 19, daemon side: a pod gains a NIC per attachment and loses one per DEL (the pod goes
+/// with its last), static addresses are allocated or refused (never replaced), a VIP can come
+/// with a later attachment, StatefulSet pods keep their addresses per NIC, and each NIC records
+/// its CNI attachment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_gain_and_lose_nics_per_attachment_with_static_addresses() {
+    let daemon = TestDaemon::start().await;
+    let mut c = clients(&daemon).await;
+    for (name, cidr) in [("sa", "10.16.0.0/16"), ("sb", "10.17.0.0/16")] {
+        c.subnets.create_subnet(subnet(name, cidr, "")).await.unwrap();
+    }
+    let mut first = attach("m1", "sa", "eth0", &["10.16.5.5"], "02:00:00:00:05:05", "c1");
+    first.labels.insert("app".into(), "web".into());
+    let pod = c.pods.bind_pod(first.clone()).await.unwrap().into_inner();
+    assert_eq!(pod.nics[0].addresses, vec!["10.16.5.5/16".to_string()]);
+    assert_eq!(pod.nics[0].mac, "02:00:00:00:05:05");
+    assert_eq!(
+        (
+            pod.nics[0].network.as_str(),
+            pod.nics[0].container_id.as_str(),
+            pod.nics[0].node.as_str()
+        ),
+        ("net-sa", "c1", "node-1")
+    );
+    assert_eq!(pod.nics[0].port_name, "m1.runtime");
+
+    let mut second = attach("m1", "sb", "eth1", &[], "", "c1");
+    second.labels.insert("tier".into(), "db".into());
+    let pod = c.pods.bind_pod(second.clone()).await.unwrap().into_inner();
+    assert_eq!(pod.nics.len(), 2, "{pod:?}");
+    assert_eq!(
+        pod.nics[0].addresses,
+        vec!["10.16.5.5/16".to_string()],
+        "eth0 untouched"
+    );
+    assert_eq!(pod.nics[1].subnet, "sb");
+    assert_eq!(pod.nics[1].port_name, "m1.runtime.eth1");
+    assert_eq!(pod.labels.len(), 2, "labels of both attachments: {:?}", pod.labels);
+    // A retry of either attachment answers the same.
+    assert_eq!(c.pods.bind_pod(second.clone()).await.unwrap().into_inner(), pod);
+    assert_eq!(c.pods.bind_pod(first.clone()).await.unwrap().into_inner(), pod);
+
+    // Refusals change nothing.
+    // `snapshot` with each pod's labels in order (a proto map is a HashMap).
+    async fn ordered(c: &mut Clients) -> String {
+        let pods = c
+            .pods
+            .list_pods(pb::ListPodsRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .pods;
+        let pods: Vec<_> = pods
+            .into_iter()
+            .map(|mut pod| {
+                let labels: std::collections::BTreeMap<_, _> = std::mem::take(&mut pod.labels).into_iter().collect();
+                (labels, pod)
+            })
+            .collect();
+        let subnets = c
+            .subnets
+            .list_subnets(pb::ListSubnetsRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        format!("{subnets:?}{pods:?}")
+    }
+    let before = ordered(&mut c).await;
+    let cases: Vec<(&str, pb::BindPodRequest, Code, &str)> = vec![
+        (
+            "interface in another subnet",
+            attach("m1", "sa", "eth1", &[], "", "c1"),
+            Code::AlreadyExists,
+            "eth1 in subnet sb",
+        ),
+        (
+            "another address for a bound NIC",
+            attach("m1", "sa", "eth0", &["10.16.6.6"], "", "c1"),
+            Code::FailedPrecondition,
+            "10.16.6.6 was asked for, it holds 10.16.5.5",
+        ),
+        (
+            "another MAC for a bound NIC",
+            attach("m1", "sa", "eth0", &[], "02:00:00:00:06:06", "c1"),
+            Code::FailedPrecondition,
+            "it holds 02:00:00:00:05:05",
+        ),
+        (
+            "address taken",
+            attach("m2", "sa", "eth0", &["10.16.5.5"], "", "c2"),
+            Code::FailedPrecondition,
+            "10.16.5.5 is already owned",
+        ),
+        (
+            "MAC taken",
+            attach("m2", "sa", "eth0", &[], "02:00:00:00:05:05", "c2"),
+            Code::FailedPrecondition,
+            "is already owned",
+        ),
+        (
+            "outside the subnet",
+            attach("m2", "sa", "eth0", &["10.99.0.5"], "", "c2"),
+            Code::InvalidArgument,
+            "outside",
+        ),
+        (
+            "the gateway",
+            attach("m2", "sa", "eth0", &["10.16.0.1"], "", "c2"),
+            Code::InvalidArgument,
+            "gateway",
+        ),
+        (
+            "not an address",
+            attach("m2", "sa", "eth0", &["10.16.x.5"], "", "c2"),
+            Code::InvalidArgument,
+            "nics[0].ips[0]",
+        ),
+        (
+            "two of a family",
+            attach("m2", "sa", "eth0", &["10.16.7.7", "10.16.7.8"], "", "c2"),
+            Code::InvalidArgument,
+            "one address per family",
+        ),
+        (
+            "not a MAC",
+            attach("m2", "sa", "eth0", &[], "02:00", "c2"),
+            Code::InvalidArgument,
+            "nics[0].mac",
+        ),
+        (
+            "a half attachment",
+            attach("m2", "sa", "eth0", &[], "", "").tap(|r| r.nics[0].container_id = String::new()),
+            Code::InvalidArgument,
+            "both network and container_id",
+        ),
+    ];
+    for (label, request, code, fragment) in cases {
+        let error = c.pods.bind_pod(request).await.unwrap_err();
+        assert_refused(label, &error, code, fragment);
+    }
+    assert_eq!(ordered(&mut c).await, before, "a refused bind changed something");
+
+    // One NIC goes; its address is free again; the pod goes with its last NIC.
+    assert!(
+        c.pods
+            .unbind_pod(unbind_nic("m1", "eth0"))
+            .await
+            .unwrap()
+            .into_inner()
+            .found
+    );
+    let pod = c
+        .pods
+        .get_pod(pb::GetPodRequest {
+            namespace: "runtime".into(),
+            name: "m1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(pod.nics.len(), 1);
+    assert_eq!(pod.nics[0].interface, "eth1");
+    assert!(
+        !c.pods
+            .unbind_pod(unbind_nic("m1", "eth0"))
+            .await
+            .unwrap()
+            .into_inner()
+            .found,
+        "idempotent"
+    );
+    let taker = c
+        .pods
+        .bind_pod(attach("m2", "sa", "eth0", &["10.16.5.5"], "02:00:00:00:05:05", "c2"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(taker.nics[0].addresses, vec!["10.16.5.5/16".to_string()]);
+    // eth0 again: a new NIC of the bound pod, not its primary port name.
+    let pod = c
+        .pods
+        .bind_pod(attach("m1", "sa", "eth0", &[], "", "c1"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(pod.nics.len(), 2);
+    assert!(pod.nics.iter().any(|nic| nic.port_name == "m1.runtime.eth0"), "{pod:?}");
+    for interface in ["eth1", "eth0"] {
+        assert!(
+            c.pods
+                .unbind_pod(unbind_nic("m1", interface))
+                .await
+                .unwrap()
+                .into_inner()
+                .found
+        );
+    }
+    let gone = c
+        .pods
+        .get_pod(pb::GetPodRequest {
+            namespace: "runtime".into(),
+            name: "m1".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(gone.code(), Code::NotFound);
+
+    // A VIP named by a later attachment goes to the new NIC in its subnet, and back with it.
+    c.vips
+        .create_vip(pb::CreateVipRequest {
+            vip: Some(vip("vip-b", "sb")),
+        })
+        .await
+        .unwrap();
+    c.pods
+        .bind_pod(attach("v1", "sa", "eth0", &[], "", "c3"))
+        .await
+        .unwrap();
+    let mut with_vip = attach("v1", "sb", "eth1", &[], "", "c3");
+    with_vip
+        .annotations
+        .insert("ovn.kubernetes.io/vip".into(), "vip-b".into());
+    let pod = c.pods.bind_pod(with_vip).await.unwrap().into_inner();
+    assert_eq!(pod.nics[1].vip, "vip-b");
+    let holder = |v: pb::Vip| v.status.and_then(|s| s.holder).map(|h| h.name);
+    let held = c
+        .vips
+        .get_vip(pb::GetVipRequest { name: "vip-b".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(holder(held), Some("v1".to_string()));
+    c.pods.unbind_pod(unbind_nic("v1", "eth1")).await.unwrap();
+    let free = c
+        .vips
+        .get_vip(pb::GetVipRequest { name: "vip-b".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(holder(free), None, "the VIP went with its NIC");
+    c.pods.unbind_pod(unbind_nic("v1", "eth0")).await.unwrap();
+
+    // A StatefulSet pod keeps its addresses per NIC; unbound once no attachment is left.
+    let mut sts = attach("s1", "sa", "eth0", &[], "", "c4");
+    sts.owner_kind = pb::OwnerKind::StatefulSet as i32;
+    let mut sts1 = attach("s1", "sb", "eth1", &[], "", "c4");
+    sts1.owner_kind = pb::OwnerKind::StatefulSet as i32;
+    c.pods.bind_pod(sts).await.unwrap();
+    let bound = c.pods.bind_pod(sts1).await.unwrap().into_inner();
+    c.pods.unbind_pod(unbind_nic("s1", "eth0")).await.unwrap();
+    let get = pb::GetPodRequest {
+        namespace: "runtime".into(),
+        name: "s1".into(),
+    };
+    let half = c.pods.get_pod(get.clone()).await.unwrap().into_inner();
+    assert!(half.bound);
+    assert_eq!(half.nics[0].addresses, bound.nics[0].addresses, "kept");
+    assert_eq!(half.nics[0].container_id, "", "the attachment is forgotten");
+    c.pods.unbind_pod(unbind_nic("s1", "eth1")).await.unwrap();
+    let kept = c.pods.get_pod(get).await.unwrap().into_inner();
+    assert!(!kept.bound);
+    assert_eq!(kept.nics.len(), 2);
+    daemon.stop().await;
+}
+
+trait Tap: Sized {
+    fn tap(mut self, change: impl FnOnce(&mut Self)) -> Self {
+        change(&mut self);
+        self
+    }
+}
+impl Tap for pb::BindPodRequest {}

@@ -462,7 +462,7 @@ fn version_and_malformed_invocations_get_cni_answers() {
     assert!(ok);
     assert_eq!(
         version,
-        serde_json::json!({"cniVersion": "1.0.0", "supportedVersions": ["0.3.0", "0.3.1", "0.4.0", "1.0.0"]})
+        serde_json::json!({"cniVersion": "1.0.0", "supportedVersions": ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]})
     );
     let netns = format!("{}protocol", common::ovn::PREFIX);
     common::run("ip", &["netns", "add", &netns]);

@@ -149,6 +149,7 @@ async fn the_daemon_killed_at_random_moments_loses_nothing_and_nb_converges() {
                                     namespace: "default".into(),
                                     name: name.clone(),
                                     owner_gone: true,
+                                    ..Default::default()
                                 })
                                 .await
                                 .map(|_| ()),

@@ -167,10 +167,12 @@ async fn case8_colliding_parts_are_refused_with_both_paths() {
                 pb::NicRequest {
                     subnet: "ovn-default".into(),
                     interface: "eth0".into(),
+                    ..Default::default()
                 },
                 pb::NicRequest {
                     subnet: "ovn-default".into(),
                     interface: "eth0".into(),
+                    ..Default::default()
                 },
             ],
             ..Default::default()
@@ -240,6 +242,7 @@ async fn case11_many_aap_vips_follow_the_kubernetes_annotation_limit() {
         nics: vec![pb::NicRequest {
             subnet: "ovn-default".into(),
             interface: "eth0".into(),
+            ..Default::default()
         }],
         ..Default::default()
     };
@@ -364,10 +367,12 @@ async fn case3_a_vms_new_launcher_pod_takes_the_vms_vip() {
             pb::NicRequest {
                 subnet: "ovn-default".into(),
                 interface: "eth0".into(),
+                ..Default::default()
             },
             pb::NicRequest {
                 subnet: "net2".into(),
                 interface: "net1".into(),
+                ..Default::default()
             },
         ],
         ..Default::default()
@@ -379,6 +384,7 @@ async fn case3_a_vms_new_launcher_pod_takes_the_vms_vip() {
             namespace: "vms".into(),
             name: "virt-launcher-vm1-abcde".into(),
             owner_gone: false,
+            ..Default::default()
         })
         .await
         .unwrap();

@@ -246,7 +246,11 @@ fn structured() -> impl Strategy<Value = Request> {
                     .into_iter()
                     .collect(),
                 owner_kind,
-                nics: vec![pb::NicRequest { subnet, interface }],
+                nics: vec![pb::NicRequest {
+                    subnet,
+                    interface,
+                    ..Default::default()
+                }],
                 ..Default::default()
             })
         },

@@ -113,6 +113,7 @@ async fn aap_vips_become_virtual_ports_and_parents_get_port_security() {
         nics: vec![pb::NicRequest {
             subnet: "ovn-default".into(),
             interface: "eth0".into(),
+            ..Default::default()
         }],
     };
     pods.bind_pod(bind("busybox", "aap1")).await.unwrap();
@@ -332,6 +333,7 @@ async fn switch_lb_vips_and_rules_become_router_mac_ports_and_load_balancers() {
         nics: vec![pb::NicRequest {
             subnet: "ovn-default".into(),
             interface: "eth0".into(),
+            ..Default::default()
         }],
     };
     let web1 = pods.bind_pod(bind("web-1")).await.unwrap().into_inner();
@@ -416,6 +418,7 @@ async fn switch_lb_vips_and_rules_become_router_mac_ports_and_load_balancers() {
         namespace: "default".into(),
         name: "web-1".into(),
         owner_gone: false,
+        ..Default::default()
     })
     .await
     .unwrap();
@@ -537,6 +540,7 @@ async fn ovn_northd_accepts_what_the_daemon_writes() {
         nics: vec![pb::NicRequest {
             subnet: "ovn-default".into(),
             interface: "eth0".into(),
+            ..Default::default()
         }],
     })
     .await
@@ -621,6 +625,7 @@ async fn pods_using_vips_and_multi_nic_parents_in_nb() {
         nics: vec![pb::NicRequest {
             subnet: "ovn-default".into(),
             interface: "eth0".into(),
+            ..Default::default()
         }],
     };
     pods.bind_pod(sts.clone()).await.unwrap();
@@ -633,6 +638,7 @@ async fn pods_using_vips_and_multi_nic_parents_in_nb() {
         namespace: "default".into(),
         name: "web-0".into(),
         owner_gone: false,
+        ..Default::default()
     })
     .await
     .unwrap();
@@ -673,10 +679,12 @@ async fn pods_using_vips_and_multi_nic_parents_in_nb() {
             pb::NicRequest {
                 subnet: "ovn-default".into(),
                 interface: "eth0".into(),
+                ..Default::default()
             },
             pb::NicRequest {
                 subnet: "net2".into(),
                 interface: "net1".into(),
+                ..Default::default()
             },
         ],
     })
@@ -754,6 +762,7 @@ async fn incremental_passes_leave_nb_exactly_as_a_full_pass_would() {
                         namespace: "default".into(),
                         name: format!("pod-{index}"),
                         owner_gone: true,
+                        ..Default::default()
                     })
                     .await;
                 let bound = pods
@@ -800,6 +809,7 @@ async fn incremental_passes_leave_nb_exactly_as_a_full_pass_would() {
                         namespace: "default".into(),
                         name: format!("pod-{index}"),
                         owner_gone: true,
+                        ..Default::default()
                     })
                     .await;
                 parents_lost += usize::from(was_parent);

@@ -60,6 +60,7 @@ fn pod(
             .map(|(subnet, interface)| NicSpec {
                 subnet: subnet.to_string(),
                 interface: interface.to_string(),
+                ..Default::default()
             })
             .collect(),
     }
@@ -215,14 +216,14 @@ async fn unbinding_keeps_statefulset_addresses_and_releases_the_rest() {
     let error = registry.bind_pod(other).await.unwrap_err().to_string();
     assert_eq!(error, "vip sts-vip is in use by pod default/web-0");
     // Deleted and re-created, the StatefulSet pod gets the same VIP back, across a reopen too.
-    registry.unbind_pod(&key, false).await.unwrap();
+    registry.unbind_pod(&key, false, None).await.unwrap();
     drop(registry);
     let (registry, report) = Registry::open(dir.path()).unwrap();
     assert!(report.is_clean(), "{:?}", report.problems);
     let rebound = registry.bind_pod(sts).await.unwrap();
     assert_eq!(rebound.nics, bound.nics);
     // Owner gone: the VIP is free again and its holder cleared.
-    registry.unbind_pod(&key, true).await.unwrap();
+    registry.unbind_pod(&key, true, None).await.unwrap();
     assert_eq!(registry.get_vip("sts-vip").unwrap().holder, None);
     registry.delete_vip("sts-vip").await.unwrap();
     let report = registry.check().unwrap();

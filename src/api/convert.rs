@@ -9,8 +9,8 @@ use tonic::Status;
 use super::error::Violations;
 use super::proto::v1 as pb;
 use crate::model::{
-    Condition, LbPort, MacAddr, NicSpec, OwnerKind, Pod, PodSpec, Protocol, Strategy, Subnet, SwitchLbRule, Vip,
-    VipSpec, VipType,
+    Attachment, Condition, LbPort, MacAddr, NicSpec, OwnerKind, Pod, PodSpec, Protocol, Strategy, Subnet, SwitchLbRule,
+    Vip, VipSpec, VipType,
 };
 use crate::registry::SubnetUsage;
 
@@ -468,6 +468,7 @@ pub fn pod_spec_from_proto(request: pb::BindPodRequest) -> Result<PodSpec, Statu
             .map(|(index, nic)| (nic.interface.clone(), format!("nics[{index}].interface"))),
         |interface| format!("{interface} appears twice"),
     );
+    let mut static_addresses = Vec::with_capacity(request.nics.len());
     for (index, nic) in request.nics.iter().enumerate() {
         check_name(&mut violations, &format!("nics[{index}].subnet"), &nic.subnet);
         let valid_interface = !nic.interface.is_empty()
@@ -480,6 +481,20 @@ pub fn pod_spec_from_proto(request: pb::BindPodRequest) -> Result<PodSpec, Statu
             violations.add(
                 format!("nics[{index}].interface"),
                 format!("{:?} is not a Linux interface name (1-15 characters)", nic.interface),
+            );
+        }
+        let (v4, v6) = static_ips(&mut violations, index, &nic.ips);
+        static_addresses.push((v4, v6, static_mac(&mut violations, index, &nic.mac)));
+        if nic.network.len() > MAX_VALUE || nic.container_id.len() > MAX_VALUE || nic.node.len() > MAX_VALUE {
+            violations.add(
+                format!("nics[{index}].container_id"),
+                format!("network, container_id and node are at most {MAX_VALUE} bytes"),
+            );
+        }
+        if nic.network.is_empty() != nic.container_id.is_empty() {
+            violations.add(
+                format!("nics[{index}].container_id"),
+                "an attachment needs both network and container_id, or neither",
             );
         }
     }
@@ -509,12 +524,49 @@ pub fn pod_spec_from_proto(request: pb::BindPodRequest) -> Result<PodSpec, Statu
         nics: request
             .nics
             .into_iter()
-            .map(|nic| NicSpec {
+            .zip(static_addresses)
+            .map(|(nic, (v4ip, v6ip, mac))| NicSpec {
+                attachment: (!nic.container_id.is_empty()).then_some(Attachment {
+                    network: nic.network,
+                    container_id: nic.container_id,
+                    node: nic.node,
+                }),
                 subnet: nic.subnet,
                 interface: nic.interface,
+                v4ip,
+                v6ip,
+                mac,
             })
             .collect(),
     })
+}
+
+/// `nics[i].ips`: addresses without prefix length, at most one per family.
+fn static_ips(violations: &mut Violations, index: usize, ips: &[String]) -> (Option<Ipv4Addr>, Option<Ipv6Addr>) {
+    let (mut v4, mut v6) = (None, None);
+    for (position, text) in ips.iter().enumerate() {
+        let field = format!("nics[{index}].ips[{position}]");
+        match text.parse::<IpAddr>() {
+            Ok(IpAddr::V4(ip)) if v4.is_none() => v4 = Some(ip),
+            Ok(IpAddr::V6(ip)) if v6.is_none() => v6 = Some(ip),
+            Ok(_) => violations.add(field, "at most one address per family"),
+            Err(_) => violations.add(field, format!("{text:?} is not an IP address")),
+        }
+    }
+    (v4, v6)
+}
+
+fn static_mac(violations: &mut Violations, index: usize, mac: &str) -> Option<MacAddr> {
+    if mac.is_empty() {
+        return None;
+    }
+    match mac.parse::<MacAddr>() {
+        Ok(mac) => Some(mac),
+        Err(_) => {
+            violations.add(format!("nics[{index}].mac"), format!("{mac:?} is not a MAC address"));
+            None
+        }
+    }
 }
 
 pub fn pod_to_proto(pod: &Pod, subnets: &BTreeMap<String, (Subnet, Option<Ipv4Addr>, Option<Ipv6Addr>)>) -> pb::Pod {
@@ -556,7 +608,17 @@ pub fn pod_to_proto(pod: &Pod, subnets: &BTreeMap<String, (Subnet, Option<Ipv4Ad
                             .collect()
                     })
                     .unwrap_or_default();
+                let attachment = pod
+                    .spec
+                    .nics
+                    .iter()
+                    .find(|spec| spec.interface == nic.interface)
+                    .and_then(|spec| spec.attachment.clone())
+                    .unwrap_or_default();
                 pb::BoundNic {
+                    network: attachment.network,
+                    container_id: attachment.container_id,
+                    node: attachment.node,
                     interface: nic.interface.clone(),
                     subnet: nic.subnet.clone(),
                     port_name: nic.port_name.clone(),

@@ -291,7 +291,8 @@ impl pb::pod_service_server::PodService for Api {
             namespace: request.namespace,
             name: request.name,
         };
-        let found = self.registry.unbind_pod(&key, request.owner_gone).await?;
+        let interface = Some(request.interface.as_str()).filter(|interface| !interface.is_empty());
+        let found = self.registry.unbind_pod(&key, request.owner_gone, interface).await?;
         Ok(Response::new(pb::UnbindPodResponse { found }))
     }
 

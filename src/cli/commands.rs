@@ -321,6 +321,7 @@ impl Client {
                     namespace: namespace.to_string(),
                     name: name.clone(),
                     owner_gone: options.owner_gone,
+                    ..Default::default()
                 };
                 let answer = self
                     .daemons

@@ -583,6 +583,7 @@ fn pod(object: &Object) -> Result<pb::BindPodRequest, FieldError> {
         nics: vec![pb::NicRequest {
             subnet,
             interface: PRIMARY_INTERFACE.to_string(),
+            ..Default::default()
         }],
     })
 }
@@ -968,7 +969,8 @@ mod tests {
             busybox.nics,
             [pb::NicRequest {
                 subnet: "ovn-default".into(),
-                interface: "eth0".into()
+                interface: "eth0".into(),
+                ..Default::default()
             }]
         );
         // 2: a switch-LB frontend.

@@ -576,6 +576,7 @@ slr    slr-01   10.16.0.20   53:5353/UDP   10.16.0.5,10.16.0.6   true
                 mac: "00:00:00:aa:bb:cc".into(),
                 gateways: vec!["10.17.0.1".into()],
                 vip: String::new(),
+                ..Default::default()
             }],
             bound: true,
             ..Default::default()

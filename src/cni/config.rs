@@ -79,6 +79,115 @@ pub struct NetConf {
     /// CNI's conventional `args`; this plugin reads `args.cni`.
     #[serde(default)]
     pub args: ConfArgs,
+    /// The namespace of pods a runtime outside Kubernetes starts (see [`PodIdentity::of`]).
+    #[serde(default = "default_pod_namespace")]
+    pub pod_namespace: String,
+    /// What the runtime fills in for the capabilities the plugin's entry declares
+    /// (`"capabilities": {"ips": true, "mac": true}`).
+    #[serde(default)]
+    pub runtime_config: RuntimeConfig,
+    /// GC (CNI 1.1.0): the attachments the runtime still has; everything else this network
+    /// bound is released.
+    #[serde(default, rename = "cni.dev/valid-attachments")]
+    pub valid_attachments: Vec<ValidAttachment>,
+}
+
+/// The `runtimeConfig` of the CNI conventions this plugin honours.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct RuntimeConfig {
+    /// The `ips` capability: addresses for the interface, with or without prefix length.
+    #[serde(default)]
+    pub ips: Vec<String>,
+    /// The `mac` capability.
+    #[serde(default)]
+    pub mac: Option<String>,
+}
+
+/// One entry of `cni.dev/valid-attachments`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ValidAttachment {
+    #[serde(rename = "containerID")]
+    pub container_id: String,
+    pub ifname: String,
+}
+
+/// The addresses and MAC a runtime asks for one attachment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StaticRequest {
+    /// Without prefix length.
+    pub ips: Vec<std::net::IpAddr>,
+    pub mac: Option<String>,
+}
+
+impl StaticRequest {
+    /// From `runtimeConfig.ips`/`runtimeConfig.mac` (code 7 when malformed) and the `IP`/`MAC`
+    /// args of `CNI_ARGS` (code 4), both conventions podman and others use (a single address
+    /// goes in `IP`, several in `runtimeConfig.ips`). Both sources together must agree.
+    pub fn of(conf: &NetConf, invocation: &Invocation) -> Result<StaticRequest, CniError> {
+        let parse_ips = |texts: &mut dyn Iterator<Item = &str>, code: u32, source: &str| {
+            texts
+                .map(|text| {
+                    let address = text.split_once('/').map_or(text, |(address, _)| address).trim();
+                    address
+                        .parse::<std::net::IpAddr>()
+                        .map_err(|_| CniError::new(code, format!("{source}: {text:?} is not an IP address")))
+                })
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let parse_mac = |text: &str, code: u32, source: &str| {
+            text.parse::<crate::model::MacAddr>()
+                .map(|mac| mac.to_string())
+                .map_err(|_| CniError::new(code, format!("{source}: {text:?} is not a MAC address")))
+        };
+        let from_conf = parse_ips(
+            &mut conf.runtime_config.ips.iter().map(String::as_str),
+            code::INVALID_CONFIG,
+            "runtimeConfig.ips",
+        )?;
+        let from_args = parse_ips(
+            &mut invocation.args.get("IP").into_iter().flat_map(|list| list.split(',')),
+            code::INVALID_ENVIRONMENT,
+            "CNI_ARGS IP",
+        )?;
+        let conf_mac = conf
+            .runtime_config
+            .mac
+            .as_deref()
+            .filter(|mac| !mac.is_empty())
+            .map(|mac| parse_mac(mac, code::INVALID_CONFIG, "runtimeConfig.mac"))
+            .transpose()?;
+        let args_mac = invocation
+            .args
+            .get("MAC")
+            .map(|mac| parse_mac(mac, code::INVALID_ENVIRONMENT, "CNI_ARGS MAC"))
+            .transpose()?;
+        let conflict = |what: &str| {
+            Err(CniError::new(
+                code::INVALID_ENVIRONMENT,
+                format!("runtimeConfig.{what} and the CNI_ARGS ask for different {what}"),
+            ))
+        };
+        let ips = match (from_conf.is_empty(), from_args.is_empty()) {
+            (false, false) if from_conf != from_args => return conflict("ips"),
+            (false, _) => from_conf,
+            (true, _) => from_args,
+        };
+        let mac = match (conf_mac, args_mac) {
+            (Some(a), Some(b)) if a != b => return conflict("mac"),
+            (Some(mac), _) | (None, Some(mac)) => Some(mac),
+            (None, None) => None,
+        };
+        for family in [true, false] {
+            if ips.iter().filter(|ip| ip.is_ipv4() == family).count() > 1 {
+                return Err(CniError::new(
+                    code::INVALID_CONFIG,
+                    "at most one address per family can be asked for an interface",
+                ));
+            }
+        }
+        Ok(StaticRequest { ips, mac })
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -140,6 +249,10 @@ pub fn tls_key(setting: TlsSetting) -> &'static str {
     }
 }
 
+fn default_pod_namespace() -> String {
+    "default".to_string()
+}
+
 fn default_bridge() -> String {
     DEFAULT_BRIDGE.to_string()
 }
@@ -198,6 +311,12 @@ impl NetConf {
                 return invalid(format!("\"mtu\": {mtu} is outside 576..65535"));
             }
         }
+        if !is_dns_label(&conf.pod_namespace) {
+            return invalid(format!(
+                "\"podNamespace\": {:?} is not a DNS-1123 label",
+                conf.pod_namespace
+            ));
+        }
         if conf.request_timeout == 0 {
             return invalid("\"requestTimeout\" must be at least 1 second".into());
         }
@@ -247,7 +366,12 @@ impl NetConf {
 
     /// Results before 1.0.0 carry a `version` per IP; CHECK exists from 0.4.0 on.
     pub fn is_pre_1_0(&self) -> bool {
-        self.cni_version != "1.0.0"
+        self.cni_version.starts_with("0.")
+    }
+
+    /// GC and STATUS exist from 1.1.0 on.
+    pub fn has_gc_and_status(&self) -> bool {
+        !self.cni_version.starts_with("0.") && self.cni_version != "1.0.0"
     }
 }
 
@@ -258,6 +382,10 @@ pub enum Command {
     Del,
     Check,
     Version,
+    /// CNI 1.1.0: release what the runtime no longer has.
+    Gc,
+    /// CNI 1.1.0: whether the plugin can serve ADD.
+    Status,
 }
 
 /// The `CNI_*` environment of one invocation.
@@ -281,9 +409,11 @@ impl Invocation {
             Some("DEL") => Command::Del,
             Some("CHECK") => Command::Check,
             Some("VERSION") => Command::Version,
+            Some("GC") => Command::Gc,
+            Some("STATUS") => Command::Status,
             Some(other) => {
                 return Err(invalid(format!(
-                    "CNI_COMMAND {other:?} is not ADD, DEL, CHECK or VERSION"
+                    "CNI_COMMAND {other:?} is not ADD, DEL, CHECK, GC, STATUS or VERSION"
                 )))
             }
             None => return Err(invalid("CNI_COMMAND is not set".into())),
@@ -296,7 +426,8 @@ impl Invocation {
             ifname: value("CNI_IFNAME"),
             args: CniArgs::parse(&value("CNI_ARGS"))?,
         };
-        if command == Command::Version {
+        // These act on the network, not on one container.
+        if matches!(command, Command::Version | Command::Gc | Command::Status) {
             return Ok(invocation);
         }
         if invocation.container_id.is_empty() {
@@ -351,31 +482,65 @@ pub struct PodIdentity {
     pub name: String,
 }
 
+/// Hex digits of the container id's hash in a derived pod name.
+const ID_HASH_DIGITS: usize = 8;
+
 impl PodIdentity {
-    /// `K8S_POD_NAMESPACE`/`K8S_POD_NAME` from `CNI_ARGS` (Kubernetes runtimes pass them).
-    /// Without them (a runtime outside Kubernetes), the pod is `default/<container id>`,
-    /// cut to a DNS-1123 label's 63 characters.
-    pub fn of(invocation: &Invocation) -> Result<PodIdentity, CniError> {
-        let name = match invocation.args.get("K8S_POD_NAME") {
-            Some(name) => name.to_string(),
-            None => invocation.container_id.to_ascii_lowercase().chars().take(63).collect(),
-        };
-        let namespace = invocation
-            .args
-            .get("K8S_POD_NAMESPACE")
-            .unwrap_or("default")
-            .to_string();
-        for (what, value) in [("pod name", &name), ("pod namespace", &namespace)] {
-            if !is_dns_label(value) {
-                return Err(CniError::new(
-                    code::INVALID_ENVIRONMENT,
-                    format!("{what} {value:?} is not a DNS-1123 label"),
-                )
-                .with_details("set K8S_POD_NAME and K8S_POD_NAMESPACE in CNI_ARGS"));
+    /// The pod's identity for the daemon.
+    ///
+    /// - A Kubernetes runtime (containerd, CRI-O) passes `K8S_POD_NAMESPACE` and `K8S_POD_NAME`
+    ///   in `CNI_ARGS`: they name the pod as they are, and must be DNS-1123 labels (code 4).
+    /// - Any other runtime (podman passes only `K8S_POD_NAME=<container name>`; nerdctl and
+    ///   `cnitool` pass nothing) gets a derived identity: the name is the container name (or,
+    ///   without one, the first 12 characters of the container id) made a DNS-1123 label
+    ///   (lowercase, every other character `-`, cut to 54 characters) followed by `-` and 8 hex
+    ///   digits of a hash of the container id, so two containers never share one; the namespace
+    ///   is the configuration's `podNamespace` ("default" unless set). The same container (a
+    ///   `podman restart`, a DEL) always gets the same identity.
+    pub fn of(invocation: &Invocation, pod_namespace: &str) -> Result<PodIdentity, CniError> {
+        if let (Some(namespace), Some(name)) = (
+            invocation.args.get("K8S_POD_NAMESPACE"),
+            invocation.args.get("K8S_POD_NAME"),
+        ) {
+            for (what, value) in [("pod name", name), ("pod namespace", namespace)] {
+                if !is_dns_label(value) {
+                    return Err(CniError::new(
+                        code::INVALID_ENVIRONMENT,
+                        format!("{what} {value:?} is not a DNS-1123 label"),
+                    )
+                    .with_details("K8S_POD_NAME and K8S_POD_NAMESPACE in CNI_ARGS name a Kubernetes pod"));
+                }
             }
+            return Ok(PodIdentity {
+                namespace: namespace.to_string(),
+                name: name.to_string(),
+            });
         }
-        Ok(PodIdentity { namespace, name })
+        let base = invocation
+            .args
+            .get("K8S_POD_NAME")
+            .unwrap_or_else(|| &invocation.container_id[..invocation.container_id.len().min(12)]);
+        Ok(PodIdentity {
+            namespace: pod_namespace.to_string(),
+            name: derived_name(base, &invocation.container_id),
+        })
     }
+}
+
+/// `<sanitised base>-<8 hex digits of FNV-1a(container id)>`, a DNS-1123 label.
+pub fn derived_name(base: &str, container_id: &str) -> String {
+    let mut label: String = base
+        .chars()
+        .map(|c| match c.to_ascii_lowercase() {
+            c @ ('a'..='z' | '0'..='9') => c,
+            _ => '-',
+        })
+        .collect();
+    label.truncate(63 - 1 - ID_HASH_DIGITS);
+    let label = label.trim_matches('-');
+    let label = if label.is_empty() { "pod" } else { label };
+    let hash = super::dataplane::fnv1a(container_id.as_bytes()) >> (64 - 4 * ID_HASH_DIGITS);
+    format!("{label}-{hash:0width$x}", width = ID_HASH_DIGITS)
 }
 
 impl PodArgs {
@@ -535,7 +700,7 @@ mod tests {
         .unwrap();
         assert_eq!(add.command, Command::Add);
         assert_eq!(
-            PodIdentity::of(&add).unwrap(),
+            PodIdentity::of(&add, "default").unwrap(),
             PodIdentity {
                 namespace: "ns1".into(),
                 name: "p1".into()
@@ -554,14 +719,12 @@ mod tests {
             ("CNI_IFNAME", "eth0"),
         ]))
         .unwrap();
+        let derived = PodIdentity::of(&del, "runtime").unwrap();
         assert_eq!(
-            PodIdentity::of(&del).unwrap(),
-            PodIdentity {
-                namespace: "default".into(),
-                name: "abc".into()
-            },
-            "outside Kubernetes the container id names the pod"
+            derived.namespace, "runtime",
+            "outside Kubernetes the configuration names the namespace"
         );
+        assert!(derived.name.starts_with("abc-"), "{derived:?}");
         for (name, value) in [("CNI_COMMAND", "ATTACH"), ("CNI_IFNAME", "a-very-long-interface")] {
             let mut pairs = vec![
                 ("CNI_COMMAND", "DEL"),
@@ -582,10 +745,148 @@ mod tests {
             ("CNI_COMMAND", "DEL"),
             ("CNI_CONTAINERID", "abc"),
             ("CNI_IFNAME", "eth0"),
-            ("CNI_ARGS", "K8S_POD_NAME=Not_A_Label"),
+            ("CNI_ARGS", "K8S_POD_NAMESPACE=default;K8S_POD_NAME=Not_A_Label"),
         ]))
         .unwrap();
-        assert_eq!(PodIdentity::of(&bad_name).unwrap_err().code, code::INVALID_ENVIRONMENT);
+        assert_eq!(
+            PodIdentity::of(&bad_name, "default").unwrap_err().code,
+            code::INVALID_ENVIRONMENT,
+            "a Kubernetes pod name is taken as it is"
+        );
+    }
+
+    #[test]
+    fn identities_outside_kubernetes_are_valid_unique_and_stable() {
+        let invocation = |id: &str, args: &str| Invocation {
+            command: Command::Add,
+            container_id: id.into(),
+            netns: "/x".into(),
+            ifname: "eth0".into(),
+            args: CniArgs::parse(args).unwrap(),
+        };
+        let id = "4f1c0d2b9e8a7f6e5d4c3b2a1f0e9d8c7b6a5f4e3d2c1b0a9f8e7d6c5b4a3f2e";
+        // podman: its generated names have `_`; names may have capitals, dots, anything.
+        for (args, prefix) in [
+            ("IgnoreUnknown=1;K8S_POD_NAME=cool_wilson", "cool-wilson-"),
+            ("K8S_POD_NAME=Web.Server_1", "web-server-1-"),
+            ("K8S_POD_NAME=__", "pod-"),
+            ("", "4f1c0d2b9e8a-"),
+            ("K8S_POD_NAMESPACE=ns-only", "4f1c0d2b9e8a-"),
+        ] {
+            let pod = PodIdentity::of(&invocation(id, args), "containers").unwrap();
+            assert!(pod.name.starts_with(prefix), "{args}: {pod:?}");
+            assert!(is_dns_label(&pod.name), "{args}: {pod:?}");
+            assert_eq!(pod.namespace, "containers");
+            assert_eq!(
+                pod,
+                PodIdentity::of(&invocation(id, args), "containers").unwrap(),
+                "stable"
+            );
+        }
+        let long = "a".repeat(200);
+        let pod = PodIdentity::of(&invocation(id, &format!("K8S_POD_NAME={long}")), "default").unwrap();
+        assert_eq!(pod.name.len(), 63);
+        assert!(is_dns_label(&pod.name));
+        // Two containers with one name (a name re-used after `podman rm`) are two pods.
+        let other = PodIdentity::of(&invocation("another-id", "K8S_POD_NAME=web"), "default").unwrap();
+        let first = PodIdentity::of(&invocation(id, "K8S_POD_NAME=web"), "default").unwrap();
+        assert_ne!(other, first);
+        assert_eq!(
+            NetConf::parse(br#"{"cniVersion":"1.0.0","subnet":"s","podNamespace":"Bad_NS"}"#)
+                .unwrap_err()
+                .code,
+            code::INVALID_CONFIG
+        );
+    }
+
+    #[test]
+    fn static_requests_come_from_runtime_config_or_cni_args() {
+        let invocation = |args: &str| Invocation {
+            command: Command::Add,
+            container_id: "c".into(),
+            netns: "/x".into(),
+            ifname: "eth0".into(),
+            args: CniArgs::parse(args).unwrap(),
+        };
+        let conf = |extra: &str| {
+            NetConf::parse(format!(r#"{{"cniVersion":"1.0.0","subnet":"s"{extra}}}"#).as_bytes()).unwrap()
+        };
+        let plain = conf("");
+        assert_eq!(
+            StaticRequest::of(&plain, &invocation("")).unwrap(),
+            StaticRequest::default()
+        );
+        // podman: one address and the MAC in CNI_ARGS.
+        let podman = StaticRequest::of(
+            &plain,
+            &invocation("IgnoreUnknown=1;MAC=02:00:00:00:05:05;IP=10.16.5.5"),
+        )
+        .unwrap();
+        assert_eq!(podman.ips, vec!["10.16.5.5".parse::<std::net::IpAddr>().unwrap()]);
+        assert_eq!(podman.mac.as_deref(), Some("02:00:00:00:05:05"));
+        // The capabilities, with prefix lengths, both families.
+        let capabilities = conf(r#","runtimeConfig":{"ips":["10.16.5.5/16","fd00::5/64"],"mac":"02:00:00:00:05:06"}"#);
+        let request = StaticRequest::of(&capabilities, &invocation("")).unwrap();
+        assert_eq!(request.ips.len(), 2);
+        assert_eq!(request.mac.as_deref(), Some("02:00:00:00:05:06"));
+        // Both sources must agree; malformed values get the code of their source.
+        assert_eq!(
+            StaticRequest::of(&capabilities, &invocation("IP=10.16.9.9"))
+                .unwrap_err()
+                .code,
+            code::INVALID_ENVIRONMENT
+        );
+        assert_eq!(
+            StaticRequest::of(&plain, &invocation("IP=10.16.x")).unwrap_err().code,
+            code::INVALID_ENVIRONMENT
+        );
+        assert_eq!(
+            StaticRequest::of(&plain, &invocation("MAC=zz")).unwrap_err().code,
+            code::INVALID_ENVIRONMENT
+        );
+        assert_eq!(
+            StaticRequest::of(&conf(r#","runtimeConfig":{"ips":["nope"]}"#), &invocation(""))
+                .unwrap_err()
+                .code,
+            code::INVALID_CONFIG
+        );
+        assert_eq!(
+            StaticRequest::of(
+                &conf(r#","runtimeConfig":{"ips":["10.0.0.1","10.0.0.2"]}"#),
+                &invocation("")
+            )
+            .unwrap_err()
+            .code,
+            code::INVALID_CONFIG,
+            "two of a family"
+        );
+    }
+
+    #[test]
+    fn gc_and_status_environment_and_valid_attachments() {
+        let gc = Invocation::from_env(env(&[("CNI_COMMAND", "GC")])).unwrap();
+        assert_eq!(gc.command, Command::Gc, "no container, interface or namespace needed");
+        assert_eq!(
+            Invocation::from_env(env(&[("CNI_COMMAND", "STATUS")])).unwrap().command,
+            Command::Status
+        );
+        let conf = NetConf::parse(
+            br#"{"cniVersion":"1.1.0","name":"n","subnet":"s",
+                "cni.dev/valid-attachments":[{"containerID":"c1","ifname":"eth0"}]}"#,
+        )
+        .unwrap();
+        assert!(conf.has_gc_and_status());
+        assert!(!conf.is_pre_1_0());
+        assert_eq!(
+            conf.valid_attachments,
+            vec![ValidAttachment {
+                container_id: "c1".into(),
+                ifname: "eth0".into()
+            }]
+        );
+        assert!(!NetConf::parse(br#"{"cniVersion":"1.0.0","subnet":"s"}"#)
+            .unwrap()
+            .has_gc_and_status());
     }
 
     #[test]

@@ -19,12 +19,19 @@ use super::types::{code, CniError};
 /// not by the Rust release) of the container id and interface, so DEL finds it from the same
 /// environment ADD had. 15 characters, the kernel's limit.
 pub fn host_veth_name(container_id: &str, ifname: &str) -> String {
+    let key = format!("{container_id}/{ifname}");
+    format!("veth{:011x}", fnv1a(key.as_bytes()) >> 20)
+}
+
+/// 64-bit FNV-1a, the plugin's stable hash (names derived from it must not change between
+/// releases).
+pub fn fnv1a(bytes: &[u8]) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in container_id.bytes().chain(std::iter::once(b'/')).chain(ifname.bytes()) {
-        hash ^= u64::from(byte);
+    for byte in bytes {
+        hash ^= u64::from(*byte);
         hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
     }
-    format!("veth{:011x}", hash >> 20)
+    hash
 }
 
 /// What the container's interface looks like now.
@@ -112,11 +119,22 @@ impl Dataplane {
 
     /// Brings the host end up (checksum offload off, as above) and adds it to the bridge as the
     /// OVN port `port_name`.
-    pub fn attach(&self, host: &str, port_name: &str, container_id: &str) -> Result<(), CniError> {
+    /// The interface records its CNI attachment (`ovn-vipd-container-id`, `ovn-vipd-network`,
+    /// `ovn-vipd-ifname` in `external_ids`) for GC to find.
+    pub fn attach(
+        &self,
+        host: &str,
+        port_name: &str,
+        container_id: &str,
+        network: &str,
+        ifname: &str,
+    ) -> Result<(), CniError> {
         run("ip", &["link", "set", "dev", host, "up"])?;
         run("ethtool", &["-K", host, "tx", "off"])?;
         let iface_id = format!("external_ids:iface-id={port_name}");
         let owner = format!("external_ids:ovn-vipd-container-id={container_id}");
+        let network = format!("external_ids:ovn-vipd-network=\"{network}\"");
+        let ifname = format!("external_ids:ovn-vipd-ifname={ifname}");
         self.vsctl(&[
             "--may-exist",
             "add-port",
@@ -128,8 +146,57 @@ impl Dataplane {
             host,
             &iface_id,
             &owner,
+            &network,
+            &ifname,
         ])?;
         Ok(())
+    }
+
+    /// The bridge's interfaces made for attachments of `network`: (host end, container id,
+    /// interface in the container).
+    pub fn attachments_of_network(&self, network: &str) -> Result<Vec<(String, String, String)>, CniError> {
+        let condition = format!("external_ids:ovn-vipd-network=\"{network}\"");
+        let output = self.vsctl(&[
+            "--format=json",
+            "--columns=name,external_ids",
+            "find",
+            "interface",
+            &condition,
+        ])?;
+        let malformed = || {
+            CniError::new(
+                code::DATAPLANE_FAILED,
+                "unexpected output of `ovs-vsctl --format=json find`",
+            )
+            .with_details(output.clone())
+        };
+        let value: serde_json::Value = serde_json::from_str(&output).map_err(|_| malformed())?;
+        let rows = value
+            .get("data")
+            .and_then(serde_json::Value::as_array)
+            .ok_or_else(malformed)?;
+        let mut found = Vec::new();
+        for row in rows {
+            let name = row.get(0).and_then(serde_json::Value::as_str).ok_or_else(malformed)?;
+            // ["map", [[key, value], ...]]
+            let pairs = row
+                .get(1)
+                .and_then(|map| map.get(1))
+                .and_then(serde_json::Value::as_array)
+                .ok_or_else(malformed)?;
+            let lookup = |key: &str| {
+                pairs
+                    .iter()
+                    .find(|pair| pair.get(0).and_then(serde_json::Value::as_str) == Some(key))
+                    .and_then(|pair| pair.get(1))
+                    .and_then(serde_json::Value::as_str)
+                    .map(str::to_string)
+            };
+            if let (Some(container_id), Some(ifname)) = (lookup("ovn-vipd-container-id"), lookup("ovn-vipd-ifname")) {
+                found.push((name.to_string(), container_id, ifname));
+            }
+        }
+        Ok(found)
     }
 
     /// Waits until ovn-controller has installed the port's flows (it then sets

@@ -1,8 +1,10 @@
-//! `ovn-vipd-cni`, the CNI plugin (specification 1.0.0; 0.3.x and 0.4.0 results on request):
-//! ADD binds the pod through the daemon's `PodService` and builds a veth pair whose container end
+//! `ovn-vipd-cni`, the CNI plugin (specification 1.1.0 and 1.0.0; 0.3.x and 0.4.0 results on
+//! request): ADD binds the pod's attachment (one NIC: `CNI_IFNAME`, with the addresses the
+//! runtime asks for) through the daemon's `PodService` and builds a veth pair whose container end
 //! carries the answer (MAC, addresses, default routes) and whose host end is the OVN port on the
-//! OVS integration bridge; DEL undoes it and unbinds; CHECK compares what is there with what the
-//! daemon holds; VERSION lists the versions.
+//! OVS integration bridge; DEL undoes it and unbinds that NIC; CHECK compares what is there with
+//! what the daemon holds; GC releases this network's attachments the runtime no longer lists;
+//! STATUS says whether the daemon can serve ADD; VERSION lists the versions.
 //!
 //! - `config`: the network configuration and the `CNI_*` environment (parsing only).
 //! - `types`: results, the VERSION answer and errors with the specification's codes.
@@ -55,6 +57,8 @@ fn dispatch(env: impl Fn(&str) -> Option<String>, stdin: &[u8]) -> Result<String
         Command::Add => to_json(&plugin::add(&conf, &invocation)?),
         Command::Del => plugin::del(&conf, &invocation).map(|()| String::new()),
         Command::Check => plugin::check(&conf, &invocation).map(|()| String::new()),
+        Command::Gc => plugin::gc(&conf).map(|()| String::new()),
+        Command::Status => plugin::status(&conf).map(|()| String::new()),
         Command::Version => to_json(&VersionResult::current()),
     }
 }

@@ -7,12 +7,13 @@ use std::path::Path;
 use ipnet::IpNet;
 use tonic::Code;
 
-use super::config::{tls_key, Invocation, NetConf, PodIdentity};
+use super::config::{tls_key, Invocation, NetConf, PodIdentity, StaticRequest};
 use super::dataplane::{host_veth_name, link_exists, Dataplane};
 use super::types::{code, AddResult, CniError, Dns, Interface, IpConfig, Route};
 use crate::api::proto::v1 as pb;
 use crate::client::{ClientError, Daemons};
 use pb::pod_service_client::PodServiceClient;
+use pb::subnet_service_client::SubnetServiceClient;
 
 /// A connection to one of the configured daemons (see [`crate::client`]), driven by a
 /// current-thread runtime: the plugin is a short-lived process that makes a handful of calls one
@@ -68,19 +69,49 @@ impl Daemon {
             .map_err(|status| refused(&what, &status))
     }
 
-    /// Unbinds; `false` when the daemon did not know the pod.
-    pub fn unbind(&mut self, pod: &PodIdentity) -> Result<bool, CniError> {
+    /// Unbinds one interface of the pod (the pod goes with its last); `false` when the daemon
+    /// did not know it.
+    pub fn unbind(&mut self, pod: &PodIdentity, interface: &str) -> Result<bool, CniError> {
         let request = pb::UnbindPodRequest {
             namespace: pod.namespace.clone(),
             name: pod.name.clone(),
             owner_gone: false,
+            interface: interface.to_string(),
         };
         self.runtime
             .block_on(self.daemons.call(request, |channel, request| async move {
                 PodServiceClient::new(channel).unbind_pod(request).await
             }))
             .map(|response| response.found)
-            .map_err(|status| refused(&format!("unbinding pod {}/{}", pod.namespace, pod.name), &status))
+            .map_err(|status| {
+                refused(
+                    &format!("unbinding {interface} of pod {}/{}", pod.namespace, pod.name),
+                    &status,
+                )
+            })
+    }
+
+    /// Every pod the daemon has.
+    pub fn list(&mut self) -> Result<Vec<pb::Pod>, CniError> {
+        self.runtime
+            .block_on(self.daemons.call(pb::ListPodsRequest::default(), |channel, request| async move {
+                PodServiceClient::new(channel).list_pods(request).await
+            }))
+            .map(|response| response.pods)
+            .map_err(|status| refused("listing pods", &status))
+    }
+
+    /// Whether the daemon has the subnet.
+    pub fn has_subnet(&mut self, name: &str) -> Result<bool, CniError> {
+        let request = pb::GetSubnetRequest { name: name.to_string() };
+        let answer = self.runtime.block_on(self.daemons.call(request, |channel, request| async move {
+            SubnetServiceClient::new(channel).get_subnet(request).await
+        }));
+        match answer {
+            Ok(_) => Ok(true),
+            Err(status) if status.code() == Code::NotFound => Ok(false),
+            Err(status) => Err(refused(&format!("reading subnet {name}"), &status)),
+        }
     }
 
     /// The pod as the daemon has it, or `None` when it does not know it.
@@ -134,8 +165,14 @@ fn owner_kind(kind: &str) -> pb::OwnerKind {
     }
 }
 
-/// The BindPod request for this attachment: one NIC, `CNI_IFNAME` in the configured subnet.
-pub fn bind_request(conf: &NetConf, invocation: &Invocation, pod: &PodIdentity) -> pb::BindPodRequest {
+/// The BindPod request for this attachment: one NIC, `CNI_IFNAME` in the configured subnet,
+/// with the addresses the runtime asks for and the attachment (network, container id).
+pub fn bind_request(
+    conf: &NetConf,
+    invocation: &Invocation,
+    pod: &PodIdentity,
+    statics: &StaticRequest,
+) -> pb::BindPodRequest {
     let args = &conf.args.cni;
     pb::BindPodRequest {
         namespace: pod.namespace.clone(),
@@ -146,9 +183,22 @@ pub fn bind_request(conf: &NetConf, invocation: &Invocation, pod: &PodIdentity) 
         nics: vec![pb::NicRequest {
             subnet: args.subnet(conf).to_string(),
             interface: invocation.ifname.clone(),
+            ips: statics.ips.iter().map(ToString::to_string).collect(),
+            mac: statics.mac.clone().unwrap_or_default(),
+            network: conf.name.clone(),
+            container_id: invocation.container_id.clone(),
+            node: node_name(),
         }],
         ..Default::default()
     }
+}
+
+/// This node's name as attachments record it: the kernel's host name ("" when unreadable, which
+/// GC then treats as a node of its own).
+pub fn node_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_string())
+        .unwrap_or_default()
 }
 
 fn netns_must_exist(invocation: &Invocation) -> Result<(), CniError> {
@@ -165,10 +215,11 @@ fn netns_must_exist(invocation: &Invocation) -> Result<(), CniError> {
 /// ADD: bind, then build the interfaces; a failure after the bind removes the interfaces and
 /// releases the binding before it is reported.
 pub fn add(conf: &NetConf, invocation: &Invocation) -> Result<AddResult, CniError> {
-    let pod = PodIdentity::of(invocation)?;
+    let pod = PodIdentity::of(invocation, &conf.pod_namespace)?;
+    let statics = StaticRequest::of(conf, invocation)?;
     netns_must_exist(invocation)?;
     let mut daemon = Daemon::connect(conf)?;
-    let bound = daemon.bind(bind_request(conf, invocation, &pod))?;
+    let bound = daemon.bind(bind_request(conf, invocation, &pod, &statics))?;
     let dataplane = dataplane(conf);
     let host = host_veth_name(&invocation.container_id, &invocation.ifname);
     match build_interfaces(conf, invocation, &dataplane, &bound, &host) {
@@ -246,7 +297,13 @@ fn build_interfaces(
         &nic.addresses,
         &nic.gateways,
     )?;
-    dataplane.attach(host, &nic.bound.port_name, &invocation.container_id)?;
+    dataplane.attach(
+        host,
+        &nic.bound.port_name,
+        &invocation.container_id,
+        &conf.name,
+        &invocation.ifname,
+    )?;
     dataplane.wait_ovn_installed(host, conf.ovn_installed_timeout())?;
     let host_mac = super::dataplane::link_mac(host)?;
     let gateway_of = |address: &IpNet| {
@@ -315,14 +372,14 @@ fn release_binding(
         .filter(|name| name != host)
         .collect();
     if others.is_empty() {
-        daemon.unbind(pod)?;
+        daemon.unbind(pod, ifname)?;
     }
     Ok(())
 }
 
 /// DEL: removes the interfaces (each step succeeds when its object is gone), then unbinds.
 pub fn del(conf: &NetConf, invocation: &Invocation) -> Result<(), CniError> {
-    let pod = PodIdentity::of(invocation)?;
+    let pod = PodIdentity::of(invocation, &conf.pod_namespace)?;
     let dataplane = dataplane(conf);
     let host = host_veth_name(&invocation.container_id, &invocation.ifname);
     dataplane.detach(&host)?;
@@ -340,7 +397,7 @@ pub fn check(conf: &NetConf, invocation: &Invocation) -> Result<(), CniError> {
             format!("CHECK needs cniVersion 0.4.0 or later, not {}", conf.cni_version),
         ));
     }
-    let pod = PodIdentity::of(invocation)?;
+    let pod = PodIdentity::of(invocation, &conf.pod_namespace)?;
     netns_must_exist(invocation)?;
     let failed = |what: String| CniError::new(code::CHECK_FAILED, what);
     let mut daemon = Daemon::connect(conf)?;
@@ -377,5 +434,82 @@ pub fn check(conf: &NetConf, invocation: &Invocation) -> Result<(), CniError> {
             nic.bound.port_name
         ))),
         None => Err(failed(format!("{host} is not a port of {}", conf.bridge))),
+    }
+}
+
+fn needs_1_1(conf: &NetConf, command: &str) -> Result<(), CniError> {
+    if conf.has_gc_and_status() {
+        Ok(())
+    } else {
+        Err(CniError::new(
+            code::INCOMPATIBLE_VERSION,
+            format!("{command} needs cniVersion 1.1.0 or later, not {}", conf.cni_version),
+        ))
+    }
+}
+
+/// GC (CNI 1.1.0): every NIC bound for this network (its name) on this node (see [`node_name`];
+/// the runtime lists its own node's attachments only) whose attachment (container id,
+/// interface) is not in `cni.dev/valid-attachments` is unbound, and its host veth and bridge
+/// port are removed; so are bridge ports of this network no binding names (a DEL that never
+/// ran). The container's end went with its namespace. Each stale attachment is tried; the
+/// first failure is reported (code 11 while the daemon is unreachable: the runtime tries again).
+pub fn gc(conf: &NetConf) -> Result<(), CniError> {
+    needs_1_1(conf, "GC")?;
+    let valid: std::collections::HashSet<(&str, &str)> = conf
+        .valid_attachments
+        .iter()
+        .map(|attachment| (attachment.container_id.as_str(), attachment.ifname.as_str()))
+        .collect();
+    let dataplane = dataplane(conf);
+    let node = node_name();
+    let mut daemon = Daemon::connect(conf)?;
+    let mut first_error = None;
+    for pod in daemon.list()? {
+        let identity = PodIdentity {
+            namespace: pod.namespace.clone(),
+            name: pod.name.clone(),
+        };
+        for nic in &pod.nics {
+            let stale = nic.network == conf.name
+                && nic.node == node
+                && !nic.container_id.is_empty()
+                && !valid.contains(&(nic.container_id.as_str(), nic.interface.as_str()));
+            if !stale {
+                continue;
+            }
+            let host = host_veth_name(&nic.container_id, &nic.interface);
+            let outcome = dataplane
+                .detach(&host)
+                .and_then(|()| dataplane.delete_veth(&host))
+                .and_then(|()| daemon.unbind(&identity, &nic.interface).map(drop));
+            if let Err(error) = outcome {
+                first_error.get_or_insert(error);
+            }
+        }
+    }
+    for (host, container_id, ifname) in dataplane.attachments_of_network(&conf.name)? {
+        if !valid.contains(&(container_id.as_str(), ifname.as_str())) {
+            if let Err(error) = dataplane.detach(&host).and_then(|()| dataplane.delete_veth(&host)) {
+                first_error.get_or_insert(error);
+            }
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+/// STATUS (CNI 1.1.0): success when the daemon answers and has this network's subnet, so ADD
+/// can be served; code 50 (not available) otherwise, which makes the runtime hold new pods back.
+pub fn status(conf: &NetConf) -> Result<(), CniError> {
+    needs_1_1(conf, "STATUS")?;
+    let unavailable = |error: CniError| CniError::new(code::NOT_AVAILABLE, error.msg).with_details(error.details);
+    let mut daemon = Daemon::connect(conf).map_err(unavailable)?;
+    if daemon.has_subnet(&conf.subnet).map_err(unavailable)? {
+        Ok(())
+    } else {
+        Err(CniError::new(
+            code::NOT_AVAILABLE,
+            format!("ovn-vipd has no subnet {}", conf.subnet),
+        ))
     }
 }

@@ -4,8 +4,8 @@
 use serde::Serialize;
 
 /// The versions this plugin answers in (results for ADD differ only in the `version` field of
-/// each IP, which 1.0.0 dropped).
-pub const SUPPORTED_VERSIONS: [&str; 4] = ["0.3.0", "0.3.1", "0.4.0", "1.0.0"];
+/// each IP, which 1.0.0 dropped; 1.1.0 adds the GC and STATUS commands).
+pub const SUPPORTED_VERSIONS: [&str; 5] = ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
 
 /// The version the plugin speaks when the configuration does not say.
 pub const CURRENT_VERSION: &str = "1.0.0";
@@ -28,6 +28,8 @@ pub mod code {
     pub const INVALID_CONFIG: u32 = 7;
     /// Try again later: the daemon is unreachable or OVN has not caught up.
     pub const TRY_AGAIN_LATER: u32 = 11;
+    /// STATUS (1.1.0): the plugin is not available, it cannot serve ADD.
+    pub const NOT_AVAILABLE: u32 = 50;
     /// ovn-vipd refused the request (the gRPC status is in `details`).
     pub const DAEMON_REFUSED: u32 = 100;
     /// A dataplane step (`ip`, `ovs-vsctl`, `ethtool`) failed.
@@ -166,7 +168,7 @@ mod tests {
         let json = serde_json::to_value(VersionResult::current()).unwrap();
         assert_eq!(
             json,
-            serde_json::json!({"cniVersion": "1.0.0", "supportedVersions": ["0.3.0", "0.3.1", "0.4.0", "1.0.0"]})
+            serde_json::json!({"cniVersion": "1.0.0", "supportedVersions": ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]})
         );
     }
 

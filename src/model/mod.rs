@@ -127,10 +127,28 @@ impl OwnerKind {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NicSpec {
     pub subnet: String,
     pub interface: String,
+    /// Addresses and MAC the runtime asked for (static requests); `None`: the subnet chooses.
+    pub v4ip: Option<Ipv4Addr>,
+    pub v6ip: Option<Ipv6Addr>,
+    pub mac: Option<MacAddr>,
+    /// The CNI attachment this NIC serves, when a CNI runtime bound it.
+    pub attachment: Option<Attachment>,
+}
+
+/// A CNI attachment: CNI's key for it is (container id, network name, interface); the
+/// interface is the NIC's.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Attachment {
+    /// The runtime's network name (`name` of the CNI configuration).
+    pub network: String,
+    /// The container (sandbox) id, `CNI_CONTAINERID`.
+    pub container_id: String,
+    /// The node the container runs on (the plugin's host name); empty when not said.
+    pub node: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

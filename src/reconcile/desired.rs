@@ -531,6 +531,7 @@ mod tests {
                 nics: vec![NicSpec {
                     subnet: "dual".into(),
                     interface: "eth0".into(),
+                    ..Default::default()
                 }],
             },
             nics: vec![PodNic {

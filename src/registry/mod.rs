@@ -17,7 +17,7 @@ pub use error::RegistryError;
 
 use crate::ipam::{AllocationRequest, Ipam, SubnetIpam, SubnetIpamConfig};
 use crate::model::{
-    aap_vips, port_name, Condition, Pod, PodNic, PodRef, PodSpec, Subnet, SwitchLbRule, Vip, VipSpec, VipType,
+    aap_vips, port_name, Condition, NicSpec, Pod, PodNic, PodRef, PodSpec, Subnet, SwitchLbRule, Vip, VipSpec, VipType,
     ANNOTATION_VIP,
 };
 use crate::store::{pod_nic_owner, vip_owner, ConsistencyReport, Owner, Store, Write, WriteBatch};
@@ -546,63 +546,35 @@ impl Registry {
 
     /// Binds a pod: allocates (or reuses) an address per NIC, or hands over the VIP named in
     /// its `ovn.kubernetes.io/vip` annotation, recording the pod as the VIP's holder.
+    ///
+    /// When the pod is already bound, the request's interfaces it lacks are added to it (a CNI
+    /// runtime binds one attachment at a time) and the ones it has must be in the same subnet and
+    /// hold what a static request asks for (an address is never silently replaced). Labels and
+    /// annotations are merged into the pod's (the request's values win) unless the request
+    /// names every NIC the pod has, which replaces them.
     pub async fn bind_pod(&self, spec: PodSpec) -> Result<Pod, RegistryError> {
         let key = PodRef {
             namespace: spec.namespace.clone(),
             name: spec.name.clone(),
         };
-        let mut changes = vec![Change::Pod(key.clone())];
-        let pod = {
+        let (pod, changes) = {
             let mut state = self.lock();
             for nic in &spec.nics {
                 if !state.subnets.contains_key(&nic.subnet) {
                     return Err(RegistryError::reference_not_found("subnet", &nic.subnet));
                 }
             }
-            if let Some(existing) = state.pods.get(&key).cloned() {
-                if existing.spec.nics != spec.nics {
-                    return Err(RegistryError::AlreadyExists {
-                        kind: "pod",
-                        name: key.to_string(),
-                        detail: "with other NICs; unbind it first".into(),
-                    });
-                }
-                let wanted_vip = spec.annotations.get(ANNOTATION_VIP).cloned();
-                let held_vip = existing.nics.iter().find_map(|nic| nic.vip.clone());
-                if wanted_vip != held_vip {
-                    return Err(RegistryError::AlreadyExists {
-                        kind: "pod",
-                        name: key.to_string(),
-                        detail: format!("with another {ANNOTATION_VIP} annotation; unbind it first"),
-                    });
-                }
-                // A retry, a re-created StatefulSet pod or VM, or new labels: same addresses.
-                let mut pod = existing.clone();
-                pod.spec = spec;
-                pod.bound = true;
-                if pod != existing {
-                    let mut batch = WriteBatch::new();
-                    batch.push(Write::PutPod(pod.clone()));
-                    self.store.apply(&batch)?;
-                    state.put_pod(pod.clone());
-                    // Label changes move AAP parents and LB backends.
+            let existing = state.pods.get(&key).cloned();
+            match (&existing, kept_for_same_vm(&state, &spec)) {
+                (None, Some(previous)) => {
+                    // A VM's new launcher pod: it takes over what the VM's previous one kept.
+                    let pod = self.adopt(&mut state, &key, previous.clone(), spec)?;
+                    let mut changes = vec![Change::Pod(key.clone()), Change::Pod(previous)];
+                    changes.extend(pod.nics.iter().filter_map(|nic| nic.vip.clone()).map(Change::Vip));
                     changes.extend(aap_vips(&pod.spec.annotations).into_iter().map(Change::Vip));
-                } else {
-                    changes.clear();
+                    (pod, changes)
                 }
-                pod
-            } else if let Some(previous) = kept_for_same_vm(&state, &spec) {
-                // A VM's new launcher pod: it takes over what the VM's previous one kept.
-                let pod = self.adopt(&mut state, &key, previous.clone(), spec)?;
-                changes.push(Change::Pod(previous));
-                changes.extend(pod.nics.iter().filter_map(|nic| nic.vip.clone()).map(Change::Vip));
-                changes.extend(aap_vips(&pod.spec.annotations).into_iter().map(Change::Vip));
-                pod
-            } else {
-                let pod = self.bind_new(&mut state, &key, spec)?;
-                changes.extend(pod.nics.iter().filter_map(|nic| nic.vip.clone()).map(Change::Vip));
-                changes.extend(aap_vips(&pod.spec.annotations).into_iter().map(Change::Vip));
-                pod
+                _ => self.bind_locked(&mut state, &key, spec, existing)?,
             }
         };
         self.finish(changes).await?;
@@ -706,48 +678,119 @@ impl Registry {
         Ok(pod)
     }
 
-    fn bind_new(&self, state: &mut State, key: &PodRef, spec: PodSpec) -> Result<Pod, RegistryError> {
-        let mut vip_nic: Option<(usize, Vip)> = None;
-        if let Some(vip_name) = spec.annotations.get(ANNOTATION_VIP) {
-            let vip = state
-                .vips
-                .get(vip_name)
-                .cloned()
-                .ok_or_else(|| RegistryError::reference_not_found("vip", vip_name))?;
-            if let Some(holder) = &vip.holder {
-                if holder != key {
-                    return Err(RegistryError::InUse {
-                        kind: "vip",
-                        name: vip_name.to_string(),
-                        user: format!("pod {holder}"),
-                    });
+    fn bind_locked(
+        &self,
+        state: &mut State,
+        key: &PodRef,
+        spec: PodSpec,
+        existing: Option<Pod>,
+    ) -> Result<(Pod, Vec<Change>), RegistryError> {
+        let already = |detail: String| RegistryError::AlreadyExists {
+            kind: "pod",
+            name: key.to_string(),
+            detail,
+        };
+        let merged = match &existing {
+            None => spec,
+            Some(existing) => {
+                for request in &spec.nics {
+                    let Some(have) = existing.spec.nics.iter().find(|nic| nic.interface == request.interface) else {
+                        continue;
+                    };
+                    if have.subnet != request.subnet {
+                        return Err(already(format!(
+                            "with interface {} in subnet {}; unbind it first",
+                            have.interface, have.subnet
+                        )));
+                    }
+                    if let Some(bound) = existing.nics.iter().find(|nic| nic.interface == request.interface) {
+                        static_request_held(key, request, bound)?;
+                    }
+                }
+                let covers_all = existing
+                    .spec
+                    .nics
+                    .iter()
+                    .all(|have| spec.nics.iter().any(|nic| nic.interface == have.interface));
+                if covers_all {
+                    spec
+                } else {
+                    let mut merged = spec.clone();
+                    merged.labels = existing.spec.labels.clone();
+                    merged.labels.extend(spec.labels.clone());
+                    merged.annotations = existing.spec.annotations.clone();
+                    merged.annotations.extend(spec.annotations.clone());
+                    merged.nics = existing
+                        .spec
+                        .nics
+                        .iter()
+                        .map(|have| {
+                            spec.nics
+                                .iter()
+                                .find(|nic| nic.interface == have.interface)
+                                .unwrap_or(have)
+                                .clone()
+                        })
+                        .chain(
+                            spec.nics
+                                .iter()
+                                .filter(|nic| !existing.spec.nics.iter().any(|have| have.interface == nic.interface))
+                                .cloned(),
+                        )
+                        .collect();
+                    merged
                 }
             }
-            if vip.spec.vip_type != VipType::Reserved || vip.is_aap() {
-                return Err(RegistryError::FailedPrecondition(format!(
-                    "vip {vip_name} is an AAP or switch_lb_vip VIP and cannot be a pod's fixed address"
-                )));
+        };
+        let mut nics: Vec<PodNic> = existing.as_ref().map(|pod| pod.nics.clone()).unwrap_or_default();
+        let new_specs: Vec<NicSpec> = merged
+            .nics
+            .iter()
+            .filter(|nic| !nics.iter().any(|bound| bound.interface == nic.interface))
+            .cloned()
+            .collect();
+        // The VIP the pod asks for, and the new NIC that takes it.
+        let wanted_vip = merged.annotations.get(ANNOTATION_VIP).cloned();
+        let held_vip = nics.iter().find_map(|nic| nic.vip.clone());
+        let mut vip_nic: Option<(String, Vip)> = None;
+        if wanted_vip != held_vip {
+            match (&wanted_vip, &held_vip) {
+                (Some(vip_name), None) => {
+                    let vip = vip_for_pod(state, key, vip_name)?;
+                    match new_specs.iter().find(|nic| nic.subnet == vip.spec.subnet) {
+                        Some(nic) => vip_nic = Some((nic.interface.clone(), vip)),
+                        None if existing.is_some() => {
+                            return Err(already(format!(
+                                "with another {ANNOTATION_VIP} annotation; unbind it first"
+                            )))
+                        }
+                        None => {
+                            return Err(RegistryError::FailedPrecondition(format!(
+                                "vip {vip_name} is in subnet {}, and the pod has no NIC there",
+                                vip.spec.subnet
+                            )))
+                        }
+                    }
+                }
+                _ => {
+                    return Err(already(format!(
+                        "with another {ANNOTATION_VIP} annotation; unbind it first"
+                    )))
+                }
             }
-            let index = spec
-                .nics
-                .iter()
-                .position(|nic| nic.subnet == vip.spec.subnet)
-                .ok_or_else(|| {
-                    RegistryError::FailedPrecondition(format!(
-                        "vip {vip_name} is in subnet {}, and the pod has no NIC there",
-                        vip.spec.subnet
-                    ))
-                })?;
-            vip_nic = Some((index, vip));
         }
-        let mut nics = Vec::with_capacity(spec.nics.len());
         let mut batch = WriteBatch::new();
         let mut allocated: Vec<(String, Owner)> = Vec::new();
-        for (index, nic_spec) in spec.nics.iter().enumerate() {
-            let port = port_name(&spec.name, &spec.namespace, &nic_spec.interface, index == 0);
-            if let Some((vip_index, vip)) = &vip_nic {
-                if *vip_index == index {
-                    nics.push(PodNic {
+        for (position, nic_spec) in new_specs.iter().enumerate() {
+            let port = port_name(
+                &merged.name,
+                &merged.namespace,
+                &nic_spec.interface,
+                existing.is_none() && position == 0,
+            );
+            if let Some((interface, vip)) = &vip_nic {
+                if *interface == nic_spec.interface {
+                    let nic = PodNic {
                         interface: nic_spec.interface.clone(),
                         subnet: nic_spec.subnet.clone(),
                         port_name: port,
@@ -755,14 +798,24 @@ impl Registry {
                         v6ip: vip.v6ip,
                         mac: vip.mac,
                         vip: Some(vip.spec.name.clone()),
-                    });
+                    };
+                    if let Err(error) = static_request_held(key, nic_spec, &nic) {
+                        release_all(state, &allocated);
+                        return Err(error);
+                    }
+                    nics.push(nic);
                     continue;
                 }
             }
             let owner = pod_nic_owner(key, &nic_spec.interface);
+            let request = AllocationRequest {
+                v4: nic_spec.v4ip,
+                v6: nic_spec.v6ip,
+                mac: nic_spec.mac,
+            };
             let outcome = match state.ipam.get_mut(&nic_spec.subnet) {
                 Some(ipam) => ipam
-                    .allocate(&owner, &AllocationRequest::default())
+                    .allocate(&owner, &request)
                     .map_err(|error| RegistryError::from_ipam(error, &nic_spec.subnet)),
                 None => Err(RegistryError::Corrupt(format!(
                     "subnet {} has no IPAM",
@@ -797,16 +850,21 @@ impl Registry {
             });
         }
         let pod = Pod {
-            spec,
+            spec: merged,
             nics,
             bound: true,
         };
+        if existing.as_ref() == Some(&pod) {
+            // A retry: nothing changes.
+            return Ok((pod, Vec::new()));
+        }
+        let mut changes = vec![Change::Pod(key.clone())];
         batch.push(Write::PutPod(pod.clone()));
         let mut held_vip = None;
-        if let Some((_, vip)) = vip_nic {
-            let mut vip = vip;
+        if let Some((_, mut vip)) = vip_nic {
             vip.holder = Some(key.clone());
             batch.push(Write::PutVip(vip.clone()));
+            changes.push(Change::Vip(vip.spec.name.clone()));
             held_vip = Some(vip);
         }
         if let Err(error) = self.store.apply(&batch) {
@@ -816,31 +874,53 @@ impl Registry {
         if let Some(vip) = held_vip {
             state.vips.insert(vip.spec.name.clone(), vip);
         }
+        // Label changes and new NICs move AAP parents and LB backends.
+        changes.extend(aap_vips(&pod.spec.annotations).into_iter().map(Change::Vip));
         state.put_pod(pod.clone());
-        Ok(pod)
+        Ok((pod, changes))
     }
 
-    /// Unbinds a pod. StatefulSet pods and VMs keep their addresses (and VIP) unless
-    /// `owner_gone`; others release them. Unbinding a pod that is not bound succeeds.
-    pub async fn unbind_pod(&self, key: &PodRef, owner_gone: bool) -> Result<bool, RegistryError> {
+    /// Unbinds a pod, or with `interface` one of its NICs (the pod is unbound with its last).
+    /// StatefulSet pods and VMs keep their addresses (and VIP) unless `owner_gone`: unbinding
+    /// one of their NICs only forgets its CNI attachment, and the pod is marked unbound when the
+    /// request names no interface or its only one, or no NIC keeps an attachment. Others
+    /// release the NIC's addresses. Unbinding what is not bound succeeds with `false`.
+    pub async fn unbind_pod(
+        &self,
+        key: &PodRef,
+        owner_gone: bool,
+        interface: Option<&str>,
+    ) -> Result<bool, RegistryError> {
         let mut changes = vec![Change::Pod(key.clone())];
         {
             let mut state = self.lock();
             let Some(pod) = state.pods.get(key).cloned() else {
                 return Ok(false);
             };
+            let going = |name: &str| interface.is_none_or(|wanted| wanted == name);
+            if !pod.nics.iter().any(|nic| going(&nic.interface)) {
+                return Ok(false);
+            }
+            let last = pod.nics.iter().all(|nic| going(&nic.interface));
             let mut batch = WriteBatch::new();
             changes.extend(aap_vips(&pod.spec.annotations).into_iter().map(Change::Vip));
             if pod.spec.owner_kind.keeps_addresses() && !owner_gone {
                 let mut kept = pod.clone();
-                kept.bound = false;
+                for nic in kept.spec.nics.iter_mut().filter(|nic| going(&nic.interface)) {
+                    nic.attachment = None;
+                }
+                let had_attachments = pod.spec.nics.iter().any(|nic| nic.attachment.is_some());
+                let attached = kept.spec.nics.iter().any(|nic| nic.attachment.is_some());
+                if last || (had_attachments && !attached) {
+                    kept.bound = false;
+                }
                 batch.push(Write::PutPod(kept.clone()));
                 self.store.apply(&batch)?;
                 state.put_pod(kept);
             } else {
                 let mut released = Vec::new();
                 let mut vips_released = Vec::new();
-                for nic in &pod.nics {
+                for nic in pod.nics.iter().filter(|nic| going(&nic.interface)) {
                     if let Some(vip_name) = &nic.vip {
                         if let Some(vip) = state.vips.get(vip_name) {
                             let mut vip = vip.clone();
@@ -855,13 +935,27 @@ impl Registry {
                     allocation_writes(&mut batch, &nic.subnet, &owner, nic.v4ip, nic.v6ip, nic.mac, true);
                     released.push((nic.subnet.clone(), owner));
                 }
-                batch.push(Write::DeletePod(key.clone()));
+                let remaining = (!last).then(|| {
+                    let mut remaining = pod.clone();
+                    remaining.nics.retain(|nic| !going(&nic.interface));
+                    remaining.spec.nics.retain(|nic| !going(&nic.interface));
+                    remaining
+                });
+                match &remaining {
+                    Some(remaining) => batch.push(Write::PutPod(remaining.clone())),
+                    None => batch.push(Write::DeletePod(key.clone())),
+                }
                 self.store.apply(&batch)?;
                 release_all(&mut state, &released);
                 for vip in vips_released {
                     state.vips.insert(vip.spec.name.clone(), vip);
                 }
-                state.remove_pod(key);
+                match remaining {
+                    Some(remaining) => state.put_pod(remaining),
+                    None => {
+                        state.remove_pod(key);
+                    }
+                }
             }
         }
         self.finish(changes).await?;
@@ -1226,6 +1320,62 @@ fn undo_moves(state: &mut State, moved: &[(String, Owner, Owner, crate::ipam::Al
             );
         }
     }
+}
+
+/// The VIP `vip_name` as a pod's fixed address: it exists, no other pod holds it, and it is a
+/// plain reserved VIP.
+fn vip_for_pod(state: &State, key: &PodRef, vip_name: &str) -> Result<Vip, RegistryError> {
+    let vip = state
+        .vips
+        .get(vip_name)
+        .cloned()
+        .ok_or_else(|| RegistryError::reference_not_found("vip", vip_name))?;
+    if let Some(holder) = &vip.holder {
+        if holder != key {
+            return Err(RegistryError::InUse {
+                kind: "vip",
+                name: vip_name.to_string(),
+                user: format!("pod {holder}"),
+            });
+        }
+    }
+    if vip.spec.vip_type != VipType::Reserved || vip.is_aap() {
+        return Err(RegistryError::FailedPrecondition(format!(
+            "vip {vip_name} is an AAP or switch_lb_vip VIP and cannot be a pod's fixed address"
+        )));
+    }
+    Ok(vip)
+}
+
+/// Refuses a static request (address or MAC) the NIC does not hold: a bound address is never
+/// silently replaced by another.
+fn static_request_held(key: &PodRef, request: &NicSpec, nic: &PodNic) -> Result<(), RegistryError> {
+    let mut differences = Vec::new();
+    if let Some(ip) = request.v4ip.filter(|ip| nic.v4ip != Some(*ip)) {
+        differences.push(format!("{ip} was asked for, it holds {}", describe(nic.v4ip)));
+    }
+    if let Some(ip) = request.v6ip.filter(|ip| nic.v6ip != Some(*ip)) {
+        differences.push(format!("{ip} was asked for, it holds {}", describe(nic.v6ip)));
+    }
+    if let Some(mac) = request.mac.filter(|mac| nic.mac != *mac) {
+        differences.push(format!("mac {mac} was asked for, it holds {}", nic.mac));
+    }
+    if differences.is_empty() {
+        return Ok(());
+    }
+    let source = match &nic.vip {
+        Some(vip) => format!(" (the address of vip {vip})"),
+        None => String::new(),
+    };
+    Err(RegistryError::FailedPrecondition(format!(
+        "pod {key} interface {}{source}: {}; unbind it first",
+        nic.interface,
+        differences.join("; ")
+    )))
+}
+
+fn describe<T: std::fmt::Display>(address: Option<T>) -> String {
+    address.map_or_else(|| "none of that family".to_string(), |address| address.to_string())
 }
 
 fn release_all(state: &mut State, owners: &[(String, Owner)]) {

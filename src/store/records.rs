@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use super::StoreError;
 use crate::model::{
-    LbPort, MacAddr, NicSpec, OwnerKind, Pod, PodNic, PodRef, PodSpec, Protocol, Strategy, Subnet, SwitchLbRule, Vip,
-    VipSpec, VipType,
+    Attachment, LbPort, MacAddr, NicSpec, OwnerKind, Pod, PodNic, PodRef, PodSpec, Protocol, Strategy, Subnet,
+    SwitchLbRule, Vip, VipSpec, VipType,
 };
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -63,7 +63,8 @@ pub struct VipV1 {
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub enum PodRecord {
     V1(PodV1),
-    /// V1 and the owner's name (V1 records have none).
+    /// V1 plus each NIC request's static addresses and CNI attachment, and the owner's name
+    /// (a VirtualMachine's, for its launcher pods).
     V2(PodV2),
 }
 
@@ -92,8 +93,28 @@ pub struct PodV1 {
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct NicSpecV2 {
+    pub subnet: String,
+    pub interface: String,
+    pub v4ip: Option<[u8; 4]>,
+    pub v6ip: Option<[u8; 16]>,
+    pub mac: Option<[u8; 6]>,
+    /// (network, container id, node).
+    pub attachment: Option<(String, String, String)>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct PodV2 {
-    pub v1: PodV1,
+    pub namespace: String,
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    /// 0 other, 1 StatefulSet, 2 VirtualMachine.
+    pub owner_kind: u8,
+    pub nic_specs: Vec<NicSpecV2>,
+    pub nics: Vec<PodNicV1>,
+    pub bound: bool,
+    /// The owner's name (empty in V1-era records and when not given).
     pub owner_name: String,
 }
 
@@ -243,7 +264,6 @@ impl From<&Pod> for PodRecord {
     fn from(pod: &Pod) -> PodRecord {
         PodRecord::V2(PodV2 {
             owner_name: pod.spec.owner_name.clone(),
-            v1: PodV1 {
             namespace: pod.spec.namespace.clone(),
             name: pod.spec.name.clone(),
             labels: pod.spec.labels.clone(),
@@ -257,7 +277,20 @@ impl From<&Pod> for PodRecord {
                 .spec
                 .nics
                 .iter()
-                .map(|nic| (nic.subnet.clone(), nic.interface.clone()))
+                .map(|nic| NicSpecV2 {
+                    subnet: nic.subnet.clone(),
+                    interface: nic.interface.clone(),
+                    v4ip: nic.v4ip.map(|ip| ip.octets()),
+                    v6ip: nic.v6ip.map(|ip| ip.octets()),
+                    mac: nic.mac.map(|mac| mac.octets()),
+                    attachment: nic.attachment.as_ref().map(|attachment| {
+                        (
+                            attachment.network.clone(),
+                            attachment.container_id.clone(),
+                            attachment.node.clone(),
+                        )
+                    }),
+                })
                 .collect(),
             nics: pod
                 .nics
@@ -273,7 +306,6 @@ impl From<&Pod> for PodRecord {
                 })
                 .collect(),
             bound: pod.bound,
-            },
         })
     }
 }
@@ -281,9 +313,30 @@ impl From<&Pod> for PodRecord {
 impl TryFrom<PodRecord> for Pod {
     type Error = StoreError;
     fn try_from(record: PodRecord) -> Result<Pod, StoreError> {
-        let (record, owner_name) = match record {
-            PodRecord::V1(record) => (record, String::new()),
-            PodRecord::V2(PodV2 { v1, owner_name }) => (v1, owner_name),
+        let record = match record {
+            PodRecord::V1(record) => PodV2 {
+                namespace: record.namespace,
+                name: record.name,
+                labels: record.labels,
+                annotations: record.annotations,
+                owner_kind: record.owner_kind,
+                nic_specs: record
+                    .nic_specs
+                    .into_iter()
+                    .map(|(subnet, interface)| NicSpecV2 {
+                        subnet,
+                        interface,
+                        v4ip: None,
+                        v6ip: None,
+                        mac: None,
+                        attachment: None,
+                    })
+                    .collect(),
+                nics: record.nics,
+                bound: record.bound,
+                owner_name: String::new(),
+            },
+            PodRecord::V2(record) => record,
         };
         let owner_kind = match record.owner_kind {
             0 => OwnerKind::Other,
@@ -298,11 +351,22 @@ impl TryFrom<PodRecord> for Pod {
                 labels: record.labels,
                 annotations: record.annotations,
                 owner_kind,
-                owner_name,
+                owner_name: record.owner_name,
                 nics: record
                     .nic_specs
                     .into_iter()
-                    .map(|(subnet, interface)| NicSpec { subnet, interface })
+                    .map(|nic| NicSpec {
+                        subnet: nic.subnet,
+                        interface: nic.interface,
+                        v4ip: nic.v4ip.map(v4),
+                        v6ip: nic.v6ip.map(v6),
+                        mac: nic.mac.map(MacAddr::from_octets),
+                        attachment: nic.attachment.map(|(network, container_id, node)| Attachment {
+                            network,
+                            container_id,
+                            node,
+                        }),
+                    })
                     .collect(),
             },
             nics: record
@@ -388,5 +452,52 @@ impl TryFrom<SwitchLbRuleRecord> for SwitchLbRule {
             session_affinity_timeout: record.session_affinity_timeout,
             health_check: record.health_check,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Pods stored before NIC requests carried static addresses and attachments still read.
+    #[test]
+    fn a_v1_pod_record_reads_as_a_pod_without_statics_or_attachments() {
+        let v1 = PodRecord::V1(PodV1 {
+            namespace: "default".into(),
+            name: "web-0".into(),
+            labels: BTreeMap::new(),
+            annotations: BTreeMap::new(),
+            owner_kind: 1,
+            nic_specs: vec![("ovn-default".into(), "eth0".into())],
+            nics: vec![PodNicV1 {
+                interface: "eth0".into(),
+                subnet: "ovn-default".into(),
+                port_name: "web-0.default".into(),
+                v4ip: Some([10, 16, 0, 5]),
+                v6ip: None,
+                mac: [2, 0, 0, 0, 0, 5],
+                vip: None,
+            }],
+            bound: true,
+        });
+        let bytes = bincode::serde::encode_to_vec(&v1, bincode::config::standard()).unwrap();
+        let (decoded, _): (PodRecord, usize) =
+            bincode::serde::decode_from_slice(&bytes, bincode::config::standard()).unwrap();
+        let pod = Pod::try_from(decoded).unwrap();
+        assert_eq!(pod.spec.nics[0].interface, "eth0");
+        assert_eq!(pod.spec.nics[0].attachment, None);
+        assert_eq!(pod.spec.nics[0].v4ip, None);
+        assert_eq!(pod.nics[0].v4ip, Some(Ipv4Addr::new(10, 16, 0, 5)));
+        // Written back, it is V2 and round-trips with what V2 adds.
+        let mut pod = pod;
+        pod.spec.nics[0].attachment = Some(Attachment {
+            network: "ovnnet".into(),
+            container_id: "c1".into(),
+            node: "node-1".into(),
+        });
+        pod.spec.nics[0].mac = Some(MacAddr::from_octets([2, 0, 0, 0, 0, 5]));
+        let record = PodRecord::from(&pod);
+        assert!(matches!(record, PodRecord::V2(_)));
+        assert_eq!(Pod::try_from(record).unwrap(), pod);
     }
 }

@@ -439,6 +439,43 @@ impl TestDaemon {
         }
     }
 
+    /// Starts the daemon again on the same store, NB, port and socket after
+    /// [`TestDaemon::stop_daemon_only`] (a daemon restart as an operator does it).
+    pub async fn restart_daemon_only(&mut self) {
+        assert!(self.task.is_none(), "the daemon is running");
+        let port: u16 = self
+            .endpoint
+            .rsplit(':')
+            .next()
+            .and_then(|port| port.parse().ok())
+            .expect("port of the endpoint");
+        let config = ovn_vipd::daemon::DaemonConfig::new(
+            ovn_vipd::ovsdb::Remote::parse_list(&self.nb.unix_remote()).expect("remote"),
+            self.dir.path().join("data"),
+            vec![
+                ovn_vipd::api::Listen::Tcp(([127, 0, 0, 1], port).into()),
+                ovn_vipd::api::Listen::Unix(self.socket.clone()),
+            ],
+        );
+        self.shutdown = tokio_util::sync::CancellationToken::new();
+        let stop = self.shutdown.clone();
+        self.task = Some(tokio::spawn(async move {
+            if let Err(error) = ovn_vipd::daemon::run(config, stop).await {
+                panic!("daemon failed: {error}");
+            }
+        }));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while tonic::transport::Endpoint::from_shared(self.endpoint.clone())
+            .expect("endpoint")
+            .connect()
+            .await
+            .is_err()
+        {
+            assert!(Instant::now() < deadline, "the daemon never served gRPC again");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub async fn stop(mut self) {
         self.shutdown.cancel();
         if let Some(task) = self.task.take() {

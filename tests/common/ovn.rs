@@ -324,6 +324,18 @@ impl WholeOvn {
         self.daemon.as_ref().expect("daemon running")
     }
 
+    /// Stops the daemon (its NB, store and socket path stay), as an operator or a crash does.
+    pub fn stop_daemon(&mut self) {
+        let daemon = self.daemon.as_mut().expect("daemon");
+        self.runtime.block_on(daemon.stop_daemon_only());
+    }
+
+    /// Starts the daemon stopped by [`WholeOvn::stop_daemon`] again.
+    pub fn restart_daemon(&mut self) {
+        let daemon = self.daemon.as_mut().expect("daemon");
+        self.runtime.block_on(daemon.restart_daemon_only());
+    }
+
     pub fn channel(&self) -> tonic::transport::Channel {
         self.runtime.block_on(self.daemon().channel())
     }
