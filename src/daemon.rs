@@ -126,6 +126,7 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
     let mut client_config = nb::client_config(config.ovn_nb.clone());
     client_config.tls = config.nb_tls.clone();
     let (client, mut events) = Client::start_subscribed(client_config);
+    registry.set_in_use_outside(std::sync::Arc::new(nb::NbInUse(client.clone())));
     if let Some(address) = config.metrics_listen {
         telemetry::serve_metrics(address, registry.clone(), client.clone(), shutdown.clone())
             .await

@@ -532,3 +532,101 @@ async fn case7_a_rule_is_ready_only_when_its_frontend_is_reachable() {
     assert!(!daemon.nb.nbctl(&["--if-exists", "get", "load_balancer", "lb-tcp", "vips"]).trim().is_empty());
     daemon.stop().await;
 }
+
+/// Case 4 and its kind: what NB already uses on a managed switch outside the daemon's rows
+/// (a foreign port's address and MAC, a router port's network, a foreign load balancer's VIP) is
+/// never allocated, and `ovn-vipd check` reports an overlap that arises anyway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn case4_addresses_nb_already_uses_are_never_allocated() {
+    let mut daemon = TestDaemon::start().await;
+    let mut c = clients(&daemon).await;
+    daemon.nb.nbctl(&[
+        "ls-add",
+        "sf",
+        "--",
+        "lsp-add",
+        "sf",
+        "nginx.default",
+        "--",
+        "lsp-set-addresses",
+        "nginx.default",
+        "3a:11:8e:0b:1f:6a 10.0.9.2",
+    ]);
+    let mut request = common::subnet_request("sf", "10.0.9.0/29", "");
+    request.subnet.as_mut().unwrap().strategy = pb::AllocationStrategy::Sequential as i32;
+    c.subnets.create_subnet(request).await.unwrap();
+    let bind = |name: &str| pb::BindPodRequest {
+        namespace: "default".into(),
+        name: name.into(),
+        nics: vec![pb::NicRequest {
+            subnet: "sf".into(),
+            interface: "eth0".into(),
+        }],
+        ..Default::default()
+    };
+    let address = |pod: &pb::Pod| pod.nics[0].addresses[0].clone();
+    let nginx5 = c.pods.bind_pod(bind("nginx5")).await.unwrap().into_inner();
+    assert_eq!(address(&nginx5), "10.0.9.3/29", "10.0.9.2 is nginx.default's");
+
+    // A foreign load balancer on the switch: its VIP is skipped too.
+    daemon.nb.nbctl(&["lb-add", "foreign-lb", "10.0.9.4:80", "10.0.9.2:80", "--", "ls-lb-add", "sf", "foreign-lb"]);
+    let nb = &daemon.nb;
+    wait_until_async("the foreign balancer on sf", Duration::from_secs(5), || {
+        !nb.nbctl(&["ls-lb-list", "sf"]).trim().is_empty()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let nginx6 = c.pods.bind_pod(bind("nginx6")).await.unwrap().into_inner();
+    assert_eq!(address(&nginx6), "10.0.9.5/29", "10.0.9.4 is foreign-lb's VIP");
+
+    // Asked for explicitly: refused, naming the NB user; the same for the foreign MAC.
+    let vip = |v4ip: &str, mac: &str| pb::CreateVipRequest {
+        vip: Some(pb::Vip {
+            name: "v".into(),
+            subnet: "sf".into(),
+            v4ip: v4ip.into(),
+            mac_address: mac.into(),
+            ..Default::default()
+        }),
+    };
+    let error = c.vips.create_vip(vip("10.0.9.2", "")).await.unwrap_err();
+    assert_eq!(error.code(), Code::FailedPrecondition, "{}", error.message());
+    assert!(error.message().contains("NB port nginx.default"), "{}", error.message());
+    let error = c.vips.create_vip(vip("", "3a:11:8e:0b:1f:6a")).await.unwrap_err();
+    assert!(error.message().contains("NB port nginx.default"), "{}", error.message());
+
+    // An overlap made behind the daemon's back (NB takes an address it already gave out) is
+    // what `ovn-vipd check` reports.
+    // (ovn-nbctl's lsp-set-addresses refuses the duplicate; a generic `set` does not check.)
+    daemon.nb.nbctl(&[
+        "lsp-add",
+        "sf",
+        "intruder",
+        "--",
+        "set",
+        "logical_switch_port",
+        "intruder",
+        "addresses=\"0a:00:00:00:00:09 10.0.9.3\"",
+    ]);
+    let data_dir = daemon.dir.path().join("data");
+    let remote = ovn_vipd::ovsdb::Remote::parse_list(&daemon.nb.unix_remote()).unwrap();
+    daemon.stop_daemon_only().await;
+    let report = ovn_vipd::check::run(
+        ovn_vipd::check::CheckOptions {
+            data_dir: &data_dir,
+            ovn_nb: remote,
+            nb_tls: None,
+            repair: false,
+            nb_timeout: Duration::from_secs(10),
+        },
+        |_| {},
+    )
+    .await
+    .unwrap();
+    assert!(!report.is_clean());
+    assert_eq!(
+        report.overlaps,
+        vec!["subnet sf: 10.0.9.3 is allocated to pod/default/nginx5/eth0 and used by NB port intruder".to_string()],
+        "{report:?}"
+    );
+}

@@ -526,3 +526,39 @@ proptest! {
         }
     }
 }
+
+/// Issue #16 case 4: what NB uses elsewhere is skipped by dynamic allocation, refused when
+/// asked for, and forgotten afterwards (it is not IPAM's).
+#[test]
+fn addresses_in_use_elsewhere_are_never_handed_out() {
+    let mut ipam = v4_subnet("10.0.9.0/29", &[], Strategy::Sequential);
+    let foreign_mac: MacAddr = "3a:11:8e:0b:1f:6a".parse().unwrap();
+    let elsewhere = InUseElsewhere {
+        ips: [(IpAddr::V4(ip4("10.0.9.2")), "NB port nginx.default".to_string())].into(),
+        macs: [(foreign_mac, "NB port nginx.default".to_string())].into(),
+    };
+    let first = ipam
+        .allocate_avoiding(&"a".to_string(), &AllocationRequest::default(), &elsewhere)
+        .unwrap();
+    assert_eq!(first.v4, Some(ip4("10.0.9.3")));
+    assert_ne!(first.mac, foreign_mac);
+    let asked = AllocationRequest {
+        v4: Some(ip4("10.0.9.2")),
+        ..Default::default()
+    };
+    assert!(matches!(
+        ipam.allocate_avoiding(&"b".to_string(), &asked, &elsewhere),
+        Err(IpamError::AddressInUse { owner, .. }) if owner == "NB port nginx.default"
+    ));
+    let asked_mac = AllocationRequest {
+        mac: Some(foreign_mac),
+        ..Default::default()
+    };
+    assert!(matches!(
+        ipam.allocate_avoiding(&"b".to_string(), &asked_mac, &elsewhere),
+        Err(IpamError::MacInUse { .. })
+    ));
+    // Not remembered: once NB lets it go, it is free again.
+    let next = dynamic(&mut ipam, "c").unwrap();
+    assert_eq!(next.v4, Some(ip4("10.0.9.2")));
+}

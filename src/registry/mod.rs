@@ -15,7 +15,7 @@ use tracing::{info, warn};
 
 pub use error::RegistryError;
 
-use crate::ipam::{AllocationRequest, Ipam, SubnetIpam, SubnetIpamConfig};
+use crate::ipam::{AllocationRequest, InUseElsewhere, Ipam, SubnetIpam, SubnetIpamConfig};
 use crate::model::{
     aap_vips, port_name, Condition, Pod, PodNic, PodRef, PodSpec, Subnet, SwitchLbRule, Vip, VipSpec, VipType,
     ANNOTATION_VIP,
@@ -90,7 +90,17 @@ pub struct RuleStatus {
     pub backends: Vec<String>,
 }
 
+/// What OVN NB already uses on a logical switch outside the daemon's own rows (foreign ports'
+/// addresses and MACs, the networks and MAC of router ports attached to it, foreign load
+/// balancers' VIPs). The daemon gives the registry one that reads its NB cache; the registry
+/// never hands those out.
+pub trait InUseOutside: Send + Sync {
+    fn in_use(&self, logical_switch: &str) -> InUseElsewhere;
+}
+
 pub struct Registry {
+    /// Set once the NB client exists; before that (and in tests without NB) nothing is known.
+    outside: std::sync::OnceLock<std::sync::Arc<dyn InUseOutside>>,
     store: Store,
     /// One mutation at a time: IPAM, these maps and the store must change together. Held only
     /// for in-memory work and the (non-durable) store write, never across an `.await`.
@@ -229,6 +239,7 @@ impl Registry {
         let (changes, _) = broadcast::channel(65_536);
         Ok((
             Registry {
+                outside: std::sync::OnceLock::new(),
                 store,
                 state: Mutex::new(state),
                 changes,
@@ -242,6 +253,32 @@ impl Registry {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
         }
+    }
+
+    /// Tells the registry what NB uses outside its rows; the first call wins.
+    pub fn set_in_use_outside(&self, outside: std::sync::Arc<dyn InUseOutside>) {
+        let _ = self.outside.set(outside);
+    }
+
+    /// What NB uses outside the daemon's rows on the switches of `subnets`, by subnet. Asked
+    /// before the state lock is taken: the NB cache has its own lock.
+    fn in_use_elsewhere<'a>(&self, subnets: impl IntoIterator<Item = &'a str>) -> BTreeMap<String, InUseElsewhere> {
+        let Some(outside) = self.outside.get() else {
+            return BTreeMap::new();
+        };
+        let switches: Vec<(String, String)> = {
+            let state = self.lock();
+            subnets
+                .into_iter()
+                .filter_map(|name| state.subnets.get(name))
+                .map(|subnet| (subnet.name.clone(), subnet.logical_switch.clone()))
+                .collect()
+        };
+        switches
+            .into_iter()
+            .map(|(subnet, switch)| (subnet, outside.in_use(&switch)))
+            .filter(|(_, used)| !used.is_empty())
+            .collect()
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Change> {
@@ -335,6 +372,14 @@ impl Registry {
             .collect()
     }
 
+    /// The owner of `ip` / `mac` in `subnet`, if IPAM gave it to someone.
+    pub fn owner_in_subnet(&self, subnet: &str, ip: Option<IpAddr>, mac: Option<&crate::model::MacAddr>) -> Option<Owner> {
+        let state = self.lock();
+        let ipam = state.ipam.get(subnet)?;
+        ip.and_then(|ip| ipam.owner_of_ip(ip).cloned())
+            .or_else(|| mac.and_then(|mac| ipam.owner_of_mac(mac).cloned()))
+    }
+
     pub fn list_subnets(&self) -> Vec<(Subnet, SubnetUsage)> {
         let state = self.lock();
         state
@@ -401,6 +446,7 @@ impl Registry {
     // ---- VIPs ----
 
     pub async fn create_vip(&self, spec: VipSpec) -> Result<Vip, RegistryError> {
+        let elsewhere = self.in_use_elsewhere([spec.subnet.as_str()]);
         let (vip, retried) = {
             let mut state = self.lock();
             if let Some(existing) = state.vips.get(&spec.name) {
@@ -414,7 +460,7 @@ impl Registry {
                     });
                 }
             } else {
-                (self.create_vip_locked(&mut state, spec)?, false)
+                (self.create_vip_locked(&mut state, spec, &elsewhere)?, false)
             }
         };
         if retried {
@@ -425,7 +471,12 @@ impl Registry {
         Ok(vip)
     }
 
-    fn create_vip_locked(&self, state: &mut State, spec: VipSpec) -> Result<Vip, RegistryError> {
+    fn create_vip_locked(
+        &self,
+        state: &mut State,
+        spec: VipSpec,
+        elsewhere: &BTreeMap<String, InUseElsewhere>,
+    ) -> Result<Vip, RegistryError> {
         {
             if !state.subnets.contains_key(&spec.subnet) {
                 return Err(RegistryError::FailedPrecondition(format!(
@@ -444,7 +495,7 @@ impl Registry {
                 .get_mut(&spec.subnet)
                 .ok_or_else(|| RegistryError::Corrupt(format!("subnet {} has no IPAM", spec.subnet)))?;
             let allocation = ipam
-                .allocate(&owner, &request)
+                .allocate_avoiding(&owner, &request, elsewhere.get(&spec.subnet).unwrap_or(&InUseElsewhere::default()))
                 .map_err(|error| RegistryError::from_ipam(error, &spec.subnet))?;
             let vip = Vip {
                 v4ip: allocation.v4,
@@ -551,6 +602,7 @@ impl Registry {
             name: spec.name.clone(),
         };
         let mut changes = vec![Change::Pod(key.clone())];
+        let elsewhere = self.in_use_elsewhere(spec.nics.iter().map(|nic| nic.subnet.as_str()));
         let pod = {
             let mut state = self.lock();
             for nic in &spec.nics {
@@ -601,7 +653,7 @@ impl Registry {
                 changes.extend(aap_vips(&pod.spec.annotations).into_iter().map(Change::Vip));
                 pod
             } else {
-                let pod = self.bind_new(&mut state, &key, spec)?;
+                let pod = self.bind_new(&mut state, &key, spec, &elsewhere)?;
                 changes.extend(pod.nics.iter().filter_map(|nic| nic.vip.clone()).map(Change::Vip));
                 changes.extend(aap_vips(&pod.spec.annotations).into_iter().map(Change::Vip));
                 pod
@@ -708,7 +760,13 @@ impl Registry {
         Ok(pod)
     }
 
-    fn bind_new(&self, state: &mut State, key: &PodRef, spec: PodSpec) -> Result<Pod, RegistryError> {
+    fn bind_new(
+        &self,
+        state: &mut State,
+        key: &PodRef,
+        spec: PodSpec,
+        elsewhere: &BTreeMap<String, InUseElsewhere>,
+    ) -> Result<Pod, RegistryError> {
         let mut vip_nic: Option<(usize, Vip)> = None;
         if let Some(vip_name) = spec.annotations.get(ANNOTATION_VIP) {
             let vip = state
@@ -762,7 +820,11 @@ impl Registry {
             let owner = pod_nic_owner(key, &nic_spec.interface);
             let outcome = match state.ipam.get_mut(&nic_spec.subnet) {
                 Some(ipam) => ipam
-                    .allocate(&owner, &AllocationRequest::default())
+                    .allocate_avoiding(
+                        &owner,
+                        &AllocationRequest::default(),
+                        elsewhere.get(&nic_spec.subnet).unwrap_or(&InUseElsewhere::default()),
+                    )
                     .map_err(|error| RegistryError::from_ipam(error, &nic_spec.subnet)),
                 None => Err(RegistryError::Corrupt(format!(
                     "subnet {} has no IPAM",
@@ -910,6 +972,8 @@ impl Registry {
 
     /// Creates a rule, or updates it when `update` is set.
     pub async fn put_switch_lb_rule(&self, rule: SwitchLbRule, update: bool) -> Result<SwitchLbRule, RegistryError> {
+        let rule_subnet_name = rule_subnet(&self.lock(), &rule);
+        let elsewhere = self.in_use_elsewhere(rule_subnet_name.as_deref());
         let retried = {
             let mut state = self.lock();
             let existing = state.rules.get(&rule.name);
@@ -970,7 +1034,7 @@ impl Registry {
                         state.rules.remove(&rule.name);
                     }
                 };
-                let sources = match sync_health_check_sources(&mut state, &mut batch) {
+                let sources = match sync_health_check_sources(&mut state, &mut batch, &elsewhere) {
                     Ok(sources) => sources,
                     Err(error) => {
                         restore_rule(&mut state);
@@ -1028,7 +1092,7 @@ impl Registry {
             state.rule_status.remove(name);
             let mut batch = WriteBatch::new();
             batch.push(Write::DeleteSwitchLbRule(name.to_string()));
-            let sources = match sync_health_check_sources(&mut state, &mut batch) {
+            let sources = match sync_health_check_sources(&mut state, &mut batch, &BTreeMap::new()) {
                 Ok(sources) => sources,
                 Err(error) => {
                     if let Some(rule) = removed {
@@ -1134,7 +1198,11 @@ impl SourceChanges {
 
 /// Reserves a health-check source address in every subnet that has a rule with health checks,
 /// and releases it where none is left; the writes go into `batch`.
-fn sync_health_check_sources(state: &mut State, batch: &mut WriteBatch) -> Result<SourceChanges, RegistryError> {
+fn sync_health_check_sources(
+    state: &mut State,
+    batch: &mut WriteBatch,
+    elsewhere: &BTreeMap<String, InUseElsewhere>,
+) -> Result<SourceChanges, RegistryError> {
     let needed: BTreeSet<String> = state
         .rules
         .values()
@@ -1150,7 +1218,11 @@ fn sync_health_check_sources(state: &mut State, batch: &mut WriteBatch) -> Resul
         };
         let held = ipam.allocation_of(&owner).copied();
         match (needed.contains(&subnet), held) {
-            (true, None) => match ipam.allocate(&owner, &AllocationRequest::default()) {
+            (true, None) => match ipam.allocate_avoiding(
+                &owner,
+                &AllocationRequest::default(),
+                elsewhere.get(&subnet).unwrap_or(&InUseElsewhere::default()),
+            ) {
                 Ok(allocation) => {
                     allocation_writes(
                         batch,
