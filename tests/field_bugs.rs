@@ -630,3 +630,65 @@ async fn case4_addresses_nb_already_uses_are_never_allocated() {
         "{report:?}"
     );
 }
+
+/// Case 6: a rule naming its frontend by an address outside every managed subnet, as Kube-OVN
+/// writes it, reaches NB: the load balancer goes on the switch of its backends and the rule is
+/// Ready. An address frontend inside a subnet is written but not Ready (nothing answers ARP for
+/// it; that part of the case is not done: such an address is not reserved yet).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn case6_a_rule_given_by_address_reaches_nb() {
+    let daemon = TestDaemon::start().await;
+    let mut c = clients(&daemon).await;
+    c.subnets
+        .create_subnet(common::subnet_request("ovn-default", "10.16.0.0/16", ""))
+        .await
+        .unwrap();
+    let mut addresses = Vec::new();
+    for name in ["netshoot-1", "netshoot-2"] {
+        let pod = c
+            .pods
+            .bind_pod(pb::BindPodRequest {
+                namespace: "default".into(),
+                name: name.into(),
+                labels: HashMap::from([("app".to_string(), "netshoot".to_string())]),
+                nics: vec![pb::NicRequest {
+                    subnet: "ovn-default".into(),
+                    interface: "eth0".into(),
+                }],
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        addresses.push(pod.nics[0].addresses[0].split('/').next().unwrap().to_string());
+    }
+    let rule = |name: &str, vip: &str| pb::CreateSwitchLbRuleRequest {
+        rule: Some(pb::SwitchLbRule {
+            name: name.into(),
+            vip: vip.into(),
+            selector: vec!["app:netshoot".into()],
+            ports: vec![pb::LbPort {
+                port: 8888,
+                target_port: 80,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+    };
+    c.rules.create_switch_lb_rule(rule("r", "1.1.1.1")).await.unwrap();
+    let status = rule_reason(&mut c.rules, "r", "Synced").await;
+    assert!(status.ready);
+    assert_eq!(status.vips, vec!["1.1.1.1:8888".to_string()]);
+    let nb = &daemon.nb;
+    let vips = nb.nbctl(&["--if-exists", "get", "load_balancer", "r-tcp", "vips"]);
+    for address in &addresses {
+        assert!(vips.contains(&format!("{address}:80")), "{vips}");
+    }
+    let attached = nb.nbctl(&["ls-lb-list", "ovn-default"]);
+    assert!(attached.contains("r-tcp"), "{attached}");
+
+    c.rules.create_switch_lb_rule(rule("inside", "10.16.0.50")).await.unwrap();
+    let status = rule_reason(&mut c.rules, "inside", "AddressNotAnswered").await;
+    assert!(!status.ready);
+    daemon.stop().await;
+}

@@ -71,6 +71,8 @@ pub struct Desired {
     pub load_balancers: BTreeMap<String, DesiredLoadBalancer>,
     /// Rules that cannot be realized (or could be written but never reached), and why.
     pub rules_blocked: BTreeMap<String, RuleBlocked>,
+    /// Rules whose load balancers are written but which are not Ready yet, and why.
+    pub rules_unready: BTreeMap<String, RuleBlocked>,
     /// Logical switch name → subnet name.
     pub switches: BTreeMap<String, String>,
     pub ports: BTreeMap<String, DesiredPort>,
@@ -158,6 +160,14 @@ pub fn router_port_mac(
     })
 }
 
+/// The managed subnet whose CIDR holds `ip`.
+fn subnet_holding(subnets: &[Subnet], ip: IpAddr) -> Option<&Subnet> {
+    subnets.iter().find(|subnet| match ip {
+        IpAddr::V4(v4) => subnet.cidr_v4.is_some_and(|net| net.contains(&v4)),
+        IpAddr::V6(v6) => subnet.cidr_v6.is_some_and(|net| net.contains(&v6)),
+    })
+}
+
 /// An address as OVN's load-balancer columns spell it where a port or a name may follow: an
 /// IPv6 address in square brackets (ovn-nb(5): `vips` keys and values, `ip_port_mappings` keys
 /// and the source IP in its values, Load_Balancer_Health_Check `vip`), IPv4 as it is.
@@ -205,10 +215,21 @@ pub fn load_balancers(
     for rule in rules {
         let (addresses, subnet) = match rule.vip.parse::<IpAddr>() {
             Ok(ip) => {
-                let subnet = subnets.iter().find(|subnet| match ip {
-                    IpAddr::V4(v4) => subnet.cidr_v4.is_some_and(|net| net.contains(&v4)),
-                    IpAddr::V6(v6) => subnet.cidr_v6.is_some_and(|net| net.contains(&v6)),
-                });
+                let subnet = subnet_holding(subnets, ip);
+                if let Some(subnet) = subnet {
+                    // Nothing answers ARP/ND for an address frontend inside a subnet (it is not
+                    // reserved as a switch_lb_vip would be): written, but not Ready.
+                    desired.rules_unready.insert(
+                        rule.name.clone(),
+                        RuleBlocked {
+                            reason: "AddressNotAnswered",
+                            message: format!(
+                                "{ip} is inside subnet {}, where no port answers ARP/ND for it; name a switch_lb_vip VIP instead",
+                                subnet.name
+                            ),
+                        },
+                    );
+                }
                 (vec![ip], subnet)
             }
             Err(_) => match vips.iter().find(|vip| vip.spec.name == rule.vip) {
@@ -257,16 +278,6 @@ pub fn load_balancers(
                 None => (Vec::new(), None),
             },
         };
-        let Some(subnet) = subnet else {
-            desired.rules_blocked.insert(
-                rule.name.clone(),
-                RuleBlocked {
-                    reason: "NoSubnet",
-                    message: format!("no managed subnet holds vip {}", rule.vip),
-                },
-            );
-            continue;
-        };
         let mut backends: Vec<IpAddr> = rule.endpoints.clone();
         if !rule.selector.is_empty() {
             for pod in pods.iter().filter(|pod| pod.bound) {
@@ -278,7 +289,7 @@ pub fn load_balancers(
                 let nic = pod
                     .nics
                     .iter()
-                    .find(|nic| nic.subnet == subnet.name)
+                    .find(|nic| subnet.is_some_and(|subnet| nic.subnet == subnet.name))
                     .or(pod.nics.first());
                 if let Some(nic) = nic {
                     backends.extend(nic.v4ip.map(IpAddr::V4));
@@ -288,6 +299,51 @@ pub fn load_balancers(
         }
         backends.sort();
         backends.dedup();
+        // An address frontend outside every managed subnet (Kube-OVN's `vip: 1.1.1.1`) is reached
+        // through the router, so the load balancer goes where the clients and backends are: on
+        // the switch of the backends' subnet.
+        let subnet = match subnet {
+            Some(subnet) => subnet,
+            None => {
+                let mut holding: Vec<&Subnet> = backends
+                    .iter()
+                    .filter_map(|backend| subnet_holding(subnets, *backend))
+                    .collect();
+                holding.sort_by(|a, b| a.logical_switch.cmp(&b.logical_switch));
+                holding.dedup_by(|a, b| a.logical_switch == b.logical_switch);
+                match holding.as_slice() {
+                    [one] => *one,
+                    [] => {
+                        desired.rules_blocked.insert(
+                            rule.name.clone(),
+                            RuleBlocked {
+                                reason: "NoSubnet",
+                                message: format!("no managed subnet holds vip {} or its backends", rule.vip),
+                            },
+                        );
+                        continue;
+                    }
+                    several => {
+                        desired.rules_blocked.insert(
+                            rule.name.clone(),
+                            RuleBlocked {
+                                reason: "BackendsOnSeveralSwitches",
+                                message: format!(
+                                    "the backends of {} are on switches {}; one switch per rule is supported",
+                                    rule.vip,
+                                    several
+                                        .iter()
+                                        .map(|subnet| subnet.logical_switch.as_str())
+                                        .collect::<Vec<_>>()
+                                        .join(", ")
+                                ),
+                            },
+                        );
+                        continue;
+                    }
+                }
+            }
+        };
         let mut protocols: BTreeSet<&'static str> = BTreeSet::new();
         for port in &rule.ports {
             protocols.insert(port.protocol.as_str());

@@ -767,7 +767,11 @@ pub async fn pass(
         backends.sort();
         backends.dedup();
         let previous = registry.rule_status(&rule.name);
-        let conditions = match desired.rules_blocked.get(&rule.name) {
+        let conditions = match desired
+            .rules_blocked
+            .get(&rule.name)
+            .or(desired.rules_unready.get(&rule.name))
+        {
             Some(blocked) => condition(false, blocked.reason, blocked.message.clone(), &previous.conditions),
             None => condition(
                 true,
