@@ -6,13 +6,36 @@
 use std::net::IpAddr;
 
 use crate::ipam::{InUseElsewhere, MacAddr};
-use crate::ovsdb::{Cache, Client};
+use crate::ovsdb::{Atom, Cache, Client, Row, Value};
 use crate::registry::InUseOutside;
 
-use super::{LoadBalancer, LogicalRouterPort, LogicalSwitch, LogicalSwitchPort, NbRow, VENDOR, VENDOR_KEY};
+use super::{
+    LoadBalancer, LogicalRouterPort, LogicalSwitchPort, NbRow, LOGICAL_SWITCH, LOGICAL_SWITCH_PORT, VENDOR,
+    VENDOR_KEY,
+};
 
 fn owned(external_ids: &std::collections::BTreeMap<String, String>) -> bool {
     external_ids.get(VENDOR_KEY).map(String::as_str) == Some(VENDOR)
+}
+
+/// Whether a cached row carries the daemon's mark, without decoding it: a switch holds mostly
+/// the daemon's own ports, and this runs at every allocation.
+fn row_owned(row: &Row) -> bool {
+    match row.get("external_ids") {
+        Some(Value::Map(entries)) => {
+            entries.get(&Atom::String(VENDOR_KEY.to_string())) == Some(&Atom::String(VENDOR.to_string()))
+        }
+        _ => false,
+    }
+}
+
+/// The members of a set column (a one-member set may be a bare atom).
+fn uuids(row: &Row, column: &str) -> Vec<uuid::Uuid> {
+    match row.get(column) {
+        Some(Value::Set(items)) => items.iter().filter_map(Atom::as_uuid).collect(),
+        Some(Value::Atom(Atom::Uuid(uuid))) => vec![*uuid],
+        _ => Vec::new(),
+    }
 }
 
 /// The address of a load balancer's `vips` key: `IP`, `IP:port` or `[IPv6]:port`.
@@ -30,16 +53,20 @@ fn lb_key_address(key: &str) -> Option<IpAddr> {
 /// `router port R`, `load balancer L`).
 pub fn in_use_outside(cache: &Cache, switch: &str) -> InUseElsewhere {
     let mut used = InUseElsewhere::default();
-    let Some(switch) = LogicalSwitch::all(cache).into_iter().find(|row| row.name == switch) else {
+    let Some((_, switch)) = cache
+        .rows(LOGICAL_SWITCH)
+        .find(|(_, row)| row.get("name").and_then(Value::as_str) == Some(switch))
+    else {
         return used;
     };
-    for uuid in &switch.ports {
-        let Some(port) = LogicalSwitchPort::get(cache, uuid) else {
+    for uuid in uuids(switch, "ports") {
+        let Some(row) = cache.row(LOGICAL_SWITCH_PORT, &uuid) else {
             continue;
         };
-        if owned(&port.external_ids) {
+        if row_owned(row) {
             continue;
         }
+        let port = LogicalSwitchPort::from_row(uuid, row);
         let user = format!("NB port {}", port.name);
         for entry in &port.addresses {
             let mut words = entry.split_whitespace();
@@ -74,8 +101,8 @@ pub fn in_use_outside(cache: &Cache, switch: &str) -> InUseElsewhere {
             }
         }
     }
-    for uuid in &switch.load_balancer {
-        let Some(balancer) = LoadBalancer::get(cache, uuid) else {
+    for uuid in uuids(switch, "load_balancer") {
+        let Some(balancer) = LoadBalancer::get(cache, &uuid) else {
             continue;
         };
         if owned(&balancer.external_ids) {
