@@ -525,6 +525,36 @@ async fn case7_a_rule_is_ready_only_when_its_frontend_is_reachable() {
     let status = rule_reason(&mut c.rules, "lb", "Synced").await;
     assert!(status.ready);
     assert_eq!(status.vips, vec!["10.16.0.122:80".to_string()]);
+    // Case 2's status part: the VIP reports the MAC NB's port holds (the router port's), not
+    // its own allocated one.
+    let nb = &daemon.nb;
+    let port_mac = || {
+        nb.nbctl(&["--if-exists", "get", "logical_switch_port", "lb-vip01", "addresses"])
+            .trim_matches(|c: char| c == '[' || c == ']' || c == '"' || c.is_whitespace())
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    };
+    wait_until_async("the switch_lb_vip port in NB", Duration::from_secs(10), || !port_mac().is_empty()).await;
+    let mut vips = c.vips.clone();
+    let mut reported = String::new();
+    for _ in 0..250 {
+        reported = vips
+            .get_vip(pb::GetVipRequest { name: "lb-vip01".into() })
+            .await
+            .unwrap()
+            .into_inner()
+            .status
+            .unwrap()
+            .mac;
+        if reported == port_mac() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(reported, "04:00:00:00:00:01");
+    assert_eq!(reported, port_mac());
     // The reserved VIP's rule stays not Ready, and NB holds no balancer for it.
     let status = rule_reason(&mut c.rules, "static", "NotSwitchLbVip").await;
     assert!(!status.ready);

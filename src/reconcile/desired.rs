@@ -597,6 +597,7 @@ mod tests {
             mac: "02:00:00:00:01:00".parse::<MacAddr>().unwrap(),
             holder: None,
             conditions: Vec::new(),
+            nb_mac: None,
         }
     }
 

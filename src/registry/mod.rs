@@ -503,6 +503,7 @@ impl Registry {
                 mac: allocation.mac,
                 holder: None,
                 conditions: pending_condition(),
+                nb_mac: None,
                 spec,
             };
             let mut batch = WriteBatch::new();
@@ -568,6 +569,25 @@ impl Registry {
             match state.vips.get_mut(name) {
                 Some(vip) if vip.conditions != conditions => {
                     vip.conditions = conditions;
+                    true
+                }
+                _ => false,
+            }
+        };
+        if changed {
+            self.publish(Change::VipStatus(name.to_string()));
+        }
+        changed
+    }
+
+    /// Records the MAC NB's port for the VIP carries (observed by the sync; `None` when it is the
+    /// VIP's own). Returns whether it changed.
+    pub fn set_vip_nb_mac(&self, name: &str, nb_mac: Option<crate::model::MacAddr>) -> bool {
+        let changed = {
+            let mut state = self.lock();
+            match state.vips.get_mut(name) {
+                Some(vip) if vip.nb_mac != nb_mac => {
+                    vip.nb_mac = nb_mac;
                     true
                 }
                 _ => false,
