@@ -655,7 +655,32 @@ impl SubnetIpam {
                 marked_macs.push(*mac);
             }
         }
-        let result = self.allocate(owner, request);
+        // An address waiting for reuse is already taken, so it was not marked: one handed back
+        // from the reuse queue may still be used elsewhere. Give it back (to the end of the
+        // queue) and try again, at most once per such address.
+        let hits = |result: &Result<Allocation, IpamError>| -> Option<Family> {
+            let Ok(allocation) = result else {
+                return None;
+            };
+            if allocation.v4.is_some_and(|ip| elsewhere.ips.contains_key(&IpAddr::V4(ip))) {
+                return Some(Family::V4);
+            }
+            if allocation.v6.is_some_and(|ip| elsewhere.ips.contains_key(&IpAddr::V6(ip))) {
+                return Some(Family::V6);
+            }
+            None
+        };
+        let mut result = self.allocate(owner, request);
+        let mut retries = elsewhere.ips.len();
+        while let Some(family) = hits(&result) {
+            self.release(owner);
+            if retries == 0 {
+                result = Err(IpamError::SubnetFull { family });
+                break;
+            }
+            retries -= 1;
+            result = self.allocate(owner, request);
+        }
         for (family, value) in marked {
             let pool = match family {
                 Family::V4 => self.v4.as_mut(),

@@ -562,3 +562,24 @@ fn addresses_in_use_elsewhere_are_never_handed_out() {
     let next = dynamic(&mut ipam, "c").unwrap();
     assert_eq!(next.v4, Some(ip4("10.0.9.2")));
 }
+
+/// An address waiting for reuse that NB has meanwhile taken is not handed out from the queue.
+#[test]
+fn a_reused_address_in_use_elsewhere_is_skipped() {
+    let mut ipam = v4_subnet("10.0.9.0/29", &[], Strategy::Sequential);
+    for owner in ["a", "b", "c", "d", "e"] {
+        dynamic(&mut ipam, owner).unwrap();
+    }
+    let released = ipam.release("b").unwrap().v4.unwrap();
+    let elsewhere = InUseElsewhere {
+        ips: [(IpAddr::V4(released), "NB port intruder".to_string())].into(),
+        macs: Default::default(),
+    };
+    assert!(matches!(
+        ipam.allocate_avoiding(&"f".to_string(), &AllocationRequest::default(), &elsewhere),
+        Err(IpamError::SubnetFull { family: Family::V4 })
+    ));
+    assert!(ipam.allocation_of("f").is_none());
+    // Once NB lets it go, the queue still has it.
+    assert_eq!(dynamic(&mut ipam, "g").unwrap().v4, Some(released));
+}
