@@ -165,7 +165,10 @@ pub async fn run(options: CheckOptions<'_>, mut progress: impl FnMut(&str)) -> R
                 }
             }
         }
-        say(format!("NB addresses outside ovn-vipd's rows: {} overlap(s)", report.overlaps.len()));
+        say(format!(
+            "NB addresses outside ovn-vipd's rows: {} overlap(s)",
+            report.overlaps.len()
+        ));
         // Two users of one address: a person decides which one moves.
         report.left.extend(report.overlaps.iter().cloned());
         if options.repair && !plan.operations.is_empty() {

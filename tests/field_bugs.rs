@@ -66,10 +66,7 @@ async fn case5_ipv6_subnet_longer_than_64() {
             .create_subnet(common::subnet_request(&name, "", cidr))
             .await
             .unwrap_or_else(|error| panic!("{cidr}: {error}"));
-        c.subnets
-            .delete_subnet(pb::DeleteSubnetRequest { name })
-            .await
-            .unwrap();
+        c.subnets.delete_subnet(pb::DeleteSubnetRequest { name }).await.unwrap();
     }
     daemon.stop().await;
 }
@@ -128,7 +125,11 @@ async fn case8_colliding_parts_are_refused_with_both_paths() {
             ["rule.ports[0].port", "rule.ports[1].port"],
         ),
         (
-            rule(vec![port(80, 8080, "http"), port(81, 8080, "http")], &["10.16.0.51"], &[]),
+            rule(
+                vec![port(80, 8080, "http"), port(81, 8080, "http")],
+                &["10.16.0.51"],
+                &[],
+            ),
             ["rule.ports[0].name", "rule.ports[1].name"],
         ),
         (
@@ -145,7 +146,11 @@ async fn case8_colliding_parts_are_refused_with_both_paths() {
         assert_eq!(error.code(), Code::InvalidArgument, "{}", error.message());
         let got = violation_fields(&error);
         for field in fields {
-            assert!(got.contains(&field.to_string()), "{field} missing from {got:?}: {}", error.message());
+            assert!(
+                got.contains(&field.to_string()),
+                "{field} missing from {got:?}: {}",
+                error.message()
+            );
         }
     }
     // The same frontend port on two protocols is two VIP entries, not a collision.
@@ -155,7 +160,12 @@ async fn case8_colliding_parts_are_refused_with_both_paths() {
         .create_switch_lb_rule(rule(vec![port(80, 8080, ""), udp], &["10.16.0.51"], &[]))
         .await
         .unwrap();
-    let rules = c.rules.list_switch_lb_rules(pb::ListSwitchLbRulesRequest {}).await.unwrap().into_inner();
+    let rules = c
+        .rules
+        .list_switch_lb_rules(pb::ListSwitchLbRulesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(rules.rules.len(), 1);
 
     let error = c
@@ -178,7 +188,10 @@ async fn case8_colliding_parts_are_refused_with_both_paths() {
         .await
         .unwrap_err();
     let got = violation_fields(&error);
-    assert!(got.contains(&"nics[0].interface".to_string()) && got.contains(&"nics[1].interface".to_string()), "{got:?}");
+    assert!(
+        got.contains(&"nics[0].interface".to_string()) && got.contains(&"nics[1].interface".to_string()),
+        "{got:?}"
+    );
     daemon.stop().await;
 }
 
@@ -219,7 +232,11 @@ async fn case8_two_rules_on_one_frontend_are_refused() {
     c.rules.create_switch_lb_rule(rule("a", 80)).await.unwrap();
     let error = c.rules.create_switch_lb_rule(rule("b", 80)).await.unwrap_err();
     assert_eq!(error.code(), Code::FailedPrecondition, "{}", error.message());
-    assert!(error.message().contains("rule.ports[0].port") && error.message().contains("switch-lb rule a"), "{}", error.message());
+    assert!(
+        error.message().contains("rule.ports[0].port") && error.message().contains("switch-lb rule a"),
+        "{}",
+        error.message()
+    );
     c.rules.create_switch_lb_rule(rule("b", 81)).await.unwrap();
     daemon.stop().await;
 }
@@ -244,7 +261,9 @@ async fn case11_many_aap_vips_follow_the_kubernetes_annotation_limit() {
         ..Default::default()
     };
     // 1,000 VIP names of 60 characters: about 61 KB, far over the old 4,096-byte cap.
-    let names: Vec<String> = (0..1000).map(|i| format!("aap-vip-{i:04}-{}", "x".repeat(47))).collect();
+    let names: Vec<String> = (0..1000)
+        .map(|i| format!("aap-vip-{i:04}-{}", "x".repeat(47)))
+        .collect();
     let aaps = names.join(",");
     assert!(aaps.len() > 60_000);
     let pod = c
@@ -321,7 +340,12 @@ async fn case10_overlapping_subnets_are_refused_within_one_vpc() {
         .create_subnet(common::subnet_request("s8", "10.17.0.0/16", ""))
         .await
         .unwrap();
-    let listed = c.subnets.list_subnets(pb::ListSubnetsRequest {}).await.unwrap().into_inner();
+    let listed = c
+        .subnets
+        .list_subnets(pb::ListSubnetsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(listed.subnets.len(), 3);
     daemon.stop().await;
 }
@@ -372,7 +396,12 @@ async fn case3_a_vms_new_launcher_pod_takes_the_vms_vip() {
         ],
         ..Default::default()
     };
-    let first = c.pods.bind_pod(launcher("virt-launcher-vm1-abcde", "vm1")).await.unwrap().into_inner();
+    let first = c
+        .pods
+        .bind_pod(launcher("virt-launcher-vm1-abcde", "vm1"))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(first.owner_name, "vm1");
     c.pods
         .unbind_pod(pb::UnbindPodRequest {
@@ -383,14 +412,30 @@ async fn case3_a_vms_new_launcher_pod_takes_the_vms_vip() {
         .await
         .unwrap();
     // Another VM's launcher pod may not take it.
-    let error = c.pods.bind_pod(launcher("virt-launcher-vm2-zzzzz", "vm2")).await.unwrap_err();
+    let error = c
+        .pods
+        .bind_pod(launcher("virt-launcher-vm2-zzzzz", "vm2"))
+        .await
+        .unwrap_err();
     assert_eq!(error.code(), Code::FailedPrecondition, "{}", error.message());
-    assert!(error.message().contains("in use by pod vms/virt-launcher-vm1-abcde"), "{}", error.message());
+    assert!(
+        error.message().contains("in use by pod vms/virt-launcher-vm1-abcde"),
+        "{}",
+        error.message()
+    );
 
-    let second = c.pods.bind_pod(launcher("virt-launcher-vm1-fghij", "vm1")).await.unwrap().into_inner();
+    let second = c
+        .pods
+        .bind_pod(launcher("virt-launcher-vm1-fghij", "vm1"))
+        .await
+        .unwrap()
+        .into_inner();
     let eth0 = &second.nics[0];
     assert_eq!(eth0.vip, "vm1-vip");
-    assert_eq!(eth0.addresses, vec![format!("{}/16", vip.v4ip), format!("{}/64", vip.v6ip)]);
+    assert_eq!(
+        eth0.addresses,
+        vec![format!("{}/16", vip.v4ip), format!("{}/64", vip.v6ip)]
+    );
     assert_eq!(eth0.mac, vip.mac);
     assert_eq!(eth0.port_name, "virt-launcher-vm1-fghij.vms");
     // The secondary NIC keeps its address and MAC too, under the new pod's port name.
@@ -407,7 +452,10 @@ async fn case3_a_vms_new_launcher_pod_takes_the_vms_vip() {
         .unwrap()
         .holder
         .unwrap();
-    assert_eq!((holder.namespace.as_str(), holder.name.as_str()), ("vms", "virt-launcher-vm1-fghij"));
+    assert_eq!(
+        (holder.namespace.as_str(), holder.name.as_str()),
+        ("vms", "virt-launcher-vm1-fghij")
+    );
     let error = c
         .pods
         .get_pod(pb::GetPodRequest {
@@ -420,8 +468,20 @@ async fn case3_a_vms_new_launcher_pod_takes_the_vms_vip() {
     // NB follows: the new pod's ports carry the kept addresses, the old ones are gone.
     let nb = &daemon.nb;
     wait_until_async("the new launcher pod's ports in NB", Duration::from_secs(10), || {
-        let addresses = nb.nbctl(&["--if-exists", "get", "logical_switch_port", "virt-launcher-vm1-fghij.vms", "addresses"]);
-        let old = nb.nbctl(&["--if-exists", "get", "logical_switch_port", "virt-launcher-vm1-abcde.vms", "addresses"]);
+        let addresses = nb.nbctl(&[
+            "--if-exists",
+            "get",
+            "logical_switch_port",
+            "virt-launcher-vm1-fghij.vms",
+            "addresses",
+        ]);
+        let old = nb.nbctl(&[
+            "--if-exists",
+            "get",
+            "logical_switch_port",
+            "virt-launcher-vm1-abcde.vms",
+            "addresses",
+        ]);
         addresses.contains(&vip.v4ip) && addresses.contains(&vip.mac) && old.trim().is_empty()
     })
     .await;
@@ -433,12 +493,24 @@ async fn case3_a_vms_new_launcher_pod_takes_the_vms_vip() {
 async fn add_router_port(daemon: &TestDaemon, switch: &str, mac: &str, network: &str) {
     let nb = &daemon.nb;
     wait_until_async("the subnet's switch", Duration::from_secs(10), || {
-        !nb.nbctl(&["--if-exists", "get", "logical_switch", switch, "name"]).trim().is_empty()
+        !nb.nbctl(&["--if-exists", "get", "logical_switch", switch, "name"])
+            .trim()
+            .is_empty()
     })
     .await;
     let router_port = format!("router-{switch}");
     let switch_port = format!("{switch}-router");
-    nb.nbctl(&["--may-exist", "lr-add", "router", "--", "lrp-add", "router", &router_port, mac, network]);
+    nb.nbctl(&[
+        "--may-exist",
+        "lr-add",
+        "router",
+        "--",
+        "lrp-add",
+        "router",
+        &router_port,
+        mac,
+        network,
+    ]);
     nb.nbctl(&[
         "lsp-add",
         switch,
@@ -459,7 +531,11 @@ async fn add_router_port(daemon: &TestDaemon, switch: &str, mac: &str, network: 
 }
 
 /// A rule's Ready condition once its reason is `reason`.
-async fn rule_reason(rules: &mut SwitchLbRuleServiceClient<Channel>, name: &str, reason: &str) -> pb::SwitchLbRuleStatus {
+async fn rule_reason(
+    rules: &mut SwitchLbRuleServiceClient<Channel>,
+    name: &str,
+    reason: &str,
+) -> pb::SwitchLbRuleStatus {
     let mut last = None;
     for _ in 0..250 {
         let status = rules
@@ -469,7 +545,11 @@ async fn rule_reason(rules: &mut SwitchLbRuleServiceClient<Channel>, name: &str,
             .into_inner()
             .status
             .unwrap();
-        if status.conditions.first().is_some_and(|condition| condition.reason == reason) {
+        if status
+            .conditions
+            .first()
+            .is_some_and(|condition| condition.reason == reason)
+        {
             return status;
         }
         last = Some(status);
@@ -498,8 +578,14 @@ async fn case7_a_rule_is_ready_only_when_its_frontend_is_reachable() {
             ..Default::default()
         }),
     };
-    c.vips.create_vip(create_vip("static-vip01", "", "10.16.0.121")).await.unwrap();
-    c.vips.create_vip(create_vip("lb-vip01", "switch_lb_vip", "10.16.0.122")).await.unwrap();
+    c.vips
+        .create_vip(create_vip("static-vip01", "", "10.16.0.121"))
+        .await
+        .unwrap();
+    c.vips
+        .create_vip(create_vip("lb-vip01", "switch_lb_vip", "10.16.0.122"))
+        .await
+        .unwrap();
     let rule = |name: &str, vip: &str| pb::CreateSwitchLbRuleRequest {
         rule: Some(pb::SwitchLbRule {
             name: name.into(),
@@ -513,7 +599,10 @@ async fn case7_a_rule_is_ready_only_when_its_frontend_is_reachable() {
             ..Default::default()
         }),
     };
-    c.rules.create_switch_lb_rule(rule("static", "static-vip01")).await.unwrap();
+    c.rules
+        .create_switch_lb_rule(rule("static", "static-vip01"))
+        .await
+        .unwrap();
     c.rules.create_switch_lb_rule(rule("lb", "lb-vip01")).await.unwrap();
     let status = rule_reason(&mut c.rules, "static", "NotSwitchLbVip").await;
     assert!(!status.ready);
@@ -536,12 +625,17 @@ async fn case7_a_rule_is_ready_only_when_its_frontend_is_reachable() {
             .unwrap_or_default()
             .to_string()
     };
-    wait_until_async("the switch_lb_vip port in NB", Duration::from_secs(10), || !port_mac().is_empty()).await;
+    wait_until_async("the switch_lb_vip port in NB", Duration::from_secs(10), || {
+        !port_mac().is_empty()
+    })
+    .await;
     let mut vips = c.vips.clone();
     let mut reported = String::new();
     for _ in 0..250 {
         reported = vips
-            .get_vip(pb::GetVipRequest { name: "lb-vip01".into() })
+            .get_vip(pb::GetVipRequest {
+                name: "lb-vip01".into(),
+            })
             .await
             .unwrap()
             .into_inner()
@@ -558,8 +652,16 @@ async fn case7_a_rule_is_ready_only_when_its_frontend_is_reachable() {
     // The reserved VIP's rule stays not Ready, and NB holds no balancer for it.
     let status = rule_reason(&mut c.rules, "static", "NotSwitchLbVip").await;
     assert!(!status.ready);
-    assert!(daemon.nb.nbctl(&["--if-exists", "get", "load_balancer", "static-tcp", "vips"]).trim().is_empty());
-    assert!(!daemon.nb.nbctl(&["--if-exists", "get", "load_balancer", "lb-tcp", "vips"]).trim().is_empty());
+    assert!(daemon
+        .nb
+        .nbctl(&["--if-exists", "get", "load_balancer", "static-tcp", "vips"])
+        .trim()
+        .is_empty());
+    assert!(!daemon
+        .nb
+        .nbctl(&["--if-exists", "get", "load_balancer", "lb-tcp", "vips"])
+        .trim()
+        .is_empty());
     daemon.stop().await;
 }
 
@@ -599,7 +701,16 @@ async fn case4_addresses_nb_already_uses_are_never_allocated() {
     assert_eq!(address(&nginx5), "10.0.9.3/29", "10.0.9.2 is nginx.default's");
 
     // A foreign load balancer on the switch: its VIP is skipped too.
-    daemon.nb.nbctl(&["lb-add", "foreign-lb", "10.0.9.4:80", "10.0.9.2:80", "--", "ls-lb-add", "sf", "foreign-lb"]);
+    daemon.nb.nbctl(&[
+        "lb-add",
+        "foreign-lb",
+        "10.0.9.4:80",
+        "10.0.9.2:80",
+        "--",
+        "ls-lb-add",
+        "sf",
+        "foreign-lb",
+    ]);
     let nb = &daemon.nb;
     wait_until_async("the foreign balancer on sf", Duration::from_secs(5), || {
         !nb.nbctl(&["ls-lb-list", "sf"]).trim().is_empty()
@@ -717,7 +828,10 @@ async fn case6_a_rule_given_by_address_reaches_nb() {
     let attached = nb.nbctl(&["ls-lb-list", "ovn-default"]);
     assert!(attached.contains("r-tcp"), "{attached}");
 
-    c.rules.create_switch_lb_rule(rule("inside", "10.16.0.50")).await.unwrap();
+    c.rules
+        .create_switch_lb_rule(rule("inside", "10.16.0.50"))
+        .await
+        .unwrap();
     let status = rule_reason(&mut c.rules, "inside", "AddressNotAnswered").await;
     assert!(!status.ready);
     daemon.stop().await;

@@ -619,19 +619,21 @@ impl SubnetIpam {
         if elsewhere.is_empty() || self.allocations.contains_key(owner) {
             return self.allocate(owner, request);
         }
-        let requested = request
-            .v4
-            .map(IpAddr::V4)
-            .into_iter()
-            .chain(request.v6.map(IpAddr::V6));
+        let requested = request.v4.map(IpAddr::V4).into_iter().chain(request.v6.map(IpAddr::V6));
         for ip in requested {
             if let Some(user) = elsewhere.ips.get(&ip) {
-                return Err(IpamError::AddressInUse { ip, owner: user.clone() });
+                return Err(IpamError::AddressInUse {
+                    ip,
+                    owner: user.clone(),
+                });
             }
         }
         if let Some(mac) = request.mac {
             if let Some(user) = elsewhere.macs.get(&mac) {
-                return Err(IpamError::MacInUse { mac, owner: user.clone() });
+                return Err(IpamError::MacInUse {
+                    mac,
+                    owner: user.clone(),
+                });
             }
         }
         // Mark what is used elsewhere as taken for this one allocation, then unmark it.
@@ -662,10 +664,16 @@ impl SubnetIpam {
             let Ok(allocation) = result else {
                 return None;
             };
-            if allocation.v4.is_some_and(|ip| elsewhere.ips.contains_key(&IpAddr::V4(ip))) {
+            if allocation
+                .v4
+                .is_some_and(|ip| elsewhere.ips.contains_key(&IpAddr::V4(ip)))
+            {
                 return Some(Family::V4);
             }
-            if allocation.v6.is_some_and(|ip| elsewhere.ips.contains_key(&IpAddr::V6(ip))) {
+            if allocation
+                .v6
+                .is_some_and(|ip| elsewhere.ips.contains_key(&IpAddr::V6(ip)))
+            {
                 return Some(Family::V6);
             }
             None

@@ -398,7 +398,10 @@ fn ipv6_subnets_longer_than_64_follow_ipv6_rules() {
     // fd00::1 is the default gateway; fd00::2 and fd00::3 (no broadcast in IPv6) are free.
     assert_eq!(dynamic(&mut small, "a").unwrap().v6, Some("fd00::2".parse().unwrap()));
     assert_eq!(dynamic(&mut small, "b").unwrap().v6, Some("fd00::3".parse().unwrap()));
-    assert!(matches!(dynamic(&mut small, "c"), Err(IpamError::SubnetFull { family: Family::V6 })));
+    assert!(matches!(
+        dynamic(&mut small, "c"),
+        Err(IpamError::SubnetFull { family: Family::V6 })
+    ));
 }
 
 #[test]

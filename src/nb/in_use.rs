@@ -10,8 +10,7 @@ use crate::ovsdb::{Atom, Cache, Client, Row, Value};
 use crate::registry::InUseOutside;
 
 use super::{
-    LoadBalancer, LogicalRouterPort, LogicalSwitchPort, NbRow, LOGICAL_SWITCH, LOGICAL_SWITCH_PORT, VENDOR,
-    VENDOR_KEY,
+    LoadBalancer, LogicalRouterPort, LogicalSwitchPort, NbRow, LOGICAL_SWITCH, LOGICAL_SWITCH_PORT, VENDOR, VENDOR_KEY,
 };
 
 fn owned(external_ids: &std::collections::BTreeMap<String, String>) -> bool {

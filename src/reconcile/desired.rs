@@ -375,10 +375,8 @@ pub fn load_balancers(
                             // ovn-nb(5): `[2001::1]`=`sw0-p1:[2002::1]` for IPv6; without the
                             // brackets ovn-northd finds no mapping, makes no Service_Monitor
                             // and the VIP's flows drop everything.
-                            ip_port_mappings.insert(
-                                ovn_lb_address(*backend),
-                                format!("{port}:{}", ovn_lb_address(source)),
-                            );
+                            ip_port_mappings
+                                .insert(ovn_lb_address(*backend), format!("{port}:{}", ovn_lb_address(source)));
                         }
                     }
                     health_checks = lb_vips.keys().cloned().collect();
@@ -649,11 +647,22 @@ mod tests {
         };
         let sources: HealthCheckSources = BTreeMap::from([(
             "dual".to_string(),
-            (Some("10.17.0.2".parse().unwrap()), Some("fd00:10:17::2".parse().unwrap())),
+            (
+                Some("10.17.0.2".parse().unwrap()),
+                Some("fd00:10:17::2".parse().unwrap()),
+            ),
         )]);
         let mut desired = Desired::default();
         let router_macs = RouterMacs::from([("dual".to_string(), "04:00:00:00:17:01".to_string())]);
-        load_balancers(&mut desired, &[rule], &[dual_subnet()], &[lb_vip()], &[web0()], &sources, &router_macs);
+        load_balancers(
+            &mut desired,
+            &[rule],
+            &[dual_subnet()],
+            &[lb_vip()],
+            &[web0()],
+            &sources,
+            &router_macs,
+        );
         let lb = &desired.load_balancers["slr/web/tcp"];
         assert_eq!(
             lb.vips,
@@ -666,7 +675,10 @@ mod tests {
             lb.ip_port_mappings,
             BTreeMap::from([
                 ("10.17.0.5".to_string(), "web-0.default:10.17.0.2".to_string()),
-                ("[fd00:10:17::5]".to_string(), "web-0.default:[fd00:10:17::2]".to_string()),
+                (
+                    "[fd00:10:17::5]".to_string(),
+                    "web-0.default:[fd00:10:17::2]".to_string()
+                ),
             ])
         );
         // A health check's vip must equal its `vips` key, brackets included.

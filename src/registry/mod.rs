@@ -373,7 +373,12 @@ impl Registry {
     }
 
     /// The owner of `ip` / `mac` in `subnet`, if IPAM gave it to someone.
-    pub fn owner_in_subnet(&self, subnet: &str, ip: Option<IpAddr>, mac: Option<&crate::model::MacAddr>) -> Option<Owner> {
+    pub fn owner_in_subnet(
+        &self,
+        subnet: &str,
+        ip: Option<IpAddr>,
+        mac: Option<&crate::model::MacAddr>,
+    ) -> Option<Owner> {
         let state = self.lock();
         let ipam = state.ipam.get(subnet)?;
         ip.and_then(|ip| ipam.owner_of_ip(ip).cloned())
@@ -495,7 +500,11 @@ impl Registry {
                 .get_mut(&spec.subnet)
                 .ok_or_else(|| RegistryError::Corrupt(format!("subnet {} has no IPAM", spec.subnet)))?;
             let allocation = ipam
-                .allocate_avoiding(&owner, &request, elsewhere.get(&spec.subnet).unwrap_or(&InUseElsewhere::default()))
+                .allocate_avoiding(
+                    &owner,
+                    &request,
+                    elsewhere.get(&spec.subnet).unwrap_or(&InUseElsewhere::default()),
+                )
                 .map_err(|error| RegistryError::from_ipam(error, &spec.subnet))?;
             let vip = Vip {
                 v4ip: allocation.v4,

@@ -245,35 +245,35 @@ impl From<&Pod> for PodRecord {
         PodRecord::V2(PodV2 {
             owner_name: pod.spec.owner_name.clone(),
             v1: PodV1 {
-            namespace: pod.spec.namespace.clone(),
-            name: pod.spec.name.clone(),
-            labels: pod.spec.labels.clone(),
-            annotations: pod.spec.annotations.clone(),
-            owner_kind: match pod.spec.owner_kind {
-                OwnerKind::Other => 0,
-                OwnerKind::StatefulSet => 1,
-                OwnerKind::VirtualMachine => 2,
-            },
-            nic_specs: pod
-                .spec
-                .nics
-                .iter()
-                .map(|nic| (nic.subnet.clone(), nic.interface.clone()))
-                .collect(),
-            nics: pod
-                .nics
-                .iter()
-                .map(|nic| PodNicV1 {
-                    interface: nic.interface.clone(),
-                    subnet: nic.subnet.clone(),
-                    port_name: nic.port_name.clone(),
-                    v4ip: nic.v4ip.map(|ip| ip.octets()),
-                    v6ip: nic.v6ip.map(|ip| ip.octets()),
-                    mac: nic.mac.octets(),
-                    vip: nic.vip.clone(),
-                })
-                .collect(),
-            bound: pod.bound,
+                namespace: pod.spec.namespace.clone(),
+                name: pod.spec.name.clone(),
+                labels: pod.spec.labels.clone(),
+                annotations: pod.spec.annotations.clone(),
+                owner_kind: match pod.spec.owner_kind {
+                    OwnerKind::Other => 0,
+                    OwnerKind::StatefulSet => 1,
+                    OwnerKind::VirtualMachine => 2,
+                },
+                nic_specs: pod
+                    .spec
+                    .nics
+                    .iter()
+                    .map(|nic| (nic.subnet.clone(), nic.interface.clone()))
+                    .collect(),
+                nics: pod
+                    .nics
+                    .iter()
+                    .map(|nic| PodNicV1 {
+                        interface: nic.interface.clone(),
+                        subnet: nic.subnet.clone(),
+                        port_name: nic.port_name.clone(),
+                        v4ip: nic.v4ip.map(|ip| ip.octets()),
+                        v6ip: nic.v6ip.map(|ip| ip.octets()),
+                        mac: nic.mac.octets(),
+                        vip: nic.vip.clone(),
+                    })
+                    .collect(),
+                bound: pod.bound,
             },
         })
     }
