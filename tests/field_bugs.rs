@@ -821,12 +821,16 @@ async fn case6_a_rule_given_by_address_reaches_nb() {
     assert!(status.ready);
     assert_eq!(status.vips, vec!["1.1.1.1:8888".to_string()]);
     let nb = &daemon.nb;
-    let vips = nb.nbctl(&["--if-exists", "get", "load_balancer", "r-tcp", "vips"]);
-    for address in &addresses {
-        assert!(vips.contains(&format!("{address}:80")), "{vips}");
-    }
-    let attached = nb.nbctl(&["ls-lb-list", "ovn-default"]);
-    assert!(attached.contains("r-tcp"), "{attached}");
+    wait_until_async(
+        "r-tcp on ovn-default with both backends",
+        Duration::from_secs(10),
+        || {
+            let vips = nb.nbctl(&["--if-exists", "get", "load_balancer", "r-tcp", "vips"]);
+            addresses.iter().all(|address| vips.contains(&format!("{address}:80")))
+                && nb.nbctl(&["ls-lb-list", "ovn-default"]).contains("r-tcp")
+        },
+    )
+    .await;
 
     c.rules
         .create_switch_lb_rule(rule("inside", "10.16.0.50"))
@@ -834,5 +838,41 @@ async fn case6_a_rule_given_by_address_reaches_nb() {
         .unwrap();
     let status = rule_reason(&mut c.rules, "inside", "AddressNotAnswered").await;
     assert!(!status.ready);
+
+    // An address frontend inside a subnet is never given to a pod (case 4's kind), and a rule
+    // may not take an address a pod holds.
+    let mut small = common::subnet_request("small", "10.30.0.0/29", "");
+    small.subnet.as_mut().unwrap().strategy = pb::AllocationStrategy::Sequential as i32;
+    c.subnets.create_subnet(small).await.unwrap();
+    c.rules
+        .create_switch_lb_rule(rule("small-frontend", "10.30.0.2"))
+        .await
+        .unwrap();
+    let pod = c
+        .pods
+        .bind_pod(pb::BindPodRequest {
+            namespace: "default".into(),
+            name: "small-1".into(),
+            nics: vec![pb::NicRequest {
+                subnet: "small".into(),
+                interface: "eth0".into(),
+            }],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(pod.nics[0].addresses[0], "10.30.0.3/29");
+    let error = c
+        .rules
+        .create_switch_lb_rule(rule("taken", "10.30.0.3"))
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::FailedPrecondition, "{}", error.message());
+    assert!(
+        error.message().contains("pod/default/small-1/eth0"),
+        "{}",
+        error.message()
+    );
     daemon.stop().await;
 }

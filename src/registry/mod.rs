@@ -262,23 +262,40 @@ impl Registry {
 
     /// What NB uses outside the daemon's rows on the switches of `subnets`, by subnet. Asked
     /// before the state lock is taken: the NB cache has its own lock.
+    /// Switch-LB rules naming an address inside a subnet use it as their frontend too: IPAM must
+    /// not give it to a pod or VIP.
     fn in_use_elsewhere<'a>(&self, subnets: impl IntoIterator<Item = &'a str>) -> BTreeMap<String, InUseElsewhere> {
-        let Some(outside) = self.outside.get() else {
-            return BTreeMap::new();
-        };
-        let switches: Vec<(String, String)> = {
+        let (switches, mut used): (Vec<(String, String)>, BTreeMap<String, InUseElsewhere>) = {
             let state = self.lock();
-            subnets
-                .into_iter()
-                .filter_map(|name| state.subnets.get(name))
+            let wanted: Vec<&Subnet> = subnets.into_iter().filter_map(|name| state.subnets.get(name)).collect();
+            let mut used: BTreeMap<String, InUseElsewhere> = BTreeMap::new();
+            for rule in state.rules.values() {
+                let Ok(ip) = rule.vip.parse::<IpAddr>() else {
+                    continue;
+                };
+                if let Some(subnet) = wanted.iter().find(|subnet| subnet_contains(subnet, ip)) {
+                    used.entry(subnet.name.clone())
+                        .or_default()
+                        .ips
+                        .insert(ip, format!("the frontend of switch-lb rule {}", rule.name));
+                }
+            }
+            let switches = wanted
+                .iter()
                 .map(|subnet| (subnet.name.clone(), subnet.logical_switch.clone()))
-                .collect()
+                .collect();
+            (switches, used)
         };
-        switches
-            .into_iter()
-            .map(|(subnet, switch)| (subnet, outside.in_use(&switch)))
-            .filter(|(_, used)| !used.is_empty())
-            .collect()
+        if let Some(outside) = self.outside.get() {
+            for (subnet, switch) in switches {
+                let nb = outside.in_use(&switch);
+                let entry = used.entry(subnet).or_default();
+                entry.ips.extend(nb.ips);
+                entry.macs.extend(nb.macs);
+            }
+        }
+        used.retain(|_, used| !used.is_empty());
+        used
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Change> {
@@ -1025,6 +1042,21 @@ impl Registry {
                         rule.vip
                     )));
                 }
+                // An address frontend inside a subnet must not be an address IPAM gave to a pod,
+                // a health-check source or a VIP that is not a switch_lb_vip: both would answer it.
+                if let (Ok(ip), Some(subnet)) = (rule.vip.parse::<IpAddr>(), rule_subnet_name.as_deref()) {
+                    if let Some(owner) = state.ipam.get(subnet).and_then(|ipam| ipam.owner_of_ip(ip)) {
+                        let switch_lb_vip = owner
+                            .strip_prefix("vip/")
+                            .and_then(|name| state.vips.get(name))
+                            .is_some_and(|vip| vip.spec.vip_type == VipType::SwitchLbVip);
+                        if !switch_lb_vip {
+                            return Err(RegistryError::FailedPrecondition(format!(
+                                "rule.vip: {ip} is allocated to {owner} in subnet {subnet}"
+                            )));
+                        }
+                    }
+                }
                 // Two rules serving the same frontend (VIP, protocol, port) would be two load
                 // balancers with one VIP entry on one switch: ovn-northd keeps only one of them.
                 for (index, port) in rule.ports.iter().enumerate() {
@@ -1185,6 +1217,13 @@ fn overlapping_subnet(state: &State, subnet: &Subnet) -> Option<String> {
                 )
             })
         })
+}
+
+fn subnet_contains(subnet: &Subnet, ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => subnet.cidr_v4.is_some_and(|net| net.contains(&v4)),
+        IpAddr::V6(v6) => subnet.cidr_v6.is_some_and(|net| net.contains(&v6)),
+    }
 }
 
 /// The subnet a rule's VIP lives in: the named VIP's, or the one whose CIDR holds the address.
