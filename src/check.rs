@@ -51,6 +51,9 @@ pub struct CheckReport {
     pub nb: Vec<Difference>,
     /// Foreign rows in the way of a row the daemon wants: port name → the row.
     pub conflicts: Vec<(String, String)>,
+    /// Addresses and MACs allocated by the daemon that NB already uses outside its rows on the
+    /// subnet's switch (a foreign port, a router port, a foreign load balancer).
+    pub overlaps: Vec<String>,
     /// Repairs made (with `--repair`).
     pub repaired: Vec<String>,
     /// Found but not safe to repair automatically.
@@ -59,7 +62,11 @@ pub struct CheckReport {
 
 impl CheckReport {
     pub fn is_clean(&self) -> bool {
-        self.store.is_empty() && self.store_other.is_empty() && self.nb.is_empty() && self.conflicts.is_empty()
+        self.store.is_empty()
+            && self.store_other.is_empty()
+            && self.nb.is_empty()
+            && self.conflicts.is_empty()
+            && self.overlaps.is_empty()
     }
 }
 
@@ -152,6 +159,31 @@ pub async fn run(options: CheckOptions<'_>, mut progress: impl FnMut(&str)) -> R
         for (port, row) in &report.conflicts {
             report.left.push(format!("foreign row in the way of {port}: {row}"));
         }
+        for (subnet, _) in registry.list_subnets() {
+            let used = nb::in_use_outside(&client.cache(), &subnet.logical_switch);
+            for (ip, user) in &used.ips {
+                if let Some(owner) = registry.owner_in_subnet(&subnet.name, Some(*ip), None) {
+                    report.overlaps.push(format!(
+                        "subnet {}: {ip} is allocated to {owner} and used by {user}",
+                        subnet.name
+                    ));
+                }
+            }
+            for (mac, user) in &used.macs {
+                if let Some(owner) = registry.owner_in_subnet(&subnet.name, None, Some(mac)) {
+                    report.overlaps.push(format!(
+                        "subnet {}: MAC {mac} is allocated to {owner} and used by {user}",
+                        subnet.name
+                    ));
+                }
+            }
+        }
+        say(format!(
+            "NB addresses outside ovn-vipd's rows: {} overlap(s)",
+            report.overlaps.len()
+        ));
+        // Two users of one address: a person decides which one moves.
+        report.left.extend(report.overlaps.iter().cloned());
         if options.repair && !plan.operations.is_empty() {
             // The daemon's own sync: a few passes, since a created switch gets its balancers in
             // the next one.

@@ -130,6 +130,7 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
     // After an NB leader change the previous holder asks the new leader first (see ARCHITECTURE.md).
     client_config.lock_grace = Duration::from_secs(2);
     let (client, nb_events) = Client::start_subscribed(client_config);
+    registry.set_in_use_outside(std::sync::Arc::new(nb::NbInUse(client.clone())));
     if let Some(address) = config.metrics_listen {
         telemetry::serve_metrics(address, registry.clone(), client.clone(), shutdown.clone())
             .await

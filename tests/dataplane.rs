@@ -586,8 +586,14 @@ fn health_checked_ipv6_rule_passes_traffic_and_an_unreachable_rule_is_not_ready(
     }
     // ovn-northd makes a Service_Monitor per backend and family; ovn-controller probes them.
     wait_until("an IPv6 service monitor online", FLOWS, || {
-        ovn.sbctl(&["--bare", "--columns=ip,status", "find", "service_monitor", &format!("ip=\"{web0_v6}\"")])
-            .contains("online")
+        ovn.sbctl(&[
+            "--bare",
+            "--columns=ip,status",
+            "find",
+            "service_monitor",
+            &format!("ip=\"{web0_v6}\""),
+        ])
+        .contains("online")
     });
     let answered = |address: &str, within: Duration| {
         let deadline = std::time::Instant::now() + within;

@@ -417,7 +417,8 @@ pub fn vip_to_proto(vip: &Vip, parents: Vec<String>) -> pb::Vip {
         status: Some(pb::VipStatus {
             v4ip: vip.v4ip.map(|ip| ip.to_string()).unwrap_or_default(),
             v6ip: vip.v6ip.map(|ip| ip.to_string()).unwrap_or_default(),
-            mac: vip.mac.to_string(),
+            // What NB holds: a switch_lb_vip's port carries the router port's MAC.
+            mac: vip.nb_mac.unwrap_or(vip.mac).to_string(),
             ready,
             conditions: conditions_to_proto(&vip.conditions),
             parents,
@@ -451,7 +452,12 @@ pub fn pod_spec_from_proto(request: pb::BindPodRequest) -> Result<PodSpec, Statu
         );
     }
     for key in request.annotations.keys() {
-        check_qualified_name(&mut violations, &format!("annotations[{}]", shown(key)), "annotation key", key);
+        check_qualified_name(
+            &mut violations,
+            &format!("annotations[{}]", shown(key)),
+            "annotation key",
+            key,
+        );
     }
     if request.nics.is_empty() {
         violations.add("nics", "a pod needs at least one NIC");
@@ -510,7 +516,10 @@ pub fn pod_spec_from_proto(request: pb::BindPodRequest) -> Result<PodSpec, Statu
     if !request.owner_name.is_empty() && !is_dns1123_subdomain(&request.owner_name) {
         violations.add(
             "owner_name",
-            format!("{:?} is not a DNS-1123 subdomain (a Kubernetes object name)", shown(&request.owner_name)),
+            format!(
+                "{:?} is not a DNS-1123 subdomain (a Kubernetes object name)",
+                shown(&request.owner_name)
+            ),
         );
     }
     violations.into_result()?;
@@ -662,7 +671,9 @@ pub fn rule_from_proto(rule: pb::SwitchLbRule) -> Result<SwitchLbRule, Status> {
             ),
         }
     }
-    refuse_collisions(&mut violations, endpoint_fields, |ip| format!("endpoint {ip} appears twice"));
+    refuse_collisions(&mut violations, endpoint_fields, |ip| {
+        format!("endpoint {ip} appears twice")
+    });
     if rule.ports.is_empty() {
         violations.add("rule.ports", "at least one port is required");
     }
@@ -856,10 +867,25 @@ mod tests {
         ] {
             assert!(!key_ok(bad), "{bad:?}");
         }
-        for good in ["", "simple", "now-with-dashes", "1-starts-with-num", "end-with-num-1", "1234", &"a".repeat(63)] {
+        for good in [
+            "",
+            "simple",
+            "now-with-dashes",
+            "1-starts-with-num",
+            "end-with-num-1",
+            "1234",
+            &"a".repeat(63),
+        ] {
             assert!(value_ok(good), "{good}");
         }
-        for bad in ["nospecialchars%^=@", "Tama-nui-te-rā", "-x", "x-", "b:c", &"a".repeat(64)] {
+        for bad in [
+            "nospecialchars%^=@",
+            "Tama-nui-te-rā",
+            "-x",
+            "x-",
+            "b:c",
+            &"a".repeat(64),
+        ] {
             assert!(!value_ok(bad), "{bad:?}");
         }
     }

@@ -124,6 +124,21 @@ pub struct AllocationRequest {
     pub mac: Option<MacAddr>,
 }
 
+/// Addresses and MACs something outside IPAM already uses in the subnet (OVN NB rows the
+/// daemon did not make: foreign ports, router ports' networks, foreign load-balancer VIPs), each
+/// with a description of the user. Never handed out, not even when asked for explicitly.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InUseElsewhere {
+    pub ips: std::collections::BTreeMap<IpAddr, String>,
+    pub macs: std::collections::BTreeMap<MacAddr, String>,
+}
+
+impl InUseElsewhere {
+    pub fn is_empty(&self) -> bool {
+        self.ips.is_empty() && self.macs.is_empty()
+    }
+}
+
 /// What an owner holds in one subnet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Allocation {
@@ -516,6 +531,10 @@ impl SubnetIpam {
         }
     }
 
+    pub fn owner_of_mac(&self, mac: &MacAddr) -> Option<&Owner> {
+        self.macs.get(mac)
+    }
+
     /// Whether dynamic allocation could ever return `ip` (false for gateway and excluded ones).
     pub fn is_excluded(&self, ip: IpAddr) -> bool {
         match ip {
@@ -584,6 +603,103 @@ impl SubnetIpam {
 
     /// Allocates for `owner`. Both families of a dual-stack subnet are allocated, or neither.
     /// Asking again with a compatible request returns what the owner holds.
+    /// [`SubnetIpam::allocate`], never handing out (or accepting) what `elsewhere` uses: a
+    /// requested address or MAC in it is `AddressInUse`/`MacInUse` naming the user; dynamic
+    /// allocation skips it. `elsewhere` is not remembered.
+    pub fn allocate_avoiding(
+        &mut self,
+        owner: &Owner,
+        request: &AllocationRequest,
+        elsewhere: &InUseElsewhere,
+    ) -> Result<Allocation, IpamError> {
+        if elsewhere.is_empty() || self.allocations.contains_key(owner) {
+            return self.allocate(owner, request);
+        }
+        let requested = request.v4.map(IpAddr::V4).into_iter().chain(request.v6.map(IpAddr::V6));
+        for ip in requested {
+            if let Some(user) = elsewhere.ips.get(&ip) {
+                return Err(IpamError::AddressInUse {
+                    ip,
+                    owner: user.clone(),
+                });
+            }
+        }
+        if let Some(mac) = request.mac {
+            if let Some(user) = elsewhere.macs.get(&mac) {
+                return Err(IpamError::MacInUse {
+                    mac,
+                    owner: user.clone(),
+                });
+            }
+        }
+        // Mark what is used elsewhere as taken for this one allocation, then unmark it.
+        let mut marked: Vec<(Family, u128)> = Vec::new();
+        for ip in elsewhere.ips.keys() {
+            let (pool, value) = match ip {
+                IpAddr::V4(v4) => (self.v4.as_mut(), v4_value(*v4)),
+                IpAddr::V6(v6) => (self.v6.as_mut(), v6_value(*v6)),
+            };
+            if let Some(pool) = pool {
+                if (pool.first..=pool.last).contains(&value) && !pool.taken.contains(value) {
+                    pool.taken.insert(value);
+                    marked.push((pool.family, value));
+                }
+            }
+        }
+        let mut marked_macs = Vec::new();
+        for mac in elsewhere.macs.keys() {
+            if !self.macs.contains_key(mac) {
+                self.macs.insert(*mac, String::new());
+                marked_macs.push(*mac);
+            }
+        }
+        // An address waiting for reuse is already taken, so it was not marked: one handed back
+        // from the reuse queue may still be used elsewhere. Give it back (to the end of the
+        // queue) and try again, at most once per such address.
+        let hits = |result: &Result<Allocation, IpamError>| -> Option<Family> {
+            let Ok(allocation) = result else {
+                return None;
+            };
+            if allocation
+                .v4
+                .is_some_and(|ip| elsewhere.ips.contains_key(&IpAddr::V4(ip)))
+            {
+                return Some(Family::V4);
+            }
+            if allocation
+                .v6
+                .is_some_and(|ip| elsewhere.ips.contains_key(&IpAddr::V6(ip)))
+            {
+                return Some(Family::V6);
+            }
+            None
+        };
+        let mut result = self.allocate(owner, request);
+        let mut retries = elsewhere.ips.len();
+        while let Some(family) = hits(&result) {
+            self.release(owner);
+            if retries == 0 {
+                result = Err(IpamError::SubnetFull { family });
+                break;
+            }
+            retries -= 1;
+            result = self.allocate(owner, request);
+        }
+        for (family, value) in marked {
+            let pool = match family {
+                Family::V4 => self.v4.as_mut(),
+                Family::V6 => self.v6.as_mut(),
+            };
+            if let Some(pool) = pool {
+                pool.taken.remove(value);
+            }
+        }
+        for mac in marked_macs {
+            self.macs.remove(&mac);
+        }
+        result
+    }
+
     pub fn allocate(&mut self, owner: &Owner, request: &AllocationRequest) -> Result<Allocation, IpamError> {
         let mut rng = self.rng.clone();
         let result = self.allocate_with(owner, request, &mut rng);

@@ -398,7 +398,10 @@ fn ipv6_subnets_longer_than_64_follow_ipv6_rules() {
     // fd00::1 is the default gateway; fd00::2 and fd00::3 (no broadcast in IPv6) are free.
     assert_eq!(dynamic(&mut small, "a").unwrap().v6, Some("fd00::2".parse().unwrap()));
     assert_eq!(dynamic(&mut small, "b").unwrap().v6, Some("fd00::3".parse().unwrap()));
-    assert!(matches!(dynamic(&mut small, "c"), Err(IpamError::SubnetFull { family: Family::V6 })));
+    assert!(matches!(
+        dynamic(&mut small, "c"),
+        Err(IpamError::SubnetFull { family: Family::V6 })
+    ));
 }
 
 #[test]
@@ -525,4 +528,61 @@ proptest! {
             prop_assert_eq!(ipam.free_v4() + ipam.used_v4() - excluded_owned, 11);
         }
     }
+}
+
+/// Issue #16 case 4: what NB uses elsewhere is skipped by dynamic allocation, refused when
+/// asked for, and forgotten afterwards (it is not IPAM's).
+#[test]
+fn addresses_in_use_elsewhere_are_never_handed_out() {
+    let mut ipam = v4_subnet("10.0.9.0/29", &[], Strategy::Sequential);
+    let foreign_mac: MacAddr = "3a:11:8e:0b:1f:6a".parse().unwrap();
+    let elsewhere = InUseElsewhere {
+        ips: [(IpAddr::V4(ip4("10.0.9.2")), "NB port nginx.default".to_string())].into(),
+        macs: [(foreign_mac, "NB port nginx.default".to_string())].into(),
+    };
+    let first = ipam
+        .allocate_avoiding(&"a".to_string(), &AllocationRequest::default(), &elsewhere)
+        .unwrap();
+    assert_eq!(first.v4, Some(ip4("10.0.9.3")));
+    assert_ne!(first.mac, foreign_mac);
+    let asked = AllocationRequest {
+        v4: Some(ip4("10.0.9.2")),
+        ..Default::default()
+    };
+    assert!(matches!(
+        ipam.allocate_avoiding(&"b".to_string(), &asked, &elsewhere),
+        Err(IpamError::AddressInUse { owner, .. }) if owner == "NB port nginx.default"
+    ));
+    let asked_mac = AllocationRequest {
+        mac: Some(foreign_mac),
+        ..Default::default()
+    };
+    assert!(matches!(
+        ipam.allocate_avoiding(&"b".to_string(), &asked_mac, &elsewhere),
+        Err(IpamError::MacInUse { .. })
+    ));
+    // Not remembered: once NB lets it go, it is free again.
+    let next = dynamic(&mut ipam, "c").unwrap();
+    assert_eq!(next.v4, Some(ip4("10.0.9.2")));
+}
+
+/// An address waiting for reuse that NB has meanwhile taken is not handed out from the queue.
+#[test]
+fn a_reused_address_in_use_elsewhere_is_skipped() {
+    let mut ipam = v4_subnet("10.0.9.0/29", &[], Strategy::Sequential);
+    for owner in ["a", "b", "c", "d", "e"] {
+        dynamic(&mut ipam, owner).unwrap();
+    }
+    let released = ipam.release("b").unwrap().v4.unwrap();
+    let elsewhere = InUseElsewhere {
+        ips: [(IpAddr::V4(released), "NB port intruder".to_string())].into(),
+        macs: Default::default(),
+    };
+    assert!(matches!(
+        ipam.allocate_avoiding(&"f".to_string(), &AllocationRequest::default(), &elsewhere),
+        Err(IpamError::SubnetFull { family: Family::V4 })
+    ));
+    assert!(ipam.allocation_of("f").is_none());
+    // Once NB lets it go, the queue still has it.
+    assert_eq!(dynamic(&mut ipam, "g").unwrap().v4, Some(released));
 }

@@ -97,6 +97,9 @@ pub struct Vip {
     /// The pod that uses this VIP as its fixed address (scenario 3).
     pub holder: Option<PodRef>,
     pub conditions: Vec<Condition>,
+    /// Observed, not persisted: the MAC NB's port for this VIP carries when it is not `mac` (a
+    /// switch_lb_vip's port answers with the router port's MAC). Status reports what NB holds.
+    pub nb_mac: Option<MacAddr>,
 }
 
 impl Vip {

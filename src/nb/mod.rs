@@ -6,6 +6,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use uuid::Uuid;
 
+mod in_use;
+
+pub use in_use::{in_use_outside, NbInUse};
+
 use crate::ovsdb::{Atom, Cache, ClientConfig, IndexSpec, Remote, Row, Value};
 
 /// Marks every row the daemon creates; rows without it are never modified or deleted.

@@ -73,6 +73,8 @@ pub struct Desired {
     pub load_balancers: BTreeMap<String, DesiredLoadBalancer>,
     /// Rules that cannot be realized (or could be written but never reached), and why.
     pub rules_blocked: BTreeMap<String, RuleBlocked>,
+    /// Rules whose load balancers are written but which are not Ready yet, and why.
+    pub rules_unready: BTreeMap<String, RuleBlocked>,
     /// Logical switch name → subnet name.
     pub switches: BTreeMap<String, String>,
     pub ports: BTreeMap<String, DesiredPort>,
@@ -133,6 +135,14 @@ pub fn router_port_mac(
     })
 }
 
+/// The managed subnet whose CIDR holds `ip`.
+fn subnet_holding(subnets: &[Subnet], ip: IpAddr) -> Option<&Subnet> {
+    subnets.iter().find(|subnet| match ip {
+        IpAddr::V4(v4) => subnet.cidr_v4.is_some_and(|net| net.contains(&v4)),
+        IpAddr::V6(v6) => subnet.cidr_v6.is_some_and(|net| net.contains(&v6)),
+    })
+}
+
 /// An address as OVN's load-balancer columns spell it where a port or a name may follow: an
 /// IPv6 address in square brackets (ovn-nb(5): `vips` keys and values, `ip_port_mappings` keys
 /// and the source IP in its values, Load_Balancer_Health_Check `vip`), IPv4 as it is.
@@ -180,10 +190,21 @@ pub fn load_balancers(
     for rule in rules {
         let (addresses, subnet) = match rule.vip.parse::<IpAddr>() {
             Ok(ip) => {
-                let subnet = subnets.iter().find(|subnet| match ip {
-                    IpAddr::V4(v4) => subnet.cidr_v4.is_some_and(|net| net.contains(&v4)),
-                    IpAddr::V6(v6) => subnet.cidr_v6.is_some_and(|net| net.contains(&v6)),
-                });
+                let subnet = subnet_holding(subnets, ip);
+                if let Some(subnet) = subnet {
+                    // Nothing answers ARP/ND for an address frontend inside a subnet (it is not
+                    // reserved as a switch_lb_vip would be): written, but not Ready.
+                    desired.rules_unready.insert(
+                        rule.name.clone(),
+                        RuleBlocked {
+                            reason: "AddressNotAnswered",
+                            message: format!(
+                                "{ip} is inside subnet {}, where no port answers ARP/ND for it; name a switch_lb_vip VIP instead",
+                                subnet.name
+                            ),
+                        },
+                    );
+                }
                 (vec![ip], subnet)
             }
             Err(_) => match vips.iter().find(|vip| vip.spec.name == rule.vip) {
@@ -232,16 +253,6 @@ pub fn load_balancers(
                 None => (Vec::new(), None),
             },
         };
-        let Some(subnet) = subnet else {
-            desired.rules_blocked.insert(
-                rule.name.clone(),
-                RuleBlocked {
-                    reason: "NoSubnet",
-                    message: format!("no managed subnet holds vip {}", rule.vip),
-                },
-            );
-            continue;
-        };
         let mut backends: Vec<IpAddr> = rule.endpoints.clone();
         if !rule.selector.is_empty() {
             for pod in pods.iter().filter(|pod| pod.bound) {
@@ -253,7 +264,7 @@ pub fn load_balancers(
                 let nic = pod
                     .nics
                     .iter()
-                    .find(|nic| nic.subnet == subnet.name)
+                    .find(|nic| subnet.is_some_and(|subnet| nic.subnet == subnet.name))
                     .or(pod.nics.first());
                 if let Some(nic) = nic {
                     backends.extend(nic.v4ip.map(IpAddr::V4));
@@ -263,6 +274,51 @@ pub fn load_balancers(
         }
         backends.sort();
         backends.dedup();
+        // An address frontend outside every managed subnet (Kube-OVN's `vip: 1.1.1.1`) is reached
+        // through the router, so the load balancer goes where the clients and backends are: on
+        // the switch of the backends' subnet.
+        let subnet = match subnet {
+            Some(subnet) => subnet,
+            None => {
+                let mut holding: Vec<&Subnet> = backends
+                    .iter()
+                    .filter_map(|backend| subnet_holding(subnets, *backend))
+                    .collect();
+                holding.sort_by(|a, b| a.logical_switch.cmp(&b.logical_switch));
+                holding.dedup_by(|a, b| a.logical_switch == b.logical_switch);
+                match holding.as_slice() {
+                    [one] => *one,
+                    [] => {
+                        desired.rules_blocked.insert(
+                            rule.name.clone(),
+                            RuleBlocked {
+                                reason: "NoSubnet",
+                                message: format!("no managed subnet holds vip {} or its backends", rule.vip),
+                            },
+                        );
+                        continue;
+                    }
+                    several => {
+                        desired.rules_blocked.insert(
+                            rule.name.clone(),
+                            RuleBlocked {
+                                reason: "BackendsOnSeveralSwitches",
+                                message: format!(
+                                    "the backends of {} are on switches {}; one switch per rule is supported",
+                                    rule.vip,
+                                    several
+                                        .iter()
+                                        .map(|subnet| subnet.logical_switch.as_str())
+                                        .collect::<Vec<_>>()
+                                        .join(", ")
+                                ),
+                            },
+                        );
+                        continue;
+                    }
+                }
+            }
+        };
         let mut protocols: BTreeSet<&'static str> = BTreeSet::new();
         for port in &rule.ports {
             protocols.insert(port.protocol.as_str());
@@ -294,10 +350,8 @@ pub fn load_balancers(
                             // ovn-nb(5): `[2001::1]`=`sw0-p1:[2002::1]` for IPv6; without the
                             // brackets ovn-northd finds no mapping, makes no Service_Monitor
                             // and the VIP's flows drop everything.
-                            ip_port_mappings.insert(
-                                ovn_lb_address(*backend),
-                                format!("{port}:{}", ovn_lb_address(source)),
-                            );
+                            ip_port_mappings
+                                .insert(ovn_lb_address(*backend), format!("{port}:{}", ovn_lb_address(source)));
                         }
                     }
                     health_checks = lb_vips.keys().cloned().collect();
@@ -516,6 +570,7 @@ mod tests {
             mac: "02:00:00:00:01:00".parse::<MacAddr>().unwrap(),
             holder: None,
             conditions: Vec::new(),
+            nb_mac: None,
         }
     }
 
@@ -568,11 +623,22 @@ mod tests {
         };
         let sources: HealthCheckSources = BTreeMap::from([(
             "dual".to_string(),
-            (Some("10.17.0.2".parse().unwrap()), Some("fd00:10:17::2".parse().unwrap())),
+            (
+                Some("10.17.0.2".parse().unwrap()),
+                Some("fd00:10:17::2".parse().unwrap()),
+            ),
         )]);
         let mut desired = Desired::default();
         let router_macs = RouterMacs::from([("dual".to_string(), "04:00:00:00:17:01".to_string())]);
-        load_balancers(&mut desired, &[rule], &[dual_subnet()], &[lb_vip()], &[web0()], &sources, &router_macs);
+        load_balancers(
+            &mut desired,
+            &[rule],
+            &[dual_subnet()],
+            &[lb_vip()],
+            &[web0()],
+            &sources,
+            &router_macs,
+        );
         let lb = &desired.load_balancers["slr/web/tcp"];
         assert_eq!(
             lb.vips,
@@ -585,7 +651,10 @@ mod tests {
             lb.ip_port_mappings,
             BTreeMap::from([
                 ("10.17.0.5".to_string(), "web-0.default:10.17.0.2".to_string()),
-                ("[fd00:10:17::5]".to_string(), "web-0.default:[fd00:10:17::2]".to_string()),
+                (
+                    "[fd00:10:17::5]".to_string(),
+                    "web-0.default:[fd00:10:17::2]".to_string()
+                ),
             ])
         );
         // A health check's vip must equal its `vips` key, brackets included.

@@ -786,7 +786,11 @@ pub async fn pass(
         backends.sort();
         backends.dedup();
         let previous = registry.rule_status(&rule.name);
-        let conditions = match desired.rules_blocked.get(&rule.name) {
+        let conditions = match desired
+            .rules_blocked
+            .get(&rule.name)
+            .or(desired.rules_unready.get(&rule.name))
+        {
             Some(blocked) => condition(false, blocked.reason, blocked.message.clone(), &previous.conditions),
             None => condition(
                 true,
@@ -824,6 +828,17 @@ pub async fn pass(
         } else {
             (true, "Synced", "NB holds what this VIP needs".to_string())
         };
+        // Status reports the MAC NB's port carries for the VIP, when it is not the VIP's own.
+        let nb_mac = desired
+            .vip_ports
+            .get(name)
+            .into_iter()
+            .flatten()
+            .filter_map(|port| desired.ports.get(port))
+            .flat_map(|port| port.addresses.iter())
+            .filter_map(|address| address.split_whitespace().next()?.parse::<crate::model::MacAddr>().ok())
+            .find(|mac| *mac != vip.mac);
+        registry.set_vip_nb_mac(name, nb_mac);
         let unchanged = vip.conditions.len() == 1
             && vip.conditions[0].status == status
             && vip.conditions[0].reason == reason

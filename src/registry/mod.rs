@@ -15,7 +15,7 @@ use tracing::{info, warn};
 
 pub use error::RegistryError;
 
-use crate::ipam::{AllocationRequest, Ipam, SubnetIpam, SubnetIpamConfig};
+use crate::ipam::{AllocationRequest, InUseElsewhere, Ipam, SubnetIpam, SubnetIpamConfig};
 use crate::model::{
     aap_vips, port_name, Condition, NicSpec, Pod, PodNic, PodRef, PodSpec, Subnet, SwitchLbRule, Vip, VipSpec, VipType,
     ANNOTATION_VIP,
@@ -90,7 +90,17 @@ pub struct RuleStatus {
     pub backends: Vec<String>,
 }
 
+/// What OVN NB already uses on a logical switch outside the daemon's own rows (foreign ports'
+/// addresses and MACs, the networks and MAC of router ports attached to it, foreign load
+/// balancers' VIPs). The daemon gives the registry one that reads its NB cache; the registry
+/// never hands those out.
+pub trait InUseOutside: Send + Sync {
+    fn in_use(&self, logical_switch: &str) -> InUseElsewhere;
+}
+
 pub struct Registry {
+    /// Set once the NB client exists; before that (and in tests without NB) nothing is known.
+    outside: std::sync::OnceLock<std::sync::Arc<dyn InUseOutside>>,
     store: Store,
     /// One mutation at a time: IPAM, these maps and the store must change together. Held only
     /// for in-memory work and the (non-durable) store write, never across an `.await`.
@@ -229,6 +239,7 @@ impl Registry {
         let (changes, _) = broadcast::channel(65_536);
         Ok((
             Registry {
+                outside: std::sync::OnceLock::new(),
                 store,
                 state: Mutex::new(state),
                 changes,
@@ -242,6 +253,49 @@ impl Registry {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
         }
+    }
+
+    /// Tells the registry what NB uses outside its rows; the first call wins.
+    pub fn set_in_use_outside(&self, outside: std::sync::Arc<dyn InUseOutside>) {
+        let _ = self.outside.set(outside);
+    }
+
+    /// What NB uses outside the daemon's rows on the switches of `subnets`, by subnet. Asked
+    /// before the state lock is taken: the NB cache has its own lock.
+    /// Switch-LB rules naming an address inside a subnet use it as their frontend too: IPAM must
+    /// not give it to a pod or VIP.
+    fn in_use_elsewhere<'a>(&self, subnets: impl IntoIterator<Item = &'a str>) -> BTreeMap<String, InUseElsewhere> {
+        let (switches, mut used): (Vec<(String, String)>, BTreeMap<String, InUseElsewhere>) = {
+            let state = self.lock();
+            let wanted: Vec<&Subnet> = subnets.into_iter().filter_map(|name| state.subnets.get(name)).collect();
+            let mut used: BTreeMap<String, InUseElsewhere> = BTreeMap::new();
+            for rule in state.rules.values() {
+                let Ok(ip) = rule.vip.parse::<IpAddr>() else {
+                    continue;
+                };
+                if let Some(subnet) = wanted.iter().find(|subnet| subnet_contains(subnet, ip)) {
+                    used.entry(subnet.name.clone())
+                        .or_default()
+                        .ips
+                        .insert(ip, format!("the frontend of switch-lb rule {}", rule.name));
+                }
+            }
+            let switches = wanted
+                .iter()
+                .map(|subnet| (subnet.name.clone(), subnet.logical_switch.clone()))
+                .collect();
+            (switches, used)
+        };
+        if let Some(outside) = self.outside.get() {
+            for (subnet, switch) in switches {
+                let nb = outside.in_use(&switch);
+                let entry = used.entry(subnet).or_default();
+                entry.ips.extend(nb.ips);
+                entry.macs.extend(nb.macs);
+            }
+        }
+        used.retain(|_, used| !used.is_empty());
+        used
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Change> {
@@ -335,6 +389,19 @@ impl Registry {
             .collect()
     }
 
+    /// The owner of `ip` / `mac` in `subnet`, if IPAM gave it to someone.
+    pub fn owner_in_subnet(
+        &self,
+        subnet: &str,
+        ip: Option<IpAddr>,
+        mac: Option<&crate::model::MacAddr>,
+    ) -> Option<Owner> {
+        let state = self.lock();
+        let ipam = state.ipam.get(subnet)?;
+        ip.and_then(|ip| ipam.owner_of_ip(ip).cloned())
+            .or_else(|| mac.and_then(|mac| ipam.owner_of_mac(mac).cloned()))
+    }
+
     pub fn list_subnets(&self) -> Vec<(Subnet, SubnetUsage)> {
         let state = self.lock();
         state
@@ -402,6 +469,7 @@ impl Registry {
     // ---- VIPs ----
 
     pub async fn create_vip(&self, spec: VipSpec) -> Result<Vip, RegistryError> {
+        let elsewhere = self.in_use_elsewhere([spec.subnet.as_str()]);
         let (vip, retried) = {
             let mut state = self.lock();
             if let Some(existing) = state.vips.get(&spec.name) {
@@ -415,7 +483,7 @@ impl Registry {
                     });
                 }
             } else {
-                (self.create_vip_locked(&mut state, spec)?, false)
+                (self.create_vip_locked(&mut state, spec, &elsewhere)?, false)
             }
         };
         if retried {
@@ -426,7 +494,12 @@ impl Registry {
         Ok(vip)
     }
 
-    fn create_vip_locked(&self, state: &mut State, spec: VipSpec) -> Result<Vip, RegistryError> {
+    fn create_vip_locked(
+        &self,
+        state: &mut State,
+        spec: VipSpec,
+        elsewhere: &BTreeMap<String, InUseElsewhere>,
+    ) -> Result<Vip, RegistryError> {
         {
             if !state.subnets.contains_key(&spec.subnet) {
                 return Err(RegistryError::reference_not_found("subnet", &spec.subnet));
@@ -442,7 +515,11 @@ impl Registry {
                 .get_mut(&spec.subnet)
                 .ok_or_else(|| RegistryError::Corrupt(format!("subnet {} has no IPAM", spec.subnet)))?;
             let allocation = ipam
-                .allocate(&owner, &request)
+                .allocate_avoiding(
+                    &owner,
+                    &request,
+                    elsewhere.get(&spec.subnet).unwrap_or(&InUseElsewhere::default()),
+                )
                 .map_err(|error| RegistryError::from_ipam(error, &spec.subnet))?;
             let vip = Vip {
                 v4ip: allocation.v4,
@@ -450,6 +527,7 @@ impl Registry {
                 mac: allocation.mac,
                 holder: None,
                 conditions: pending_condition(),
+                nb_mac: None,
                 spec,
             };
             let mut batch = WriteBatch::new();
@@ -529,6 +607,25 @@ impl Registry {
         changed
     }
 
+    /// Records the MAC NB's port for the VIP carries (observed by the sync; `None` when it is the
+    /// VIP's own). Returns whether it changed.
+    pub fn set_vip_nb_mac(&self, name: &str, nb_mac: Option<crate::model::MacAddr>) -> bool {
+        let changed = {
+            let mut state = self.lock();
+            match state.vips.get_mut(name) {
+                Some(vip) if vip.nb_mac != nb_mac => {
+                    vip.nb_mac = nb_mac;
+                    true
+                }
+                _ => false,
+            }
+        };
+        if changed {
+            self.publish(Change::VipStatus(name.to_string()));
+        }
+        changed
+    }
+
     /// Replaces a rule's observed status (not persisted: the reconciler recomputes it).
     pub fn set_rule_status(&self, name: &str, status: RuleStatus) {
         let mut state = self.lock();
@@ -557,6 +654,7 @@ impl Registry {
             namespace: spec.namespace.clone(),
             name: spec.name.clone(),
         };
+        let elsewhere = self.in_use_elsewhere(spec.nics.iter().map(|nic| nic.subnet.as_str()));
         let (pod, changes) = {
             let mut state = self.lock();
             for nic in &spec.nics {
@@ -574,7 +672,7 @@ impl Registry {
                     changes.extend(aap_vips(&pod.spec.annotations).into_iter().map(Change::Vip));
                     (pod, changes)
                 }
-                _ => self.bind_locked(&mut state, &key, spec, existing)?,
+                _ => self.bind_locked(&mut state, &key, spec, existing, &elsewhere)?,
             }
         };
         self.finish(changes).await?;
@@ -684,6 +782,7 @@ impl Registry {
         key: &PodRef,
         spec: PodSpec,
         existing: Option<Pod>,
+        elsewhere: &BTreeMap<String, InUseElsewhere>,
     ) -> Result<(Pod, Vec<Change>), RegistryError> {
         let already = |detail: String| RegistryError::AlreadyExists {
             kind: "pod",
@@ -815,7 +914,11 @@ impl Registry {
             };
             let outcome = match state.ipam.get_mut(&nic_spec.subnet) {
                 Some(ipam) => ipam
-                    .allocate(&owner, &request)
+                    .allocate_avoiding(
+                        &owner,
+                        &request,
+                        elsewhere.get(&nic_spec.subnet).unwrap_or(&InUseElsewhere::default()),
+                    )
                     .map_err(|error| RegistryError::from_ipam(error, &nic_spec.subnet)),
                 None => Err(RegistryError::Corrupt(format!(
                     "subnet {} has no IPAM",
@@ -1004,6 +1107,8 @@ impl Registry {
 
     /// Creates a rule, or updates it when `update` is set.
     pub async fn put_switch_lb_rule(&self, rule: SwitchLbRule, update: bool) -> Result<SwitchLbRule, RegistryError> {
+        let rule_subnet_name = rule_subnet(&self.lock(), &rule);
+        let elsewhere = self.in_use_elsewhere(rule_subnet_name.as_deref());
         let retried = {
             let mut state = self.lock();
             let existing = state.rules.get(&rule.name);
@@ -1022,6 +1127,21 @@ impl Registry {
                 }
                 if rule.vip.parse::<IpAddr>().is_err() && !state.vips.contains_key(&rule.vip) {
                     return Err(RegistryError::reference_not_found("vip", &rule.vip));
+                }
+                // An address frontend inside a subnet must not be an address IPAM gave to a pod,
+                // a health-check source or a VIP that is not a switch_lb_vip: both would answer it.
+                if let (Ok(ip), Some(subnet)) = (rule.vip.parse::<IpAddr>(), rule_subnet_name.as_deref()) {
+                    if let Some(owner) = state.ipam.get(subnet).and_then(|ipam| ipam.owner_of_ip(ip)) {
+                        let switch_lb_vip = owner
+                            .strip_prefix("vip/")
+                            .and_then(|name| state.vips.get(name))
+                            .is_some_and(|vip| vip.spec.vip_type == VipType::SwitchLbVip);
+                        if !switch_lb_vip {
+                            return Err(RegistryError::FailedPrecondition(format!(
+                                "rule.vip: {ip} is allocated to {owner} in subnet {subnet}"
+                            )));
+                        }
+                    }
                 }
                 // Two rules serving the same frontend (VIP, protocol, port) would be two load
                 // balancers with one VIP entry on one switch: ovn-northd keeps only one of them.
@@ -1061,7 +1181,7 @@ impl Registry {
                         state.rules.remove(&rule.name);
                     }
                 };
-                let sources = match sync_health_check_sources(&mut state, &mut batch) {
+                let sources = match sync_health_check_sources(&mut state, &mut batch, &elsewhere) {
                     Ok(sources) => sources,
                     Err(error) => {
                         restore_rule(&mut state);
@@ -1119,7 +1239,7 @@ impl Registry {
             state.rule_status.remove(name);
             let mut batch = WriteBatch::new();
             batch.push(Write::DeleteSwitchLbRule(name.to_string()));
-            let sources = match sync_health_check_sources(&mut state, &mut batch) {
+            let sources = match sync_health_check_sources(&mut state, &mut batch, &BTreeMap::new()) {
                 Ok(sources) => sources,
                 Err(error) => {
                     if let Some(rule) = removed {
@@ -1185,6 +1305,13 @@ fn overlapping_subnet(state: &State, subnet: &Subnet) -> Option<String> {
         })
 }
 
+fn subnet_contains(subnet: &Subnet, ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => subnet.cidr_v4.is_some_and(|net| net.contains(&v4)),
+        IpAddr::V6(v6) => subnet.cidr_v6.is_some_and(|net| net.contains(&v6)),
+    }
+}
+
 /// The subnet a rule's VIP lives in: the named VIP's, or the one whose CIDR holds the address.
 fn rule_subnet(state: &State, rule: &SwitchLbRule) -> Option<String> {
     match rule.vip.parse::<IpAddr>() {
@@ -1225,7 +1352,11 @@ impl SourceChanges {
 
 /// Reserves a health-check source address in every subnet that has a rule with health checks,
 /// and releases it where none is left; the writes go into `batch`.
-fn sync_health_check_sources(state: &mut State, batch: &mut WriteBatch) -> Result<SourceChanges, RegistryError> {
+fn sync_health_check_sources(
+    state: &mut State,
+    batch: &mut WriteBatch,
+    elsewhere: &BTreeMap<String, InUseElsewhere>,
+) -> Result<SourceChanges, RegistryError> {
     let needed: BTreeSet<String> = state
         .rules
         .values()
@@ -1241,7 +1372,11 @@ fn sync_health_check_sources(state: &mut State, batch: &mut WriteBatch) -> Resul
         };
         let held = ipam.allocation_of(&owner).copied();
         match (needed.contains(&subnet), held) {
-            (true, None) => match ipam.allocate(&owner, &AllocationRequest::default()) {
+            (true, None) => match ipam.allocate_avoiding(
+                &owner,
+                &AllocationRequest::default(),
+                elsewhere.get(&subnet).unwrap_or(&InUseElsewhere::default()),
+            ) {
                 Ok(allocation) => {
                     allocation_writes(
                         batch,

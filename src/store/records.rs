@@ -253,6 +253,7 @@ impl From<VipRecord> for Vip {
             v4ip: record.v4ip.map(v4),
             v6ip: record.v6ip.map(v6),
             mac: MacAddr::from_octets(record.mac),
+            nb_mac: None,
             holder: record.holder.map(|(namespace, name)| PodRef { namespace, name }),
             // Status is observed state: the reconciler writes it again after a restart.
             conditions: Vec::new(),

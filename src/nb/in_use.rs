@@ -1,0 +1,144 @@
+//! What NB uses on a logical switch outside the daemon's own rows: addresses and MACs of
+//! foreign ports, the networks and MAC of the router ports attached through `type=router`
+//! ports, and the VIPs of foreign load balancers attached to it. IPAM never hands these out
+//! (issue #16 case 4: `ovn-nbctl` itself refuses a duplicate address on a switch).
+
+use std::net::IpAddr;
+
+use crate::ipam::{InUseElsewhere, MacAddr};
+use crate::ovsdb::{Atom, Cache, Client, Row, Value};
+use crate::registry::InUseOutside;
+
+use super::{
+    LoadBalancer, LogicalRouterPort, LogicalSwitchPort, NbRow, LOGICAL_SWITCH, LOGICAL_SWITCH_PORT, VENDOR, VENDOR_KEY,
+};
+
+fn owned(external_ids: &std::collections::BTreeMap<String, String>) -> bool {
+    external_ids.get(VENDOR_KEY).map(String::as_str) == Some(VENDOR)
+}
+
+/// Whether a cached row carries the daemon's mark, without decoding it: a switch holds mostly
+/// the daemon's own ports, and this runs at every allocation.
+fn row_owned(row: &Row) -> bool {
+    match row.get("external_ids") {
+        Some(Value::Map(entries)) => {
+            entries.get(&Atom::String(VENDOR_KEY.to_string())) == Some(&Atom::String(VENDOR.to_string()))
+        }
+        _ => false,
+    }
+}
+
+/// The members of a set column (a one-member set may be a bare atom).
+fn uuids(row: &Row, column: &str) -> Vec<uuid::Uuid> {
+    match row.get(column) {
+        Some(Value::Set(items)) => items.iter().filter_map(Atom::as_uuid).collect(),
+        Some(Value::Atom(Atom::Uuid(uuid))) => vec![*uuid],
+        _ => Vec::new(),
+    }
+}
+
+/// The address of a load balancer's `vips` key: `IP`, `IP:port` or `[IPv6]:port`.
+fn lb_key_address(key: &str) -> Option<IpAddr> {
+    if let Ok(ip) = key.parse() {
+        return Some(ip);
+    }
+    if let Some(rest) = key.strip_prefix('[') {
+        return rest.split_once(']').and_then(|(ip, _)| ip.parse().ok());
+    }
+    key.rsplit_once(':').and_then(|(ip, _)| ip.parse().ok())
+}
+
+/// What NB uses on `switch` outside the daemon's rows, each with its user (`port P`,
+/// `router port R`, `load balancer L`).
+pub fn in_use_outside(cache: &Cache, switch: &str) -> InUseElsewhere {
+    let mut used = InUseElsewhere::default();
+    let Some((_, switch)) = cache
+        .rows(LOGICAL_SWITCH)
+        .find(|(_, row)| row.get("name").and_then(Value::as_str) == Some(switch))
+    else {
+        return used;
+    };
+    for uuid in uuids(switch, "ports") {
+        let Some(row) = cache.row(LOGICAL_SWITCH_PORT, &uuid) else {
+            continue;
+        };
+        if row_owned(row) {
+            continue;
+        }
+        let port = LogicalSwitchPort::from_row(uuid, row);
+        let user = format!("NB port {}", port.name);
+        for entry in &port.addresses {
+            let mut words = entry.split_whitespace();
+            let Some(first) = words.next() else {
+                continue;
+            };
+            if let Ok(mac) = first.parse::<MacAddr>() {
+                used.macs.insert(mac, user.clone());
+            }
+            for word in words {
+                if let Ok(ip) = word.parse::<IpAddr>() {
+                    used.ips.insert(ip, user.clone());
+                }
+            }
+        }
+        if port.port_type == "router" {
+            let Some(peer) = port.options.get("router-port") else {
+                continue;
+            };
+            let router_ports = LogicalRouterPort::all(cache);
+            if let Some(router_port) = router_ports.iter().find(|row| &row.name == peer) {
+                let user = format!("NB router port {}", router_port.name);
+                if let Ok(mac) = router_port.mac.parse::<MacAddr>() {
+                    used.macs.insert(mac, user.clone());
+                }
+                for network in &router_port.networks {
+                    let address = network.split('/').next().unwrap_or_default();
+                    if let Ok(ip) = address.parse::<IpAddr>() {
+                        used.ips.insert(ip, user.clone());
+                    }
+                }
+            }
+        }
+    }
+    for uuid in uuids(switch, "load_balancer") {
+        let Some(balancer) = LoadBalancer::get(cache, &uuid) else {
+            continue;
+        };
+        if owned(&balancer.external_ids) {
+            continue;
+        }
+        for key in balancer.vips.keys() {
+            if let Some(ip) = lb_key_address(key) {
+                used.ips.insert(ip, format!("NB load balancer {}", balancer.name));
+            }
+        }
+    }
+    used
+}
+
+/// Reads the NB client's cache for the registry.
+pub struct NbInUse(pub Client);
+
+impl InUseOutside for NbInUse {
+    fn in_use(&self, logical_switch: &str) -> InUseElsewhere {
+        in_use_outside(&self.0.cache(), logical_switch)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lb_key_address;
+
+    #[test]
+    fn load_balancer_keys_in_every_spelling() {
+        for (key, ip) in [
+            ("10.0.0.10", "10.0.0.10"),
+            ("10.0.0.10:80", "10.0.0.10"),
+            ("[fd00::10]:80", "fd00::10"),
+            ("fd00::10", "fd00::10"),
+        ] {
+            assert_eq!(lb_key_address(key), Some(ip.parse().unwrap()), "{key}");
+        }
+        assert_eq!(lb_key_address("nonsense"), None);
+    }
+}
