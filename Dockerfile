@@ -1,10 +1,8 @@
 # ovn-vipd, and the OVN control-plane tools docker-compose.yml runs beside it.
 # Stage 1 builds the binaries; stage 2 is a slim Debian 12 with OVN 23.03 (the versions the tests
 # run against) and nothing of the toolchain.
+# No protobuf package: build.rs compiles proto/ with the pure-Rust protox.
 FROM rust:1-bookworm AS build
-RUN apt-get update \
- && apt-get install -y --no-install-recommends protobuf-compiler \
- && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
 RUN cargo build --release --locked --bin ovn-vipd --bin vipctl

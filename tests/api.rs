@@ -981,6 +981,11 @@ async fn watch_starts_with_the_current_state_then_streams_changes() {
 async fn the_unix_socket_is_0660_and_serves_the_same_api() {
     use std::os::unix::fs::PermissionsExt;
     let daemon = TestDaemon::start().await;
+    // The TCP listener can be up before the unix one (a loaded machine showed it).
+    common::wait_until_async("the unix socket", std::time::Duration::from_secs(10), || {
+        daemon.socket.exists()
+    })
+    .await;
     let mode = std::fs::metadata(&daemon.socket).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o660, "socket mode {mode:o}");
     let endpoint = format!("unix://{}", daemon.socket.display());

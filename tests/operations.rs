@@ -275,7 +275,7 @@ fn the_systemd_unit_verifies_and_is_hardened() {
         "RuntimeDirectory=ovn-vipd",
         "After=network-online.target ovn-ovsdb-server-nb.service",
         "Wants=network-online.target ovn-ovsdb-server-nb.service",
-        "ExecReload=/bin/kill -HUP $MAINPID",
+        "ExecReload=/bin/sh -c 'kill -HUP \"$MAINPID\"'",
         "NoNewPrivileges=yes",
         "ProtectSystem=strict",
         "ProtectHome=yes",
