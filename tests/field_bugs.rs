@@ -620,21 +620,19 @@ async fn case7_a_rule_is_ready_only_when_its_frontend_is_reachable() {
     let status = rule_reason(&mut c.rules, "lb", "Synced").await;
     assert!(status.ready);
     assert_eq!(status.vips, vec!["10.16.0.122:80".to_string()]);
-    // Case 2's status part: the VIP reports the MAC NB's port holds (the router port's), not
-    // its own allocated one.
+    // Case 2: the switch_lb_vip's port carries no addresses (no second L2 destination for the
+    // router MAC); the router answers ARP/ND for the VIP, so the VIP reports the router port's
+    // MAC, not its own allocated one.
     let nb = &daemon.nb;
-    let port_mac = || {
-        nb.nbctl(&["--if-exists", "get", "logical_switch_port", "lb-vip01", "addresses"])
-            .trim_matches(|c: char| c == '[' || c == ']' || c == '"' || c.is_whitespace())
-            .split_whitespace()
-            .next()
-            .unwrap_or_default()
-            .to_string()
-    };
-    wait_until_async("the switch_lb_vip port in NB", Duration::from_secs(10), || {
-        !port_mac().is_empty()
+    wait_until_async("the balancer on the router", Duration::from_secs(10), || {
+        nb.nbctl(&["lr-lb-list", "router"]).contains("lb-tcp")
     })
     .await;
+    assert_eq!(
+        nb.nbctl(&["--if-exists", "get", "logical_switch_port", "lb-vip01", "addresses"])
+            .trim(),
+        "[]"
+    );
     let mut vips = c.vips.clone();
     let mut reported = String::new();
     for _ in 0..250 {
@@ -648,13 +646,17 @@ async fn case7_a_rule_is_ready_only_when_its_frontend_is_reachable() {
             .status
             .unwrap()
             .mac;
-        if reported == port_mac() {
+        if reported == "04:00:00:00:00:01" {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(reported, "04:00:00:00:00:01");
-    assert_eq!(reported, port_mac());
+    assert_eq!(
+        nb.nbctl(&["get", "logical_router_port", "router-ovn-default", "mac"])
+            .trim(),
+        "\"04:00:00:00:00:01\""
+    );
     // The reserved VIP's rule stays not Ready, and NB holds no balancer for it.
     let status = rule_reason(&mut c.rules, "static", "NotSwitchLbVip").await;
     assert!(!status.ready);
@@ -844,8 +846,25 @@ async fn case6_a_rule_given_by_address_reaches_nb() {
         .create_switch_lb_rule(rule("inside", "10.16.0.50"))
         .await
         .unwrap();
-    let status = rule_reason(&mut c.rules, "inside", "AddressNotAnswered").await;
+    // Inside a subnet without a router nothing can answer ARP/ND for it: written, not Ready.
+    let status = rule_reason(&mut c.rules, "inside", "NoRouterPort").await;
     assert!(!status.ready);
+    // With a router port the balancer goes on the router too, whose port answers for the
+    // frontend: Ready.
+    add_router_port(&daemon, "ovn-default", "04:00:00:00:00:01", "10.16.0.1/16").await;
+    let status = rule_reason(&mut c.rules, "inside", "Synced").await;
+    assert!(status.ready, "{status:?}");
+    wait_until_async(
+        "inside-tcp on the switch and the router",
+        Duration::from_secs(10),
+        || {
+            nb.nbctl(&["ls-lb-list", "ovn-default"]).contains("inside-tcp")
+                && nb.nbctl(&["lr-lb-list", "router"]).contains("inside-tcp")
+        },
+    )
+    .await;
+    // The frontend outside every subnet is not put on the router.
+    assert!(!nb.nbctl(&["lr-lb-list", "router"]).contains("r-tcp"));
 
     // An address frontend inside a subnet is never given to a pod (case 4's kind), and a rule
     // may not take an address a pod holds.

@@ -317,10 +317,9 @@ async fn switch_lb_vips_and_rules_become_router_mac_ports_and_load_balancers() {
         "router-port=router-ovn-default",
     ]);
     ready(&mut vips, "slr-01").await;
-    assert_eq!(
-        get(&daemon, &["logical_switch_port", "slr-01", "addresses"]),
-        format!("[\"04:00:00:00:00:01 {vip_ip}\"]")
-    );
+    // Issue #16 case 2: the VIP's port is a reservation record only. Its addresses would be a
+    // second L2 destination for the router MAC; the router answers ARP/ND for the VIP instead.
+    assert_eq!(get(&daemon, &["logical_switch_port", "slr-01", "addresses"]), "[]");
 
     // A rule with an explicit endpoint and selector backends, ClientIP affinity.
     let bind = |name: &str| pb::BindPodRequest {
@@ -381,6 +380,23 @@ async fn switch_lb_vips_and_rules_become_router_mac_ports_and_load_balancers() {
         get(&daemon, &["logical_switch", "ovn-default", "load_balancer"]).len() > 2,
         "attached to the switch"
     );
+    // ... and to the subnet's router, whose port then answers ARP/ND for the VIP (the router row
+    // is otherwise untouched).
+    let lb_uuid = daemon
+        .nb
+        .nbctl(&["--bare", "--columns=_uuid", "find", "load_balancer", "name=slr-web-tcp"])
+        .trim()
+        .to_string();
+    assert_eq!(
+        get(&daemon, &["logical_router", "router", "load_balancer"]),
+        format!("[{lb_uuid}]")
+    );
+    // Someone detaching it from the router: the daemon attaches it again.
+    daemon.nb.nbctl(&["lr-lb-del", "router", &lb_uuid]);
+    wait_until_async("re-attached to the router", Duration::from_secs(5), || {
+        get(&daemon, &["logical_router", "router", "load_balancer"]) == format!("[{lb_uuid}]")
+    })
+    .await;
     // Health checks: one per VIP entry, and each pod backend mapped to its port and the source
     // address the daemon reserved in the subnet (explicit endpoints without a port are not).
     wait_until_async("health checks", Duration::from_secs(5), || {
@@ -439,6 +455,7 @@ async fn switch_lb_vips_and_rules_become_router_mac_ports_and_load_balancers() {
     })
     .await;
     assert_eq!(get(&daemon, &["logical_switch", "ovn-default", "load_balancer"]), "[]");
+    assert_eq!(get(&daemon, &["logical_router", "router", "load_balancer"]), "[]");
     assert_eq!(
         daemon
             .nb

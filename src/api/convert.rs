@@ -417,7 +417,7 @@ pub fn vip_to_proto(vip: &Vip, parents: Vec<String>) -> pb::Vip {
         status: Some(pb::VipStatus {
             v4ip: vip.v4ip.map(|ip| ip.to_string()).unwrap_or_default(),
             v6ip: vip.v6ip.map(|ip| ip.to_string()).unwrap_or_default(),
-            // What NB holds: a switch_lb_vip's port carries the router port's MAC.
+            // What NB answers with: a switch_lb_vip is answered by the router port's MAC.
             mac: vip.nb_mac.unwrap_or(vip.mac).to_string(),
             ready,
             conditions: conditions_to_proto(&vip.conditions),

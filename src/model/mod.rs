@@ -97,8 +97,8 @@ pub struct Vip {
     /// The pod that uses this VIP as its fixed address (scenario 3).
     pub holder: Option<PodRef>,
     pub conditions: Vec<Condition>,
-    /// Observed, not persisted: the MAC NB's port for this VIP carries when it is not `mac` (a
-    /// switch_lb_vip's port answers with the router port's MAC). Status reports what NB holds.
+    /// Observed, not persisted: the MAC that answers ARP/ND for this VIP in NB when it is not
+    /// `mac` (a switch_lb_vip is answered by the subnet's router port). Status reports it.
     pub nb_mac: Option<MacAddr>,
 }
 

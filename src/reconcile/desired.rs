@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use crate::model::{
     aap_parents, aap_vips, eligible_nic, selector_matches, Pod, PodRef, Subnet, SwitchLbRule, Vip, VipType,
 };
-use crate::nb::{LogicalRouterPort, LogicalSwitch, LogicalSwitchPort};
+use crate::nb::{LogicalRouter, LogicalRouterPort, LogicalSwitch, LogicalSwitchPort};
 
 pub use crate::nb::{OWNER_KEY, VENDOR, VENDOR_KEY};
 
@@ -41,6 +41,12 @@ pub struct RuleBlocked {
 pub struct DesiredLoadBalancer {
     pub name: String,
     pub switch: String,
+    /// The logical router (its `_uuid`) the balancer is also attached to, when its frontend is
+    /// inside the switch's subnet: ovn-northd(8), `lr_in_ip_input`, makes the router port answer
+    /// ARP requests and IPv6 neighbor solicitations for the load-balancer VIPs of its router with
+    /// its own MAC, and makes the switch send those requests to the router port
+    /// (`ls_in_l2_lkup`, priority 80). No second L2 destination for the router MAC is needed.
+    pub router: Option<uuid::Uuid>,
     pub protocol: String,
     /// `"<vip>:<port>"` (IPv6 `"[vip]:port"`) → `"<backend>:<target>,…"`.
     pub vips: BTreeMap<String, String>,
@@ -85,6 +91,9 @@ pub struct Desired {
     /// The ports of each bound pod.
     pub pod_ports: BTreeMap<PodRef, Vec<String>>,
     pub blocked: BTreeMap<String, Blocked>,
+    /// VIP → the MAC that answers ARP/ND for it when it is not the VIP's own (a switch_lb_vip's
+    /// router-port MAC), for its status.
+    pub vip_macs: BTreeMap<String, String>,
 }
 
 fn owned(owner: String) -> BTreeMap<String, String> {
@@ -122,17 +131,45 @@ pub fn router_port_mac(
     ports: &BTreeMap<uuid::Uuid, LogicalSwitchPort>,
     router_ports: &[LogicalRouterPort],
 ) -> Option<String> {
+    router_port_of(switch, switches, ports, router_ports).map(|router_port| router_port.mac.clone())
+}
+
+/// The logical router port attached to `switch` (the peer named by the `router-port` option of
+/// the switch's `type=router` port).
+fn router_port_of<'a>(
+    switch: &str,
+    switches: &[LogicalSwitch],
+    ports: &BTreeMap<uuid::Uuid, LogicalSwitchPort>,
+    router_ports: &'a [LogicalRouterPort],
+) -> Option<&'a LogicalRouterPort> {
     let switch = switches.iter().find(|candidate| candidate.name == switch)?;
     switch.ports.iter().filter_map(|uuid| ports.get(uuid)).find_map(|port| {
         if port.port_type != "router" {
             return None;
         }
         let peer = port.options.get("router-port")?;
-        router_ports
-            .iter()
-            .find(|router_port| &router_port.name == peer)
-            .map(|router_port| router_port.mac.clone())
+        router_ports.iter().find(|router_port| &router_port.name == peer)
     })
+}
+
+/// Each switch's logical router (`_uuid`), for the switches attached to one through a router port.
+pub type SwitchRouters = BTreeMap<String, uuid::Uuid>;
+
+/// The logical router of every switch that has a router port whose router is in NB.
+pub fn switch_routers(
+    switches: &[LogicalSwitch],
+    ports: &BTreeMap<uuid::Uuid, LogicalSwitchPort>,
+    router_ports: &[LogicalRouterPort],
+    routers: &[LogicalRouter],
+) -> SwitchRouters {
+    switches
+        .iter()
+        .filter_map(|switch| {
+            let router_port = router_port_of(&switch.name, switches, ports, router_ports)?;
+            let router = routers.iter().find(|router| router.ports.contains(&router_port.uuid))?;
+            Some((switch.name.clone(), router.uuid))
+        })
+        .collect()
 }
 
 /// The managed subnet whose CIDR holds `ip`.
@@ -164,7 +201,11 @@ fn endpoint(ip: IpAddr, port: u16) -> String {
 /// A rule is Ready only when its frontend can be reached: a rule on a VIP that is not a
 /// switch_lb_vip (nothing answers ARP/ND for its address, so in-subnet clients and the router
 /// cannot reach it) gets no load balancer and is blocked (`NotSwitchLbVip`), and so is a rule on a
-/// switch_lb_vip whose switch has no router port (`NoRouterPort`: its port cannot be made).
+/// switch_lb_vip whose switch has no logical router (`NoRouterPort`: nothing can answer for it).
+/// A frontend inside a subnet (a switch_lb_vip, or an address frontend there) puts the balancer
+/// on the subnet's switch and on its router (`DesiredLoadBalancer::router`), whose port then
+/// answers ARP/ND for it; an address frontend inside a subnet without a router is written but
+/// not Ready (`NoRouterPort`).
 pub fn load_balancers(
     desired: &mut Desired,
     rules: &[SwitchLbRule],
@@ -172,7 +213,7 @@ pub fn load_balancers(
     vips: &[Vip],
     pods: &[Pod],
     sources: &HealthCheckSources,
-    router_macs: &RouterMacs,
+    switch_routers: &SwitchRouters,
 ) {
     // Which logical port carries each bound pod address: health checks need it.
     let port_of: BTreeMap<IpAddr, &str> = pods
@@ -192,18 +233,20 @@ pub fn load_balancers(
             Ok(ip) => {
                 let subnet = subnet_holding(subnets, ip);
                 if let Some(subnet) = subnet {
-                    // Nothing answers ARP/ND for an address frontend inside a subnet (it is not
-                    // reserved as a switch_lb_vip would be): written, but not Ready.
-                    desired.rules_unready.insert(
-                        rule.name.clone(),
-                        RuleBlocked {
-                            reason: "AddressNotAnswered",
-                            message: format!(
-                                "{ip} is inside subnet {}, where no port answers ARP/ND for it; name a switch_lb_vip VIP instead",
-                                subnet.name
-                            ),
-                        },
-                    );
+                    if !switch_routers.contains_key(&subnet.logical_switch) {
+                        // Only a router port can answer ARP/ND for it without a second L2
+                        // destination: written, but not Ready.
+                        desired.rules_unready.insert(
+                            rule.name.clone(),
+                            RuleBlocked {
+                                reason: "NoRouterPort",
+                                message: format!(
+                                    "{ip} is inside subnet {}, whose switch {} has no logical router to answer ARP/ND for it",
+                                    subnet.name, subnet.logical_switch
+                                ),
+                            },
+                        );
+                    }
                 }
                 (vec![ip], subnet)
             }
@@ -232,7 +275,7 @@ pub fn load_balancers(
                         continue;
                     }
                     if let Some(subnet) = subnet {
-                        if !router_macs.contains_key(&subnet.logical_switch) {
+                        if !switch_routers.contains_key(&subnet.logical_switch) {
                             desired.rules_blocked.insert(
                                 rule.name.clone(),
                                 RuleBlocked {
@@ -253,6 +296,8 @@ pub fn load_balancers(
                 None => (Vec::new(), None),
             },
         };
+        // The router that answers ARP/ND for a frontend inside the subnet.
+        let router = subnet.and_then(|subnet| switch_routers.get(&subnet.logical_switch).copied());
         let mut backends: Vec<IpAddr> = rule.endpoints.clone();
         if !rule.selector.is_empty() {
             for pod in pods.iter().filter(|pod| pod.bound) {
@@ -369,6 +414,7 @@ pub fn load_balancers(
                 DesiredLoadBalancer {
                     name: format!("{}-{protocol}", rule.name),
                     switch: subnet.logical_switch.clone(),
+                    router,
                     protocol: protocol.to_string(),
                     vips: lb_vips,
                     selection_fields,
@@ -450,7 +496,10 @@ pub fn compute(
         } else if vip.spec.vip_type == VipType::SwitchLbVip {
             match router_macs.get(*switch).cloned() {
                 Some(mac) => {
-                    let address = joined(std::iter::once(mac).chain(vip.addresses().iter().map(IpAddr::to_string)));
+                    // A record of the reservation only: no addresses, so no second
+                    // `ls_in_l2_lkup` destination for the router MAC (Kube-OVN #5700). The
+                    // router port answers ARP/ND for the VIP once a rule's balancer is on the
+                    // router (see `load_balancers`).
                     let name = vip.spec.name.clone();
                     desired.ports.insert(
                         name.clone(),
@@ -458,12 +507,13 @@ pub fn compute(
                             name: name.clone(),
                             switch: switch.to_string(),
                             port_type: String::new(),
-                            addresses: BTreeSet::from([address]),
+                            addresses: BTreeSet::new(),
                             port_security: BTreeSet::new(),
                             options: BTreeMap::new(),
                             external_ids: owned(format!("vip/{}", vip.spec.name)),
                         },
                     );
+                    desired.vip_macs.insert(vip.spec.name.clone(), mac);
                     needed.push(name);
                 }
                 None => {
@@ -629,7 +679,8 @@ mod tests {
             ),
         )]);
         let mut desired = Desired::default();
-        let router_macs = RouterMacs::from([("dual".to_string(), "04:00:00:00:17:01".to_string())]);
+        let router = uuid::Uuid::from_u128(7);
+        let switch_routers = SwitchRouters::from([("dual".to_string(), router)]);
         load_balancers(
             &mut desired,
             &[rule],
@@ -637,9 +688,11 @@ mod tests {
             &[lb_vip()],
             &[web0()],
             &sources,
-            &router_macs,
+            &switch_routers,
         );
         let lb = &desired.load_balancers["slr/web/tcp"];
+        // Issue #16 case 2: the balancer of an in-subnet frontend goes on the subnet's router too.
+        assert_eq!(lb.router, Some(router));
         assert_eq!(
             lb.vips,
             BTreeMap::from([

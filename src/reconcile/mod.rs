@@ -21,7 +21,8 @@ use uuid::Uuid;
 
 use crate::model::{aap_vips, Condition, Pod, PodRef, Protocol, SwitchLbRule, Vip};
 use crate::nb::{
-    self, LoadBalancer, LoadBalancerHealthCheck, LogicalRouterPort, LogicalSwitch, LogicalSwitchPort, NbRow,
+    self, LoadBalancer, LoadBalancerHealthCheck, LogicalRouter, LogicalRouterPort, LogicalSwitch, LogicalSwitchPort,
+    NbRow,
 };
 use crate::ovsdb::{Atom, Cache, Client, ClientEvent, Condition as Where, Mutation, Operation, OvsdbError, Row, Value};
 use crate::registry::{now_ms, Registry, RuleStatus};
@@ -154,13 +155,21 @@ fn load_balancer_matches(actual: &LoadBalancer, desired: &DesiredLoadBalancer) -
 }
 
 /// Diffs desired load balancers against NB: one per rule and protocol, found by its owner mark.
+/// Of a logical router the daemon changes only its `load_balancer` set, and there only inserts
+/// and removes the uuids of its own balancers.
 fn plan_load_balancers(
     plan: &mut Plan,
     desired: &Desired,
     switches: &[LogicalSwitch],
+    routers: &[LogicalRouter],
     balancers: &[LoadBalancer],
     checks: &BTreeMap<Uuid, LoadBalancerHealthCheck>,
 ) {
+    let router_mutation = |router: Uuid, mutation: Mutation| Operation::Mutate {
+        table: nb::LOGICAL_ROUTER.into(),
+        conditions: vec![Where::uuid(router)],
+        mutations: vec![mutation],
+    };
     let owned_by_key: BTreeMap<&str, &LoadBalancer> = balancers
         .iter()
         .filter(|lb| is_owned(&lb.external_ids))
@@ -205,6 +214,29 @@ fn plan_load_balancers(
                         mutations: vec![Mutation::insert("load_balancer", Value::set([Atom::Uuid(actual.uuid)]))],
                     });
                 }
+                for router in routers {
+                    let attached = router.load_balancer.contains(&actual.uuid);
+                    let wanted = lb.router == Some(router.uuid);
+                    if wanted && !attached {
+                        plan.differences.push(Difference::Differs(format!(
+                            "Load_Balancer {} is not attached to router {}",
+                            lb.name, router.name
+                        )));
+                        plan.operations.push(router_mutation(
+                            router.uuid,
+                            Mutation::insert("load_balancer", Value::set([Atom::Uuid(actual.uuid)])),
+                        ));
+                    } else if attached && !wanted {
+                        plan.differences.push(Difference::Differs(format!(
+                            "Load_Balancer {} is attached to router {}",
+                            lb.name, router.name
+                        )));
+                        plan.operations.push(router_mutation(
+                            router.uuid,
+                            Mutation::delete("load_balancer", Value::set([Atom::Uuid(actual.uuid)])),
+                        ));
+                    }
+                }
             }
             None => {
                 plan.differences
@@ -235,9 +267,18 @@ fn plan_load_balancers(
                     conditions: vec![Where::uuid(switch.uuid)],
                     mutations: vec![Mutation::insert(
                         "load_balancer",
-                        Value::set([Atom::named_uuid(uuid_name)]),
+                        Value::set([Atom::named_uuid(uuid_name.clone())]),
                     )],
                 });
+                if let Some(router) = lb
+                    .router
+                    .filter(|uuid| routers.iter().any(|router| router.uuid == *uuid))
+                {
+                    plan.operations.push(router_mutation(
+                        router,
+                        Mutation::insert("load_balancer", Value::set([Atom::named_uuid(uuid_name)])),
+                    ));
+                }
             }
         }
     }
@@ -259,6 +300,15 @@ fn plan_load_balancers(
                 mutations: vec![Mutation::delete("load_balancer", Value::set([Atom::Uuid(actual.uuid)]))],
             });
         }
+        for router in routers
+            .iter()
+            .filter(|router| router.load_balancer.contains(&actual.uuid))
+        {
+            plan.operations.push(router_mutation(
+                router.uuid,
+                Mutation::delete("load_balancer", Value::set([Atom::Uuid(actual.uuid)])),
+            ));
+        }
         plan.operations.push(Operation::Delete {
             table: nb::LOAD_BALANCER.into(),
             conditions: vec![Where::uuid(actual.uuid)],
@@ -271,6 +321,7 @@ pub fn plan(
     desired: &Desired,
     switches: &[LogicalSwitch],
     ports: &BTreeMap<Uuid, LogicalSwitchPort>,
+    routers: &[LogicalRouter],
     balancers: &[LoadBalancer],
     checks: &BTreeMap<Uuid, LoadBalancerHealthCheck>,
     gc_switches: bool,
@@ -417,7 +468,7 @@ pub fn plan(
             mutations: vec![Mutation::insert("ports", Value::Set(ports.into_iter().collect()))],
         });
     }
-    plan_load_balancers(&mut plan, desired, switches, balancers, checks);
+    plan_load_balancers(&mut plan, desired, switches, routers, balancers, checks);
     // Owned switches whose subnet is gone and that hold no ports (a full pass sees all ports).
     for switch in switches.iter().filter(|_| gc_switches) {
         if is_owned(&switch.external_ids)
@@ -493,18 +544,21 @@ fn compute_full(registry: &Registry, cache: &Cache, memory: &mut Memory) -> Comp
         .into_iter()
         .map(|port| (port.uuid, port))
         .collect();
-    let router_macs = desired::router_macs(&switches, &ports, &LogicalRouterPort::all(cache));
+    let router_ports = LogicalRouterPort::all(cache);
+    let routers = LogicalRouter::all(cache);
+    let router_macs = desired::router_macs(&switches, &ports, &router_ports);
+    let switch_routers = desired::switch_routers(&switches, &ports, &router_ports, &routers);
     let annotated: BTreeMap<&str, &Vip> = vips.iter().map(|vip| (vip.spec.name.as_str(), vip)).collect();
     let candidates = desired::candidates_by_vip(&pods);
     let mut desired = desired::compute(&subnets, &vips, &candidates, &pods, &annotated, &router_macs);
-    desired::load_balancers(&mut desired, &rules, &subnets, &vips, &pods, &sources, &router_macs);
+    desired::load_balancers(&mut desired, &rules, &subnets, &vips, &pods, &sources, &switch_routers);
     let balancers = LoadBalancer::all(cache);
     let checks: BTreeMap<Uuid, LoadBalancerHealthCheck> = LoadBalancerHealthCheck::all(cache)
         .into_iter()
         .map(|check| (check.uuid, check))
         .collect();
-    let plan = plan(&desired, &switches, &ports, &balancers, &checks, true);
-    memory.reset(router_macs);
+    let plan = plan(&desired, &switches, &ports, &routers, &balancers, &checks, true);
+    memory.reset(router_macs, switch_routers);
     for vip in &vips {
         memory.record_vip(&vip.spec.name, &desired);
     }
@@ -654,7 +708,7 @@ fn compute_scoped(registry: &Registry, cache: &Cache, dirty: &Dirty, memory: &mu
             &rule_vips,
             &rule_pods,
             &sources,
-            &memory.router_macs,
+            &memory.switch_routers,
         );
     }
 
@@ -701,7 +755,9 @@ fn compute_scoped(registry: &Registry, cache: &Cache, dirty: &Dirty, memory: &mu
         .filter_map(|uuid| LoadBalancerHealthCheck::get(cache, uuid))
         .map(|check| (check.uuid, check))
         .collect();
-    let plan = plan(&desired, &switches, &ports, &balancers, &checks, false);
+    // Routers are few: all of them, for the balancers' attachments.
+    let routers = LogicalRouter::all(cache);
+    let plan = plan(&desired, &switches, &ports, &routers, &balancers, &checks, false);
     for name in &vip_names {
         memory.record_vip(name, &desired);
     }
@@ -736,8 +792,14 @@ pub async fn pass(
     } = compute_plan(registry, &client.cache(), dirty, memory);
     if dirty.full {
         let span = tracing::Span::current();
-        span.record("vips", tracing::field::display(span_names(vips.iter().map(|vip| vip.spec.name.clone()))));
-        span.record("rules", tracing::field::display(span_names(rules.iter().map(|rule| rule.name.clone()))));
+        span.record(
+            "vips",
+            tracing::field::display(span_names(vips.iter().map(|vip| vip.spec.name.clone()))),
+        );
+        span.record(
+            "rules",
+            tracing::field::display(span_names(rules.iter().map(|rule| rule.name.clone()))),
+        );
     }
     let kind = if dirty.full { "full" } else { "incremental" };
     let metrics = telemetry::metrics();
@@ -828,16 +890,13 @@ pub async fn pass(
         } else {
             (true, "Synced", "NB holds what this VIP needs".to_string())
         };
-        // Status reports the MAC NB's port carries for the VIP, when it is not the VIP's own.
+        // Status reports the MAC that answers ARP/ND for the VIP in NB, when it is not the VIP's
+        // own: the router port's for a switch_lb_vip.
         let nb_mac = desired
-            .vip_ports
+            .vip_macs
             .get(name)
-            .into_iter()
-            .flatten()
-            .filter_map(|port| desired.ports.get(port))
-            .flat_map(|port| port.addresses.iter())
-            .filter_map(|address| address.split_whitespace().next()?.parse::<crate::model::MacAddr>().ok())
-            .find(|mac| *mac != vip.mac);
+            .and_then(|mac| mac.parse::<crate::model::MacAddr>().ok())
+            .filter(|mac| *mac != vip.mac);
         registry.set_vip_nb_mac(name, nb_mac);
         let unchanged = vip.conditions.len() == 1
             && vip.conditions[0].status == status
@@ -911,7 +970,10 @@ enum Event {
     /// NB rows changed (including the echo of our own writes).
     NbChanged(Arc<Vec<crate::ovsdb::RowChange>>),
     /// The client (re)connected and its cache is in sync; it may have been replaced whole.
-    NbResynced { remote: String, resumed: bool },
+    NbResynced {
+        remote: String,
+        resumed: bool,
+    },
     /// The NB connection was lost (and with it any lock it held).
     NbDisconnected(String),
     /// The server granted the lock.
@@ -1153,7 +1215,12 @@ impl Controller {
             }
             Event::ResyncTick => {
                 let summary = nb::summary(&self.client.cache());
-                info!(?summary, connected = self.client.state().is_connected(), role = self.role.as_str(), "periodic resync");
+                info!(
+                    ?summary,
+                    connected = self.client.state().is_connected(),
+                    role = self.role.as_str(),
+                    "periodic resync"
+                );
                 self.pending.full = true;
             }
             Event::EchoTimeout => {
@@ -1256,7 +1323,10 @@ fn pass_span(scope: &Dirty) -> tracing::Span {
             "pods",
             tracing::field::display(span_names(scope.pods.iter().map(|pod| pod.to_string()))),
         );
-        span.record("rules", tracing::field::display(span_names(scope.rules.iter().cloned())));
+        span.record(
+            "rules",
+            tracing::field::display(span_names(scope.rules.iter().cloned())),
+        );
     }
     span
 }
@@ -1269,4 +1339,3 @@ fn span_names(items: impl Iterator<Item = String>) -> String {
     }
     names.join(",")
 }
-

@@ -11,7 +11,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use uuid::Uuid;
 
-use super::desired::{Desired, RouterMacs, OWNER_KEY, VENDOR, VENDOR_KEY};
+use super::desired::{Desired, RouterMacs, SwitchRouters, OWNER_KEY, VENDOR, VENDOR_KEY};
 use crate::model::PodRef;
 use crate::nb;
 use crate::ovsdb::{Atom, Cache, Row, RowChange, Value};
@@ -118,13 +118,16 @@ pub struct Memory {
     object_of_port: HashMap<String, Object>,
     /// Switch → router port MAC, from the last full pass (a router port change asks for one).
     pub router_macs: RouterMacs,
+    /// Switch → its logical router, from the last full pass (a router change asks for one).
+    pub switch_routers: SwitchRouters,
 }
 
 impl Memory {
     /// Forgets everything but the router MACs (before a full pass records every object).
-    pub fn reset(&mut self, router_macs: RouterMacs) {
+    pub fn reset(&mut self, router_macs: RouterMacs, switch_routers: SwitchRouters) {
         *self = Memory {
             router_macs,
+            switch_routers,
             ..Memory::default()
         };
     }
@@ -269,7 +272,30 @@ pub fn dirty_from_nb(changes: &[RowChange], memory: &Memory, cache: &Cache) -> D
                     }
                 }
             }
-            nb::LOGICAL_ROUTER_PORT | nb::LOGICAL_ROUTER => dirty.full = true,
+            nb::LOGICAL_ROUTER => {
+                // A change of only a router's `load_balancer` set (the daemon's own attachments,
+                // or someone detaching one of its balancers) concerns the balancers' rules; any
+                // other change can move a switch to another router: a full pass.
+                let (Some(old), Some(new)) = (&change.old, &change.new) else {
+                    dirty.full = true;
+                    continue;
+                };
+                let others_changed = old
+                    .iter()
+                    .filter(|(column, _)| column.as_str() != "load_balancer")
+                    .any(|(column, value)| new.get(column) != Some(value));
+                if others_changed {
+                    dirty.full = true;
+                    continue;
+                }
+                let (old_lbs, new_lbs) = (uuids(Some(old), "load_balancer"), uuids(Some(new), "load_balancer"));
+                for lb in old_lbs.symmetric_difference(&new_lbs) {
+                    if let Some(owner) = cache.row(nb::LOAD_BALANCER, lb).and_then(owner_of) {
+                        dirty.add_owner(owner);
+                    }
+                }
+            }
+            nb::LOGICAL_ROUTER_PORT => dirty.full = true,
             _ => {}
         }
     }
