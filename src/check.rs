@@ -131,7 +131,7 @@ pub async fn run(options: CheckOptions<'_>, mut progress: impl FnMut(&str)) -> R
     }
 
     say("loading the registry".into());
-    let (registry, _) = Registry::open(&path)?;
+    let registry = open_registry_again(&path).await?;
     say(format!("connecting to OVN NB at {}", join(&options.ovn_nb)));
     let mut config = nb::client_config(options.ovn_nb.clone());
     config.tls = options.nb_tls.clone();
@@ -219,4 +219,22 @@ fn join(remotes: &[Remote]) -> String {
         .map(|remote| remote.to_string())
         .collect::<Vec<_>>()
         .join(",")
+}
+
+/// Opens the registry on the store this check has just closed. sled releases its file lock when
+/// its background flush thread ends, a moment after the last handle is dropped, so a lock refusal
+/// right after our own close is retried for up to 5 s; any other error is returned at once.
+async fn open_registry_again(path: &Path) -> Result<Registry, CheckError> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match Registry::open(path) {
+            Ok((registry, _)) => return Ok(registry),
+            Err(RegistryError::Store(StoreError::Sled(error)))
+                if error.to_string().contains("lock") && Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
 }
