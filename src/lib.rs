@@ -44,7 +44,7 @@ pub mod model;
 pub mod nb;
 pub mod ovsdb;
 pub mod reconcile;
-pub mod role;
 pub mod registry;
+pub mod role;
 pub mod store;
 pub mod telemetry;

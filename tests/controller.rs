@@ -49,7 +49,9 @@ impl EchoLosingProxy {
         let counter = monitors.clone();
         tokio::spawn(async move {
             loop {
-                let Ok((client, _)) = listener.accept().await else { return };
+                let Ok((client, _)) = listener.accept().await else {
+                    return;
+                };
                 // While cut, a new connection is held unanswered: the client's reconnect waits
                 // here instead of failing and backing off.
                 while *shared.lock().unwrap() == Phase::Cut {
@@ -168,7 +170,10 @@ async fn a_reconnect_during_the_echo_wait_still_brings_a_full_pass_at_once() {
     })
     .await
     .unwrap();
-    wait_until_async("the proxy to cut NB", Duration::from_secs(10), || proxy.phase() == Phase::Cut).await;
+    wait_until_async("the proxy to cut NB", Duration::from_secs(10), || {
+        proxy.phase() == Phase::Cut
+    })
+    .await;
     // While the daemon is away, someone deletes va's port (outside vb's scope): only a full pass
     // (which the reconnect's Resynced asks for) puts it back.
     nb.nbctl(&["lsp-del", "va"]);

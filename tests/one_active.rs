@@ -120,10 +120,14 @@ async fn a_second_daemon_on_the_same_nb_waits_as_a_standby_and_takes_over_when_t
     assert_eq!(first.health().await, ServingStatus::Serving);
     assert_eq!(second.metric("active"), 0.0);
     assert_eq!(first.metric("active"), 1.0);
-    let refused = create_subnet(&second_channel).await.expect_err("a standby refuses changes");
+    let refused = create_subnet(&second_channel)
+        .await
+        .expect_err("a standby refuses changes");
     assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
     assert!(refused.message().contains("standby"), "{refused:?}");
-    let refused = create_vip(&second_channel, "vb").await.expect_err("a standby refuses changes");
+    let refused = create_vip(&second_channel, "vb")
+        .await
+        .expect_err("a standby refuses changes");
     assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
     VipServiceClient::new(second_channel.clone())
         .list_vips(pb::ListVipsRequest::default())
@@ -220,7 +224,10 @@ async fn a_session_whose_lock_was_stolen_cannot_land_a_write_the_server_refuses_
     }
     let switches = nb.nbctl(&["ls-list"]);
     assert!(switches.contains("while-held"), "{switches}");
-    assert!(!switches.contains("after-stolen"), "nothing of the refused transaction landed: {switches}");
+    assert!(
+        !switches.contains("after-stolen"),
+        "nothing of the refused transaction landed: {switches}"
+    );
     // The server's own log shows the refusal.
     assert!(nb.log().contains("not owner"), "the NB log records the refusal");
     holder.shutdown().await;
@@ -254,17 +261,17 @@ async fn a_paused_active_whose_lock_is_taken_writes_nothing_when_it_resumes() {
     let answer = pending.await.unwrap();
     // Whichever it saw first (the `stolen` notification or the request), no write lands: either
     // it refused the change as a standby, or its transaction's assert was refused by NB.
-    wait_until_async("the daemon to be a standby", Duration::from_secs(10), || !daemon.active()).await;
+    wait_until_async("the daemon to be a standby", Duration::from_secs(10), || {
+        !daemon.active()
+    })
+    .await;
     assert_eq!(ports(&nb), ["va"], "nothing written after the lock was taken");
     let log = daemon.process.stderr();
     match answer {
         Err(status) => assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}"),
         Ok(()) => {
             // Accepted into its store: its pass was fenced, or never ran.
-            assert!(
-                log.contains("standby") || log.contains("the lock is not ours"),
-                "{log}"
-            );
+            assert!(log.contains("standby") || log.contains("the lock is not ours"), "{log}");
         }
     }
     // The thief lets go: the daemon, still waiting for the lock, gets it back and catches up.
@@ -302,12 +309,18 @@ async fn an_nb_leader_killed_under_the_active_leaves_exactly_one_active_and_one_
         } else {
             settled_since = None;
         }
-        assert!(Instant::now() < deadline, "no single active daemon after the leader change");
+        assert!(
+            Instant::now() < deadline,
+            "no single active daemon after the leader change"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // The previous holder asks the new leader first (the standby waits its grace period), so it
     // keeps its part; the standby has written nothing.
-    assert!(first.active(), "the active before the leader change is the active after it");
+    assert!(
+        first.active(),
+        "the active before the leader change is the active after it"
+    );
     assert_eq!(second.metric("nb_transactions_total"), 0.0);
     create_vip(&channel, "vb").await.unwrap();
     common::process::wait_ready(&channel, "vb").await;
@@ -317,7 +330,10 @@ async fn an_nb_leader_killed_under_the_active_leaves_exactly_one_active_and_one_
     });
     for (name, daemon) in [("first", &first), ("second", &second)] {
         for line in daemon.process.stderr().lines().filter(|line| {
-            line.contains("active") || line.contains("standby") || line.contains("unavailable") || line.contains("ready")
+            line.contains("active")
+                || line.contains("standby")
+                || line.contains("unavailable")
+                || line.contains("ready")
         }) {
             eprintln!("{name}: {line}");
         }
@@ -384,7 +400,8 @@ impl StolenDelayingProxy {
                     let mut delayed = Vec::new();
                     while let Some(Ok(message)) = messages.next().await {
                         let json: serde_json::Value = serde_json::from_slice(&message).unwrap_or_default();
-                        if json.get("method").and_then(|m| m.as_str()) == Some("stolen") && held.load(Ordering::SeqCst) {
+                        if json.get("method").and_then(|m| m.as_str()) == Some("stolen") && held.load(Ordering::SeqCst)
+                        {
                             delayed.push(message);
                             continue;
                         }
@@ -426,9 +443,10 @@ async fn an_active_that_has_not_yet_heard_its_lock_was_stolen_is_fenced_by_the_a
     assert!(daemon.active(), "the daemon has not heard yet");
     // So it accepts a change and its pass writes NB, with the assert: NB refuses it whole.
     create_vip(&channel, "vp").await.unwrap();
-    daemon
-        .process
-        .wait_for_log("NB refused the write: the lock is not ours; standby", Duration::from_secs(10));
+    daemon.process.wait_for_log(
+        "NB refused the write: the lock is not ours; standby",
+        Duration::from_secs(10),
+    );
     assert!(nb.log().contains("not owner"), "the NB log records the refused assert");
     assert_eq!(ports(&nb), ["va"], "nothing of the fenced write landed");
     assert!(!daemon.active());
@@ -481,7 +499,8 @@ fn systemd_hears_ready_from_a_standby_with_a_status_saying_so() {
         }
     }
     assert!(
-        seen.iter().any(|line| line.starts_with("STATUS=") && line.contains("standby")),
+        seen.iter()
+            .any(|line| line.starts_with("STATUS=") && line.contains("standby")),
         "{seen:?}"
     );
 }

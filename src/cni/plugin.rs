@@ -94,9 +94,12 @@ impl Daemon {
     /// Every pod the daemon has.
     pub fn list(&mut self) -> Result<Vec<pb::Pod>, CniError> {
         self.runtime
-            .block_on(self.daemons.call(pb::ListPodsRequest::default(), |channel, request| async move {
-                PodServiceClient::new(channel).list_pods(request).await
-            }))
+            .block_on(
+                self.daemons
+                    .call(pb::ListPodsRequest::default(), |channel, request| async move {
+                        PodServiceClient::new(channel).list_pods(request).await
+                    }),
+            )
             .map(|response| response.pods)
             .map_err(|status| refused("listing pods", &status))
     }
@@ -104,9 +107,11 @@ impl Daemon {
     /// Whether the daemon has the subnet.
     pub fn has_subnet(&mut self, name: &str) -> Result<bool, CniError> {
         let request = pb::GetSubnetRequest { name: name.to_string() };
-        let answer = self.runtime.block_on(self.daemons.call(request, |channel, request| async move {
-            SubnetServiceClient::new(channel).get_subnet(request).await
-        }));
+        let answer = self
+            .runtime
+            .block_on(self.daemons.call(request, |channel, request| async move {
+                SubnetServiceClient::new(channel).get_subnet(request).await
+            }));
         match answer {
             Ok(_) => Ok(true),
             Err(status) if status.code() == Code::NotFound => Ok(false),
