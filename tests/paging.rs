@@ -479,3 +479,65 @@ async fn vipctl_and_grpcurl_page_through_every_vip() {
     );
     daemon.stop().await;
 }
+
+/// BENCHMARKS.md's figures: `vipctl get vip` at 100,000 VIPs — seconds to the first row and to
+/// the last, vipctl's peak RSS (GNU time), and this process's peak RSS (the daemon, its NB
+/// client and the test's own client). `cargo test --release --test paging -- --ignored --nocapture vipctl_get_vip_at`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "100,000 VIPs: run with --release --ignored --nocapture"]
+async fn vipctl_get_vip_at_100k_vips() {
+    use std::io::BufRead as _;
+    let count = 100_000;
+    let daemon = TestDaemon::start_with(true).await;
+    let channel = daemon.channel().await;
+    SubnetServiceClient::new(channel.clone())
+        .create_subnet(common::subnet_request("ovn-default", "10.16.0.0/14", ""))
+        .await
+        .expect("subnet");
+    let started = std::time::Instant::now();
+    create_vips(
+        &channel,
+        "ovn-default",
+        (0..count).map(|index| format!("vip-{index:06}")).collect(),
+    )
+    .await;
+    eprintln!("created {count} VIPs in {:.1} s", started.elapsed().as_secs_f64());
+    let (first, last, rows, time) = tokio::task::block_in_place(|| {
+        let started = std::time::Instant::now();
+        let mut child = Command::new("/usr/bin/time")
+            .args(["-f", "%e s, %M KiB"])
+            .arg(env!("CARGO_BIN_EXE_vipctl"))
+            .args(["--server", &daemon.endpoint, "get", "vip"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run vipctl under /usr/bin/time");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        let _header = lines.next();
+        let _first_row = lines.next();
+        let first = started.elapsed();
+        let rows = 1 + lines.map_while(Result::ok).count();
+        let output = child.wait_with_output().expect("vipctl");
+        let last = started.elapsed();
+        (
+            first,
+            last,
+            rows,
+            String::from_utf8_lossy(&output.stderr).trim().to_string(),
+        )
+    });
+    assert_eq!(rows, count);
+    let peak = std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find(|line| line.starts_with("VmHWM"))
+        .unwrap_or_default()
+        .to_string();
+    eprintln!(
+        "vipctl get vip, {count} VIPs: first row after {:.2} s, last after {:.2} s; vipctl (GNU time): {time}; test process (daemon + clients) {peak}",
+        first.as_secs_f64(),
+        last.as_secs_f64()
+    );
+    daemon.stop().await;
+}
