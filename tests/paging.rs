@@ -465,6 +465,21 @@ async fn vipctl_and_grpcurl_page_through_every_vip() {
     assert_eq!(listed, names);
     let unique: BTreeSet<&String> = listed.iter().collect();
     assert_eq!(unique.len(), listed.len());
+    // UpdateVip through grpcurl (1.8.6 reads a FieldMask as {"paths": [...]}).
+    let update = r#"{"vip": {"name": "vip-0000", "namespace": "default", "selector": ["app: x"]}, "update_mask": {"paths": ["namespace", "selector"]}}"#;
+    let (ok, output) =
+        tokio::task::block_in_place(|| grpcurl(&daemon, &["-d", update], &["ovnvip.v1.VipService/UpdateVip"]));
+    assert!(
+        ok && output.contains("app: x") && output.contains("\"default\""),
+        "{output}"
+    );
+    let update = r#"{"vip": {"name": "vip-0000", "v4ip": "10.16.9.9"}, "update_mask": {"paths": ["v4ip"]}}"#;
+    let (ok, output) =
+        tokio::task::block_in_place(|| grpcurl(&daemon, &["-d", update], &["ovnvip.v1.VipService/UpdateVip"]));
+    assert!(
+        !ok && output.contains("Code: InvalidArgument") && output.contains("v4ip"),
+        "{output}"
+    );
     // A bad token through grpcurl: InvalidArgument naming the field.
     let (ok, output) = tokio::task::block_in_place(|| {
         grpcurl(
