@@ -163,9 +163,12 @@ pub fn merge_vip(current: pb::Vip, request: pb::Vip, mask: Option<FieldMask>) ->
             &or(&current.mac_address, &status.mac),
         ),
     ];
-    // A switch_lb_vip's status MAC is the router port's; its own is in the spec or generated.
+    // A switch_lb_vip's status MAC is the router port's, not its own generated one, so there is
+    // nothing to compare a sent-back MAC with: not compared (an explicit path is still refused).
     if current.r#type == "switch_lb_vip" && current.mac_address.is_empty() {
-        fields.retain(|field| field.name != "mac_address" || !field.set);
+        for field in fields.iter_mut().filter(|field| field.name == "mac_address") {
+            field.set = false;
+        }
     }
     let paths = mutable_paths(&fields, mask)?;
     let mut merged = pb::Vip {
@@ -223,4 +226,90 @@ pub fn merge_subnet(current: pb::Subnet, request: pb::Subnet, mask: Option<Field
         }
     }
     Ok(merged)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn current() -> pb::Vip {
+        pb::Vip {
+            name: "vip-aap".into(),
+            namespace: "default".into(),
+            subnet: "ovn-default".into(),
+            selector: vec!["app: aap1".into()],
+            status: Some(pb::VipStatus {
+                v4ip: "10.16.0.5".into(),
+                v6ip: "fd00::5".into(),
+                mac: "00:00:00:aa:bb:cc".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn paths(paths: &[&str]) -> Option<FieldMask> {
+        Some(FieldMask {
+            paths: paths.iter().map(|path| path.to_string()).collect(),
+        })
+    }
+
+    #[test]
+    fn an_explicit_immutable_or_unknown_path_is_refused_and_status_is_ignored() {
+        for (path, fragment) in [
+            ("v4ip", "vip.v4ip is immutable"),
+            ("subnet", "vip.subnet"),
+            ("colour", "colour"),
+        ] {
+            let error = merge_vip(current(), current(), paths(&[path])).unwrap_err();
+            assert_eq!(error.code(), tonic::Code::InvalidArgument);
+            assert!(
+                error.message().contains("update_mask") && error.message().contains(fragment),
+                "{error:?}"
+            );
+        }
+        let merged = merge_vip(current(), current(), paths(&["status", "selector"])).expect("status ignored");
+        assert_eq!(merged.selector, ["app: aap1"]);
+    }
+
+    #[test]
+    fn the_implied_mask_accepts_the_reserved_addresses_in_any_spelling_and_refuses_others() {
+        let mut request = current();
+        request.selector = vec!["app: aap2".into()];
+        request.v4ip = "10.16.0.5".into();
+        request.v6ip = "fd00:0::5".into();
+        request.mac_address = "00:00:00:AA:BB:CC".into();
+        let merged = merge_vip(current(), request.clone(), None).expect("same addresses");
+        assert_eq!(merged.selector, ["app: aap2"]);
+        assert!(merged.v4ip.is_empty(), "the spec stays dynamic");
+        request.v4ip = "10.16.0.6".into();
+        let error = merge_vip(current(), request, None).unwrap_err();
+        assert!(error.message().contains("vip.v4ip"), "{error:?}");
+    }
+
+    #[test]
+    fn star_replaces_every_mutable_field_even_with_empty() {
+        let request = pb::Vip {
+            name: "vip-aap".into(),
+            ..Default::default()
+        };
+        let merged = merge_vip(current(), request, paths(&["*"])).expect("*");
+        assert!(merged.selector.is_empty() && merged.namespace.is_empty());
+        let subnet = pb::Subnet {
+            name: "s".into(),
+            cidr_v4: "10.16.0.0/16".into(),
+            exclude_ips: vec!["10.16.0.2".into()],
+            ..Default::default()
+        };
+        let merged = merge_subnet(
+            subnet.clone(),
+            pb::Subnet {
+                name: "s".into(),
+                ..Default::default()
+            },
+            paths(&["*"]),
+        )
+        .expect("*");
+        assert!(merged.exclude_ips.is_empty() && merged.cidr_v4 == "10.16.0.0/16");
+    }
 }
