@@ -161,6 +161,22 @@ async fn a_reverse_ordered_bundle_applies_in_one_go_and_a_changed_selector_updat
     );
     assert_eq!(daemon.nb.nbctl(&["list", "logical_switch_port", "vip-aap"]), before);
 
+    // A subnet's excludeIps widen through apply; its CIDR cannot change.
+    let subnet = |cidr: &str| {
+        format!(
+            "apiVersion: kubeovn.io/v1\nkind: Subnet\nmetadata:\n  name: ovn-default\nspec:\n  cidrBlock: {cidr}\n  excludeIps:\n  - 10.16.255.250..10.16.255.253\n"
+        )
+    };
+    let (ok, out, err) = run(&["apply", "-f", "-"], subnet("10.16.0.0/16"));
+    assert!(ok && out.contains("subnet/ovn-default configured"), "{out}{err}");
+    let (ok, out, err) = run(&["get", "subnet", "ovn-default"], String::new());
+    assert!(ok && out.contains("10.16.255.250..10.16.255.253"), "{out}{err}");
+    let (ok, out, err) = run(&["apply", "-f", "-"], subnet("10.17.0.0/16"));
+    assert!(
+        !ok && err.contains("cannot change") && err.contains("cidr_v4"),
+        "{out}{err}"
+    );
+
     // delete -f: in reverse dependency order, so everything goes in one go.
     let (ok, out, err) = run(&["delete", "-f", "-"], bundle("aap2", ""));
     assert!(ok, "{out}{err}");
