@@ -891,7 +891,7 @@ fn assert_refused(label: &str, error: &tonic::Status, code: Code, fragment: &str
 async fn snapshot(c: &mut Clients) -> String {
     let subnets = c
         .subnets
-        .list_subnets(pb::ListSubnetsRequest {})
+        .list_subnets(pb::ListSubnetsRequest::default())
         .await
         .unwrap()
         .into_inner();
@@ -909,7 +909,7 @@ async fn snapshot(c: &mut Clients) -> String {
         .into_inner();
     let rules = c
         .rules
-        .list_switch_lb_rules(pb::ListSwitchLbRulesRequest {})
+        .list_switch_lb_rules(pb::ListSwitchLbRulesRequest::default())
         .await
         .unwrap()
         .into_inner();
@@ -1003,7 +1003,7 @@ async fn the_unix_socket_is_0660_and_serves_the_same_api() {
     let mut over_tcp = clients(&daemon).await;
     let listed = over_tcp
         .subnets
-        .list_subnets(pb::ListSubnetsRequest {})
+        .list_subnets(pb::ListSubnetsRequest::default())
         .await
         .unwrap()
         .into_inner();
@@ -1099,7 +1099,7 @@ async fn pods_gain_and_lose_nics_per_attachment_with_static_addresses() {
             .collect();
         let subnets = c
             .subnets
-            .list_subnets(pb::ListSubnetsRequest {})
+            .list_subnets(pb::ListSubnetsRequest::default())
             .await
             .unwrap()
             .into_inner();

@@ -162,7 +162,7 @@ async fn case8_colliding_parts_are_refused_with_both_paths() {
         .unwrap();
     let rules = c
         .rules
-        .list_switch_lb_rules(pb::ListSwitchLbRulesRequest {})
+        .list_switch_lb_rules(pb::ListSwitchLbRulesRequest::default())
         .await
         .unwrap()
         .into_inner();
@@ -345,7 +345,7 @@ async fn case10_overlapping_subnets_are_refused_within_one_vpc() {
         .unwrap();
     let listed = c
         .subnets
-        .list_subnets(pb::ListSubnetsRequest {})
+        .list_subnets(pb::ListSubnetsRequest::default())
         .await
         .unwrap()
         .into_inner();

@@ -4,9 +4,11 @@
 
 pub mod convert;
 pub mod error;
+pub mod paging;
 pub mod proto;
 pub mod server;
 mod services;
+pub mod update;
 
 pub use crate::config::Listen;
 pub use server::{serve, ServeOptions};

@@ -9,7 +9,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::convert;
+use super::paging;
 use super::proto::v1 as pb;
+use super::update;
 use crate::model::aap_parents;
 use crate::model::{PodRef, Vip};
 use crate::registry::{Change, Registry, RegistryError};
@@ -88,6 +90,8 @@ macro_rules! named_by {
 named_by! {
     pb::CreateSubnetRequest => |r| r.subnet.as_ref().map(|s| s.name.clone()).unwrap_or_default();
     pb::GetSubnetRequest => |r| r.name.clone();
+    pb::UpdateSubnetRequest => |r| r.subnet.as_ref().map(|s| s.name.clone()).unwrap_or_default();
+    pb::UpdateVipRequest => |r| r.vip.as_ref().map(|v| v.name.clone()).unwrap_or_default();
     pb::DeleteSubnetRequest => |r| r.name.clone();
     pb::CreateVipRequest => |r| r.vip.as_ref().map(|v| v.name.clone()).unwrap_or_default();
     pb::GetVipRequest => |r| r.name.clone();
@@ -107,6 +111,11 @@ fn named<T: Named>(request: Request<T>) -> T {
     let message = request.into_inner();
     crate::telemetry::record_object(&message.object());
     message
+}
+
+/// The key a page starts after, for kinds keyed by name.
+fn first(after: &[String]) -> Option<&str> {
+    after.first().map(String::as_str)
 }
 
 fn required<T>(value: Option<T>, field: &str) -> Result<T, Status> {
@@ -129,18 +138,39 @@ impl pb::subnet_service_server::SubnetService for Api {
         Ok(Response::new(self.subnet_proto(&created.name)?))
     }
 
+    async fn update_subnet(&self, request: Request<pb::UpdateSubnetRequest>) -> Result<Response<pb::Subnet>, Status> {
+        self.writable()?;
+        let request = named(request);
+        let requested = required(request.subnet, "subnet")?;
+        let (existing, _) = self.registry.get_subnet(&requested.name)?;
+        let merged = update::merge_subnet(self.subnet_proto(&requested.name)?, requested, request.update_mask)?;
+        let parsed = convert::subnet_from_proto(merged)?;
+        let updated = crate::model::Subnet {
+            exclude_ips: parsed.exclude_ips,
+            strategy: parsed.strategy,
+            ..existing
+        };
+        let updated = self.registry.update_subnet(updated).await.map_err(under("subnet"))?;
+        Ok(Response::new(self.subnet_proto(&updated.name)?))
+    }
+
     async fn get_subnet(&self, request: Request<pb::GetSubnetRequest>) -> Result<Response<pb::Subnet>, Status> {
         Ok(Response::new(self.subnet_proto(&named(request).name)?))
     }
 
     async fn list_subnets(
         &self,
-        _: Request<pb::ListSubnetsRequest>,
+        request: Request<pb::ListSubnetsRequest>,
     ) -> Result<Response<pb::ListSubnetsResponse>, Status> {
+        let request = request.into_inner();
+        let page = paging::parse("subnets", &[], 1, request.page_size, &request.page_token)?;
+        let (subnets, more) = self.registry.subnets_page(first(&page.after), page.size, |_| true);
+        let next_page_token = match subnets.last() {
+            Some((last, _)) if more => paging::token("subnets", &[], &[&last.name]),
+            _ => String::new(),
+        };
         let gateways = self.registry.subnet_gateways();
-        let subnets = self
-            .registry
-            .list_subnets()
+        let subnets = subnets
             .into_iter()
             .map(|(subnet, usage)| {
                 let (v4, v6) = gateways
@@ -150,7 +180,10 @@ impl pb::subnet_service_server::SubnetService for Api {
                 convert::subnet_to_proto(&subnet, usage, (v4, v6))
             })
             .collect();
-        Ok(Response::new(pb::ListSubnetsResponse { subnets }))
+        Ok(Response::new(pb::ListSubnetsResponse {
+            subnets,
+            next_page_token,
+        }))
     }
 
     async fn delete_subnet(
@@ -174,6 +207,22 @@ impl pb::vip_service_server::VipService for Api {
         Ok(Response::new(self.vip_proto(&vip)))
     }
 
+    async fn update_vip(&self, request: Request<pb::UpdateVipRequest>) -> Result<Response<pb::Vip>, Status> {
+        self.writable()?;
+        let request = named(request);
+        let requested = required(request.vip, "vip")?;
+        let existing = self.registry.get_vip(&requested.name)?;
+        let merged = update::merge_vip(self.vip_proto(&existing), requested, request.update_mask)?;
+        let parsed = convert::vip_spec_from_proto(merged)?;
+        let spec = crate::model::VipSpec {
+            namespace: parsed.namespace,
+            selector: parsed.selector,
+            ..existing.spec
+        };
+        let vip = self.registry.update_vip(spec).await.map_err(under("vip"))?;
+        Ok(Response::new(self.vip_proto(&vip)))
+    }
+
     async fn get_vip(&self, request: Request<pb::GetVipRequest>) -> Result<Response<pb::Vip>, Status> {
         let vip = self.registry.get_vip(&named(request).name)?;
         Ok(Response::new(self.vip_proto(&vip)))
@@ -181,15 +230,18 @@ impl pb::vip_service_server::VipService for Api {
 
     async fn list_vips(&self, request: Request<pb::ListVipsRequest>) -> Result<Response<pb::ListVipsResponse>, Status> {
         let filter = request.into_inner();
-        let vips = self
-            .registry
-            .list_vips()
-            .iter()
-            .filter(|vip| filter.subnet.is_empty() || vip.spec.subnet == filter.subnet)
-            .filter(|vip| filter.namespace.is_empty() || vip.spec.namespace == filter.namespace)
-            .map(|vip| self.vip_proto(vip))
-            .collect();
-        Ok(Response::new(pb::ListVipsResponse { vips }))
+        let filters = [filter.subnet.as_str(), filter.namespace.as_str()];
+        let page = paging::parse("vips", &filters, 1, filter.page_size, &filter.page_token)?;
+        let (vips, more) = self.registry.vips_page(first(&page.after), page.size, |vip| {
+            (filter.subnet.is_empty() || vip.spec.subnet == filter.subnet)
+                && (filter.namespace.is_empty() || vip.spec.namespace == filter.namespace)
+        });
+        let next_page_token = match vips.last() {
+            Some(last) if more => paging::token("vips", &filters, &[&last.spec.name]),
+            _ => String::new(),
+        };
+        let vips = vips.iter().map(|vip| self.vip_proto(vip)).collect();
+        Ok(Response::new(pb::ListVipsResponse { vips, next_page_token }))
     }
 
     async fn delete_vip(
@@ -309,16 +361,26 @@ impl pb::pod_service_server::PodService for Api {
     }
 
     async fn list_pods(&self, request: Request<pb::ListPodsRequest>) -> Result<Response<pb::ListPodsResponse>, Status> {
-        let namespace = request.into_inner().namespace;
+        let request = request.into_inner();
+        let namespace = request.namespace;
+        let page = paging::parse("pods", &[&namespace], 2, request.page_size, &request.page_token)?;
+        let after = match page.after.as_slice() {
+            [namespace, name] => Some(PodRef {
+                namespace: namespace.clone(),
+                name: name.clone(),
+            }),
+            _ => None,
+        };
+        let (pods, more) = self.registry.pods_page(after.as_ref(), page.size, |pod| {
+            namespace.is_empty() || pod.spec.namespace == namespace
+        });
+        let next_page_token = match pods.last() {
+            Some(last) if more => paging::token("pods", &[&namespace], &[&last.spec.namespace, &last.spec.name]),
+            _ => String::new(),
+        };
         let gateways = self.registry.subnet_gateways();
-        let pods = self
-            .registry
-            .list_pods()
-            .iter()
-            .filter(|pod| namespace.is_empty() || pod.spec.namespace == namespace)
-            .map(|pod| convert::pod_to_proto(pod, &gateways))
-            .collect();
-        Ok(Response::new(pb::ListPodsResponse { pods }))
+        let pods = pods.iter().map(|pod| convert::pod_to_proto(pod, &gateways)).collect();
+        Ok(Response::new(pb::ListPodsResponse { pods, next_page_token }))
     }
 }
 
@@ -363,15 +425,22 @@ impl pb::switch_lb_rule_service_server::SwitchLbRuleService for Api {
 
     async fn list_switch_lb_rules(
         &self,
-        _: Request<pb::ListSwitchLbRulesRequest>,
+        request: Request<pb::ListSwitchLbRulesRequest>,
     ) -> Result<Response<pb::ListSwitchLbRulesResponse>, Status> {
-        let rules = self
+        let request = request.into_inner();
+        let page = paging::parse("switch-lb-rules", &[], 1, request.page_size, &request.page_token)?;
+        let (rules, more) = self
             .registry
-            .list_switch_lb_rules()
+            .switch_lb_rules_page(first(&page.after), page.size, |_| true);
+        let next_page_token = match rules.last() {
+            Some(last) if more => paging::token("switch-lb-rules", &[], &[&last.name]),
+            _ => String::new(),
+        };
+        let rules = rules
             .iter()
             .map(|rule| convert::rule_to_proto(rule, &self.registry.rule_status(&rule.name)))
             .collect();
-        Ok(Response::new(pb::ListSwitchLbRulesResponse { rules }))
+        Ok(Response::new(pb::ListSwitchLbRulesResponse { rules, next_page_token }))
     }
 
     async fn delete_switch_lb_rule(

@@ -57,95 +57,134 @@ impl Client {
         SwitchLbRuleServiceClient::new(self.daemons.channel())
     }
 
+    /// Shows one object, or every object of a kind a page at a time: a table is printed page by
+    /// page as the pages arrive (`vipctl get vip` at 100,000 VIPs starts at once and holds one
+    /// page in memory); JSON and YAML, one document, are printed after the last page.
     pub async fn get(&mut self, kind: Kind, query: Query, output: Option<Output>) -> Result<(), CliError> {
         let wide = output == Some(Output::Wide);
         let single = query.name.is_some();
-        let (table, objects) = match kind {
-            Kind::Vip => {
-                let vips = match &query.name {
-                    Some(name) => vec![self
-                        .vips()
-                        .get_vip(pb::GetVipRequest { name: name.clone() })
-                        .await?
-                        .into_inner()],
-                    None => {
-                        let request = pb::ListVipsRequest {
-                            subnet: query.subnet.clone().unwrap_or_default(),
-                            namespace: query.namespace.clone().unwrap_or_default(),
-                        };
-                        self.vips().list_vips(request).await?.into_inner().vips
-                    }
-                };
-                (
-                    render::vip_table(&vips, wide),
-                    vips.iter().map(render::vip_object).collect::<Vec<_>>(),
-                )
+        let tabular = matches!(output, Some(Output::Wide) | None);
+        let mut printer = render::PagedTable::default();
+        let mut objects = Vec::new();
+        let mut found = 0usize;
+        let mut page_token = String::new();
+        loop {
+            let (rows, page, next): (render::Rows, Vec<serde_json::Value>, String) = match kind {
+                Kind::Vip => {
+                    let (vips, next) = match &query.name {
+                        Some(name) => {
+                            let request = pb::GetVipRequest { name: name.clone() };
+                            (vec![self.vips().get_vip(request).await?.into_inner()], String::new())
+                        }
+                        None => {
+                            let request = pb::ListVipsRequest {
+                                subnet: query.subnet.clone().unwrap_or_default(),
+                                namespace: query.namespace.clone().unwrap_or_default(),
+                                page_token: page_token.clone(),
+                                ..Default::default()
+                            };
+                            let response = self.vips().list_vips(request).await?.into_inner();
+                            (response.vips, response.next_page_token)
+                        }
+                    };
+                    let objects = if tabular {
+                        Vec::new()
+                    } else {
+                        vips.iter().map(render::vip_object).collect()
+                    };
+                    (render::vip_rows(&vips, wide), objects, next)
+                }
+                Kind::Subnet => {
+                    let (subnets, next) = match &query.name {
+                        Some(name) => {
+                            let request = pb::GetSubnetRequest { name: name.clone() };
+                            (
+                                vec![self.subnets().get_subnet(request).await?.into_inner()],
+                                String::new(),
+                            )
+                        }
+                        None => {
+                            let request = pb::ListSubnetsRequest {
+                                page_token: page_token.clone(),
+                                ..Default::default()
+                            };
+                            let response = self.subnets().list_subnets(request).await?.into_inner();
+                            (response.subnets, response.next_page_token)
+                        }
+                    };
+                    let objects = if tabular {
+                        Vec::new()
+                    } else {
+                        subnets.iter().map(render::subnet_object).collect()
+                    };
+                    (render::subnet_rows(&subnets, wide), objects, next)
+                }
+                Kind::Slr => {
+                    let (rules, next) = match &query.name {
+                        Some(name) => {
+                            let request = pb::GetSwitchLbRuleRequest { name: name.clone() };
+                            (
+                                vec![self.rules().get_switch_lb_rule(request).await?.into_inner()],
+                                String::new(),
+                            )
+                        }
+                        None => {
+                            let request = pb::ListSwitchLbRulesRequest {
+                                page_token: page_token.clone(),
+                                ..Default::default()
+                            };
+                            let response = self.rules().list_switch_lb_rules(request).await?.into_inner();
+                            (response.rules, response.next_page_token)
+                        }
+                    };
+                    let objects = if tabular {
+                        Vec::new()
+                    } else {
+                        rules.iter().map(render::rule_object).collect()
+                    };
+                    (render::rule_rows(&rules, wide), objects, next)
+                }
+                Kind::Pod => {
+                    let (pods, next) = match &query.name {
+                        Some(name) => {
+                            let request = pb::GetPodRequest {
+                                namespace: query
+                                    .namespace
+                                    .clone()
+                                    .unwrap_or_else(|| super::manifest::DEFAULT_NAMESPACE.into()),
+                                name: name.clone(),
+                            };
+                            (vec![self.pods().get_pod(request).await?.into_inner()], String::new())
+                        }
+                        None => {
+                            let request = pb::ListPodsRequest {
+                                namespace: query.namespace.clone().unwrap_or_default(),
+                                page_token: page_token.clone(),
+                                ..Default::default()
+                            };
+                            let response = self.pods().list_pods(request).await?.into_inner();
+                            (response.pods, response.next_page_token)
+                        }
+                    };
+                    let objects = if tabular {
+                        Vec::new()
+                    } else {
+                        pods.iter().map(render::pod_object).collect()
+                    };
+                    (render::pod_rows(&pods, wide), objects, next)
+                }
+            };
+            let (headers, rows) = rows;
+            found += rows.len();
+            if tabular && !rows.is_empty() {
+                emit(&printer.page(&headers, &rows))?;
             }
-            Kind::Subnet => {
-                let subnets = match &query.name {
-                    Some(name) => vec![self
-                        .subnets()
-                        .get_subnet(pb::GetSubnetRequest { name: name.clone() })
-                        .await?
-                        .into_inner()],
-                    None => {
-                        self.subnets()
-                            .list_subnets(pb::ListSubnetsRequest {})
-                            .await?
-                            .into_inner()
-                            .subnets
-                    }
-                };
-                (
-                    render::subnet_table(&subnets, wide),
-                    subnets.iter().map(render::subnet_object).collect(),
-                )
+            objects.extend(page);
+            if next.is_empty() {
+                break;
             }
-            Kind::Slr => {
-                let rules = match &query.name {
-                    Some(name) => vec![self
-                        .rules()
-                        .get_switch_lb_rule(pb::GetSwitchLbRuleRequest { name: name.clone() })
-                        .await?
-                        .into_inner()],
-                    None => {
-                        self.rules()
-                            .list_switch_lb_rules(pb::ListSwitchLbRulesRequest {})
-                            .await?
-                            .into_inner()
-                            .rules
-                    }
-                };
-                (
-                    render::rule_table(&rules, wide),
-                    rules.iter().map(render::rule_object).collect(),
-                )
-            }
-            Kind::Pod => {
-                let pods = match &query.name {
-                    Some(name) => {
-                        let request = pb::GetPodRequest {
-                            namespace: query
-                                .namespace
-                                .clone()
-                                .unwrap_or_else(|| super::manifest::DEFAULT_NAMESPACE.into()),
-                            name: name.clone(),
-                        };
-                        vec![self.pods().get_pod(request).await?.into_inner()]
-                    }
-                    None => {
-                        let request = pb::ListPodsRequest {
-                            namespace: query.namespace.clone().unwrap_or_default(),
-                        };
-                        self.pods().list_pods(request).await?.into_inner().pods
-                    }
-                };
-                (
-                    render::pod_table(&pods, wide),
-                    pods.iter().map(render::pod_object).collect(),
-                )
-            }
-        };
+            page_token = next;
+        }
         let document = |mut objects: Vec<serde_json::Value>| {
             if single && objects.len() == 1 {
                 objects.remove(0)
@@ -164,17 +203,20 @@ impl Client {
                     serde_yaml::to_string(&document(objects)).map_err(|error| CliError::Encode(error.to_string()))?;
                 emit(&text)
             }
-            Some(Output::Wide) | None if objects.is_empty() => {
+            Some(Output::Wide) | None if found == 0 => {
                 eprintln!("No {}s found.", kind.as_str());
                 Ok(())
             }
-            Some(Output::Wide) | None => emit(&table),
+            Some(Output::Wide) | None => Ok(()),
         }
     }
 
-    /// Applies every request in order, going on after a failure; each outcome or failure is
-    /// reported as it happens.
-    pub async fn apply(&mut self, requests: Vec<ApplyRequest>) -> Result<(), CliError> {
+    /// Applies every request in dependency order (subnets, VIPs, switch-LB rules, pods; file
+    /// order within a kind), whatever the file's order, going on after a failure; each outcome
+    /// or failure is reported as it happens. What exists and differs is updated where the field
+    /// is mutable; an immutable difference is reported with the field and why.
+    pub async fn apply(&mut self, mut requests: Vec<ApplyRequest>) -> Result<(), CliError> {
+        requests.sort_by_key(dependency_rank);
         let total = requests.len();
         let mut failed = 0;
         for request in requests {
@@ -199,10 +241,27 @@ impl Client {
                         })
                         .await,
                 )?;
-                if existing.is_some_and(|existing| subnet_unchanged(subnet, &existing)) {
-                    return Ok(Outcome::Unchanged);
+                match existing {
+                    Some(existing) if subnet_unchanged(subnet, &existing) => return Ok(Outcome::Unchanged),
+                    Some(_) => {
+                        // Declarative: the mutable fields become the manifest's ("*"); the daemon
+                        // refuses an immutable difference naming the field.
+                        let request = pb::UpdateSubnetRequest {
+                            subnet: Some(subnet.clone()),
+                            update_mask: Some(prost_types::FieldMask {
+                                paths: vec!["*".into()],
+                            }),
+                        };
+                        self.daemons
+                            .call(request, |channel, request| async move {
+                                SubnetServiceClient::new(channel).update_subnet(request).await
+                            })
+                            .await
+                            .map_err(cannot_change)?;
+                        return Ok(Outcome::Configured);
+                    }
+                    None => {}
                 }
-                // Another spec under the same name is the daemon's ALREADY_EXISTS to report.
                 let request = pb::CreateSubnetRequest {
                     subnet: Some(subnet.clone()),
                 };
@@ -215,8 +274,24 @@ impl Client {
             }
             ApplyRequest::Vip(vip) => {
                 let existing = found(self.vips().get_vip(pb::GetVipRequest { name: vip.name.clone() }).await)?;
-                if existing.is_some_and(|existing| vip_unchanged(vip, &existing)) {
-                    return Ok(Outcome::Unchanged);
+                match existing {
+                    Some(existing) if vip_unchanged(vip, &existing) => return Ok(Outcome::Unchanged),
+                    Some(_) => {
+                        let request = pb::UpdateVipRequest {
+                            vip: Some(vip.clone()),
+                            update_mask: Some(prost_types::FieldMask {
+                                paths: vec!["*".into()],
+                            }),
+                        };
+                        self.daemons
+                            .call(request, |channel, request| async move {
+                                VipServiceClient::new(channel).update_vip(request).await
+                            })
+                            .await
+                            .map_err(cannot_change)?;
+                        return Ok(Outcome::Configured);
+                    }
+                    None => {}
                 }
                 let request = pb::CreateVipRequest { vip: Some(vip.clone()) };
                 self.daemons
@@ -346,8 +421,14 @@ impl Client {
         }
     }
 
-    /// Deletes the objects of a manifest in reverse order, so what others use goes last.
-    pub async fn delete_all(&mut self, requests: Vec<ApplyRequest>, options: DeleteOptions) -> Result<(), CliError> {
+    /// Deletes the objects of a manifest in reverse dependency order (pods, switch-LB rules,
+    /// VIPs, subnets; reverse file order within a kind), so what others use goes last.
+    pub async fn delete_all(
+        &mut self,
+        mut requests: Vec<ApplyRequest>,
+        options: DeleteOptions,
+    ) -> Result<(), CliError> {
+        requests.sort_by_key(dependency_rank);
         let total = requests.len();
         let mut failed = 0;
         for request in requests.iter().rev() {
@@ -393,6 +474,26 @@ impl Client {
             emit(&format!("{line}\n"))?;
         }
         Ok(())
+    }
+}
+
+/// Where a kind goes in `apply`: what an object names comes before it (a VIP names its subnet,
+/// a rule its VIP, a pod its subnets and VIPs), as Kubernetes accepts a bundle in any order.
+fn dependency_rank(request: &ApplyRequest) -> u8 {
+    match request {
+        ApplyRequest::Subnet(_) => 0,
+        ApplyRequest::Vip(_) => 1,
+        ApplyRequest::SwitchLbRule(_) => 2,
+        ApplyRequest::Pod(_) => 3,
+    }
+}
+
+/// An update the daemon refused for an immutable field: said as what cannot change and why.
+fn cannot_change(status: tonic::Status) -> tonic::Status {
+    if status.code() == Code::InvalidArgument && status.message().contains("immutable") {
+        tonic::Status::invalid_argument(format!("cannot change: {}", status.message()))
+    } else {
+        status
     }
 }
 

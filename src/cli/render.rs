@@ -11,32 +11,59 @@ use crate::api::proto::v1 as pb;
 /// Columns are separated by three spaces, as kubectl separates them.
 const COLUMN_GAP: &str = "   ";
 
+/// A table's header and rows.
+pub type Rows = (Vec<&'static str>, Vec<Vec<String>>);
+
 /// An aligned table: every column as wide as its widest cell, trailing blanks trimmed.
 pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = headers.iter().map(|header| header.chars().count()).collect();
-    for row in rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
-        }
-    }
-    let mut text = String::new();
-    let header_row: Vec<String> = headers.iter().map(|header| header.to_string()).collect();
-    for row in std::iter::once(&header_row).chain(rows) {
-        let mut line = String::new();
-        for (index, (cell, width)) in row.iter().zip(&widths).enumerate() {
-            if index > 0 {
-                line.push_str(COLUMN_GAP);
-            }
-            line.push_str(cell);
-            line.extend(std::iter::repeat_n(' ', width.saturating_sub(cell.chars().count())));
-        }
-        text.push_str(line.trim_end());
-        text.push('\n');
-    }
-    text
+    PagedTable::default().page(headers, rows)
 }
 
-pub fn vip_table(vips: &[pb::Vip], wide: bool) -> String {
+/// A table printed a page at a time, as a listing's pages arrive: the header comes with the
+/// first page, and every column is as wide as its widest cell so far (a wider cell on a later
+/// page widens its column from that page on; earlier pages are already printed).
+#[derive(Debug, Default)]
+pub struct PagedTable {
+    widths: Vec<usize>,
+    started: bool,
+}
+
+impl PagedTable {
+    /// The lines of one page (with the header on the first).
+    pub fn page(&mut self, headers: &[&str], rows: &[Vec<String>]) -> String {
+        if self.widths.len() < headers.len() {
+            self.widths.resize(headers.len(), 0);
+        }
+        for (width, header) in self.widths.iter_mut().zip(headers) {
+            *width = (*width).max(header.chars().count());
+        }
+        for row in rows {
+            for (width, cell) in self.widths.iter_mut().zip(row) {
+                *width = (*width).max(cell.chars().count());
+            }
+        }
+        let mut text = String::new();
+        let header_row: Vec<String> = headers.iter().map(|header| header.to_string()).collect();
+        let header = (!self.started).then_some(&header_row);
+        self.started = true;
+        for row in header.into_iter().chain(rows) {
+            let mut line = String::new();
+            for (index, (cell, width)) in row.iter().zip(&self.widths).enumerate() {
+                if index > 0 {
+                    line.push_str(COLUMN_GAP);
+                }
+                line.push_str(cell);
+                line.extend(std::iter::repeat_n(' ', width.saturating_sub(cell.chars().count())));
+            }
+            text.push_str(line.trim_end());
+            text.push('\n');
+        }
+        text
+    }
+}
+
+/// The header and one row per object, as `vipctl get vip` prints them.
+pub fn vip_rows(vips: &[pb::Vip], wide: bool) -> Rows {
     let mut headers = vec!["NAME", "NAMESPACE", "V4IP", "V6IP", "MAC", "SUBNET", "TYPE", "READY"];
     if wide {
         headers.extend(["PARENTS", "HOLDER"]);
@@ -67,10 +94,11 @@ pub fn vip_table(vips: &[pb::Vip], wide: bool) -> String {
             row
         })
         .collect();
-    table(&headers, &rows)
+    (headers, rows)
 }
 
-pub fn subnet_table(subnets: &[pb::Subnet], wide: bool) -> String {
+/// The header and one row per object, as `vipctl get subnet` prints them.
+pub fn subnet_rows(subnets: &[pb::Subnet], wide: bool) -> Rows {
     let mut headers = vec![
         "NAME", "SWITCH", "V4CIDR", "V6CIDR", "GATEWAY", "EXCLUDED", "USED", "FREE",
     ];
@@ -108,10 +136,11 @@ pub fn subnet_table(subnets: &[pb::Subnet], wide: bool) -> String {
             row
         })
         .collect();
-    table(&headers, &rows)
+    (headers, rows)
 }
 
-pub fn rule_table(rules: &[pb::SwitchLbRule], wide: bool) -> String {
+/// The header and one row per object, as `vipctl get rule` prints them.
+pub fn rule_rows(rules: &[pb::SwitchLbRule], wide: bool) -> Rows {
     let mut headers = vec!["NAME", "VIP", "ADDRESSES", "PORTS", "BACKENDS", "READY"];
     if wide {
         headers.extend(["NAMESPACE", "SELECTOR", "AFFINITY", "HEALTHCHECK"]);
@@ -149,10 +178,11 @@ pub fn rule_table(rules: &[pb::SwitchLbRule], wide: bool) -> String {
             row
         })
         .collect();
-    table(&headers, &rows)
+    (headers, rows)
 }
 
-pub fn pod_table(pods: &[pb::Pod], wide: bool) -> String {
+/// The header and one row per object, as `vipctl get pod` prints them.
+pub fn pod_rows(pods: &[pb::Pod], wide: bool) -> Rows {
     let mut headers = vec!["NAME", "NAMESPACE", "OWNER", "IPS", "MAC", "SUBNET", "BOUND"];
     if wide {
         headers.extend(["PORTS", "VIPS", "GATEWAYS"]);
@@ -185,7 +215,7 @@ pub fn pod_table(pods: &[pb::Pod], wide: bool) -> String {
             row
         })
         .collect();
-    table(&headers, &rows)
+    (headers, rows)
 }
 
 /// Several objects as kubectl prints them: a `List`.
@@ -429,6 +459,31 @@ mod tests {
     use super::*;
     use crate::cli::manifest::manifests_to_requests;
     use crate::cli::ApplyRequest;
+
+    fn printed((headers, rows): Rows) -> String {
+        table(&headers, &rows)
+    }
+    fn vip_table(vips: &[pb::Vip], wide: bool) -> String {
+        printed(vip_rows(vips, wide))
+    }
+    fn subnet_table(subnets: &[pb::Subnet], wide: bool) -> String {
+        printed(subnet_rows(subnets, wide))
+    }
+    fn rule_table(rules: &[pb::SwitchLbRule], wide: bool) -> String {
+        printed(rule_rows(rules, wide))
+    }
+    fn pod_table(pods: &[pb::Pod], wide: bool) -> String {
+        printed(pod_rows(pods, wide))
+    }
+
+    #[test]
+    fn paged_table_prints_the_header_once_and_keeps_columns_as_wide_as_seen() {
+        let mut paged = PagedTable::default();
+        let first = paged.page(&["NAME", "V4IP"], &[vec!["a".into(), "10.0.0.1".into()]]);
+        let second = paged.page(&["NAME", "V4IP"], &[vec!["b".into(), "10.0.0.2".into()]]);
+        assert_eq!(first, "NAME   V4IP\na      10.0.0.1\n");
+        assert_eq!(second, "b      10.0.0.2\n");
+    }
 
     fn dynamic_vip() -> pb::Vip {
         pb::Vip {

@@ -91,17 +91,27 @@ impl Daemon {
             })
     }
 
-    /// Every pod the daemon has.
+    /// Every pod the daemon has, read a page at a time.
     pub fn list(&mut self) -> Result<Vec<pb::Pod>, CniError> {
-        self.runtime
-            .block_on(
-                self.daemons
-                    .call(pb::ListPodsRequest::default(), |channel, request| async move {
-                        PodServiceClient::new(channel).list_pods(request).await
-                    }),
-            )
-            .map(|response| response.pods)
-            .map_err(|status| refused("listing pods", &status))
+        let mut pods = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let request = pb::ListPodsRequest {
+                page_token,
+                ..Default::default()
+            };
+            let page = self
+                .runtime
+                .block_on(self.daemons.call(request, |channel, request| async move {
+                    PodServiceClient::new(channel).list_pods(request).await
+                }))
+                .map_err(|status| refused("listing pods", &status))?;
+            pods.extend(page.pods);
+            if page.next_page_token.is_empty() {
+                return Ok(pods);
+            }
+            page_token = page.next_page_token;
+        }
     }
 
     /// Whether the daemon has the subnet.

@@ -520,6 +520,11 @@ impl SubnetIpam {
         self.strategy
     }
 
+    /// Every owner and what it holds.
+    pub fn allocations(&self) -> impl Iterator<Item = (&Owner, &Allocation)> {
+        self.allocations.iter()
+    }
+
     pub fn allocation_of(&self, owner: &str) -> Option<&Allocation> {
         self.allocations.get(owner)
     }

@@ -167,6 +167,29 @@ fn pending_condition() -> Vec<Condition> {
     }]
 }
 
+/// Up to `limit` values of `map` whose keys come after `after` and that `keep` accepts, in key
+/// order, and whether another accepted value follows (keyset paging: a key present throughout a
+/// listing is on exactly one page).
+fn page_of<K, Q, V>(map: &BTreeMap<K, V>, after: Option<&Q>, limit: usize, keep: impl Fn(&V) -> bool) -> (Vec<V>, bool)
+where
+    K: Ord + std::borrow::Borrow<Q>,
+    Q: Ord + ?Sized,
+    V: Clone,
+{
+    use std::ops::Bound;
+    let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+    let mut values = Vec::with_capacity(limit.min(map.len()));
+    let mut accepted = map
+        .range::<Q, _>((start, Bound::Unbounded))
+        .map(|(_, value)| value)
+        .filter(|value| keep(value));
+    for value in accepted.by_ref().take(limit) {
+        values.push(value.clone());
+    }
+    let more = accepted.next().is_some();
+    (values, more)
+}
+
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -356,6 +379,77 @@ impl Registry {
         Ok(subnet)
     }
 
+    /// Replaces a subnet's mutable fields (`exclude_ips`, `strategy`) with those of `subnet`;
+    /// every other field must be the subnet's (InvalidArgument naming it otherwise). An address
+    /// that the new `exclude_ips` excludes, the old did not, and an owner holds refuses the
+    /// update (FAILED_PRECONDITION naming address and owner): nothing changes. Answers once the
+    /// change is durable; the IPAM keeps every allocation.
+    pub async fn update_subnet(&self, subnet: Subnet) -> Result<Subnet, RegistryError> {
+        let changed = {
+            let mut state = self.lock();
+            let existing = state
+                .subnets
+                .get(&subnet.name)
+                .cloned()
+                .ok_or_else(|| RegistryError::not_found("subnet", &subnet.name))?;
+            let immutable = [
+                ("cidr_v4", existing.cidr_v4 != subnet.cidr_v4),
+                ("cidr_v6", existing.cidr_v6 != subnet.cidr_v6),
+                ("gateway_v4", existing.gateway_v4 != subnet.gateway_v4),
+                ("gateway_v6", existing.gateway_v6 != subnet.gateway_v6),
+                ("logical_switch", existing.logical_switch != subnet.logical_switch),
+                ("vpc", existing.vpc != subnet.vpc),
+            ];
+            if let Some((field, _)) = immutable.iter().find(|(_, differs)| *differs) {
+                return Err(RegistryError::InvalidArgument {
+                    field: field.to_string(),
+                    message: "is immutable".into(),
+                });
+            }
+            if existing == subnet {
+                false
+            } else {
+                let old = state
+                    .ipam
+                    .get(&subnet.name)
+                    .ok_or_else(|| RegistryError::Corrupt(format!("subnet {} has no IPAM", subnet.name)))?;
+                let mut new = SubnetIpam::new(ipam_config(&subnet)).map_err(RegistryError::from_ipam_subnet)?;
+                let mut allocations: Vec<_> = old.allocations().map(|(owner, held)| (owner.clone(), *held)).collect();
+                allocations.sort_by(|a, b| a.0.cmp(&b.0));
+                for (owner, held) in &allocations {
+                    let addresses = held.v4.map(IpAddr::V4).into_iter().chain(held.v6.map(IpAddr::V6));
+                    for ip in addresses {
+                        if new.is_excluded(ip) && !old.is_excluded(ip) {
+                            return Err(RegistryError::FailedPrecondition(format!(
+                                "exclude_ips would exclude {ip}, which {owner} holds in subnet {}; release it first",
+                                subnet.name
+                            )));
+                        }
+                    }
+                    let request = AllocationRequest {
+                        v4: held.v4,
+                        v6: held.v6,
+                        mac: Some(held.mac),
+                    };
+                    new.restore(owner, &request)
+                        .map_err(|error| RegistryError::Corrupt(format!("re-reading {owner}'s allocation: {error}")))?;
+                }
+                let mut batch = WriteBatch::new();
+                batch.push(Write::PutSubnet(subnet.clone()));
+                self.store.apply(&batch)?;
+                state.ipam.add_subnet(subnet.name.clone(), new);
+                state.subnets.insert(subnet.name.clone(), subnet.clone());
+                true
+            }
+        };
+        if changed {
+            self.finish(vec![Change::Subnet(subnet.name.clone())]).await?;
+        } else {
+            self.store.durable().await?;
+        }
+        Ok(subnet)
+    }
+
     pub fn get_subnet(&self, name: &str) -> Result<(Subnet, SubnetUsage), RegistryError> {
         let state = self.lock();
         let subnet = state
@@ -400,6 +494,26 @@ impl Registry {
         let ipam = state.ipam.get(subnet)?;
         ip.and_then(|ip| ipam.owner_of_ip(ip).cloned())
             .or_else(|| mac.and_then(|mac| ipam.owner_of_mac(mac).cloned()))
+    }
+
+    /// Up to `limit` subnets named after `after` (name order) that `keep` accepts, with their
+    /// usage, and whether more follow: one page of a listing, read under one lock.
+    pub fn subnets_page(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+        keep: impl Fn(&Subnet) -> bool,
+    ) -> (Vec<(Subnet, SubnetUsage)>, bool) {
+        let state = self.lock();
+        let (subnets, more) = page_of(&state.subnets, after, limit, keep);
+        let subnets = subnets
+            .into_iter()
+            .map(|subnet| {
+                let usage = state.ipam.get(&subnet.name).map(usage_of).unwrap_or_default();
+                (subnet, usage)
+            })
+            .collect();
+        (subnets, more)
     }
 
     pub fn list_subnets(&self) -> Vec<(Subnet, SubnetUsage)> {
@@ -542,12 +656,63 @@ impl Registry {
         }
     }
 
+    /// Replaces a VIP's mutable spec fields (`selector`, `namespace`) with those of `spec`;
+    /// every other field must be the VIP's (InvalidArgument naming it otherwise): its addresses
+    /// and MAC stay as reserved. Answers once the change is durable; the NB sync follows the
+    /// `Change::Vip` it publishes (virtual-parents, port_security).
+    pub async fn update_vip(&self, spec: VipSpec) -> Result<Vip, RegistryError> {
+        let (vip, changed) = {
+            let mut state = self.lock();
+            let existing = state
+                .vips
+                .get(&spec.name)
+                .cloned()
+                .ok_or_else(|| RegistryError::not_found("vip", &spec.name))?;
+            let immutable = [
+                ("subnet", existing.spec.subnet != spec.subnet),
+                ("type", existing.spec.vip_type != spec.vip_type),
+                ("v4ip", existing.spec.v4ip != spec.v4ip),
+                ("v6ip", existing.spec.v6ip != spec.v6ip),
+                ("mac_address", existing.spec.mac != spec.mac),
+            ];
+            if let Some((field, _)) = immutable.iter().find(|(_, differs)| *differs) {
+                return Err(RegistryError::InvalidArgument {
+                    field: field.to_string(),
+                    message: "is immutable: a VIP keeps the addresses and MAC it reserved".into(),
+                });
+            }
+            if existing.spec == spec {
+                (existing, false)
+            } else {
+                let mut vip = existing;
+                vip.spec = spec;
+                let mut batch = WriteBatch::new();
+                batch.push(Write::PutVip(vip.clone()));
+                self.store.apply(&batch)?;
+                state.vips.insert(vip.spec.name.clone(), vip.clone());
+                (vip, true)
+            }
+        };
+        if changed {
+            self.finish(vec![Change::Vip(vip.spec.name.clone())]).await?;
+        } else {
+            self.store.durable().await?;
+        }
+        Ok(vip)
+    }
+
     pub fn get_vip(&self, name: &str) -> Result<Vip, RegistryError> {
         self.lock()
             .vips
             .get(name)
             .cloned()
             .ok_or_else(|| RegistryError::not_found("vip", name))
+    }
+
+    /// Up to `limit` VIPs named after `after` (name order) that `keep` accepts, and whether
+    /// more follow: one page of a listing, read under one lock.
+    pub fn vips_page(&self, after: Option<&str>, limit: usize, keep: impl Fn(&Vip) -> bool) -> (Vec<Vip>, bool) {
+        page_of(&self.lock().vips, after, limit, keep)
     }
 
     pub fn list_vips(&self) -> Vec<Vip> {
@@ -1073,6 +1238,12 @@ impl Registry {
             .ok_or_else(|| RegistryError::not_found("pod", &key.to_string()))
     }
 
+    /// Up to `limit` pods after `after` in (namespace, name) order that `keep` accepts, and
+    /// whether more follow: one page of a listing, read under one lock.
+    pub fn pods_page(&self, after: Option<&PodRef>, limit: usize, keep: impl Fn(&Pod) -> bool) -> (Vec<Pod>, bool) {
+        page_of(&self.lock().pods, after, limit, keep)
+    }
+
     pub fn list_pods(&self) -> Vec<Pod> {
         self.lock().pods.values().cloned().collect()
     }
@@ -1223,6 +1394,17 @@ impl Registry {
             .get(name)
             .cloned()
             .ok_or_else(|| RegistryError::not_found("switch-lb rule", name))
+    }
+
+    /// Up to `limit` rules named after `after` (name order) that `keep` accepts, and whether
+    /// more follow: one page of a listing, read under one lock.
+    pub fn switch_lb_rules_page(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+        keep: impl Fn(&SwitchLbRule) -> bool,
+    ) -> (Vec<SwitchLbRule>, bool) {
+        page_of(&self.lock().rules, after, limit, keep)
     }
 
     pub fn list_switch_lb_rules(&self) -> Vec<SwitchLbRule> {
