@@ -456,7 +456,7 @@ impl Committer {
             return;
         };
         let Some(epoch) = self.epoch else {
-            self.link.failed(first, "not the active daemon");
+            self.link.failed(first, last, "not the active daemon");
             return;
         };
         let mut operations = vec![
@@ -467,15 +467,15 @@ impl Committer {
         ];
         for (_, batch) in &batches {
             if let Err(error) = rows::operations(batch, &mut operations) {
-                self.link.failed(first, &error.to_string());
+                self.link.failed(first, last, &error.to_string());
                 return self.after_failure().await;
             }
         }
         match self.client.transact(&operations).await {
-            Ok(_) => self.link.committed(last),
+            Ok(_) => self.link.committed(first, last),
             Err(error) => {
                 warn!(%error, batches = batches.len(), "cluster transaction failed; its changes are refused");
-                self.link.failed(first, &error.to_string());
+                self.link.failed(first, last, &error.to_string());
                 self.after_failure().await;
             }
         }
@@ -487,8 +487,18 @@ impl Committer {
         self.epoch = None;
         if self.client.holds_lock(LOCK_NAME) {
             self.take_over().await;
-        } else {
+        } else if self.client.state().is_connected() {
             self.stand_by("the cluster database lock is not held").await;
+        } else {
+            // The connection is gone (e.g. a leader change): the lock may be granted again on the
+            // next one (`Resynced` decides), so NB's lock is kept meanwhile; the registry drops
+            // the refused changes now.
+            self.link.close("the cluster database is unavailable");
+            self.follow.store(true, Ordering::SeqCst);
+            let _guard = self.reloading.lock().await;
+            if let Err(error) = self.registry.reload() {
+                warn!(%error, "cannot reload the registry from the replica");
+            }
         }
     }
 }

@@ -31,6 +31,20 @@ pub struct Progress {
     pub settled: u64,
     /// Failed ranges (first, last, why), oldest first; failures are rare (each closes the link).
     pub failures: Vec<(u64, u64, String)>,
+    /// Ranges settled beyond `settled` (a queue failed while a transaction was in flight).
+    ahead: std::collections::BTreeMap<u64, u64>,
+}
+
+impl Progress {
+    fn settle(&mut self, first: u64, last: u64, failure: Option<&str>) {
+        if let Some(why) = failure {
+            self.failures.push((first, last, why.to_string()));
+        }
+        self.ahead.insert(first, last);
+        while let Some(last) = self.ahead.remove(&(self.settled + 1)) {
+            self.settled = last;
+        }
+    }
 }
 
 struct Queue {
@@ -79,9 +93,19 @@ impl ClusterLink {
         self.queue().open = Ok(());
     }
 
-    /// Refuses batches from now on (`why` is the refusal's message); queued ones still commit.
+    /// Refuses batches from now on (`why` is the refusal's message) and fails those queued but
+    /// not taken by the committer (a batch in a transaction in flight settles with it).
     pub fn close(&self, why: &str) {
-        self.queue().open = Err(why.to_string());
+        let failed = {
+            let mut queue = self.queue();
+            queue.open = Err(why.to_string());
+            let first = queue.pending.first().map(|(seq, _)| *seq);
+            queue.pending.clear();
+            first.map(|first| (first, queue.next - 1))
+        };
+        if let Some((first, last)) = failed {
+            self.progress.send_modify(|progress| progress.settle(first, last, Some(why)));
+        }
     }
 
     pub fn is_open(&self) -> bool {
@@ -120,24 +144,16 @@ impl ClusterLink {
         }
     }
 
-    /// Reports that the batches up to `last` committed.
-    pub fn committed(&self, last: u64) {
-        self.progress.send_modify(|progress| progress.settled = progress.settled.max(last));
+    /// Reports that the batches `first..=last` (one transaction) committed.
+    pub fn committed(&self, first: u64, last: u64) {
+        self.progress.send_modify(|progress| progress.settle(first, last, None));
     }
 
-    /// Reports that the batches from `first` failed, closes the link and fails every batch
-    /// queued since (they were built on the failed ones).
-    pub fn failed(&self, first: u64, why: &str) {
-        let last = {
-            let mut queue = self.queue();
-            queue.open = Err(format!("the cluster database refused an earlier change ({why}); retry"));
-            queue.pending.clear();
-            queue.next - 1
-        };
-        self.progress.send_modify(|progress| {
-            progress.settled = progress.settled.max(last);
-            progress.failures.push((first, last, why.to_string()));
-        });
+    /// Reports that the batches `first..=last` (one transaction) failed, closes the link and
+    /// fails every batch queued since (they were built on the failed ones).
+    pub fn failed(&self, first: u64, last: u64, why: &str) {
+        self.progress.send_modify(|progress| progress.settle(first, last, Some(why)));
+        self.close(&format!("the cluster database refused an earlier change ({why}); retry"));
     }
 
     /// Waits until every batch queued before the call is settled; an error when one of them
@@ -298,4 +314,65 @@ fn split_row_key(key: &[u8]) -> Result<(String, String), StoreError> {
     text.split_once('\0')
         .map(|(table, uuid)| (table.to_string(), uuid.to_string()))
         .ok_or_else(|| StoreError::Corrupt(format!("replica row key {text:?}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Write;
+
+    fn batch(name: &str) -> WriteBatch {
+        let mut batch = WriteBatch::new();
+        batch.push(Write::DeleteVip(name.into()));
+        batch
+    }
+
+    #[tokio::test]
+    async fn a_closed_link_refuses_and_an_open_one_acknowledges_after_the_commit() {
+        let link = ClusterLink::new();
+        assert!(matches!(link.push(&batch("a")), Err(StoreError::ClusterCommit(_))));
+        link.open();
+        link.push(&batch("a")).unwrap();
+        link.push(&batch("b")).unwrap();
+        let taken = link.take().await;
+        assert_eq!(taken.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(), vec![1, 2], "one group");
+        let waiting = tokio::time::timeout(std::time::Duration::from_millis(50), link.durable()).await;
+        assert!(waiting.is_err(), "not acknowledged before the commit");
+        link.committed(1, 2);
+        link.durable().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_failure_fails_its_group_and_everything_queued_after_it_but_not_what_committed_before() {
+        let link = ClusterLink::new();
+        link.open();
+        link.push(&batch("a")).unwrap();
+        let first = link.take().await;
+        link.committed(1, 1);
+        link.durable().await.unwrap();
+        link.push(&batch("b")).unwrap();
+        let second = link.take().await;
+        link.push(&batch("c")).unwrap(); // queued while "b" is in flight
+        link.failed(2, 2, "not owner");
+        assert!(matches!(link.durable().await, Err(StoreError::ClusterCommit(why)) if why.contains("not owner")));
+        assert!(link.push(&batch("d")).is_err(), "closed until the committer reopens it");
+        assert_eq!((first.len(), second.len()), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn closing_while_a_transaction_is_in_flight_does_not_acknowledge_it_early() {
+        let link = ClusterLink::new();
+        link.open();
+        link.push(&batch("a")).unwrap();
+        let _in_flight = link.take().await;
+        link.push(&batch("b")).unwrap();
+        link.close("lost the lock");
+        // "b" failed; "a" (seq 1) is still in flight, so nothing up to 2 is settled yet.
+        assert_eq!(link.progress.borrow().settled, 0);
+        link.committed(1, 1);
+        assert_eq!(link.progress.borrow().settled, 2);
+        let failures = link.progress.borrow().failures.clone();
+        assert_eq!(failures.len(), 1);
+        assert_eq!((failures[0].0, failures[0].1), (2, 2));
+    }
 }
