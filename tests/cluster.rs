@@ -533,3 +533,37 @@ async fn a_second_owner_of_an_address_is_refused_by_the_index_even_when_forced()
     assert_eq!(owners, vec!["vip/owned".to_string()]);
     client.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_standalone_store_is_not_replaced_by_the_replica() {
+    common::init_tracing();
+    let setup = Setup::start();
+    let port = free_port();
+    let data = setup.dir.path().join("standalone");
+    std::fs::create_dir_all(&data).unwrap();
+    let args = common::process::daemon_args(&data, &setup.nb.tcp_remote(), port);
+    let mut standalone = common::process::start(&data, &args, &[]);
+    SubnetServiceClient::new(plain_channel(port).await)
+        .create_subnet(common::subnet_request("ovn-default", "10.16.0.0/24", ""))
+        .await
+        .expect("a standalone daemon stores a subnet");
+    standalone.signal("TERM");
+    standalone.wait(Duration::from_secs(15));
+    // The same store in clustered mode: refused at start, naming the store; nothing is replaced.
+    let mut clustered = args.clone();
+    clustered.push(format!("--cluster-db={}", setup.vipd.remotes()));
+    let mut refused = common::process::start(&data, &clustered, &[]);
+    let status = refused.wait(Duration::from_secs(15));
+    assert!(!status.success());
+    let log = refused.stderr();
+    assert!(log.contains("holds a standalone daemon's data"), "{log}");
+    let mut again = common::process::start(&data, &args, &[]);
+    let subnet = SubnetServiceClient::new(plain_channel(port).await)
+        .get_subnet(pb::GetSubnetRequest {
+            name: "ovn-default".into(),
+        })
+        .await;
+    assert!(subnet.is_ok(), "the standalone data is still there: {subnet:?}");
+    again.signal("TERM");
+    again.wait(Duration::from_secs(15));
+}
