@@ -277,6 +277,12 @@ async fn sigkill_of_the_active_the_standby_serves_writes_within_3s_with_every_ac
     }
     distinct(&now);
     assert!(standby.active());
+    // The new active converges NB: a port for every acknowledged VIP, the new one included.
+    wait_until("NB to hold every acknowledged VIP's port", Duration::from_secs(10), || {
+        let ports = setup.nb.nbctl(&["--bare", "--columns=name", "list", "logical_switch_port"]);
+        let ports: BTreeSet<&str> = ports.lines().collect();
+        acknowledged.keys().all(|name| ports.contains(name.as_str()))
+    });
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
