@@ -573,3 +573,78 @@ async fn a_standalone_store_is_not_replaced_by_the_replica() {
     again.signal("TERM");
     again.wait(Duration::from_secs(15));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_a_cluster_majority_a_change_fails_unavailable_and_the_registry_drops_it() {
+    common::init_tracing();
+    let mut setup = Setup::start();
+    let a = setup.daemon("a");
+    one_active(&[&a], Duration::from_secs(20));
+    a.create_subnet().await;
+    a.create_vip("before").await.expect("create");
+    // The leader loses its majority: it stays connected but can commit nothing, so the change
+    // is taken into the registry and queued, and its transaction fails.
+    let leader = setup.vipd.wait_for_leader(Duration::from_secs(10));
+    for (index, member) in setup.vipd.members.iter_mut().enumerate() {
+        if index != leader {
+            member.kill();
+        }
+    }
+    let started = Instant::now();
+    let refused = a.create_vip("while-down").await.expect_err("a change without the cluster");
+    eprintln!("refused after {:?}: {refused:?}", started.elapsed());
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    // No trace: not in the registry's answers.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let seen = a.list().await;
+        if !seen.contains_key("while-down") {
+            assert!(seen.contains_key("before"));
+            break;
+        }
+        assert!(Instant::now() < deadline, "the refused change is still served: {seen:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The cluster back: the daemon is active again and writes go on; the refused change stays out.
+    for (index, member) in setup.vipd.members.iter_mut().enumerate() {
+        if index != leader {
+            member.start();
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        match a.create_vip("after").await {
+            Ok(_) => break,
+            Err(status) => assert!(Instant::now() < deadline, "no write after the cluster came back: {status:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A transaction left unanswered by a leader without its majority has an unknown outcome: it
+    // may still commit once the majority is back. Either way the daemon serves what the cluster
+    // holds (the takeover after the failure reloaded the registry after everything committed).
+    let client = cluster_client(&setup).await;
+    let in_cluster = || -> BTreeSet<String> {
+        client
+            .cache()
+            .rows(rows::VIP)
+            .filter_map(|(_, row)| row.get("name").and_then(Value::as_str).map(str::to_string))
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let served: BTreeSet<String> = a.list().await.into_keys().collect();
+        if served == in_cluster() && served.contains("before") && served.contains("after") {
+            eprintln!("after recovery: {served:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the daemon serves {served:?}, the cluster holds {:?}", in_cluster());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let expected = in_cluster();
+    client.shutdown().await;
+    // And sled, the replica: a restart from it serves the same.
+    let a = a.restart(&setup);
+    one_active(&[&a], Duration::from_secs(20));
+    let served: BTreeSet<String> = a.list().await.into_keys().collect();
+    assert_eq!(served, expected);
+}
