@@ -64,7 +64,8 @@ impl Daemon {
             format!("--metrics-listen=127.0.0.1:{metrics}"),
         ];
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let process = DaemonProcess::start(&data, &args, &[("OVN_VIPD_LOG", "info")]);
+        let log = std::env::var("CLUSTER_TEST_DAEMON_LOG").unwrap_or_else(|_| "info".into());
+        let process = DaemonProcess::start(&data, &args, &[("OVN_VIPD_LOG", log.as_str())]);
         Daemon {
             process,
             name: name.to_string(),
@@ -647,4 +648,61 @@ async fn without_a_cluster_majority_a_change_fails_unavailable_and_the_registry_
     one_active(&[&a], Duration::from_secs(20));
     let served: BTreeSet<String> = a.list().await.into_keys().collect();
     assert_eq!(served, expected);
+}
+
+/// Durable creations per second, clustered (one daemon on the 3-member cluster) against
+/// standalone, on this machine: 16 clients creating at once. A measurement, not a check
+/// (`cargo test --test cluster creation_rate -- --ignored --nocapture`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore]
+async fn creation_rate_clustered_against_standalone() {
+    async fn rate(port: u16, prefix: &str) -> f64 {
+        let channel = plain_channel(port).await;
+        SubnetServiceClient::new(channel.clone())
+            .create_subnet(common::subnet_request("ovn-default", "10.16.0.0/16", ""))
+            .await
+            .expect("subnet");
+        let total = 2000;
+        let started = Instant::now();
+        let mut tasks = Vec::new();
+        for worker in 0..16 {
+            let channel = channel.clone();
+            let prefix = prefix.to_string();
+            tasks.push(tokio::spawn(async move {
+                let mut vips = VipServiceClient::new(channel);
+                for index in (worker..total).step_by(16) {
+                    vips.create_vip(pb::CreateVipRequest {
+                        vip: Some(pb::Vip {
+                            name: format!("{prefix}-{index}"),
+                            subnet: "ovn-default".into(),
+                            namespace: "default".into(),
+                            ..Default::default()
+                        }),
+                    })
+                    .await
+                    .expect("create");
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+        total as f64 / started.elapsed().as_secs_f64()
+    }
+    let setup = Setup::start();
+    let clustered = setup.daemon("clustered");
+    one_active(&[&clustered], Duration::from_secs(20));
+    let clustered_rate = rate(clustered.port, "c").await;
+    let port = free_port();
+    let data = setup.dir.path().join("standalone");
+    std::fs::create_dir_all(&data).unwrap();
+    // Its own NB, so both daemons are active.
+    let nb = OvsdbServer::nb(&data);
+    let args = common::process::daemon_args(&data, &nb.tcp_remote(), port);
+    let _standalone = common::process::start(&data, &args, &[]);
+    let standalone_rate = rate(port, "s").await;
+    eprintln!(
+        "durable creations/s with 16 clients: clustered {clustered_rate:.0}, standalone {standalone_rate:.0}, ratio {:.2}",
+        clustered_rate / standalone_rate
+    );
 }

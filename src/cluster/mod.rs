@@ -485,8 +485,12 @@ impl Committer {
                 return self.after_failure().await;
             }
         }
+        let started = std::time::Instant::now();
         match self.transact(&operations).await {
-            Ok(_) => self.link.committed(first, last),
+            Ok(_) => {
+                tracing::debug!(batches = batches.len(), elapsed = ?started.elapsed(), "cluster transaction committed");
+                self.link.committed(first, last)
+            }
             Err(error) => {
                 warn!(%error, batches = batches.len(), "cluster transaction failed; its changes are refused");
                 self.link.failed(first, last, &error.to_string());
