@@ -29,8 +29,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Instrument};
 
 use crate::ovsdb::{
-    Atom, Client, ClientConfig, ClientEvent, Condition, Mutation, Mutator, Operation, OvsdbError, Remote,
-    ReplicaSeed, ReplicaUpdate, Row, TlsFiles, Value, WaitUntil,
+    Atom, Client, ClientConfig, ClientEvent, Condition, Mutation, Mutator, Operation, OvsdbError, Remote, ReplicaSeed,
+    ReplicaUpdate, Row, TlsFiles, Value, WaitUntil,
 };
 use crate::registry::Registry;
 use crate::role::LOCK_NAME;
@@ -453,14 +453,14 @@ impl Committer {
         let mut first = me;
         first.insert("epoch".into(), Value::Atom(Atom::Integer(1)));
         self.transact(&[
-                assert,
-                Operation::Insert {
-                    table: rows::ACTIVE.into(),
-                    row: first,
-                    uuid_name: None,
-                },
-            ])
-            .await?;
+            assert,
+            Operation::Insert {
+                table: rows::ACTIVE.into(),
+                row: first,
+                uuid_name: None,
+            },
+        ])
+        .await?;
         Ok(1)
     }
 
@@ -529,7 +529,9 @@ pub fn epoch_wait(epoch: i64) -> Operation {
         conditions: Vec::<Condition>::new(),
         columns: vec!["epoch".into()],
         until: WaitUntil::Equal,
-        rows: vec![[("epoch".to_string(), Value::Atom(Atom::Integer(epoch)))].into_iter().collect()],
+        rows: vec![[("epoch".to_string(), Value::Atom(Atom::Integer(epoch)))]
+            .into_iter()
+            .collect()],
         timeout_ms: Some(0),
     }
 }
