@@ -298,6 +298,14 @@ async fn sigkill_of_the_active_the_standby_serves_writes_within_3s_with_every_ac
     }
     distinct(&now);
     assert!(standby.active());
+    // A warm standby: its registry already followed the replica, the takeover loaded nothing.
+    let log = standby.process.stderr();
+    let line = log
+        .lines()
+        .find(|line| line.contains("active in the cluster database"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(line.contains("registry_loaded=false"), "{line}");
     // The new active converges NB: a port for every acknowledged VIP, the new one included.
     wait_until(
         "NB to hold every acknowledged VIP's port",
