@@ -208,7 +208,7 @@ pub fn port_name(pod: &str, namespace: &str, interface: &str, first: bool) -> St
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Protocol {
     Tcp,
     Udp,
