@@ -904,3 +904,178 @@ async fn case6_a_rule_given_by_address_reaches_nb() {
     );
     daemon.stop().await;
 }
+
+/// Binds pod `name` with label `app: <app>` on `subnet`; returns its IPv4 address.
+async fn bind_labelled(c: &mut Clients, name: &str, app: &str, subnet: &str) -> String {
+    let pod = c
+        .pods
+        .bind_pod(pb::BindPodRequest {
+            namespace: "default".into(),
+            name: name.into(),
+            labels: HashMap::from([("app".to_string(), app.to_string())]),
+            nics: vec![pb::NicRequest {
+                subnet: subnet.into(),
+                interface: "eth0".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    pod.nics[0].addresses[0].split('/').next().unwrap().to_string()
+}
+
+/// Case 6, the rest, and routed clients: an address frontend outside every managed subnet with
+/// backends on two switches goes on each of them (Ready, not `BackendsOnSeveralSwitches`); a
+/// balancer also goes on every managed switch attached to the same router as its switches (a
+/// routed client's own switch must balance: ovn-northd skips traffic entering a switch from a
+/// router port), and on no other; health checks where no source address can exist are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn case6_outside_frontend_goes_on_every_backend_switch_and_routed_clients_switches() {
+    let daemon = TestDaemon::start().await;
+    let mut c = clients(&daemon).await;
+    for (name, cidr) in [("east", "10.21.0.0/24"), ("west", "10.22.0.0/24"), ("lone", "10.23.0.0/24")] {
+        c.subnets
+            .create_subnet(common::subnet_request(name, cidr, ""))
+            .await
+            .unwrap();
+    }
+    let east = bind_labelled(&mut c, "netshoot-east", "netshoot", "east").await;
+    let west = bind_labelled(&mut c, "netshoot-west", "netshoot", "west").await;
+    let rule = |name: &str, vip: &str, app: &str, health_check: bool| pb::CreateSwitchLbRuleRequest {
+        rule: Some(pb::SwitchLbRule {
+            name: name.into(),
+            vip: vip.into(),
+            selector: vec![format!("app:{app}")],
+            ports: vec![pb::LbPort {
+                port: 8888,
+                target_port: 80,
+                ..Default::default()
+            }],
+            health_check,
+            ..Default::default()
+        }),
+    };
+    c.rules
+        .create_switch_lb_rule(rule("outside", "1.1.1.1", "netshoot", false))
+        .await
+        .unwrap();
+    let status = rule_reason(&mut c.rules, "outside", "Synced").await;
+    assert!(status.ready, "{status:?}");
+    assert_eq!(status.backends, vec![east.clone(), west.clone()]);
+    let nb = &daemon.nb;
+    let on = |switch: &str, lb: &str| nb.nbctl(&["ls-lb-list", switch]).contains(lb);
+    wait_until_async("outside-tcp on east and west", Duration::from_secs(10), || {
+        on("east", "outside-tcp") && on("west", "outside-tcp")
+    })
+    .await;
+    assert!(!on("lone", "outside-tcp"));
+
+    // A switch_lb_vip in east once east and west share a router (lone has none).
+    add_router_port(&daemon, "east", "04:00:00:00:21:01", "10.21.0.1/24").await;
+    add_router_port(&daemon, "west", "04:00:00:00:22:01", "10.22.0.1/24").await;
+    c.vips
+        .create_vip(pb::CreateVipRequest {
+            vip: Some(pb::Vip {
+                name: "slb".into(),
+                subnet: "east".into(),
+                r#type: "switch_lb_vip".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    c.rules
+        .create_switch_lb_rule(rule("slb-web", "slb", "netshoot", false))
+        .await
+        .unwrap();
+    rule_reason(&mut c.rules, "slb-web", "Synced").await;
+    wait_until_async("slb-web-tcp on east (its subnet) and west (routed clients)", Duration::from_secs(10), || {
+        on("east", "slb-web-tcp") && on("west", "slb-web-tcp") && nb.nbctl(&["lr-lb-list", "router"]).contains("slb-web-tcp")
+    })
+    .await;
+    assert!(!on("lone", "slb-web-tcp"));
+    // The router moved the outside frontend's balancer nowhere else: still east and west.
+    assert!(on("east", "outside-tcp") && on("west", "outside-tcp") && !on("lone", "outside-tcp"));
+
+    // Health checks on a frontend outside every subnet: no source address can be reserved, so
+    // the rule is refused rather than written without them.
+    let error = c
+        .rules
+        .create_switch_lb_rule(rule("checked", "2.2.2.2", "netshoot", true))
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::FailedPrecondition, "{}", error.message());
+    daemon.stop().await;
+}
+
+/// A switch_lb_vip is Ready only while a rule serves it: before, nothing answers for it (the
+/// router answers ARP/ND for a router's load-balancer VIPs only), so it is `NoRule`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_switch_lb_vip_without_a_rule_is_not_ready() {
+    let daemon = TestDaemon::start().await;
+    let mut c = clients(&daemon).await;
+    c.subnets
+        .create_subnet(common::subnet_request("ovn-default", "10.16.0.0/16", ""))
+        .await
+        .unwrap();
+    add_router_port(&daemon, "ovn-default", "04:00:00:00:00:01", "10.16.0.1/16").await;
+    c.vips
+        .create_vip(pb::CreateVipRequest {
+            vip: Some(pb::Vip {
+                name: "lonely".into(),
+                subnet: "ovn-default".into(),
+                r#type: "switch_lb_vip".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    let reason = |vip: pb::Vip| vip.status.and_then(|status| status.conditions.first().map(|c| (status.ready, c.reason.clone())));
+    let mut vips = c.vips.clone();
+    let mut last = None;
+    for expected in ["NoRule", "Synced", "NoRule"] {
+        if expected == "Synced" {
+            c.rules
+                .create_switch_lb_rule(pb::CreateSwitchLbRuleRequest {
+                    rule: Some(pb::SwitchLbRule {
+                        name: "web".into(),
+                        vip: "lonely".into(),
+                        endpoints: vec!["10.16.0.50".into()],
+                        ports: vec![pb::LbPort {
+                            port: 80,
+                            target_port: 8080,
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    }),
+                })
+                .await
+                .unwrap();
+        } else if last.is_some() {
+            c.rules
+                .delete_switch_lb_rule(pb::DeleteSwitchLbRuleRequest { name: "web".into() })
+                .await
+                .unwrap();
+        }
+        let mut seen = None;
+        for _ in 0..250 {
+            let vip = vips
+                .get_vip(pb::GetVipRequest { name: "lonely".into() })
+                .await
+                .unwrap()
+                .into_inner();
+            seen = reason(vip);
+            if seen.as_ref().is_some_and(|(_, reason)| reason == expected) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let (ready, reason) = seen.clone().unwrap_or_default();
+        assert_eq!(reason, expected, "{seen:?}");
+        assert_eq!(ready, expected == "Synced");
+        last = seen;
+    }
+    daemon.stop().await;
+}

@@ -23,6 +23,11 @@ pub struct Computed {
     pub examined: usize,
 }
 
+/// The VIP a rule names (`None` for an address frontend).
+fn named_vip(rule: &SwitchLbRule) -> Option<&str> {
+    rule.vip.parse::<std::net::IpAddr>().is_err().then_some(rule.vip.as_str())
+}
+
 impl Computed {
     fn new(desired: Desired, plan: Plan, vips: Vec<Vip>, rules: Vec<SwitchLbRule>, examined: usize) -> Computed {
         Computed {
@@ -61,6 +66,9 @@ fn compute_full(registry: &Registry, cache: &Cache, memory: &mut Memory) -> Comp
     desired::load_balancers(&mut desired, &rules, &subnets, &vips, &pods, &sources, &switch_routers);
     let plan = nb::plan::plan(&desired.wanted(), &actual, true);
     memory.reset(router_macs, switch_routers);
+    for rule in &rules {
+        memory.record_rule(&rule.name, named_vip(rule));
+    }
     for vip in &vips {
         memory.record_vip(&vip.spec.name, &desired);
     }
@@ -75,6 +83,13 @@ fn compute_full(registry: &Registry, cache: &Cache, memory: &mut Memory) -> Comp
 fn compute_scoped(registry: &Registry, cache: &Cache, dirty: &Dirty, memory: &mut Memory) -> Computed {
     let subnets: Vec<_> = registry.list_subnets().into_iter().map(|(subnet, _)| subnet).collect();
     let mut vip_names = dirty.vips.clone();
+    // A rule changed or gone changes the status of the VIP it names (served or not).
+    for rule in &dirty.rules {
+        vip_names.extend(memory.vip_of_rule(rule).cloned());
+        if let Ok(rule) = registry.get_switch_lb_rule(rule) {
+            vip_names.extend(named_vip(&rule).map(str::to_string));
+        }
+    }
     let mut pod_keys = dirty.pods.clone();
     let mut pods: BTreeMap<PodRef, Pod> = BTreeMap::new();
     // A pod affects the VIPs it names, holds, or was a parent of.
@@ -182,8 +197,8 @@ fn compute_scoped(registry: &Registry, cache: &Cache, dirty: &Dirty, memory: &mu
     if !rules.is_empty() {
         let rule_vips: Vec<Vip> = rules
             .iter()
-            .filter(|rule| rule.vip.parse::<std::net::IpAddr>().is_err())
-            .filter_map(|rule| registry.get_vip(&rule.vip).ok())
+            .filter_map(named_vip)
+            .filter_map(|vip| registry.get_vip(vip).ok())
             .collect();
         let rule_pods = if rules.iter().any(|rule| rule.namespace.is_empty()) {
             registry.list_pods()
@@ -222,6 +237,10 @@ fn compute_scoped(registry: &Registry, cache: &Cache, dirty: &Dirty, memory: &mu
         rule_names.iter().flat_map(|rule| Owner::rule_balancers(rule)),
     );
     let plan = nb::plan::plan(&desired.wanted(), &actual, false);
+    for name in &dirty.rules {
+        let rule = rules.iter().find(|rule| &rule.name == name);
+        memory.record_rule(name, rule.and_then(named_vip));
+    }
     for name in &vip_names {
         memory.record_vip(name, &desired);
     }

@@ -46,6 +46,8 @@ pub struct Desired {
     /// The ports of each bound pod.
     pub pod_ports: BTreeMap<PodRef, Vec<String>>,
     pub blocked: BTreeMap<String, Blocked>,
+    /// The switch_lb_vips a rule's load balancers serve (only these answer ARP/ND).
+    pub vips_served: BTreeSet<String>,
     /// VIP → the MAC that answers ARP/ND for it when it is not the VIP's own (a switch_lb_vip's
     /// router port's MAC), for its status.
     pub vip_macs: BTreeMap<String, MacAddr>,
@@ -60,6 +62,24 @@ impl Desired {
             load_balancers: &self.load_balancers,
         }
     }
+}
+
+/// The managed switches a balancer goes on: `base` and every managed switch attached to the same
+/// logical router as one of them. A client on another switch reaches the frontend through the
+/// router, and ovn-northd(8) applies a switch's load balancers only to traffic entering from its
+/// own ports (`ls_in_pre_lb` skips traffic from a router port), so the client's own switch must
+/// hold the balancer; its replies are un-NATed there on the way back.
+fn balancer_switches(base: BTreeSet<String>, subnets: &[Subnet], switch_routers: &SwitchRouters) -> BTreeSet<String> {
+    let routers: BTreeSet<uuid::Uuid> = base.iter().filter_map(|switch| switch_routers.get(switch)).copied().collect();
+    let mut switches = base;
+    switches.extend(
+        subnets
+            .iter()
+            .map(|subnet| &subnet.logical_switch)
+            .filter(|switch| switch_routers.get(*switch).is_some_and(|router| routers.contains(router)))
+            .cloned(),
+    );
+    switches
 }
 
 /// Addresses for a message: `a, b`.
@@ -178,51 +198,46 @@ pub fn load_balancers(
         }
         backends.sort();
         backends.dedup();
-        // An address frontend outside every managed subnet (Kube-OVN's `vip: 1.1.1.1`) is reached
-        // through the router, so the load balancer goes where the clients and backends are: on
-        // the switch of the backends' subnet.
-        let subnet = match subnet {
-            Some(subnet) => subnet,
-            None => {
-                let mut holding: Vec<&Subnet> = backends
-                    .iter()
-                    .filter_map(|backend| subnet_holding(subnets, *backend))
-                    .collect();
-                holding.sort_by(|a, b| a.logical_switch.cmp(&b.logical_switch));
-                holding.dedup_by(|a, b| a.logical_switch == b.logical_switch);
-                match holding.as_slice() {
-                    [one] => *one,
-                    [] => {
-                        desired.rules_blocked.insert(
-                            rule.name.clone(),
-                            RuleBlocked {
-                                reason: "NoSubnet",
-                                message: format!("no managed subnet holds vip {} or its backends", rule.vip),
-                            },
-                        );
-                        continue;
-                    }
-                    several => {
-                        desired.rules_blocked.insert(
-                            rule.name.clone(),
-                            RuleBlocked {
-                                reason: "BackendsOnSeveralSwitches",
-                                message: format!(
-                                    "the backends of {} are on switches {}; one switch per rule is supported",
-                                    rule.vip,
-                                    several
-                                        .iter()
-                                        .map(|subnet| subnet.logical_switch.as_str())
-                                        .collect::<Vec<_>>()
-                                        .join(", ")
-                                ),
-                            },
-                        );
-                        continue;
-                    }
-                }
-            }
+        // The switches whose clients reach the frontend directly: the frontend's subnet's, or,
+        // for an address frontend outside every managed subnet (Kube-OVN's `vip: 1.1.1.1`), the
+        // switches of the backends' subnets (issue #16 case 6).
+        let base: BTreeSet<String> = match subnet {
+            Some(subnet) => BTreeSet::from([subnet.logical_switch.clone()]),
+            None => backends
+                .iter()
+                .filter_map(|backend| subnet_holding(subnets, *backend))
+                .map(|subnet| subnet.logical_switch.clone())
+                .collect(),
         };
+        if base.is_empty() {
+            desired.rules_blocked.insert(
+                rule.name.clone(),
+                RuleBlocked {
+                    reason: "NoSubnet",
+                    message: format!("no managed subnet holds vip {} or its backends", rule.vip),
+                },
+            );
+            continue;
+        }
+        let switches = balancer_switches(base, subnets, switch_routers);
+        if is_vip {
+            desired.vips_served.insert(rule.vip.clone());
+        }
+        // Health checks need a source address in the frontend's subnet (the registry reserves
+        // one per subnet with a health-checked frontend); without one they cannot run.
+        let subnet_sources = subnet.and_then(|subnet| sources.get(&subnet.name));
+        if rule.health_check && subnet_sources.is_none() {
+            desired.rules_unready.insert(
+                rule.name.clone(),
+                RuleBlocked {
+                    reason: "NoHealthCheckSource",
+                    message: format!(
+                        "health checks need a source address in the subnet of the frontend {}, and it is outside every managed subnet: the load balancer is written without them",
+                        rule.vip
+                    ),
+                },
+            );
+        }
         let protocols: BTreeSet<Protocol> = rule.ports.iter().map(|port| port.protocol).collect();
         for protocol in protocols {
             let mut lb_vips: BTreeMap<SocketAddr, Vec<SocketAddr>> = BTreeMap::new();
@@ -239,7 +254,7 @@ pub fn load_balancers(
             let mut monitored = BTreeMap::new();
             let mut health_check = false;
             if rule.health_check {
-                if let Some((source_v4, source_v6)) = sources.get(&subnet.name) {
+                if let Some((source_v4, source_v6)) = subnet_sources {
                     for backend in &backends {
                         let source = if backend.is_ipv4() {
                             source_v4.map(IpAddr::V4)
@@ -262,7 +277,7 @@ pub fn load_balancers(
                 DesiredLoadBalancer {
                     name: format!("{}-{}", rule.name, protocol.as_str()),
                     owner,
-                    switches: BTreeSet::from([subnet.logical_switch.clone()]),
+                    switches: switches.clone(),
                     router,
                     protocol,
                     vips: lb_vips,

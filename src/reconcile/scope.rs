@@ -110,6 +110,9 @@ pub struct Memory {
     ports_of_pod: HashMap<PodRef, Vec<String>>,
     /// Port name → its object, so a foreign row in the way maps back to the object it blocks.
     object_of_port: HashMap<String, Object>,
+    /// Rule → the VIP it names (absent for an address frontend), so a deleted rule's VIP is
+    /// looked at again.
+    vip_of_rule: HashMap<String, String>,
     /// Switch → router port MAC, from the last full pass (a router port change asks for one).
     pub router_macs: RouterMacs,
     /// Switch → its logical router, from the last full pass (a router change asks for one).
@@ -174,6 +177,19 @@ impl Memory {
             }
             self.ports_of_vip.insert(name.to_string(), ports.clone());
         }
+    }
+
+    /// The VIP the rule named when it was last seen.
+    pub fn vip_of_rule(&self, rule: &str) -> Option<&String> {
+        self.vip_of_rule.get(rule)
+    }
+
+    /// Records the VIP a rule names (`None`: the rule is gone or names an address).
+    pub fn record_rule(&mut self, rule: &str, vip: Option<&str>) {
+        match vip {
+            Some(vip) => self.vip_of_rule.insert(rule.to_string(), vip.to_string()),
+            None => self.vip_of_rule.remove(rule),
+        };
     }
 
     /// Records what `desired` says of the pod `key` (absent: unbound or gone).

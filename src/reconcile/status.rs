@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 
-use crate::model::{Condition, SwitchLbRule, Vip};
+use crate::model::{Condition, SwitchLbRule, Vip, VipType};
 use crate::nb::Owner;
 use crate::nb::Plan;
 use crate::ovsdb::Client;
@@ -129,6 +129,13 @@ pub(super) fn write_vip_status(registry: &Registry, desired: &Desired, plan: &Pl
             .find_map(|port| plan.conflicts.get(port))
         {
             (false, "Conflict", format!("{row} exists and is not owned by ovn-vipd"))
+        } else if vip.spec.vip_type == VipType::SwitchLbVip && !desired.vips_served.contains(name) {
+            // The router answers ARP/ND for the VIP only once a rule's balancer is on it.
+            (
+                false,
+                "NoRule",
+                "no switch-LB rule serves this VIP yet: nothing answers for its addresses until one does".to_string(),
+            )
         } else {
             (true, "Synced", "NB holds what this VIP needs".to_string())
         };
