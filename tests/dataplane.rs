@@ -780,6 +780,16 @@ fn switch_lb_vip_is_answered_by_the_router_with_one_l2_destination() {
         answered_by_all(&ovn, &far, "fd00:10:18::100", 80, &["web-1"]),
         "routed IPv6 connections to the VIP"
     );
+    // The router answers ARP for its load-balancer VIPs on every one of its ports (ovn-northd
+    // `lr_in_ip_input`; `neighbor_responder` only chooses which VIPs, not which ports). A host in
+    // another subnet that asks anyway (here: the VIP routed on-link) learns that port's MAC, and
+    // its connections still reach the VIP through the router: harmless.
+    far.exec_ok(&["ip", "route", "add", "10.18.0.100/32", "dev", "eth0"]);
+    assert!(
+        answered_by_all(&ovn, &far, "10.18.0.100", 80, &["web-1"]),
+        "connections to the VIP resolved on-link from another subnet"
+    );
+    assert_eq!(far.neighbour_mac("10.18.0.100").as_deref(), Some("04:00:00:00:19:01"));
 }
 
 /// Issue #16 case 6 with real traffic: a rule whose frontend is an address inside a managed subnet

@@ -1032,50 +1032,117 @@ async fn a_switch_lb_vip_without_a_rule_is_not_ready() {
         })
         .await
         .unwrap();
-    let reason = |vip: pb::Vip| vip.status.and_then(|status| status.conditions.first().map(|c| (status.ready, c.reason.clone())));
-    let mut vips = c.vips.clone();
-    let mut last = None;
-    for expected in ["NoRule", "Synced", "NoRule"] {
-        if expected == "Synced" {
-            c.rules
-                .create_switch_lb_rule(pb::CreateSwitchLbRuleRequest {
-                    rule: Some(pb::SwitchLbRule {
-                        name: "web".into(),
-                        vip: "lonely".into(),
-                        endpoints: vec!["10.16.0.50".into()],
-                        ports: vec![pb::LbPort {
-                            port: 80,
-                            target_port: 8080,
-                            ..Default::default()
-                        }],
-                        ..Default::default()
-                    }),
-                })
-                .await
-                .unwrap();
-        } else if last.is_some() {
-            c.rules
-                .delete_switch_lb_rule(pb::DeleteSwitchLbRuleRequest { name: "web".into() })
-                .await
-                .unwrap();
-        }
-        let mut seen = None;
-        for _ in 0..250 {
-            let vip = vips
-                .get_vip(pb::GetVipRequest { name: "lonely".into() })
-                .await
-                .unwrap()
-                .into_inner();
-            seen = reason(vip);
-            if seen.as_ref().is_some_and(|(_, reason)| reason == expected) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let (ready, reason) = seen.clone().unwrap_or_default();
-        assert_eq!(reason, expected, "{seen:?}");
-        assert_eq!(ready, expected == "Synced");
-        last = seen;
-    }
+    assert!(!vip_reason(&mut c.vips, "lonely", "NoRule").await);
+    c.rules
+        .create_switch_lb_rule(pb::CreateSwitchLbRuleRequest {
+            rule: Some(pb::SwitchLbRule {
+                name: "web".into(),
+                vip: "lonely".into(),
+                endpoints: vec!["10.16.0.50".into()],
+                ports: vec![pb::LbPort {
+                    port: 80,
+                    target_port: 8080,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    assert!(vip_reason(&mut c.vips, "lonely", "Synced").await);
+    c.rules
+        .delete_switch_lb_rule(pb::DeleteSwitchLbRuleRequest { name: "web".into() })
+        .await
+        .unwrap();
+    assert!(!vip_reason(&mut c.vips, "lonely", "NoRule").await);
     daemon.stop().await;
+}
+
+/// Case 7's kind, the other statuses: a rule whose frontend has no backend of its family is not
+/// Ready (`NoBackends`: connections to it fail), until a matching pod is bound; an AAP VIP no pod
+/// may carry is not Ready (`NoParent`), until an eligible parent is bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_without_backends_and_aap_vips_without_parents_are_not_ready() {
+    let daemon = TestDaemon::start().await;
+    let mut c = clients(&daemon).await;
+    c.subnets
+        .create_subnet(common::subnet_request("ovn-default", "10.16.0.0/16", ""))
+        .await
+        .unwrap();
+    add_router_port(&daemon, "ovn-default", "04:00:00:00:00:01", "10.16.0.1/16").await;
+    c.rules
+        .create_switch_lb_rule(pb::CreateSwitchLbRuleRequest {
+            rule: Some(pb::SwitchLbRule {
+                name: "empty".into(),
+                vip: "10.16.0.60".into(),
+                namespace: "default".into(),
+                selector: vec!["app:web".into()],
+                ports: vec![pb::LbPort {
+                    port: 80,
+                    target_port: 8080,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    let status = rule_reason(&mut c.rules, "empty", "NoBackends").await;
+    assert!(!status.ready);
+    assert!(status.conditions[0].message.contains("10.16.0.60"), "{status:?}");
+    let web = bind_labelled(&mut c, "web-0", "web", "ovn-default").await;
+    let status = rule_reason(&mut c.rules, "empty", "Synced").await;
+    assert!(status.ready);
+    assert_eq!(status.backends, vec![web]);
+
+    c.vips
+        .create_vip(pb::CreateVipRequest {
+            vip: Some(pb::Vip {
+                name: "vip-aap".into(),
+                subnet: "ovn-default".into(),
+                namespace: "default".into(),
+                selector: vec!["app: aap1".into()],
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    assert!(!vip_reason(&mut c.vips, "vip-aap", "NoParent").await);
+    c.pods
+        .bind_pod(pb::BindPodRequest {
+            namespace: "default".into(),
+            name: "parent-1".into(),
+            labels: HashMap::from([("app".to_string(), "aap1".to_string())]),
+            annotations: HashMap::from([("ovn.kubernetes.io/aaps".to_string(), "vip-aap".to_string())]),
+            nics: vec![pb::NicRequest {
+                subnet: "ovn-default".into(),
+                interface: "eth0".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(vip_reason(&mut c.vips, "vip-aap", "Synced").await);
+    daemon.stop().await;
+}
+
+/// Waits until the VIP's Ready condition has `reason`; returns its readiness.
+async fn vip_reason(vips: &mut VipServiceClient<Channel>, name: &str, reason: &str) -> bool {
+    let mut last = None;
+    for _ in 0..250 {
+        let status = vips
+            .get_vip(pb::GetVipRequest { name: name.into() })
+            .await
+            .unwrap()
+            .into_inner()
+            .status
+            .unwrap();
+        if status.conditions.first().is_some_and(|condition| condition.reason == reason) {
+            return status.ready;
+        }
+        last = Some(status);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{name}: never {reason:?}: {last:?}");
 }

@@ -238,6 +238,24 @@ pub fn load_balancers(
                 },
             );
         }
+        // A frontend address without a backend of its family drops every connection.
+        let unserved: Vec<String> = addresses
+            .iter()
+            .filter(|address| !backends.iter().any(|backend| backend.is_ipv4() == address.is_ipv4()))
+            .map(IpAddr::to_string)
+            .collect();
+        if !unserved.is_empty() && !desired.rules_unready.contains_key(&rule.name) {
+            desired.rules_unready.insert(
+                rule.name.clone(),
+                RuleBlocked {
+                    reason: "NoBackends",
+                    message: format!(
+                        "no backend of its address family for {}: connections to it fail until an endpoint is given or a bound pod matches the selector",
+                        unserved.join(", ")
+                    ),
+                },
+            );
+        }
         let protocols: BTreeSet<Protocol> = rule.ports.iter().map(|port| port.protocol).collect();
         for protocol in protocols {
             let mut lb_vips: BTreeMap<SocketAddr, Vec<SocketAddr>> = BTreeMap::new();
