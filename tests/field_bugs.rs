@@ -239,6 +239,8 @@ async fn case8_two_rules_on_one_frontend_are_refused() {
         "{}",
         error.message()
     );
+    // Issue #13: the frontend is taken by another rule, which must let go first.
+    assert_eq!(error_reason(&error), "ADDRESS_TAKEN");
     c.rules.create_switch_lb_rule(rule("b", 81)).await.unwrap();
     daemon.stop().await;
 }
@@ -897,6 +899,7 @@ async fn case6_a_rule_given_by_address_reaches_nb() {
         .await
         .unwrap_err();
     assert_eq!(error.code(), Code::FailedPrecondition, "{}", error.message());
+    assert_eq!(error_reason(&error), "ADDRESS_TAKEN");
     assert!(
         error.message().contains("pod/default/small-1/eth0"),
         "{}",
@@ -1145,4 +1148,13 @@ async fn vip_reason(vips: &mut VipServiceClient<Channel>, name: &str, reason: &s
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     panic!("{name}: never {reason:?}: {last:?}");
+}
+
+/// The `google.rpc.ErrorInfo` reason of a refusal ("" when it has none).
+fn error_reason(status: &tonic::Status) -> String {
+    use tonic_types::StatusExt;
+    status
+        .get_details_error_info()
+        .map(|info| info.reason)
+        .unwrap_or_default()
 }

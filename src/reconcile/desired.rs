@@ -223,21 +223,9 @@ pub fn load_balancers(
         if is_vip {
             desired.vips_served.insert(rule.vip.clone());
         }
-        // Health checks need a source address in the frontend's subnet (the registry reserves
-        // one per subnet with a health-checked frontend); without one they cannot run.
+        // Health checks need a source address in the frontend's subnet: the registry reserves
+        // one per subnet with a health-checked frontend and refuses health checks elsewhere.
         let subnet_sources = subnet.and_then(|subnet| sources.get(&subnet.name));
-        if rule.health_check && subnet_sources.is_none() {
-            desired.rules_unready.insert(
-                rule.name.clone(),
-                RuleBlocked {
-                    reason: "NoHealthCheckSource",
-                    message: format!(
-                        "health checks need a source address in the subnet of the frontend {}, and it is outside every managed subnet: the load balancer is written without them",
-                        rule.vip
-                    ),
-                },
-            );
-        }
         // A frontend address without a backend of its family drops every connection.
         let unserved: Vec<String> = addresses
             .iter()
