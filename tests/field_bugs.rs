@@ -1062,10 +1062,9 @@ async fn a_switch_lb_vip_without_a_rule_is_not_ready() {
 }
 
 /// Case 7's kind, the other statuses: a rule whose frontend has no backend of its family is not
-/// Ready (`NoBackends`: connections to it fail), until a matching pod is bound; an AAP VIP no pod
-/// may carry is not Ready (`NoParent`), until an eligible parent is bound.
+/// Ready (`NoBackends`: connections to it fail), until a matching pod is bound.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rules_without_backends_and_aap_vips_without_parents_are_not_ready() {
+async fn rules_without_backends_are_not_ready() {
     let daemon = TestDaemon::start().await;
     let mut c = clients(&daemon).await;
     c.subnets
@@ -1098,35 +1097,6 @@ async fn rules_without_backends_and_aap_vips_without_parents_are_not_ready() {
     assert!(status.ready);
     assert_eq!(status.backends, vec![web]);
 
-    c.vips
-        .create_vip(pb::CreateVipRequest {
-            vip: Some(pb::Vip {
-                name: "vip-aap".into(),
-                subnet: "ovn-default".into(),
-                namespace: "default".into(),
-                selector: vec!["app: aap1".into()],
-                ..Default::default()
-            }),
-        })
-        .await
-        .unwrap();
-    assert!(!vip_reason(&mut c.vips, "vip-aap", "NoParent").await);
-    c.pods
-        .bind_pod(pb::BindPodRequest {
-            namespace: "default".into(),
-            name: "parent-1".into(),
-            labels: HashMap::from([("app".to_string(), "aap1".to_string())]),
-            annotations: HashMap::from([("ovn.kubernetes.io/aaps".to_string(), "vip-aap".to_string())]),
-            nics: vec![pb::NicRequest {
-                subnet: "ovn-default".into(),
-                interface: "eth0".into(),
-                ..Default::default()
-            }],
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    assert!(vip_reason(&mut c.vips, "vip-aap", "Synced").await);
     daemon.stop().await;
 }
 

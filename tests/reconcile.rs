@@ -492,8 +492,7 @@ async fn nb_outage_requests_are_accepted_and_nb_converges_when_it_returns() {
     })
     .await
     .unwrap();
-    // In sync: an AAP VIP no pod may carry is not Ready, and says why.
-    wait_for_reason(&mut vips, "before", "NoParent").await;
+    ready(&mut vips, "before").await;
 
     daemon.nb.kill();
     // The API keeps accepting and storing changes; status says why nothing reaches NB.
@@ -511,7 +510,7 @@ async fn nb_outage_requests_are_accepted_and_nb_converges_when_it_returns() {
 
     daemon.nb.start();
     for index in 0..20 {
-        wait_for_reason(&mut vips, &format!("during-{index}"), "NoParent").await;
+        ready(&mut vips, &format!("during-{index}")).await;
     }
     let names = daemon
         .nb

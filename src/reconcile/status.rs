@@ -129,13 +129,6 @@ pub(super) fn write_vip_status(registry: &Registry, desired: &Desired, plan: &Pl
             .find_map(|port| plan.conflicts.get(port))
         {
             (false, "Conflict", format!("{row} exists and is not owned by ovn-vipd"))
-        } else if vip.is_aap() && desired.vip_parents.get(name).is_none_or(Vec::is_empty) {
-            // An AAP VIP is carried by one of its eligible parents; with none, by nobody.
-            (
-                false,
-                "NoParent",
-                "no bound pod may carry this VIP (none names it in ovn.kubernetes.io/aaps and matches its namespace, selector and subnet)".to_string(),
-            )
         } else if vip.spec.vip_type == VipType::SwitchLbVip && !desired.vips_served.contains(name) {
             // The router answers ARP/ND for the VIP only once a rule's balancer is on it.
             (
