@@ -1013,10 +1013,12 @@ async fn case6_outside_frontend_goes_on_every_backend_switch_and_routed_clients_
     daemon.stop().await;
 }
 
-/// A switch_lb_vip is Ready only while a rule serves it: before, nothing answers for it (the
-/// router answers ARP/ND for a router's load-balancer VIPs only), so it is `NoRule`.
+/// Case 7's kind, every other status that could claim too much: a switch_lb_vip is Ready only
+/// while a rule serves it (before, nothing answers for it: the router answers ARP/ND for a
+/// router's load-balancer VIPs only), so it is `NoRule`; a rule whose frontend has no backend of
+/// its family is not Ready (`NoBackends`: connections to it fail) until a matching pod is bound.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_switch_lb_vip_without_a_rule_is_not_ready() {
+async fn a_switch_lb_vip_without_a_rule_and_a_rule_without_backends_are_not_ready() {
     let daemon = TestDaemon::start().await;
     let mut c = clients(&daemon).await;
     c.subnets
@@ -1035,21 +1037,24 @@ async fn a_switch_lb_vip_without_a_rule_is_not_ready() {
         })
         .await
         .unwrap();
+    let rule = |name: &str, vip: &str, endpoints: &[&str]| pb::CreateSwitchLbRuleRequest {
+        rule: Some(pb::SwitchLbRule {
+            name: name.into(),
+            vip: vip.into(),
+            namespace: "default".into(),
+            selector: vec!["app:web".into()],
+            endpoints: endpoints.iter().map(|endpoint| endpoint.to_string()).collect(),
+            ports: vec![pb::LbPort {
+                port: 80,
+                target_port: 8080,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+    };
     assert!(!vip_reason(&mut c.vips, "lonely", "NoRule").await);
     c.rules
-        .create_switch_lb_rule(pb::CreateSwitchLbRuleRequest {
-            rule: Some(pb::SwitchLbRule {
-                name: "web".into(),
-                vip: "lonely".into(),
-                endpoints: vec!["10.16.0.50".into()],
-                ports: vec![pb::LbPort {
-                    port: 80,
-                    target_port: 8080,
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }),
-        })
+        .create_switch_lb_rule(rule("web", "lonely", &["10.16.0.50"]))
         .await
         .unwrap();
     assert!(vip_reason(&mut c.vips, "lonely", "Synced").await);
@@ -1058,35 +1063,9 @@ async fn a_switch_lb_vip_without_a_rule_is_not_ready() {
         .await
         .unwrap();
     assert!(!vip_reason(&mut c.vips, "lonely", "NoRule").await);
-    daemon.stop().await;
-}
 
-/// Case 7's kind, the other statuses: a rule whose frontend has no backend of its family is not
-/// Ready (`NoBackends`: connections to it fail), until a matching pod is bound.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rules_without_backends_are_not_ready() {
-    let daemon = TestDaemon::start().await;
-    let mut c = clients(&daemon).await;
-    c.subnets
-        .create_subnet(common::subnet_request("ovn-default", "10.16.0.0/16", ""))
-        .await
-        .unwrap();
-    add_router_port(&daemon, "ovn-default", "04:00:00:00:00:01", "10.16.0.1/16").await;
     c.rules
-        .create_switch_lb_rule(pb::CreateSwitchLbRuleRequest {
-            rule: Some(pb::SwitchLbRule {
-                name: "empty".into(),
-                vip: "10.16.0.60".into(),
-                namespace: "default".into(),
-                selector: vec!["app:web".into()],
-                ports: vec![pb::LbPort {
-                    port: 80,
-                    target_port: 8080,
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }),
-        })
+        .create_switch_lb_rule(rule("empty", "10.16.0.60", &[]))
         .await
         .unwrap();
     let status = rule_reason(&mut c.rules, "empty", "NoBackends").await;
@@ -1096,7 +1075,6 @@ async fn rules_without_backends_are_not_ready() {
     let status = rule_reason(&mut c.rules, "empty", "Synced").await;
     assert!(status.ready);
     assert_eq!(status.backends, vec![web]);
-
     daemon.stop().await;
 }
 

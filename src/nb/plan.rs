@@ -330,21 +330,21 @@ fn plan_load_balancers(
             "Load_Balancer {} ({})",
             existing.name, existing.uuid
         )));
-        for switch in actual
+        // Detached from every switch and router holding it first.
+        let switches = actual
             .switches
             .iter()
-            .filter(|switch| switch.load_balancer.contains(&existing.uuid))
-        {
-            plan.operations
-                .push(balancer_set(LOGICAL_SWITCH, switch.uuid, false, Atom::Uuid(existing.uuid)));
-        }
-        for router in actual
+            .map(|switch| (LOGICAL_SWITCH, switch.uuid, &switch.load_balancer));
+        let routers = actual
             .routers
             .iter()
-            .filter(|router| router.load_balancer.contains(&existing.uuid))
+            .map(|router| (LOGICAL_ROUTER, router.uuid, &router.load_balancer));
+        for (table, holder, _) in switches
+            .chain(routers)
+            .filter(|(_, _, balancers)| balancers.contains(&existing.uuid))
         {
             plan.operations
-                .push(balancer_set(LOGICAL_ROUTER, router.uuid, false, Atom::Uuid(existing.uuid)));
+                .push(balancer_set(table, holder, false, Atom::Uuid(existing.uuid)));
         }
         plan.operations.push(Operation::Delete {
             table: LOAD_BALANCER.into(),

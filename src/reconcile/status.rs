@@ -4,13 +4,13 @@
 use std::net::SocketAddr;
 
 use crate::model::{Condition, SwitchLbRule, Vip, VipType};
-use crate::nb::Owner;
-use crate::nb::Plan;
+use crate::nb::{Owner, Plan};
 use crate::ovsdb::Client;
 use crate::registry::{now_ms, Registry, RuleStatus};
 
 use super::desired::{Blocked, Desired};
 
+/// The one Ready condition, keeping its transition time when status and reason are unchanged.
 pub(super) fn condition(status: bool, reason: &str, message: String, previous: &[Condition]) -> Vec<Condition> {
     let last_transition_ms = previous
         .iter()
@@ -28,6 +28,7 @@ pub(super) fn condition(status: bool, reason: &str, message: String, previous: &
     }]
 }
 
+/// Every VIP: not Ready while NB is away.
 pub(super) fn mark_unavailable(registry: &Registry, error: &str) {
     for vip in registry.list_vips() {
         let conditions = condition(
