@@ -727,7 +727,31 @@ async fn case4_addresses_nb_already_uses_are_never_allocated() {
         !nb.nbctl(&["ls-lb-list", "sf"]).trim().is_empty()
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The daemon sees it once asking for its VIP explicitly is refused, naming it (a request
+    // that got the address before that gives it back).
+    let probe = |v4ip: &str| pb::CreateVipRequest {
+        vip: Some(pb::Vip {
+            name: "probe".into(),
+            subnet: "sf".into(),
+            v4ip: v4ip.into(),
+            ..Default::default()
+        }),
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match c.vips.create_vip(probe("10.0.9.4")).await {
+            Err(error) if error.message().contains("foreign-lb") => break,
+            Err(error) => panic!("{error:?}"),
+            Ok(_) => {
+                c.vips
+                    .delete_vip(pb::DeleteVipRequest { name: "probe".into() })
+                    .await
+                    .unwrap();
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "the daemon never saw foreign-lb");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let nginx6 = c.pods.bind_pod(bind("nginx6")).await.unwrap().into_inner();
     assert_eq!(address(&nginx6), "10.0.9.5/29", "10.0.9.4 is foreign-lb's VIP");
 

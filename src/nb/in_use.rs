@@ -59,7 +59,7 @@ pub fn in_use_outside(cache: &Cache, switch: &str) -> InUseElsewhere {
                 }
             }
         }
-        if port.port_type == "router" {
+        if super::topology::is_router_link(&port) {
             let Some(peer) = port.options.get("router-port") else {
                 continue;
             };
