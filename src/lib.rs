@@ -11,12 +11,14 @@
 //!   together, acknowledged only when durable.
 //! - [`ovsdb`]: the RFC 7047 client (framing, data model, connection, cache, reconnecting
 //!   client). The only module that speaks JSON-RPC.
-//! - [`nb`]: typed OVN Northbound rows and the tables and columns the daemon depends on.
+//! - [`nb`]: the only module that knows OVN Northbound's vocabulary, both ways: typed rows and
+//!   the tables and columns the daemon depends on, the daemon's owner mark, what the sync wants
+//!   encoded into rows and the difference into operations, monitor changes decoded.
 //! - [`api`]: the gRPC API (tonic): request validation, the one error-to-status table, the
 //!   services over the registry, listeners with reflection and health. The only module that knows
 //!   protobuf types on the server side.
-//! - [`reconcile`]: the NB sync: desired rows computed from the registry, diffed against the NB
-//!   cache, the difference sent; status written back.
+//! - [`reconcile`]: the NB sync, in the project's terms: what NB should hold computed from the
+//!   registry, diffed (by `nb`) against the NB cache, the difference sent; status written back.
 //! - [`client`]: how `vipctl` and `ovn-vipd-cni` reach the daemons (unix/TCP, TLS/mTLS, a list
 //!   of daemons with failover on `UNAVAILABLE`).
 //! - [`cli`]: `vipctl`, the command-line client of the API (Kube-OVN manifests, tables).

@@ -763,10 +763,33 @@ fn switch_lb_vip_is_answered_by_the_router_with_one_l2_destination() {
         assert!(answers.iter().all(|answer| answer == "far-1"), "{address}: {answers:?}");
     }
     assert!(client.ping("10.18.0.1"), "the gateway");
-    // A client in another subnet, reaching the VIP through the router: observed, not asserted
-    // (see README's known issues).
-    let routed = ovn.connect_many(&far, "10.18.0.100", 80, 3);
-    eprintln!("routed client -> VIP: {routed:?}");
+    // Issue #16: a client in another subnet reaches the VIP through the router, over both
+    // families: the balancer is on its switch too (ovn-northd does not balance traffic entering
+    // a switch from a router port, and a router without a gateway port does not balance at all).
+    assert!(
+        ovn.nbctl(&["ls-lb-list", "far"]).contains("slb-web-tcp"),
+        "{}",
+        ovn.nbctl(&["ls-lb-list", "far"])
+    );
+    assert!(
+        answered_by_all(&ovn, &far, "10.18.0.100", 80, &["web-1"]),
+        "routed IPv4 connections to the VIP\nNB: {}",
+        ovn.nbctl(&["list", "load_balancer"])
+    );
+    assert!(
+        answered_by_all(&ovn, &far, "fd00:10:18::100", 80, &["web-1"]),
+        "routed IPv6 connections to the VIP"
+    );
+    // The router answers ARP for its load-balancer VIPs on every one of its ports (ovn-northd
+    // `lr_in_ip_input`; `neighbor_responder` only chooses which VIPs, not which ports). A host in
+    // another subnet that asks anyway (here: the VIP routed on-link) learns that port's MAC, and
+    // its connections still reach the VIP through the router: harmless.
+    far.exec_ok(&["ip", "route", "add", "10.18.0.100/32", "dev", "eth0"]);
+    assert!(
+        answered_by_all(&ovn, &far, "10.18.0.100", 80, &["web-1"]),
+        "connections to the VIP resolved on-link from another subnet"
+    );
+    assert_eq!(far.neighbour_mac("10.18.0.100").as_deref(), Some("04:00:00:00:19:01"));
 }
 
 /// Issue #16 case 6 with real traffic: a rule whose frontend is an address inside a managed subnet
@@ -795,4 +818,45 @@ fn address_frontend_inside_a_subnet_answers_and_balances() {
     );
     assert_eq!(client.neighbour_mac("10.20.0.50").as_deref(), Some(router_mac));
     assert_eq!(l2_destinations(&ovn, router_mac).len(), 1);
+}
+
+/// Issue #16 case 6 with real traffic: a rule whose frontend is an address outside every managed
+/// subnet (Kube-OVN's `vip: 1.1.1.1`) with backends on two switches of one router: the balancer
+/// goes on both switches (not Ready=False `BackendsOnSeveralSwitches` as before), and clients on
+/// each switch reach both backends.
+#[test]
+fn address_frontend_outside_every_subnet_with_backends_on_two_switches() {
+    let _lock = common::ovn::lock();
+    let mut ovn = WholeOvn::start();
+    ovn.create_subnet(common::subnet_request("east", "10.21.0.0/24", ""));
+    ovn.create_subnet(common::subnet_request("west", "10.22.0.0/24", ""));
+    ovn.add_router_port("east", "04:00:00:00:21:01", &["10.21.0.1/24"]);
+    ovn.add_router_port("west", "04:00:00:00:22:01", &["10.22.0.1/24"]);
+    let web_east = ovn.add_pod(PodSpec::new("netshoot-east", "east").label("app", "netshoot"));
+    let web_west = ovn.add_pod(PodSpec::new("netshoot-west", "west").label("app", "netshoot"));
+    let client_east = ovn.add_pod(PodSpec::new("client-east", "east"));
+    let client_west = ovn.add_pod(PodSpec::new("client-west", "west"));
+    ovn.serve_name(&web_east, 8080);
+    ovn.serve_name(&web_west, 8080);
+    create_rule(&ovn, "outside", "1.1.1.1", "app: netshoot", 8888, 8080);
+    wait_until("rule outside ready", Duration::from_secs(10), || {
+        rule_status(&ovn, "outside").ready
+    });
+    for switch in ["east", "west"] {
+        assert!(
+            ovn.nbctl(&["ls-lb-list", switch]).contains("outside-tcp"),
+            "{switch}: {}",
+            ovn.nbctl(&["ls-lb-list", switch])
+        );
+    }
+    // Outside every subnet: nothing to answer ARP for, so not on the router.
+    assert!(!ovn.nbctl(&["lr-lb-list", "r1"]).contains("outside-tcp"));
+    for client in [&client_east, &client_west] {
+        assert!(
+            answered_by_all(&ovn, client, "1.1.1.1", 8888, &["netshoot-east", "netshoot-west"]),
+            "connections from {} to 1.1.1.1:8888\nNB: {}",
+            client.spec.name,
+            ovn.nbctl(&["list", "load_balancer"])
+        );
+    }
 }

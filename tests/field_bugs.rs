@@ -239,6 +239,8 @@ async fn case8_two_rules_on_one_frontend_are_refused() {
         "{}",
         error.message()
     );
+    // Issue #13: the frontend is taken by another rule, which must let go first.
+    assert_eq!(error_reason(&error), "ADDRESS_TAKEN");
     c.rules.create_switch_lb_rule(rule("b", 81)).await.unwrap();
     daemon.stop().await;
 }
@@ -725,7 +727,31 @@ async fn case4_addresses_nb_already_uses_are_never_allocated() {
         !nb.nbctl(&["ls-lb-list", "sf"]).trim().is_empty()
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The daemon sees it once asking for its VIP explicitly is refused, naming it (a request
+    // that got the address before that gives it back).
+    let probe = |v4ip: &str| pb::CreateVipRequest {
+        vip: Some(pb::Vip {
+            name: "probe".into(),
+            subnet: "sf".into(),
+            v4ip: v4ip.into(),
+            ..Default::default()
+        }),
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match c.vips.create_vip(probe("10.0.9.4")).await {
+            Err(error) if error.message().contains("foreign-lb") => break,
+            Err(error) => panic!("{error:?}"),
+            Ok(_) => {
+                c.vips
+                    .delete_vip(pb::DeleteVipRequest { name: "probe".into() })
+                    .await
+                    .unwrap();
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "the daemon never saw foreign-lb");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let nginx6 = c.pods.bind_pod(bind("nginx6")).await.unwrap().into_inner();
     assert_eq!(address(&nginx6), "10.0.9.5/29", "10.0.9.4 is foreign-lb's VIP");
 
@@ -897,10 +923,210 @@ async fn case6_a_rule_given_by_address_reaches_nb() {
         .await
         .unwrap_err();
     assert_eq!(error.code(), Code::FailedPrecondition, "{}", error.message());
+    assert_eq!(error_reason(&error), "ADDRESS_TAKEN");
     assert!(
         error.message().contains("pod/default/small-1/eth0"),
         "{}",
         error.message()
     );
     daemon.stop().await;
+}
+
+/// Binds pod `name` with label `app: <app>` on `subnet`; returns its IPv4 address.
+async fn bind_labelled(c: &mut Clients, name: &str, app: &str, subnet: &str) -> String {
+    let pod = c
+        .pods
+        .bind_pod(pb::BindPodRequest {
+            namespace: "default".into(),
+            name: name.into(),
+            labels: HashMap::from([("app".to_string(), app.to_string())]),
+            nics: vec![pb::NicRequest {
+                subnet: subnet.into(),
+                interface: "eth0".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    pod.nics[0].addresses[0].split('/').next().unwrap().to_string()
+}
+
+/// Case 6, the rest, and routed clients: an address frontend outside every managed subnet with
+/// backends on two switches goes on each of them (Ready, not `BackendsOnSeveralSwitches`); a
+/// balancer also goes on every managed switch attached to the same router as its switches (a
+/// routed client's own switch must balance: ovn-northd skips traffic entering a switch from a
+/// router port), and on no other; health checks where no source address can exist are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn case6_outside_frontend_goes_on_every_backend_switch_and_routed_clients_switches() {
+    let daemon = TestDaemon::start().await;
+    let mut c = clients(&daemon).await;
+    for (name, cidr) in [("east", "10.21.0.0/24"), ("west", "10.22.0.0/24"), ("lone", "10.23.0.0/24")] {
+        c.subnets
+            .create_subnet(common::subnet_request(name, cidr, ""))
+            .await
+            .unwrap();
+    }
+    let east = bind_labelled(&mut c, "netshoot-east", "netshoot", "east").await;
+    let west = bind_labelled(&mut c, "netshoot-west", "netshoot", "west").await;
+    let rule = |name: &str, vip: &str, app: &str, health_check: bool| pb::CreateSwitchLbRuleRequest {
+        rule: Some(pb::SwitchLbRule {
+            name: name.into(),
+            vip: vip.into(),
+            selector: vec![format!("app:{app}")],
+            ports: vec![pb::LbPort {
+                port: 8888,
+                target_port: 80,
+                ..Default::default()
+            }],
+            health_check,
+            ..Default::default()
+        }),
+    };
+    c.rules
+        .create_switch_lb_rule(rule("outside", "1.1.1.1", "netshoot", false))
+        .await
+        .unwrap();
+    let status = rule_reason(&mut c.rules, "outside", "Synced").await;
+    assert!(status.ready, "{status:?}");
+    assert_eq!(status.backends, vec![east.clone(), west.clone()]);
+    let nb = &daemon.nb;
+    let on = |switch: &str, lb: &str| nb.nbctl(&["ls-lb-list", switch]).contains(lb);
+    wait_until_async("outside-tcp on east and west", Duration::from_secs(10), || {
+        on("east", "outside-tcp") && on("west", "outside-tcp")
+    })
+    .await;
+    assert!(!on("lone", "outside-tcp"));
+
+    // A switch_lb_vip in east once east and west share a router (lone has none).
+    add_router_port(&daemon, "east", "04:00:00:00:21:01", "10.21.0.1/24").await;
+    add_router_port(&daemon, "west", "04:00:00:00:22:01", "10.22.0.1/24").await;
+    c.vips
+        .create_vip(pb::CreateVipRequest {
+            vip: Some(pb::Vip {
+                name: "slb".into(),
+                subnet: "east".into(),
+                r#type: "switch_lb_vip".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    c.rules
+        .create_switch_lb_rule(rule("slb-web", "slb", "netshoot", false))
+        .await
+        .unwrap();
+    rule_reason(&mut c.rules, "slb-web", "Synced").await;
+    wait_until_async("slb-web-tcp on east (its subnet) and west (routed clients)", Duration::from_secs(10), || {
+        on("east", "slb-web-tcp") && on("west", "slb-web-tcp") && nb.nbctl(&["lr-lb-list", "router"]).contains("slb-web-tcp")
+    })
+    .await;
+    assert!(!on("lone", "slb-web-tcp"));
+    // The router moved the outside frontend's balancer nowhere else: still east and west.
+    assert!(on("east", "outside-tcp") && on("west", "outside-tcp") && !on("lone", "outside-tcp"));
+
+    // Health checks on a frontend outside every subnet: no source address can be reserved, so
+    // the rule is refused rather than written without them.
+    let error = c
+        .rules
+        .create_switch_lb_rule(rule("checked", "2.2.2.2", "netshoot", true))
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::FailedPrecondition, "{}", error.message());
+    daemon.stop().await;
+}
+
+/// Case 7's kind, every other status that could claim too much: a switch_lb_vip is Ready only
+/// while a rule serves it (before, nothing answers for it: the router answers ARP/ND for a
+/// router's load-balancer VIPs only), so it is `NoRule`; a rule whose frontend has no backend of
+/// its family is not Ready (`NoBackends`: connections to it fail) until a matching pod is bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_switch_lb_vip_without_a_rule_and_a_rule_without_backends_are_not_ready() {
+    let daemon = TestDaemon::start().await;
+    let mut c = clients(&daemon).await;
+    c.subnets
+        .create_subnet(common::subnet_request("ovn-default", "10.16.0.0/16", ""))
+        .await
+        .unwrap();
+    add_router_port(&daemon, "ovn-default", "04:00:00:00:00:01", "10.16.0.1/16").await;
+    c.vips
+        .create_vip(pb::CreateVipRequest {
+            vip: Some(pb::Vip {
+                name: "lonely".into(),
+                subnet: "ovn-default".into(),
+                r#type: "switch_lb_vip".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    let rule = |name: &str, vip: &str, endpoints: &[&str]| pb::CreateSwitchLbRuleRequest {
+        rule: Some(pb::SwitchLbRule {
+            name: name.into(),
+            vip: vip.into(),
+            namespace: "default".into(),
+            selector: vec!["app:web".into()],
+            endpoints: endpoints.iter().map(|endpoint| endpoint.to_string()).collect(),
+            ports: vec![pb::LbPort {
+                port: 80,
+                target_port: 8080,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+    };
+    assert!(!vip_reason(&mut c.vips, "lonely", "NoRule").await);
+    c.rules
+        .create_switch_lb_rule(rule("web", "lonely", &["10.16.0.50"]))
+        .await
+        .unwrap();
+    assert!(vip_reason(&mut c.vips, "lonely", "Synced").await);
+    c.rules
+        .delete_switch_lb_rule(pb::DeleteSwitchLbRuleRequest { name: "web".into() })
+        .await
+        .unwrap();
+    assert!(!vip_reason(&mut c.vips, "lonely", "NoRule").await);
+
+    c.rules
+        .create_switch_lb_rule(rule("empty", "10.16.0.60", &[]))
+        .await
+        .unwrap();
+    let status = rule_reason(&mut c.rules, "empty", "NoBackends").await;
+    assert!(!status.ready);
+    assert!(status.conditions[0].message.contains("10.16.0.60"), "{status:?}");
+    let web = bind_labelled(&mut c, "web-0", "web", "ovn-default").await;
+    let status = rule_reason(&mut c.rules, "empty", "Synced").await;
+    assert!(status.ready);
+    assert_eq!(status.backends, vec![web]);
+    daemon.stop().await;
+}
+
+/// Waits until the VIP's Ready condition has `reason`; returns its readiness.
+async fn vip_reason(vips: &mut VipServiceClient<Channel>, name: &str, reason: &str) -> bool {
+    let mut last = None;
+    for _ in 0..250 {
+        let status = vips
+            .get_vip(pb::GetVipRequest { name: name.into() })
+            .await
+            .unwrap()
+            .into_inner()
+            .status
+            .unwrap();
+        if status.conditions.first().is_some_and(|condition| condition.reason == reason) {
+            return status.ready;
+        }
+        last = Some(status);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{name}: never {reason:?}: {last:?}");
+}
+
+/// The `google.rpc.ErrorInfo` reason of a refusal ("" when it has none).
+fn error_reason(status: &tonic::Status) -> String {
+    use tonic_types::StatusExt;
+    status
+        .get_details_error_info()
+        .map(|info| info.reason)
+        .unwrap_or_default()
 }

@@ -316,7 +316,8 @@ async fn switch_lb_vips_and_rules_become_router_mac_ports_and_load_balancers() {
         "ovn-default-router",
         "router-port=router-ovn-default",
     ]);
-    ready(&mut vips, "slr-01").await;
+    // Issue #16: with a router but no rule, nothing answers for the VIP yet: not Ready.
+    wait_for_reason(&mut vips, "slr-01", "NoRule").await;
     // Issue #16 case 2: the VIP's port is a reservation record only. Its addresses would be a
     // second L2 destination for the router MAC; the router answers ARP/ND for the VIP instead.
     assert_eq!(get(&daemon, &["logical_switch_port", "slr-01", "addresses"]), "[]");
@@ -358,6 +359,8 @@ async fn switch_lb_vips_and_rules_become_router_mac_ports_and_load_balancers() {
         .create_switch_lb_rule(pb::CreateSwitchLbRuleRequest { rule: Some(rule) })
         .await
         .unwrap();
+    // A rule serves it: the router answers for it, Ready.
+    ready(&mut vips, "slr-01").await;
     let vips_of = |daemon: &TestDaemon| get(daemon, &["load_balancer", "slr-web-tcp", "vips"]);
     wait_until_async("the load balancer", Duration::from_secs(5), || {
         vips_of(&daemon).contains(&web1_ip)
@@ -463,6 +466,8 @@ async fn switch_lb_vips_and_rules_become_router_mac_ports_and_load_balancers() {
             .trim(),
         ""
     );
+    // Its VIP is no longer served: not Ready again.
+    wait_for_reason(&mut vips, "slr-01", "NoRule").await;
     daemon.stop().await;
 }
 

@@ -235,6 +235,11 @@ async fn exclude_ips_widen_unless_an_allocated_address_falls_in_and_cidrs_stay()
         error.message().contains("10.16.0.50") && error.message().contains("held"),
         "{error:?}"
     );
+    // Issue #13: the holder must let go first.
+    assert_eq!(
+        tonic_types::StatusExt::get_details_error_info(&error).map(|info| info.reason),
+        Some("ADDRESS_TAKEN".to_string())
+    );
     let unchanged = subnets
         .get_subnet(pb::GetSubnetRequest {
             name: "ovn-default".into(),

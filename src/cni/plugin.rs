@@ -148,14 +148,22 @@ impl Daemon {
     }
 }
 
-/// A gRPC error as a CNI error: unavailable is "try again later", everything else is the
+/// A gRPC error as a CNI error: unavailable is "try again later", and so is a reference to an
+/// object that does not exist yet (FAILED_PRECONDITION with `google.rpc.ErrorInfo` reason
+/// `REFERENCE_NOT_FOUND`: a subnet or VIP a controller may still create); everything else is the
 /// daemon's refusal with its message (e.g. "vip x is in use by pod default/y").
 fn refused(what: &str, status: &tonic::Status) -> CniError {
+    use tonic_types::StatusExt;
+    let not_yet = status.code() == Code::FailedPrecondition
+        && status.get_details_error_info().is_some_and(|info| {
+            info.domain == crate::api::error::ERROR_DOMAIN && info.reason == "REFERENCE_NOT_FOUND"
+        });
     let code = match status.code() {
         Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => code::TRY_AGAIN_LATER,
+        _ if not_yet => code::TRY_AGAIN_LATER,
         _ => code::DAEMON_REFUSED,
     };
-    let verb = if code == code::TRY_AGAIN_LATER {
+    let verb = if code == code::TRY_AGAIN_LATER && !not_yet {
         "did not answer"
     } else {
         "refused"
@@ -526,5 +534,32 @@ pub fn status(conf: &NetConf) -> Result<(), CniError> {
             code::NOT_AVAILABLE,
             format!("ovn-vipd has no subnet {}", conf.subnet),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::RegistryError;
+
+    /// Issue #13: a CNI caller can tell "retry" from "give up" by the daemon's ErrorInfo reason.
+    #[test]
+    fn a_reference_not_found_yet_is_try_again_later_and_a_taken_vip_is_refused() {
+        let missing = tonic::Status::from(RegistryError::reference_not_found("vip", "pod-vip"));
+        let error = refused("binding pod default/web-0", &missing);
+        assert_eq!(error.code, code::TRY_AGAIN_LATER, "{error:?}");
+        assert!(error.msg.contains("vip pod-vip does not exist"), "{error:?}");
+        let taken = tonic::Status::from(RegistryError::InUse {
+            kind: "vip",
+            name: "pod-vip".into(),
+            user: "pod default/web-0".into(),
+        });
+        assert_eq!(refused("binding", &taken).code, code::DAEMON_REFUSED);
+        let other = tonic::Status::from(RegistryError::FailedPrecondition("no".into()));
+        assert_eq!(refused("binding", &other).code, code::DAEMON_REFUSED);
+        assert_eq!(
+            refused("binding", &tonic::Status::unavailable("down")).code,
+            code::TRY_AGAIN_LATER
+        );
     }
 }

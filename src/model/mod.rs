@@ -208,7 +208,7 @@ pub fn port_name(pod: &str, namespace: &str, interface: &str, first: bool) -> St
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Protocol {
     Tcp,
     Udp,
@@ -268,7 +268,7 @@ pub fn aap_vips(annotations: &BTreeMap<String, String>) -> Vec<String> {
 
 /// The NIC by which `pod` may carry the AAP VIP `vip`, if it is eligible: bound, same namespace,
 /// labels matching the VIP's selector, the VIP listed in `ovn.kubernetes.io/aaps`, with a NIC in
-/// the VIP's subnet. The selector decides both virtual-parents and port security.
+/// the VIP's subnet. The selector decides both its parents and their port security.
 pub fn eligible_nic<'a>(vip: &Vip, pod: &'a Pod) -> Option<&'a PodNic> {
     if !vip.is_aap()
         || !pod.bound

@@ -6,36 +6,14 @@
 use std::net::IpAddr;
 
 use crate::ipam::{InUseElsewhere, MacAddr};
-use crate::ovsdb::{Atom, Cache, Client, Row, Value};
+use crate::ovsdb::{Cache, Client, Value};
 use crate::registry::InUseOutside;
 
 use super::{
-    LoadBalancer, LogicalRouterPort, LogicalSwitchPort, NbRow, LOGICAL_SWITCH, LOGICAL_SWITCH_PORT, VENDOR, VENDOR_KEY,
+    is_owned, uuid_set, row_is_owned, LoadBalancer, LogicalRouterPort, LogicalSwitchPort, NbRow, LOGICAL_SWITCH,
+    LOGICAL_SWITCH_PORT,
 };
 
-fn owned(external_ids: &std::collections::BTreeMap<String, String>) -> bool {
-    external_ids.get(VENDOR_KEY).map(String::as_str) == Some(VENDOR)
-}
-
-/// Whether a cached row carries the daemon's mark, without decoding it: a switch holds mostly
-/// the daemon's own ports, and this runs at every allocation.
-fn row_owned(row: &Row) -> bool {
-    match row.get("external_ids") {
-        Some(Value::Map(entries)) => {
-            entries.get(&Atom::String(VENDOR_KEY.to_string())) == Some(&Atom::String(VENDOR.to_string()))
-        }
-        _ => false,
-    }
-}
-
-/// The members of a set column (a one-member set may be a bare atom).
-fn uuids(row: &Row, column: &str) -> Vec<uuid::Uuid> {
-    match row.get(column) {
-        Some(Value::Set(items)) => items.iter().filter_map(Atom::as_uuid).collect(),
-        Some(Value::Atom(Atom::Uuid(uuid))) => vec![*uuid],
-        _ => Vec::new(),
-    }
-}
 
 /// The address of a load balancer's `vips` key: `IP`, `IP:port` or `[IPv6]:port`.
 fn lb_key_address(key: &str) -> Option<IpAddr> {
@@ -58,11 +36,11 @@ pub fn in_use_outside(cache: &Cache, switch: &str) -> InUseElsewhere {
     else {
         return used;
     };
-    for uuid in uuids(switch, "ports") {
+    for uuid in uuid_set(switch, "ports") {
         let Some(row) = cache.row(LOGICAL_SWITCH_PORT, &uuid) else {
             continue;
         };
-        if row_owned(row) {
+        if row_is_owned(row) {
             continue;
         }
         let port = LogicalSwitchPort::from_row(uuid, row);
@@ -81,7 +59,7 @@ pub fn in_use_outside(cache: &Cache, switch: &str) -> InUseElsewhere {
                 }
             }
         }
-        if port.port_type == "router" {
+        if super::topology::is_router_link(&port) {
             let Some(peer) = port.options.get("router-port") else {
                 continue;
             };
@@ -100,11 +78,11 @@ pub fn in_use_outside(cache: &Cache, switch: &str) -> InUseElsewhere {
             }
         }
     }
-    for uuid in uuids(switch, "load_balancer") {
+    for uuid in uuid_set(switch, "load_balancer") {
         let Some(balancer) = LoadBalancer::get(cache, &uuid) else {
             continue;
         };
-        if owned(&balancer.external_ids) {
+        if is_owned(&balancer.external_ids) {
             continue;
         }
         for key in balancer.vips.keys() {

@@ -1,23 +1,27 @@
-//! Typed rows of the OVN Northbound tables the daemon reads and writes, decoded from the OVSDB
-//! client's cache, and the list of tables and columns the daemon depends on (checked against the
-//! server's schema at connect time). Knows OVN's table layout; knows nothing of JSON-RPC.
+//! The only module that knows OVN Northbound's vocabulary (tables, columns, options, the
+//! daemon's `external_ids` marks), both ways: typed rows decoded from the OVSDB client's cache
+//! (this file), what they mean for the sync ([`changes`], [`topology`], [`in_use_outside`]), the
+//! daemon's wishes encoded into rows ([`encode`]) and the difference sent as operations
+//! ([`plan`]); and the list of tables and columns the daemon depends on (checked against the
+//! server's schema at connect time). Knows nothing of JSON-RPC.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use uuid::Uuid;
 
+pub mod changes;
+pub mod encode;
 mod in_use;
+mod owner;
+pub mod plan;
+pub mod topology;
 
+pub use encode::{DesiredLoadBalancer, DesiredPort, PortKind};
 pub use in_use::{in_use_outside, NbInUse};
+pub use owner::{is_owned, row_is_owned, Owner, UnknownOwner, OWNER_KEY, VENDOR, VENDOR_KEY};
+pub use plan::{Actual, Difference, Plan, Wanted};
 
 use crate::ovsdb::{Atom, Cache, ClientConfig, IndexSpec, Remote, Row, Value};
-
-/// Marks every row the daemon creates; rows without it are never modified or deleted.
-pub const VENDOR_KEY: &str = "vendor";
-pub const VENDOR: &str = "ovn-vipd";
-/// The object a row belongs to: `subnet/<name>`, `vip/<name>`, `pod/<namespace>/<name>/<nic>`,
-/// `slr/<rule>/<protocol>`.
-pub const OWNER_KEY: &str = "ovn-vipd/owner";
 
 pub const DATABASE: &str = "OVN_Northbound";
 

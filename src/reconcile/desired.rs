@@ -2,26 +2,15 @@
 //! router port on a subnet's switch), from the NB cache. Pure: no I/O.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use crate::model::{
-    aap_parents, aap_vips, eligible_nic, selector_matches, Pod, PodRef, Subnet, SwitchLbRule, Vip, VipType,
+    aap_parents, aap_vips, eligible_nic, selector_matches, MacAddr, Pod, PodRef, Protocol, Subnet, SwitchLbRule, Vip,
+    VipType,
 };
-use crate::nb::{LogicalRouter, LogicalRouterPort, LogicalSwitch, LogicalSwitchPort};
-
-pub use crate::nb::{OWNER_KEY, VENDOR, VENDOR_KEY};
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DesiredPort {
-    pub name: String,
-    /// The logical switch the port belongs on.
-    pub switch: String,
-    pub port_type: String,
-    pub addresses: BTreeSet<String>,
-    pub port_security: BTreeSet<String>,
-    pub options: BTreeMap<String, String>,
-    pub external_ids: BTreeMap<String, String>,
-}
+pub use crate::nb::topology::{RouterMacs, SwitchRouters};
+pub use crate::nb::{DesiredLoadBalancer, DesiredPort, PortKind};
+use crate::nb::Owner;
 
 /// Why a VIP cannot be made ready, when it cannot.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,47 +25,13 @@ pub struct RuleBlocked {
     pub message: String,
 }
 
-/// One OVN load balancer: a switch-LB rule's ports of one protocol.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DesiredLoadBalancer {
-    pub name: String,
-    pub switch: String,
-    /// The logical router (its `_uuid`) the balancer is also attached to, when its frontend is
-    /// inside the switch's subnet: ovn-northd(8), `lr_in_ip_input`, makes the router port answer
-    /// ARP requests and IPv6 neighbor solicitations for the load-balancer VIPs of its router with
-    /// its own MAC, and makes the switch send those requests to the router port
-    /// (`ls_in_l2_lkup`, priority 80). No second L2 destination for the router MAC is needed.
-    pub router: Option<uuid::Uuid>,
-    pub protocol: String,
-    /// `"<vip>:<port>"` (IPv6 `"[vip]:port"`) → `"<backend>:<target>,…"`.
-    pub vips: BTreeMap<String, String>,
-    pub selection_fields: BTreeSet<String>,
-    pub options: BTreeMap<String, String>,
-    pub external_ids: BTreeMap<String, String>,
-    /// Backend IP → `"<logical port>:<health-check source IP>"`, when health checks are on
-    /// (IPv6 in brackets on both sides: `"[fd00::5]"` → `"web-0.default:[fd00::2]"`).
-    pub ip_port_mappings: BTreeMap<String, String>,
-    /// One health check per entry of `vips`, when health checks are on.
-    pub health_checks: BTreeSet<String>,
-}
-
-/// The options of every health check the daemon creates (OVN's defaults, spelled out).
-pub fn health_check_options() -> BTreeMap<String, String> {
-    BTreeMap::from([
-        ("interval".to_string(), "5".to_string()),
-        ("timeout".to_string(), "20".to_string()),
-        ("success_count".to_string(), "3".to_string()),
-        ("failure_count".to_string(), "3".to_string()),
-    ])
-}
-
 /// A subnet's health-check source addresses.
 pub type HealthCheckSources = BTreeMap<String, (Option<std::net::Ipv4Addr>, Option<std::net::Ipv6Addr>)>;
 
 #[derive(Debug, Default, Clone)]
 pub struct Desired {
-    /// Keyed by the owner mark (`slr/<rule>/<protocol>`): names are not unique in NB.
-    pub load_balancers: BTreeMap<String, DesiredLoadBalancer>,
+    /// One per rule and protocol, keyed by its owner: names are not unique in NB.
+    pub load_balancers: BTreeMap<Owner, DesiredLoadBalancer>,
     /// Rules that cannot be realized (or could be written but never reached), and why.
     pub rules_blocked: BTreeMap<String, RuleBlocked>,
     /// Rules whose load balancers are written but which are not Ready yet, and why.
@@ -91,85 +46,45 @@ pub struct Desired {
     /// The ports of each bound pod.
     pub pod_ports: BTreeMap<PodRef, Vec<String>>,
     pub blocked: BTreeMap<String, Blocked>,
+    /// The switch_lb_vips a rule's load balancers serve (only these answer ARP/ND).
+    pub vips_served: BTreeSet<String>,
     /// VIP → the MAC that answers ARP/ND for it when it is not the VIP's own (a switch_lb_vip's
-    /// router-port MAC), for its status.
-    pub vip_macs: BTreeMap<String, String>,
+    /// router port's MAC), for its status.
+    pub vip_macs: BTreeMap<String, MacAddr>,
 }
 
-fn owned(owner: String) -> BTreeMap<String, String> {
-    BTreeMap::from([
-        (VENDOR_KEY.to_string(), VENDOR.to_string()),
-        (OWNER_KEY.to_string(), owner),
-    ])
-}
-
-fn joined(parts: impl IntoIterator<Item = String>) -> String {
-    parts.into_iter().collect::<Vec<_>>().join(" ")
-}
-
-/// Each switch's router port MAC (what switch_lb_vip ports answer ARP with).
-pub type RouterMacs = BTreeMap<String, String>;
-
-/// The router port MAC of every switch that has one.
-pub fn router_macs(
-    switches: &[LogicalSwitch],
-    ports: &BTreeMap<uuid::Uuid, LogicalSwitchPort>,
-    router_ports: &[LogicalRouterPort],
-) -> RouterMacs {
-    switches
-        .iter()
-        .filter_map(|switch| {
-            router_port_mac(&switch.name, switches, ports, router_ports).map(|mac| (switch.name.clone(), mac))
-        })
-        .collect()
-}
-
-/// The MAC of the logical router port attached to `switch` (via its `type=router` port).
-pub fn router_port_mac(
-    switch: &str,
-    switches: &[LogicalSwitch],
-    ports: &BTreeMap<uuid::Uuid, LogicalSwitchPort>,
-    router_ports: &[LogicalRouterPort],
-) -> Option<String> {
-    router_port_of(switch, switches, ports, router_ports).map(|router_port| router_port.mac.clone())
-}
-
-/// The logical router port attached to `switch` (the peer named by the `router-port` option of
-/// the switch's `type=router` port).
-fn router_port_of<'a>(
-    switch: &str,
-    switches: &[LogicalSwitch],
-    ports: &BTreeMap<uuid::Uuid, LogicalSwitchPort>,
-    router_ports: &'a [LogicalRouterPort],
-) -> Option<&'a LogicalRouterPort> {
-    let switch = switches.iter().find(|candidate| candidate.name == switch)?;
-    switch.ports.iter().filter_map(|uuid| ports.get(uuid)).find_map(|port| {
-        if port.port_type != "router" {
-            return None;
+impl Desired {
+    /// What the plan compares with NB.
+    pub fn wanted(&self) -> crate::nb::Wanted<'_> {
+        crate::nb::Wanted {
+            switches: &self.switches,
+            ports: &self.ports,
+            load_balancers: &self.load_balancers,
         }
-        let peer = port.options.get("router-port")?;
-        router_ports.iter().find(|router_port| &router_port.name == peer)
-    })
+    }
 }
 
-/// Each switch's logical router (`_uuid`), for the switches attached to one through a router port.
-pub type SwitchRouters = BTreeMap<String, uuid::Uuid>;
-
-/// The logical router of every switch that has a router port whose router is in NB.
-pub fn switch_routers(
-    switches: &[LogicalSwitch],
-    ports: &BTreeMap<uuid::Uuid, LogicalSwitchPort>,
-    router_ports: &[LogicalRouterPort],
-    routers: &[LogicalRouter],
-) -> SwitchRouters {
+/// The managed switches a balancer goes on: `base` and every managed switch attached to the same
+/// logical router as one of them. A client on another switch reaches the frontend through the
+/// router, and ovn-northd(8) applies a switch's load balancers only to traffic entering from its
+/// own ports (`ls_in_pre_lb` skips traffic from a router port), so the client's own switch must
+/// hold the balancer; its replies are un-NATed there on the way back.
+fn balancer_switches(base: BTreeSet<String>, subnets: &[Subnet], switch_routers: &SwitchRouters) -> BTreeSet<String> {
+    let routers: BTreeSet<uuid::Uuid> = base.iter().filter_map(|switch| switch_routers.get(switch)).copied().collect();
+    let mut switches = base;
+    switches.extend(
+        subnets
+            .iter()
+            .map(|subnet| &subnet.logical_switch)
+            .filter(|switch| switch_routers.get(*switch).is_some_and(|router| routers.contains(router)))
+            .cloned(),
+    );
     switches
-        .iter()
-        .filter_map(|switch| {
-            let router_port = router_port_of(&switch.name, switches, ports, router_ports)?;
-            let router = routers.iter().find(|router| router.ports.contains(&router_port.uuid))?;
-            Some((switch.name.clone(), router.uuid))
-        })
-        .collect()
+}
+
+/// Addresses for a message: `a, b`.
+fn shown(addresses: &[IpAddr]) -> String {
+    addresses.iter().map(IpAddr::to_string).collect::<Vec<_>>().join(", ")
 }
 
 /// The managed subnet whose CIDR holds `ip`.
@@ -178,21 +93,6 @@ fn subnet_holding(subnets: &[Subnet], ip: IpAddr) -> Option<&Subnet> {
         IpAddr::V4(v4) => subnet.cidr_v4.is_some_and(|net| net.contains(&v4)),
         IpAddr::V6(v6) => subnet.cidr_v6.is_some_and(|net| net.contains(&v6)),
     })
-}
-
-/// An address as OVN's load-balancer columns spell it where a port or a name may follow: an
-/// IPv6 address in square brackets (ovn-nb(5): `vips` keys and values, `ip_port_mappings` keys
-/// and the source IP in its values, Load_Balancer_Health_Check `vip`), IPv4 as it is.
-pub fn ovn_lb_address(ip: IpAddr) -> String {
-    match ip {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => format!("[{v6}]"),
-    }
-}
-
-/// `<address>:<port>` in OVN's load-balancer syntax (`[v6]:port` for IPv6).
-fn endpoint(ip: IpAddr, port: u16) -> String {
-    format!("{}:{port}", ovn_lb_address(ip))
 }
 
 /// Load balancers for switch-LB rules: backends are the rule's explicit endpoints plus the
@@ -229,73 +129,52 @@ pub fn load_balancers(
         })
         .collect();
     for rule in rules {
-        let (addresses, subnet) = match rule.vip.parse::<IpAddr>() {
-            Ok(ip) => {
-                let subnet = subnet_holding(subnets, ip);
-                if let Some(subnet) = subnet {
-                    if !switch_routers.contains_key(&subnet.logical_switch) {
-                        // Only a router port can answer ARP/ND for it without a second L2
-                        // destination: written, but not Ready.
-                        desired.rules_unready.insert(
-                            rule.name.clone(),
-                            RuleBlocked {
-                                reason: "NoRouterPort",
-                                message: format!(
-                                    "{ip} is inside subnet {}, whose switch {} has no logical router to answer ARP/ND for it",
-                                    subnet.name, subnet.logical_switch
-                                ),
-                            },
-                        );
-                    }
-                }
-                (vec![ip], subnet)
-            }
+        // The frontend's addresses, its subnet, and whether it is a VIP (else an address).
+        let (addresses, subnet, is_vip) = match rule.vip.parse::<IpAddr>() {
+            Ok(ip) => (vec![ip], subnet_holding(subnets, ip), false),
             Err(_) => match vips.iter().find(|vip| vip.spec.name == rule.vip) {
-                Some(vip) => {
-                    let subnet = subnets.iter().find(|subnet| subnet.name == vip.spec.subnet);
-                    let shown = || {
-                        vip.addresses()
-                            .iter()
-                            .map(IpAddr::to_string)
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    };
-                    if vip.spec.vip_type != VipType::SwitchLbVip {
-                        desired.rules_blocked.insert(
-                            rule.name.clone(),
-                            RuleBlocked {
-                                reason: "NotSwitchLbVip",
-                                message: format!(
-                                    "vip {} is not a switch_lb_vip: no port answers ARP/ND for {} with the router's MAC, so no client can reach the load balancer; use a switch_lb_vip VIP",
-                                    vip.spec.name,
-                                    shown()
-                                ),
-                            },
-                        );
-                        continue;
-                    }
-                    if let Some(subnet) = subnet {
-                        if !switch_routers.contains_key(&subnet.logical_switch) {
-                            desired.rules_blocked.insert(
-                                rule.name.clone(),
-                                RuleBlocked {
-                                    reason: "NoRouterPort",
-                                    message: format!(
-                                        "switch {} has no logical router port: nothing answers ARP/ND for vip {} ({})",
-                                        subnet.logical_switch,
-                                        vip.spec.name,
-                                        shown()
-                                    ),
-                                },
-                            );
-                            continue;
-                        }
-                    }
-                    (vip.addresses(), subnet)
+                Some(vip) if vip.spec.vip_type != VipType::SwitchLbVip => {
+                    desired.rules_blocked.insert(
+                        rule.name.clone(),
+                        RuleBlocked {
+                            reason: "NotSwitchLbVip",
+                            message: format!(
+                                "vip {} is not a switch_lb_vip: no port answers ARP/ND for {} with the router's MAC, so no client can reach the load balancer; use a switch_lb_vip VIP",
+                                vip.spec.name,
+                                shown(&vip.addresses())
+                            ),
+                        },
+                    );
+                    continue;
                 }
-                None => (Vec::new(), None),
+                Some(vip) => (
+                    vip.addresses(),
+                    subnets.iter().find(|subnet| subnet.name == vip.spec.subnet),
+                    true,
+                ),
+                None => (Vec::new(), None, false),
             },
         };
+        if let Some(subnet) = subnet.filter(|subnet| !switch_routers.contains_key(&subnet.logical_switch)) {
+            // Only a router port can answer ARP/ND for an in-subnet frontend without a second L2
+            // destination: a VIP's rule gets no balancer; an address frontend's is written, but
+            // neither is Ready.
+            let blocked = RuleBlocked {
+                reason: "NoRouterPort",
+                message: format!(
+                    "{} ({}) is inside subnet {}, whose switch {} has no logical router port to answer ARP/ND for it",
+                    rule.vip,
+                    shown(&addresses),
+                    subnet.name,
+                    subnet.logical_switch
+                ),
+            };
+            if is_vip {
+                desired.rules_blocked.insert(rule.name.clone(), blocked);
+                continue;
+            }
+            desired.rules_unready.insert(rule.name.clone(), blocked);
+        }
         // The router that answers ARP/ND for a frontend inside the subnet.
         let router = subnet.and_then(|subnet| switch_routers.get(&subnet.logical_switch).copied());
         let mut backends: Vec<IpAddr> = rule.endpoints.clone();
@@ -319,72 +198,69 @@ pub fn load_balancers(
         }
         backends.sort();
         backends.dedup();
-        // An address frontend outside every managed subnet (Kube-OVN's `vip: 1.1.1.1`) is reached
-        // through the router, so the load balancer goes where the clients and backends are: on
-        // the switch of the backends' subnet.
-        let subnet = match subnet {
-            Some(subnet) => subnet,
-            None => {
-                let mut holding: Vec<&Subnet> = backends
-                    .iter()
-                    .filter_map(|backend| subnet_holding(subnets, *backend))
-                    .collect();
-                holding.sort_by(|a, b| a.logical_switch.cmp(&b.logical_switch));
-                holding.dedup_by(|a, b| a.logical_switch == b.logical_switch);
-                match holding.as_slice() {
-                    [one] => *one,
-                    [] => {
-                        desired.rules_blocked.insert(
-                            rule.name.clone(),
-                            RuleBlocked {
-                                reason: "NoSubnet",
-                                message: format!("no managed subnet holds vip {} or its backends", rule.vip),
-                            },
-                        );
-                        continue;
-                    }
-                    several => {
-                        desired.rules_blocked.insert(
-                            rule.name.clone(),
-                            RuleBlocked {
-                                reason: "BackendsOnSeveralSwitches",
-                                message: format!(
-                                    "the backends of {} are on switches {}; one switch per rule is supported",
-                                    rule.vip,
-                                    several
-                                        .iter()
-                                        .map(|subnet| subnet.logical_switch.as_str())
-                                        .collect::<Vec<_>>()
-                                        .join(", ")
-                                ),
-                            },
-                        );
-                        continue;
-                    }
-                }
-            }
+        // The switches whose clients reach the frontend directly: the frontend's subnet's, or,
+        // for an address frontend outside every managed subnet (Kube-OVN's `vip: 1.1.1.1`), the
+        // switches of the backends' subnets (issue #16 case 6).
+        let base: BTreeSet<String> = match subnet {
+            Some(subnet) => BTreeSet::from([subnet.logical_switch.clone()]),
+            None => backends
+                .iter()
+                .filter_map(|backend| subnet_holding(subnets, *backend))
+                .map(|subnet| subnet.logical_switch.clone())
+                .collect(),
         };
-        let mut protocols: BTreeSet<&'static str> = BTreeSet::new();
-        for port in &rule.ports {
-            protocols.insert(port.protocol.as_str());
+        if base.is_empty() {
+            desired.rules_blocked.insert(
+                rule.name.clone(),
+                RuleBlocked {
+                    reason: "NoSubnet",
+                    message: format!("no managed subnet holds vip {} or its backends", rule.vip),
+                },
+            );
+            continue;
         }
+        let switches = balancer_switches(base, subnets, switch_routers);
+        if is_vip {
+            desired.vips_served.insert(rule.vip.clone());
+        }
+        // Health checks need a source address in the frontend's subnet: the registry reserves
+        // one per subnet with a health-checked frontend and refuses health checks elsewhere.
+        let subnet_sources = subnet.and_then(|subnet| sources.get(&subnet.name));
+        // A frontend address without a backend of its family drops every connection.
+        let unserved: Vec<String> = addresses
+            .iter()
+            .filter(|address| !backends.iter().any(|backend| backend.is_ipv4() == address.is_ipv4()))
+            .map(IpAddr::to_string)
+            .collect();
+        if !unserved.is_empty() && !desired.rules_unready.contains_key(&rule.name) {
+            desired.rules_unready.insert(
+                rule.name.clone(),
+                RuleBlocked {
+                    reason: "NoBackends",
+                    message: format!(
+                        "no backend of its address family for {}: connections to it fail until an endpoint is given or a bound pod matches the selector",
+                        unserved.join(", ")
+                    ),
+                },
+            );
+        }
+        let protocols: BTreeSet<Protocol> = rule.ports.iter().map(|port| port.protocol).collect();
         for protocol in protocols {
-            let mut lb_vips = BTreeMap::new();
-            for port in rule.ports.iter().filter(|port| port.protocol.as_str() == protocol) {
+            let mut lb_vips: BTreeMap<SocketAddr, Vec<SocketAddr>> = BTreeMap::new();
+            for port in rule.ports.iter().filter(|port| port.protocol == protocol) {
                 for vip in &addresses {
-                    let targets: Vec<String> = backends
+                    let targets = backends
                         .iter()
                         .filter(|backend| backend.is_ipv4() == vip.is_ipv4())
-                        .map(|backend| endpoint(*backend, port.target_port))
+                        .map(|backend| SocketAddr::new(*backend, port.target_port))
                         .collect();
-                    lb_vips.insert(endpoint(*vip, port.port), targets.join(","));
+                    lb_vips.insert(SocketAddr::new(*vip, port.port), targets);
                 }
             }
-            let owner = format!("slr/{}/{protocol}", rule.name);
-            let mut ip_port_mappings = BTreeMap::new();
-            let mut health_checks = BTreeSet::new();
+            let mut monitored = BTreeMap::new();
+            let mut health_check = false;
             if rule.health_check {
-                if let Some((source_v4, source_v6)) = sources.get(&subnet.name) {
+                if let Some((source_v4, source_v6)) = subnet_sources {
                     for backend in &backends {
                         let source = if backend.is_ipv4() {
                             source_v4.map(IpAddr::V4)
@@ -392,36 +268,28 @@ pub fn load_balancers(
                             source_v6.map(IpAddr::V6)
                         };
                         if let (Some(port), Some(source)) = (port_of.get(backend), source) {
-                            // ovn-nb(5): `[2001::1]`=`sw0-p1:[2002::1]` for IPv6; without the
-                            // brackets ovn-northd finds no mapping, makes no Service_Monitor
-                            // and the VIP's flows drop everything.
-                            ip_port_mappings
-                                .insert(ovn_lb_address(*backend), format!("{port}:{}", ovn_lb_address(source)));
+                            monitored.insert(*backend, (port.to_string(), source));
                         }
                     }
-                    health_checks = lb_vips.keys().cloned().collect();
+                    health_check = true;
                 }
             }
-            let (selection_fields, options) = match rule.session_affinity_timeout {
-                Some(timeout) => (
-                    BTreeSet::from(["ip_src".to_string()]),
-                    BTreeMap::from([("affinity_timeout".to_string(), timeout.to_string())]),
-                ),
-                None => (BTreeSet::new(), BTreeMap::new()),
+            let owner = Owner::Rule {
+                rule: rule.name.clone(),
+                protocol,
             };
             desired.load_balancers.insert(
                 owner.clone(),
                 DesiredLoadBalancer {
-                    name: format!("{}-{protocol}", rule.name),
-                    switch: subnet.logical_switch.clone(),
+                    name: format!("{}-{}", rule.name, protocol.as_str()),
+                    owner,
+                    switches: switches.clone(),
                     router,
-                    protocol: protocol.to_string(),
+                    protocol,
                     vips: lb_vips,
-                    selection_fields,
-                    options,
-                    external_ids: owned(owner),
-                    ip_port_mappings,
-                    health_checks,
+                    affinity_timeout: rule.session_affinity_timeout,
+                    health_check,
+                    monitored,
                 },
             );
         }
@@ -464,34 +332,19 @@ pub fn compute(
         let Some(switch) = switch_of.get(vip.spec.subnet.as_str()) else {
             continue;
         };
-        let mut needed = Vec::new();
+        let mut ports: Vec<(String, PortKind)> = Vec::new();
         if vip.is_aap() {
             let parents = aap_parents(vip, candidates.get(&vip.spec.name).into_iter().flatten().copied());
             desired.vip_parents.insert(vip.spec.name.clone(), parents.clone());
-            // OVN's virtual-ip takes one address: one virtual port per family.
+            // An OVN virtual port takes one address: one virtual port per family.
             for (index, ip) in vip.addresses().into_iter().enumerate() {
                 let name = if index == 0 {
                     vip.spec.name.clone()
                 } else {
                     format!("{}:ipv6", vip.spec.name)
                 };
-                let mut options = BTreeMap::from([("virtual-ip".to_string(), ip.to_string())]);
-                if !parents.is_empty() {
-                    options.insert("virtual-parents".to_string(), parents.join(","));
-                }
-                desired.ports.insert(
-                    name.clone(),
-                    DesiredPort {
-                        name: name.clone(),
-                        switch: switch.to_string(),
-                        port_type: "virtual".into(),
-                        addresses: BTreeSet::new(),
-                        port_security: BTreeSet::new(),
-                        options,
-                        external_ids: owned(format!("vip/{}", vip.spec.name)),
-                    },
-                );
-                needed.push(name);
+                let parents = parents.clone();
+                ports.push((name, PortKind::Virtual { ip, parents }));
             }
         } else if vip.spec.vip_type == VipType::SwitchLbVip {
             match router_macs.get(*switch).cloned() {
@@ -500,21 +353,8 @@ pub fn compute(
                     // `ls_in_l2_lkup` destination for the router MAC (Kube-OVN #5700). The
                     // router port answers ARP/ND for the VIP once a rule's balancer is on the
                     // router (see `load_balancers`).
-                    let name = vip.spec.name.clone();
-                    desired.ports.insert(
-                        name.clone(),
-                        DesiredPort {
-                            name: name.clone(),
-                            switch: switch.to_string(),
-                            port_type: String::new(),
-                            addresses: BTreeSet::new(),
-                            port_security: BTreeSet::new(),
-                            options: BTreeMap::new(),
-                            external_ids: owned(format!("vip/{}", vip.spec.name)),
-                        },
-                    );
+                    ports.push((vip.spec.name.clone(), PortKind::Reservation));
                     desired.vip_macs.insert(vip.spec.name.clone(), mac);
-                    needed.push(name);
                 }
                 None => {
                     desired.blocked.insert(
@@ -525,6 +365,17 @@ pub fn compute(
                     );
                 }
             }
+        }
+        let mut needed = Vec::new();
+        for (name, kind) in ports {
+            let port = DesiredPort {
+                name: name.clone(),
+                switch: switch.to_string(),
+                owner: Owner::Vip(vip.spec.name.clone()),
+                kind,
+            };
+            desired.ports.insert(name.clone(), port);
+            needed.push(name);
         }
         desired.vip_ports.insert(vip.spec.name.clone(), needed);
     }
@@ -550,31 +401,25 @@ pub fn compute(
             let Some(switch) = switch_of.get(nic.subnet.as_str()) else {
                 continue;
             };
-            let ips: Vec<String> = nic
-                .v4ip
-                .map(|ip| ip.to_string())
-                .into_iter()
-                .chain(nic.v6ip.map(|ip| ip.to_string()))
-                .collect();
-            let address = joined(std::iter::once(nic.mac.to_string()).chain(ips.iter().cloned()));
-            let mut security = ips.clone();
-            if let Some(extra) = extra_security.get(nic.port_name.as_str()) {
-                security.extend(extra.iter().map(IpAddr::to_string));
-            }
-            let security = joined(std::iter::once(nic.mac.to_string()).chain(security));
             desired.ports.insert(
                 nic.port_name.clone(),
                 DesiredPort {
                     name: nic.port_name.clone(),
                     switch: switch.to_string(),
-                    port_type: String::new(),
-                    addresses: BTreeSet::from([address]),
-                    port_security: BTreeSet::from([security]),
-                    options: BTreeMap::new(),
-                    external_ids: owned(format!(
-                        "pod/{}/{}/{}",
-                        pod.spec.namespace, pod.spec.name, nic.interface
-                    )),
+                    owner: Owner::Nic {
+                        pod: pod.key(),
+                        interface: nic.interface.clone(),
+                    },
+                    kind: PortKind::Nic {
+                        mac: nic.mac,
+                        ips: nic.v4ip.map(IpAddr::V4).into_iter().chain(nic.v6ip.map(IpAddr::V6)).collect(),
+                        extra_security: extra_security
+                            .get(nic.port_name.as_str())
+                            .into_iter()
+                            .flatten()
+                            .copied()
+                            .collect(),
+                    },
                 },
             );
             names.push(nic.port_name.clone());
@@ -587,7 +432,7 @@ pub fn compute(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{LbPort, MacAddr, NicSpec, OwnerKind, PodNic, PodSpec, Protocol, Strategy, VipSpec};
+    use crate::model::{LbPort, NicSpec, OwnerKind, PodNic, PodSpec, Strategy, VipSpec};
 
     fn dual_subnet() -> Subnet {
         Subnet {
@@ -652,10 +497,10 @@ mod tests {
         }
     }
 
-    /// Issue #16 case 1: every load-balancer string that carries an IPv6 address uses OVN's
-    /// bracketed syntax (ovn-nb(5) `ip_port_mappings`: `[2001::1]`=`sw0-p1:[2002::1]`).
+    /// Issue #16 case 1: a health-checked rule maps each backend of both families to its port and
+    /// the subnet's source of that family (`nb::encode` spells them with OVN's brackets).
     #[test]
-    fn ipv6_in_load_balancer_rows_uses_ovn_brackets() {
+    fn health_checked_rule_on_a_dual_stack_vip() {
         let rule = SwitchLbRule {
             name: "web".into(),
             vip: "lbvip".into(),
@@ -690,30 +535,28 @@ mod tests {
             &sources,
             &switch_routers,
         );
-        let lb = &desired.load_balancers["slr/web/tcp"];
+        let lb = &desired.load_balancers[&Owner::Rule {
+            rule: "web".into(),
+            protocol: Protocol::Tcp,
+        }];
         // Issue #16 case 2: the balancer of an in-subnet frontend goes on the subnet's router too.
         assert_eq!(lb.router, Some(router));
+        let socket = |text: &str| text.parse::<SocketAddr>().unwrap();
         assert_eq!(
             lb.vips,
             BTreeMap::from([
-                ("10.17.0.100:80".to_string(), "10.17.0.5:8080".to_string()),
-                ("[fd00:10:17::100]:80".to_string(), "[fd00:10:17::5]:8080".to_string()),
+                (socket("10.17.0.100:80"), vec![socket("10.17.0.5:8080")]),
+                (socket("[fd00:10:17::100]:80"), vec![socket("[fd00:10:17::5]:8080")]),
             ])
         );
+        let ip = |text: &str| text.parse::<IpAddr>().unwrap();
         assert_eq!(
-            lb.ip_port_mappings,
+            lb.monitored,
             BTreeMap::from([
-                ("10.17.0.5".to_string(), "web-0.default:10.17.0.2".to_string()),
-                (
-                    "[fd00:10:17::5]".to_string(),
-                    "web-0.default:[fd00:10:17::2]".to_string()
-                ),
+                (ip("10.17.0.5"), ("web-0.default".to_string(), ip("10.17.0.2"))),
+                (ip("fd00:10:17::5"), ("web-0.default".to_string(), ip("fd00:10:17::2"))),
             ])
         );
-        // A health check's vip must equal its `vips` key, brackets included.
-        assert_eq!(
-            lb.health_checks,
-            BTreeSet::from(["10.17.0.100:80".to_string(), "[fd00:10:17::100]:80".to_string()])
-        );
+        assert!(lb.health_check);
     }
 }

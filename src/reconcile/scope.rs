@@ -4,17 +4,16 @@
 //! A change to a VIP affects its ports, the port security of its old and new parents, and the
 //! load balancers of rules naming it; a change to a pod affects its ports, the VIPs it is or was
 //! an eligible parent of, and the rules of its namespace. An NB row maps back to its object by the
-//! owner mark (`ovn-vipd/owner`) or, for a foreign row in the way, by its name. Anything whose
+//! owner mark ([`crate::nb::Owner`]) or, for a foreign row in the way, by its name. Anything whose
 //! reach is wide (a subnet, a switch, a router port) asks for a full pass.
 
 use std::collections::{BTreeSet, HashMap};
 
-use uuid::Uuid;
-
-use super::desired::{Desired, RouterMacs, SwitchRouters, OWNER_KEY, VENDOR, VENDOR_KEY};
+use super::desired::{Desired, RouterMacs, SwitchRouters};
 use crate::model::PodRef;
-use crate::nb;
-use crate::ovsdb::{Atom, Cache, Row, RowChange, Value};
+use crate::nb::changes::{touched, Touched};
+use crate::nb::Owner;
+use crate::ovsdb::{Cache, RowChange};
 use crate::registry::Change;
 
 /// What the next pass must look at.
@@ -65,24 +64,19 @@ impl Dirty {
         dirty
     }
 
-    fn add_owner(&mut self, owner: &str) {
-        if let Some(vip) = owner.strip_prefix("vip/") {
-            self.vips.insert(vip.to_string());
-        } else if let Some(pod) = owner.strip_prefix("pod/") {
-            let mut parts = pod.splitn(3, '/');
-            if let (Some(namespace), Some(name)) = (parts.next(), parts.next()) {
-                self.pods.insert(PodRef {
-                    namespace: namespace.into(),
-                    name: name.into(),
-                });
+    fn add_owner(&mut self, owner: Owner) {
+        match owner {
+            Owner::Vip(vip) => {
+                self.vips.insert(vip);
             }
-        } else if let Some(rule) = owner.strip_prefix("slr/") {
-            if let Some((rule, _protocol)) = rule.rsplit_once('/') {
-                self.rules.insert(rule.to_string());
+            Owner::Nic { pod, .. } => {
+                self.pods.insert(pod);
             }
-        } else {
-            // `subnet/…` (a switch) or an owner this version does not know.
-            self.full = true;
+            Owner::Rule { rule, .. } => {
+                self.rules.insert(rule);
+            }
+            // A switch: its reach is wide.
+            Owner::Subnet(_) => self.full = true,
         }
     }
 
@@ -116,6 +110,9 @@ pub struct Memory {
     ports_of_pod: HashMap<PodRef, Vec<String>>,
     /// Port name → its object, so a foreign row in the way maps back to the object it blocks.
     object_of_port: HashMap<String, Object>,
+    /// Rule → the VIP it names (absent for an address frontend), so a deleted rule's VIP is
+    /// looked at again.
+    vip_of_rule: HashMap<String, String>,
     /// Switch → router port MAC, from the last full pass (a router port change asks for one).
     pub router_macs: RouterMacs,
     /// Switch → its logical router, from the last full pass (a router change asks for one).
@@ -182,6 +179,19 @@ impl Memory {
         }
     }
 
+    /// The VIP the rule named when it was last seen.
+    pub fn vip_of_rule(&self, rule: &str) -> Option<&String> {
+        self.vip_of_rule.get(rule)
+    }
+
+    /// Records the VIP a rule names (`None`: the rule is gone or names an address).
+    pub fn record_rule(&mut self, rule: &str, vip: Option<&str>) {
+        match vip {
+            Some(vip) => self.vip_of_rule.insert(rule.to_string(), vip.to_string()),
+            None => self.vip_of_rule.remove(rule),
+        };
+    }
+
     /// Records what `desired` says of the pod `key` (absent: unbound or gone).
     pub fn record_pod(&mut self, key: &PodRef, desired: &Desired) {
         for port in self.ports_of_pod.remove(key).unwrap_or_default() {
@@ -196,107 +206,20 @@ impl Memory {
     }
 }
 
-fn text<'a>(row: &'a Row, column: &str) -> Option<&'a str> {
-    row.get(column).and_then(Value::as_str)
-}
-
-fn owner_of(row: &Row) -> Option<&str> {
-    let ids = row.get("external_ids")?.as_map()?;
-    if ids.get(&Atom::String(VENDOR_KEY.into())).and_then(Atom::as_str) != Some(VENDOR) {
-        return None;
-    }
-    ids.get(&Atom::String(OWNER_KEY.into())).and_then(Atom::as_str)
-}
-
-fn uuids(row: Option<&Row>, column: &str) -> BTreeSet<Uuid> {
-    match row.and_then(|row| row.get(column)) {
-        Some(Value::Set(items)) => items.iter().filter_map(Atom::as_uuid).collect(),
-        Some(Value::Atom(Atom::Uuid(uuid))) => BTreeSet::from([*uuid]),
-        _ => BTreeSet::new(),
-    }
-}
-
-/// What a port row (before or after a change) makes dirty.
-fn port_row(dirty: &mut Dirty, row: &Row, memory: &Memory) {
-    if text(row, "type") == Some("router") {
-        // The MAC switch_lb_vip ports answer with may have changed.
-        dirty.full = true;
-        return;
-    }
-    if let Some(owner) = owner_of(row) {
-        dirty.add_owner(owner);
-    }
-    if let Some(object) = text(row, "name").and_then(|name| memory.object_of_port(name)) {
-        dirty.add_object(object);
-    }
-}
-
-/// What a batch of NB row changes makes dirty. `cache` is read for the balancers a switch gained
-/// or lost.
+/// What a batch of NB row changes makes dirty: the objects owning the changed rows, the object
+/// a changed port name belongs to (a foreign row may be in its way), everything for a topology
+/// change. `cache` is read for the balancers a switch or router gained or lost.
 pub fn dirty_from_nb(changes: &[RowChange], memory: &Memory, cache: &Cache) -> Dirty {
     let mut dirty = Dirty::default();
-    for change in changes {
-        match change.table.as_str() {
-            nb::LOGICAL_SWITCH_PORT => {
-                for row in change.old.iter().chain(change.new.iter()) {
-                    port_row(&mut dirty, row, memory);
+    for touched in touched(changes, cache) {
+        match touched {
+            Touched::Owner(owner) => dirty.add_owner(owner),
+            Touched::Port(name) => {
+                if let Some(object) = memory.object_of_port(&name) {
+                    dirty.add_object(object);
                 }
             }
-            nb::LOAD_BALANCER | nb::LOAD_BALANCER_HEALTH_CHECK => {
-                for row in change.old.iter().chain(change.new.iter()) {
-                    if let Some(owner) = owner_of(row) {
-                        dirty.add_owner(owner);
-                    }
-                }
-            }
-            nb::LOGICAL_SWITCH => {
-                let (Some(old), Some(new)) = (&change.old, &change.new) else {
-                    dirty.full = true;
-                    continue;
-                };
-                let others_changed = old
-                    .iter()
-                    .filter(|(column, _)| !matches!(column.as_str(), "ports" | "load_balancer"))
-                    .any(|(column, value)| new.get(column) != Some(value));
-                if others_changed {
-                    dirty.full = true;
-                    continue;
-                }
-                // Ports added or removed have row events of their own (a port is not a root row:
-                // it lives exactly as long as a switch holds it), so the `ports` set, which can be
-                // huge, is not compared here.
-                let (old_lbs, new_lbs) = (uuids(Some(old), "load_balancer"), uuids(Some(new), "load_balancer"));
-                for lb in old_lbs.symmetric_difference(&new_lbs) {
-                    if let Some(owner) = cache.row(nb::LOAD_BALANCER, lb).and_then(owner_of) {
-                        dirty.add_owner(owner);
-                    }
-                }
-            }
-            nb::LOGICAL_ROUTER => {
-                // A change of only a router's `load_balancer` set (the daemon's own attachments,
-                // or someone detaching one of its balancers) concerns the balancers' rules; any
-                // other change can move a switch to another router: a full pass.
-                let (Some(old), Some(new)) = (&change.old, &change.new) else {
-                    dirty.full = true;
-                    continue;
-                };
-                let others_changed = old
-                    .iter()
-                    .filter(|(column, _)| column.as_str() != "load_balancer")
-                    .any(|(column, value)| new.get(column) != Some(value));
-                if others_changed {
-                    dirty.full = true;
-                    continue;
-                }
-                let (old_lbs, new_lbs) = (uuids(Some(old), "load_balancer"), uuids(Some(new), "load_balancer"));
-                for lb in old_lbs.symmetric_difference(&new_lbs) {
-                    if let Some(owner) = cache.row(nb::LOAD_BALANCER, lb).and_then(owner_of) {
-                        dirty.add_owner(owner);
-                    }
-                }
-            }
-            nb::LOGICAL_ROUTER_PORT => dirty.full = true,
-            _ => {}
+            Touched::Topology => dirty.full = true,
         }
     }
     dirty

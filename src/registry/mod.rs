@@ -365,7 +365,7 @@ impl Registry {
                     let addresses = held.v4.map(IpAddr::V4).into_iter().chain(held.v6.map(IpAddr::V6));
                     for ip in addresses {
                         if new.is_excluded(ip) && !old.is_excluded(ip) {
-                            return Err(RegistryError::FailedPrecondition(format!(
+                            return Err(RegistryError::AddressTaken(format!(
                                 "exclude_ips would exclude {ip}, which {owner} holds in subnet {}; release it first",
                                 subnet.name
                             )));
@@ -1253,7 +1253,7 @@ impl Registry {
                             .and_then(|name| state.vips.get(name))
                             .is_some_and(|vip| vip.spec.vip_type == VipType::SwitchLbVip);
                         if !switch_lb_vip {
-                            return Err(RegistryError::FailedPrecondition(format!(
+                            return Err(RegistryError::AddressTaken(format!(
                                 "rule.vip: {ip} is allocated to {owner} in subnet {subnet}"
                             )));
                         }
@@ -1271,7 +1271,7 @@ impl Registry {
                                 .any(|theirs| theirs.port == port.port && theirs.protocol == port.protocol)
                     });
                     if let Some(other) = taken_by {
-                        return Err(RegistryError::FailedPrecondition(format!(
+                        return Err(RegistryError::AddressTaken(format!(
                             "rule.ports[{index}].port: {} {} of {} is already served by switch-lb rule {}",
                             port.protocol.as_str(),
                             port.port,

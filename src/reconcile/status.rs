@@ -1,0 +1,155 @@
+//! The status the sync writes back: a rule's and a VIP's Ready condition from what a pass
+//! planned and NB refused, and NBUnavailable while NB is away.
+
+use std::net::SocketAddr;
+
+use crate::model::{Condition, SwitchLbRule, Vip, VipType};
+use crate::nb::{Owner, Plan};
+use crate::ovsdb::Client;
+use crate::registry::{now_ms, Registry, RuleStatus};
+
+use super::desired::{Blocked, Desired};
+
+/// The one Ready condition, keeping its transition time when status and reason are unchanged.
+pub(super) fn condition(status: bool, reason: &str, message: String, previous: &[Condition]) -> Vec<Condition> {
+    let last_transition_ms = previous
+        .iter()
+        .find(|condition| {
+            condition.condition_type == "Ready" && condition.status == status && condition.reason == reason
+        })
+        .map(|condition| condition.last_transition_ms)
+        .unwrap_or_else(now_ms);
+    vec![Condition {
+        condition_type: "Ready".into(),
+        status,
+        reason: reason.into(),
+        message,
+        last_transition_ms,
+    }]
+}
+
+/// Every VIP: not Ready while NB is away.
+pub(super) fn mark_unavailable(registry: &Registry, error: &str) {
+    for vip in registry.list_vips() {
+        let conditions = condition(
+            false,
+            "NBUnavailable",
+            format!("OVN NB is unavailable: {error}"),
+            &vip.conditions,
+        );
+        registry.set_vip_conditions(&vip.spec.name, conditions);
+    }
+}
+
+/// A VIP created or changed while NB is away says so at once (not "Pending").
+pub(super) fn unavailable_if_disconnected(change: &crate::registry::Change, registry: &Registry, client: &Client) {
+    let crate::registry::Change::Vip(name) = change else {
+        return;
+    };
+    let state = client.state();
+    if state.is_connected() {
+        return;
+    }
+    let Ok(vip) = registry.get_vip(name) else { return };
+    let error = state.last_error.unwrap_or_else(|| "not connected".into());
+    registry.set_vip_conditions(
+        name,
+        condition(
+            false,
+            "NBUnavailable",
+            format!("OVN NB is unavailable: {error}"),
+            &vip.conditions,
+        ),
+    );
+}
+
+
+/// Rule status: the balancers' VIP entries and backends, or why there are none.
+pub(super) fn write_rule_status(registry: &Registry, desired: &Desired, rules: &[SwitchLbRule]) {
+    for rule in rules {
+        let mut balancers: Vec<_> = desired
+            .load_balancers
+            .iter()
+            .filter(|(owner, _)| matches!(owner, Owner::Rule { rule: name, .. } if *name == rule.name))
+            .map(|(owner, lb)| (owner.to_string(), lb))
+            .collect();
+        balancers.sort_by(|(a, _), (b, _)| a.cmp(b));
+        let mut vips: Vec<String> = Vec::new();
+        for (_, lb) in &balancers {
+            let mut frontends: Vec<String> = lb.vips.keys().map(SocketAddr::to_string).collect();
+            frontends.sort();
+            vips.extend(frontends);
+        }
+        let mut backends: Vec<String> = balancers
+            .iter()
+            .flat_map(|(_, lb)| lb.vips.values().flatten())
+            .map(|backend| backend.ip().to_string())
+            .collect();
+        backends.sort();
+        backends.dedup();
+        let previous = registry.rule_status(&rule.name);
+        let conditions = match desired
+            .rules_blocked
+            .get(&rule.name)
+            .or(desired.rules_unready.get(&rule.name))
+        {
+            Some(blocked) => condition(false, blocked.reason, blocked.message.clone(), &previous.conditions),
+            None => condition(
+                true,
+                "Synced",
+                "NB holds this rule's load balancers".into(),
+                &previous.conditions,
+            ),
+        };
+        registry.set_rule_status(
+            &rule.name,
+            RuleStatus {
+                conditions,
+                vips,
+                backends,
+            },
+        );
+    }
+}
+
+/// VIP status, from what was planned and refused; written only where it changes.
+pub(super) fn write_vip_status(registry: &Registry, desired: &Desired, plan: &Plan, vips: &[Vip]) {
+    for vip in vips {
+        let name = &vip.spec.name;
+        let (status, reason, message) = if let Some(Blocked::NoRouterPort { switch }) = desired.blocked.get(name) {
+            (
+                false,
+                "NoRouterPort",
+                format!("switch {switch} has no logical router port"),
+            )
+        } else if let Some(row) = desired
+            .vip_ports
+            .get(name)
+            .into_iter()
+            .flatten()
+            .find_map(|port| plan.conflicts.get(port))
+        {
+            (false, "Conflict", format!("{row} exists and is not owned by ovn-vipd"))
+        } else if vip.spec.vip_type == VipType::SwitchLbVip && !desired.vips_served.contains(name) {
+            // The router answers ARP/ND for the VIP only once a rule's balancer is on it.
+            (
+                false,
+                "NoRule",
+                "no switch-LB rule serves this VIP yet: nothing answers for its addresses until one does".to_string(),
+            )
+        } else {
+            (true, "Synced", "NB holds what this VIP needs".to_string())
+        };
+        // Status reports the MAC that answers ARP/ND for the VIP in NB, when it is not the VIP's
+        // own: the router port's for a switch_lb_vip.
+        let nb_mac = desired.vip_macs.get(name).copied().filter(|mac| *mac != vip.mac);
+        registry.set_vip_nb_mac(name, nb_mac);
+        let unchanged = vip.conditions.len() == 1
+            && vip.conditions[0].status == status
+            && vip.conditions[0].reason == reason
+            && vip.conditions[0].message == message;
+        if !unchanged {
+            registry.set_vip_conditions(name, condition(status, reason, message, &vip.conditions));
+        }
+    }
+}
