@@ -15,7 +15,7 @@ use crate::nb;
 use crate::ovsdb::{Client, OvsdbError, Remote, TlsFiles};
 use crate::registry::{Registry, RegistryError};
 use crate::role::{Role, LOCK_NAME};
-use crate::telemetry::{self, systemd, Heartbeat};
+use crate::telemetry::{self, systemd, Heartbeat, Watchdog};
 
 #[derive(Debug, Clone)]
 pub struct DaemonConfig {
@@ -34,6 +34,9 @@ pub struct DaemonConfig {
     pub resync_interval: Duration,
     /// How long in-flight requests may take to finish at shutdown.
     pub shutdown_grace: Duration,
+    /// Told the bound address of each TCP gRPC listener once it serves (the port the kernel
+    /// chose for `tcp:IP:0`); see [`api::ServeOptions::bound`]. `None` from the flags.
+    pub grpc_bound: Option<tokio::sync::mpsc::UnboundedSender<SocketAddr>>,
 }
 
 impl DaemonConfig {
@@ -49,6 +52,7 @@ impl DaemonConfig {
             metrics_listen: None,
             resync_interval: Duration::from_secs(300),
             shutdown_grace: Duration::from_secs(10),
+            grpc_bound: None,
         }
     }
 
@@ -63,6 +67,7 @@ impl DaemonConfig {
             metrics_listen: settings.metrics_listen,
             resync_interval: settings.resync_interval,
             shutdown_grace: settings.shutdown_grace,
+            grpc_bound: None,
         }
     }
 }
@@ -121,6 +126,7 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
         tls: config.grpc_tls.clone(),
         socket_group: config.socket_group,
         role: role_receiver.clone(),
+        bound: config.grpc_bound.clone(),
     };
     let api_server = api::serve(config.listen.clone(), registry.clone(), shutdown.clone(), options).await?;
     let api_task = tokio::spawn(api_server.instrument(tracing::info_span!("api")));
@@ -159,12 +165,12 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
     let mut ready = false;
     let mut synced = false;
     // systemd expects keep-alives within the timeout; send them twice as often.
-    let watchdog_timeout = systemd::watchdog_timeout();
-    let mut watchdog = tokio::time::interval(watchdog_timeout.map(|timeout| timeout / 2).unwrap_or(Duration::MAX / 4));
+    let keep_alive = systemd::watchdog_timeout().map(|timeout| Watchdog::new(timeout, heartbeat.clone()));
+    let mut watchdog = tokio::time::interval(keep_alive.as_ref().map_or(Duration::MAX / 4, Watchdog::tick_interval));
     loop {
         let event = tokio::select! {
             _ = shutdown.cancelled() => Event::Shutdown,
-            _ = watchdog.tick(), if watchdog_timeout.is_some() => Event::WatchdogTick,
+            _ = watchdog.tick(), if keep_alive.is_some() => Event::WatchdogTick,
             changed = passes.changed(), if !synced => match changed {
                 Ok(()) => Event::Synced,
                 Err(_) => Event::Shutdown,
@@ -201,13 +207,13 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
             Event::WatchdogTick => {
                 // Both loops must be alive: this one (it is running) and the sync's. The sync may
                 // wait on NB up to its request timeout; the unit's WatchdogSec leaves room for it.
-                let age = heartbeat.age();
-                match watchdog_timeout {
-                    Some(timeout) if age < timeout * 3 / 4 => systemd::watchdog(),
-                    _ => warn!(
+                match keep_alive.as_ref().map(Watchdog::keep_alive) {
+                    Some(Ok(())) => systemd::watchdog(),
+                    Some(Err(age)) => warn!(
                         ?age,
                         "the sync loop has not gone round; holding back the watchdog keep-alive"
                     ),
+                    None => {}
                 }
             }
         }

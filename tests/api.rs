@@ -350,24 +350,25 @@ async fn bad_inputs_get_the_right_code_and_change_nothing() {
         .unwrap();
     // Let the NB sync settle the VIP's status first: the snapshot below must only move if a
     // refused request changed something.
-    let mut settled = false;
-    for _ in 0..250 {
-        let status = c
-            .vips
-            .get_vip(pb::GetVipRequest {
-                name: "existing".into(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .status;
-        if status.is_some_and(|status| status.ready) {
-            settled = true;
-            break;
+    common::wait_for("the VIP to become ready", std::time::Duration::from_secs(5), || {
+        let mut vips = c.vips.clone();
+        async move {
+            let status = vips
+                .get_vip(pb::GetVipRequest {
+                    name: "existing".into(),
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .status;
+            if status.as_ref().is_some_and(|status| status.ready) {
+                Ok(())
+            } else {
+                Err(format!("{status:?}"))
+            }
         }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    assert!(settled, "the VIP never became ready");
+    })
+    .await;
 
     let with = |edit: fn(&mut pb::Vip)| {
         let mut request = vip("new-vip", "ovn-default");

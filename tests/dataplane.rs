@@ -155,12 +155,42 @@ fn aap_vip_follows_the_parent_that_announces_it() {
     for (address, prefix, _) in &families {
         stranger.claim(address, *prefix);
     }
-    std::thread::sleep(Duration::from_secs(3));
+    // Its announcements are out: IPv6's NA goes when duplicate address detection ends (here it
+    // fails, parent-2 holds the address, and then no NA is sent at all).
+    wait_until("the stranger's DAD to end", FLOWS, || {
+        let v6 = stranger.exec_ok(&["ip", "-6", "addr", "show", "dev", "eth0", "to", &families[1].0]);
+        !v6.contains("tentative") || v6.contains("dadfailed")
+    });
+    // Barrier (datapath): packets the stranger sends after its announcements reach the client,
+    // so the announcements went through the pipeline (and would have reached the client) first.
+    wait_until("the stranger reaches the client", FLOWS, || {
+        stranger.ping(&client.ip(false)) && stranger.ping(&client.ip(true))
+    });
     for (address, _, port) in &families {
         assert_eq!(ovn.virtual_parent(port), "parent-2.default", "{port}");
         assert!(client.ping(address), "{address}");
         assert_eq!(client.neighbour_mac(address), Some(parent2.mac()), "{address}");
     }
+    // Barrier (ovn-controller): a takeover announced after the stranger's goes through the same
+    // packet-in path; once SB shows it, a claim by the stranger would have been written before.
+    for (address, prefix, _) in &families {
+        parent2.release(address, *prefix);
+        parent1.claim(address, *prefix);
+    }
+    for (address, _, port) in &families {
+        wait_until(&format!("{address} answers from parent-1 again"), FLOWS, || {
+            ovn.virtual_parent(port) == "parent-1.default"
+                && client.ping(address)
+                && client.neighbour_mac(address) == Some(parent1.mac())
+        });
+    }
+    // SB's log (debug level) has every transaction: the stranger was never a virtual parent.
+    let sb_log = ovn.sb.log();
+    assert!(sb_log.contains("\"virtual_parent\":\"parent-1.default\""), "SB log lacks the writes it should show");
+    assert!(
+        !sb_log.contains("\"virtual_parent\":\"stranger.default\""),
+        "the stranger was made virtual parent at some point"
+    );
 }
 
 /// 2: a switch-LB rule's VIP spreads connections over the selected pods; a pod deleted through

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::process::{daemon_args, plain_channel, run_binary, start};
-use common::{free_port, wait_until_async, NbCluster, OvsdbServer};
+use common::{wait_until_async, NbCluster, OvsdbServer};
 use ovn_vipd::api::proto::v1 as pb;
 use pb::pod_service_client::PodServiceClient;
 use pb::subnet_service_client::SubnetServiceClient;
@@ -76,13 +76,12 @@ struct Acknowledged {
 async fn the_daemon_killed_at_random_moments_loses_nothing_and_nb_converges() {
     let dir = tempfile::tempdir().unwrap();
     let nb = OvsdbServer::nb(dir.path());
-    let port = free_port();
-    let args = daemon_args(dir.path(), &nb.unix_remote(), port);
+    let args = daemon_args(dir.path(), &nb.unix_remote());
     let acknowledged = Arc::new(Mutex::new(Acknowledged::default()));
     let mut rng = rand::rngs::SmallRng::seed_from_u64(11);
     for round in 0..6 {
         let daemon = start(dir.path(), &args, &[]);
-        let channel = plain_channel(port).await;
+        let channel = plain_channel(daemon.grpc_port()).await;
         if round == 0 {
             create_subnet(&channel).await;
         }
@@ -201,7 +200,7 @@ async fn the_daemon_killed_at_random_moments_loses_nothing_and_nb_converges() {
     // A last start: NB converges to the store; then the audit finds nothing wrong at all
     // (no address or MAC with two owners, no NB row missing or orphaned).
     let mut daemon = start(dir.path(), &args, &[]);
-    let channel = plain_channel(port).await;
+    let channel = plain_channel(daemon.grpc_port()).await;
     let expected: usize = {
         let known = acknowledged.lock().unwrap().clone();
         let names = vip_names(&channel).await;
@@ -352,15 +351,15 @@ async fn raft_leader_killed_under_load_followed_within_5_seconds_nothing_lost_or
     common::init_tracing();
     let dir = tempfile::tempdir().unwrap();
     let mut cluster = NbCluster::start(dir.path());
-    let port = free_port();
-    let config = ovn_vipd::daemon::DaemonConfig::new(
+    let mut config = ovn_vipd::daemon::DaemonConfig::new(
         ovn_vipd::ovsdb::Remote::parse_list(&cluster.remotes()).unwrap(),
         dir.path().join("data"),
-        vec![ovn_vipd::api::Listen::Tcp(([127, 0, 0, 1], port).into())],
+        vec![ovn_vipd::api::Listen::Tcp(([127, 0, 0, 1], 0).into())],
     );
+    let mut bound = common::report_grpc_bound(&mut config);
     let shutdown = tokio_util::sync::CancellationToken::new();
     let daemon = tokio::spawn(ovn_vipd::daemon::run(config, shutdown.clone()));
-    let channel = plain_channel(port).await;
+    let channel = plain_channel(common::bound_port(&mut bound).await).await;
     create_subnet(&channel).await;
     let load = Load::start(channel.clone(), "raft", Duration::from_millis(10));
     tokio::time::sleep(Duration::from_secs(2)).await;

@@ -542,26 +542,28 @@ async fn rule_reason(
     name: &str,
     reason: &str,
 ) -> pb::SwitchLbRuleStatus {
-    let mut last = None;
-    for _ in 0..250 {
-        let status = rules
-            .get_switch_lb_rule(pb::GetSwitchLbRuleRequest { name: name.into() })
-            .await
-            .unwrap()
-            .into_inner()
-            .status
-            .unwrap();
-        if status
-            .conditions
-            .first()
-            .is_some_and(|condition| condition.reason == reason)
-        {
-            return status;
+    common::wait_for(&format!("{name}'s reason {reason:?}"), Duration::from_secs(5), || {
+        let (mut rules, name) = (rules.clone(), name.to_string());
+        async move {
+            let status = rules
+                .get_switch_lb_rule(pb::GetSwitchLbRuleRequest { name })
+                .await
+                .unwrap()
+                .into_inner()
+                .status
+                .unwrap();
+            if status
+                .conditions
+                .first()
+                .is_some_and(|condition| condition.reason == reason)
+            {
+                Ok(status)
+            } else {
+                Err(format!("{status:?}"))
+            }
         }
-        last = Some(status);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("{name}: never {reason:?}: {last:?}");
+    })
+    .await
 }
 
 /// Case 7 and its kind: a rule is Ready only when its frontend can be reached. On a VIP that is
@@ -633,25 +635,27 @@ async fn case7_a_rule_is_ready_only_when_its_frontend_is_reachable() {
             .trim(),
         "[]"
     );
-    let mut vips = c.vips.clone();
-    let mut reported = String::new();
-    for _ in 0..250 {
-        reported = vips
-            .get_vip(pb::GetVipRequest {
-                name: "lb-vip01".into(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .status
-            .unwrap()
-            .mac;
-        if reported == "04:00:00:00:00:01" {
-            break;
+    common::wait_for("lb-vip01 to report the router port's MAC", Duration::from_secs(5), || {
+        let mut vips = c.vips.clone();
+        async move {
+            let reported = vips
+                .get_vip(pb::GetVipRequest {
+                    name: "lb-vip01".into(),
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .status
+                .unwrap()
+                .mac;
+            if reported == "04:00:00:00:00:01" {
+                Ok(())
+            } else {
+                Err(reported)
+            }
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(reported, "04:00:00:00:00:01");
+    })
+    .await;
     assert_eq!(
         nb.nbctl(&["get", "logical_router_port", "router-ovn-default", "mac"])
             .trim(),
@@ -725,7 +729,8 @@ async fn case4_addresses_nb_already_uses_are_never_allocated() {
         !nb.nbctl(&["ls-lb-list", "sf"]).trim().is_empty()
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Barrier: the daemon has handled that NB change (not only NB has it).
+    daemon.nb_barrier("sf", "marker-foreign-lb").await;
     let nginx6 = c.pods.bind_pod(bind("nginx6")).await.unwrap().into_inner();
     assert_eq!(address(&nginx6), "10.0.9.5/29", "10.0.9.4 is foreign-lb's VIP");
 

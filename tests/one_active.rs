@@ -8,7 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::process::{daemon_args, http_get, plain_channel, sample, start, DaemonProcess};
-use common::{free_port, wait_until, wait_until_async, NbCluster, OvsdbServer};
+use common::{wait_until, wait_until_async, NbCluster, OvsdbServer};
 use ovn_vipd::api::proto::v1 as pb;
 use ovn_vipd::ovsdb::{Client, ClientEvent, Operation, OvsdbError, Row, Value};
 use pb::subnet_service_client::SubnetServiceClient;
@@ -30,10 +30,10 @@ impl Daemon {
     /// Starts a daemon with a data directory of its own (standalone mode: its own sled store).
     fn start(nb: &str) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
-        let (port, metrics) = (free_port(), free_port());
-        let mut args = daemon_args(dir.path(), nb, port);
-        args.push(format!("--metrics-listen=127.0.0.1:{metrics}"));
+        let mut args = daemon_args(dir.path(), nb);
+        args.push("--metrics-listen=127.0.0.1:0".into());
         let process = start(dir.path(), &args, &[]);
+        let (port, metrics) = (process.grpc_port(), process.metrics_port());
         Daemon {
             process,
             port,
@@ -481,7 +481,7 @@ fn systemd_hears_ready_from_a_standby_with_a_status_saying_so() {
     let socket = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
     socket.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
     let second_dir = tempfile::tempdir().unwrap();
-    let mut args = daemon_args(second_dir.path(), &nb.unix_remote(), free_port());
+    let mut args = daemon_args(second_dir.path(), &nb.unix_remote());
     args.push("--metrics-listen=off".into());
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let _second = DaemonProcess::start(

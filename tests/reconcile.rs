@@ -21,45 +21,39 @@ fn get(daemon: &TestDaemon, args: &[&str]) -> String {
 }
 
 async fn ready(vips: &mut VipServiceClient<tonic::transport::Channel>, name: &str) -> pb::VipStatus {
-    let mut status = None;
-    for _ in 0..250 {
-        let vip = vips
-            .get_vip(pb::GetVipRequest { name: name.into() })
-            .await
-            .unwrap()
-            .into_inner();
-        let current = vip.status.unwrap();
-        if current.ready {
-            return current;
+    common::wait_for(&format!("{name} to become ready"), Duration::from_secs(5), || {
+        let (mut vips, name) = (vips.clone(), name.to_string());
+        async move {
+            let status = vips.get_vip(pb::GetVipRequest { name }).await.unwrap().into_inner().status.unwrap();
+            if status.ready {
+                Ok(status)
+            } else {
+                Err(format!("{status:?}"))
+            }
         }
-        status = Some(current);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("{name} never became ready: {status:?}");
+    })
+    .await
 }
 
 /// Waits until the VIP's Ready condition has `reason`.
 async fn wait_for_reason(vips: &mut VipServiceClient<tonic::transport::Channel>, name: &str, reason: &str) {
-    let mut last = String::new();
-    for _ in 0..250 {
-        let status = vips
-            .get_vip(pb::GetVipRequest { name: name.into() })
-            .await
-            .unwrap()
-            .into_inner()
-            .status
-            .unwrap();
-        last = status
-            .conditions
-            .first()
-            .map(|condition| condition.reason.clone())
-            .unwrap_or_default();
-        if last == reason {
-            return;
+    common::wait_for(&format!("{name}'s reason {reason:?}"), Duration::from_secs(5), || {
+        let (mut vips, name) = (vips.clone(), name.to_string());
+        async move {
+            let status = vips.get_vip(pb::GetVipRequest { name }).await.unwrap().into_inner().status.unwrap();
+            let last = status
+                .conditions
+                .first()
+                .map(|condition| condition.reason.clone())
+                .unwrap_or_default();
+            if last == reason {
+                Ok(())
+            } else {
+                Err(format!("reason {last:?}"))
+            }
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("{name}: reason {last:?}, never {reason:?}");
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -239,22 +233,25 @@ async fn a_quiet_system_sends_nothing_and_garbage_is_collected() {
         daemon.nb.nbctl(&["ls-list"]).contains("kept-sw"),
         "a foreign switch is never deleted"
     );
-    // Once in sync, passes (periodic or triggered by unrelated NB changes) send nothing: the
-    // NB log shows no transaction after this point.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let before = daemon.nb.log().matches("\"method\":\"transact\"").count()
-        + daemon.nb.log().matches("method=\"transact\"").count();
+    // Once in sync, passes (periodic or triggered by unrelated NB changes) send nothing. Counted
+    // between two barriers: an owned orphan port the daemon must collect, whose collection shows
+    // it has handled every NB update before it (NB sends them in order).
+    let transactions = || {
+        daemon.nb.log().matches("\"method\":\"transact\"").count() + daemon.nb.log().matches("method=\"transact\"").count()
+    };
+    daemon.nb_barrier("kept-sw", "marker-before").await;
+    let before = transactions();
     daemon
         .nb
         .nbctl(&["set", "logical_switch", "kept-sw", "external_ids:touched=yes"]);
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let after = daemon.nb.log().matches("\"method\":\"transact\"").count()
-        + daemon.nb.log().matches("method=\"transact\"").count();
-    // The only new transaction is ovn-nbctl's own.
+    daemon.nb_barrier("kept-sw", "marker-after").await;
+    let after = transactions();
+    // ovn-nbctl's change, the marker's creation and its collection: nothing for the change.
     assert_eq!(
         after - before,
-        1,
-        "the daemon sent a transaction with nothing to change"
+        3,
+        "the daemon sent a transaction with nothing to change:\n{}",
+        daemon.nb.log()
     );
     daemon.stop().await;
 }
