@@ -11,43 +11,8 @@ use pb::subnet_service_client::SubnetServiceClient;
 use pb::switch_lb_rule_service_client::SwitchLbRuleServiceClient;
 use pb::vip_service_client::VipServiceClient;
 use tonic::transport::Channel;
+use common::requests::{vip, Clients};
 use tonic::Code;
-
-struct Clients {
-    subnets: SubnetServiceClient<Channel>,
-    vips: VipServiceClient<Channel>,
-    pods: PodServiceClient<Channel>,
-    rules: SwitchLbRuleServiceClient<Channel>,
-}
-
-async fn clients(daemon: &TestDaemon) -> Clients {
-    let channel = daemon.channel().await;
-    Clients {
-        subnets: SubnetServiceClient::new(channel.clone()),
-        vips: VipServiceClient::new(channel.clone()),
-        pods: PodServiceClient::new(channel.clone()),
-        rules: SwitchLbRuleServiceClient::new(channel),
-    }
-}
-
-fn subnet(name: &str, v4: &str, v6: &str) -> pb::CreateSubnetRequest {
-    pb::CreateSubnetRequest {
-        subnet: Some(pb::Subnet {
-            name: name.into(),
-            cidr_v4: v4.into(),
-            cidr_v6: v6.into(),
-            ..Default::default()
-        }),
-    }
-}
-
-fn vip(name: &str, subnet: &str) -> pb::Vip {
-    pb::Vip {
-        name: name.into(),
-        subnet: subnet.into(),
-        ..Default::default()
-    }
-}
 
 fn bind(
     namespace: &str,
@@ -80,13 +45,13 @@ fn bind(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_vip_scenario_the_api_decides() {
     let daemon = TestDaemon::start().await;
-    let mut c = clients(&daemon).await;
+    let mut c = daemon.clients().await;
     c.subnets
-        .create_subnet(subnet("ovn-default", "10.16.0.0/16", "fd00:10:16::/64"))
+        .create_subnet(common::subnet_request("ovn-default", "10.16.0.0/16", "fd00:10:16::/64"))
         .await
         .unwrap();
     c.subnets
-        .create_subnet(subnet("tiny", "10.99.0.0/30", ""))
+        .create_subnet(common::subnet_request("tiny", "10.99.0.0/30", ""))
         .await
         .unwrap();
 
@@ -337,9 +302,9 @@ async fn every_vip_scenario_the_api_decides() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_inputs_get_the_right_code_and_change_nothing() {
     let daemon = TestDaemon::start().await;
-    let mut c = clients(&daemon).await;
+    let mut c = daemon.clients().await;
     c.subnets
-        .create_subnet(subnet("ovn-default", "10.16.0.0/16", ""))
+        .create_subnet(common::subnet_request("ovn-default", "10.16.0.0/16", ""))
         .await
         .unwrap();
     c.vips
@@ -567,37 +532,37 @@ async fn bad_inputs_get_the_right_code_and_change_nothing() {
     let subnet_cases: Vec<(&str, pb::CreateSubnetRequest, Code, &str)> = vec![
         (
             "no CIDR",
-            subnet("s1", "", ""),
+            common::subnet_request("s1", "", ""),
             Code::InvalidArgument,
             "needs cidr_v4, cidr_v6",
         ),
         (
             "bad CIDR",
-            subnet("s1", "10.0.0.0/33", ""),
+            common::subnet_request("s1", "10.0.0.0/33", ""),
             Code::InvalidArgument,
             "subnet.cidr_v4",
         ),
         (
             "prefix too long",
-            subnet("s1", "10.0.0.0/31", ""),
+            common::subnet_request("s1", "10.0.0.0/31", ""),
             Code::InvalidArgument,
             "/8 to /30",
         ),
         (
             "host bits",
-            subnet("s1", "10.0.0.1/24", ""),
+            common::subnet_request("s1", "10.0.0.1/24", ""),
             Code::InvalidArgument,
             "host bits",
         ),
         (
             "v6 too long",
-            subnet("s1", "", "fd00::/128"),
+            common::subnet_request("s1", "", "fd00::/128"),
             Code::InvalidArgument,
             "/8 to /127",
         ),
         (
             "existing, other spec",
-            subnet("ovn-default", "10.17.0.0/16", ""),
+            common::subnet_request("ovn-default", "10.17.0.0/16", ""),
             Code::AlreadyExists,
             "already exists",
         ),
@@ -607,7 +572,7 @@ async fn bad_inputs_get_the_right_code_and_change_nothing() {
         assert_refused(label, &error, code, fragment);
         checked += 1;
     }
-    let mut bad_exclude = subnet("s1", "10.0.0.0/24", "");
+    let mut bad_exclude = common::subnet_request("s1", "10.0.0.0/24", "");
     bad_exclude.subnet.as_mut().unwrap().exclude_ips = vec!["10.0.0.9..10.0.0.1".into()];
     let error = c.subnets.create_subnet(bad_exclude).await.unwrap_err();
     assert_eq!(error.code(), Code::InvalidArgument);
@@ -920,9 +885,9 @@ async fn snapshot(c: &mut Clients) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_starts_with_the_current_state_then_streams_changes() {
     let daemon = TestDaemon::start().await;
-    let mut c = clients(&daemon).await;
+    let mut c = daemon.clients().await;
     c.subnets
-        .create_subnet(subnet("ovn-default", "10.16.0.0/16", ""))
+        .create_subnet(common::subnet_request("ovn-default", "10.16.0.0/16", ""))
         .await
         .unwrap();
     c.vips
@@ -997,11 +962,11 @@ async fn the_unix_socket_is_0660_and_serves_the_same_api() {
         .unwrap();
     let mut subnets = SubnetServiceClient::new(channel.clone());
     subnets
-        .create_subnet(subnet("ovn-default", "10.16.0.0/16", ""))
+        .create_subnet(common::subnet_request("ovn-default", "10.16.0.0/16", ""))
         .await
         .unwrap();
     // What one listener wrote, the other sees.
-    let mut over_tcp = clients(&daemon).await;
+    let mut over_tcp = daemon.clients().await;
     let listed = over_tcp
         .subnets
         .list_subnets(pb::ListSubnetsRequest::default())
@@ -1046,9 +1011,9 @@ fn unbind_nic(name: &str, interface: &str) -> pb::UnbindPodRequest {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pods_gain_and_lose_nics_per_attachment_with_static_addresses() {
     let daemon = TestDaemon::start().await;
-    let mut c = clients(&daemon).await;
+    let mut c = daemon.clients().await;
     for (name, cidr) in [("sa", "10.16.0.0/16"), ("sb", "10.17.0.0/16")] {
-        c.subnets.create_subnet(subnet(name, cidr, "")).await.unwrap();
+        c.subnets.create_subnet(common::subnet_request(name, cidr, "")).await.unwrap();
     }
     let mut first = attach("m1", "sa", "eth0", &["10.16.5.5"], "02:00:00:00:05:05", "c1");
     first.labels.insert("app".into(), "web".into());

@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::requests::aap;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -106,15 +108,6 @@ async fn pump(client: TcpStream, server: TcpStream, phase: Arc<Mutex<Phase>>, mo
         }
     }
     upstream.abort();
-}
-
-fn aap(name: &str, subnet: &str) -> pb::Vip {
-    pb::Vip {
-        name: name.into(),
-        subnet: subnet.into(),
-        namespace: "default".into(),
-        ..Default::default()
-    }
 }
 
 fn port_exists(nb: &OvsdbServer, name: &str) -> bool {

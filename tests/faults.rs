@@ -21,12 +21,7 @@ use rand::{Rng, SeedableRng};
 use tonic::transport::Channel;
 
 fn aap(name: &str) -> pb::Vip {
-    pb::Vip {
-        name: name.into(),
-        subnet: "ovn-default".into(),
-        namespace: "default".into(),
-        ..Default::default()
-    }
+    common::requests::aap(name, "ovn-default")
 }
 
 async fn create_subnet(channel: &Channel) {

@@ -13,32 +13,15 @@ use pb::subnet_service_client::SubnetServiceClient;
 use pb::switch_lb_rule_service_client::SwitchLbRuleServiceClient;
 use pb::vip_service_client::VipServiceClient;
 use tonic::transport::Channel;
+use common::requests::Clients;
 use tonic::Code;
-
-#[allow(dead_code)]
-struct Clients {
-    subnets: SubnetServiceClient<Channel>,
-    vips: VipServiceClient<Channel>,
-    pods: PodServiceClient<Channel>,
-    rules: SwitchLbRuleServiceClient<Channel>,
-}
-
-async fn clients(daemon: &TestDaemon) -> Clients {
-    let channel = daemon.channel().await;
-    Clients {
-        subnets: SubnetServiceClient::new(channel.clone()),
-        vips: VipServiceClient::new(channel.clone()),
-        pods: PodServiceClient::new(channel.clone()),
-        rules: SwitchLbRuleServiceClient::new(channel),
-    }
-}
 
 /// Case 5: IPv6 subnets longer than /64 (Kube-OVN's default is a /112) are accepted, with the
 /// gateway anywhere in the range (no broadcast in IPv6).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn case5_ipv6_subnet_longer_than_64() {
     let daemon = TestDaemon::start().await;
-    let mut c = clients(&daemon).await;
+    let mut c = daemon.clients().await;
     let mut request = common::subnet_request("v6gw112", "", "190:255::1:0/112");
     request.subnet.as_mut().unwrap().gateway_v6 = "190:255::1:ffff".into();
     let created = c.subnets.create_subnet(request).await.unwrap().into_inner();
@@ -86,7 +69,7 @@ fn violation_fields(error: &tonic::Status) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn case8_colliding_parts_are_refused_with_both_paths() {
     let daemon = TestDaemon::start().await;
-    let mut c = clients(&daemon).await;
+    let mut c = daemon.clients().await;
     c.subnets
         .create_subnet(common::subnet_request("ovn-default", "10.16.0.0/16", ""))
         .await
@@ -202,7 +185,7 @@ async fn case8_colliding_parts_are_refused_with_both_paths() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn case8_two_rules_on_one_frontend_are_refused() {
     let daemon = TestDaemon::start().await;
-    let mut c = clients(&daemon).await;
+    let mut c = daemon.clients().await;
     c.subnets
         .create_subnet(common::subnet_request("ovn-default", "10.16.0.0/16", ""))
         .await
@@ -247,7 +230,7 @@ async fn case8_two_rules_on_one_frontend_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn case11_many_aap_vips_follow_the_kubernetes_annotation_limit() {
     let daemon = TestDaemon::start().await;
-    let mut c = clients(&daemon).await;
+    let mut c = daemon.clients().await;
     c.subnets
         .create_subnet(common::subnet_request("ovn-default", "10.16.0.0/16", ""))
         .await
@@ -301,7 +284,7 @@ async fn case11_many_aap_vips_follow_the_kubernetes_annotation_limit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn case10_overlapping_subnets_are_refused_within_one_vpc() {
     let daemon = TestDaemon::start().await;
-    let mut c = clients(&daemon).await;
+    let mut c = daemon.clients().await;
     let created = c
         .subnets
         .create_subnet(common::subnet_request("ovn-default", "10.16.0.0/16", "fd00:10:16::/64"))
@@ -358,7 +341,7 @@ async fn case10_overlapping_subnets_are_refused_within_one_vpc() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn case3_a_vms_new_launcher_pod_takes_the_vms_vip() {
     let daemon = TestDaemon::start().await;
-    let mut c = clients(&daemon).await;
+    let mut c = daemon.clients().await;
     c.subnets
         .create_subnet(common::subnet_request("ovn-default", "10.16.0.0/16", "fd00:10:16::/64"))
         .await
@@ -572,7 +555,7 @@ async fn rule_reason(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn case7_a_rule_is_ready_only_when_its_frontend_is_reachable() {
     let daemon = TestDaemon::start().await;
-    let mut c = clients(&daemon).await;
+    let mut c = daemon.clients().await;
     c.subnets
         .create_subnet(common::subnet_request("ovn-default", "10.16.0.0/16", ""))
         .await
@@ -683,7 +666,7 @@ async fn case7_a_rule_is_ready_only_when_its_frontend_is_reachable() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn case4_addresses_nb_already_uses_are_never_allocated() {
     let mut daemon = TestDaemon::start().await;
-    let mut c = clients(&daemon).await;
+    let mut c = daemon.clients().await;
     daemon.nb.nbctl(&[
         "ls-add",
         "sf",
@@ -793,7 +776,7 @@ async fn case4_addresses_nb_already_uses_are_never_allocated() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn case6_a_rule_given_by_address_reaches_nb() {
     let daemon = TestDaemon::start().await;
-    let mut c = clients(&daemon).await;
+    let mut c = daemon.clients().await;
     c.subnets
         .create_subnet(common::subnet_request("ovn-default", "10.16.0.0/16", ""))
         .await

@@ -65,12 +65,7 @@ impl Daemon {
 }
 
 fn aap(name: &str) -> pb::Vip {
-    pb::Vip {
-        name: name.into(),
-        subnet: "ovn-default".into(),
-        namespace: "default".into(),
-        ..Default::default()
-    }
+    common::requests::aap(name, "ovn-default")
 }
 
 async fn create_subnet(channel: &Channel) -> Result<(), tonic::Status> {

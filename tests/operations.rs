@@ -193,6 +193,24 @@ impl NotifySocket {
     fn count(&self, line: &str) -> usize {
         self.seen.iter().filter(|seen| *seen == line).count()
     }
+
+    /// Reads until `line` has come `count` times in all.
+    fn wait_for_count(&mut self, line: &str, count: usize, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while self.count(line) < count {
+            assert!(Instant::now() < deadline, "{line} never came {count} times; got {:?}", self.seen);
+            self.collect(Duration::from_millis(100));
+        }
+    }
+
+    /// Reads what has been sent so far (until the socket stays empty for 100 ms).
+    fn drain(&mut self) {
+        let mut buffer = [0u8; 4096];
+        while let Ok(length) = self.socket.recv(&mut buffer) {
+            let text = String::from_utf8_lossy(&buffer[..length]).into_owned();
+            self.seen.extend(text.lines().map(str::to_string));
+        }
+    }
 }
 
 #[test]
@@ -210,7 +228,13 @@ fn systemd_hears_ready_only_after_the_first_sync_then_keep_alives_and_a_clean_st
     );
     let mut daemon = daemon;
     let port = daemon.grpc_port();
-    notify.collect(Duration::from_millis(2500));
+    // Barriers: the daemon has found NB missing several times (each failure logged), and its
+    // main loop has gone round (keep-alives): READY would have been sent by now.
+    wait_until("four failed NB connects", Duration::from_secs(15), || {
+        daemon.stderr().matches("OVSDB connection unavailable").count() >= 4
+    });
+    notify.wait_for_count("WATCHDOG=1", 3, Duration::from_secs(15));
+    notify.drain();
     assert_eq!(
         notify.count("READY=1"),
         0,
@@ -230,8 +254,8 @@ fn systemd_hears_ready_only_after_the_first_sync_then_keep_alives_and_a_clean_st
     nb.start();
     notify.wait_for("READY=1", Duration::from_secs(15));
     let keep_alives = notify.count("WATCHDOG=1");
-    notify.collect(Duration::from_millis(1200));
-    assert!(notify.count("WATCHDOG=1") > keep_alives, "keep-alives after READY");
+    // "keep-alives after READY"
+    notify.wait_for_count("WATCHDOG=1", keep_alives + 1, Duration::from_secs(5));
 
     // A stuck sync loop: NB frozen (SIGSTOP) while a change makes the loop wait on a transaction.
     // The main loop goes on, but holds back keep-alives, so systemd would restart the daemon.
@@ -241,26 +265,30 @@ fn systemd_hears_ready_only_after_the_first_sync_then_keep_alives_and_a_clean_st
         let channel = plain_channel(port).await;
         create_subnet_and_vip(&channel, "vip-during-freeze", "default").await;
     });
-    notify.collect(Duration::from_millis(1500));
+    // Every tick either sends a keep-alive or logs that it holds one back. Once a tick has held
+    // back, every earlier keep-alive is in the socket: read them, then wait for two more
+    // held-back ticks; no keep-alive may come in between.
+    let held_back = || daemon.stderr().matches("holding back the watchdog keep-alive").count();
+    daemon.wait_for_log("holding back the watchdog keep-alive", Duration::from_secs(5));
+    notify.drain();
     let before = notify.count("WATCHDOG=1");
-    notify.collect(Duration::from_millis(1500));
+    let held = held_back();
+    wait_until("two more held-back ticks", Duration::from_secs(5), || held_back() >= held + 2);
+    notify.drain();
     assert_eq!(
         notify.count("WATCHDOG=1"),
         before,
         "keep-alives went on while the sync loop was stuck"
     );
-    daemon.wait_for_log("holding back the watchdog keep-alive", Duration::from_secs(5));
     nb.signal("CONT");
-    notify.collect(Duration::from_millis(1500));
-    assert!(
-        notify.count("WATCHDOG=1") > before,
-        "keep-alives resume once the loop moves"
-    );
+    // "keep-alives resume once the loop moves"
+    notify.wait_for_count("WATCHDOG=1", before + 1, Duration::from_secs(15));
 
     daemon.signal("TERM");
     let status = daemon.wait(Duration::from_secs(15));
     assert_eq!(status.code(), Some(0), "{}", daemon.stderr());
-    notify.collect(Duration::from_millis(200));
+    // Sent before the process exited: already in the socket.
+    notify.drain();
     assert!(notify.count("STOPPING=1") >= 1, "{:?}", notify.seen);
 }
 

@@ -6,6 +6,7 @@
 pub mod chassis;
 pub mod ovn;
 pub mod process;
+pub mod requests;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -550,21 +551,14 @@ impl TestDaemon {
             .expect("the daemon serves gRPC where it said it bound");
     }
 
-    /// A barrier after NB changes: adds a port marked as the daemon's that nothing wants, named
-    /// `marker`, to `switch` (a switch that exists) and waits until the daemon has collected it.
-    /// NB sends updates in order, so once it is gone the daemon has handled every NB change made
-    /// before it. Costs two NB transactions (the marker's creation and its removal).
+    /// A barrier after NB changes: adds to `switch` (a switch that exists) a port named `marker`
+    /// marked as the daemon's, owned by a VIP `marker` that does not exist, and waits until the
+    /// daemon has collected it (an incremental pass for that owner). NB sends updates in order,
+    /// so once it is gone the daemon has handled every NB change made before it. Costs two NB
+    /// transactions (the marker's creation and its removal).
     pub async fn nb_barrier(&self, switch: &str, marker: &str) {
-        self.nb.nbctl(&[
-            "lsp-add",
-            switch,
-            marker,
-            "--",
-            "set",
-            "logical_switch_port",
-            marker,
-            "external_ids:vendor=ovn-vipd",
-        ]);
+        let ids = format!("external_ids={{vendor=ovn-vipd,\"ovn-vipd/owner\"=\"vip/{marker}\"}}");
+        self.nb.nbctl(&["lsp-add", switch, marker, "--", "set", "logical_switch_port", marker, &ids]);
         let nb = &self.nb;
         wait_until_async(&format!("the marker {marker} collected"), Duration::from_secs(10), || {
             nb.nbctl(&["--if-exists", "get", "logical_switch_port", marker, "name"])
@@ -572,6 +566,11 @@ impl TestDaemon {
                 .is_empty()
         })
         .await;
+    }
+
+    /// A client of each service on a new channel.
+    pub async fn clients(&self) -> requests::Clients {
+        requests::Clients::new(self.channel().await)
     }
 
     pub async fn channel(&self) -> tonic::transport::Channel {

@@ -1,0 +1,53 @@
+//! Clients and request builders shared by the API tests: one builder per message shape, so a
+//! field added to the proto is filled in one place (`..Default::default()` keeps the rest).
+#![allow(dead_code)]
+// Requests keep `..Default::default()` even where every field is set: protobuf messages grow fields.
+#![allow(clippy::needless_update)]
+
+use ovn_vipd::api::proto::v1 as pb;
+use pb::pod_service_client::PodServiceClient;
+use pb::subnet_service_client::SubnetServiceClient;
+use pb::switch_lb_rule_service_client::SwitchLbRuleServiceClient;
+use pb::vip_service_client::VipServiceClient;
+use tonic::transport::Channel;
+
+/// A client of each service, on one channel.
+#[derive(Clone)]
+pub struct Clients {
+    pub subnets: SubnetServiceClient<Channel>,
+    pub vips: VipServiceClient<Channel>,
+    pub pods: PodServiceClient<Channel>,
+    pub rules: SwitchLbRuleServiceClient<Channel>,
+}
+
+impl Clients {
+    pub fn new(channel: Channel) -> Clients {
+        Clients {
+            subnets: SubnetServiceClient::new(channel.clone()),
+            vips: VipServiceClient::new(channel.clone()),
+            pods: PodServiceClient::new(channel.clone()),
+            rules: SwitchLbRuleServiceClient::new(channel),
+        }
+    }
+}
+
+/// A VIP in `subnet` with no namespace: a reserved address.
+pub fn vip(name: &str, subnet: &str) -> pb::Vip {
+    pb::Vip {
+        name: name.into(),
+        subnet: subnet.into(),
+        ..Default::default()
+    }
+}
+
+/// An AAP VIP in `subnet` for pods of the namespace `default`.
+pub fn aap(name: &str, subnet: &str) -> pb::Vip {
+    pb::Vip {
+        namespace: "default".into(),
+        ..vip(name, subnet)
+    }
+}
+
+pub fn create_vip(vip: pb::Vip) -> pb::CreateVipRequest {
+    pb::CreateVipRequest { vip: Some(vip) }
+}
