@@ -6,11 +6,7 @@ use std::collections::HashMap;
 
 use common::TestDaemon;
 use ovn_vipd::api::proto::v1 as pb;
-use pb::pod_service_client::PodServiceClient;
 use pb::subnet_service_client::SubnetServiceClient;
-use pb::switch_lb_rule_service_client::SwitchLbRuleServiceClient;
-use pb::vip_service_client::VipServiceClient;
-use tonic::transport::Channel;
 use common::requests::{vip, Clients};
 use tonic::Code;
 

@@ -8,12 +8,8 @@ use std::time::Duration;
 
 use common::{wait_until_async, TestDaemon};
 use ovn_vipd::api::proto::v1 as pb;
-use pb::pod_service_client::PodServiceClient;
-use pb::subnet_service_client::SubnetServiceClient;
 use pb::switch_lb_rule_service_client::SwitchLbRuleServiceClient;
-use pb::vip_service_client::VipServiceClient;
 use tonic::transport::Channel;
-use common::requests::Clients;
 use tonic::Code;
 
 /// Case 5: IPv6 subnets longer than /64 (Kube-OVN's default is a /112) are accepted, with the
