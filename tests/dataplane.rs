@@ -604,16 +604,14 @@ fn health_checked_ipv6_rule_passes_traffic_and_an_unreachable_rule_is_not_ready(
     let web0_v6 = web0.ip(true);
     let mappings = || ovn.nbctl(&["--if-exists", "get", "load_balancer", "web-tcp", "ip_port_mappings"]);
     let wanted = format!("\"[{web0_v6}]\"=\"web-0.default:[fd00:10:17:");
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !mappings().contains(&wanted) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no {wanted} in ip_port_mappings {}\nNB: {}",
-            mappings(),
-            ovn.nbctl(&["list", "load_balancer"])
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    common::wait_for_blocking(&format!("{wanted} in ip_port_mappings"), Duration::from_secs(10), || {
+        let now = mappings();
+        if now.contains(&wanted) {
+            Ok(())
+        } else {
+            Err(format!("{now}\nNB: {}", ovn.nbctl(&["list", "load_balancer"])))
+        }
+    });
     // ovn-northd makes a Service_Monitor per backend and family; ovn-controller probes them.
     wait_until("an IPv6 service monitor online", FLOWS, || {
         ovn.sbctl(&[

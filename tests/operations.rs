@@ -401,6 +401,8 @@ fn terminal_output(dir: &Path, args: &[String], env: &[(&str, &str)], text: &str
     command.envs(env.iter().copied());
     let mut script = command.spawn().expect("script (package bsdutils)");
     let read = || std::fs::read_to_string(&typescript).unwrap_or_default();
+    // Polled here rather than with common::wait_until, which panics: script(1) and the daemon
+    // must be stopped first, whatever happened.
     let logged = (0..750).any(|_| {
         std::thread::sleep(Duration::from_millis(20));
         read().contains(text)
@@ -598,15 +600,16 @@ async fn metrics_cover_vips_addresses_sync_nb_store_and_grpc() {
 
     // NB gone: the gauge says so.
     drop(nb);
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let (_, text) = http_get(metrics_port, "/metrics");
-        if sample(&text, "ovn_vipd_nb_connected") == Some(0.0) {
-            break;
+    common::wait_for("nb_connected to become 0", Duration::from_secs(15), || {
+        let text = http_get(metrics_port, "/metrics").1;
+        async move {
+            match sample(&text, "ovn_vipd_nb_connected") {
+                Some(0.0) => Ok(()),
+                _ => Err(text),
+            }
         }
-        assert!(Instant::now() < deadline, "nb_connected stayed 1:\n{text}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
 }
 
 /// One change is reconciled by a pass over what it affects: with 300 VIPs (600 virtual ports) in

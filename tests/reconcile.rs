@@ -863,7 +863,7 @@ async fn incremental_passes_leave_nb_exactly_as_a_full_pass_would() {
             }
         }
         if step % 20 == 0 {
-            // Let some passes run in between, so changes arrive both alone and in bursts.
+            // Kept: let some passes run in between, so changes arrive both alone and in bursts.
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -871,16 +871,9 @@ async fn incremental_passes_leave_nb_exactly_as_a_full_pass_would() {
         binds >= 30 && parents_lost >= 3,
         "the sequence exercised too little: {binds} binds, {parents_lost} parents unbound"
     );
-    // Quiet: NB stops changing.
-    let snapshot = || daemon.nb.nbctl(&["list", "logical_switch_port"]) + &daemon.nb.nbctl(&["list", "load_balancer"]);
-    let mut last = snapshot();
-    let mut stable = 0;
-    while stable < 3 {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let now = snapshot();
-        stable = if now == last { stable + 1 } else { 0 };
-        last = now;
-    }
+    // Barrier: the daemon has handled everything sent before (the API calls were answered
+    // first, NB changes come in order), so the incremental passes are done.
+    daemon.nb_barrier("ovn-default", "marker-quiet").await;
     let data_dir = daemon.dir.path().join("data");
     let remote = ovn_vipd::ovsdb::Remote::parse_list(&daemon.nb.unix_remote()).unwrap();
     let mut daemon = daemon;
