@@ -4,10 +4,10 @@ mod common;
 
 use std::collections::HashMap;
 
+use common::requests::{vip, Clients};
 use common::TestDaemon;
 use ovn_vipd::api::proto::v1 as pb;
 use pb::subnet_service_client::SubnetServiceClient;
-use common::requests::{vip, Clients};
 use tonic::Code;
 
 fn bind(
@@ -42,24 +42,11 @@ fn bind(
 async fn every_vip_scenario_the_api_decides() {
     let daemon = TestDaemon::start().await;
     let mut c = daemon.clients().await;
-    c.subnets
-        .create_subnet(common::subnet_request("ovn-default", "10.16.0.0/16", "fd00:10:16::/64"))
-        .await
-        .unwrap();
-    c.subnets
-        .create_subnet(common::subnet_request("tiny", "10.99.0.0/30", ""))
-        .await
-        .unwrap();
+    c.create_subnet("ovn-default", "10.16.0.0/16", "fd00:10:16::/64").await;
+    c.create_subnet("tiny", "10.99.0.0/30", "").await;
 
     // 1.1 automatic: an address of each family and a MAC.
-    let dynamic = c
-        .vips
-        .create_vip(pb::CreateVipRequest {
-            vip: Some(vip("vip-dynamic-01", "ovn-default")),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let dynamic = c.create_vip(vip("vip-dynamic-01", "ovn-default")).await;
     let status = dynamic.status.clone().unwrap();
     assert!(
         status.v4ip.starts_with("10.16.") && status.v6ip.starts_with("fd00:10:16:"),
@@ -68,14 +55,7 @@ async fn every_vip_scenario_the_api_decides() {
     assert!(!status.ready, "not ready before the NB sync exists");
     assert_eq!(status.conditions[0].reason, "Pending");
     // Idempotent retry returns the same VIP; another spec under the name is ALREADY_EXISTS.
-    let again = c
-        .vips
-        .create_vip(pb::CreateVipRequest {
-            vip: Some(vip("vip-dynamic-01", "ovn-default")),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let again = c.create_vip(vip("vip-dynamic-01", "ovn-default")).await;
     assert_eq!(again.status.unwrap().v4ip, status.v4ip);
     let mut different = vip("vip-dynamic-01", "ovn-default");
     different.v4ip = "10.16.0.200".into();
@@ -188,12 +168,7 @@ async fn every_vip_scenario_the_api_decides() {
     assert_eq!(created.session_affinity_timeout, 10_800);
 
     // 3 a pod uses a VIP as its fixed address; 3.1 a StatefulSet pod keeps it.
-    c.vips
-        .create_vip(pb::CreateVipRequest {
-            vip: Some(vip("pod-use-vip", "ovn-default")),
-        })
-        .await
-        .unwrap();
+    c.create_vip(vip("pod-use-vip", "ovn-default")).await;
     let held = c
         .vips
         .get_vip(pb::GetVipRequest {
@@ -268,12 +243,7 @@ async fn every_vip_scenario_the_api_decides() {
     assert_eq!(recreated.nics, pod.nics);
 
     // A full subnet is RESOURCE_EXHAUSTED: a /30 has one address besides its gateway.
-    c.vips
-        .create_vip(pb::CreateVipRequest {
-            vip: Some(vip("tiny-1", "tiny")),
-        })
-        .await
-        .unwrap();
+    c.create_vip(vip("tiny-1", "tiny")).await;
     let error = c
         .vips
         .create_vip(pb::CreateVipRequest {
@@ -299,16 +269,8 @@ async fn every_vip_scenario_the_api_decides() {
 async fn bad_inputs_get_the_right_code_and_change_nothing() {
     let daemon = TestDaemon::start().await;
     let mut c = daemon.clients().await;
-    c.subnets
-        .create_subnet(common::subnet_request("ovn-default", "10.16.0.0/16", ""))
-        .await
-        .unwrap();
-    c.vips
-        .create_vip(pb::CreateVipRequest {
-            vip: Some(vip("existing", "ovn-default")),
-        })
-        .await
-        .unwrap();
+    c.create_subnet("ovn-default", "10.16.0.0/16", "").await;
+    c.create_vip(vip("existing", "ovn-default")).await;
     // Let the NB sync settle the VIP's status first: the snapshot below must only move if a
     // refused request changed something.
     common::wait_for("the VIP to become ready", std::time::Duration::from_secs(5), || {
@@ -882,16 +844,8 @@ async fn snapshot(c: &mut Clients) -> String {
 async fn watch_starts_with_the_current_state_then_streams_changes() {
     let daemon = TestDaemon::start().await;
     let mut c = daemon.clients().await;
-    c.subnets
-        .create_subnet(common::subnet_request("ovn-default", "10.16.0.0/16", ""))
-        .await
-        .unwrap();
-    c.vips
-        .create_vip(pb::CreateVipRequest {
-            vip: Some(vip("before", "ovn-default")),
-        })
-        .await
-        .unwrap();
+    c.create_subnet("ovn-default", "10.16.0.0/16", "").await;
+    c.create_vip(vip("before", "ovn-default")).await;
     let mut stream = c
         .vips
         .watch_vips(pb::WatchVipsRequest { name: String::new() })
@@ -916,12 +870,7 @@ async fn watch_starts_with_the_current_state_then_streams_changes() {
         (first.r#type, first.vip.unwrap().name.as_str()),
         (pb::vip_event::Type::Added as i32, "before")
     );
-    c.vips
-        .create_vip(pb::CreateVipRequest {
-            vip: Some(vip("after", "ovn-default")),
-        })
-        .await
-        .unwrap();
+    c.create_vip(vip("after", "ovn-default")).await;
     let added = next(&mut stream).await;
     assert_eq!(
         (added.r#type, added.vip.unwrap().name.as_str()),
@@ -1009,7 +958,7 @@ async fn pods_gain_and_lose_nics_per_attachment_with_static_addresses() {
     let daemon = TestDaemon::start().await;
     let mut c = daemon.clients().await;
     for (name, cidr) in [("sa", "10.16.0.0/16"), ("sb", "10.17.0.0/16")] {
-        c.subnets.create_subnet(common::subnet_request(name, cidr, "")).await.unwrap();
+        c.create_subnet(name, cidr, "").await;
     }
     let mut first = attach("m1", "sa", "eth0", &["10.16.5.5"], "02:00:00:00:05:05", "c1");
     first.labels.insert("app".into(), "web".into());
@@ -1208,12 +1157,7 @@ async fn pods_gain_and_lose_nics_per_attachment_with_static_addresses() {
     assert_eq!(gone.code(), Code::NotFound);
 
     // A VIP named by a later attachment goes to the new NIC in its subnet, and back with it.
-    c.vips
-        .create_vip(pb::CreateVipRequest {
-            vip: Some(vip("vip-b", "sb")),
-        })
-        .await
-        .unwrap();
+    c.create_vip(vip("vip-b", "sb")).await;
     c.pods
         .bind_pod(attach("v1", "sa", "eth0", &[], "", "c3"))
         .await

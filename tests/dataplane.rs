@@ -186,7 +186,10 @@ fn aap_vip_follows_the_parent_that_announces_it() {
     }
     // SB's log (debug level) has every transaction: the stranger was never a virtual parent.
     let sb_log = ovn.sb.log();
-    assert!(sb_log.contains("\"virtual_parent\":\"parent-1.default\""), "SB log lacks the writes it should show");
+    assert!(
+        sb_log.contains("\"virtual_parent\":\"parent-1.default\""),
+        "SB log lacks the writes it should show"
+    );
     assert!(
         !sb_log.contains("\"virtual_parent\":\"stranger.default\""),
         "the stranger was made virtual parent at some point"
@@ -604,14 +607,18 @@ fn health_checked_ipv6_rule_passes_traffic_and_an_unreachable_rule_is_not_ready(
     let web0_v6 = web0.ip(true);
     let mappings = || ovn.nbctl(&["--if-exists", "get", "load_balancer", "web-tcp", "ip_port_mappings"]);
     let wanted = format!("\"[{web0_v6}]\"=\"web-0.default:[fd00:10:17:");
-    common::wait_for_blocking(&format!("{wanted} in ip_port_mappings"), Duration::from_secs(10), || {
-        let now = mappings();
-        if now.contains(&wanted) {
-            Ok(())
-        } else {
-            Err(format!("{now}\nNB: {}", ovn.nbctl(&["list", "load_balancer"])))
-        }
-    });
+    common::wait_for_blocking(
+        &format!("{wanted} in ip_port_mappings"),
+        Duration::from_secs(10),
+        || {
+            let now = mappings();
+            if now.contains(&wanted) {
+                Ok(())
+            } else {
+                Err(format!("{now}\nNB: {}", ovn.nbctl(&["list", "load_balancer"])))
+            }
+        },
+    );
     // ovn-northd makes a Service_Monitor per backend and family; ovn-controller probes them.
     wait_until("an IPv6 service monitor online", FLOWS, || {
         ovn.sbctl(&[

@@ -329,15 +329,19 @@ async fn nb_gone_for_30_seconds_under_load_then_converges_within_5_seconds() {
         assert!(ports.contains(name), "{name} missing from NB");
     }
     for (name, _) in acknowledged.iter().rev().take(5) {
-        common::wait_for(&format!("{name} Ready after NB returned"), Duration::from_secs(2), || {
-            let (mut vips, name) = (vips.clone(), name.clone());
-            async move {
-                match ready_reason(&mut vips, &name).await {
-                    (true, _) => Ok(()),
-                    (false, reason) => Err(reason),
+        common::wait_for(
+            &format!("{name} Ready after NB returned"),
+            Duration::from_secs(2),
+            || {
+                let (mut vips, name) = (vips.clone(), name.clone());
+                async move {
+                    match ready_reason(&mut vips, &name).await {
+                        (true, _) => Ok(()),
+                        (false, reason) => Err(reason),
+                    }
                 }
-            }
-        })
+            },
+        )
         .await;
     }
     eprintln!(

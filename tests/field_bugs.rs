@@ -25,17 +25,12 @@ async fn case5_ipv6_subnet_longer_than_64() {
     assert_eq!(created.gateway_v6, "190:255::1:ffff");
     assert_eq!(created.status.unwrap().v6_free, 65_534);
     let vip = c
-        .vips
-        .create_vip(pb::CreateVipRequest {
-            vip: Some(pb::Vip {
-                name: "v".into(),
-                subnet: "v6gw112".into(),
-                ..Default::default()
-            }),
+        .create_vip(pb::Vip {
+            name: "v".into(),
+            subnet: "v6gw112".into(),
+            ..Default::default()
         })
-        .await
-        .unwrap()
-        .into_inner();
+        .await;
     let v6: std::net::Ipv6Addr = vip.status.unwrap().v6ip.parse().unwrap();
     assert!("190:255::1:0/112".parse::<ipnet::Ipv6Net>().unwrap().contains(&v6));
     assert_ne!(v6.to_string(), "190:255::1:ffff");
@@ -66,21 +61,14 @@ fn violation_fields(error: &tonic::Status) -> Vec<String> {
 async fn case8_colliding_parts_are_refused_with_both_paths() {
     let daemon = TestDaemon::start().await;
     let mut c = daemon.clients().await;
-    c.subnets
-        .create_subnet(common::subnet_request("ovn-default", "10.16.0.0/16", ""))
-        .await
-        .unwrap();
-    c.vips
-        .create_vip(pb::CreateVipRequest {
-            vip: Some(pb::Vip {
-                name: "lbv".into(),
-                subnet: "ovn-default".into(),
-                r#type: "switch_lb_vip".into(),
-                ..Default::default()
-            }),
-        })
-        .await
-        .unwrap();
+    c.create_subnet("ovn-default", "10.16.0.0/16", "").await;
+    c.create_vip(pb::Vip {
+        name: "lbv".into(),
+        subnet: "ovn-default".into(),
+        r#type: "switch_lb_vip".into(),
+        ..Default::default()
+    })
+    .await;
     let port = |port: u32, target_port: u32, name: &str| pb::LbPort {
         name: name.into(),
         port,
@@ -182,21 +170,14 @@ async fn case8_colliding_parts_are_refused_with_both_paths() {
 async fn case8_two_rules_on_one_frontend_are_refused() {
     let daemon = TestDaemon::start().await;
     let mut c = daemon.clients().await;
-    c.subnets
-        .create_subnet(common::subnet_request("ovn-default", "10.16.0.0/16", ""))
-        .await
-        .unwrap();
-    c.vips
-        .create_vip(pb::CreateVipRequest {
-            vip: Some(pb::Vip {
-                name: "lbv".into(),
-                subnet: "ovn-default".into(),
-                r#type: "switch_lb_vip".into(),
-                ..Default::default()
-            }),
-        })
-        .await
-        .unwrap();
+    c.create_subnet("ovn-default", "10.16.0.0/16", "").await;
+    c.create_vip(pb::Vip {
+        name: "lbv".into(),
+        subnet: "ovn-default".into(),
+        r#type: "switch_lb_vip".into(),
+        ..Default::default()
+    })
+    .await;
     let rule = |name: &str, port: u32| pb::CreateSwitchLbRuleRequest {
         rule: Some(pb::SwitchLbRule {
             name: name.into(),
@@ -227,10 +208,7 @@ async fn case8_two_rules_on_one_frontend_are_refused() {
 async fn case11_many_aap_vips_follow_the_kubernetes_annotation_limit() {
     let daemon = TestDaemon::start().await;
     let mut c = daemon.clients().await;
-    c.subnets
-        .create_subnet(common::subnet_request("ovn-default", "10.16.0.0/16", ""))
-        .await
-        .unwrap();
+    c.create_subnet("ovn-default", "10.16.0.0/16", "").await;
     let bind = |name: &str, annotations: HashMap<String, String>| pb::BindPodRequest {
         namespace: "default".into(),
         name: name.into(),
@@ -281,12 +259,7 @@ async fn case11_many_aap_vips_follow_the_kubernetes_annotation_limit() {
 async fn case10_overlapping_subnets_are_refused_within_one_vpc() {
     let daemon = TestDaemon::start().await;
     let mut c = daemon.clients().await;
-    let created = c
-        .subnets
-        .create_subnet(common::subnet_request("ovn-default", "10.16.0.0/16", "fd00:10:16::/64"))
-        .await
-        .unwrap()
-        .into_inner();
+    let created = c.create_subnet("ovn-default", "10.16.0.0/16", "fd00:10:16::/64").await;
     assert_eq!(created.vpc, "ovn-cluster", "the default VPC");
     let error = c
         .subnets
@@ -318,10 +291,7 @@ async fn case10_overlapping_subnets_are_refused_within_one_vpc() {
     let error = c.subnets.create_subnet(clash).await.unwrap_err();
     assert!(error.message().contains("vpc1-s6"), "{}", error.message());
     // Adjacent ranges do not overlap.
-    c.subnets
-        .create_subnet(common::subnet_request("s8", "10.17.0.0/16", ""))
-        .await
-        .unwrap();
+    c.create_subnet("s8", "10.17.0.0/16", "").await;
     let listed = c
         .subnets
         .list_subnets(pb::ListSubnetsRequest::default())
@@ -338,26 +308,15 @@ async fn case10_overlapping_subnets_are_refused_within_one_vpc() {
 async fn case3_a_vms_new_launcher_pod_takes_the_vms_vip() {
     let daemon = TestDaemon::start().await;
     let mut c = daemon.clients().await;
-    c.subnets
-        .create_subnet(common::subnet_request("ovn-default", "10.16.0.0/16", "fd00:10:16::/64"))
-        .await
-        .unwrap();
-    c.subnets
-        .create_subnet(common::subnet_request("net2", "10.17.0.0/24", ""))
-        .await
-        .unwrap();
+    c.create_subnet("ovn-default", "10.16.0.0/16", "fd00:10:16::/64").await;
+    c.create_subnet("net2", "10.17.0.0/24", "").await;
     let vip = c
-        .vips
-        .create_vip(pb::CreateVipRequest {
-            vip: Some(pb::Vip {
-                name: "vm1-vip".into(),
-                subnet: "ovn-default".into(),
-                ..Default::default()
-            }),
+        .create_vip(pb::Vip {
+            name: "vm1-vip".into(),
+            subnet: "ovn-default".into(),
+            ..Default::default()
         })
         .await
-        .unwrap()
-        .into_inner()
         .status
         .unwrap();
     let launcher = |name: &str, vm: &str| pb::BindPodRequest {
@@ -552,10 +511,7 @@ async fn rule_reason(
 async fn case7_a_rule_is_ready_only_when_its_frontend_is_reachable() {
     let daemon = TestDaemon::start().await;
     let mut c = daemon.clients().await;
-    c.subnets
-        .create_subnet(common::subnet_request("ovn-default", "10.16.0.0/16", ""))
-        .await
-        .unwrap();
+    c.create_subnet("ovn-default", "10.16.0.0/16", "").await;
     let create_vip = |name: &str, vip_type: &str, v4ip: &str| pb::CreateVipRequest {
         vip: Some(pb::Vip {
             name: name.into(),
@@ -614,26 +570,30 @@ async fn case7_a_rule_is_ready_only_when_its_frontend_is_reachable() {
             .trim(),
         "[]"
     );
-    common::wait_for("lb-vip01 to report the router port's MAC", Duration::from_secs(5), || {
-        let mut vips = c.vips.clone();
-        async move {
-            let reported = vips
-                .get_vip(pb::GetVipRequest {
-                    name: "lb-vip01".into(),
-                })
-                .await
-                .unwrap()
-                .into_inner()
-                .status
-                .unwrap()
-                .mac;
-            if reported == "04:00:00:00:00:01" {
-                Ok(())
-            } else {
-                Err(reported)
+    common::wait_for(
+        "lb-vip01 to report the router port's MAC",
+        Duration::from_secs(5),
+        || {
+            let mut vips = c.vips.clone();
+            async move {
+                let reported = vips
+                    .get_vip(pb::GetVipRequest {
+                        name: "lb-vip01".into(),
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .status
+                    .unwrap()
+                    .mac;
+                if reported == "04:00:00:00:00:01" {
+                    Ok(())
+                } else {
+                    Err(reported)
+                }
             }
-        }
-    })
+        },
+    )
     .await;
     assert_eq!(
         nb.nbctl(&["get", "logical_router_port", "router-ovn-default", "mac"])
@@ -773,10 +733,7 @@ async fn case4_addresses_nb_already_uses_are_never_allocated() {
 async fn case6_a_rule_given_by_address_reaches_nb() {
     let daemon = TestDaemon::start().await;
     let mut c = daemon.clients().await;
-    c.subnets
-        .create_subnet(common::subnet_request("ovn-default", "10.16.0.0/16", ""))
-        .await
-        .unwrap();
+    c.create_subnet("ovn-default", "10.16.0.0/16", "").await;
     let mut addresses = Vec::new();
     for name in ["netshoot-1", "netshoot-2"] {
         let pod = c

@@ -5,8 +5,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use bytes::BytesMut;
 use ovn_vipd::api::proto::v1 as pb;
 use ovn_vipd::ovsdb::codec::JsonCodec;

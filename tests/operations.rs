@@ -198,7 +198,11 @@ impl NotifySocket {
     fn wait_for_count(&mut self, line: &str, count: usize, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         while self.count(line) < count {
-            assert!(Instant::now() < deadline, "{line} never came {count} times; got {:?}", self.seen);
+            assert!(
+                Instant::now() < deadline,
+                "{line} never came {count} times; got {:?}",
+                self.seen
+            );
             self.collect(Duration::from_millis(100));
         }
     }
@@ -273,7 +277,9 @@ fn systemd_hears_ready_only_after_the_first_sync_then_keep_alives_and_a_clean_st
     notify.drain();
     let before = notify.count("WATCHDOG=1");
     let held = held_back();
-    wait_until("two more held-back ticks", Duration::from_secs(5), || held_back() >= held + 2);
+    wait_until("two more held-back ticks", Duration::from_secs(5), || {
+        held_back() >= held + 2
+    });
     notify.drain();
     assert_eq!(
         notify.count("WATCHDOG=1"),
@@ -453,7 +459,12 @@ fn text_logs_are_plain_in_a_file_and_coloured_only_on_a_terminal_without_no_colo
     let coloured = terminal_output(dir.path(), &terminal_args("coloured"), &[], "gRPC listening");
     assert!(coloured.contains("\u{1b}["), "no colour on a terminal: {coloured:?}");
     // ... unless NO_COLOR (https://no-color.org) is set.
-    let plain = terminal_output(dir.path(), &terminal_args("plain"), &[("NO_COLOR", "1")], "gRPC listening");
+    let plain = terminal_output(
+        dir.path(),
+        &terminal_args("plain"),
+        &[("NO_COLOR", "1")],
+        "gRPC listening",
+    );
     assert!(!plain.contains('\u{1b}'), "colour despite NO_COLOR: {plain:?}");
 }
 

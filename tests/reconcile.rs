@@ -10,8 +10,6 @@ use std::time::Duration;
 
 use common::{wait_until_async, TestDaemon};
 use ovn_vipd::api::proto::v1 as pb;
-use pb::pod_service_client::PodServiceClient;
-use pb::subnet_service_client::SubnetServiceClient;
 use pb::vip_service_client::VipServiceClient;
 
 fn get(daemon: &TestDaemon, args: &[&str]) -> String {
@@ -24,7 +22,13 @@ async fn ready(vips: &mut VipServiceClient<tonic::transport::Channel>, name: &st
     common::wait_for(&format!("{name} to become ready"), Duration::from_secs(5), || {
         let (mut vips, name) = (vips.clone(), name.to_string());
         async move {
-            let status = vips.get_vip(pb::GetVipRequest { name }).await.unwrap().into_inner().status.unwrap();
+            let status = vips
+                .get_vip(pb::GetVipRequest { name })
+                .await
+                .unwrap()
+                .into_inner()
+                .status
+                .unwrap();
             if status.ready {
                 Ok(status)
             } else {
@@ -40,7 +44,13 @@ async fn wait_for_reason(vips: &mut VipServiceClient<tonic::transport::Channel>,
     common::wait_for(&format!("{name}'s reason {reason:?}"), Duration::from_secs(5), || {
         let (mut vips, name) = (vips.clone(), name.to_string());
         async move {
-            let status = vips.get_vip(pb::GetVipRequest { name }).await.unwrap().into_inner().status.unwrap();
+            let status = vips
+                .get_vip(pb::GetVipRequest { name })
+                .await
+                .unwrap()
+                .into_inner()
+                .status
+                .unwrap();
             let last = status
                 .conditions
                 .first()
@@ -59,10 +69,12 @@ async fn wait_for_reason(vips: &mut VipServiceClient<tonic::transport::Channel>,
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aap_vips_become_virtual_ports_and_parents_get_port_security() {
     let daemon = TestDaemon::start().await;
-    let channel = daemon.channel().await;
-    let mut subnets = SubnetServiceClient::new(channel.clone());
-    let mut vips = VipServiceClient::new(channel.clone());
-    let mut pods = PodServiceClient::new(channel);
+    let common::requests::Clients {
+        mut subnets,
+        mut vips,
+        mut pods,
+        ..
+    } = daemon.clients().await;
     // A foreign row that must stay byte-identical, and one named like a VIP.
     daemon.nb.nbctl(&[
         "ls-add",
@@ -237,7 +249,8 @@ async fn a_quiet_system_sends_nothing_and_garbage_is_collected() {
     // between two barriers: an owned orphan port the daemon must collect, whose collection shows
     // it has handled every NB update before it (NB sends them in order).
     let transactions = || {
-        daemon.nb.log().matches("\"method\":\"transact\"").count() + daemon.nb.log().matches("method=\"transact\"").count()
+        daemon.nb.log().matches("\"method\":\"transact\"").count()
+            + daemon.nb.log().matches("method=\"transact\"").count()
     };
     daemon.nb_barrier("kept-sw", "marker-before").await;
     let before = transactions();
@@ -258,13 +271,13 @@ async fn a_quiet_system_sends_nothing_and_garbage_is_collected() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn switch_lb_vips_and_rules_become_router_mac_ports_and_load_balancers() {
-    use pb::switch_lb_rule_service_client::SwitchLbRuleServiceClient;
     let daemon = TestDaemon::start().await;
-    let channel = daemon.channel().await;
-    let mut subnets = SubnetServiceClient::new(channel.clone());
-    let mut vips = VipServiceClient::new(channel.clone());
-    let mut pods = PodServiceClient::new(channel.clone());
-    let mut rules = SwitchLbRuleServiceClient::new(channel);
+    let common::requests::Clients {
+        mut subnets,
+        mut vips,
+        mut pods,
+        mut rules,
+    } = daemon.clients().await;
     subnets
         .create_subnet(common::subnet_request("ovn-default", "10.16.0.0/16", ""))
         .await
@@ -466,9 +479,9 @@ async fn switch_lb_vips_and_rules_become_router_mac_ports_and_load_balancers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nb_outage_requests_are_accepted_and_nb_converges_when_it_returns() {
     let mut daemon = TestDaemon::start().await;
-    let channel = daemon.channel().await;
-    let mut subnets = SubnetServiceClient::new(channel.clone());
-    let mut vips = VipServiceClient::new(channel);
+    let common::requests::Clients {
+        mut subnets, mut vips, ..
+    } = daemon.clients().await;
     subnets
         .create_subnet(common::subnet_request("ovn-default", "10.16.0.0/16", ""))
         .await
@@ -527,11 +540,12 @@ async fn ovn_northd_accepts_what_the_daemon_writes() {
         std::path::Path::new("/usr/share/ovn/ovn-sb.ovsschema"),
     );
     let northd = common::Northd::start(daemon.dir.path(), &daemon.nb, &sb);
-    let channel = daemon.channel().await;
-    let mut subnets = SubnetServiceClient::new(channel.clone());
-    let mut vips = VipServiceClient::new(channel.clone());
-    let mut pods = PodServiceClient::new(channel.clone());
-    let mut rules = pb::switch_lb_rule_service_client::SwitchLbRuleServiceClient::new(channel);
+    let common::requests::Clients {
+        mut subnets,
+        mut vips,
+        mut pods,
+        mut rules,
+    } = daemon.clients().await;
     subnets
         .create_subnet(common::subnet_request("ovn-default", "10.16.0.0/16", ""))
         .await
@@ -605,10 +619,12 @@ async fn ovn_northd_accepts_what_the_daemon_writes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pods_using_vips_and_multi_nic_parents_in_nb() {
     let daemon = TestDaemon::start().await;
-    let channel = daemon.channel().await;
-    let mut subnets = SubnetServiceClient::new(channel.clone());
-    let mut vips = VipServiceClient::new(channel.clone());
-    let mut pods = PodServiceClient::new(channel);
+    let common::requests::Clients {
+        mut subnets,
+        mut vips,
+        mut pods,
+        ..
+    } = daemon.clients().await;
     for (name, cidr) in [("ovn-default", "10.16.0.0/16"), ("net2", "10.17.0.0/16")] {
         subnets
             .create_subnet(common::subnet_request(name, cidr, ""))
@@ -720,14 +736,14 @@ async fn pods_using_vips_and_multi_nic_parents_in_nb() {
 /// audit compares them and finds nothing, and a full pass would send nothing).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn incremental_passes_leave_nb_exactly_as_a_full_pass_would() {
-    use pb::switch_lb_rule_service_client::SwitchLbRuleServiceClient;
     use rand::{Rng, SeedableRng};
     let daemon = TestDaemon::start().await;
-    let channel = daemon.channel().await;
-    let mut subnets = SubnetServiceClient::new(channel.clone());
-    let mut vips = VipServiceClient::new(channel.clone());
-    let mut pods = PodServiceClient::new(channel.clone());
-    let mut rules = SwitchLbRuleServiceClient::new(channel);
+    let common::requests::Clients {
+        mut subnets,
+        mut vips,
+        mut pods,
+        mut rules,
+    } = daemon.clients().await;
     subnets
         .create_subnet(common::subnet_request("ovn-default", "10.16.0.0/16", "fd00:10:16::/64"))
         .await

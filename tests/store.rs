@@ -297,12 +297,14 @@ async fn concurrent_writers_share_flushes() {
 /// Opens the store once sled's own background thread has let go of a plain `sled::Db` the test
 /// used (its file lock outlives the handle by a moment).
 fn open_when_released(path: &std::path::Path) -> Result<Store, store::StoreError> {
-    common::wait_for_blocking("sled to release the store's lock", std::time::Duration::from_secs(5), || {
-        match Store::open(path) {
+    common::wait_for_blocking(
+        "sled to release the store's lock",
+        std::time::Duration::from_secs(5),
+        || match Store::open(path) {
             Err(error) if error.to_string().contains("could not acquire lock") => Err(error.to_string()),
             other => Ok(other),
-        }
-    })
+        },
+    )
 }
 
 /// Builds a store in format 1 by hand (allocation keys as text), the way version 1 wrote it.

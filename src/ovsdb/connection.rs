@@ -531,7 +531,13 @@ mod probe_tests {
     }
 
     /// A session with `probe` as its interval, and the peer's end.
-    fn start(probe: Duration) -> (tokio::task::JoinHandle<Result<(), OvsdbError>>, Peer, mpsc::UnboundedSender<Call>) {
+    fn start(
+        probe: Duration,
+    ) -> (
+        tokio::task::JoinHandle<Result<(), OvsdbError>>,
+        Peer,
+        mpsc::UnboundedSender<Call>,
+    ) {
         let (ours, theirs) = tokio::io::duplex(64 * 1024);
         let (calls, calls_rx) = mpsc::unbounded_channel();
         let (notifications, _) = mpsc::unbounded_channel();
@@ -557,7 +563,11 @@ mod probe_tests {
         let (task, mut peer, _calls) = start(Duration::from_secs(5));
         let probe = peer.next().await;
         assert_eq!(probe["method"], "echo");
-        assert_eq!(started.elapsed(), Duration::from_secs(5), "the echo goes after 5 s of silence");
+        assert_eq!(
+            started.elapsed(),
+            Duration::from_secs(5),
+            "the echo goes after 5 s of silence"
+        );
         // Unanswered: the session ends one more interval later, not before.
         let ended = task.await.unwrap();
         assert_eq!(started.elapsed(), Duration::from_secs(10));
@@ -573,7 +583,8 @@ mod probe_tests {
         let (task, mut peer, _calls) = start(Duration::from_secs(5));
         // A notification at 3 s: the next probe is due 5 s after it.
         tokio::time::advance(Duration::from_secs(3)).await;
-        peer.send(json!({"id": null, "method": "update2", "params": ["m", {}]})).await;
+        peer.send(json!({"id": null, "method": "update2", "params": ["m", {}]}))
+            .await;
         let probe = peer.next().await;
         assert_eq!(probe["method"], "echo");
         assert_eq!(started.elapsed(), Duration::from_secs(8));
@@ -585,7 +596,8 @@ mod probe_tests {
         assert_eq!(started.elapsed(), Duration::from_secs(13));
         assert!(!task.is_finished());
         // The server's own echo is answered with its params.
-        peer.send(json!({"id": "echo", "method": "echo", "params": ["x"]})).await;
+        peer.send(json!({"id": "echo", "method": "echo", "params": ["x"]}))
+            .await;
         let answer = peer.next().await;
         assert_eq!(answer, json!({"id": "echo", "result": ["x"], "error": null}));
         task.abort();

@@ -265,9 +265,11 @@ impl OvsdbServer {
         self.start_no_wait();
         self.wait_listening();
         let socket = self.socket.clone();
-        wait_until(&format!("{} to listen on its socket", self.name), Duration::from_secs(10), || {
-            socket.exists()
-        });
+        wait_until(
+            &format!("{} to listen on its socket", self.name),
+            Duration::from_secs(10),
+            || socket.exists(),
+        );
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -453,19 +455,28 @@ impl OvsdbServer {
     fn wait_listening(&mut self) {
         let (log, offset) = (self.log_path(), self.log_offset as usize);
         let mut port = None;
-        wait_until(&format!("{} to log its TCP port", self.name), Duration::from_secs(10), || {
-            let text = std::fs::read(&log).unwrap_or_default();
-            port = String::from_utf8_lossy(text.get(offset..).unwrap_or_default())
-                .lines()
-                .find_map(|line| line.split_once("|0:127.0.0.1: listening on port ").map(|(_, port)| port.trim().to_string()))
-                .and_then(|port| port.parse::<u16>().ok());
-            port.is_some()
-        });
+        wait_until(
+            &format!("{} to log its TCP port", self.name),
+            Duration::from_secs(10),
+            || {
+                let text = std::fs::read(&log).unwrap_or_default();
+                port = String::from_utf8_lossy(text.get(offset..).unwrap_or_default())
+                    .lines()
+                    .find_map(|line| {
+                        line.split_once("|0:127.0.0.1: listening on port ")
+                            .map(|(_, port)| port.trim().to_string())
+                    })
+                    .and_then(|port| port.parse::<u16>().ok());
+                port.is_some()
+            },
+        );
         self.port = port.unwrap_or_default();
         let port = self.port;
-        wait_until(&format!("{} to accept on {port}", self.name), Duration::from_secs(10), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
+        wait_until(
+            &format!("{} to accept on {port}", self.name),
+            Duration::from_secs(10),
+            || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        );
     }
 
     fn log_path(&self) -> PathBuf {
@@ -558,13 +569,26 @@ impl TestDaemon {
     /// transactions (the marker's creation and its removal).
     pub async fn nb_barrier(&self, switch: &str, marker: &str) {
         let ids = format!("external_ids={{vendor=ovn-vipd,\"ovn-vipd/owner\"=\"vip/{marker}\"}}");
-        self.nb.nbctl(&["lsp-add", switch, marker, "--", "set", "logical_switch_port", marker, &ids]);
+        self.nb.nbctl(&[
+            "lsp-add",
+            switch,
+            marker,
+            "--",
+            "set",
+            "logical_switch_port",
+            marker,
+            &ids,
+        ]);
         let nb = &self.nb;
-        wait_until_async(&format!("the marker {marker} collected"), Duration::from_secs(10), || {
-            nb.nbctl(&["--if-exists", "get", "logical_switch_port", marker, "name"])
-                .trim()
-                .is_empty()
-        })
+        wait_until_async(
+            &format!("the marker {marker} collected"),
+            Duration::from_secs(10),
+            || {
+                nb.nbctl(&["--if-exists", "get", "logical_switch_port", marker, "name"])
+                    .trim()
+                    .is_empty()
+            },
+        )
         .await;
     }
 

@@ -86,7 +86,11 @@ impl DaemonProcess {
             Duration::from_secs(20),
             || {
                 let log = self.stderr();
-                let found: Vec<_> = log.lines().filter(|line| line.contains(what)).filter_map(logged_address).collect();
+                let found: Vec<_> = log
+                    .lines()
+                    .filter(|line| line.contains(what))
+                    .filter_map(logged_address)
+                    .collect();
                 if found.len() >= count {
                     Ok(found)
                 } else {
@@ -148,9 +152,13 @@ pub fn run_binary(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) 
 /// The address in a "… listening" log line: `listen=tcp:IP:PORT` / `listen=IP:PORT` (text) or
 /// `"listen":"tcp:IP:PORT"` (JSON); `None` for a unix socket.
 fn logged_address(line: &str) -> Option<std::net::SocketAddr> {
-    let (_, value) = line.split_once("listen=").or_else(|| line.split_once("\"listen\":\""))?;
+    let (_, value) = line
+        .split_once("listen=")
+        .or_else(|| line.split_once("\"listen\":\""))?;
     let value = value.strip_prefix("tcp:").unwrap_or(value);
-    let end = value.find(|c: char| c.is_whitespace() || c == '"' || c == ',').unwrap_or(value.len());
+    let end = value
+        .find(|c: char| c.is_whitespace() || c == '"' || c == ',')
+        .unwrap_or(value.len());
     value[..end].parse().ok()
 }
 

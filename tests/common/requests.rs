@@ -31,6 +31,27 @@ impl Clients {
     }
 }
 
+impl Clients {
+    /// Creates a subnet (empty CIDRs left out; see [`super::subnet_request`]); panics if refused.
+    pub async fn create_subnet(&mut self, name: &str, cidr_v4: &str, cidr_v6: &str) -> pb::Subnet {
+        self.subnets
+            .create_subnet(super::subnet_request(name, cidr_v4, cidr_v6))
+            .await
+            .unwrap_or_else(|status| panic!("create subnet {name}: {status}"))
+            .into_inner()
+    }
+
+    /// Creates `vip`; panics if refused.
+    pub async fn create_vip(&mut self, vip: pb::Vip) -> pb::Vip {
+        let name = vip.name.clone();
+        self.vips
+            .create_vip(create_vip(vip))
+            .await
+            .unwrap_or_else(|status| panic!("create vip {name}: {status}"))
+            .into_inner()
+    }
+}
+
 /// A VIP in `subnet` with no namespace: a reserved address.
 pub fn vip(name: &str, subnet: &str) -> pb::Vip {
     pb::Vip {
