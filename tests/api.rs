@@ -146,18 +146,8 @@ async fn every_vip_scenario_the_api_decides() {
         "switch_lb_vip"
     );
     let rule = pb::SwitchLbRule {
-        name: "slr-web".into(),
-        vip: "slr-01".into(),
-        namespace: "default".into(),
-        selector: vec!["app: web".into()],
-        ports: vec![pb::LbPort {
-            name: "http".into(),
-            port: 80,
-            target_port: 8080,
-            protocol: pb::Protocol::Tcp as i32,
-        }],
         session_affinity: pb::SessionAffinity::ClientIp as i32,
-        ..Default::default()
+        ..common::requests::tcp_rule("slr-web", "slr-01", "app: web", 80, 8080)
     };
     let created = c
         .rules

@@ -219,23 +219,7 @@ fn switch_lb_vip_spreads_connections_over_backend_pods() {
     let client = ovn.add_pod(PodSpec::new("client", "lb"));
     ovn.serve_name(&web1, 8080);
     ovn.serve_name(&web2, 8080);
-    let mut rules = pb::switch_lb_rule_service_client::SwitchLbRuleServiceClient::new(ovn.channel());
-    let rule = pb::SwitchLbRule {
-        name: "slr-web".into(),
-        vip: "slr-vip".into(),
-        namespace: "default".into(),
-        selector: vec!["app: web".into()],
-        ports: vec![pb::LbPort {
-            name: "http".into(),
-            port: 80,
-            target_port: 8080,
-            protocol: pb::Protocol::Tcp as i32,
-        }],
-        ..Default::default()
-    };
-    ovn.runtime
-        .block_on(rules.create_switch_lb_rule(pb::CreateSwitchLbRuleRequest { rule: Some(rule) }))
-        .expect("create rule");
+    create_rule(&ovn, "slr-web", "slr-vip", "app: web", 80, 8080);
     let backends = || {
         ovn.nbctl(&["--if-exists", "get", "load_balancer", "slr-web-tcp", "vips"])
             .trim()
@@ -666,21 +650,9 @@ fn health_checked_ipv6_rule_passes_traffic_and_an_unreachable_rule_is_not_ready(
 
 fn create_rule(ovn: &WholeOvn, name: &str, vip: &str, selector: &str, port: u32, target_port: u32) {
     let mut rules = pb::switch_lb_rule_service_client::SwitchLbRuleServiceClient::new(ovn.channel());
-    let rule = pb::SwitchLbRule {
-        name: name.into(),
-        vip: vip.into(),
-        namespace: "default".into(),
-        selector: vec![selector.into()],
-        ports: vec![pb::LbPort {
-            name: "http".into(),
-            port,
-            target_port,
-            protocol: pb::Protocol::Tcp as i32,
-        }],
-        ..Default::default()
-    };
+    let rule = common::requests::tcp_rule(name, vip, selector, port, target_port);
     ovn.runtime
-        .block_on(rules.create_switch_lb_rule(pb::CreateSwitchLbRuleRequest { rule: Some(rule) }))
+        .block_on(rules.create_switch_lb_rule(common::requests::create_rule(rule)))
         .expect("create rule");
 }
 

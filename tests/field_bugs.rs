@@ -442,36 +442,7 @@ async fn add_router_port(daemon: &TestDaemon, switch: &str, mac: &str, network: 
             .is_empty()
     })
     .await;
-    let router_port = format!("router-{switch}");
-    let switch_port = format!("{switch}-router");
-    nb.nbctl(&[
-        "--may-exist",
-        "lr-add",
-        "router",
-        "--",
-        "lrp-add",
-        "router",
-        &router_port,
-        mac,
-        network,
-    ]);
-    nb.nbctl(&[
-        "lsp-add",
-        switch,
-        &switch_port,
-        "--",
-        "lsp-set-type",
-        &switch_port,
-        "router",
-        "--",
-        "lsp-set-addresses",
-        &switch_port,
-        "router",
-        "--",
-        "lsp-set-options",
-        &switch_port,
-        &format!("router-port={router_port}"),
-    ]);
+    common::ovn::add_router_port_to(nb, "router", switch, mac, &[network]);
 }
 
 /// A rule's Ready condition once its reason is `reason`.

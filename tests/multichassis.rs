@@ -216,21 +216,9 @@ fn switch_lb_spreads_over_backends_on_both_chassis_and_forgets_a_deleted_one() {
     two.serve_name(&web1, 8080);
     two.serve_name(&web2, 8080);
     let mut rules = pb::switch_lb_rule_service_client::SwitchLbRuleServiceClient::new(two.channel());
-    let rule = pb::SwitchLbRule {
-        name: "slr-web".into(),
-        vip: "slr-vip".into(),
-        namespace: "default".into(),
-        selector: vec!["app: web".into()],
-        ports: vec![pb::LbPort {
-            name: "http".into(),
-            port: 80,
-            target_port: 8080,
-            protocol: pb::Protocol::Tcp as i32,
-        }],
-        ..Default::default()
-    };
+    let rule = common::requests::tcp_rule("slr-web", "slr-vip", "app: web", 80, 8080);
     two.runtime
-        .block_on(rules.create_switch_lb_rule(pb::CreateSwitchLbRuleRequest { rule: Some(rule) }))
+        .block_on(rules.create_switch_lb_rule(common::requests::create_rule(rule)))
         .expect("create rule");
     let backends = || {
         two.nbctl(&["--if-exists", "get", "load_balancer", "slr-web-tcp", "vips"])

@@ -613,9 +613,24 @@ pub fn create_subnet(
 
 /// A logical router `r1` with one port on `switch` (`networks` like "10.16.0.1/24").
 pub fn add_router_port(nb: &OvsdbServer, switch: &str, mac: &str, networks: &[&str]) {
-    let router_port = format!("r1-{switch}");
-    let switch_port = format!("{switch}-r1");
-    let mut lrp = vec!["--may-exist", "lr-add", "r1", "--", "lrp-add", "r1", &router_port, mac];
+    add_router_port_to(nb, "r1", switch, mac, networks)
+}
+
+/// A logical router `router` (made if missing) with a port `router-switch` on `switch`, whose
+/// router-type peer is `switch-router`, as an operator would make them with ovn-nbctl.
+pub fn add_router_port_to(nb: &OvsdbServer, router: &str, switch: &str, mac: &str, networks: &[&str]) {
+    let router_port = format!("{router}-{switch}");
+    let switch_port = format!("{switch}-{router}");
+    let mut lrp = vec![
+        "--may-exist",
+        "lr-add",
+        router,
+        "--",
+        "lrp-add",
+        router,
+        &router_port,
+        mac,
+    ];
     lrp.extend_from_slice(networks);
     nb.nbctl(&lrp);
     let option = format!("router-port={router_port}");

@@ -72,3 +72,25 @@ pub fn aap(name: &str, subnet: &str) -> pb::Vip {
 pub fn create_vip(vip: pb::Vip) -> pb::CreateVipRequest {
     pb::CreateVipRequest { vip: Some(vip) }
 }
+
+/// A switch-LB rule `name` on `vip` (a VIP name or an address) for the pods of namespace
+/// `default` that `selector` ("key: value") chooses, with one TCP port `http`: `port` → `target_port`.
+pub fn tcp_rule(name: &str, vip: &str, selector: &str, port: u32, target_port: u32) -> pb::SwitchLbRule {
+    pb::SwitchLbRule {
+        name: name.into(),
+        vip: vip.into(),
+        namespace: "default".into(),
+        selector: vec![selector.into()],
+        ports: vec![pb::LbPort {
+            name: "http".into(),
+            port,
+            target_port,
+            protocol: pb::Protocol::Tcp as i32,
+        }],
+        ..Default::default()
+    }
+}
+
+pub fn create_rule(rule: pb::SwitchLbRule) -> pb::CreateSwitchLbRuleRequest {
+    pb::CreateSwitchLbRuleRequest { rule: Some(rule) }
+}
