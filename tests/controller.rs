@@ -57,6 +57,7 @@ impl EchoLosingProxy {
                 // While cut, a new connection is held unanswered: the client's reconnect waits
                 // here instead of failing and backing off.
                 while *shared.lock().unwrap() == Phase::Cut {
+                    // Kept: the proxy holds the connection while cut (not a test assertion).
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
                 let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)).await else {
@@ -101,7 +102,7 @@ async fn pump(client: TcpStream, server: TcpStream, phase: Arc<Mutex<Phase>>, mo
         }
         if holding && json.get("result").is_some() {
             // The reply went out; the echo did not. Let the daemon start waiting for it, then
-            // lose the connection.
+            // lose the connection. (Kept: the fault is timed here; the test's check is positive.)
             tokio::time::sleep(Duration::from_millis(100)).await;
             *phase.lock().unwrap() = Phase::Cut;
             break;
