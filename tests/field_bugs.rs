@@ -62,13 +62,8 @@ async fn case8_colliding_parts_are_refused_with_both_paths() {
     let daemon = TestDaemon::start().await;
     let mut c = daemon.clients().await;
     c.create_subnet("ovn-default", "10.16.0.0/16", "").await;
-    c.create_vip(pb::Vip {
-        name: "lbv".into(),
-        subnet: "ovn-default".into(),
-        r#type: "switch_lb_vip".into(),
-        ..Default::default()
-    })
-    .await;
+    c.create_vip(common::requests::switch_lb_vip("lbv", "ovn-default"))
+        .await;
     let port = |port: u32, target_port: u32, name: &str| pb::LbPort {
         name: name.into(),
         port,
@@ -171,13 +166,8 @@ async fn case8_two_rules_on_one_frontend_are_refused() {
     let daemon = TestDaemon::start().await;
     let mut c = daemon.clients().await;
     c.create_subnet("ovn-default", "10.16.0.0/16", "").await;
-    c.create_vip(pb::Vip {
-        name: "lbv".into(),
-        subnet: "ovn-default".into(),
-        r#type: "switch_lb_vip".into(),
-        ..Default::default()
-    })
-    .await;
+    c.create_vip(common::requests::switch_lb_vip("lbv", "ovn-default"))
+        .await;
     let rule = |name: &str, port: u32| pb::CreateSwitchLbRuleRequest {
         rule: Some(pb::SwitchLbRule {
             name: name.into(),

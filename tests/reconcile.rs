@@ -19,51 +19,27 @@ fn get(daemon: &TestDaemon, args: &[&str]) -> String {
 }
 
 async fn ready(vips: &mut VipServiceClient<tonic::transport::Channel>, name: &str) -> pb::VipStatus {
-    common::wait_for(&format!("{name} to become ready"), Duration::from_secs(5), || {
-        let (mut vips, name) = (vips.clone(), name.to_string());
-        async move {
-            let status = vips
-                .get_vip(pb::GetVipRequest { name })
-                .await
-                .unwrap()
-                .into_inner()
-                .status
-                .unwrap();
-            if status.ready {
-                Ok(status)
-            } else {
-                Err(format!("{status:?}"))
-            }
-        }
+    common::requests::wait_for_vip_status(vips, name, "to become ready", Duration::from_secs(5), |status| {
+        status.ready
     })
     .await
 }
 
 /// Waits until the VIP's Ready condition has `reason`.
 async fn wait_for_reason(vips: &mut VipServiceClient<tonic::transport::Channel>, name: &str, reason: &str) {
-    common::wait_for(&format!("{name}'s reason {reason:?}"), Duration::from_secs(5), || {
-        let (mut vips, name) = (vips.clone(), name.to_string());
-        async move {
-            let status = vips
-                .get_vip(pb::GetVipRequest { name })
-                .await
-                .unwrap()
-                .into_inner()
-                .status
-                .unwrap();
-            let last = status
+    common::requests::wait_for_vip_status(
+        vips,
+        name,
+        &format!("reason {reason:?}"),
+        Duration::from_secs(5),
+        |status| {
+            status
                 .conditions
                 .first()
-                .map(|condition| condition.reason.clone())
-                .unwrap_or_default();
-            if last == reason {
-                Ok(())
-            } else {
-                Err(format!("reason {last:?}"))
-            }
-        }
-    })
-    .await
+                .is_some_and(|condition| condition.reason == reason)
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -225,24 +225,10 @@ pub async fn create_subnet_and_vip(channel: &Channel, vip: &str, namespace: &str
 
 pub async fn wait_ready(channel: &Channel, vip: &str) {
     let vips = VipServiceClient::new(channel.clone());
-    super::wait_for(&format!("{vip} to become ready"), Duration::from_secs(15), || {
-        let (mut vips, name) = (vips.clone(), vip.to_string());
-        async move {
-            let status = vips
-                .get_vip(pb::GetVipRequest { name })
-                .await
-                .expect("get vip")
-                .into_inner()
-                .status
-                .expect("status");
-            if status.ready {
-                Ok(())
-            } else {
-                Err(format!("{status:?}"))
-            }
-        }
+    super::requests::wait_for_vip_status(&vips, vip, "to become ready", Duration::from_secs(15), |status| {
+        status.ready
     })
-    .await
+    .await;
 }
 
 /// One HTTP/1.1 GET over a plain socket: (status line, body).

@@ -94,3 +94,41 @@ pub fn tcp_rule(name: &str, vip: &str, selector: &str, port: u32, target_port: u
 pub fn create_rule(rule: pb::SwitchLbRule) -> pb::CreateSwitchLbRuleRequest {
     pb::CreateSwitchLbRuleRequest { rule: Some(rule) }
 }
+
+/// Waits (up to `timeout`) until VIP `name`'s status passes `ok` (`what` names that state) and
+/// returns that status; the last status seen is in the panic message.
+pub async fn wait_for_vip_status(
+    vips: &VipServiceClient<Channel>,
+    name: &str,
+    what: &str,
+    timeout: std::time::Duration,
+    ok: impl Fn(&pb::VipStatus) -> bool,
+) -> pb::VipStatus {
+    let ok = &ok;
+    super::wait_for(&format!("{name} {what}"), timeout, || {
+        let (mut vips, name) = (vips.clone(), name.to_string());
+        async move {
+            let status = vips
+                .get_vip(pb::GetVipRequest { name })
+                .await
+                .expect("get vip")
+                .into_inner()
+                .status
+                .expect("status");
+            if ok(&status) {
+                Ok(status)
+            } else {
+                Err(format!("{status:?}"))
+            }
+        }
+    })
+    .await
+}
+
+/// A switch_lb_vip VIP (answered by the router's MAC) in `subnet`.
+pub fn switch_lb_vip(name: &str, subnet: &str) -> pb::Vip {
+    pb::Vip {
+        r#type: "switch_lb_vip".into(),
+        ..vip(name, subnet)
+    }
+}
