@@ -232,6 +232,8 @@ fn switch_lb_vip_spreads_connections_over_backend_pods() {
     wait_ready(&ovn, "slr-vip");
 
     let mut seen = BTreeSet::new();
+    // Not common::wait_until (which panics at its deadline): on a timeout the test falls back to
+    // an ovn-controller recompute and tries again.
     let answered_by_both = |seen: &mut BTreeSet<String>, within: Duration| {
         let deadline = std::time::Instant::now() + within;
         while seen.len() < 2 && std::time::Instant::now() < deadline {
