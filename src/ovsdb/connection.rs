@@ -519,8 +519,14 @@ mod probe_tests {
     }
 
     impl Peer {
+        /// The next message from the session (a minute of paused time at most: a missing probe
+        /// fails rather than hangs).
         async fn next(&mut self) -> Json {
-            let frame = self.reader.next().await.expect("a message").expect("JSON");
+            let frame = tokio::time::timeout(Duration::from_secs(60), self.reader.next())
+                .await
+                .expect("a message within a minute")
+                .expect("a message")
+                .expect("JSON");
             serde_json::from_slice(&frame).expect("JSON")
         }
 
@@ -569,7 +575,10 @@ mod probe_tests {
             "the echo goes after 5 s of silence"
         );
         // Unanswered: the session ends one more interval later, not before.
-        let ended = task.await.unwrap();
+        let ended = tokio::time::timeout(Duration::from_secs(60), task)
+            .await
+            .expect("the session ends")
+            .unwrap();
         assert_eq!(started.elapsed(), Duration::from_secs(10));
         assert!(
             matches!(ended, Err(OvsdbError::Timeout(timeout)) if timeout == Duration::from_secs(10)),
