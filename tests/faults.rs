@@ -175,6 +175,7 @@ async fn the_daemon_killed_at_random_moments_loses_nothing_and_nb_converges() {
                 })
             })
             .collect();
+        // Kept: the kill comes at a random moment under load; that is the test.
         tokio::time::sleep(Duration::from_millis(rng.gen_range(300..1200))).await;
         drop(daemon); // SIGKILL
         for worker in workers {
