@@ -563,27 +563,12 @@ impl Drop for TwoChassis {
         // Pods first (their host ends go with them), then each chassis' OVS (exit --cleanup
         // removes its bridges' tap devices), the daemons, and the hosts.
         for namespace in self.namespaces.iter().filter(|name| !name.contains("-hv")) {
-            let _ = Command::new("ip")
-                .args(["netns", "del", namespace])
-                .stderr(Stdio::null())
-                .status();
+            ovn::quietly("ip", &["netns", "del", namespace]);
         }
         for chassis in &self.chassis {
-            let _ = Command::new("ovs-appctl")
-                .args([
-                    "-t",
-                    &chassis.dir.join("vswitchd.ctl").display().to_string(),
-                    "exit",
-                    "--cleanup",
-                ])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
+            ovn::exit_vswitchd(&chassis.dir);
         }
-        for (_, child) in self.children.iter_mut().rev() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        ovn::kill_children(&mut self.children);
         self.daemon.take();
         for chassis in &mut self.chassis {
             chassis.ovs.kill();
@@ -591,16 +576,10 @@ impl Drop for TwoChassis {
         self.sb.kill();
         self.nb.kill();
         for namespace in &self.namespaces {
-            let _ = Command::new("ip")
-                .args(["netns", "del", namespace])
-                .stderr(Stdio::null())
-                .status();
+            ovn::quietly("ip", &["netns", "del", namespace]);
         }
         for link in &self.root_links {
-            let _ = Command::new("ip")
-                .args(["link", "del", "dev", link])
-                .stderr(Stdio::null())
-                .status();
+            ovn::quietly("ip", &["link", "del", "dev", link]);
         }
         let _ = std::fs::remove_file(ovn::PID_FILE);
     }
