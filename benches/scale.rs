@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::process::{http_get, plain_channel, sample, start, DaemonProcess};
-use common::{free_port, OvsdbServer};
+use common::{reserve_port, OvsdbServer};
 use ovn_vipd::api::proto::v1 as pb;
 use ovn_vipd::ovsdb::{Atom, Condition, Connection, ConnectionOptions, Mutation, Operation, Remote, Row, Value};
 use pb::pod_service_client::PodServiceClient;
@@ -93,7 +93,9 @@ fn main() {
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let nb = OvsdbServer::nb_quiet(dir.path());
-    let (port, metrics_port) = (free_port(), free_port());
+    // The daemon logs at warn here (its listening lines hidden): ports held for the run.
+    let reserved = (reserve_port(), reserve_port());
+    let (port, metrics_port) = (reserved.0.port, reserved.1.port);
     let args = vec![
         format!("--ovn-nb={}", nb.unix_remote()),
         format!("--data-dir={}", dir.path().join("data").display()),

@@ -15,7 +15,7 @@ use crate::nb;
 use crate::ovsdb::{Client, OvsdbError, Remote, TlsFiles};
 use crate::registry::{Registry, RegistryError};
 use crate::role::{Role, LOCK_NAME};
-use crate::telemetry::{self, systemd, Heartbeat};
+use crate::telemetry::{self, systemd, Heartbeat, Watchdog};
 
 #[derive(Debug, Clone)]
 pub struct DaemonConfig {
@@ -38,6 +38,9 @@ pub struct DaemonConfig {
     pub cluster_db: Vec<Remote>,
     /// Clustered mode: the gRPC address published while active.
     pub advertise_address: Option<String>,
+    /// Told the bound address of each TCP gRPC listener once it serves (the port the kernel
+    /// chose for `tcp:IP:0`); see [`api::ServeOptions::bound`]. `None` from the flags.
+    pub grpc_bound: Option<tokio::sync::mpsc::UnboundedSender<SocketAddr>>,
 }
 
 impl DaemonConfig {
@@ -55,6 +58,7 @@ impl DaemonConfig {
             shutdown_grace: Duration::from_secs(10),
             cluster_db: Vec::new(),
             advertise_address: None,
+            grpc_bound: None,
         }
     }
 
@@ -71,6 +75,7 @@ impl DaemonConfig {
             shutdown_grace: settings.shutdown_grace,
             cluster_db: settings.cluster_db.clone(),
             advertise_address: settings.advertise_address.clone(),
+            grpc_bound: None,
         }
     }
 }
@@ -143,6 +148,7 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
         tls: config.grpc_tls.clone(),
         socket_group: config.socket_group,
         role: role_receiver.clone(),
+        bound: config.grpc_bound.clone(),
     };
     let api_server = api::serve(config.listen.clone(), registry.clone(), shutdown.clone(), options).await?;
     let api_task = tokio::spawn(api_server.instrument(tracing::info_span!("api")));
@@ -200,12 +206,12 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
     let mut ready = false;
     let mut synced = false;
     // systemd expects keep-alives within the timeout; send them twice as often.
-    let watchdog_timeout = systemd::watchdog_timeout();
-    let mut watchdog = tokio::time::interval(watchdog_timeout.map(|timeout| timeout / 2).unwrap_or(Duration::MAX / 4));
+    let keep_alive = systemd::watchdog_timeout().map(|timeout| Watchdog::new(timeout, heartbeat.clone()));
+    let mut watchdog = tokio::time::interval(keep_alive.as_ref().map_or(Duration::MAX / 4, Watchdog::tick_interval));
     loop {
         let event = tokio::select! {
             _ = shutdown.cancelled() => Event::Shutdown,
-            _ = watchdog.tick(), if watchdog_timeout.is_some() => Event::WatchdogTick,
+            _ = watchdog.tick(), if keep_alive.is_some() => Event::WatchdogTick,
             changed = passes.changed(), if !synced => match changed {
                 Ok(()) => Event::Synced,
                 Err(_) => Event::Shutdown,
@@ -242,13 +248,13 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
             Event::WatchdogTick => {
                 // Both loops must be alive: this one (it is running) and the sync's. The sync may
                 // wait on NB up to its request timeout; the unit's WatchdogSec leaves room for it.
-                let age = heartbeat.age();
-                match watchdog_timeout {
-                    Some(timeout) if age < timeout * 3 / 4 => systemd::watchdog(),
-                    _ => warn!(
+                match keep_alive.as_ref().map(Watchdog::keep_alive) {
+                    Some(Ok(())) => systemd::watchdog(),
+                    Some(Err(age)) => warn!(
                         ?age,
                         "the sync loop has not gone round; holding back the watchdog keep-alive"
                     ),
+                    None => {}
                 }
             }
         }

@@ -493,25 +493,125 @@ pub mod systemd {
     }
 }
 
-/// Milliseconds since the Unix epoch (0 if the clock is before it).
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_millis() as u64)
-        .unwrap_or(0)
+/// When the sync loop last went round, for the watchdog: keep-alives stop when it is stuck.
+/// Measured on tokio's clock (monotonic; paused and advanced in tests).
+#[derive(Clone, Debug)]
+pub struct Heartbeat {
+    since: tokio::time::Instant,
+    /// Milliseconds after `since` of the last beat.
+    last: Arc<AtomicU64>,
 }
 
-/// When the sync loop last went round, for the watchdog: keep-alives stop when it is stuck.
-#[derive(Clone, Debug, Default)]
-pub struct Heartbeat(Arc<AtomicU64>);
+impl Default for Heartbeat {
+    /// A heartbeat that beat now.
+    fn default() -> Heartbeat {
+        Heartbeat {
+            since: tokio::time::Instant::now(),
+            last: Arc::new(AtomicU64::new(0)),
+        }
+    }
+}
 
 impl Heartbeat {
     pub fn beat(&self) {
-        self.0.store(unix_ms(), Ordering::Relaxed);
+        let now = u64::try_from(self.since.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last.store(now, Ordering::Relaxed);
     }
 
+    /// Time since the last beat (millisecond resolution).
     pub fn age(&self) -> Duration {
-        let last = self.0.load(Ordering::Relaxed);
-        Duration::from_millis((unix_ms()).saturating_sub(last))
+        let last = Duration::from_millis(self.last.load(Ordering::Relaxed));
+        self.since.elapsed().saturating_sub(last)
+    }
+}
+
+/// The watchdog keep-alive rule. systemd restarts the daemon when no keep-alive comes within
+/// `timeout` (`WatchdogSec`, told as `WATCHDOG_USEC`); the main loop ticks every `timeout / 2`
+/// (sd_watchdog_enabled(3) advises half) and sends one only while the sync loop has gone round
+/// within the last `timeout * 3 / 4`, so a stuck sync loop gets the daemon restarted.
+#[derive(Clone, Debug)]
+pub struct Watchdog {
+    timeout: Duration,
+    heartbeat: Heartbeat,
+}
+
+impl Watchdog {
+    pub fn new(timeout: Duration, heartbeat: Heartbeat) -> Watchdog {
+        Watchdog { timeout, heartbeat }
+    }
+
+    /// How often the main loop asks [`Watchdog::keep_alive`].
+    pub fn tick_interval(&self) -> Duration {
+        self.timeout / 2
+    }
+
+    /// At a tick: `Ok` to send a keep-alive, or `Err(age of the last heartbeat)` to hold it back.
+    pub fn keep_alive(&self) -> Result<(), Duration> {
+        let age = self.heartbeat.age();
+        if age < self.timeout * 3 / 4 {
+            Ok(())
+        } else {
+            Err(age)
+        }
+    }
+}
+
+#[cfg(test)]
+mod watchdog_tests {
+    use super::*;
+
+    /// The main loop's schedule on tokio's paused clock (`WatchdogSec=800ms`): a tick every
+    /// 400 ms; keep-alives while the sync loop beats, none once it has been silent for 600 ms
+    /// (3/4 of the timeout), and again at the first tick after it beats.
+    #[tokio::test(start_paused = true)]
+    async fn keep_alives_follow_the_sync_loop_and_stop_when_it_is_stuck() {
+        let heartbeat = Heartbeat::default();
+        let watchdog = Watchdog::new(Duration::from_millis(800), heartbeat.clone());
+        assert_eq!(watchdog.tick_interval(), Duration::from_millis(400));
+        let start = tokio::time::Instant::now();
+        let mut ticks = tokio::time::interval(watchdog.tick_interval());
+        let mut schedule = Vec::new();
+        for _ in 0..9 {
+            ticks.tick().await;
+            let at = start.elapsed().as_millis();
+            // The sync loop goes round until 400 ms, is stuck from then, and moves once at 2600 ms.
+            if at <= 400 {
+                heartbeat.beat();
+            }
+            schedule.push((at, watchdog.keep_alive().map_err(|age| age.as_millis())));
+            if at == 2400 {
+                tokio::time::advance(Duration::from_millis(200)).await;
+                heartbeat.beat();
+            }
+        }
+        assert_eq!(
+            schedule,
+            vec![
+                (0, Ok(())),
+                (400, Ok(())),
+                // 400 ms since the last beat: still within 3/4 of the timeout.
+                (800, Ok(())),
+                // 800 ms: held back, and from then on until the loop moves.
+                (1200, Err(800)),
+                (1600, Err(1200)),
+                (2000, Err(1600)),
+                (2400, Err(2000)),
+                // It beat at 2600 ms (200 ms ago), then stuck again: at exactly 3/4 it is held back.
+                (2800, Ok(())),
+                (3200, Err(600)),
+            ]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_heartbeat_ages_with_the_clock_and_resets_on_a_beat() {
+        let heartbeat = Heartbeat::default();
+        assert_eq!(heartbeat.age(), Duration::ZERO);
+        tokio::time::advance(Duration::from_millis(1500)).await;
+        assert_eq!(heartbeat.age(), Duration::from_millis(1500));
+        heartbeat.clone().beat();
+        assert_eq!(heartbeat.age(), Duration::ZERO, "clones share the beat");
+        tokio::time::advance(Duration::from_millis(10)).await;
+        assert_eq!(heartbeat.age(), Duration::from_millis(10));
     }
 }

@@ -4,50 +4,11 @@ mod common;
 
 use std::collections::HashMap;
 
+use common::requests::{vip, Clients};
 use common::TestDaemon;
 use ovn_vipd::api::proto::v1 as pb;
-use pb::pod_service_client::PodServiceClient;
 use pb::subnet_service_client::SubnetServiceClient;
-use pb::switch_lb_rule_service_client::SwitchLbRuleServiceClient;
-use pb::vip_service_client::VipServiceClient;
-use tonic::transport::Channel;
 use tonic::Code;
-
-struct Clients {
-    subnets: SubnetServiceClient<Channel>,
-    vips: VipServiceClient<Channel>,
-    pods: PodServiceClient<Channel>,
-    rules: SwitchLbRuleServiceClient<Channel>,
-}
-
-async fn clients(daemon: &TestDaemon) -> Clients {
-    let channel = daemon.channel().await;
-    Clients {
-        subnets: SubnetServiceClient::new(channel.clone()),
-        vips: VipServiceClient::new(channel.clone()),
-        pods: PodServiceClient::new(channel.clone()),
-        rules: SwitchLbRuleServiceClient::new(channel),
-    }
-}
-
-fn subnet(name: &str, v4: &str, v6: &str) -> pb::CreateSubnetRequest {
-    pb::CreateSubnetRequest {
-        subnet: Some(pb::Subnet {
-            name: name.into(),
-            cidr_v4: v4.into(),
-            cidr_v6: v6.into(),
-            ..Default::default()
-        }),
-    }
-}
-
-fn vip(name: &str, subnet: &str) -> pb::Vip {
-    pb::Vip {
-        name: name.into(),
-        subnet: subnet.into(),
-        ..Default::default()
-    }
-}
 
 fn bind(
     namespace: &str,
@@ -80,25 +41,12 @@ fn bind(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_vip_scenario_the_api_decides() {
     let daemon = TestDaemon::start().await;
-    let mut c = clients(&daemon).await;
-    c.subnets
-        .create_subnet(subnet("ovn-default", "10.16.0.0/16", "fd00:10:16::/64"))
-        .await
-        .unwrap();
-    c.subnets
-        .create_subnet(subnet("tiny", "10.99.0.0/30", ""))
-        .await
-        .unwrap();
+    let mut c = daemon.clients().await;
+    c.create_subnet("ovn-default", "10.16.0.0/16", "fd00:10:16::/64").await;
+    c.create_subnet("tiny", "10.99.0.0/30", "").await;
 
     // 1.1 automatic: an address of each family and a MAC.
-    let dynamic = c
-        .vips
-        .create_vip(pb::CreateVipRequest {
-            vip: Some(vip("vip-dynamic-01", "ovn-default")),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let dynamic = c.create_vip(vip("vip-dynamic-01", "ovn-default")).await;
     let status = dynamic.status.clone().unwrap();
     assert!(
         status.v4ip.starts_with("10.16.") && status.v6ip.starts_with("fd00:10:16:"),
@@ -107,14 +55,7 @@ async fn every_vip_scenario_the_api_decides() {
     assert!(!status.ready, "not ready before the NB sync exists");
     assert_eq!(status.conditions[0].reason, "Pending");
     // Idempotent retry returns the same VIP; another spec under the name is ALREADY_EXISTS.
-    let again = c
-        .vips
-        .create_vip(pb::CreateVipRequest {
-            vip: Some(vip("vip-dynamic-01", "ovn-default")),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let again = c.create_vip(vip("vip-dynamic-01", "ovn-default")).await;
     assert_eq!(again.status.unwrap().v4ip, status.v4ip);
     let mut different = vip("vip-dynamic-01", "ovn-default");
     different.v4ip = "10.16.0.200".into();
@@ -205,18 +146,8 @@ async fn every_vip_scenario_the_api_decides() {
         "switch_lb_vip"
     );
     let rule = pb::SwitchLbRule {
-        name: "slr-web".into(),
-        vip: "slr-01".into(),
-        namespace: "default".into(),
-        selector: vec!["app: web".into()],
-        ports: vec![pb::LbPort {
-            name: "http".into(),
-            port: 80,
-            target_port: 8080,
-            protocol: pb::Protocol::Tcp as i32,
-        }],
         session_affinity: pb::SessionAffinity::ClientIp as i32,
-        ..Default::default()
+        ..common::requests::tcp_rule("slr-web", "slr-01", "app: web", 80, 8080)
     };
     let created = c
         .rules
@@ -227,12 +158,7 @@ async fn every_vip_scenario_the_api_decides() {
     assert_eq!(created.session_affinity_timeout, 10_800);
 
     // 3 a pod uses a VIP as its fixed address; 3.1 a StatefulSet pod keeps it.
-    c.vips
-        .create_vip(pb::CreateVipRequest {
-            vip: Some(vip("pod-use-vip", "ovn-default")),
-        })
-        .await
-        .unwrap();
+    c.create_vip(vip("pod-use-vip", "ovn-default")).await;
     let held = c
         .vips
         .get_vip(pb::GetVipRequest {
@@ -307,12 +233,7 @@ async fn every_vip_scenario_the_api_decides() {
     assert_eq!(recreated.nics, pod.nics);
 
     // A full subnet is RESOURCE_EXHAUSTED: a /30 has one address besides its gateway.
-    c.vips
-        .create_vip(pb::CreateVipRequest {
-            vip: Some(vip("tiny-1", "tiny")),
-        })
-        .await
-        .unwrap();
+    c.create_vip(vip("tiny-1", "tiny")).await;
     let error = c
         .vips
         .create_vip(pb::CreateVipRequest {
@@ -337,37 +258,30 @@ async fn every_vip_scenario_the_api_decides() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_inputs_get_the_right_code_and_change_nothing() {
     let daemon = TestDaemon::start().await;
-    let mut c = clients(&daemon).await;
-    c.subnets
-        .create_subnet(subnet("ovn-default", "10.16.0.0/16", ""))
-        .await
-        .unwrap();
-    c.vips
-        .create_vip(pb::CreateVipRequest {
-            vip: Some(vip("existing", "ovn-default")),
-        })
-        .await
-        .unwrap();
+    let mut c = daemon.clients().await;
+    c.create_subnet("ovn-default", "10.16.0.0/16", "").await;
+    c.create_vip(vip("existing", "ovn-default")).await;
     // Let the NB sync settle the VIP's status first: the snapshot below must only move if a
     // refused request changed something.
-    let mut settled = false;
-    for _ in 0..250 {
-        let status = c
-            .vips
-            .get_vip(pb::GetVipRequest {
-                name: "existing".into(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .status;
-        if status.is_some_and(|status| status.ready) {
-            settled = true;
-            break;
+    common::wait_for("the VIP to become ready", std::time::Duration::from_secs(5), || {
+        let mut vips = c.vips.clone();
+        async move {
+            let status = vips
+                .get_vip(pb::GetVipRequest {
+                    name: "existing".into(),
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .status;
+            if status.as_ref().is_some_and(|status| status.ready) {
+                Ok(())
+            } else {
+                Err(format!("{status:?}"))
+            }
         }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    assert!(settled, "the VIP never became ready");
+    })
+    .await;
 
     let with = |edit: fn(&mut pb::Vip)| {
         let mut request = vip("new-vip", "ovn-default");
@@ -566,37 +480,37 @@ async fn bad_inputs_get_the_right_code_and_change_nothing() {
     let subnet_cases: Vec<(&str, pb::CreateSubnetRequest, Code, &str)> = vec![
         (
             "no CIDR",
-            subnet("s1", "", ""),
+            common::subnet_request("s1", "", ""),
             Code::InvalidArgument,
             "needs cidr_v4, cidr_v6",
         ),
         (
             "bad CIDR",
-            subnet("s1", "10.0.0.0/33", ""),
+            common::subnet_request("s1", "10.0.0.0/33", ""),
             Code::InvalidArgument,
             "subnet.cidr_v4",
         ),
         (
             "prefix too long",
-            subnet("s1", "10.0.0.0/31", ""),
+            common::subnet_request("s1", "10.0.0.0/31", ""),
             Code::InvalidArgument,
             "/8 to /30",
         ),
         (
             "host bits",
-            subnet("s1", "10.0.0.1/24", ""),
+            common::subnet_request("s1", "10.0.0.1/24", ""),
             Code::InvalidArgument,
             "host bits",
         ),
         (
             "v6 too long",
-            subnet("s1", "", "fd00::/128"),
+            common::subnet_request("s1", "", "fd00::/128"),
             Code::InvalidArgument,
             "/8 to /127",
         ),
         (
             "existing, other spec",
-            subnet("ovn-default", "10.17.0.0/16", ""),
+            common::subnet_request("ovn-default", "10.17.0.0/16", ""),
             Code::AlreadyExists,
             "already exists",
         ),
@@ -606,7 +520,7 @@ async fn bad_inputs_get_the_right_code_and_change_nothing() {
         assert_refused(label, &error, code, fragment);
         checked += 1;
     }
-    let mut bad_exclude = subnet("s1", "10.0.0.0/24", "");
+    let mut bad_exclude = common::subnet_request("s1", "10.0.0.0/24", "");
     bad_exclude.subnet.as_mut().unwrap().exclude_ips = vec!["10.0.0.9..10.0.0.1".into()];
     let error = c.subnets.create_subnet(bad_exclude).await.unwrap_err();
     assert_eq!(error.code(), Code::InvalidArgument);
@@ -919,17 +833,9 @@ async fn snapshot(c: &mut Clients) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_starts_with_the_current_state_then_streams_changes() {
     let daemon = TestDaemon::start().await;
-    let mut c = clients(&daemon).await;
-    c.subnets
-        .create_subnet(subnet("ovn-default", "10.16.0.0/16", ""))
-        .await
-        .unwrap();
-    c.vips
-        .create_vip(pb::CreateVipRequest {
-            vip: Some(vip("before", "ovn-default")),
-        })
-        .await
-        .unwrap();
+    let mut c = daemon.clients().await;
+    c.create_subnet("ovn-default", "10.16.0.0/16", "").await;
+    c.create_vip(vip("before", "ovn-default")).await;
     let mut stream = c
         .vips
         .watch_vips(pb::WatchVipsRequest { name: String::new() })
@@ -954,12 +860,7 @@ async fn watch_starts_with_the_current_state_then_streams_changes() {
         (first.r#type, first.vip.unwrap().name.as_str()),
         (pb::vip_event::Type::Added as i32, "before")
     );
-    c.vips
-        .create_vip(pb::CreateVipRequest {
-            vip: Some(vip("after", "ovn-default")),
-        })
-        .await
-        .unwrap();
+    c.create_vip(vip("after", "ovn-default")).await;
     let added = next(&mut stream).await;
     assert_eq!(
         (added.r#type, added.vip.unwrap().name.as_str()),
@@ -996,11 +897,11 @@ async fn the_unix_socket_is_0660_and_serves_the_same_api() {
         .unwrap();
     let mut subnets = SubnetServiceClient::new(channel.clone());
     subnets
-        .create_subnet(subnet("ovn-default", "10.16.0.0/16", ""))
+        .create_subnet(common::subnet_request("ovn-default", "10.16.0.0/16", ""))
         .await
         .unwrap();
     // What one listener wrote, the other sees.
-    let mut over_tcp = clients(&daemon).await;
+    let mut over_tcp = daemon.clients().await;
     let listed = over_tcp
         .subnets
         .list_subnets(pb::ListSubnetsRequest::default())
@@ -1045,9 +946,9 @@ fn unbind_nic(name: &str, interface: &str) -> pb::UnbindPodRequest {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pods_gain_and_lose_nics_per_attachment_with_static_addresses() {
     let daemon = TestDaemon::start().await;
-    let mut c = clients(&daemon).await;
+    let mut c = daemon.clients().await;
     for (name, cidr) in [("sa", "10.16.0.0/16"), ("sb", "10.17.0.0/16")] {
-        c.subnets.create_subnet(subnet(name, cidr, "")).await.unwrap();
+        c.create_subnet(name, cidr, "").await;
     }
     let mut first = attach("m1", "sa", "eth0", &["10.16.5.5"], "02:00:00:00:05:05", "c1");
     first.labels.insert("app".into(), "web".into());
@@ -1246,12 +1147,7 @@ async fn pods_gain_and_lose_nics_per_attachment_with_static_addresses() {
     assert_eq!(gone.code(), Code::NotFound);
 
     // A VIP named by a later attachment goes to the new NIC in its subnet, and back with it.
-    c.vips
-        .create_vip(pb::CreateVipRequest {
-            vip: Some(vip("vip-b", "sb")),
-        })
-        .await
-        .unwrap();
+    c.create_vip(vip("vip-b", "sb")).await;
     c.pods
         .bind_pod(attach("v1", "sa", "eth0", &[], "", "c3"))
         .await

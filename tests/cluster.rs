@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::process::{http_get, plain_channel, sample, DaemonProcess};
-use common::{free_port, wait_until, NbCluster, OvsdbServer};
+use common::{reserve_port, wait_until, NbCluster, OvsdbServer, ReservedPort};
 use ovn_vipd::api::proto::v1 as pb;
 use ovn_vipd::cluster::{epoch_wait, rows};
 use ovn_vipd::ovsdb::{Atom, Client, ClientConfig, Operation, OvsdbError, Remote, Value};
@@ -39,7 +39,8 @@ impl Setup {
 
     /// A daemon named `name` (its data directory `<dir>/<name>` is kept across restarts).
     fn daemon(&self, name: &str) -> Daemon {
-        Daemon::start(self, name, free_port(), free_port())
+        // Fixed ports: the advertised address and a restart on the same address need them known.
+        Daemon::start(self, name, reserve_port(), reserve_port())
     }
 }
 
@@ -49,10 +50,12 @@ struct Daemon {
     port: u16,
     metrics: u16,
     data: PathBuf,
+    reserved: (ReservedPort, ReservedPort),
 }
 
 impl Daemon {
-    fn start(setup: &Setup, name: &str, port: u16, metrics: u16) -> Daemon {
+    fn start(setup: &Setup, name: &str, grpc: ReservedPort, metrics_port: ReservedPort) -> Daemon {
+        let (port, metrics) = (grpc.port, metrics_port.port);
         let data = setup.dir.path().join(name);
         std::fs::create_dir_all(&data).unwrap();
         let args = [
@@ -72,14 +75,15 @@ impl Daemon {
             port,
             metrics,
             data,
+            reserved: (grpc, metrics_port),
         }
     }
 
     /// The same daemon again (same data directory and ports) after it stopped.
     fn restart(self, setup: &Setup) -> Daemon {
-        let (name, port, metrics) = (self.name.clone(), self.port, self.metrics);
-        drop(self);
-        Daemon::start(setup, &name, port, metrics)
+        let Daemon { process, name, reserved, .. } = self;
+        drop(process);
+        Daemon::start(setup, &name, reserved.0, reserved.1)
     }
 
     fn metric(&self, name: &str) -> f64 {
@@ -623,10 +627,12 @@ async fn a_second_owner_of_an_address_is_refused_by_the_index_even_when_forced()
 async fn a_standalone_store_is_not_replaced_by_the_replica() {
     common::init_tracing();
     let setup = Setup::start();
-    let port = free_port();
+    let reserved = reserve_port();
+    let port = reserved.port;
     let data = setup.dir.path().join("standalone");
     std::fs::create_dir_all(&data).unwrap();
-    let args = common::process::daemon_args(&data, &setup.nb.tcp_remote(), port);
+    // A fixed port: the same arguments start it again in clustered mode below.
+    let args = common::process::daemon_args_on(&data, &setup.nb.tcp_remote(), port);
     let mut standalone = common::process::start(&data, &args, &[]);
     SubnetServiceClient::new(plain_channel(port).await)
         .create_subnet(common::subnet_request("ovn-default", "10.16.0.0/24", ""))
@@ -784,13 +790,13 @@ async fn creation_rate_clustered_against_standalone() {
     let clustered = setup.daemon("clustered");
     one_active(&[&clustered], Duration::from_secs(20));
     let clustered_rate = rate(clustered.port, "c").await;
-    let port = free_port();
     let data = setup.dir.path().join("standalone");
     std::fs::create_dir_all(&data).unwrap();
     // Its own NB, so both daemons are active.
     let nb = OvsdbServer::nb(&data);
-    let args = common::process::daemon_args(&data, &nb.tcp_remote(), port);
-    let _standalone = common::process::start(&data, &args, &[]);
+    let args = common::process::daemon_args(&data, &nb.tcp_remote());
+    let standalone = common::process::start(&data, &args, &[]);
+    let port = standalone.grpc_port();
     let standalone_rate = rate(port, "s").await;
     eprintln!(
         "durable creations/s with 16 clients: clustered {clustered_rate:.0}, standalone {standalone_rate:.0}, ratio {:.2}",

@@ -4,11 +4,13 @@
 
 mod common;
 
+use common::requests::aap;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{free_port, wait_until_async, OvsdbServer};
+use common::{wait_until_async, OvsdbServer};
 use futures::StreamExt;
 use ovn_vipd::api::proto::v1 as pb;
 use pb::subnet_service_client::SubnetServiceClient;
@@ -55,6 +57,7 @@ impl EchoLosingProxy {
                 // While cut, a new connection is held unanswered: the client's reconnect waits
                 // here instead of failing and backing off.
                 while *shared.lock().unwrap() == Phase::Cut {
+                    // Kept: the proxy holds the connection while cut (not a test assertion).
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
                 let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)).await else {
@@ -99,22 +102,13 @@ async fn pump(client: TcpStream, server: TcpStream, phase: Arc<Mutex<Phase>>, mo
         }
         if holding && json.get("result").is_some() {
             // The reply went out; the echo did not. Let the daemon start waiting for it, then
-            // lose the connection.
+            // lose the connection. (Kept: the fault is timed here; the test's check is positive.)
             tokio::time::sleep(Duration::from_millis(100)).await;
             *phase.lock().unwrap() = Phase::Cut;
             break;
         }
     }
     upstream.abort();
-}
-
-fn aap(name: &str, subnet: &str) -> pb::Vip {
-    pb::Vip {
-        name: name.into(),
-        subnet: subnet.into(),
-        namespace: "default".into(),
-        ..Default::default()
-    }
 }
 
 fn port_exists(nb: &OvsdbServer, name: &str) -> bool {
@@ -129,18 +123,18 @@ async fn a_reconnect_during_the_echo_wait_still_brings_a_full_pass_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let nb = OvsdbServer::nb(dir.path());
     let proxy = EchoLosingProxy::start(nb.port).await;
-    let port = free_port();
-    let config = ovn_vipd::daemon::DaemonConfig::new(
+    let mut config = ovn_vipd::daemon::DaemonConfig::new(
         ovn_vipd::ovsdb::Remote::parse_list(&format!("tcp:127.0.0.1:{}", proxy.port)).unwrap(),
         dir.path().join("data"),
-        vec![ovn_vipd::api::Listen::Tcp(([127, 0, 0, 1], port).into())],
+        vec![ovn_vipd::api::Listen::Tcp(([127, 0, 0, 1], 0).into())],
     );
+    let mut bound = common::report_grpc_bound(&mut config);
     // The default safety-net interval: only an event-driven full pass can repair in time.
     assert_eq!(config.resync_interval, Duration::from_secs(300));
     let shutdown = tokio_util::sync::CancellationToken::new();
     let stop = shutdown.clone();
     let daemon = tokio::spawn(async move { ovn_vipd::daemon::run(config, stop).await });
-    let channel = common::process::plain_channel(port).await;
+    let channel = common::process::plain_channel(common::bound_port(&mut bound).await).await;
     let mut subnets = SubnetServiceClient::new(channel.clone());
     let mut vips = VipServiceClient::new(channel.clone());
     for (name, cidr) in [("net-a", "10.30.0.0/24"), ("net-b", "10.31.0.0/24")] {

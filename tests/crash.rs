@@ -6,6 +6,8 @@
 //! The child is this same test binary, started with `CRASH_CHILD_DIR` set and `--ignored` (see
 //! `child`).
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::net::IpAddr;
@@ -127,12 +129,10 @@ fn acknowledged_changes_survive_sigkill() {
                 reader_lines.lock().unwrap().push(line);
             }
         });
-        // Let it get going, then kill it at a random moment.
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while !lines.lock().unwrap().iter().any(|line| line.ends_with("READY")) {
-            assert!(std::time::Instant::now() < deadline, "child never became ready");
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        // Let it get going, then kill it at a random moment (kept: the random moment is the test).
+        common::wait_until("the child to be ready", Duration::from_secs(20), || {
+            lines.lock().unwrap().iter().any(|line| line.ends_with("READY"))
+        });
         std::thread::sleep(Duration::from_millis(rand::thread_rng().gen_range(50..400)));
         child.kill().unwrap();
         child.wait().unwrap();

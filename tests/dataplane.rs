@@ -155,12 +155,45 @@ fn aap_vip_follows_the_parent_that_announces_it() {
     for (address, prefix, _) in &families {
         stranger.claim(address, *prefix);
     }
-    std::thread::sleep(Duration::from_secs(3));
+    // Its announcements are out: IPv6's NA goes when duplicate address detection ends (here it
+    // fails, parent-2 holds the address, and then no NA is sent at all).
+    wait_until("the stranger's DAD to end", FLOWS, || {
+        let v6 = stranger.exec_ok(&["ip", "-6", "addr", "show", "dev", "eth0", "to", &families[1].0]);
+        !v6.contains("tentative") || v6.contains("dadfailed")
+    });
+    // Barrier (datapath): packets the stranger sends after its announcements reach the client,
+    // so the announcements went through the pipeline (and would have reached the client) first.
+    wait_until("the stranger reaches the client", FLOWS, || {
+        stranger.ping(&client.ip(false)) && stranger.ping(&client.ip(true))
+    });
     for (address, _, port) in &families {
         assert_eq!(ovn.virtual_parent(port), "parent-2.default", "{port}");
         assert!(client.ping(address), "{address}");
         assert_eq!(client.neighbour_mac(address), Some(parent2.mac()), "{address}");
     }
+    // Barrier (ovn-controller): a takeover announced after the stranger's goes through the same
+    // packet-in path; once SB shows it, a claim by the stranger would have been written before.
+    for (address, prefix, _) in &families {
+        parent2.release(address, *prefix);
+        parent1.claim(address, *prefix);
+    }
+    for (address, _, port) in &families {
+        wait_until(&format!("{address} answers from parent-1 again"), FLOWS, || {
+            ovn.virtual_parent(port) == "parent-1.default"
+                && client.ping(address)
+                && client.neighbour_mac(address) == Some(parent1.mac())
+        });
+    }
+    // SB's log (debug level) has every transaction: the stranger was never a virtual parent.
+    let sb_log = ovn.sb.log();
+    assert!(
+        sb_log.contains("\"virtual_parent\":\"parent-1.default\""),
+        "SB log lacks the writes it should show"
+    );
+    assert!(
+        !sb_log.contains("\"virtual_parent\":\"stranger.default\""),
+        "the stranger was made virtual parent at some point"
+    );
 }
 
 /// 2: a switch-LB rule's VIP spreads connections over the selected pods; a pod deleted through
@@ -186,23 +219,7 @@ fn switch_lb_vip_spreads_connections_over_backend_pods() {
     let client = ovn.add_pod(PodSpec::new("client", "lb"));
     ovn.serve_name(&web1, 8080);
     ovn.serve_name(&web2, 8080);
-    let mut rules = pb::switch_lb_rule_service_client::SwitchLbRuleServiceClient::new(ovn.channel());
-    let rule = pb::SwitchLbRule {
-        name: "slr-web".into(),
-        vip: "slr-vip".into(),
-        namespace: "default".into(),
-        selector: vec!["app: web".into()],
-        ports: vec![pb::LbPort {
-            name: "http".into(),
-            port: 80,
-            target_port: 8080,
-            protocol: pb::Protocol::Tcp as i32,
-        }],
-        ..Default::default()
-    };
-    ovn.runtime
-        .block_on(rules.create_switch_lb_rule(pb::CreateSwitchLbRuleRequest { rule: Some(rule) }))
-        .expect("create rule");
+    create_rule(&ovn, "slr-web", "slr-vip", "app: web", 80, 8080);
     let backends = || {
         ovn.nbctl(&["--if-exists", "get", "load_balancer", "slr-web-tcp", "vips"])
             .trim()
@@ -215,6 +232,8 @@ fn switch_lb_vip_spreads_connections_over_backend_pods() {
     wait_ready(&ovn, "slr-vip");
 
     let mut seen = BTreeSet::new();
+    // Not common::wait_until (which panics at its deadline): on a timeout the test falls back to
+    // an ovn-controller recompute and tries again.
     let answered_by_both = |seen: &mut BTreeSet<String>, within: Duration| {
         let deadline = std::time::Instant::now() + within;
         while seen.len() < 2 && std::time::Instant::now() < deadline {
@@ -574,16 +593,18 @@ fn health_checked_ipv6_rule_passes_traffic_and_an_unreachable_rule_is_not_ready(
     let web0_v6 = web0.ip(true);
     let mappings = || ovn.nbctl(&["--if-exists", "get", "load_balancer", "web-tcp", "ip_port_mappings"]);
     let wanted = format!("\"[{web0_v6}]\"=\"web-0.default:[fd00:10:17:");
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !mappings().contains(&wanted) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no {wanted} in ip_port_mappings {}\nNB: {}",
-            mappings(),
-            ovn.nbctl(&["list", "load_balancer"])
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    common::wait_for_blocking(
+        &format!("{wanted} in ip_port_mappings"),
+        Duration::from_secs(10),
+        || {
+            let now = mappings();
+            if now.contains(&wanted) {
+                Ok(())
+            } else {
+                Err(format!("{now}\nNB: {}", ovn.nbctl(&["list", "load_balancer"])))
+            }
+        },
+    );
     // ovn-northd makes a Service_Monitor per backend and family; ovn-controller probes them.
     wait_until("an IPv6 service monitor online", FLOWS, || {
         ovn.sbctl(&[
@@ -631,21 +652,9 @@ fn health_checked_ipv6_rule_passes_traffic_and_an_unreachable_rule_is_not_ready(
 
 fn create_rule(ovn: &WholeOvn, name: &str, vip: &str, selector: &str, port: u32, target_port: u32) {
     let mut rules = pb::switch_lb_rule_service_client::SwitchLbRuleServiceClient::new(ovn.channel());
-    let rule = pb::SwitchLbRule {
-        name: name.into(),
-        vip: vip.into(),
-        namespace: "default".into(),
-        selector: vec![selector.into()],
-        ports: vec![pb::LbPort {
-            name: "http".into(),
-            port,
-            target_port,
-            protocol: pb::Protocol::Tcp as i32,
-        }],
-        ..Default::default()
-    };
+    let rule = common::requests::tcp_rule(name, vip, selector, port, target_port);
     ovn.runtime
-        .block_on(rules.create_switch_lb_rule(pb::CreateSwitchLbRuleRequest { rule: Some(rule) }))
+        .block_on(rules.create_switch_lb_rule(common::requests::create_rule(rule)))
         .expect("create rule");
 }
 

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::process::{daemon_args, plain_channel, run_binary, start};
-use common::{free_port, wait_until_async, NbCluster, OvsdbServer};
+use common::{wait_until_async, NbCluster, OvsdbServer};
 use ovn_vipd::api::proto::v1 as pb;
 use pb::pod_service_client::PodServiceClient;
 use pb::subnet_service_client::SubnetServiceClient;
@@ -21,12 +21,7 @@ use rand::{Rng, SeedableRng};
 use tonic::transport::Channel;
 
 fn aap(name: &str) -> pb::Vip {
-    pb::Vip {
-        name: name.into(),
-        subnet: "ovn-default".into(),
-        namespace: "default".into(),
-        ..Default::default()
-    }
+    common::requests::aap(name, "ovn-default")
 }
 
 async fn create_subnet(channel: &Channel) {
@@ -76,13 +71,12 @@ struct Acknowledged {
 async fn the_daemon_killed_at_random_moments_loses_nothing_and_nb_converges() {
     let dir = tempfile::tempdir().unwrap();
     let nb = OvsdbServer::nb(dir.path());
-    let port = free_port();
-    let args = daemon_args(dir.path(), &nb.unix_remote(), port);
+    let args = daemon_args(dir.path(), &nb.unix_remote());
     let acknowledged = Arc::new(Mutex::new(Acknowledged::default()));
     let mut rng = rand::rngs::SmallRng::seed_from_u64(11);
     for round in 0..6 {
         let daemon = start(dir.path(), &args, &[]);
-        let channel = plain_channel(port).await;
+        let channel = plain_channel(daemon.grpc_port()).await;
         if round == 0 {
             create_subnet(&channel).await;
         }
@@ -181,6 +175,7 @@ async fn the_daemon_killed_at_random_moments_loses_nothing_and_nb_converges() {
                 })
             })
             .collect();
+        // Kept: the kill comes at a random moment under load; that is the test.
         tokio::time::sleep(Duration::from_millis(rng.gen_range(300..1200))).await;
         drop(daemon); // SIGKILL
         for worker in workers {
@@ -201,7 +196,7 @@ async fn the_daemon_killed_at_random_moments_loses_nothing_and_nb_converges() {
     // A last start: NB converges to the store; then the audit finds nothing wrong at all
     // (no address or MAC with two owners, no NB row missing or orphaned).
     let mut daemon = start(dir.path(), &args, &[]);
-    let channel = plain_channel(port).await;
+    let channel = plain_channel(daemon.grpc_port()).await;
     let expected: usize = {
         let known = acknowledged.lock().unwrap().clone();
         let names = vip_names(&channel).await;
@@ -252,6 +247,7 @@ impl Load {
                         .await
                         .expect("the API acknowledges whatever NB does");
                     acknowledged.lock().unwrap().push((name, Instant::now()));
+                    // Kept: the load's pace.
                     tokio::time::sleep(pause).await;
                 }
             })
@@ -295,13 +291,18 @@ async fn nb_gone_for_30_seconds_under_load_then_converges_within_5_seconds() {
     create_subnet(&channel).await;
     let mut vips = VipServiceClient::new(channel.clone());
     let load = Load::start(channel.clone(), "load", Duration::from_millis(20));
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Under load before the outage: a good number of VIPs acknowledged and in NB.
+    wait_until_async("50 acknowledged VIPs in NB", Duration::from_secs(20), || {
+        load.count() >= 50 && virtual_ports(&daemon.nb).len() >= 100
+    })
+    .await;
 
     daemon.nb.kill();
     let outage = Instant::now();
     let before = load.count();
     // Throughout the outage: acknowledgements go on, and no VIP created meanwhile is Ready.
     while outage.elapsed() < Duration::from_secs(30) {
+        // Kept: the outage lasts 30 s by definition; it is looked at every 3 s.
         tokio::time::sleep(Duration::from_secs(3)).await;
         let latest = load.acknowledged.lock().unwrap().last().cloned();
         if let Some((name, at)) = latest {
@@ -329,16 +330,20 @@ async fn nb_gone_for_30_seconds_under_load_then_converges_within_5_seconds() {
         assert!(ports.contains(name), "{name} missing from NB");
     }
     for (name, _) in acknowledged.iter().rev().take(5) {
-        wait_until_async(&format!("{name} Ready"), Duration::from_secs(5), || true).await;
-        let mut ready = false;
-        for _ in 0..100 {
-            if ready_reason(&mut vips, name).await.0 {
-                ready = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        assert!(ready, "{name} not Ready after NB returned");
+        common::wait_for(
+            &format!("{name} Ready after NB returned"),
+            Duration::from_secs(2),
+            || {
+                let (mut vips, name) = (vips.clone(), name.clone());
+                async move {
+                    match ready_reason(&mut vips, &name).await {
+                        (true, _) => Ok(()),
+                        (false, reason) => Err(reason),
+                    }
+                }
+            },
+        )
+        .await;
     }
     eprintln!(
         "NB outage: {} acknowledged during 30 s without NB; converged {converged:?} after it returned",
@@ -352,48 +357,50 @@ async fn raft_leader_killed_under_load_followed_within_5_seconds_nothing_lost_or
     common::init_tracing();
     let dir = tempfile::tempdir().unwrap();
     let mut cluster = NbCluster::start(dir.path());
-    let port = free_port();
-    let config = ovn_vipd::daemon::DaemonConfig::new(
+    let mut config = ovn_vipd::daemon::DaemonConfig::new(
         ovn_vipd::ovsdb::Remote::parse_list(&cluster.remotes()).unwrap(),
         dir.path().join("data"),
-        vec![ovn_vipd::api::Listen::Tcp(([127, 0, 0, 1], port).into())],
+        vec![ovn_vipd::api::Listen::Tcp(([127, 0, 0, 1], 0).into())],
     );
+    let mut bound = common::report_grpc_bound(&mut config);
     let shutdown = tokio_util::sync::CancellationToken::new();
     let daemon = tokio::spawn(ovn_vipd::daemon::run(config, shutdown.clone()));
-    let channel = plain_channel(port).await;
+    let channel = plain_channel(common::bound_port(&mut bound).await).await;
     create_subnet(&channel).await;
     let load = Load::start(channel.clone(), "raft", Duration::from_millis(10));
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Under load before the kill: a good number of VIPs acknowledged.
+    wait_until_async("50 acknowledged VIPs", Duration::from_secs(20), || load.count() >= 50).await;
 
     let leader = cluster.wait_for_leader(Duration::from_secs(10));
     cluster.members[leader].kill();
     let killed = Instant::now();
     let survivor = (leader + 1) % 3;
     // The first VIP acknowledged after the kill reaches NB through the new leader.
-    let first_after = loop {
-        let found = load
-            .acknowledged
+    let acknowledged_after = || {
+        load.acknowledged
             .lock()
             .unwrap()
             .iter()
-            .find(|(_, at)| *at > killed)
-            .map(|(name, _)| name.clone());
-        if let Some(name) = found {
-            break name;
-        }
-        assert!(
-            killed.elapsed() < Duration::from_secs(10),
-            "no acknowledgement after the kill"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
+            .filter(|(_, at)| *at > killed)
+            .map(|(name, _)| name.clone())
+            .collect::<Vec<_>>()
     };
+    let first_after = common::wait_for("an acknowledgement after the kill", Duration::from_secs(10), || {
+        let first = acknowledged_after().first().cloned();
+        async move { first.ok_or_else(|| "none yet".to_string()) }
+    })
+    .await;
     let members = &cluster.members;
     wait_until_async("a VIP made after the kill to reach NB", Duration::from_secs(5), || {
         virtual_ports(&members[survivor]).contains(&first_after)
     })
     .await;
     let followed = killed.elapsed();
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The load goes on through the new leader for a while.
+    wait_until_async("50 acknowledgements after the kill", Duration::from_secs(20), || {
+        acknowledged_after().len() >= 50
+    })
+    .await;
     let acknowledged = load.finish().await;
     wait_until_async("NB to hold every VIP", Duration::from_secs(10), || {
         virtual_ports(&members[survivor]).len() >= acknowledged.len() * 2

@@ -8,37 +8,16 @@ use std::time::Duration;
 
 use common::{wait_until_async, TestDaemon};
 use ovn_vipd::api::proto::v1 as pb;
-use pb::pod_service_client::PodServiceClient;
-use pb::subnet_service_client::SubnetServiceClient;
 use pb::switch_lb_rule_service_client::SwitchLbRuleServiceClient;
-use pb::vip_service_client::VipServiceClient;
 use tonic::transport::Channel;
 use tonic::Code;
-
-#[allow(dead_code)]
-struct Clients {
-    subnets: SubnetServiceClient<Channel>,
-    vips: VipServiceClient<Channel>,
-    pods: PodServiceClient<Channel>,
-    rules: SwitchLbRuleServiceClient<Channel>,
-}
-
-async fn clients(daemon: &TestDaemon) -> Clients {
-    let channel = daemon.channel().await;
-    Clients {
-        subnets: SubnetServiceClient::new(channel.clone()),
-        vips: VipServiceClient::new(channel.clone()),
-        pods: PodServiceClient::new(channel.clone()),
-        rules: SwitchLbRuleServiceClient::new(channel),
-    }
-}
 
 /// Case 5: IPv6 subnets longer than /64 (Kube-OVN's default is a /112) are accepted, with the
 /// gateway anywhere in the range (no broadcast in IPv6).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn case5_ipv6_subnet_longer_than_64() {
     let daemon = TestDaemon::start().await;
-    let mut c = clients(&daemon).await;
+    let mut c = daemon.clients().await;
     let mut request = common::subnet_request("v6gw112", "", "190:255::1:0/112");
     request.subnet.as_mut().unwrap().gateway_v6 = "190:255::1:ffff".into();
     let created = c.subnets.create_subnet(request).await.unwrap().into_inner();
@@ -46,17 +25,12 @@ async fn case5_ipv6_subnet_longer_than_64() {
     assert_eq!(created.gateway_v6, "190:255::1:ffff");
     assert_eq!(created.status.unwrap().v6_free, 65_534);
     let vip = c
-        .vips
-        .create_vip(pb::CreateVipRequest {
-            vip: Some(pb::Vip {
-                name: "v".into(),
-                subnet: "v6gw112".into(),
-                ..Default::default()
-            }),
+        .create_vip(pb::Vip {
+            name: "v".into(),
+            subnet: "v6gw112".into(),
+            ..Default::default()
         })
-        .await
-        .unwrap()
-        .into_inner();
+        .await;
     let v6: std::net::Ipv6Addr = vip.status.unwrap().v6ip.parse().unwrap();
     assert!("190:255::1:0/112".parse::<ipnet::Ipv6Net>().unwrap().contains(&v6));
     assert_ne!(v6.to_string(), "190:255::1:ffff");
@@ -86,22 +60,10 @@ fn violation_fields(error: &tonic::Status) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn case8_colliding_parts_are_refused_with_both_paths() {
     let daemon = TestDaemon::start().await;
-    let mut c = clients(&daemon).await;
-    c.subnets
-        .create_subnet(common::subnet_request("ovn-default", "10.16.0.0/16", ""))
-        .await
-        .unwrap();
-    c.vips
-        .create_vip(pb::CreateVipRequest {
-            vip: Some(pb::Vip {
-                name: "lbv".into(),
-                subnet: "ovn-default".into(),
-                r#type: "switch_lb_vip".into(),
-                ..Default::default()
-            }),
-        })
-        .await
-        .unwrap();
+    let mut c = daemon.clients().await;
+    c.create_subnet("ovn-default", "10.16.0.0/16", "").await;
+    c.create_vip(common::requests::switch_lb_vip("lbv", "ovn-default"))
+        .await;
     let port = |port: u32, target_port: u32, name: &str| pb::LbPort {
         name: name.into(),
         port,
@@ -202,22 +164,10 @@ async fn case8_colliding_parts_are_refused_with_both_paths() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn case8_two_rules_on_one_frontend_are_refused() {
     let daemon = TestDaemon::start().await;
-    let mut c = clients(&daemon).await;
-    c.subnets
-        .create_subnet(common::subnet_request("ovn-default", "10.16.0.0/16", ""))
-        .await
-        .unwrap();
-    c.vips
-        .create_vip(pb::CreateVipRequest {
-            vip: Some(pb::Vip {
-                name: "lbv".into(),
-                subnet: "ovn-default".into(),
-                r#type: "switch_lb_vip".into(),
-                ..Default::default()
-            }),
-        })
-        .await
-        .unwrap();
+    let mut c = daemon.clients().await;
+    c.create_subnet("ovn-default", "10.16.0.0/16", "").await;
+    c.create_vip(common::requests::switch_lb_vip("lbv", "ovn-default"))
+        .await;
     let rule = |name: &str, port: u32| pb::CreateSwitchLbRuleRequest {
         rule: Some(pb::SwitchLbRule {
             name: name.into(),
@@ -249,11 +199,8 @@ async fn case8_two_rules_on_one_frontend_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn case11_many_aap_vips_follow_the_kubernetes_annotation_limit() {
     let daemon = TestDaemon::start().await;
-    let mut c = clients(&daemon).await;
-    c.subnets
-        .create_subnet(common::subnet_request("ovn-default", "10.16.0.0/16", ""))
-        .await
-        .unwrap();
+    let mut c = daemon.clients().await;
+    c.create_subnet("ovn-default", "10.16.0.0/16", "").await;
     let bind = |name: &str, annotations: HashMap<String, String>| pb::BindPodRequest {
         namespace: "default".into(),
         name: name.into(),
@@ -303,13 +250,8 @@ async fn case11_many_aap_vips_follow_the_kubernetes_annotation_limit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn case10_overlapping_subnets_are_refused_within_one_vpc() {
     let daemon = TestDaemon::start().await;
-    let mut c = clients(&daemon).await;
-    let created = c
-        .subnets
-        .create_subnet(common::subnet_request("ovn-default", "10.16.0.0/16", "fd00:10:16::/64"))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut c = daemon.clients().await;
+    let created = c.create_subnet("ovn-default", "10.16.0.0/16", "fd00:10:16::/64").await;
     assert_eq!(created.vpc, "ovn-cluster", "the default VPC");
     let error = c
         .subnets
@@ -341,10 +283,7 @@ async fn case10_overlapping_subnets_are_refused_within_one_vpc() {
     let error = c.subnets.create_subnet(clash).await.unwrap_err();
     assert!(error.message().contains("vpc1-s6"), "{}", error.message());
     // Adjacent ranges do not overlap.
-    c.subnets
-        .create_subnet(common::subnet_request("s8", "10.17.0.0/16", ""))
-        .await
-        .unwrap();
+    c.create_subnet("s8", "10.17.0.0/16", "").await;
     let listed = c
         .subnets
         .list_subnets(pb::ListSubnetsRequest::default())
@@ -360,27 +299,16 @@ async fn case10_overlapping_subnets_are_refused_within_one_vpc() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn case3_a_vms_new_launcher_pod_takes_the_vms_vip() {
     let daemon = TestDaemon::start().await;
-    let mut c = clients(&daemon).await;
-    c.subnets
-        .create_subnet(common::subnet_request("ovn-default", "10.16.0.0/16", "fd00:10:16::/64"))
-        .await
-        .unwrap();
-    c.subnets
-        .create_subnet(common::subnet_request("net2", "10.17.0.0/24", ""))
-        .await
-        .unwrap();
+    let mut c = daemon.clients().await;
+    c.create_subnet("ovn-default", "10.16.0.0/16", "fd00:10:16::/64").await;
+    c.create_subnet("net2", "10.17.0.0/24", "").await;
     let vip = c
-        .vips
-        .create_vip(pb::CreateVipRequest {
-            vip: Some(pb::Vip {
-                name: "vm1-vip".into(),
-                subnet: "ovn-default".into(),
-                ..Default::default()
-            }),
+        .create_vip(pb::Vip {
+            name: "vm1-vip".into(),
+            subnet: "ovn-default".into(),
+            ..Default::default()
         })
         .await
-        .unwrap()
-        .into_inner()
         .status
         .unwrap();
     let launcher = |name: &str, vm: &str| pb::BindPodRequest {
@@ -506,36 +434,7 @@ async fn add_router_port(daemon: &TestDaemon, switch: &str, mac: &str, network: 
             .is_empty()
     })
     .await;
-    let router_port = format!("router-{switch}");
-    let switch_port = format!("{switch}-router");
-    nb.nbctl(&[
-        "--may-exist",
-        "lr-add",
-        "router",
-        "--",
-        "lrp-add",
-        "router",
-        &router_port,
-        mac,
-        network,
-    ]);
-    nb.nbctl(&[
-        "lsp-add",
-        switch,
-        &switch_port,
-        "--",
-        "lsp-set-type",
-        &switch_port,
-        "router",
-        "--",
-        "lsp-set-addresses",
-        &switch_port,
-        "router",
-        "--",
-        "lsp-set-options",
-        &switch_port,
-        &format!("router-port={router_port}"),
-    ]);
+    common::ovn::add_router_port_to(nb, "router", switch, mac, &[network]);
 }
 
 /// A rule's Ready condition once its reason is `reason`.
@@ -544,26 +443,28 @@ async fn rule_reason(
     name: &str,
     reason: &str,
 ) -> pb::SwitchLbRuleStatus {
-    let mut last = None;
-    for _ in 0..250 {
-        let status = rules
-            .get_switch_lb_rule(pb::GetSwitchLbRuleRequest { name: name.into() })
-            .await
-            .unwrap()
-            .into_inner()
-            .status
-            .unwrap();
-        if status
-            .conditions
-            .first()
-            .is_some_and(|condition| condition.reason == reason)
-        {
-            return status;
+    common::wait_for(&format!("{name}'s reason {reason:?}"), Duration::from_secs(5), || {
+        let (mut rules, name) = (rules.clone(), name.to_string());
+        async move {
+            let status = rules
+                .get_switch_lb_rule(pb::GetSwitchLbRuleRequest { name })
+                .await
+                .unwrap()
+                .into_inner()
+                .status
+                .unwrap();
+            if status
+                .conditions
+                .first()
+                .is_some_and(|condition| condition.reason == reason)
+            {
+                Ok(status)
+            } else {
+                Err(format!("{status:?}"))
+            }
         }
-        last = Some(status);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("{name}: never {reason:?}: {last:?}");
+    })
+    .await
 }
 
 /// Case 7 and its kind: a rule is Ready only when its frontend can be reached. On a VIP that is
@@ -572,11 +473,8 @@ async fn rule_reason(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn case7_a_rule_is_ready_only_when_its_frontend_is_reachable() {
     let daemon = TestDaemon::start().await;
-    let mut c = clients(&daemon).await;
-    c.subnets
-        .create_subnet(common::subnet_request("ovn-default", "10.16.0.0/16", ""))
-        .await
-        .unwrap();
+    let mut c = daemon.clients().await;
+    c.create_subnet("ovn-default", "10.16.0.0/16", "").await;
     let create_vip = |name: &str, vip_type: &str, v4ip: &str| pb::CreateVipRequest {
         vip: Some(pb::Vip {
             name: name.into(),
@@ -635,25 +533,31 @@ async fn case7_a_rule_is_ready_only_when_its_frontend_is_reachable() {
             .trim(),
         "[]"
     );
-    let mut vips = c.vips.clone();
-    let mut reported = String::new();
-    for _ in 0..250 {
-        reported = vips
-            .get_vip(pb::GetVipRequest {
-                name: "lb-vip01".into(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .status
-            .unwrap()
-            .mac;
-        if reported == "04:00:00:00:00:01" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(reported, "04:00:00:00:00:01");
+    common::wait_for(
+        "lb-vip01 to report the router port's MAC",
+        Duration::from_secs(5),
+        || {
+            let mut vips = c.vips.clone();
+            async move {
+                let reported = vips
+                    .get_vip(pb::GetVipRequest {
+                        name: "lb-vip01".into(),
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .status
+                    .unwrap()
+                    .mac;
+                if reported == "04:00:00:00:00:01" {
+                    Ok(())
+                } else {
+                    Err(reported)
+                }
+            }
+        },
+    )
+    .await;
     assert_eq!(
         nb.nbctl(&["get", "logical_router_port", "router-ovn-default", "mac"])
             .trim(),
@@ -681,7 +585,7 @@ async fn case7_a_rule_is_ready_only_when_its_frontend_is_reachable() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn case4_addresses_nb_already_uses_are_never_allocated() {
     let mut daemon = TestDaemon::start().await;
-    let mut c = clients(&daemon).await;
+    let mut c = daemon.clients().await;
     daemon.nb.nbctl(&[
         "ls-add",
         "sf",
@@ -727,31 +631,8 @@ async fn case4_addresses_nb_already_uses_are_never_allocated() {
         !nb.nbctl(&["ls-lb-list", "sf"]).trim().is_empty()
     })
     .await;
-    // The daemon sees it once asking for its VIP explicitly is refused, naming it (a request
-    // that got the address before that gives it back).
-    let probe = |v4ip: &str| pb::CreateVipRequest {
-        vip: Some(pb::Vip {
-            name: "probe".into(),
-            subnet: "sf".into(),
-            v4ip: v4ip.into(),
-            ..Default::default()
-        }),
-    };
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        match c.vips.create_vip(probe("10.0.9.4")).await {
-            Err(error) if error.message().contains("foreign-lb") => break,
-            Err(error) => panic!("{error:?}"),
-            Ok(_) => {
-                c.vips
-                    .delete_vip(pb::DeleteVipRequest { name: "probe".into() })
-                    .await
-                    .unwrap();
-            }
-        }
-        assert!(std::time::Instant::now() < deadline, "the daemon never saw foreign-lb");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // Barrier: the daemon has handled that NB change (not only NB has it).
+    daemon.nb_barrier("sf", "marker-foreign-lb").await;
     let nginx6 = c.pods.bind_pod(bind("nginx6")).await.unwrap().into_inner();
     assert_eq!(address(&nginx6), "10.0.9.5/29", "10.0.9.4 is foreign-lb's VIP");
 
@@ -814,11 +695,8 @@ async fn case4_addresses_nb_already_uses_are_never_allocated() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn case6_a_rule_given_by_address_reaches_nb() {
     let daemon = TestDaemon::start().await;
-    let mut c = clients(&daemon).await;
-    c.subnets
-        .create_subnet(common::subnet_request("ovn-default", "10.16.0.0/16", ""))
-        .await
-        .unwrap();
+    let mut c = daemon.clients().await;
+    c.create_subnet("ovn-default", "10.16.0.0/16", "").await;
     let mut addresses = Vec::new();
     for name in ["netshoot-1", "netshoot-2"] {
         let pod = c

@@ -173,21 +173,54 @@ fn aap_vip_fails_over_between_pods_on_two_chassis() {
     for (address, prefix, _) in &scene.families {
         scene.stranger.claim(address, *prefix);
     }
-    let until = Instant::now() + Duration::from_secs(3);
-    while Instant::now() < until {
-        for (address, _, port) in &scene.families {
-            assert_eq!(two.virtual_parent(port), "parent-1.default", "{port}");
-            assert_eq!(two.bound_chassis(port), Some(1), "{port}");
-            assert_eq!(
-                scene.clients[1].neighbour_mac(address),
-                Some(parent1.mac()),
-                "{address}"
-            );
-        }
+    // Its announcements are out: IPv6's NA goes when duplicate address detection ends (here it
+    // fails, parent-1 holds the address, and then no NA is sent at all).
+    let v6 = &scene.families[1].0;
+    wait_until("the stranger's DAD to end", FLOWS, || {
+        let shown = scene
+            .stranger
+            .exec_ok(&["ip", "-6", "addr", "show", "dev", "eth0", "to", v6]);
+        !shown.contains("tentative") || shown.contains("dadfailed")
+    });
+    // Barrier (datapath): packets the stranger sends after its announcements reach client-2 on
+    // its chassis, so the announcements went through the pipeline first.
+    wait_until("the stranger reaches client-2", FLOWS, || {
+        scene.stranger.ping(&scene.clients[1].ip(false)) && scene.stranger.ping(&scene.clients[1].ip(true))
+    });
+    for (address, _, port) in &scene.families {
+        assert_eq!(two.virtual_parent(port), "parent-1.default", "{port}");
+        assert_eq!(two.bound_chassis(port), Some(1), "{port}");
+        assert_eq!(
+            scene.clients[1].neighbour_mac(address),
+            Some(parent1.mac()),
+            "{address}"
+        );
     }
     for (address, _, _) in &scene.families {
         assert!(scene.everyone_reaches(address), "{address}");
     }
+    // Barrier (ovn-controller on chassis 2, the stranger's): a takeover by parent-2 there,
+    // announced after the stranger's, goes through the same packet-in path; once SB shows it, a
+    // claim by the stranger would have been written before.
+    for (address, prefix, _) in &scene.families {
+        parent1.release(address, *prefix);
+        parent2.claim(address, *prefix);
+    }
+    for (address, _, port) in &scene.families {
+        wait_until(&format!("{address} held by parent-2 after the stranger"), FLOWS, || {
+            scene.held_by(&two, 1, port, address)
+        });
+    }
+    // SB's log (debug level) has every transaction: the stranger was never a virtual parent.
+    let sb_log = two.sb.log();
+    assert!(
+        sb_log.contains("\"virtual_parent\":\"parent-2.default\""),
+        "SB log lacks the writes it should show"
+    );
+    assert!(
+        !sb_log.contains("\"virtual_parent\":\"stranger.default\""),
+        "the stranger was made virtual parent at some point"
+    );
 }
 
 /// Issue 15, 3 (switch LB): backends on both chassis, clients on both; a backend's chassis
@@ -216,21 +249,9 @@ fn switch_lb_spreads_over_backends_on_both_chassis_and_forgets_a_deleted_one() {
     two.serve_name(&web1, 8080);
     two.serve_name(&web2, 8080);
     let mut rules = pb::switch_lb_rule_service_client::SwitchLbRuleServiceClient::new(two.channel());
-    let rule = pb::SwitchLbRule {
-        name: "slr-web".into(),
-        vip: "slr-vip".into(),
-        namespace: "default".into(),
-        selector: vec!["app: web".into()],
-        ports: vec![pb::LbPort {
-            name: "http".into(),
-            port: 80,
-            target_port: 8080,
-            protocol: pb::Protocol::Tcp as i32,
-        }],
-        ..Default::default()
-    };
+    let rule = common::requests::tcp_rule("slr-web", "slr-vip", "app: web", 80, 8080);
     two.runtime
-        .block_on(rules.create_switch_lb_rule(pb::CreateSwitchLbRuleRequest { rule: Some(rule) }))
+        .block_on(rules.create_switch_lb_rule(common::requests::create_rule(rule)))
         .expect("create rule");
     let backends = || {
         two.nbctl(&["--if-exists", "get", "load_balancer", "slr-web-tcp", "vips"])

@@ -8,7 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::process::{daemon_args, http_get, plain_channel, sample, start, DaemonProcess};
-use common::{free_port, wait_until, wait_until_async, NbCluster, OvsdbServer};
+use common::{wait_until, wait_until_async, NbCluster, OvsdbServer};
 use ovn_vipd::api::proto::v1 as pb;
 use ovn_vipd::ovsdb::{Client, ClientEvent, Operation, OvsdbError, Row, Value};
 use pb::subnet_service_client::SubnetServiceClient;
@@ -30,10 +30,10 @@ impl Daemon {
     /// Starts a daemon with a data directory of its own (standalone mode: its own sled store).
     fn start(nb: &str) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
-        let (port, metrics) = (free_port(), free_port());
-        let mut args = daemon_args(dir.path(), nb, port);
-        args.push(format!("--metrics-listen=127.0.0.1:{metrics}"));
+        let mut args = daemon_args(dir.path(), nb);
+        args.push("--metrics-listen=127.0.0.1:0".into());
         let process = start(dir.path(), &args, &[]);
+        let (port, metrics) = (process.grpc_port(), process.metrics_port());
         Daemon {
             process,
             port,
@@ -65,12 +65,7 @@ impl Daemon {
 }
 
 fn aap(name: &str) -> pb::Vip {
-    pb::Vip {
-        name: name.into(),
-        subnet: "ovn-default".into(),
-        namespace: "default".into(),
-        ..Default::default()
-    }
+    common::requests::aap(name, "ovn-default")
 }
 
 async fn create_subnet(channel: &Channel) -> Result<(), tonic::Status> {
@@ -147,14 +142,20 @@ async fn a_second_daemon_on_the_same_nb_waits_as_a_standby_and_takes_over_when_t
     // new active (the client retries UNAVAILABLE answers).
     let killed = Instant::now();
     first.process.signal("KILL");
-    let acknowledged = loop {
-        match create_subnet(&second_channel).await {
-            Ok(()) => break killed.elapsed(),
-            Err(status) => assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}"),
+    let acknowledged = common::wait_for("a takeover within 5 s", Duration::from_secs(5), || {
+        let channel = second_channel.clone();
+        async move {
+            match create_subnet(&channel).await {
+                Ok(()) => Ok(killed.elapsed()),
+                Err(status) => {
+                    // Until then the standby refuses as UNAVAILABLE (clients retry), nothing else.
+                    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+                    Err(format!("{status:?}"))
+                }
+            }
         }
-        assert!(killed.elapsed() < Duration::from_secs(5), "no takeover within 5 s");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    })
+    .await;
     assert!(acknowledged < Duration::from_secs(3), "takeover took {acknowledged:?}");
     let _ = first.process.wait(Duration::from_secs(5));
     assert!(second.active());
@@ -256,6 +257,7 @@ async fn a_paused_active_whose_lock_is_taken_writes_nothing_when_it_resumes() {
         let channel = channel.clone();
         tokio::spawn(async move { create_vip(&channel, "vp").await })
     };
+    // Kept: give the request time to reach the paused daemon's socket (either order is checked).
     tokio::time::sleep(Duration::from_millis(200)).await;
     daemon.process.signal("CONT");
     let answer = pending.await.unwrap();
@@ -296,6 +298,8 @@ async fn an_nb_leader_killed_under_the_active_leaves_exactly_one_active_and_one_
     let leader = cluster.wait_for_leader(Duration::from_secs(10));
     cluster.members[leader].kill();
     // Through the election and reconnects: never two active at once, and then exactly one.
+    // Not common::wait_until: the invariant (never two active) is checked at every look, and
+    // the end is a state that has lasted 3 s.
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut settled_since: Option<Instant> = None;
     loop {
@@ -481,7 +485,7 @@ fn systemd_hears_ready_from_a_standby_with_a_status_saying_so() {
     let socket = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
     socket.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
     let second_dir = tempfile::tempdir().unwrap();
-    let mut args = daemon_args(second_dir.path(), &nb.unix_remote(), free_port());
+    let mut args = daemon_args(second_dir.path(), &nb.unix_remote());
     args.push("--metrics-listen=off".into());
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let _second = DaemonProcess::start(

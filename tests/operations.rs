@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use common::process::{
     create_subnet_and_vip, daemon_args, http_get, plain_channel, run_binary, sample, start, wait_ready, BINARY,
 };
-use common::{free_port, issue_certificates, run, wait_until, OvsdbServer, NB_SCHEMA};
+use common::{issue_certificates, reserve_port, run, wait_until, OvsdbServer, NB_SCHEMA};
 use ovn_vipd::api::proto::v1 as pb;
 use pb::subnet_service_client::SubnetServiceClient;
 use pb::vip_service_client::VipServiceClient;
@@ -193,6 +193,28 @@ impl NotifySocket {
     fn count(&self, line: &str) -> usize {
         self.seen.iter().filter(|seen| *seen == line).count()
     }
+
+    /// Reads until `line` has come `count` times in all.
+    fn wait_for_count(&mut self, line: &str, count: usize, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while self.count(line) < count {
+            assert!(
+                Instant::now() < deadline,
+                "{line} never came {count} times; got {:?}",
+                self.seen
+            );
+            self.collect(Duration::from_millis(100));
+        }
+    }
+
+    /// Reads what has been sent so far (until the socket stays empty for 100 ms).
+    fn drain(&mut self) {
+        let mut buffer = [0u8; 4096];
+        while let Ok(length) = self.socket.recv(&mut buffer) {
+            let text = String::from_utf8_lossy(&buffer[..length]).into_owned();
+            self.seen.extend(text.lines().map(str::to_string));
+        }
+    }
 }
 
 #[test]
@@ -201,16 +223,22 @@ fn systemd_hears_ready_only_after_the_first_sync_then_keep_alives_and_a_clean_st
     // NB is not there yet: the daemon serves its API but is not READY.
     let db = dir.path().join("nb.db");
     run("ovsdb-tool", &["create", path(&db), NB_SCHEMA]);
-    let mut nb = OvsdbServer::new(dir.path(), "nb", db, free_port(), None);
+    let mut nb = OvsdbServer::new(dir.path(), "nb", db, None);
     let mut notify = NotifySocket::bind(dir.path());
-    let port = free_port();
     let daemon = start(
         dir.path(),
-        &daemon_args(dir.path(), &nb.unix_remote(), port),
+        &daemon_args(dir.path(), &nb.unix_remote()),
         &[("NOTIFY_SOCKET", path(&notify.path)), ("WATCHDOG_USEC", "800000")],
     );
     let mut daemon = daemon;
-    notify.collect(Duration::from_millis(2500));
+    let port = daemon.grpc_port();
+    // Barriers: the daemon has found NB missing several times (each failure logged), and its
+    // main loop has gone round (keep-alives): READY would have been sent by now.
+    wait_until("four failed NB connects", Duration::from_secs(15), || {
+        daemon.stderr().matches("OVSDB connection unavailable").count() >= 4
+    });
+    notify.wait_for_count("WATCHDOG=1", 3, Duration::from_secs(15));
+    notify.drain();
     assert_eq!(
         notify.count("READY=1"),
         0,
@@ -230,8 +258,8 @@ fn systemd_hears_ready_only_after_the_first_sync_then_keep_alives_and_a_clean_st
     nb.start();
     notify.wait_for("READY=1", Duration::from_secs(15));
     let keep_alives = notify.count("WATCHDOG=1");
-    notify.collect(Duration::from_millis(1200));
-    assert!(notify.count("WATCHDOG=1") > keep_alives, "keep-alives after READY");
+    // "keep-alives after READY"
+    notify.wait_for_count("WATCHDOG=1", keep_alives + 1, Duration::from_secs(5));
 
     // A stuck sync loop: NB frozen (SIGSTOP) while a change makes the loop wait on a transaction.
     // The main loop goes on, but holds back keep-alives, so systemd would restart the daemon.
@@ -241,26 +269,32 @@ fn systemd_hears_ready_only_after_the_first_sync_then_keep_alives_and_a_clean_st
         let channel = plain_channel(port).await;
         create_subnet_and_vip(&channel, "vip-during-freeze", "default").await;
     });
-    notify.collect(Duration::from_millis(1500));
+    // Every tick either sends a keep-alive or logs that it holds one back. Once a tick has held
+    // back, every earlier keep-alive is in the socket: read them, then wait for two more
+    // held-back ticks; no keep-alive may come in between.
+    let held_back = || daemon.stderr().matches("holding back the watchdog keep-alive").count();
+    daemon.wait_for_log("holding back the watchdog keep-alive", Duration::from_secs(5));
+    notify.drain();
     let before = notify.count("WATCHDOG=1");
-    notify.collect(Duration::from_millis(1500));
+    let held = held_back();
+    wait_until("two more held-back ticks", Duration::from_secs(5), || {
+        held_back() >= held + 2
+    });
+    notify.drain();
     assert_eq!(
         notify.count("WATCHDOG=1"),
         before,
         "keep-alives went on while the sync loop was stuck"
     );
-    daemon.wait_for_log("holding back the watchdog keep-alive", Duration::from_secs(5));
     nb.signal("CONT");
-    notify.collect(Duration::from_millis(1500));
-    assert!(
-        notify.count("WATCHDOG=1") > before,
-        "keep-alives resume once the loop moves"
-    );
+    // "keep-alives resume once the loop moves"
+    notify.wait_for_count("WATCHDOG=1", before + 1, Duration::from_secs(15));
 
     daemon.signal("TERM");
     let status = daemon.wait(Duration::from_secs(15));
     assert_eq!(status.code(), Some(0), "{}", daemon.stderr());
-    notify.collect(Duration::from_millis(200));
+    // Sent before the process exited: already in the socket.
+    notify.drain();
     assert!(notify.count("STOPPING=1") >= 1, "{:?}", notify.seen);
 }
 
@@ -313,14 +347,23 @@ fn sighup_rereads_the_configuration_file() {
     let nb = OvsdbServer::nb(dir.path());
     let file = dir.path().join("ovn-vipd.toml");
     std::fs::write(&file, "log = \"warn\"\n").unwrap();
-    let port = free_port();
-    let mut args = daemon_args(dir.path(), &nb.unix_remote(), port);
+    // log = warn hides the line that says which port the kernel chose: a port held for the test.
+    let reserved = reserve_port();
+    let port = reserved.port;
+    let mut args = common::process::daemon_args_on(dir.path(), &nb.unix_remote(), port);
     args.push(format!("--config={}", file.display()));
     let daemon = start(dir.path(), &args, &[]);
     wait_until("the API", Duration::from_secs(15), || {
         std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
     });
-    std::thread::sleep(Duration::from_millis(300));
+    // Barrier: an answered RPC. The listener's info line is written (synchronously) before its
+    // server task starts, so once a call is answered the line would be in the log if info showed.
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        SubnetServiceClient::new(plain_channel(port).await)
+            .list_subnets(pb::ListSubnetsRequest::default())
+            .await
+            .expect("an answered call")
+    });
     assert!(
         !daemon.stderr().contains("gRPC listening"),
         "log = warn hides info lines: {}",
@@ -344,7 +387,9 @@ fn sighup_rereads_the_configuration_file() {
 /// Runs the daemon with `args` on a pseudo-terminal made by script(1) (util-linux), as someone
 /// starting it from a shell would, until it has logged `text`; returns everything it printed.
 fn terminal_output(dir: &Path, args: &[String], env: &[(&str, &str)], text: &str) -> String {
-    let typescript = dir.join(format!("terminal-{}.txt", free_port()));
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static RUNS: AtomicUsize = AtomicUsize::new(0);
+    let typescript = dir.join(format!("terminal-{}.txt", RUNS.fetch_add(1, Ordering::Relaxed)));
     let pid_file = dir.join("terminal.pid");
     let _ = std::fs::remove_file(&pid_file);
     let quoted: Vec<String> = std::iter::once(BINARY.to_string())
@@ -362,6 +407,8 @@ fn terminal_output(dir: &Path, args: &[String], env: &[(&str, &str)], text: &str
     command.envs(env.iter().copied());
     let mut script = command.spawn().expect("script (package bsdutils)");
     let read = || std::fs::read_to_string(&typescript).unwrap_or_default();
+    // Polled here rather than with common::wait_until, which panics: script(1) and the daemon
+    // must be stopped first, whatever happened.
     let logged = (0..750).any(|_| {
         std::thread::sleep(Duration::from_millis(20));
         read().contains(text)
@@ -386,7 +433,7 @@ fn terminal_output(dir: &Path, args: &[String], env: &[(&str, &str)], text: &str
 fn text_logs_are_plain_in_a_file_and_coloured_only_on_a_terminal_without_no_color() {
     let dir = tempfile::tempdir().unwrap();
     let nb = OvsdbServer::nb(dir.path());
-    let mut args = daemon_args(dir.path(), &nb.unix_remote(), free_port());
+    let mut args = daemon_args(dir.path(), &nb.unix_remote());
     args.push("--metrics-listen=off".into());
     // stderr is a file (as under systemd's journal or docker): no escape character at all, even
     // with the terminal type of a colour terminal in the environment.
@@ -403,18 +450,21 @@ fn text_logs_are_plain_in_a_file_and_coloured_only_on_a_terminal_without_no_colo
     );
 
     // A terminal gets colour (SGR sequences, ESC '[' ... 'm')...
-    let port = free_port();
-    let terminal_args = |port: u16| {
-        let data = dir.path().join(format!("data-{port}"));
-        let mut args = daemon_args(&data, &nb.unix_remote(), port);
+    let terminal_args = |run: &str| {
+        let data = dir.path().join(format!("data-{run}"));
+        let mut args = daemon_args(&data, &nb.unix_remote());
         args.push("--metrics-listen=off".into());
         args
     };
-    let coloured = terminal_output(dir.path(), &terminal_args(port), &[], "gRPC listening");
+    let coloured = terminal_output(dir.path(), &terminal_args("coloured"), &[], "gRPC listening");
     assert!(coloured.contains("\u{1b}["), "no colour on a terminal: {coloured:?}");
     // ... unless NO_COLOR (https://no-color.org) is set.
-    let port = free_port();
-    let plain = terminal_output(dir.path(), &terminal_args(port), &[("NO_COLOR", "1")], "gRPC listening");
+    let plain = terminal_output(
+        dir.path(),
+        &terminal_args("plain"),
+        &[("NO_COLOR", "1")],
+        "gRPC listening",
+    );
     assert!(!plain.contains('\u{1b}'), "colour despite NO_COLOR: {plain:?}");
 }
 
@@ -432,9 +482,8 @@ async fn tcp_grpc_takes_tls_and_requires_a_client_certificate_when_given_a_ca() 
         .ok()
         .flatten()
         .expect("a group with gid 1");
-    let port = free_port();
     let socket = dir.path().join("run").join("api.sock");
-    let mut args = daemon_args(dir.path(), &nb.unix_remote(), port);
+    let mut args = daemon_args(dir.path(), &nb.unix_remote());
     args.extend([
         format!("--listen=unix:{}", socket.display()),
         format!("--tls-certificate={}", server.certificate.display()),
@@ -444,7 +493,7 @@ async fn tcp_grpc_takes_tls_and_requires_a_client_certificate_when_given_a_ca() 
     ]);
     let daemon = start(dir.path(), &args, &[]);
     wait_until("the unix socket", Duration::from_secs(15), || socket.exists());
-    daemon.wait_for_log("gRPC listening", Duration::from_secs(15));
+    let port = daemon.grpc_port();
 
     let ca = Certificate::from_pem(std::fs::read(&server.ca_certificate).unwrap());
     let tls = |identity: Option<&common::TlsPaths>| {
@@ -511,10 +560,10 @@ async fn tcp_grpc_takes_tls_and_requires_a_client_certificate_when_given_a_ca() 
 async fn metrics_cover_vips_addresses_sync_nb_store_and_grpc() {
     let dir = tempfile::tempdir().unwrap();
     let nb = OvsdbServer::nb(dir.path());
-    let (port, metrics_port) = (free_port(), free_port());
-    let mut args = daemon_args(dir.path(), &nb.unix_remote(), port);
-    args.push(format!("--metrics-listen=127.0.0.1:{metrics_port}"));
-    let _daemon = start(dir.path(), &args, &[]);
+    let mut args = daemon_args(dir.path(), &nb.unix_remote());
+    args.push("--metrics-listen=127.0.0.1:0".into());
+    let daemon = start(dir.path(), &args, &[]);
+    let (port, metrics_port) = (daemon.grpc_port(), daemon.metrics_port());
     let channel = plain_channel(port).await;
     create_subnet_and_vip(&channel, "vip-aap", "default").await;
     create_subnet_and_vip(&channel, "vip-reserved", "").await;
@@ -562,15 +611,16 @@ async fn metrics_cover_vips_addresses_sync_nb_store_and_grpc() {
 
     // NB gone: the gauge says so.
     drop(nb);
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let (_, text) = http_get(metrics_port, "/metrics");
-        if sample(&text, "ovn_vipd_nb_connected") == Some(0.0) {
-            break;
+    common::wait_for("nb_connected to become 0", Duration::from_secs(15), || {
+        let text = http_get(metrics_port, "/metrics").1;
+        async move {
+            match sample(&text, "ovn_vipd_nb_connected") {
+                Some(0.0) => Ok(()),
+                _ => Err(text),
+            }
         }
-        assert!(Instant::now() < deadline, "nb_connected stayed 1:\n{text}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
 }
 
 /// One change is reconciled by a pass over what it affects: with 300 VIPs (600 virtual ports) in
@@ -579,10 +629,10 @@ async fn metrics_cover_vips_addresses_sync_nb_store_and_grpc() {
 async fn one_change_is_an_incremental_pass_whose_cost_does_not_follow_the_store() {
     let dir = tempfile::tempdir().unwrap();
     let nb = OvsdbServer::nb(dir.path());
-    let (port, metrics_port) = (free_port(), free_port());
-    let mut args = daemon_args(dir.path(), &nb.unix_remote(), port);
-    args.push(format!("--metrics-listen=127.0.0.1:{metrics_port}"));
-    let _daemon = start(dir.path(), &args, &[]);
+    let mut args = daemon_args(dir.path(), &nb.unix_remote());
+    args.push("--metrics-listen=127.0.0.1:0".into());
+    let daemon = start(dir.path(), &args, &[]);
+    let (port, metrics_port) = (daemon.grpc_port(), daemon.metrics_port());
     let channel = plain_channel(port).await;
     let mut subnets = SubnetServiceClient::new(channel.clone());
     subnets
@@ -636,28 +686,45 @@ async fn one_change_is_an_incremental_pass_whose_cost_does_not_follow_the_store(
     .unwrap();
     wait_ready(&channel, "one-more").await;
     assert_eq!(nb_ports(), 602);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let examined_one = |text: &str| {
+        let examined = sample(text, "ovn_vipd_sync_pass_objects").unwrap();
+        assert!(
+            examined <= 5.0,
+            "the last pass looked at {examined} objects and rows with 300 VIPs stored"
+        );
+    };
+    examined_one(&metrics());
+    // Barrier: a later change the daemon has provably handled (its VIP Ready, its ports in NB);
+    // no full pass ran for either.
+    vips.create_vip(pb::CreateVipRequest {
+        vip: Some(pb::Vip {
+            name: "marker".into(),
+            subnet: "ovn-default".into(),
+            namespace: "default".into(),
+            ..Default::default()
+        }),
+    })
+    .await
+    .unwrap();
+    wait_ready(&channel, "marker").await;
+    assert_eq!(nb_ports(), 604);
     let after = metrics();
     assert_eq!(full(&after), full(&before), "a full pass ran:\n{after}");
-    assert!(incremental(&after) > incremental(&before), "{after}");
-    let examined = sample(&after, "ovn_vipd_sync_pass_objects").unwrap();
-    assert!(
-        examined <= 5.0,
-        "the last pass looked at {examined} objects and rows with 300 VIPs stored"
-    );
+    assert!(incremental(&after) >= incremental(&before) + 2.0, "{after}");
+    examined_one(&after);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_logs_put_every_rpc_in_a_span_naming_its_object() {
     let dir = tempfile::tempdir().unwrap();
     let nb = OvsdbServer::nb(dir.path());
-    let port = free_port();
-    let mut args = daemon_args(dir.path(), &nb.unix_remote(), port);
+    let mut args = daemon_args(dir.path(), &nb.unix_remote());
     args.extend([
         "--log-format=json".into(),
         "--log=info,ovn_vipd::telemetry=debug,ovn_vipd::reconcile=debug".into(),
     ]);
     let daemon = start(dir.path(), &args, &[]);
+    let port = daemon.grpc_port();
     let channel = plain_channel(port).await;
     create_subnet_and_vip(&channel, "vip-logged", "default").await;
     wait_ready(&channel, "vip-logged").await;
@@ -696,9 +763,9 @@ async fn json_logs_put_every_rpc_in_a_span_naming_its_object() {
 async fn check_reports_every_kind_of_problem_and_repairs_what_is_safe() {
     let dir = tempfile::tempdir().unwrap();
     let nb = OvsdbServer::nb(dir.path());
-    let port = free_port();
-    let args = daemon_args(dir.path(), &nb.unix_remote(), port);
+    let args = daemon_args(dir.path(), &nb.unix_remote());
     let mut daemon = start(dir.path(), &args, &[]);
+    let port = daemon.grpc_port();
     let channel = plain_channel(port).await;
     for vip in ["vip-a", "vip-b", "vip-c"] {
         create_subnet_and_vip(&channel, vip, "default").await;
@@ -870,7 +937,10 @@ async fn docker_compose_services_run_locally_and_serve_a_vip() {
 
     // Each service's command line, run here: same binaries and flags, paths and ports remapped.
     let dir = tempfile::tempdir().unwrap();
-    let (nb_port, sb_port, grpc_port, metrics_port) = (free_port(), free_port(), free_port(), free_port());
+    // The compose file names its ports: each is mapped to one held for this test.
+    let reserved: Vec<common::ReservedPort> = (0..4).map(|_| reserve_port()).collect();
+    let (nb_port, sb_port, grpc_port, metrics_port) =
+        (reserved[0].port, reserved[1].port, reserved[2].port, reserved[3].port);
     let data = dir.path().join("vipd-data");
     let db = dir.path().join("ovn-db");
     let rundir = dir.path().join("run");

@@ -81,17 +81,11 @@ fn cache_snapshot(client: &Client) -> BTreeMap<String, BTreeMap<Uuid, Row>> {
 
 async fn assert_cache_matches_server(client: &Client, remote: &str) {
     let expected = server_snapshot(remote).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let actual = cache_snapshot(client);
-        if actual == expected {
-            return;
-        }
-        if tokio::time::Instant::now() > deadline {
-            assert_eq!(actual, expected, "cache differs from the server");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    common::wait_until_async("the cache to equal the server", Duration::from_secs(10), || {
+        cache_snapshot(client) == expected
+    })
+    .await;
+    assert_eq!(cache_snapshot(client), expected, "cache differs from the server");
 }
 
 async fn next_event(
@@ -525,8 +519,11 @@ async fn an_idle_tcp_connection_survives_the_servers_inactivity_probe() {
         matches!(event, ClientEvent::Resynced { .. })
     })
     .await;
-    // ovsdb-server probes a TCP client after 5 s of silence and drops it 5 s later if unanswered.
-    tokio::time::sleep(Duration::from_secs(13)).await;
+    // ovsdb-server probes a TCP client after 5 s of silence and drops it 5 s later if unanswered;
+    // answered, it probes again after 5 s more. Barrier: its second probe (checked below to be on
+    // the same session: no reconnect), so the first was answered.
+    let probes = || server.log().matches("send request, method=\"echo\"").count();
+    common::wait_until_async("the server's second probe", Duration::from_secs(20), || probes() >= 2).await;
     assert_eq!(client.state().generation, 1, "the client reconnected");
     assert!(client.state().is_connected());
     while let Ok(event) = events.try_recv() {

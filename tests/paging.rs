@@ -24,13 +24,7 @@ use tonic::transport::Channel;
 use tonic::Code;
 
 fn vip(name: &str, subnet: &str) -> pb::CreateVipRequest {
-    pb::CreateVipRequest {
-        vip: Some(pb::Vip {
-            name: name.into(),
-            subnet: subnet.into(),
-            ..Default::default()
-        }),
-    }
+    common::requests::create_vip(common::requests::vip(name, subnet))
 }
 
 /// Creates the named VIPs, a few requests at a time.

@@ -10,8 +10,6 @@ use std::time::Duration;
 
 use common::{wait_until_async, TestDaemon};
 use ovn_vipd::api::proto::v1 as pb;
-use pb::pod_service_client::PodServiceClient;
-use pb::subnet_service_client::SubnetServiceClient;
 use pb::vip_service_client::VipServiceClient;
 
 fn get(daemon: &TestDaemon, args: &[&str]) -> String {
@@ -21,54 +19,38 @@ fn get(daemon: &TestDaemon, args: &[&str]) -> String {
 }
 
 async fn ready(vips: &mut VipServiceClient<tonic::transport::Channel>, name: &str) -> pb::VipStatus {
-    let mut status = None;
-    for _ in 0..250 {
-        let vip = vips
-            .get_vip(pb::GetVipRequest { name: name.into() })
-            .await
-            .unwrap()
-            .into_inner();
-        let current = vip.status.unwrap();
-        if current.ready {
-            return current;
-        }
-        status = Some(current);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("{name} never became ready: {status:?}");
+    common::requests::wait_for_vip_status(vips, name, "to become ready", Duration::from_secs(5), |status| {
+        status.ready
+    })
+    .await
 }
 
 /// Waits until the VIP's Ready condition has `reason`.
 async fn wait_for_reason(vips: &mut VipServiceClient<tonic::transport::Channel>, name: &str, reason: &str) {
-    let mut last = String::new();
-    for _ in 0..250 {
-        let status = vips
-            .get_vip(pb::GetVipRequest { name: name.into() })
-            .await
-            .unwrap()
-            .into_inner()
-            .status
-            .unwrap();
-        last = status
-            .conditions
-            .first()
-            .map(|condition| condition.reason.clone())
-            .unwrap_or_default();
-        if last == reason {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("{name}: reason {last:?}, never {reason:?}");
+    common::requests::wait_for_vip_status(
+        vips,
+        name,
+        &format!("reason {reason:?}"),
+        Duration::from_secs(5),
+        |status| {
+            status
+                .conditions
+                .first()
+                .is_some_and(|condition| condition.reason == reason)
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aap_vips_become_virtual_ports_and_parents_get_port_security() {
     let daemon = TestDaemon::start().await;
-    let channel = daemon.channel().await;
-    let mut subnets = SubnetServiceClient::new(channel.clone());
-    let mut vips = VipServiceClient::new(channel.clone());
-    let mut pods = PodServiceClient::new(channel);
+    let common::requests::Clients {
+        mut subnets,
+        mut vips,
+        mut pods,
+        ..
+    } = daemon.clients().await;
     // A foreign row that must stay byte-identical, and one named like a VIP.
     daemon.nb.nbctl(&[
         "ls-add",
@@ -239,35 +221,39 @@ async fn a_quiet_system_sends_nothing_and_garbage_is_collected() {
         daemon.nb.nbctl(&["ls-list"]).contains("kept-sw"),
         "a foreign switch is never deleted"
     );
-    // Once in sync, passes (periodic or triggered by unrelated NB changes) send nothing: the
-    // NB log shows no transaction after this point.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let before = daemon.nb.log().matches("\"method\":\"transact\"").count()
-        + daemon.nb.log().matches("method=\"transact\"").count();
+    // Once in sync, passes (periodic or triggered by unrelated NB changes) send nothing. Counted
+    // between two barriers: an owned orphan port the daemon must collect, whose collection shows
+    // it has handled every NB update before it (NB sends them in order).
+    let transactions = || {
+        daemon.nb.log().matches("\"method\":\"transact\"").count()
+            + daemon.nb.log().matches("method=\"transact\"").count()
+    };
+    daemon.nb_barrier("kept-sw", "marker-before").await;
+    let before = transactions();
     daemon
         .nb
         .nbctl(&["set", "logical_switch", "kept-sw", "external_ids:touched=yes"]);
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let after = daemon.nb.log().matches("\"method\":\"transact\"").count()
-        + daemon.nb.log().matches("method=\"transact\"").count();
-    // The only new transaction is ovn-nbctl's own.
+    daemon.nb_barrier("kept-sw", "marker-after").await;
+    let after = transactions();
+    // ovn-nbctl's change, the marker's creation and its collection: nothing for the change.
     assert_eq!(
         after - before,
-        1,
-        "the daemon sent a transaction with nothing to change"
+        3,
+        "the daemon sent a transaction with nothing to change:\n{}",
+        daemon.nb.log()
     );
     daemon.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn switch_lb_vips_and_rules_become_router_mac_ports_and_load_balancers() {
-    use pb::switch_lb_rule_service_client::SwitchLbRuleServiceClient;
     let daemon = TestDaemon::start().await;
-    let channel = daemon.channel().await;
-    let mut subnets = SubnetServiceClient::new(channel.clone());
-    let mut vips = VipServiceClient::new(channel.clone());
-    let mut pods = PodServiceClient::new(channel.clone());
-    let mut rules = SwitchLbRuleServiceClient::new(channel);
+    let common::requests::Clients {
+        mut subnets,
+        mut vips,
+        mut pods,
+        mut rules,
+    } = daemon.clients().await;
     subnets
         .create_subnet(common::subnet_request("ovn-default", "10.16.0.0/16", ""))
         .await
@@ -474,9 +460,9 @@ async fn switch_lb_vips_and_rules_become_router_mac_ports_and_load_balancers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nb_outage_requests_are_accepted_and_nb_converges_when_it_returns() {
     let mut daemon = TestDaemon::start().await;
-    let channel = daemon.channel().await;
-    let mut subnets = SubnetServiceClient::new(channel.clone());
-    let mut vips = VipServiceClient::new(channel);
+    let common::requests::Clients {
+        mut subnets, mut vips, ..
+    } = daemon.clients().await;
     subnets
         .create_subnet(common::subnet_request("ovn-default", "10.16.0.0/16", ""))
         .await
@@ -535,11 +521,12 @@ async fn ovn_northd_accepts_what_the_daemon_writes() {
         std::path::Path::new("/usr/share/ovn/ovn-sb.ovsschema"),
     );
     let northd = common::Northd::start(daemon.dir.path(), &daemon.nb, &sb);
-    let channel = daemon.channel().await;
-    let mut subnets = SubnetServiceClient::new(channel.clone());
-    let mut vips = VipServiceClient::new(channel.clone());
-    let mut pods = PodServiceClient::new(channel.clone());
-    let mut rules = pb::switch_lb_rule_service_client::SwitchLbRuleServiceClient::new(channel);
+    let common::requests::Clients {
+        mut subnets,
+        mut vips,
+        mut pods,
+        mut rules,
+    } = daemon.clients().await;
     subnets
         .create_subnet(common::subnet_request("ovn-default", "10.16.0.0/16", ""))
         .await
@@ -613,10 +600,12 @@ async fn ovn_northd_accepts_what_the_daemon_writes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pods_using_vips_and_multi_nic_parents_in_nb() {
     let daemon = TestDaemon::start().await;
-    let channel = daemon.channel().await;
-    let mut subnets = SubnetServiceClient::new(channel.clone());
-    let mut vips = VipServiceClient::new(channel.clone());
-    let mut pods = PodServiceClient::new(channel);
+    let common::requests::Clients {
+        mut subnets,
+        mut vips,
+        mut pods,
+        ..
+    } = daemon.clients().await;
     for (name, cidr) in [("ovn-default", "10.16.0.0/16"), ("net2", "10.17.0.0/16")] {
         subnets
             .create_subnet(common::subnet_request(name, cidr, ""))
@@ -728,14 +717,14 @@ async fn pods_using_vips_and_multi_nic_parents_in_nb() {
 /// audit compares them and finds nothing, and a full pass would send nothing).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn incremental_passes_leave_nb_exactly_as_a_full_pass_would() {
-    use pb::switch_lb_rule_service_client::SwitchLbRuleServiceClient;
     use rand::{Rng, SeedableRng};
     let daemon = TestDaemon::start().await;
-    let channel = daemon.channel().await;
-    let mut subnets = SubnetServiceClient::new(channel.clone());
-    let mut vips = VipServiceClient::new(channel.clone());
-    let mut pods = PodServiceClient::new(channel.clone());
-    let mut rules = SwitchLbRuleServiceClient::new(channel);
+    let common::requests::Clients {
+        mut subnets,
+        mut vips,
+        mut pods,
+        mut rules,
+    } = daemon.clients().await;
     subnets
         .create_subnet(common::subnet_request("ovn-default", "10.16.0.0/16", "fd00:10:16::/64"))
         .await
@@ -871,7 +860,7 @@ async fn incremental_passes_leave_nb_exactly_as_a_full_pass_would() {
             }
         }
         if step % 20 == 0 {
-            // Let some passes run in between, so changes arrive both alone and in bursts.
+            // Kept: let some passes run in between, so changes arrive both alone and in bursts.
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -879,16 +868,9 @@ async fn incremental_passes_leave_nb_exactly_as_a_full_pass_would() {
         binds >= 30 && parents_lost >= 3,
         "the sequence exercised too little: {binds} binds, {parents_lost} parents unbound"
     );
-    // Quiet: NB stops changing.
-    let snapshot = || daemon.nb.nbctl(&["list", "logical_switch_port"]) + &daemon.nb.nbctl(&["list", "load_balancer"]);
-    let mut last = snapshot();
-    let mut stable = 0;
-    while stable < 3 {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let now = snapshot();
-        stable = if now == last { stable + 1 } else { 0 };
-        last = now;
-    }
+    // Barrier: the daemon has handled everything sent before (the API calls were answered
+    // first, NB changes come in order), so the incremental passes are done.
+    daemon.nb_barrier("ovn-default", "marker-quiet").await;
     let data_dir = daemon.dir.path().join("data");
     let remote = ovn_vipd::ovsdb::Remote::parse_list(&daemon.nb.unix_remote()).unwrap();
     let mut daemon = daemon;

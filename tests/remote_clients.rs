@@ -14,8 +14,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::process::{daemon_args, start, DaemonProcess};
-use common::{free_port, issue_certificates, OvsdbServer, TlsPaths};
+use common::process::{daemon_args_on, start, DaemonProcess};
+use common::{issue_certificates, reserve_port, OvsdbServer, ReservedPort, TlsPaths};
 use ovn_vipd::api::proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
@@ -27,6 +27,8 @@ struct Secured {
     daemon: Option<DaemonProcess>,
     args: Vec<String>,
     port: u16,
+    /// Held for the test: `restart_after` brings the daemon back on the same port.
+    _port: ReservedPort,
     dir: std::path::PathBuf,
     client: TlsPaths,
     rogue: TlsPaths,
@@ -38,8 +40,9 @@ fn secured_daemon() -> Secured {
     let nb = OvsdbServer::nb(dir.path());
     let issued = issue_certificates(dir.path(), "good", &["127.0.0.1", "node-1"]);
     let rogue = issue_certificates(dir.path(), "rogue", &["node-1"]).remove(0);
-    let port = free_port();
-    let mut args = daemon_args(dir.path(), &nb.unix_remote(), port);
+    let reserved = reserve_port();
+    let port = reserved.port;
+    let mut args = daemon_args_on(dir.path(), &nb.unix_remote(), port);
     args.extend([
         format!("--listen=unix:{}", dir.path().join("run/api.sock").display()),
         format!("--tls-certificate={}", issued[0].certificate.display()),
@@ -58,6 +61,7 @@ fn secured_daemon() -> Secured {
         daemon: Some(daemon),
         args,
         port,
+        _port: reserved,
         client: issued[1].clone(),
         rogue,
         server: issued[0].clone(),
@@ -68,6 +72,7 @@ impl Secured {
     /// SIGKILL, then the same daemon (store, port, certificates) again after `pause`.
     fn restart_after(&mut self, pause: Duration) {
         self.daemon.take();
+        // Kept: the outage itself (the daemon is down for `pause`) is what the caller tests.
         std::thread::sleep(pause);
         let daemon = start(&self.dir, &self.args, &[]);
         daemon.wait_for_log("gRPC listening", Duration::from_secs(20));
@@ -90,9 +95,10 @@ impl Secured {
     }
 }
 
-/// A port nothing listens on.
-fn dead_port() -> u16 {
-    free_port()
+/// A port nothing listens on: held (not bound) for as long as the value lives, so no other
+/// test's server can appear there.
+fn dead_port() -> ReservedPort {
+    reserve_port()
 }
 
 /// Runs vipctl with `args` and `env` (nothing of the test's own VIPCTL_* environment):
@@ -239,11 +245,13 @@ fn the_plugin_reaches_the_daemon_over_tcp_with_mtls_and_a_client_without_a_certi
     assert!(answer["details"].to_string().contains("certificate"), "{answer}");
 
     // A list whose first daemon is dead: the next one is used.
-    let list = format!("tcp:127.0.0.1:{},{tcp}", dead_port());
+    let dead = dead_port();
+    let list = format!("tcp:127.0.0.1:{},{tcp}", dead.port);
     let answer = cni_check(&conf(&list, &mtls, serde_json::json!({})), "ghost");
     assert!(reached(&answer), "{answer}");
     // Nobody answers: try again later, naming every address.
     let (first, second) = (dead_port(), dead_port());
+    let (first, second) = (first.port, second.port);
     let nobody = format!("tcp:127.0.0.1:{first},unix:/nonexistent/ovn-vipd.sock,tcp:127.0.0.1:{second}");
     let answer = cni_check(&conf(&nobody, &mtls, serde_json::json!({})), "ghost");
     assert_eq!(answer["code"], 11, "{answer}");
@@ -339,7 +347,8 @@ metadata:
 fn vipctl_reaches_the_daemon_over_tcp_with_mtls_by_flags_and_environment() {
     let daemon = secured_daemon();
     let tcp = format!("tcp:127.0.0.1:{}", daemon.port);
-    let list = format!("tcp:127.0.0.1:{},{tcp}", dead_port());
+    let dead = dead_port();
+    let list = format!("tcp:127.0.0.1:{},{tcp}", dead.port);
     let flags = tls_flags(&daemon.client.ca_certificate, Some(&daemon.client));
     let with = |args: &[&str]| -> Vec<String> {
         let mut all: Vec<String> = args.iter().map(|arg| arg.to_string()).collect();
@@ -399,7 +408,8 @@ fn vipctl_reaches_the_daemon_over_tcp_with_mtls_by_flags_and_environment() {
     );
     let (ok, _, err) = vipctl(&["get", "vip", "--server", "tcp:10.0.0.1"], &[], None);
     assert!(!ok && err.contains("--server: "), "{err}");
-    let dead = format!("tcp:127.0.0.1:{}", dead_port());
+    let dead_reserved = dead_port();
+    let dead = format!("tcp:127.0.0.1:{}", dead_reserved.port);
     let (ok, _, err) = vipctl(&["get", "vip", "--server", &dead], &[], None);
     assert!(!ok && err.contains("cannot connect") && err.contains(&dead), "{err}");
 }
@@ -443,7 +453,11 @@ impl pb::pod_service_server::PodService for FakeStandby {
 /// Serves a [`FakeStandby`] with the daemon's certificate on a free port of 127.0.0.1.
 fn fake_standby(runtime: &tokio::runtime::Runtime, server: &TlsPaths, active: Option<String>) -> u16 {
     use tonic::transport::{Identity, Server, ServerTlsConfig};
-    let port = free_port();
+    // The test serves it: bound here, handed to the server, never released in between.
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .expect("bind the fake standby");
+    let port = listener.local_addr().unwrap().port();
     let identity = Identity::from_pem(
         std::fs::read(&server.certificate).unwrap(),
         std::fs::read(&server.private_key).unwrap(),
@@ -453,10 +467,7 @@ fn fake_standby(runtime: &tokio::runtime::Runtime, server: &TlsPaths, active: Op
         .tls_config(ServerTlsConfig::new().identity(identity))
         .unwrap()
         .add_service(service);
-    runtime.spawn(router.serve(([127, 0, 0, 1], port).into()));
-    common::wait_until("the fake standby", Duration::from_secs(10), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
+    runtime.spawn(router.serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)));
     port
 }
 
@@ -550,10 +561,13 @@ fn a_change_is_retried_through_a_daemon_restart_until_the_failover_deadline() {
         .block_on(patient.call(common::subnet_request("before", "10.40.0.0/24", ""), send))
         .expect("served before the restart");
 
+    let port = daemon.port;
     let restarted = std::thread::scope(|scope| {
         let restart = scope.spawn(|| daemon.restart_after(Duration::from_millis(1500)));
-        // Let the SIGKILL happen first.
-        std::thread::sleep(Duration::from_millis(300));
+        // The SIGKILL first: the port refuses connections (it stays so for the 1.5 s pause).
+        common::wait_until("the daemon killed", Duration::from_secs(10), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
+        });
         let refused = runtime.block_on(hasty.call(common::subnet_request("hasty", "10.41.0.0/24", ""), send));
         assert_eq!(
             refused.map_err(|status| status.code()).err(),

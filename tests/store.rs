@@ -1,6 +1,8 @@
 //! The store and registry on a real sled store on disk: durability across reopen, the IPAM
 //! rebuild, the consistency check, group commit, and migrations from the first format.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
@@ -295,17 +297,14 @@ async fn concurrent_writers_share_flushes() {
 /// Opens the store once sled's own background thread has let go of a plain `sled::Db` the test
 /// used (its file lock outlives the handle by a moment).
 fn open_when_released(path: &std::path::Path) -> Result<Store, store::StoreError> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    loop {
-        match Store::open(path) {
-            Err(error)
-                if error.to_string().contains("could not acquire lock") && std::time::Instant::now() < deadline =>
-            {
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            other => return other,
-        }
-    }
+    common::wait_for_blocking(
+        "sled to release the store's lock",
+        std::time::Duration::from_secs(5),
+        || match Store::open(path) {
+            Err(error) if error.to_string().contains("could not acquire lock") => Err(error.to_string()),
+            other => Ok(other),
+        },
+    )
 }
 
 /// Builds a store in format 1 by hand (allocation keys as text), the way version 1 wrote it.

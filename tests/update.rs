@@ -8,9 +8,6 @@ use std::time::Duration;
 
 use common::{wait_until_async, TestDaemon};
 use ovn_vipd::api::proto::v1 as pb;
-use pb::pod_service_client::PodServiceClient;
-use pb::subnet_service_client::SubnetServiceClient;
-use pb::vip_service_client::VipServiceClient;
 use prost_types::FieldMask;
 use tonic::Code;
 
@@ -34,10 +31,12 @@ fn assert_invalid(error: &tonic::Status, fragment: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_changed_selector_moves_virtual_parents_and_port_security_and_addresses_stay() {
     let daemon = TestDaemon::start().await;
-    let channel = daemon.channel().await;
-    let mut subnets = SubnetServiceClient::new(channel.clone());
-    let mut vips = VipServiceClient::new(channel.clone());
-    let mut pods = PodServiceClient::new(channel);
+    let common::requests::Clients {
+        mut subnets,
+        mut vips,
+        mut pods,
+        ..
+    } = daemon.clients().await;
     subnets
         .create_subnet(common::subnet_request("ovn-default", "10.16.0.0/16", ""))
         .await
@@ -200,9 +199,9 @@ async fn a_changed_selector_moves_virtual_parents_and_port_security_and_addresse
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exclude_ips_widen_unless_an_allocated_address_falls_in_and_cidrs_stay() {
     let daemon = TestDaemon::start().await;
-    let channel = daemon.channel().await;
-    let mut subnets = SubnetServiceClient::new(channel.clone());
-    let mut vips = VipServiceClient::new(channel);
+    let common::requests::Clients {
+        mut subnets, mut vips, ..
+    } = daemon.clients().await;
     subnets
         .create_subnet(common::subnet_request("ovn-default", "10.16.0.0/24", ""))
         .await

@@ -41,6 +41,10 @@ pub struct ServeOptions {
     /// The daemon's role: a standby refuses mutating calls and reports the overall health
     /// service (`""`) as `NOT_SERVING`.
     pub role: crate::role::RoleWatch,
+    /// Told the bound address of each TCP listener as soon as it accepts connections (with the
+    /// port the kernel chose when the configured port is 0): for embedding the daemon, e.g. tests
+    /// that must not guess a free port. Nobody listening is not an error.
+    pub bound: Option<tokio::sync::mpsc::UnboundedSender<std::net::SocketAddr>>,
 }
 
 /// Binds every listener now (so a caller knows the API is reachable when this returns) and
@@ -141,6 +145,9 @@ pub async fn serve(
                 let listener = tokio::net::TcpListener::bind(address).await.map_err(bind_error)?;
                 let local = listener.local_addr().map_err(bind_error)?;
                 info!(listen = %format!("tcp:{local}"), tls = options.tls.is_some(), "gRPC listening");
+                if let Some(bound) = &options.bound {
+                    let _ = bound.send(local);
+                }
                 servers.push(tokio::spawn(
                     router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
                         stop.cancelled().await

@@ -405,7 +405,7 @@ async fn supervise(shared: Arc<Shared>) {
         seed: shared.config.replica_seed.clone(),
     };
     let mut next_remote = rand::thread_rng().gen_range(0..remotes.len());
-    let mut backoff = shared.config.backoff_initial;
+    let mut backoff = Backoff::new(shared.config.backoff_initial, shared.config.backoff_max);
     let mut failures_in_round = 0usize;
     loop {
         if shared.shutdown.is_cancelled() {
@@ -419,7 +419,7 @@ async fn supervise(shared: Arc<Shared>) {
             Ok(SessionEnd::Lost(error)) => {
                 // It was ready: start a fresh round with a short backoff, and stay on this remote
                 // first, since a restarted server usually comes back where it was.
-                backoff = shared.config.backoff_initial;
+                backoff.reset();
                 failures_in_round = 0;
                 next_remote = next_remote.wrapping_sub(1);
                 error
@@ -445,14 +445,44 @@ async fn supervise(shared: Arc<Shared>) {
             continue;
         }
         failures_in_round = 0;
-        let jittered = backoff.mul_f64(rand::thread_rng().gen_range(0.5..1.0));
+        let jittered = backoff.next_delay().mul_f64(rand::thread_rng().gen_range(0.5..1.0));
         tokio::select! {
             _ = shared.shutdown.cancelled() => break,
             _ = tokio::time::sleep(jittered) => {}
         }
-        backoff = (backoff * 2).min(shared.config.backoff_max);
     }
     shared.state.send_modify(|state| state.connection = None);
+}
+
+/// The reconnect schedule: `initial` after the first failed round, doubled after each further
+/// one up to `max`, back to `initial` after a session that was ready. The loop sleeps a random
+/// 50–100 % of each delay (jitter, so clients of a restarted server do not return in step).
+#[derive(Debug, Clone)]
+struct Backoff {
+    initial: Duration,
+    max: Duration,
+    next: Duration,
+}
+
+impl Backoff {
+    fn new(initial: Duration, max: Duration) -> Backoff {
+        Backoff {
+            initial,
+            max,
+            next: initial,
+        }
+    }
+
+    /// The delay before the next attempt (before jitter); the one after is doubled, capped.
+    fn next_delay(&mut self) -> Duration {
+        let delay = self.next;
+        self.next = (self.next * 2).min(self.max);
+        delay
+    }
+
+    fn reset(&mut self) {
+        self.next = self.initial;
+    }
 }
 
 /// Checks `_Server` for the database's cluster role. Returns an error when this server must not
@@ -715,4 +745,46 @@ fn apply_and_publish(shared: &Shared, schema: &DatabaseSchema, updates: &Json, l
         let _ = shared.events.send(ClientEvent::Changed(Arc::new(changes)));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod backoff_tests {
+    use super::*;
+
+    #[test]
+    fn the_delay_doubles_up_to_its_cap_and_a_ready_session_resets_it() {
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(8));
+        let delays: Vec<u128> = (0..10).map(|_| backoff.next_delay().as_millis()).collect();
+        assert_eq!(delays, [100, 200, 400, 800, 1600, 3200, 6400, 8000, 8000, 8000]);
+        backoff.reset();
+        assert_eq!(backoff.next_delay(), Duration::from_millis(100));
+        assert_eq!(backoff.next_delay(), Duration::from_millis(200));
+    }
+
+    /// The reconnect loop on tokio's paused clock, against a unix socket nobody serves: each
+    /// failed attempt is followed by a sleep of 50–100 % of 100, 200, 400 … ms, capped at 800.
+    #[tokio::test(start_paused = true)]
+    async fn failed_connects_are_retried_on_the_jittered_doubling_schedule() {
+        let dir = tempfile::tempdir().unwrap();
+        let remote = Remote::parse(&format!("unix:{}", dir.path().join("nobody.sock").display())).unwrap();
+        let mut config = ClientConfig::new(vec![remote], "OVN_Northbound");
+        config.backoff_initial = Duration::from_millis(100);
+        config.backoff_max = Duration::from_millis(800);
+        let (client, mut events) = Client::start_subscribed(config);
+        let mut failures = Vec::new();
+        while failures.len() < 7 {
+            if let ClientEvent::Disconnected { .. } = events.recv().await.unwrap() {
+                failures.push(tokio::time::Instant::now());
+            }
+        }
+        let gaps: Vec<Duration> = failures.windows(2).map(|pair| pair[1] - pair[0]).collect();
+        for (gap, delay) in gaps.iter().zip([100u64, 200, 400, 800, 800, 800]) {
+            let delay = Duration::from_millis(delay);
+            assert!(
+                *gap >= delay / 2 && *gap <= delay,
+                "gaps {gaps:?}: {gap:?} is not within 50-100 % of {delay:?}"
+            );
+        }
+        client.shutdown().await;
+    }
 }

@@ -505,3 +505,110 @@ fn parse_notification(method: String, params: &RawValue) -> Notification {
         },
     }
 }
+
+/// The inactivity probe's schedule on tokio's paused clock. The peer is the other end of an
+/// in-memory stream (a real ovsdb-server cannot be paused); it speaks the same JSON-RPC framing.
+#[cfg(test)]
+mod probe_tests {
+    use super::*;
+    use tokio::io::{DuplexStream, ReadHalf, WriteHalf};
+
+    struct Peer {
+        reader: FramedRead<ReadHalf<DuplexStream>, JsonCodec>,
+        writer: WriteHalf<DuplexStream>,
+    }
+
+    impl Peer {
+        /// The next message from the session (a minute of paused time at most: a missing probe
+        /// fails rather than hangs).
+        async fn next(&mut self) -> Json {
+            let frame = tokio::time::timeout(Duration::from_secs(60), self.reader.next())
+                .await
+                .expect("a message within a minute")
+                .expect("a message")
+                .expect("JSON");
+            serde_json::from_slice(&frame).expect("JSON")
+        }
+
+        async fn send(&mut self, message: Json) {
+            self.writer.write_all(message.to_string().as_bytes()).await.unwrap();
+            self.writer.flush().await.unwrap();
+        }
+    }
+
+    /// A session with `probe` as its interval, and the peer's end.
+    fn start(
+        probe: Duration,
+    ) -> (
+        tokio::task::JoinHandle<Result<(), OvsdbError>>,
+        Peer,
+        mpsc::UnboundedSender<Call>,
+    ) {
+        let (ours, theirs) = tokio::io::duplex(64 * 1024);
+        let (calls, calls_rx) = mpsc::unbounded_channel();
+        let (notifications, _) = mpsc::unbounded_channel();
+        let session = Session {
+            probe_interval: Some(probe),
+            notifications,
+            pending: HashMap::new(),
+            next_id: 0,
+            probe_id: None,
+        };
+        let task = tokio::spawn(session.run(Box::new(ours), calls_rx));
+        let (reader, writer) = tokio::io::split(theirs);
+        let peer = Peer {
+            reader: FramedRead::new(reader, JsonCodec::new()),
+            writer,
+        };
+        (task, peer, calls)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_server_gets_an_echo_after_the_interval_and_is_dropped_after_a_second() {
+        let started = Instant::now();
+        let (task, mut peer, _calls) = start(Duration::from_secs(5));
+        let probe = peer.next().await;
+        assert_eq!(probe["method"], "echo");
+        assert_eq!(
+            started.elapsed(),
+            Duration::from_secs(5),
+            "the echo goes after 5 s of silence"
+        );
+        // Unanswered: the session ends one more interval later, not before.
+        let ended = tokio::time::timeout(Duration::from_secs(60), task)
+            .await
+            .expect("the session ends")
+            .unwrap();
+        assert_eq!(started.elapsed(), Duration::from_secs(10));
+        assert!(
+            matches!(ended, Err(OvsdbError::Timeout(timeout)) if timeout == Duration::from_secs(10)),
+            "{ended:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn any_message_from_the_server_restarts_the_silence_and_an_answered_probe_keeps_the_session() {
+        let started = Instant::now();
+        let (task, mut peer, _calls) = start(Duration::from_secs(5));
+        // A notification at 3 s: the next probe is due 5 s after it.
+        tokio::time::advance(Duration::from_secs(3)).await;
+        peer.send(json!({"id": null, "method": "update2", "params": ["m", {}]}))
+            .await;
+        let probe = peer.next().await;
+        assert_eq!(probe["method"], "echo");
+        assert_eq!(started.elapsed(), Duration::from_secs(8));
+        // Answered at once: the session lives on and probes again 5 s after the answer.
+        peer.send(json!({"id": probe["id"], "result": [], "error": null})).await;
+        let again = peer.next().await;
+        assert_eq!(again["method"], "echo");
+        assert_ne!(again["id"], probe["id"]);
+        assert_eq!(started.elapsed(), Duration::from_secs(13));
+        assert!(!task.is_finished());
+        // The server's own echo is answered with its params.
+        peer.send(json!({"id": "echo", "method": "echo", "params": ["x"]}))
+            .await;
+        let answer = peer.next().await;
+        assert_eq!(answer, json!({"id": "echo", "result": ["x"], "error": null}));
+        task.abort();
+    }
+}

@@ -23,7 +23,7 @@ use ovn_vipd::api::proto::v1 as pb;
 
 use super::ovn::{self, CniOutput, MachineLock, Pod, PodSpec};
 use super::process::{self, DaemonProcess};
-use super::{free_port, issue_certificates, run, wait_until, OvsdbServer, TlsPaths};
+use super::{issue_certificates, run, wait_until, OvsdbServer, TlsPaths};
 
 /// Names of everything made here start with this.
 pub const PREFIX: &str = "vipd-mh-";
@@ -79,7 +79,9 @@ pub struct TwoChassis {
     pub nb: OvsdbServer,
     pub sb: OvsdbServer,
     pub chassis: Vec<Chassis>,
-    pub port: u16,
+    /// The daemon's TCP gRPC listeners, one on each chassis' management address (ports the
+    /// kernel chose, read from the daemon's log).
+    pub ports: Vec<std::net::SocketAddr>,
     daemon: Option<DaemonProcess>,
     api_socket: PathBuf,
     children: Vec<(String, Child)>,
@@ -121,7 +123,7 @@ impl TwoChassis {
             nb,
             sb,
             chassis: Vec::new(),
-            port: free_port(),
+            ports: Vec::new(),
             daemon: None,
             api_socket: dir.join("run").join("api.sock"),
             children: Vec::new(),
@@ -205,18 +207,19 @@ impl TwoChassis {
         // The daemon: a unix socket for the test, TLS with client certificates on the
         // management addresses for the chassis.
         let server = &issued[0];
-        let mut args = process::daemon_args(&dir, &two.nb.unix_remote(), two.port);
+        let mut args = process::daemon_args(&dir, &two.nb.unix_remote());
         args.retain(|arg| !arg.starts_with("--listen"));
         args.extend([
             format!("--listen=unix:{}", two.api_socket.display()),
-            format!("--listen=tcp:10.252.1.1:{}", two.port),
-            format!("--listen=tcp:10.252.2.1:{}", two.port),
+            "--listen=tcp:10.252.1.1:0".to_string(),
+            "--listen=tcp:10.252.2.1:0".to_string(),
             format!("--tls-certificate={}", server.certificate.display()),
             format!("--tls-private-key={}", server.private_key.display()),
             format!("--tls-client-ca={}", server.ca_certificate.display()),
         ]);
         let daemon = process::start(&dir, &args, &[]);
         ovn::record_pid(daemon.pid(), "ovn-vipd");
+        two.ports = daemon.bound_addresses("gRPC listening", 2);
         two.daemon = Some(daemon);
         let socket = two.api_socket.clone();
         wait_until("the daemon's socket", Duration::from_secs(30), || socket.exists());
@@ -267,7 +270,12 @@ impl TwoChassis {
             dir: dir.clone(),
             ovs,
             tls,
-            daemon_address: format!("tcp:10.252.{number}.1:{}", self.port),
+            daemon_address: self
+                .ports
+                .iter()
+                .find(|address| address.ip() == std::net::Ipv4Addr::new(10, 252, number, 1))
+                .map(|address| format!("tcp:{address}"))
+                .expect("the daemon listens on the chassis' management address"),
         };
         chassis.vsctl(&["--no-wait", "init"]);
         let ovs_remote = chassis.ovs.unix_remote();
@@ -555,27 +563,12 @@ impl Drop for TwoChassis {
         // Pods first (their host ends go with them), then each chassis' OVS (exit --cleanup
         // removes its bridges' tap devices), the daemons, and the hosts.
         for namespace in self.namespaces.iter().filter(|name| !name.contains("-hv")) {
-            let _ = Command::new("ip")
-                .args(["netns", "del", namespace])
-                .stderr(Stdio::null())
-                .status();
+            ovn::quietly("ip", &["netns", "del", namespace]);
         }
         for chassis in &self.chassis {
-            let _ = Command::new("ovs-appctl")
-                .args([
-                    "-t",
-                    &chassis.dir.join("vswitchd.ctl").display().to_string(),
-                    "exit",
-                    "--cleanup",
-                ])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
+            ovn::exit_vswitchd(&chassis.dir);
         }
-        for (_, child) in self.children.iter_mut().rev() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        ovn::kill_children(&mut self.children);
         self.daemon.take();
         for chassis in &mut self.chassis {
             chassis.ovs.kill();
@@ -583,16 +576,10 @@ impl Drop for TwoChassis {
         self.sb.kill();
         self.nb.kill();
         for namespace in &self.namespaces {
-            let _ = Command::new("ip")
-                .args(["netns", "del", namespace])
-                .stderr(Stdio::null())
-                .status();
+            ovn::quietly("ip", &["netns", "del", namespace]);
         }
         for link in &self.root_links {
-            let _ = Command::new("ip")
-                .args(["link", "del", "dev", link])
-                .stderr(Stdio::null())
-                .status();
+            ovn::quietly("ip", &["link", "del", "dev", link]);
         }
         let _ = std::fs::remove_file(ovn::PID_FILE);
     }

@@ -6,6 +6,7 @@
 pub mod chassis;
 pub mod ovn;
 pub mod process;
+pub mod requests;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -14,10 +15,47 @@ use std::time::{Duration, Instant};
 
 pub const NB_SCHEMA: &str = "/usr/share/ovn/ovn-nb.ovsschema";
 
-/// A free TCP port on 127.0.0.1 (bound and released; the server binds it right after).
-pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local addr").port()
+/// A TCP port held for one test, for the few servers that must know their port before they
+/// start or keep it across a restart (RAFT members name their address in the database, a
+/// restarted daemon must come back where its clients dial, a compose file names its ports).
+/// Everything else binds port 0 and learns the port ([`OvsdbServer::port`],
+/// [`TestDaemon::endpoint`], [`process::DaemonProcess::grpc_port`]).
+///
+/// The port is taken from 20000–29999, below Linux's ephemeral range (32768–60999 by default), so
+/// no `bind(…:0)` anywhere on the machine is handed it; tests of every checkout pick from that
+/// range only through this function, which holds an exclusive flock on
+/// `/tmp/ovn-vipd-port-<port>.lock` for as long as the value lives. So a reserved port is taken by
+/// no parallel test between this check and the server's bind, and stays ours across restarts.
+pub struct ReservedPort {
+    pub port: u16,
+    _lock: nix::fcntl::Flock<std::fs::File>,
+}
+
+pub fn reserve_port() -> ReservedPort {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let (first, count) = (20000u16, 10000u16);
+    // Start somewhere different in each test process, then walk.
+    let offset = (std::process::id() % u32::from(count)) as u16;
+    for _ in 0..count {
+        let step = NEXT.fetch_add(1, Ordering::Relaxed) % count;
+        let port = first + (offset + step) % count;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(format!("/tmp/ovn-vipd-port-{port}.lock"))
+            .expect("open a port lock file");
+        let Ok(lock) = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) else {
+            continue;
+        };
+        // Held by something outside the tests (or a server of an earlier run still alive): next.
+        if TcpListener::bind(("127.0.0.1", port)).is_err() || TcpListener::bind(("0.0.0.0", port)).is_err() {
+            continue;
+        }
+        return ReservedPort { port, _lock: lock };
+    }
+    panic!("no port left to reserve in 20000-29999");
 }
 
 pub fn run(command: &str, args: &[&str]) -> String {
@@ -42,6 +80,64 @@ pub fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> 
             "timed out after {timeout:?} waiting for {what}"
         );
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Has an in-process daemon run with `config` report its TCP gRPC addresses (set its listener to
+/// `tcp:127.0.0.1:0`); after starting it, [`bound_port`] says which port the kernel chose.
+pub fn report_grpc_bound(
+    config: &mut ovn_vipd::daemon::DaemonConfig,
+) -> tokio::sync::mpsc::UnboundedReceiver<std::net::SocketAddr> {
+    let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+    config.grpc_bound = Some(sender);
+    receiver
+}
+
+/// The next TCP gRPC port the daemon reports through [`report_grpc_bound`]'s receiver (20 s).
+pub async fn bound_port(bound: &mut tokio::sync::mpsc::UnboundedReceiver<std::net::SocketAddr>) -> u16 {
+    tokio::time::timeout(Duration::from_secs(20), bound.recv())
+        .await
+        .expect("the daemon never bound its gRPC port")
+        .expect("the daemon stopped before binding its gRPC port")
+        .port()
+}
+
+/// [`wait_until`] that hands back what it waited for: `attempt` gives `Ok(value)` when the
+/// condition holds, or `Err(what it saw)`, shown in the panic message at the timeout.
+pub fn wait_for_blocking<T>(what: &str, timeout: Duration, mut attempt: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let seen = match attempt() {
+            Ok(value) => return value,
+            Err(seen) => seen,
+        };
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}; last seen: {seen}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// [`wait_until_async`] for a condition that must await (an RPC, a connection): `attempt` gives
+/// `Ok(value)` when the condition holds, or `Err(what it saw)`; the last one is in the panic
+/// message at the timeout. Make the attempt own what it uses (clone a client, move it in).
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut attempt: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        let seen = match attempt().await {
+            Ok(value) => return value,
+            Err(seen) => seen,
+        };
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}; last seen: {seen}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -100,6 +196,8 @@ pub struct OvsdbServer {
     pub dir: PathBuf,
     pub db_path: PathBuf,
     pub socket: PathBuf,
+    /// The TCP (or SSL) port on 127.0.0.1: the server binds port 0 and this is what the kernel
+    /// gave it, read from its log at each start (0 before the first start).
     pub port: u16,
     /// `tcp` or `ssl`.
     pub tcp_kind: &'static str,
@@ -109,6 +207,8 @@ pub struct OvsdbServer {
     /// The database `cluster/status` asks about (a clustered member's).
     pub database: String,
     child: Option<Child>,
+    /// Where this start's lines begin in the log (a restart appends).
+    log_offset: u64,
 }
 
 impl OvsdbServer {
@@ -116,7 +216,7 @@ impl OvsdbServer {
     pub fn standalone(dir: &Path, name: &str, schema: &Path) -> OvsdbServer {
         let db_path = dir.join(format!("{name}.db"));
         run("ovsdb-tool", &["create", path_str(&db_path), path_str(schema)]);
-        let mut server = OvsdbServer::new(dir, name, db_path, free_port(), None);
+        let mut server = OvsdbServer::new(dir, name, db_path, None);
         server.start();
         server
     }
@@ -130,7 +230,7 @@ impl OvsdbServer {
     pub fn nb_quiet(dir: &Path) -> OvsdbServer {
         let db_path = dir.join("nb.db");
         run("ovsdb-tool", &["create", path_str(&db_path), NB_SCHEMA]);
-        let mut server = OvsdbServer::new(dir, "nb", db_path, free_port(), None);
+        let mut server = OvsdbServer::new(dir, "nb", db_path, None);
         server.debug_log = false;
         server.start();
         server
@@ -140,34 +240,39 @@ impl OvsdbServer {
     pub fn nb_ssl(dir: &Path, tls: TlsPaths) -> OvsdbServer {
         let db_path = dir.join("nb.db");
         run("ovsdb-tool", &["create", path_str(&db_path), NB_SCHEMA]);
-        let mut server = OvsdbServer::new(dir, "nb", db_path, free_port(), Some(tls));
+        let mut server = OvsdbServer::new(dir, "nb", db_path, Some(tls));
         server.start();
         server
     }
 
-    pub fn new(dir: &Path, name: &str, db_path: PathBuf, port: u16, tls: Option<TlsPaths>) -> OvsdbServer {
+    /// A server (not started) for `db_path`; it listens on `name.sock` in `dir` and on a TCP (with
+    /// `tls`, SSL) port the kernel chooses at each start.
+    pub fn new(dir: &Path, name: &str, db_path: PathBuf, tls: Option<TlsPaths>) -> OvsdbServer {
         OvsdbServer {
             name: name.to_string(),
             dir: dir.to_path_buf(),
             socket: dir.join(format!("{name}.sock")),
             db_path,
-            port,
+            port: 0,
             tcp_kind: if tls.is_some() { "ssl" } else { "tcp" },
             tls,
             debug_log: true,
             database: "OVN_Northbound".into(),
             child: None,
+            log_offset: 0,
         }
     }
 
     pub fn start(&mut self) {
         assert!(self.child.is_none(), "{} already running", self.name);
         self.start_no_wait();
+        self.wait_listening();
         let socket = self.socket.clone();
-        let port = self.port;
-        wait_until(&format!("{} to listen", self.name), Duration::from_secs(10), || {
-            socket.exists() && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
+        wait_until(
+            &format!("{} to listen on its socket", self.name),
+            Duration::from_secs(10),
+            || socket.exists(),
+        );
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -227,6 +332,7 @@ fn path_str(path: &Path) -> &str {
 /// A 3-member RAFT NB cluster on 127.0.0.1.
 pub struct NbCluster {
     pub members: Vec<OvsdbServer>,
+    _raft: Vec<ReservedPort>,
 }
 
 impl NbCluster {
@@ -237,7 +343,9 @@ impl NbCluster {
     /// A 3-member RAFT cluster of any schema (e.g. `deploy/ovn-vipd.ovsschema`, database
     /// `OVN_VIPD`); members are named `<prefix>1..3`.
     pub fn start_schema(dir: &Path, schema: &str, database: &str, prefix: &str) -> NbCluster {
-        let raft_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        // RAFT addresses are written into the databases before any server starts: reserved.
+        let raft: Vec<ReservedPort> = (0..3).map(|_| reserve_port()).collect();
+        let raft_ports: Vec<u16> = raft.iter().map(|reserved| reserved.port).collect();
         let mut members = Vec::new();
         for (index, raft_port) in raft_ports.iter().enumerate() {
             let name = format!("{prefix}{}", index + 1);
@@ -252,7 +360,7 @@ impl NbCluster {
                     &["join-cluster", path_str(&db_path), database, &local, &first],
                 );
             }
-            let mut member = OvsdbServer::new(dir, &name, db_path, free_port(), None);
+            let mut member = OvsdbServer::new(dir, &name, db_path, None);
             member.database = database.to_string();
             members.push(member);
         }
@@ -260,10 +368,10 @@ impl NbCluster {
         for member in &mut members {
             member.start_no_wait();
         }
-        for member in &members {
+        for member in &mut members {
             member.wait_listening();
         }
-        let cluster = NbCluster { members };
+        let cluster = NbCluster { members, _raft: raft };
         cluster.wait_for_leader(Duration::from_secs(20));
         for member in &cluster.members {
             wait_until(
@@ -317,6 +425,8 @@ impl OvsdbServer {
     /// Starts ovsdb-server on the unix socket and the TCP (or, with TLS files, SSL) port.
     fn start_no_wait(&mut self) {
         let _ = std::fs::remove_file(&self.socket);
+        self.log_offset = std::fs::metadata(self.log_path()).map(|meta| meta.len()).unwrap_or(0);
+        self.port = 0;
         let mut command = Command::new("ovsdb-server");
         command
             .arg("--no-chdir")
@@ -329,7 +439,7 @@ impl OvsdbServer {
                 self.dir.join(format!("{}.log", self.name)).display()
             ))
             .arg(format!("--remote=punix:{}", self.socket.display()))
-            .arg(format!("--remote=p{}:{}:127.0.0.1", self.tcp_kind, self.port));
+            .arg(format!("--remote=p{}:0:127.0.0.1", self.tcp_kind));
         if self.debug_log {
             command.arg("-vfile:dbg");
         }
@@ -351,11 +461,37 @@ impl OvsdbServer {
         );
     }
 
-    fn wait_listening(&self) {
+    /// Waits for this start's "listening on port N" in the log (the port the kernel chose for
+    /// `p{tcp,ssl}:0:127.0.0.1`), takes it as [`OvsdbServer::port`] and waits until it accepts.
+    fn wait_listening(&mut self) {
+        let (log, offset) = (self.log_path(), self.log_offset as usize);
+        let mut port = None;
+        wait_until(
+            &format!("{} to log its TCP port", self.name),
+            Duration::from_secs(10),
+            || {
+                let text = std::fs::read(&log).unwrap_or_default();
+                port = String::from_utf8_lossy(text.get(offset..).unwrap_or_default())
+                    .lines()
+                    .find_map(|line| {
+                        line.split_once("|0:127.0.0.1: listening on port ")
+                            .map(|(_, port)| port.trim().to_string())
+                    })
+                    .and_then(|port| port.parse::<u16>().ok());
+                port.is_some()
+            },
+        );
+        self.port = port.unwrap_or_default();
         let port = self.port;
-        wait_until(&format!("{} to listen", self.name), Duration::from_secs(10), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
+        wait_until(
+            &format!("{} to accept on {port}", self.name),
+            Duration::from_secs(10),
+            || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        );
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.join(format!("{}.log", self.name))
     }
 }
 
@@ -371,7 +507,7 @@ pub fn init_tracing() {
 }
 
 /// The real daemon (`daemon::run`) with a real NB ovsdb-server and a sled store in a temporary
-/// directory, serving gRPC on a free loopback port; stopped when dropped.
+/// directory, serving gRPC on a loopback port the kernel chose (`endpoint`); stopped when dropped.
 pub struct TestDaemon {
     pub nb: OvsdbServer,
     pub endpoint: String,
@@ -396,42 +532,80 @@ impl TestDaemon {
         } else {
             OvsdbServer::nb(dir.path())
         };
-        let port = free_port();
         let socket = dir.path().join("run").join("ovn-vipd.sock");
-        let config = ovn_vipd::daemon::DaemonConfig::new(
-            ovn_vipd::ovsdb::Remote::parse_list(&nb.unix_remote()).expect("remote"),
-            dir.path().join("data"),
+        let mut daemon = TestDaemon {
+            nb,
+            endpoint: String::new(),
+            socket,
+            dir,
+            shutdown: tokio_util::sync::CancellationToken::new(),
+            task: None,
+        };
+        daemon.run_daemon().await;
+        daemon
+    }
+
+    /// Runs `daemon::run` on this store, NB and socket, with gRPC on `tcp:127.0.0.1:0`; sets
+    /// `endpoint` to the port the daemon reports once bound, and returns when it serves there.
+    async fn run_daemon(&mut self) {
+        let mut config = ovn_vipd::daemon::DaemonConfig::new(
+            ovn_vipd::ovsdb::Remote::parse_list(&self.nb.unix_remote()).expect("remote"),
+            self.dir.path().join("data"),
             vec![
-                ovn_vipd::api::Listen::Tcp(([127, 0, 0, 1], port).into()),
-                ovn_vipd::api::Listen::Unix(socket.clone()),
+                ovn_vipd::api::Listen::Tcp(([127, 0, 0, 1], 0).into()),
+                ovn_vipd::api::Listen::Unix(self.socket.clone()),
             ],
         );
-        let shutdown = tokio_util::sync::CancellationToken::new();
-        let stop = shutdown.clone();
-        let task = tokio::spawn(async move {
+        let mut bound = report_grpc_bound(&mut config);
+        self.shutdown = tokio_util::sync::CancellationToken::new();
+        let stop = self.shutdown.clone();
+        self.task = Some(tokio::spawn(async move {
             if let Err(error) = ovn_vipd::daemon::run(config, stop).await {
                 panic!("daemon failed: {error}");
             }
-        });
-        let endpoint = format!("http://127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while tonic::transport::Endpoint::from_shared(endpoint.clone())
+        }));
+        self.endpoint = format!("http://127.0.0.1:{}", bound_port(&mut bound).await);
+        // Bound means accepting: this connects at once.
+        tonic::transport::Endpoint::from_shared(self.endpoint.clone())
             .expect("endpoint")
             .connect()
             .await
-            .is_err()
-        {
-            assert!(Instant::now() < deadline, "the daemon never served gRPC");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        TestDaemon {
-            nb,
-            endpoint,
-            socket,
-            dir,
-            shutdown,
-            task: Some(task),
-        }
+            .expect("the daemon serves gRPC where it said it bound");
+    }
+
+    /// A barrier after NB changes: adds to `switch` (a switch that exists) a port named `marker`
+    /// marked as the daemon's, owned by a VIP `marker` that does not exist, and waits until the
+    /// daemon has collected it (an incremental pass for that owner). NB sends updates in order,
+    /// so once it is gone the daemon has handled every NB change made before it. Costs two NB
+    /// transactions (the marker's creation and its removal).
+    pub async fn nb_barrier(&self, switch: &str, marker: &str) {
+        let ids = format!("external_ids={{vendor=ovn-vipd,\"ovn-vipd/owner\"=\"vip/{marker}\"}}");
+        self.nb.nbctl(&[
+            "lsp-add",
+            switch,
+            marker,
+            "--",
+            "set",
+            "logical_switch_port",
+            marker,
+            &ids,
+        ]);
+        let nb = &self.nb;
+        wait_until_async(
+            &format!("the marker {marker} collected"),
+            Duration::from_secs(10),
+            || {
+                nb.nbctl(&["--if-exists", "get", "logical_switch_port", marker, "name"])
+                    .trim()
+                    .is_empty()
+            },
+        )
+        .await;
+    }
+
+    /// A client of each service on a new channel.
+    pub async fn clients(&self) -> requests::Clients {
+        requests::Clients::new(self.channel().await)
     }
 
     pub async fn channel(&self) -> tonic::transport::Channel {
@@ -450,41 +624,12 @@ impl TestDaemon {
         }
     }
 
-    /// Starts the daemon again on the same store, NB, port and socket after
-    /// [`TestDaemon::stop_daemon_only`] (a daemon restart as an operator does it).
+    /// Starts the daemon again on the same store, NB and socket after
+    /// [`TestDaemon::stop_daemon_only`] (a daemon restart as an operator does it). Its TCP port is
+    /// a new one (`endpoint` changes): channels made before point at the old port, make new ones.
     pub async fn restart_daemon_only(&mut self) {
         assert!(self.task.is_none(), "the daemon is running");
-        let port: u16 = self
-            .endpoint
-            .rsplit(':')
-            .next()
-            .and_then(|port| port.parse().ok())
-            .expect("port of the endpoint");
-        let config = ovn_vipd::daemon::DaemonConfig::new(
-            ovn_vipd::ovsdb::Remote::parse_list(&self.nb.unix_remote()).expect("remote"),
-            self.dir.path().join("data"),
-            vec![
-                ovn_vipd::api::Listen::Tcp(([127, 0, 0, 1], port).into()),
-                ovn_vipd::api::Listen::Unix(self.socket.clone()),
-            ],
-        );
-        self.shutdown = tokio_util::sync::CancellationToken::new();
-        let stop = self.shutdown.clone();
-        self.task = Some(tokio::spawn(async move {
-            if let Err(error) = ovn_vipd::daemon::run(config, stop).await {
-                panic!("daemon failed: {error}");
-            }
-        }));
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while tonic::transport::Endpoint::from_shared(self.endpoint.clone())
-            .expect("endpoint")
-            .connect()
-            .await
-            .is_err()
-        {
-            assert!(Instant::now() < deadline, "the daemon never served gRPC again");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        self.run_daemon().await;
     }
 
     pub async fn stop(mut self) {

@@ -485,37 +485,15 @@ impl Drop for WholeOvn {
     fn drop(&mut self) {
         // Some are gone already (deleted pods).
         for namespace in &self.namespaces {
-            let _ = Command::new("ip")
-                .args(["netns", "del", namespace])
-                .stderr(Stdio::null())
-                .status();
+            quietly("ip", &["netns", "del", namespace]);
         }
         for veth in &self.host_veths {
-            let _ = Command::new("ip")
-                .args(["link", "del", "dev", veth])
-                .stderr(Stdio::null())
-                .status();
+            quietly("ip", &["link", "del", "dev", veth]);
         }
-        // ovs-vswitchd removes its bridge's tap devices only when told to clean up.
-        let _ = Command::new("ovs-appctl")
-            .args([
-                "-t",
-                &self.dir.join("vswitchd.ctl").display().to_string(),
-                "exit",
-                "--cleanup",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        for (_, child) in self.children.iter_mut().rev() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        exit_vswitchd(&self.dir);
+        kill_children(&mut self.children);
         if self.remove_ovs_netdev {
-            let _ = Command::new("ip")
-                .args(["link", "del", "dev", "ovs-netdev"])
-                .stderr(Stdio::null())
-                .status();
+            quietly("ip", &["link", "del", "dev", "ovs-netdev"]);
         }
         self.sb.kill();
         self.ovs.kill();
@@ -523,6 +501,37 @@ impl Drop for WholeOvn {
             self.runtime.block_on(daemon.stop());
         }
         let _ = std::fs::remove_file(PID_FILE);
+    }
+}
+
+/// Runs a clean-up command, ignoring its output and whether what it removes is still there.
+pub(super) fn quietly(program: &str, args: &[&str]) {
+    let _ = Command::new(program)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// Stops the ovs-vswitchd whose control socket is `dir/vswitchd.ctl`: it removes its bridges'
+/// tap devices only when told to clean up.
+pub(super) fn exit_vswitchd(dir: &Path) {
+    quietly(
+        "ovs-appctl",
+        &[
+            "-t",
+            &dir.join("vswitchd.ctl").display().to_string(),
+            "exit",
+            "--cleanup",
+        ],
+    );
+}
+
+/// Kills and reaps the harness's children, the last started first.
+pub(super) fn kill_children(children: &mut [(String, Child)]) {
+    for (_, child) in children.iter_mut().rev() {
+        let _ = child.kill();
+        let _ = child.wait();
     }
 }
 
@@ -613,9 +622,24 @@ pub fn create_subnet(
 
 /// A logical router `r1` with one port on `switch` (`networks` like "10.16.0.1/24").
 pub fn add_router_port(nb: &OvsdbServer, switch: &str, mac: &str, networks: &[&str]) {
-    let router_port = format!("r1-{switch}");
-    let switch_port = format!("{switch}-r1");
-    let mut lrp = vec!["--may-exist", "lr-add", "r1", "--", "lrp-add", "r1", &router_port, mac];
+    add_router_port_to(nb, "r1", switch, mac, networks)
+}
+
+/// A logical router `router` (made if missing) with a port `router-switch` on `switch`, whose
+/// router-type peer is `switch-router`, as an operator would make them with ovn-nbctl.
+pub fn add_router_port_to(nb: &OvsdbServer, router: &str, switch: &str, mac: &str, networks: &[&str]) {
+    let router_port = format!("{router}-{switch}");
+    let switch_port = format!("{switch}-{router}");
+    let mut lrp = vec![
+        "--may-exist",
+        "lr-add",
+        router,
+        "--",
+        "lrp-add",
+        router,
+        &router_port,
+        mac,
+    ];
     lrp.extend_from_slice(networks);
     nb.nbctl(&lrp);
     let option = format!("router-port={router_port}");

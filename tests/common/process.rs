@@ -4,7 +4,7 @@
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ovn_vipd::api::proto::v1 as pb;
 use pb::subnet_service_client::SubnetServiceClient;
@@ -22,7 +22,9 @@ impl DaemonProcess {
     /// Starts `ovn-vipd args…` with `env` added to the environment (and every `OVN_VIPD_*`
     /// variable of the test's own environment removed).
     pub fn start(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> DaemonProcess {
-        let log = dir.join(format!("ovn-vipd-{}.log", super::free_port()));
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static STARTED: AtomicUsize = AtomicUsize::new(0);
+        let log = dir.join(format!("ovn-vipd-{}.log", STARTED.fetch_add(1, Ordering::Relaxed)));
         let stderr = std::fs::File::create(&log).expect("log file");
         // OVN_VIPD_WRAPPER runs the daemon under a tool (e.g. "heaptrack -o /tmp/heap"), for
         // benchmarks that look at where memory goes.
@@ -67,28 +69,56 @@ impl DaemonProcess {
 
     /// Waits for the process to exit on its own.
     pub fn wait(&mut self, timeout: Duration) -> ExitStatus {
-        let deadline = Instant::now() + timeout;
         let child = self.child.as_mut().expect("running");
-        loop {
-            if let Some(status) = child.try_wait().expect("try_wait") {
-                self.child = None;
-                return status;
-            }
-            assert!(Instant::now() < deadline, "ovn-vipd did not exit within {timeout:?}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let status = super::wait_for_blocking("ovn-vipd to exit", timeout, || {
+            child.try_wait().expect("try_wait").ok_or_else(|| "running".to_string())
+        });
+        self.child = None;
+        status
+    }
+
+    /// The TCP addresses of the listeners the daemon logged as bound on lines containing `what`
+    /// (`"gRPC listening"`, `"metrics listening"`; text or JSON logs), once there are `count`
+    /// (waits up to 20 s). With port 0 in the flags these carry the port the kernel chose.
+    pub fn bound_addresses(&self, what: &str, count: usize) -> Vec<std::net::SocketAddr> {
+        super::wait_for_blocking(
+            &format!("ovn-vipd to log {count} {what:?} TCP addresses"),
+            Duration::from_secs(20),
+            || {
+                let log = self.stderr();
+                let found: Vec<_> = log
+                    .lines()
+                    .filter(|line| line.contains(what))
+                    .filter_map(logged_address)
+                    .collect();
+                if found.len() >= count {
+                    Ok(found)
+                } else {
+                    Err(format!("its log:\n{log}"))
+                }
+            },
+        )
+    }
+
+    /// The gRPC port of a daemon started with `--listen=tcp:127.0.0.1:0` (see [`daemon_args`]).
+    pub fn grpc_port(&self) -> u16 {
+        self.bound_addresses("gRPC listening", 1)[0].port()
+    }
+
+    /// The metrics port of a daemon started with `--metrics-listen=127.0.0.1:0`.
+    pub fn metrics_port(&self) -> u16 {
+        self.bound_addresses("metrics listening", 1)[0].port()
     }
 
     pub fn wait_for_log(&self, text: &str, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        while !self.stderr().contains(text) {
-            assert!(
-                Instant::now() < deadline,
-                "ovn-vipd never logged {text:?}; its log:\n{}",
-                self.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        super::wait_for_blocking(&format!("ovn-vipd to log {text:?}"), timeout, || {
+            let log = self.stderr();
+            if log.contains(text) {
+                Ok(())
+            } else {
+                Err(format!("its log:\n{log}"))
+            }
+        })
     }
 }
 
@@ -119,8 +149,28 @@ pub fn run_binary(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) 
     )
 }
 
-/// The arguments of a daemon on `nb` with its store in `dir`, gRPC on 127.0.0.1:`port`.
-pub fn daemon_args(dir: &Path, nb: &str, port: u16) -> Vec<String> {
+/// The address in a "… listening" log line: `listen=tcp:IP:PORT` / `listen=IP:PORT` (text) or
+/// `"listen":"tcp:IP:PORT"` (JSON); `None` for a unix socket.
+fn logged_address(line: &str) -> Option<std::net::SocketAddr> {
+    let (_, value) = line
+        .split_once("listen=")
+        .or_else(|| line.split_once("\"listen\":\""))?;
+    let value = value.strip_prefix("tcp:").unwrap_or(value);
+    let end = value
+        .find(|c: char| c.is_whitespace() || c == '"' || c == ',')
+        .unwrap_or(value.len());
+    value[..end].parse().ok()
+}
+
+/// The arguments of a daemon on `nb` with its store in `dir`, gRPC on 127.0.0.1 at a port the
+/// kernel chooses: learn it with [`DaemonProcess::grpc_port`].
+pub fn daemon_args(dir: &Path, nb: &str) -> Vec<String> {
+    daemon_args_on(dir, nb, 0)
+}
+
+/// The same on a given port: 0, or one held by a [`super::ReservedPort`] (for a daemon that must
+/// come back on the same port after a restart).
+pub fn daemon_args_on(dir: &Path, nb: &str, port: u16) -> Vec<String> {
     vec![
         format!("--ovn-nb={nb}"),
         format!("--data-dir={}", dir.join("data").display()),
@@ -140,14 +190,11 @@ pub fn start(dir: &Path, args: &[String], env: &[(&str, &str)]) -> DaemonProcess
 
 pub async fn plain_channel(port: u16) -> Channel {
     let endpoint = Endpoint::from_shared(format!("http://127.0.0.1:{port}")).expect("endpoint");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        match endpoint.connect().await {
-            Ok(channel) => return channel,
-            Err(error) => assert!(Instant::now() < deadline, "the daemon never served gRPC: {error:?}"),
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    super::wait_for("the daemon to serve gRPC", Duration::from_secs(20), || {
+        let endpoint = endpoint.clone();
+        async move { endpoint.connect().await.map_err(|error| format!("{error:?}")) }
+    })
+    .await
 }
 
 pub async fn create_subnet_and_vip(channel: &Channel, vip: &str, namespace: &str) -> pb::VipStatus {
@@ -177,22 +224,11 @@ pub async fn create_subnet_and_vip(channel: &Channel, vip: &str, namespace: &str
 }
 
 pub async fn wait_ready(channel: &Channel, vip: &str) {
-    let mut vips = VipServiceClient::new(channel.clone());
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let status = vips
-            .get_vip(pb::GetVipRequest { name: vip.into() })
-            .await
-            .expect("get vip")
-            .into_inner()
-            .status
-            .expect("status");
-        if status.ready {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{vip} never became ready: {status:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let vips = VipServiceClient::new(channel.clone());
+    super::requests::wait_for_vip_status(&vips, vip, "to become ready", Duration::from_secs(15), |status| {
+        status.ready
+    })
+    .await;
 }
 
 /// One HTTP/1.1 GET over a plain socket: (status line, body).
