@@ -450,7 +450,9 @@ impl Settings {
         }
         let advertise_address = match optional("advertise-address") {
             Some(text) => {
-                let listen: Listen = text.parse().map_err(|error: String| invalid("advertise-address", error))?;
+                let listen: Listen = text
+                    .parse()
+                    .map_err(|error: String| invalid("advertise-address", error))?;
                 Some(listen.to_string())
             }
             None => listen.iter().find_map(|listen| match listen {
@@ -690,8 +692,16 @@ mod tests {
         assert_eq!(standalone.advertise_address.as_deref(), Some("tcp:127.0.0.1:50051"));
         let clustered = Settings::resolve(
             given(&[
-                ("cluster-db", "tcp:10.0.0.1:6647,tcp:10.0.0.2:6647,unix:/run/vipd.sock", Origin::Flag),
-                ("advertise-address", "tcp:10.0.0.1:50051", Origin::Env("OVN_VIPD_ADVERTISE_ADDRESS")),
+                (
+                    "cluster-db",
+                    "tcp:10.0.0.1:6647,tcp:10.0.0.2:6647,unix:/run/vipd.sock",
+                    Origin::Flag,
+                ),
+                (
+                    "advertise-address",
+                    "tcp:10.0.0.1:50051",
+                    Origin::Env("OVN_VIPD_ADVERTISE_ADDRESS"),
+                ),
             ]),
             None,
         )
@@ -706,7 +716,10 @@ mod tests {
         let error = Settings::resolve(given(&[("cluster-db", "ssl:10.0.0.1:6647", Origin::Flag)]), None)
             .expect_err("ssl without TLS files")
             .to_string();
-        assert!(error.contains("cluster-db") && error.contains("nb-private-key"), "{error}");
+        assert!(
+            error.contains("cluster-db") && error.contains("nb-private-key"),
+            "{error}"
+        );
         let error = Settings::resolve(given(&[("advertise-address", "10.0.0.1", Origin::Flag)]), None)
             .expect_err("no scheme")
             .to_string();

@@ -170,10 +170,19 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
                 config.nb_tls.clone(),
                 config.advertise_address.clone(),
             );
-            info!(remotes = config.cluster_db.len(), "clustered mode: the OVN_VIPD cluster database is the store");
+            info!(
+                remotes = config.cluster_db.len(),
+                "clustered mode: the OVN_VIPD cluster database is the store"
+            );
             Some(
-                crate::cluster::Cluster::start(cluster_config, registry.clone(), link, client.clone(), shutdown.clone())
-                    .map_err(|error| DaemonError::Store(RegistryError::Store(error)))?,
+                crate::cluster::Cluster::start(
+                    cluster_config,
+                    registry.clone(),
+                    link,
+                    client.clone(),
+                    shutdown.clone(),
+                )
+                .map_err(|error| DaemonError::Store(RegistryError::Store(error)))?,
             )
         }
         None => None,

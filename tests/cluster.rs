@@ -81,7 +81,12 @@ impl Daemon {
 
     /// The same daemon again (same data directory and ports) after it stopped.
     fn restart(self, setup: &Setup) -> Daemon {
-        let Daemon { process, name, reserved, .. } = self;
+        let Daemon {
+            process,
+            name,
+            reserved,
+            ..
+        } = self;
         drop(process);
         Daemon::start(setup, &name, reserved.0, reserved.1)
     }

@@ -9,6 +9,7 @@ use std::time::Duration;
 use common::{wait_until_async, TestDaemon};
 use ovn_vipd::api::proto::v1 as pb;
 use pb::switch_lb_rule_service_client::SwitchLbRuleServiceClient;
+use pb::vip_service_client::VipServiceClient;
 use tonic::transport::Channel;
 use tonic::Code;
 
@@ -811,7 +812,7 @@ async fn case6_a_rule_given_by_address_reaches_nb() {
 }
 
 /// Binds pod `name` with label `app: <app>` on `subnet`; returns its IPv4 address.
-async fn bind_labelled(c: &mut Clients, name: &str, app: &str, subnet: &str) -> String {
+async fn bind_labelled(c: &mut common::requests::Clients, name: &str, app: &str, subnet: &str) -> String {
     let pod = c
         .pods
         .bind_pod(pb::BindPodRequest {
@@ -839,8 +840,12 @@ async fn bind_labelled(c: &mut Clients, name: &str, app: &str, subnet: &str) -> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn case6_outside_frontend_goes_on_every_backend_switch_and_routed_clients_switches() {
     let daemon = TestDaemon::start().await;
-    let mut c = clients(&daemon).await;
-    for (name, cidr) in [("east", "10.21.0.0/24"), ("west", "10.22.0.0/24"), ("lone", "10.23.0.0/24")] {
+    let mut c = daemon.clients().await;
+    for (name, cidr) in [
+        ("east", "10.21.0.0/24"),
+        ("west", "10.22.0.0/24"),
+        ("lone", "10.23.0.0/24"),
+    ] {
         c.subnets
             .create_subnet(common::subnet_request(name, cidr, ""))
             .await
@@ -896,9 +901,15 @@ async fn case6_outside_frontend_goes_on_every_backend_switch_and_routed_clients_
         .await
         .unwrap();
     rule_reason(&mut c.rules, "slb-web", "Synced").await;
-    wait_until_async("slb-web-tcp on east (its subnet) and west (routed clients)", Duration::from_secs(10), || {
-        on("east", "slb-web-tcp") && on("west", "slb-web-tcp") && nb.nbctl(&["lr-lb-list", "router"]).contains("slb-web-tcp")
-    })
+    wait_until_async(
+        "slb-web-tcp on east (its subnet) and west (routed clients)",
+        Duration::from_secs(10),
+        || {
+            on("east", "slb-web-tcp")
+                && on("west", "slb-web-tcp")
+                && nb.nbctl(&["lr-lb-list", "router"]).contains("slb-web-tcp")
+        },
+    )
     .await;
     assert!(!on("lone", "slb-web-tcp"));
     // The router moved the outside frontend's balancer nowhere else: still east and west.
@@ -922,7 +933,7 @@ async fn case6_outside_frontend_goes_on_every_backend_switch_and_routed_clients_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_switch_lb_vip_without_a_rule_and_a_rule_without_backends_are_not_ready() {
     let daemon = TestDaemon::start().await;
-    let mut c = clients(&daemon).await;
+    let mut c = daemon.clients().await;
     c.subnets
         .create_subnet(common::subnet_request("ovn-default", "10.16.0.0/16", ""))
         .await
@@ -982,22 +993,20 @@ async fn a_switch_lb_vip_without_a_rule_and_a_rule_without_backends_are_not_read
 
 /// Waits until the VIP's Ready condition has `reason`; returns its readiness.
 async fn vip_reason(vips: &mut VipServiceClient<Channel>, name: &str, reason: &str) -> bool {
-    let mut last = None;
-    for _ in 0..250 {
-        let status = vips
-            .get_vip(pb::GetVipRequest { name: name.into() })
-            .await
-            .unwrap()
-            .into_inner()
-            .status
-            .unwrap();
-        if status.conditions.first().is_some_and(|condition| condition.reason == reason) {
-            return status.ready;
-        }
-        last = Some(status);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("{name}: never {reason:?}: {last:?}");
+    let status = common::requests::wait_for_vip_status(
+        vips,
+        name,
+        &format!("reason {reason}"),
+        Duration::from_secs(5),
+        |status| {
+            status
+                .conditions
+                .first()
+                .is_some_and(|condition| condition.reason == reason)
+        },
+    )
+    .await;
+    status.ready
 }
 
 /// The `google.rpc.ErrorInfo` reason of a refusal ("" when it has none).

@@ -155,9 +155,9 @@ impl Daemon {
 fn refused(what: &str, status: &tonic::Status) -> CniError {
     use tonic_types::StatusExt;
     let not_yet = status.code() == Code::FailedPrecondition
-        && status.get_details_error_info().is_some_and(|info| {
-            info.domain == crate::api::error::ERROR_DOMAIN && info.reason == "REFERENCE_NOT_FOUND"
-        });
+        && status
+            .get_details_error_info()
+            .is_some_and(|info| info.domain == crate::api::error::ERROR_DOMAIN && info.reason == "REFERENCE_NOT_FOUND");
     let code = match status.code() {
         Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => code::TRY_AGAIN_LATER,
         _ if not_yet => code::TRY_AGAIN_LATER,

@@ -3,7 +3,10 @@
 //! foreign row may be in the way of an object's port), or NB's topology (switches, routers,
 //! router links), whose reach is wide.
 
-use super::{uuid_set, Owner, LOAD_BALANCER, LOAD_BALANCER_HEALTH_CHECK, LOGICAL_ROUTER, LOGICAL_ROUTER_PORT, LOGICAL_SWITCH, LOGICAL_SWITCH_PORT};
+use super::{
+    uuid_set, Owner, LOAD_BALANCER, LOAD_BALANCER_HEALTH_CHECK, LOGICAL_ROUTER, LOGICAL_ROUTER_PORT, LOGICAL_SWITCH,
+    LOGICAL_SWITCH_PORT,
+};
 use crate::ovsdb::{Cache, Row, RowChange, Value};
 
 /// One thing a row change touches.

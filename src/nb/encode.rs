@@ -71,7 +71,8 @@ impl DesiredPort {
             } => {
                 // ovn-nb(5) `addresses`/`port_security`: "MAC IP…", IPv6 without brackets.
                 let ips: Vec<String> = ips.iter().map(IpAddr::to_string).collect();
-                columns.addresses = BTreeSet::from([joined(std::iter::once(mac.to_string()).chain(ips.iter().cloned()))]);
+                columns.addresses =
+                    BTreeSet::from([joined(std::iter::once(mac.to_string()).chain(ips.iter().cloned()))]);
                 columns.port_security = BTreeSet::from([joined(
                     std::iter::once(mac.to_string())
                         .chain(ips)
@@ -211,7 +212,10 @@ impl DesiredLoadBalancer {
     /// The row to insert or update with (without `health_check`, which the plan adds).
     pub(super) fn row(&self, columns: &LoadBalancerColumns) -> Row {
         Row::from([
-            ("ip_port_mappings".to_string(), Value::string_map(&columns.ip_port_mappings)),
+            (
+                "ip_port_mappings".to_string(),
+                Value::string_map(&columns.ip_port_mappings),
+            ),
             ("name".to_string(), Value::string(self.name.clone())),
             ("protocol".to_string(), Value::set([self.protocol.as_str().to_string()])),
             ("vips".to_string(), Value::string_map(&columns.vips)),

@@ -10,10 +10,9 @@ use crate::ovsdb::{Cache, Client, Value};
 use crate::registry::InUseOutside;
 
 use super::{
-    is_owned, uuid_set, row_is_owned, LoadBalancer, LogicalRouterPort, LogicalSwitchPort, NbRow, LOGICAL_SWITCH,
+    is_owned, row_is_owned, uuid_set, LoadBalancer, LogicalRouterPort, LogicalSwitchPort, NbRow, LOGICAL_SWITCH,
     LOGICAL_SWITCH_PORT,
 };
-
 
 /// The address of a load balancer's `vips` key: `IP`, `IP:port` or `[IPv6]:port`.
 fn lb_key_address(key: &str) -> Option<IpAddr> {

@@ -146,7 +146,13 @@ mod tests {
 
     #[test]
     fn owner_marks_round_trip() {
-        for mark in ["subnet/ovn-default", "vip/lbvip", "pod/default/web-0/eth0", "slr/web/tcp", "slr/a/b/udp"] {
+        for mark in [
+            "subnet/ovn-default",
+            "vip/lbvip",
+            "pod/default/web-0/eth0",
+            "slr/web/tcp",
+            "slr/a/b/udp",
+        ] {
             let owner: Owner = mark.parse().unwrap();
             assert_eq!(owner.to_string(), mark);
         }

@@ -76,7 +76,11 @@ impl Actual {
             .collect();
         let balancers: Vec<LoadBalancer> = balancer_owners
             .into_iter()
-            .flat_map(|owner| cache.find(&super::load_balancer_by_owner(), &owner.to_string()).to_vec())
+            .flat_map(|owner| {
+                cache
+                    .find(&super::load_balancer_by_owner(), &owner.to_string())
+                    .to_vec()
+            })
             .filter_map(|uuid| LoadBalancer::get(cache, &uuid))
             .collect();
         let checks = balancers
@@ -264,7 +268,11 @@ fn plan_load_balancers(
                     if holder.balancers.contains(&existing.uuid) == holder.wants {
                         continue;
                     }
-                    let state = if holder.wants { "is not attached to" } else { "is attached to" };
+                    let state = if holder.wants {
+                        "is not attached to"
+                    } else {
+                        "is attached to"
+                    };
                     plan.differences.push(Difference::Differs(format!(
                         "Load_Balancer {} {state} {} {}",
                         lb.name, holder.kind, holder.name

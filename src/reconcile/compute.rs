@@ -25,7 +25,10 @@ pub struct Computed {
 
 /// The VIP a rule names (`None` for an address frontend).
 fn named_vip(rule: &SwitchLbRule) -> Option<&str> {
-    rule.vip.parse::<std::net::IpAddr>().is_err().then_some(rule.vip.as_str())
+    rule.vip
+        .parse::<std::net::IpAddr>()
+        .is_err()
+        .then_some(rule.vip.as_str())
 }
 
 impl Computed {
@@ -250,4 +253,3 @@ fn compute_scoped(registry: &Registry, cache: &Cache, dirty: &Dirty, memory: &mu
     let examined = vips.len() + pods.len() + candidates.len() + rules.len() + actual.len();
     Computed::new(desired, plan, vips, rules, examined)
 }
-

@@ -15,9 +15,9 @@ use crate::registry::Registry;
 use crate::role::Role;
 use crate::telemetry::{self, Heartbeat};
 
+use super::pass;
 use super::scope::{dirty_from_nb, Dirty, Memory};
 use super::status::{mark_unavailable, unavailable_if_disconnected};
-use super::pass;
 
 /// What the sync controller tells the daemon.
 pub struct Hooks {
@@ -415,4 +415,3 @@ pub(super) fn span_names(items: impl Iterator<Item = String>) -> String {
     }
     names.join(",")
 }
-

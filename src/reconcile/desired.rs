@@ -9,8 +9,8 @@ use crate::model::{
     VipType,
 };
 pub use crate::nb::topology::{RouterMacs, SwitchRouters};
-pub use crate::nb::{DesiredLoadBalancer, DesiredPort, PortKind};
 use crate::nb::Owner;
+pub use crate::nb::{DesiredLoadBalancer, DesiredPort, PortKind};
 
 /// Why a VIP cannot be made ready, when it cannot.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,13 +70,21 @@ impl Desired {
 /// own ports (`ls_in_pre_lb` skips traffic from a router port), so the client's own switch must
 /// hold the balancer; its replies are un-NATed there on the way back.
 fn balancer_switches(base: BTreeSet<String>, subnets: &[Subnet], switch_routers: &SwitchRouters) -> BTreeSet<String> {
-    let routers: BTreeSet<uuid::Uuid> = base.iter().filter_map(|switch| switch_routers.get(switch)).copied().collect();
+    let routers: BTreeSet<uuid::Uuid> = base
+        .iter()
+        .filter_map(|switch| switch_routers.get(switch))
+        .copied()
+        .collect();
     let mut switches = base;
     switches.extend(
         subnets
             .iter()
             .map(|subnet| &subnet.logical_switch)
-            .filter(|switch| switch_routers.get(*switch).is_some_and(|router| routers.contains(router)))
+            .filter(|switch| {
+                switch_routers
+                    .get(*switch)
+                    .is_some_and(|router| routers.contains(router))
+            })
             .cloned(),
     );
     switches
@@ -412,7 +420,12 @@ pub fn compute(
                     },
                     kind: PortKind::Nic {
                         mac: nic.mac,
-                        ips: nic.v4ip.map(IpAddr::V4).into_iter().chain(nic.v6ip.map(IpAddr::V6)).collect(),
+                        ips: nic
+                            .v4ip
+                            .map(IpAddr::V4)
+                            .into_iter()
+                            .chain(nic.v6ip.map(IpAddr::V6))
+                            .collect(),
                         extra_security: extra_security
                             .get(nic.port_name.as_str())
                             .into_iter()

@@ -9,7 +9,6 @@
 //! speaks the project's model only: `nb` encodes what it wants into rows and operations and
 //! decodes NB's rows and changes for it.
 
-
 pub mod desired;
 pub mod scope;
 
@@ -83,4 +82,3 @@ pub async fn pass(
     status::write_vip_status(registry, &desired, &plan, &vips);
     Ok(sent)
 }
-

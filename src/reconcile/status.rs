@@ -63,7 +63,6 @@ pub(super) fn unavailable_if_disconnected(change: &crate::registry::Change, regi
     );
 }
 
-
 /// Rule status: the balancers' VIP entries and backends, or why there are none.
 pub(super) fn write_rule_status(registry: &Registry, desired: &Desired, rules: &[SwitchLbRule]) {
     for rule in rules {

@@ -28,8 +28,8 @@ use tracing::{info, warn};
 use crate::model::{MacAddr, Pod, PodRef, Subnet, SwitchLbRule, Vip};
 use records::{OwnerRecord, PodRecord, SubnetRecord, SwitchLbRuleRecord, VipRecord};
 
-use migrations::Tree;
 pub use cluster::{ClusterLink, Progress};
+use migrations::Tree;
 pub use migrations::CURRENT_VERSION;
 
 #[derive(Debug, thiserror::Error)]
