@@ -326,7 +326,10 @@ async fn every_vip_scenario_the_api_decides() {
     // Deleting a used subnet is refused, naming what uses it.
     let error = c
         .subnets
-        .delete_subnet(pb::DeleteSubnetRequest { name: "tiny".into() })
+        .delete_subnet(pb::DeleteSubnetRequest {
+            name: "tiny".into(),
+            revision: 0,
+        })
         .await
         .unwrap_err();
     assert_eq!(error.code(), Code::FailedPrecondition);
@@ -800,7 +803,10 @@ async fn bad_inputs_get_the_right_code_and_change_nothing() {
     );
     assert_eq!(
         c.vips
-            .delete_vip(pb::DeleteVipRequest { name: "ghost".into() })
+            .delete_vip(pb::DeleteVipRequest {
+                name: "ghost".into(),
+                revision: 0
+            })
             .await
             .unwrap_err()
             .code(),
@@ -932,7 +938,10 @@ async fn watch_starts_with_the_current_state_then_streams_changes() {
         .unwrap();
     let mut stream = c
         .vips
-        .watch_vips(pb::WatchVipsRequest { name: String::new() })
+        .watch_vips(pb::WatchVipsRequest {
+            name: String::new(),
+            revision: 0,
+        })
         .await
         .unwrap()
         .into_inner();
@@ -966,7 +975,10 @@ async fn watch_starts_with_the_current_state_then_streams_changes() {
         (pb::vip_event::Type::Added as i32, "after")
     );
     c.vips
-        .delete_vip(pb::DeleteVipRequest { name: "before".into() })
+        .delete_vip(pb::DeleteVipRequest {
+            name: "before".into(),
+            revision: 0,
+        })
         .await
         .unwrap();
     let deleted = next(&mut stream).await;

@@ -129,7 +129,7 @@ async fn list_under_churn(lasting: usize, page_size: i32) {
                 };
                 if let Some(name) = next {
                     client
-                        .delete_vip(pb::DeleteVipRequest { name })
+                        .delete_vip(pb::DeleteVipRequest { name, revision: 0 })
                         .await
                         .expect("churn delete");
                 }

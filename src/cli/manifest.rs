@@ -362,6 +362,7 @@ fn subnet(object: &Object) -> Result<pb::Subnet, FieldError> {
         strategy: strategy as i32,
         status: None,
         vpc,
+        revision: 0,
     })
 }
 
@@ -439,6 +440,7 @@ fn vip(object: &Object) -> Result<pb::Vip, FieldError> {
         selector,
         selector_labels,
         status: None,
+        revision: 0,
     })
 }
 
@@ -525,6 +527,7 @@ fn switch_lb_rule(object: &Object) -> Result<pb::SwitchLbRule, FieldError> {
         session_affinity_timeout,
         health_check: spec.boolean("healthCheck")?.unwrap_or(false),
         status: None,
+        revision: 0,
     })
 }
 

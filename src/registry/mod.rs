@@ -24,7 +24,7 @@ use crate::model::{
     aap_vips, port_name, Condition, NicSpec, Pod, PodNic, PodRef, PodSpec, Subnet, SwitchLbRule, Vip, VipSpec, VipType,
     ANNOTATION_VIP,
 };
-use crate::store::{pod_nic_owner, vip_owner, ConsistencyReport, Owner, Store, Write, WriteBatch};
+use crate::store::{pod_nic_owner, vip_owner, ConsistencyReport, Kind, Owner, Store, Write, WriteBatch};
 
 /// What changed, for watchers and the reconciler.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -346,6 +346,34 @@ impl Registry {
         &self.store
     }
 
+    /// An object's revision (0 when it is not stored), read under the registry lock: read
+    /// before the object itself, it is never newer than the state read after it, so an update
+    /// carrying it can only be refused wrongly (ABORTED, read again), never accepted wrongly.
+    pub fn revision(&self, kind: Kind, key: &str) -> u64 {
+        let _state = self.lock();
+        self.store.revision_of(kind, key).unwrap_or(0)
+    }
+
+    /// Optimistic concurrency (like Kubernetes' resourceVersion precondition): `Ok` when
+    /// `revision` is absent or 0 (no precondition) or the object's current revision; ABORTED
+    /// naming the field `revision` and the current revision otherwise. Called under the
+    /// registry lock, so nothing changes the object between this check and the write.
+    fn precondition(&self, kind: Kind, key: &str, revision: Option<u64>) -> Result<(), RegistryError> {
+        let Some(expected) = revision.filter(|revision| *revision != 0) else {
+            return Ok(());
+        };
+        let current = self.store.revision_of(kind, key);
+        if current == Some(expected) {
+            return Ok(());
+        }
+        Err(RegistryError::Aborted {
+            field: "revision".into(),
+            object: format!("{} {key}", kind_name(kind)),
+            expected,
+            current: current.unwrap_or(0),
+        })
+    }
+
     /// Flushes the store (at shutdown).
     pub fn flush(&self) -> Result<(), RegistryError> {
         Ok(self.store.flush()?)
@@ -355,6 +383,16 @@ impl Registry {
     pub fn check(&self) -> Result<ConsistencyReport, RegistryError> {
         let snapshot = self.store.load()?;
         Ok(Store::check(&snapshot))
+    }
+}
+
+/// How errors name a kind.
+pub fn kind_name(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Subnet => "subnet",
+        Kind::Vip => "vip",
+        Kind::Pod => "pod",
+        Kind::SwitchLbRule => "switch-lb rule",
     }
 }
 
@@ -384,7 +422,6 @@ fn rule_subnet(state: &State, rule: &SwitchLbRule) -> Option<String> {
         Err(_) => state.vips.get(&rule.vip).map(|vip| vip.spec.subnet.clone()),
     }
 }
-
 
 fn release_all(state: &mut State, owners: &[(String, Owner)]) {
     for (subnet, owner) in owners {

@@ -356,12 +356,25 @@ impl Registry {
         owner_gone: bool,
         interface: Option<&str>,
     ) -> Result<bool, RegistryError> {
+        self.unbind_pod_at(key, owner_gone, interface, None).await
+    }
+
+    /// [`Registry::unbind_pod`], refused with ABORTED when `revision` is set (non-zero) and no
+    /// longer the pod's.
+    pub async fn unbind_pod_at(
+        &self,
+        key: &PodRef,
+        owner_gone: bool,
+        interface: Option<&str>,
+        revision: Option<u64>,
+    ) -> Result<bool, RegistryError> {
         let mut changes = vec![Change::Pod(key.clone())];
         {
             let mut state = self.lock();
             let Some(pod) = state.pods.get(key).cloned() else {
                 return Ok(false);
             };
+            self.precondition(Kind::Pod, &key.to_string(), revision)?;
             let going = |name: &str| interface.is_none_or(|wanted| wanted == name);
             if !pod.nics.iter().any(|nic| going(&nic.interface)) {
                 return Ok(false);
@@ -437,8 +450,24 @@ impl Registry {
 
     /// Up to `limit` pods after `after` in (namespace, name) order that `keep` accepts, and
     /// whether more follow: one page of a listing, read under one lock.
-    pub fn pods_page(&self, after: Option<&PodRef>, limit: usize, keep: impl Fn(&Pod) -> bool) -> (Vec<Pod>, bool) {
-        page_of(&self.lock().pods, after, limit, keep)
+    /// A page of pods with their revisions (read under the registry lock, so each is the
+    /// revision of the state returned).
+    pub fn pods_page(
+        &self,
+        after: Option<&PodRef>,
+        limit: usize,
+        keep: impl Fn(&Pod) -> bool,
+    ) -> (Vec<(Pod, u64)>, bool) {
+        let state = self.lock();
+        let (pods, more) = page_of(&state.pods, after, limit, keep);
+        let pods = pods
+            .into_iter()
+            .map(|pod| {
+                let revision = self.store.revision_of(Kind::Pod, &pod.key().to_string()).unwrap_or(0);
+                (pod, revision)
+            })
+            .collect();
+        (pods, more)
     }
 
     pub fn list_pods(&self) -> Vec<Pod> {

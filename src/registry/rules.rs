@@ -18,10 +18,24 @@ impl Registry {
 
     /// Creates a rule, or updates it when `update` is set.
     pub async fn put_switch_lb_rule(&self, rule: SwitchLbRule, update: bool) -> Result<SwitchLbRule, RegistryError> {
+        self.put_switch_lb_rule_at(rule, update, None).await
+    }
+
+    /// [`Registry::put_switch_lb_rule`]; an update is refused with ABORTED when `revision` is
+    /// set (non-zero) and no longer the rule's.
+    pub async fn put_switch_lb_rule_at(
+        &self,
+        rule: SwitchLbRule,
+        update: bool,
+        revision: Option<u64>,
+    ) -> Result<SwitchLbRule, RegistryError> {
         let rule_subnet_name = rule_subnet(&self.lock(), &rule);
         let elsewhere = self.in_use_elsewhere(rule_subnet_name.as_deref());
         let retried = {
             let mut state = self.lock();
+            if update && state.rules.contains_key(&rule.name) {
+                self.precondition(Kind::SwitchLbRule, &rule.name, revision)?;
+            }
             let existing = state.rules.get(&rule.name);
             if existing == Some(&rule) {
                 true
@@ -143,8 +157,17 @@ impl Registry {
         after: Option<&str>,
         limit: usize,
         keep: impl Fn(&SwitchLbRule) -> bool,
-    ) -> (Vec<SwitchLbRule>, bool) {
-        page_of(&self.lock().rules, after, limit, keep)
+    ) -> (Vec<(SwitchLbRule, u64)>, bool) {
+        let state = self.lock();
+        let (rules, more) = page_of(&state.rules, after, limit, keep);
+        let rules = rules
+            .into_iter()
+            .map(|rule| {
+                let revision = self.store.revision_of(Kind::SwitchLbRule, &rule.name).unwrap_or(0);
+                (rule, revision)
+            })
+            .collect();
+        (rules, more)
     }
 
     pub fn list_switch_lb_rules(&self) -> Vec<SwitchLbRule> {
@@ -152,11 +175,18 @@ impl Registry {
     }
 
     pub async fn delete_switch_lb_rule(&self, name: &str) -> Result<(), RegistryError> {
+        self.delete_switch_lb_rule_at(name, None).await
+    }
+
+    /// [`Registry::delete_switch_lb_rule`], refused with ABORTED when `revision` is set
+    /// (non-zero) and no longer the rule's.
+    pub async fn delete_switch_lb_rule_at(&self, name: &str, revision: Option<u64>) -> Result<(), RegistryError> {
         {
             let mut state = self.lock();
             if !state.rules.contains_key(name) {
                 return Err(RegistryError::not_found("switch-lb rule", name));
             }
+            self.precondition(Kind::SwitchLbRule, name, revision)?;
             let removed = state.rules.remove(name);
             state.rule_status.remove(name);
             let mut batch = WriteBatch::new();
@@ -180,7 +210,6 @@ impl Registry {
         }
         self.finish(vec![Change::SwitchLbRule(name.to_string())]).await
     }
-
 }
 
 /// What a change of health-check sources did to IPAM, so a failed write can undo it.

@@ -44,6 +44,12 @@ impl Registry {
     /// update (FAILED_PRECONDITION naming address and owner): nothing changes. Answers once the
     /// change is durable; the IPAM keeps every allocation.
     pub async fn update_subnet(&self, subnet: Subnet) -> Result<Subnet, RegistryError> {
+        self.update_subnet_at(subnet, None).await
+    }
+
+    /// [`Registry::update_subnet`], refused with ABORTED when `revision` is set (non-zero) and
+    /// no longer the subnet's.
+    pub async fn update_subnet_at(&self, subnet: Subnet, revision: Option<u64>) -> Result<Subnet, RegistryError> {
         let changed = {
             let mut state = self.lock();
             let existing = state
@@ -51,6 +57,7 @@ impl Registry {
                 .get(&subnet.name)
                 .cloned()
                 .ok_or_else(|| RegistryError::not_found("subnet", &subnet.name))?;
+            self.precondition(Kind::Subnet, &subnet.name, revision)?;
             let immutable = [
                 ("cidr_v4", existing.cidr_v4 != subnet.cidr_v4),
                 ("cidr_v6", existing.cidr_v6 != subnet.cidr_v6),
@@ -162,14 +169,15 @@ impl Registry {
         after: Option<&str>,
         limit: usize,
         keep: impl Fn(&Subnet) -> bool,
-    ) -> (Vec<(Subnet, SubnetUsage)>, bool) {
+    ) -> (Vec<(Subnet, SubnetUsage, u64)>, bool) {
         let state = self.lock();
         let (subnets, more) = page_of(&state.subnets, after, limit, keep);
         let subnets = subnets
             .into_iter()
             .map(|subnet| {
                 let usage = state.ipam.get(&subnet.name).map(usage_of).unwrap_or_default();
-                (subnet, usage)
+                let revision = self.store.revision_of(Kind::Subnet, &subnet.name).unwrap_or(0);
+                (subnet, usage, revision)
             })
             .collect();
         (subnets, more)
@@ -190,11 +198,18 @@ impl Registry {
     }
 
     pub async fn delete_subnet(&self, name: &str) -> Result<(), RegistryError> {
+        self.delete_subnet_at(name, None).await
+    }
+
+    /// [`Registry::delete_subnet`], refused with ABORTED when `revision` is set (non-zero) and
+    /// no longer the subnet's.
+    pub async fn delete_subnet_at(&self, name: &str, revision: Option<u64>) -> Result<(), RegistryError> {
         {
             let mut state = self.lock();
             if !state.subnets.contains_key(name) {
                 return Err(RegistryError::not_found("subnet", name));
             }
+            self.precondition(Kind::Subnet, name, revision)?;
             let mut users = Vec::new();
             users.extend(
                 state
@@ -239,7 +254,6 @@ impl Registry {
         self.finish(vec![Change::Subnet(name.to_string())]).await
     }
 }
-
 
 /// Within one VPC an address must belong to one subnet (Kube-OVN refuses overlapping CIDRs in a
 /// VPC too); subnets of different VPCs may overlap. Names the field and the subnet in the way.

@@ -82,6 +82,12 @@ impl Registry {
     /// and MAC stay as reserved. Answers once the change is durable; the NB sync follows the
     /// `Change::Vip` it publishes (virtual-parents, port_security).
     pub async fn update_vip(&self, spec: VipSpec) -> Result<Vip, RegistryError> {
+        self.update_vip_at(spec, None).await
+    }
+
+    /// [`Registry::update_vip`], refused with ABORTED when `revision` is set (non-zero) and no
+    /// longer the VIP's.
+    pub async fn update_vip_at(&self, spec: VipSpec, revision: Option<u64>) -> Result<Vip, RegistryError> {
         let (vip, changed) = {
             let mut state = self.lock();
             let existing = state
@@ -89,6 +95,7 @@ impl Registry {
                 .get(&spec.name)
                 .cloned()
                 .ok_or_else(|| RegistryError::not_found("vip", &spec.name))?;
+            self.precondition(Kind::Vip, &spec.name, revision)?;
             let immutable = [
                 ("subnet", existing.spec.subnet != spec.subnet),
                 ("type", existing.spec.vip_type != spec.vip_type),
@@ -132,8 +139,19 @@ impl Registry {
 
     /// Up to `limit` VIPs named after `after` (name order) that `keep` accepts, and whether
     /// more follow: one page of a listing, read under one lock.
-    pub fn vips_page(&self, after: Option<&str>, limit: usize, keep: impl Fn(&Vip) -> bool) -> (Vec<Vip>, bool) {
-        page_of(&self.lock().vips, after, limit, keep)
+    /// A page of VIPs with their revisions (read under the registry lock, so each is the
+    /// revision of the state returned).
+    pub fn vips_page(&self, after: Option<&str>, limit: usize, keep: impl Fn(&Vip) -> bool) -> (Vec<(Vip, u64)>, bool) {
+        let state = self.lock();
+        let (vips, more) = page_of(&state.vips, after, limit, keep);
+        let vips = vips
+            .into_iter()
+            .map(|vip| {
+                let revision = self.store.revision_of(Kind::Vip, &vip.spec.name).unwrap_or(0);
+                (vip, revision)
+            })
+            .collect();
+        (vips, more)
     }
 
     pub fn list_vips(&self) -> Vec<Vip> {
@@ -141,6 +159,12 @@ impl Registry {
     }
 
     pub async fn delete_vip(&self, name: &str) -> Result<(), RegistryError> {
+        self.delete_vip_at(name, None).await
+    }
+
+    /// [`Registry::delete_vip`], refused with ABORTED when `revision` is set (non-zero) and no
+    /// longer the VIP's.
+    pub async fn delete_vip_at(&self, name: &str, revision: Option<u64>) -> Result<(), RegistryError> {
         {
             let mut state = self.lock();
             let vip = state
@@ -148,6 +172,7 @@ impl Registry {
                 .get(name)
                 .cloned()
                 .ok_or_else(|| RegistryError::not_found("vip", name))?;
+            self.precondition(Kind::Vip, name, revision)?;
             if let Some(holder) = &vip.holder {
                 return Err(RegistryError::InUse {
                     kind: "vip",
