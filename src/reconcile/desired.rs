@@ -293,7 +293,19 @@ pub fn load_balancers(
                     }
                     (vip.addresses(), subnet)
                 }
-                None => (Vec::new(), None),
+                None => {
+                    desired.rules_blocked.insert(
+                        rule.name.clone(),
+                        RuleBlocked {
+                            reason: "VipNotFound",
+                            message: format!(
+                                "vip {} does not exist (yet): the rule becomes ready when it does",
+                                rule.vip
+                            ),
+                        },
+                    );
+                    continue;
+                }
             },
         };
         // The router that answers ARP/ND for a frontend inside the subnet.

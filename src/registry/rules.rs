@@ -50,7 +50,11 @@ impl Registry {
                 if existing.is_none() && update {
                     return Err(RegistryError::not_found("switch-lb rule", &rule.name));
                 }
-                if rule.vip.parse::<IpAddr>().is_err() && !state.vips.contains_key(&rule.vip) {
+                // A VIP named before it exists is accepted (the Kubernetes way: a bundle applies
+                // in any order); the rule is Ready=False, reason VipNotFound, until it does.
+                // Health checks need a source address in the VIP's subnet, so they wait for it.
+                let vip_missing = rule.vip.parse::<IpAddr>().is_err() && !state.vips.contains_key(&rule.vip);
+                if vip_missing && rule.health_check {
                     return Err(RegistryError::reference_not_found("vip", &rule.vip));
                 }
                 // An address frontend inside a subnet must not be an address IPAM gave to a pod,
@@ -89,7 +93,7 @@ impl Registry {
                         )));
                     }
                 }
-                if rule.health_check && rule_subnet(&state, &rule).is_none() {
+                if rule.health_check && !vip_missing && rule_subnet(&state, &rule).is_none() {
                     return Err(RegistryError::FailedPrecondition(format!(
                         "health checks need the rule's vip {} in a managed subnet",
                         rule.vip
