@@ -200,7 +200,7 @@ impl Client {
             }
             Some(Output::Yaml) => {
                 let text =
-                    serde_yaml::to_string(&document(objects)).map_err(|error| CliError::Encode(error.to_string()))?;
+                    serde_norway::to_string(&document(objects)).map_err(|error| CliError::Encode(error.to_string()))?;
                 emit(&text)
             }
             Some(Output::Wide) | None if found == 0 => {

@@ -699,7 +699,7 @@ web-0   default     StatefulSet   10.17.0.5/24,fd00:10:17::5/64   00:00:00:aa:bb
             rule_object(&rule),
             pod_object(&pod),
         ];
-        let yaml = match serde_yaml::to_string(&list_object(objects)) {
+        let yaml = match serde_norway::to_string(&list_object(objects)) {
             Ok(yaml) => yaml,
             Err(error) => panic!("{error}"),
         };

@@ -26,7 +26,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 use serde::Deserialize;
-use serde_yaml::Value;
+use serde_norway::Value;
 
 use super::Kind;
 use crate::api::proto::v1 as pb;
@@ -160,7 +160,7 @@ impl FieldError {
 pub fn manifests_to_requests(text: &str) -> Result<Vec<ApplyRequest>, ManifestError> {
     let mut requests = Vec::new();
     let mut seen: HashMap<(Kind, String, String), Location> = HashMap::new();
-    for (index, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
+    for (index, document) in serde_norway::Deserializer::from_str(text).enumerate() {
         let location = Location {
             document: index + 1,
             item: None,

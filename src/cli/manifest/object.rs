@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use serde_yaml::{Mapping, Value};
+use serde_norway::{Mapping, Value};
 
 use super::kinds::label_map;
 use super::FieldError;
