@@ -308,6 +308,38 @@ async fn every_kind_carries_a_revision_and_a_stale_one_changes_nothing() {
     daemon.stop().await;
 }
 
+/// Runs `vipctl ARGS` until it has printed `count` lines (10 s at most), then stops it.
+fn vipctl_watch(daemon: &TestDaemon, args: &[&str], count: usize) -> Vec<String> {
+    use std::io::BufRead as _;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_vipctl"))
+        .args(["--server", &daemon.endpoint])
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run vipctl");
+    let stdout = child.stdout.take().expect("stdout");
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if sender.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let mut lines = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while lines.len() < count {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match receiver.recv_timeout(left) {
+            Ok(line) => lines.push(line),
+            Err(_) => break,
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    lines
+}
+
 /// Reads events until `expected` have come (and a short while after, for any extra), keeping
 /// those after `after`, as (type, key, revision) without repeats (a VIP's status-only changes
 /// repeat its revision).
@@ -512,6 +544,20 @@ async fn a_watch_resumed_from_a_revision_sees_exactly_the_changes_after_it() {
     })
     .await;
     assert_eq!(seen, set(&[(ADDED, "default/p3"), (DELETED, "default/p1")]));
+
+    // vipctl watch KIND --since REV prints the same, one line per event.
+    let since_text = since.to_string();
+    let lines = tokio::task::block_in_place(|| vipctl_watch(&daemon, &["watch", "slr", "--since", &since_text], 3));
+    let mut printed: Vec<String> = lines
+        .iter()
+        .map(|line| line.split_whitespace().take(2).collect::<Vec<_>>().join(" "))
+        .collect();
+    printed.sort();
+    assert_eq!(
+        printed,
+        ["ADDED slr/r3", "DELETED slr/r2", "MODIFIED slr/r1"],
+        "{lines:?}"
+    );
 
     // The resumed VIP watch follows live changes too.
     c.vips
