@@ -343,7 +343,7 @@ fn vipctl_watch(daemon: &TestDaemon, args: &[&str], count: usize) -> Vec<String>
 /// Reads events until `expected` have come (and a short while after, for any extra), keeping
 /// those after `after`, as (type, key, revision) without repeats (a VIP's status-only changes
 /// repeat its revision).
-async fn collect<S, E>(
+async fn collect<E>(
     stream: &mut tonic::Streaming<E>,
     after: u64,
     expected: usize,
@@ -351,7 +351,6 @@ async fn collect<S, E>(
 ) -> BTreeSet<(i32, String)>
 where
     E: prost::Message + Default + 'static,
-    S: 'static,
 {
     let mut seen: BTreeSet<(i32, String, u64)> = BTreeSet::new();
     let mut deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -492,7 +491,7 @@ async fn a_watch_resumed_from_a_revision_sees_exactly_the_changes_after_it() {
         .await
         .unwrap()
         .into_inner();
-    let seen = collect::<(), _>(&mut subnets, since, 2, |event: &pb::SubnetEvent| {
+    let seen = collect(&mut subnets, since, 2, |event: &pb::SubnetEvent| {
         let subnet = event.subnet.clone().unwrap_or_default();
         (event.r#type, subnet.name, event.revision)
     })
@@ -508,7 +507,7 @@ async fn a_watch_resumed_from_a_revision_sees_exactly_the_changes_after_it() {
         .await
         .unwrap()
         .into_inner();
-    let seen = collect::<(), _>(&mut vips, since, 3, |event: &pb::VipEvent| {
+    let seen = collect(&mut vips, since, 3, |event: &pb::VipEvent| {
         let vip = event.vip.clone().unwrap_or_default();
         assert_eq!(vip.revision, event.revision, "{event:?}");
         if vip.name == "vip-a" {
@@ -525,7 +524,7 @@ async fn a_watch_resumed_from_a_revision_sees_exactly_the_changes_after_it() {
         .await
         .unwrap()
         .into_inner();
-    let seen = collect::<(), _>(&mut rules, since, 3, |event: &pb::SwitchLbRuleEvent| {
+    let seen = collect(&mut rules, since, 3, |event: &pb::SwitchLbRuleEvent| {
         let rule = event.rule.clone().unwrap_or_default();
         (event.r#type, rule.name, event.revision)
     })
@@ -538,7 +537,7 @@ async fn a_watch_resumed_from_a_revision_sees_exactly_the_changes_after_it() {
         .await
         .unwrap()
         .into_inner();
-    let seen = collect::<(), _>(&mut pods, since, 2, |event: &pb::PodEvent| {
+    let seen = collect(&mut pods, since, 2, |event: &pb::PodEvent| {
         let pod = event.pod.clone().unwrap_or_default();
         (event.r#type, format!("{}/{}", pod.namespace, pod.name), event.revision)
     })
@@ -567,7 +566,7 @@ async fn a_watch_resumed_from_a_revision_sees_exactly_the_changes_after_it() {
         })
         .await
         .unwrap();
-    let seen = collect::<(), _>(&mut vips, since, 1, |event: &pb::VipEvent| {
+    let seen = collect(&mut vips, since, 1, |event: &pb::VipEvent| {
         let vip = event.vip.clone().unwrap_or_default();
         (event.r#type, vip.name, event.revision)
     })
