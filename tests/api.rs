@@ -775,8 +775,12 @@ async fn bad_inputs_get_the_right_code_and_change_nothing() {
             "endpoints[0]",
         ),
         (
-            "unknown vip",
-            rule(|r| r.vip = "ghost".into()),
+            // Without health checks a rule may name a VIP before it exists (tests/references.rs).
+            "unknown vip with health checks",
+            rule(|r| {
+                r.vip = "ghost".into();
+                r.health_check = true;
+            }),
             Code::FailedPrecondition,
             "vip ghost does not exist",
         ),

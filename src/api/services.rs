@@ -66,6 +66,12 @@ impl Api {
         vip
     }
 
+    /// A VIP a mutation answered with, as it left it, and its revision right after.
+    fn answered(&self, vip: &Vip) -> pb::Vip {
+        let revision = self.registry.revision(Kind::Vip, &vip.spec.name);
+        self.vip_proto_at(vip, revision)
+    }
+
     /// The VIP of that name with its revision.
     fn vip_by_name(&self, name: &str) -> Result<pb::Vip, Status> {
         let revision = self.registry.revision(Kind::Vip, name);
@@ -276,7 +282,7 @@ impl pb::vip_service_server::VipService for Api {
         self.writable()?;
         let spec = convert::vip_spec_from_proto(required(named(request).vip, "vip")?)?;
         let vip = self.registry.create_vip(spec).await.map_err(under("vip"))?;
-        Ok(Response::new(self.vip_by_name(&vip.spec.name)?))
+        Ok(Response::new(self.answered(&vip)))
     }
 
     async fn update_vip(&self, request: Request<pb::UpdateVipRequest>) -> Result<Response<pb::Vip>, Status> {
@@ -297,7 +303,7 @@ impl pb::vip_service_server::VipService for Api {
             .update_vip_at(spec, revision)
             .await
             .map_err(under("vip"))?;
-        Ok(Response::new(self.vip_by_name(&vip.spec.name)?))
+        Ok(Response::new(self.answered(&vip)))
     }
 
     async fn get_vip(&self, request: Request<pb::GetVipRequest>) -> Result<Response<pb::Vip>, Status> {
@@ -451,7 +457,8 @@ impl pb::switch_lb_rule_service_server::SwitchLbRuleService for Api {
         self.writable()?;
         let rule = convert::rule_from_proto(required(named(request).rule, "rule")?)?;
         let rule = self.registry.put_switch_lb_rule(rule, false).await?;
-        Ok(Response::new(self.rule_by_name(&rule.name)?))
+        let revision = self.registry.revision(Kind::SwitchLbRule, &rule.name);
+        Ok(Response::new(self.rule_proto_at(&rule, revision)))
     }
 
     async fn update_switch_lb_rule(
@@ -463,7 +470,8 @@ impl pb::switch_lb_rule_service_server::SwitchLbRuleService for Api {
         let revision = precondition(requested.revision);
         let rule = convert::rule_from_proto(requested)?;
         let rule = self.registry.put_switch_lb_rule_at(rule, true, revision).await?;
-        Ok(Response::new(self.rule_by_name(&rule.name)?))
+        let revision = self.registry.revision(Kind::SwitchLbRule, &rule.name);
+        Ok(Response::new(self.rule_proto_at(&rule, revision)))
     }
 
     async fn get_switch_lb_rule(
