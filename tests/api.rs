@@ -247,7 +247,10 @@ async fn every_vip_scenario_the_api_decides() {
     // Deleting a used subnet is refused, naming what uses it.
     let error = c
         .subnets
-        .delete_subnet(pb::DeleteSubnetRequest { name: "tiny".into() })
+        .delete_subnet(pb::DeleteSubnetRequest {
+            name: "tiny".into(),
+            revision: 0,
+        })
         .await
         .unwrap_err();
     assert_eq!(error.code(), Code::FailedPrecondition);
@@ -686,8 +689,12 @@ async fn bad_inputs_get_the_right_code_and_change_nothing() {
             "endpoints[0]",
         ),
         (
-            "unknown vip",
-            rule(|r| r.vip = "ghost".into()),
+            // Without health checks a rule may name a VIP before it exists (tests/references.rs).
+            "unknown vip with health checks",
+            rule(|r| {
+                r.vip = "ghost".into();
+                r.health_check = true;
+            }),
             Code::FailedPrecondition,
             "vip ghost does not exist",
         ),
@@ -714,7 +721,10 @@ async fn bad_inputs_get_the_right_code_and_change_nothing() {
     );
     assert_eq!(
         c.vips
-            .delete_vip(pb::DeleteVipRequest { name: "ghost".into() })
+            .delete_vip(pb::DeleteVipRequest {
+                name: "ghost".into(),
+                revision: 0
+            })
             .await
             .unwrap_err()
             .code(),
@@ -838,7 +848,10 @@ async fn watch_starts_with_the_current_state_then_streams_changes() {
     c.create_vip(vip("before", "ovn-default")).await;
     let mut stream = c
         .vips
-        .watch_vips(pb::WatchVipsRequest { name: String::new() })
+        .watch_vips(pb::WatchVipsRequest {
+            name: String::new(),
+            revision: 0,
+        })
         .await
         .unwrap()
         .into_inner();
@@ -867,7 +880,10 @@ async fn watch_starts_with_the_current_state_then_streams_changes() {
         (pb::vip_event::Type::Added as i32, "after")
     );
     c.vips
-        .delete_vip(pb::DeleteVipRequest { name: "before".into() })
+        .delete_vip(pb::DeleteVipRequest {
+            name: "before".into(),
+            revision: 0,
+        })
         .await
         .unwrap();
     let deleted = next(&mut stream).await;

@@ -122,7 +122,10 @@ async fn the_daemon_killed_at_random_moments_loses_nothing_and_nb_converges() {
                                 .await
                                 .map(|_| ()),
                             ("vip", false) => vips
-                                .delete_vip(pb::DeleteVipRequest { name: name.clone() })
+                                .delete_vip(pb::DeleteVipRequest {
+                                    name: name.clone(),
+                                    revision: 0,
+                                })
                                 .await
                                 .map(|_| ()),
                             (_, true) => pods

@@ -41,7 +41,10 @@ async fn case5_ipv6_subnet_longer_than_64() {
             .create_subnet(common::subnet_request(&name, "", cidr))
             .await
             .unwrap_or_else(|error| panic!("{cidr}: {error}"));
-        c.subnets.delete_subnet(pb::DeleteSubnetRequest { name }).await.unwrap();
+        c.subnets
+            .delete_subnet(pb::DeleteSubnetRequest { name, revision: 0 })
+            .await
+            .unwrap();
     }
     daemon.stop().await;
 }

@@ -911,8 +911,8 @@ impl Drop for Stack {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker_compose_services_run_locally_and_serve_a_vip() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let compose: serde_yaml::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(root.join("docker-compose.yml")).unwrap()).unwrap();
+    let compose: serde_norway::Value =
+        serde_norway::from_str(&std::fs::read_to_string(root.join("docker-compose.yml")).unwrap()).unwrap();
     let services = &compose["services"];
     for service in ["ovn-nb", "ovn-sb", "ovn-northd", "ovn-vipd"] {
         assert!(services[service].is_mapping(), "service {service} missing");

@@ -164,9 +164,12 @@ async fn aap_vips_become_virtual_ports_and_parents_get_port_security() {
     assert_eq!(get(&daemon, &["logical_switch_port", "vip-taken", "type"]), "\"\"");
 
     // Deleting the VIP removes its ports and its addresses from the parents' port security.
-    vips.delete_vip(pb::DeleteVipRequest { name: "vip-aap".into() })
-        .await
-        .unwrap();
+    vips.delete_vip(pb::DeleteVipRequest {
+        name: "vip-aap".into(),
+        revision: 0,
+    })
+    .await
+    .unwrap();
     wait_until_async("the VIP's rows gone", Duration::from_secs(5), || {
         get(&daemon, &["logical_switch_port", "vip-aap", "type"]).is_empty()
             && get(&daemon, &["logical_switch_port", "vip-aap:ipv6", "type"]).is_empty()
@@ -433,7 +436,10 @@ async fn switch_lb_vips_and_rules_become_router_mac_ports_and_load_balancers() {
     .await;
     // Deleting the rule removes its balancer.
     rules
-        .delete_switch_lb_rule(pb::DeleteSwitchLbRuleRequest { name: "slr-web".into() })
+        .delete_switch_lb_rule(pb::DeleteSwitchLbRuleRequest {
+            name: "slr-web".into(),
+            revision: 0,
+        })
         .await
         .unwrap();
     wait_until_async("the balancer gone", Duration::from_secs(5), || {
@@ -489,9 +495,12 @@ async fn nb_outage_requests_are_accepted_and_nb_converges_when_it_returns() {
         .await
         .unwrap();
     }
-    vips.delete_vip(pb::DeleteVipRequest { name: "before".into() })
-        .await
-        .unwrap();
+    vips.delete_vip(pb::DeleteVipRequest {
+        name: "before".into(),
+        revision: 0,
+    })
+    .await
+    .unwrap();
     wait_for_reason(&mut vips, "during-0", "NBUnavailable").await;
 
     daemon.nb.start();
@@ -758,6 +767,7 @@ async fn incremental_passes_leave_nb_exactly_as_a_full_pass_would() {
                 if vips
                     .delete_vip(pb::DeleteVipRequest {
                         name: format!("vip-{index}"),
+                        revision: 0,
                     })
                     .await
                     .is_ok()
@@ -844,6 +854,7 @@ async fn incremental_passes_leave_nb_exactly_as_a_full_pass_would() {
                     let _ = rules
                         .delete_switch_lb_rule(pb::DeleteSwitchLbRuleRequest {
                             name: rule.name.clone(),
+                            revision: 0,
                         })
                         .await;
                 } else if rules

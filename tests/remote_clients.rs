@@ -448,6 +448,10 @@ impl pb::pod_service_server::PodService for FakeStandby {
     async fn list_pods(&self, _: Request<pb::ListPodsRequest>) -> Result<Response<pb::ListPodsResponse>, Status> {
         self.refuse()
     }
+    type WatchPodsStream = std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::PodEvent, Status>> + Send>>;
+    async fn watch_pods(&self, _: Request<pb::WatchRequest>) -> Result<Response<Self::WatchPodsStream>, Status> {
+        self.refuse()
+    }
 }
 
 /// Serves a [`FakeStandby`] with the daemon's certificate on a free port of 127.0.0.1.

@@ -326,6 +326,7 @@ pub fn subnet_to_proto(
             v6_used: saturate(usage.used_v6),
             v6_free: saturate(usage.free_v6),
         }),
+        revision: 0,
     }
 }
 
@@ -427,6 +428,7 @@ pub fn vip_to_proto(vip: &Vip, parents: Vec<String>) -> pb::Vip {
                 name: pod.name.clone(),
             }),
         }),
+        revision: 0,
     }
 }
 
@@ -639,6 +641,7 @@ pub fn pod_to_proto(pod: &Pod, subnets: &BTreeMap<String, (Subnet, Option<Ipv4Ad
             })
             .collect(),
         bound: pod.bound,
+        revision: 0,
     }
 }
 
@@ -808,6 +811,7 @@ pub fn rule_to_proto(rule: &SwitchLbRule, status: &crate::registry::RuleStatus) 
             vips: status.vips.clone(),
             backends: status.backends.clone(),
         }),
+        revision: 0,
     }
 }
 

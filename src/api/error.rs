@@ -76,6 +76,14 @@ impl From<RegistryError> for Status {
                     .err()
                     .unwrap_or_else(|| Status::invalid_argument(message))
             }
+            RegistryError::Aborted { field, current, .. } => {
+                let metadata = std::collections::HashMap::from([
+                    ("field".to_string(), field),
+                    ("current_revision".to_string(), current.to_string()),
+                ]);
+                let details = ErrorDetails::with_error_info("STALE_REVISION", ERROR_DOMAIN, metadata);
+                Status::with_error_details(Code::Aborted, message, details)
+            }
             RegistryError::Exhausted(_) => Status::resource_exhausted(message),
             RegistryError::Corrupt(_) => Status::internal(message),
             // Lost or unreadable records cannot be fixed by retrying; a store that cannot write

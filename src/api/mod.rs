@@ -9,6 +9,7 @@ pub mod proto;
 pub mod server;
 mod services;
 pub mod update;
+mod watch;
 
 pub use crate::config::Listen;
 pub use server::{serve, ServeOptions};

@@ -4,7 +4,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::Stream;
-use tokio::sync::broadcast::error::RecvError;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
@@ -12,9 +11,11 @@ use super::convert;
 use super::paging;
 use super::proto::v1 as pb;
 use super::update;
+use super::watch;
 use crate::model::aap_parents;
-use crate::model::{PodRef, Vip};
-use crate::registry::{Change, Registry, RegistryError};
+use crate::model::{Pod, PodRef, SwitchLbRule, Vip};
+use crate::registry::{Registry, RegistryError};
+use crate::store::Kind;
 
 /// Shared by every service: the registry behind the API.
 #[derive(Clone)]
@@ -49,21 +50,70 @@ impl Api {
         Err(status)
     }
 
-    fn subnet_proto(&self, name: &str) -> Result<pb::Subnet, Status> {
+    /// A subnet with its usage and revision (read first: see [`Registry::revision`]).
+    pub(super) fn subnet_proto(&self, name: &str) -> Result<pb::Subnet, Status> {
+        let revision = self.registry.revision(Kind::Subnet, name);
         let (subnet, usage) = self.registry.get_subnet(name)?;
         let gateways = self.registry.subnet_gateways();
         let (gateway_v4, gateway_v6) = gateways.get(name).map(|(_, v4, v6)| (*v4, *v6)).unwrap_or((None, None));
-        Ok(convert::subnet_to_proto(&subnet, usage, (gateway_v4, gateway_v6)))
+        let mut subnet = convert::subnet_to_proto(&subnet, usage, (gateway_v4, gateway_v6));
+        subnet.revision = revision;
+        Ok(subnet)
     }
 
-    fn vip_proto(&self, vip: &Vip) -> pb::Vip {
+    /// A VIP as of `revision` (read before `vip`).
+    pub(super) fn vip_proto_at(&self, vip: &Vip, revision: u64) -> pb::Vip {
         let parents = if vip.is_aap() {
             aap_parents(vip, &self.registry.pods_naming_aap(&vip.spec.name))
         } else {
             Vec::new()
         };
-        convert::vip_to_proto(vip, parents)
+        let mut vip = convert::vip_to_proto(vip, parents);
+        vip.revision = revision;
+        vip
     }
+
+    /// A VIP a mutation answered with, as it left it, and its revision right after.
+    fn answered(&self, vip: &Vip) -> pb::Vip {
+        let revision = self.registry.revision(Kind::Vip, &vip.spec.name);
+        self.vip_proto_at(vip, revision)
+    }
+
+    /// The VIP of that name with its revision.
+    fn vip_by_name(&self, name: &str) -> Result<pb::Vip, Status> {
+        let revision = self.registry.revision(Kind::Vip, name);
+        let vip = self.registry.get_vip(name)?;
+        Ok(self.vip_proto_at(&vip, revision))
+    }
+
+    pub(super) fn pod_proto_at(&self, pod: &Pod, revision: u64) -> pb::Pod {
+        let mut pod = convert::pod_to_proto(pod, &self.registry.subnet_gateways());
+        pod.revision = revision;
+        pod
+    }
+
+    pub(super) fn rule_proto_at(&self, rule: &SwitchLbRule, revision: u64) -> pb::SwitchLbRule {
+        let mut rule = convert::rule_to_proto(rule, &self.registry.rule_status(&rule.name));
+        rule.revision = revision;
+        rule
+    }
+
+    fn rule_by_name(&self, name: &str) -> Result<pb::SwitchLbRule, Status> {
+        let revision = self.registry.revision(Kind::SwitchLbRule, name);
+        let rule = self.registry.get_switch_lb_rule(name)?;
+        Ok(self.rule_proto_at(&rule, revision))
+    }
+}
+
+/// A precondition revision from a request: 0 means none.
+fn precondition(revision: u64) -> Option<u64> {
+    (revision != 0).then_some(revision)
+}
+
+fn stream<E: Send + 'static>(
+    receiver: tokio::sync::mpsc::Receiver<Result<E, Status>>,
+) -> Pin<Box<dyn Stream<Item = Result<E, Status>> + Send>> {
+    Box::pin(ReceiverStream::new(receiver))
 }
 
 /// Field violations from below the API name a bare field (`v4ip`); the request names it under
@@ -104,6 +154,7 @@ named_by! {
     pb::GetVipRequest => |r| r.name.clone();
     pb::DeleteVipRequest => |r| r.name.clone();
     pb::WatchVipsRequest => |r| r.name.clone();
+    pb::WatchRequest => |r| format!("since revision {}", r.revision);
     pb::BindPodRequest => |r| format!("{}/{}", r.namespace, r.name);
     pb::UnbindPodRequest => |r| format!("{}/{}", r.namespace, r.name);
     pb::GetPodRequest => |r| format!("{}/{}", r.namespace, r.name);
@@ -149,6 +200,7 @@ impl pb::subnet_service_server::SubnetService for Api {
         self.writable()?;
         let request = named(request);
         let requested = required(request.subnet, "subnet")?;
+        let revision = precondition(requested.revision);
         let (existing, _) = self.registry.get_subnet(&requested.name)?;
         let merged = update::merge_subnet(self.subnet_proto(&requested.name)?, requested, request.update_mask)?;
         let parsed = convert::subnet_from_proto(merged)?;
@@ -157,7 +209,11 @@ impl pb::subnet_service_server::SubnetService for Api {
             strategy: parsed.strategy,
             ..existing
         };
-        let updated = self.registry.update_subnet(updated).await.map_err(under("subnet"))?;
+        let updated = self
+            .registry
+            .update_subnet_at(updated, revision)
+            .await
+            .map_err(under("subnet"))?;
         Ok(Response::new(self.subnet_proto(&updated.name)?))
     }
 
@@ -171,25 +227,30 @@ impl pb::subnet_service_server::SubnetService for Api {
     ) -> Result<Response<pb::ListSubnetsResponse>, Status> {
         let request = request.into_inner();
         let page = paging::parse("subnets", &[], 1, request.page_size, &request.page_token)?;
+        // Read before the page: a watch from it replays anything the page may have missed.
+        let revision = self.registry.store().revision();
         let (subnets, more) = self.registry.subnets_page(first(&page.after), page.size, |_| true);
         let next_page_token = match subnets.last() {
-            Some((last, _)) if more => paging::token("subnets", &[], &[&last.name]),
+            Some((last, _, _)) if more => paging::token("subnets", &[], &[&last.name]),
             _ => String::new(),
         };
         let gateways = self.registry.subnet_gateways();
         let subnets = subnets
             .into_iter()
-            .map(|(subnet, usage)| {
+            .map(|(subnet, usage, revision)| {
                 let (v4, v6) = gateways
                     .get(&subnet.name)
                     .map(|(_, v4, v6)| (*v4, *v6))
                     .unwrap_or((None, None));
-                convert::subnet_to_proto(&subnet, usage, (v4, v6))
+                let mut subnet = convert::subnet_to_proto(&subnet, usage, (v4, v6));
+                subnet.revision = revision;
+                subnet
             })
             .collect();
         Ok(Response::new(pb::ListSubnetsResponse {
             subnets,
             next_page_token,
+            revision,
         }))
     }
 
@@ -198,12 +259,29 @@ impl pb::subnet_service_server::SubnetService for Api {
         request: Request<pb::DeleteSubnetRequest>,
     ) -> Result<Response<pb::DeleteSubnetResponse>, Status> {
         self.writable()?;
-        self.registry.delete_subnet(&named(request).name).await?;
+        let request = named(request);
+        self.registry
+            .delete_subnet_at(&request.name, precondition(request.revision))
+            .await?;
         Ok(Response::new(pb::DeleteSubnetResponse {}))
+    }
+
+    type WatchSubnetsStream = EventStream<pb::SubnetEvent>;
+
+    async fn watch_subnets(
+        &self,
+        request: Request<pb::WatchRequest>,
+    ) -> Result<Response<EventStream<pb::SubnetEvent>>, Status> {
+        let since = named(request).revision;
+        Ok(Response::new(stream(watch::start::<watch::Subnets>(
+            self,
+            since,
+            |_| true,
+        )?)))
     }
 }
 
-type VipEventStream = Pin<Box<dyn Stream<Item = Result<pb::VipEvent, Status>> + Send>>;
+type EventStream<E> = Pin<Box<dyn Stream<Item = Result<E, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl pb::vip_service_server::VipService for Api {
@@ -211,44 +289,57 @@ impl pb::vip_service_server::VipService for Api {
         self.writable()?;
         let spec = convert::vip_spec_from_proto(required(named(request).vip, "vip")?)?;
         let vip = self.registry.create_vip(spec).await.map_err(under("vip"))?;
-        Ok(Response::new(self.vip_proto(&vip)))
+        Ok(Response::new(self.answered(&vip)))
     }
 
     async fn update_vip(&self, request: Request<pb::UpdateVipRequest>) -> Result<Response<pb::Vip>, Status> {
         self.writable()?;
         let request = named(request);
         let requested = required(request.vip, "vip")?;
+        let revision = precondition(requested.revision);
         let existing = self.registry.get_vip(&requested.name)?;
-        let merged = update::merge_vip(self.vip_proto(&existing), requested, request.update_mask)?;
+        let merged = update::merge_vip(self.vip_proto_at(&existing, 0), requested, request.update_mask)?;
         let parsed = convert::vip_spec_from_proto(merged)?;
         let spec = crate::model::VipSpec {
             namespace: parsed.namespace,
             selector: parsed.selector,
             ..existing.spec
         };
-        let vip = self.registry.update_vip(spec).await.map_err(under("vip"))?;
-        Ok(Response::new(self.vip_proto(&vip)))
+        let vip = self
+            .registry
+            .update_vip_at(spec, revision)
+            .await
+            .map_err(under("vip"))?;
+        Ok(Response::new(self.answered(&vip)))
     }
 
     async fn get_vip(&self, request: Request<pb::GetVipRequest>) -> Result<Response<pb::Vip>, Status> {
-        let vip = self.registry.get_vip(&named(request).name)?;
-        Ok(Response::new(self.vip_proto(&vip)))
+        Ok(Response::new(self.vip_by_name(&named(request).name)?))
     }
 
     async fn list_vips(&self, request: Request<pb::ListVipsRequest>) -> Result<Response<pb::ListVipsResponse>, Status> {
         let filter = request.into_inner();
         let filters = [filter.subnet.as_str(), filter.namespace.as_str()];
         let page = paging::parse("vips", &filters, 1, filter.page_size, &filter.page_token)?;
+        // Read before the page: a watch from it replays anything the page may have missed.
+        let revision = self.registry.store().revision();
         let (vips, more) = self.registry.vips_page(first(&page.after), page.size, |vip| {
             (filter.subnet.is_empty() || vip.spec.subnet == filter.subnet)
                 && (filter.namespace.is_empty() || vip.spec.namespace == filter.namespace)
         });
         let next_page_token = match vips.last() {
-            Some(last) if more => paging::token("vips", &filters, &[&last.spec.name]),
+            Some((last, _)) if more => paging::token("vips", &filters, &[&last.spec.name]),
             _ => String::new(),
         };
-        let vips = vips.iter().map(|vip| self.vip_proto(vip)).collect();
-        Ok(Response::new(pb::ListVipsResponse { vips, next_page_token }))
+        let vips = vips
+            .iter()
+            .map(|(vip, revision)| self.vip_proto_at(vip, *revision))
+            .collect();
+        Ok(Response::new(pb::ListVipsResponse {
+            vips,
+            next_page_token,
+            revision,
+        }))
     }
 
     async fn delete_vip(
@@ -256,75 +347,23 @@ impl pb::vip_service_server::VipService for Api {
         request: Request<pb::DeleteVipRequest>,
     ) -> Result<Response<pb::DeleteVipResponse>, Status> {
         self.writable()?;
-        self.registry.delete_vip(&named(request).name).await?;
+        let request = named(request);
+        self.registry
+            .delete_vip_at(&request.name, precondition(request.revision))
+            .await?;
         Ok(Response::new(pb::DeleteVipResponse {}))
     }
 
-    type WatchVipsStream = VipEventStream;
+    type WatchVipsStream = EventStream<pb::VipEvent>;
 
-    async fn watch_vips(&self, request: Request<pb::WatchVipsRequest>) -> Result<Response<VipEventStream>, Status> {
-        let name = named(request).name;
-        // Subscribe before reading the current state, so no change falls in between.
-        let mut changes = self.registry.subscribe();
-        let (sender, receiver) = tokio::sync::mpsc::channel(256);
-        let api = self.clone();
-        tokio::spawn(async move {
-            let mut known = std::collections::BTreeSet::new();
-            for vip in api.registry.list_vips() {
-                if name.is_empty() || vip.spec.name == name {
-                    known.insert(vip.spec.name.clone());
-                    let event = pb::VipEvent {
-                        r#type: pb::vip_event::Type::Added as i32,
-                        vip: Some(api.vip_proto(&vip)),
-                    };
-                    if sender.send(Ok(event)).await.is_err() {
-                        return;
-                    }
-                }
-            }
-            loop {
-                let received = tokio::select! {
-                    _ = api.shutdown.cancelled() => return,
-                    received = changes.recv() => received,
-                };
-                let changed = match received {
-                    Ok(Change::Vip(changed)) | Ok(Change::VipStatus(changed)) => vec![changed],
-                    // A pod change can move AAP parents: report every VIP it names.
-                    Ok(Change::Pod(_)) | Ok(Change::SwitchLbRule(_)) | Ok(Change::Subnet(_)) => continue,
-                    Err(RecvError::Lagged(_)) => {
-                        api.registry.list_vips().into_iter().map(|vip| vip.spec.name).collect()
-                    }
-                    Err(RecvError::Closed) => return,
-                };
-                for vip_name in changed {
-                    if !name.is_empty() && vip_name != name {
-                        continue;
-                    }
-                    let event = match api.registry.get_vip(&vip_name) {
-                        Ok(vip) => pb::VipEvent {
-                            r#type: if known.insert(vip_name.clone()) {
-                                pb::vip_event::Type::Added as i32
-                            } else {
-                                pb::vip_event::Type::Modified as i32
-                            },
-                            vip: Some(api.vip_proto(&vip)),
-                        },
-                        Err(_) if known.remove(&vip_name) => pb::VipEvent {
-                            r#type: pb::vip_event::Type::Deleted as i32,
-                            vip: Some(pb::Vip {
-                                name: vip_name.clone(),
-                                ..Default::default()
-                            }),
-                        },
-                        Err(_) => continue,
-                    };
-                    if sender.send(Ok(event)).await.is_err() {
-                        return;
-                    }
-                }
-            }
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+    async fn watch_vips(
+        &self,
+        request: Request<pb::WatchVipsRequest>,
+    ) -> Result<Response<EventStream<pb::VipEvent>>, Status> {
+        let request = named(request);
+        let name = request.name;
+        let receiver = watch::start::<watch::Vips>(self, request.revision, move |key| name.is_empty() || key == name)?;
+        Ok(Response::new(stream(receiver)))
     }
 }
 
@@ -334,10 +373,8 @@ impl pb::pod_service_server::PodService for Api {
         self.writable()?;
         let spec = convert::pod_spec_from_proto(named(request))?;
         let pod = self.registry.bind_pod(spec).await?;
-        Ok(Response::new(convert::pod_to_proto(
-            &pod,
-            &self.registry.subnet_gateways(),
-        )))
+        let revision = self.registry.revision(Kind::Pod, &pod.key().to_string());
+        Ok(Response::new(self.pod_proto_at(&pod, revision)))
     }
 
     async fn unbind_pod(
@@ -351,26 +388,30 @@ impl pb::pod_service_server::PodService for Api {
             name: request.name,
         };
         let interface = Some(request.interface.as_str()).filter(|interface| !interface.is_empty());
-        let found = self.registry.unbind_pod(&key, request.owner_gone, interface).await?;
+        let found = self
+            .registry
+            .unbind_pod_at(&key, request.owner_gone, interface, precondition(request.revision))
+            .await?;
         Ok(Response::new(pb::UnbindPodResponse { found }))
     }
 
     async fn get_pod(&self, request: Request<pb::GetPodRequest>) -> Result<Response<pb::Pod>, Status> {
         let request = named(request);
-        let pod = self.registry.get_pod(&PodRef {
+        let key = PodRef {
             namespace: request.namespace,
             name: request.name,
-        })?;
-        Ok(Response::new(convert::pod_to_proto(
-            &pod,
-            &self.registry.subnet_gateways(),
-        )))
+        };
+        let revision = self.registry.revision(Kind::Pod, &key.to_string());
+        let pod = self.registry.get_pod(&key)?;
+        Ok(Response::new(self.pod_proto_at(&pod, revision)))
     }
 
     async fn list_pods(&self, request: Request<pb::ListPodsRequest>) -> Result<Response<pb::ListPodsResponse>, Status> {
         let request = request.into_inner();
         let namespace = request.namespace;
         let page = paging::parse("pods", &[&namespace], 2, request.page_size, &request.page_token)?;
+        // Read before the page: a watch from it replays anything the page may have missed.
+        let revision = self.registry.store().revision();
         let after = match page.after.as_slice() {
             [namespace, name] => Some(PodRef {
                 namespace: namespace.clone(),
@@ -382,12 +423,35 @@ impl pb::pod_service_server::PodService for Api {
             namespace.is_empty() || pod.spec.namespace == namespace
         });
         let next_page_token = match pods.last() {
-            Some(last) if more => paging::token("pods", &[&namespace], &[&last.spec.namespace, &last.spec.name]),
+            Some((last, _)) if more => paging::token("pods", &[&namespace], &[&last.spec.namespace, &last.spec.name]),
             _ => String::new(),
         };
         let gateways = self.registry.subnet_gateways();
-        let pods = pods.iter().map(|pod| convert::pod_to_proto(pod, &gateways)).collect();
-        Ok(Response::new(pb::ListPodsResponse { pods, next_page_token }))
+        let pods = pods
+            .iter()
+            .map(|(pod, revision)| {
+                let mut pod = convert::pod_to_proto(pod, &gateways);
+                pod.revision = *revision;
+                pod
+            })
+            .collect();
+        Ok(Response::new(pb::ListPodsResponse {
+            pods,
+            next_page_token,
+            revision,
+        }))
+    }
+
+    type WatchPodsStream = EventStream<pb::PodEvent>;
+
+    async fn watch_pods(
+        &self,
+        request: Request<pb::WatchRequest>,
+    ) -> Result<Response<EventStream<pb::PodEvent>>, Status> {
+        let since = named(request).revision;
+        Ok(Response::new(stream(watch::start::<watch::Pods>(self, since, |_| {
+            true
+        })?)))
     }
 }
 
@@ -400,10 +464,8 @@ impl pb::switch_lb_rule_service_server::SwitchLbRuleService for Api {
         self.writable()?;
         let rule = convert::rule_from_proto(required(named(request).rule, "rule")?)?;
         let rule = self.registry.put_switch_lb_rule(rule, false).await?;
-        Ok(Response::new(convert::rule_to_proto(
-            &rule,
-            &self.registry.rule_status(&rule.name),
-        )))
+        let revision = self.registry.revision(Kind::SwitchLbRule, &rule.name);
+        Ok(Response::new(self.rule_proto_at(&rule, revision)))
     }
 
     async fn update_switch_lb_rule(
@@ -411,23 +473,19 @@ impl pb::switch_lb_rule_service_server::SwitchLbRuleService for Api {
         request: Request<pb::UpdateSwitchLbRuleRequest>,
     ) -> Result<Response<pb::SwitchLbRule>, Status> {
         self.writable()?;
-        let rule = convert::rule_from_proto(required(named(request).rule, "rule")?)?;
-        let rule = self.registry.put_switch_lb_rule(rule, true).await?;
-        Ok(Response::new(convert::rule_to_proto(
-            &rule,
-            &self.registry.rule_status(&rule.name),
-        )))
+        let requested = required(named(request).rule, "rule")?;
+        let revision = precondition(requested.revision);
+        let rule = convert::rule_from_proto(requested)?;
+        let rule = self.registry.put_switch_lb_rule_at(rule, true, revision).await?;
+        let revision = self.registry.revision(Kind::SwitchLbRule, &rule.name);
+        Ok(Response::new(self.rule_proto_at(&rule, revision)))
     }
 
     async fn get_switch_lb_rule(
         &self,
         request: Request<pb::GetSwitchLbRuleRequest>,
     ) -> Result<Response<pb::SwitchLbRule>, Status> {
-        let rule = self.registry.get_switch_lb_rule(&named(request).name)?;
-        Ok(Response::new(convert::rule_to_proto(
-            &rule,
-            &self.registry.rule_status(&rule.name),
-        )))
+        Ok(Response::new(self.rule_by_name(&named(request).name)?))
     }
 
     async fn list_switch_lb_rules(
@@ -436,18 +494,24 @@ impl pb::switch_lb_rule_service_server::SwitchLbRuleService for Api {
     ) -> Result<Response<pb::ListSwitchLbRulesResponse>, Status> {
         let request = request.into_inner();
         let page = paging::parse("switch-lb-rules", &[], 1, request.page_size, &request.page_token)?;
+        // Read before the page: a watch from it replays anything the page may have missed.
+        let revision = self.registry.store().revision();
         let (rules, more) = self
             .registry
             .switch_lb_rules_page(first(&page.after), page.size, |_| true);
         let next_page_token = match rules.last() {
-            Some(last) if more => paging::token("switch-lb-rules", &[], &[&last.name]),
+            Some((last, _)) if more => paging::token("switch-lb-rules", &[], &[&last.name]),
             _ => String::new(),
         };
         let rules = rules
             .iter()
-            .map(|rule| convert::rule_to_proto(rule, &self.registry.rule_status(&rule.name)))
+            .map(|(rule, revision)| self.rule_proto_at(rule, *revision))
             .collect();
-        Ok(Response::new(pb::ListSwitchLbRulesResponse { rules, next_page_token }))
+        Ok(Response::new(pb::ListSwitchLbRulesResponse {
+            rules,
+            next_page_token,
+            revision,
+        }))
     }
 
     async fn delete_switch_lb_rule(
@@ -455,7 +519,24 @@ impl pb::switch_lb_rule_service_server::SwitchLbRuleService for Api {
         request: Request<pb::DeleteSwitchLbRuleRequest>,
     ) -> Result<Response<pb::DeleteSwitchLbRuleResponse>, Status> {
         self.writable()?;
-        self.registry.delete_switch_lb_rule(&named(request).name).await?;
+        let request = named(request);
+        self.registry
+            .delete_switch_lb_rule_at(&request.name, precondition(request.revision))
+            .await?;
         Ok(Response::new(pb::DeleteSwitchLbRuleResponse {}))
+    }
+
+    type WatchSwitchLbRulesStream = EventStream<pb::SwitchLbRuleEvent>;
+
+    async fn watch_switch_lb_rules(
+        &self,
+        request: Request<pb::WatchRequest>,
+    ) -> Result<Response<EventStream<pb::SwitchLbRuleEvent>>, Status> {
+        let since = named(request).revision;
+        Ok(Response::new(stream(watch::start::<watch::SwitchLbRules>(
+            self,
+            since,
+            |_| true,
+        )?)))
     }
 }

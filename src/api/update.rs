@@ -101,7 +101,8 @@ fn mutable_paths(fields: &[Field<'_>], mask: Option<FieldMask>) -> Result<Vec<&'
                         format!("{}.{} is immutable and cannot be updated", field.message, field.name),
                     ),
                     // Output-only fields in a mask are ignored (AIP-134).
-                    None if path == "status" || path.starts_with("status.") => {}
+                    // So is `revision`: it is the update's precondition, not a change.
+                    None if path == "status" || path.starts_with("status.") || path == "revision" => {}
                     None => violations.add(
                         "update_mask",
                         format!(

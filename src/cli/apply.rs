@@ -291,6 +291,7 @@ mod tests {
                 ..Default::default()
             }],
             bound: true,
+            revision: 0,
         };
         assert!(pod_unchanged(&requested, &existing));
         assert!(!pod_unchanged(

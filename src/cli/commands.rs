@@ -200,7 +200,7 @@ impl Client {
             }
             Some(Output::Yaml) => {
                 let text =
-                    serde_yaml::to_string(&document(objects)).map_err(|error| CliError::Encode(error.to_string()))?;
+                    serde_norway::to_string(&document(objects)).map_err(|error| CliError::Encode(error.to_string()))?;
                 emit(&text)
             }
             Some(Output::Wide) | None if found == 0 => {
@@ -366,7 +366,10 @@ impl Client {
             Kind::Subnet => self
                 .daemons
                 .call(
-                    pb::DeleteSubnetRequest { name: name.clone() },
+                    pb::DeleteSubnetRequest {
+                        name: name.clone(),
+                        revision: 0,
+                    },
                     |channel, request| async move { SubnetServiceClient::new(channel).delete_subnet(request).await },
                 )
                 .await
@@ -374,7 +377,10 @@ impl Client {
             Kind::Vip => self
                 .daemons
                 .call(
-                    pb::DeleteVipRequest { name: name.clone() },
+                    pb::DeleteVipRequest {
+                        name: name.clone(),
+                        revision: 0,
+                    },
                     |channel, request| async move { VipServiceClient::new(channel).delete_vip(request).await },
                 )
                 .await
@@ -382,7 +388,10 @@ impl Client {
             Kind::Slr => self
                 .daemons
                 .call(
-                    pb::DeleteSwitchLbRuleRequest { name: name.clone() },
+                    pb::DeleteSwitchLbRuleRequest {
+                        name: name.clone(),
+                        revision: 0,
+                    },
                     |channel, request| async move {
                         SwitchLbRuleServiceClient::new(channel)
                             .delete_switch_lb_rule(request)
@@ -447,34 +456,109 @@ impl Client {
         partial(failed, total)
     }
 
-    pub async fn watch(&mut self, name: String, output: Option<Output>) -> Result<(), CliError> {
-        let mut events = self
-            .vips()
-            .watch_vips(pb::WatchVipsRequest { name })
-            .await?
-            .into_inner();
-        while let Some(event) = events.message().await? {
-            let kind = match pb::vip_event::Type::try_from(event.r#type) {
-                Ok(pb::vip_event::Type::Added) => "ADDED",
-                Ok(pb::vip_event::Type::Modified) => "MODIFIED",
-                Ok(pb::vip_event::Type::Deleted) => "DELETED",
-                _ => "UNKNOWN",
-            };
-            let vip = event.vip.unwrap_or_default();
-            let line = if output == Some(Output::Json) {
-                let event = serde_json::json!({"type": kind, "object": render::vip_object(&vip)});
-                serde_json::to_string(&event).map_err(|error| CliError::Encode(error.to_string()))?
-            } else {
-                let status = vip.status.unwrap_or_default();
-                format!(
-                    "{kind} vip/{} v4ip={} v6ip={} mac={} ready={}",
-                    vip.name, status.v4ip, status.v6ip, status.mac, status.ready
-                )
-            };
-            emit(&format!("{line}\n"))?;
+    /// Prints each event of a watch of `kind` as a line: `TYPE kind/name revision=N ...`, or
+    /// with `-o json` one `{"type", "revision", "object"}` per line.
+    pub async fn watch(
+        &mut self,
+        kind: Kind,
+        name: Option<String>,
+        namespace: &str,
+        since: u64,
+        output: Option<Output>,
+    ) -> Result<(), CliError> {
+        let wanted = |key: &str| name.as_deref().is_none_or(|name| name == key);
+        match kind {
+            Kind::Vip => {
+                let request = pb::WatchVipsRequest {
+                    name: name.clone().unwrap_or_default(),
+                    revision: since,
+                };
+                let mut events = self.vips().watch_vips(request).await?.into_inner();
+                while let Some(event) = events.message().await? {
+                    let vip = event.vip.unwrap_or_default();
+                    let status = vip.status.clone().unwrap_or_default();
+                    let text = format!(
+                        "vip/{} revision={} v4ip={} v6ip={} mac={} ready={}",
+                        vip.name, event.revision, status.v4ip, status.v6ip, status.mac, status.ready
+                    );
+                    print_event(event.r#type, event.revision, &text, || render::vip_object(&vip), output)?;
+                }
+            }
+            Kind::Subnet => {
+                let request = pb::WatchRequest { revision: since };
+                let mut events = self.subnets().watch_subnets(request).await?.into_inner();
+                while let Some(event) = events.message().await? {
+                    let subnet = event.subnet.unwrap_or_default();
+                    if !wanted(&subnet.name) {
+                        continue;
+                    }
+                    let text = format!("subnet/{} revision={}", subnet.name, event.revision);
+                    print_event(
+                        event.r#type,
+                        event.revision,
+                        &text,
+                        || render::subnet_object(&subnet),
+                        output,
+                    )?;
+                }
+            }
+            Kind::Slr => {
+                let request = pb::WatchRequest { revision: since };
+                let mut events = self.rules().watch_switch_lb_rules(request).await?.into_inner();
+                while let Some(event) = events.message().await? {
+                    let rule = event.rule.unwrap_or_default();
+                    if !wanted(&rule.name) {
+                        continue;
+                    }
+                    let ready = rule.status.as_ref().is_some_and(|status| status.ready);
+                    let text = format!("slr/{} revision={} ready={ready}", rule.name, event.revision);
+                    print_event(
+                        event.r#type,
+                        event.revision,
+                        &text,
+                        || render::rule_object(&rule),
+                        output,
+                    )?;
+                }
+            }
+            Kind::Pod => {
+                let request = pb::WatchRequest { revision: since };
+                let mut events = self.pods().watch_pods(request).await?.into_inner();
+                while let Some(event) = events.message().await? {
+                    let pod = event.pod.unwrap_or_default();
+                    if name.is_some() && (pod.namespace != namespace || !wanted(&pod.name)) {
+                        continue;
+                    }
+                    let text = format!("pod/{}/{} revision={}", pod.namespace, pod.name, event.revision);
+                    print_event(event.r#type, event.revision, &text, || render::pod_object(&pod), output)?;
+                }
+            }
         }
         Ok(())
     }
+}
+
+/// One watch event as a line (types as Kubernetes names them).
+fn print_event(
+    event_type: i32,
+    revision: u64,
+    text: &str,
+    object: impl FnOnce() -> serde_json::Value,
+    output: Option<Output>,
+) -> Result<(), CliError> {
+    let kind = match pb::EventType::try_from(event_type) {
+        Ok(pb::EventType::Added) => "ADDED",
+        Ok(pb::EventType::Modified) => "MODIFIED",
+        Ok(pb::EventType::Deleted) => "DELETED",
+        _ => "UNKNOWN",
+    };
+    let line = if output == Some(Output::Json) {
+        let event = serde_json::json!({"type": kind, "revision": revision, "object": object()});
+        serde_json::to_string(&event).map_err(|error| CliError::Encode(error.to_string()))?
+    } else {
+        format!("{kind} {text}")
+    };
+    emit(&format!("{line}\n"))
 }
 
 /// Where a kind goes in `apply`: what an object names comes before it (a VIP names its subnet,

@@ -105,10 +105,20 @@ pub enum Command {
         #[arg(long)]
         ignore_not_found: bool,
     },
-    /// Streams VIP changes: first every VIP as ADDED, then each change.
+    /// Streams changes of one kind: every object as ADDED, then each change; with --since REV,
+    /// what changed after revision REV (a list's or an event's), then each change.
     Watch {
-        /// The VIP to watch; all when omitted.
+        /// subnet, vip, slr or pod.
+        kind: Kind,
+        /// The object to watch (a pod as its name in --namespace); all when omitted.
         name: Option<String>,
+        /// Pods: the namespace of NAME.
+        #[arg(short, long, default_value = manifest::DEFAULT_NAMESPACE)]
+        namespace: String,
+        /// Resume after this revision; OUT_OF_RANGE when the daemon's change log no longer
+        /// holds it (list again).
+        #[arg(long, default_value_t = 0)]
+        since: u64,
         /// json: one event per line, {"type": ..., "object": ...}.
         #[arg(short, long)]
         output: Option<Output>,
@@ -324,9 +334,15 @@ pub async fn run(args: Args) -> Result<(), CliError> {
             };
             client.get(kind, query, output).await
         }
-        Command::Watch { name, output } => {
+        Command::Watch {
+            kind,
+            name,
+            namespace,
+            since,
+            output,
+        } => {
             let mut client = commands::Client::connect(settings).await?;
-            client.watch(name.unwrap_or_default(), output).await
+            client.watch(kind, name, &namespace, since, output).await
         }
     }
 }

@@ -679,6 +679,7 @@ web-0   default     StatefulSet   10.17.0.5/24,fd00:10:17::5/64   00:00:00:aa:bb
             strategy: pb::AllocationStrategy::Sequential as i32,
             status: Some(pb::SubnetStatus::default()),
             vpc: "vpc1".into(),
+            revision: 0,
         };
         let pod = pb::Pod {
             namespace: "default".into(),
@@ -689,6 +690,7 @@ web-0   default     StatefulSet   10.17.0.5/24,fd00:10:17::5/64   00:00:00:aa:bb
             owner_name: "vm1".into(),
             nics: Vec::new(),
             bound: true,
+            revision: 0,
         };
         let objects = vec![
             vip_object(&dynamic_vip()),
@@ -697,7 +699,7 @@ web-0   default     StatefulSet   10.17.0.5/24,fd00:10:17::5/64   00:00:00:aa:bb
             rule_object(&rule),
             pod_object(&pod),
         ];
-        let yaml = match serde_yaml::to_string(&list_object(objects)) {
+        let yaml = match serde_norway::to_string(&list_object(objects)) {
             Ok(yaml) => yaml,
             Err(error) => panic!("{error}"),
         };

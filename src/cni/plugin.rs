@@ -77,6 +77,7 @@ impl Daemon {
             name: pod.name.clone(),
             owner_gone: false,
             interface: interface.to_string(),
+            revision: 0,
         };
         self.runtime
             .block_on(self.daemons.call(request, |channel, request| async move {

@@ -160,7 +160,19 @@ pub fn load_balancers(
                     subnets.iter().find(|subnet| subnet.name == vip.spec.subnet),
                     true,
                 ),
-                None => (Vec::new(), None, false),
+                None => {
+                    desired.rules_blocked.insert(
+                        rule.name.clone(),
+                        RuleBlocked {
+                            reason: "VipNotFound",
+                            message: format!(
+                                "vip {} does not exist (yet): the rule becomes ready when it does",
+                                rule.vip
+                            ),
+                        },
+                    );
+                    continue;
+                }
             },
         };
         if let Some(subnet) = subnet.filter(|subnet| !switch_routers.contains_key(&subnet.logical_switch)) {

@@ -35,6 +35,17 @@ pub enum RegistryError {
     FailedPrecondition(String),
     #[error("{field}: {message}")]
     InvalidArgument { field: String, message: String },
+    /// The request carried a revision (`field`) that is no longer the object's: someone changed
+    /// it since the caller read it. Nothing changed. gRPC ABORTED (read again, then retry).
+    #[error(
+        "{field}: {object} is at revision {current}, not {expected} as read: it changed since; read it again and retry"
+    )]
+    Aborted {
+        field: String,
+        object: String,
+        expected: u64,
+        current: u64,
+    },
     #[error("{0}")]
     Exhausted(String),
     #[error("{0}")]

@@ -274,9 +274,15 @@ impl Store {
             &self.trees.macs,
             &self.trees.cluster_rows,
             &self.trees.meta,
+            &self.trees.revisions,
+            &self.trees.changes,
         );
-        let result: Result<(), TransactionError<()>> =
-            trees.transaction(|(subnets, vips, pods, slrs, ips, macs, cluster_rows, meta)| {
+        // Each replica numbers the changes it applies (revisions are per daemon in clustered
+        // mode: see ARCHITECTURE.md, "Clustered mode").
+        let mut revisions = self.lock_revisions()?;
+        let planned = revisions.plan(&batch.writes)?;
+        let result: Result<(), TransactionError<()>> = trees.transaction(
+            |(subnets, vips, pods, slrs, ips, macs, cluster_rows, meta, revision_tree, changes)| {
                 for (tree, key, value) in &encoded {
                     let tree = tree.pick([subnets, vips, pods, slrs, ips, macs]);
                     match value {
@@ -291,10 +297,26 @@ impl Store {
                     };
                 }
                 meta.insert(LAST_TXN_KEY, last_txn_id.as_bytes())?;
+                for (key, value) in &planned.revision_writes {
+                    match value {
+                        Some(value) => revision_tree.insert(key.as_slice(), value.as_slice())?,
+                        None => revision_tree.remove(key.as_slice())?,
+                    };
+                }
+                for (key, value) in &planned.log_writes {
+                    changes.insert(key.as_slice(), value.as_slice())?;
+                }
+                for key in &planned.log_removals {
+                    changes.remove(key.as_slice())?;
+                }
                 Ok::<(), ConflictableTransactionError<()>>(())
-            });
+            },
+        );
         match result {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                revisions.commit(planned);
+                Ok(())
+            }
             Err(TransactionError::Storage(error)) => Err(StoreError::Sled(error)),
             Err(TransactionError::Abort(())) => Err(StoreError::Corrupt("transaction aborted".into())),
         }

@@ -55,6 +55,8 @@ pub struct Migration {
 mod m0001_initial;
 #[path = "../../migrations/0002_binary_address_keys.rs"]
 mod m0002_binary_address_keys;
+#[path = "../../migrations/0003_revisions.rs"]
+mod m0003_revisions;
 
 pub const MIGRATIONS: &[Migration] = &[
     Migration {
@@ -67,10 +69,15 @@ pub const MIGRATIONS: &[Migration] = &[
         description: m0002_binary_address_keys::DESCRIPTION,
         plan: m0002_binary_address_keys::plan,
     },
+    Migration {
+        version: 3,
+        description: m0003_revisions::DESCRIPTION,
+        plan: m0003_revisions::plan,
+    },
 ];
 
 /// The format this build writes.
-pub const CURRENT_VERSION: u32 = 2;
+pub const CURRENT_VERSION: u32 = 3;
 
 pub(crate) fn read_version(trees: &Trees) -> Result<u32, StoreError> {
     match trees.meta.get(VERSION_KEY)? {

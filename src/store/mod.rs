@@ -12,6 +12,7 @@ mod cluster;
 mod keys;
 pub mod migrations;
 pub mod records;
+pub mod revisions;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -31,6 +32,7 @@ use records::{OwnerRecord, PodRecord, SubnetRecord, SwitchLbRuleRecord, VipRecor
 pub use cluster::{ClusterLink, Progress};
 use migrations::Tree;
 pub use migrations::CURRENT_VERSION;
+pub use revisions::{ChangeType, Kind, LoggedChange, OutOfRange, CHANGE_LOG_RETAINED};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -251,6 +253,9 @@ pub struct Trees {
     pub macs: sled::Tree,
     /// Clustered mode: the replica's rows by `table NUL uuid` (see `cluster.rs`).
     pub cluster_rows: sled::Tree,
+    /// Format 3: object revisions and the change log (see [`revisions`]).
+    pub revisions: sled::Tree,
+    pub changes: sled::Tree,
 }
 
 impl Trees {
@@ -264,6 +269,8 @@ impl Trees {
             ips: db.open_tree("ips")?,
             macs: db.open_tree("macs")?,
             cluster_rows: db.open_tree("cluster_rows")?,
+            revisions: db.open_tree("revisions")?,
+            changes: db.open_tree("changes")?,
         })
     }
 }
@@ -285,6 +292,9 @@ pub struct Store {
     path: String,
     /// Clustered mode's queue to the cluster database (`cluster.rs`); unset when standalone.
     cluster: std::sync::OnceLock<std::sync::Arc<ClusterLink>>,
+    /// Object revisions; held across each batch's transaction so revisions are handed out in
+    /// commit order.
+    revisions: Mutex<revisions::Revisions>,
 }
 
 impl Drop for Store {
@@ -322,6 +332,16 @@ impl Store {
         let trees = Trees::open(&db)?;
         let path_text = path.display().to_string();
         migrations::run(&db, &trees, &path_text)?;
+        let revisions = revisions::Revisions::load(
+            &trees.revisions,
+            &trees.changes,
+            [
+                (Kind::Subnet, &trees.subnets),
+                (Kind::Vip, &trees.vips),
+                (Kind::Pod, &trees.pods),
+                (Kind::SwitchLbRule, &trees.slrs),
+            ],
+        )?;
         let (sender, receiver) = std_mpsc::channel::<FlushWaiter>();
         let flusher_db = db.clone();
         let flushes = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -338,6 +358,7 @@ impl Store {
             flusher: Some(handle),
             path: path_text,
             cluster: std::sync::OnceLock::new(),
+            revisions: Mutex::new(revisions),
         })
     }
 
@@ -370,19 +391,39 @@ impl Store {
             &self.trees.slrs,
             &self.trees.ips,
             &self.trees.macs,
+            &self.trees.revisions,
+            &self.trees.changes,
         );
-        let result: Result<(), TransactionError<()>> = trees.transaction(|(subnets, vips, pods, slrs, ips, macs)| {
-            for (tree, key, value) in &encoded {
-                let tree = tree.pick([subnets, vips, pods, slrs, ips, macs]);
-                match value {
-                    Some(value) => tree.insert(key.as_slice(), value.as_slice())?,
-                    None => tree.remove(key.as_slice())?,
-                };
-            }
-            Ok::<(), ConflictableTransactionError<()>>(())
-        });
+        let mut revisions = self.lock_revisions()?;
+        let planned = revisions.plan(&batch.writes)?;
+        let result: Result<(), TransactionError<()>> =
+            trees.transaction(|(subnets, vips, pods, slrs, ips, macs, revision_tree, changes)| {
+                for (tree, key, value) in &encoded {
+                    let tree = tree.pick([subnets, vips, pods, slrs, ips, macs]);
+                    match value {
+                        Some(value) => tree.insert(key.as_slice(), value.as_slice())?,
+                        None => tree.remove(key.as_slice())?,
+                    };
+                }
+                for (key, value) in &planned.revision_writes {
+                    match value {
+                        Some(value) => revision_tree.insert(key.as_slice(), value.as_slice())?,
+                        None => revision_tree.remove(key.as_slice())?,
+                    };
+                }
+                for (key, value) in &planned.log_writes {
+                    changes.insert(key.as_slice(), value.as_slice())?;
+                }
+                for key in &planned.log_removals {
+                    changes.remove(key.as_slice())?;
+                }
+                Ok::<(), ConflictableTransactionError<()>>(())
+            });
         match result {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                revisions.commit(planned);
+                Ok(())
+            }
             Err(TransactionError::Storage(error)) => Err(StoreError::Sled(error)),
             Err(TransactionError::Abort(())) => Err(StoreError::Corrupt("transaction aborted".into())),
         }
@@ -428,6 +469,62 @@ impl Store {
             });
         }
         Ok(encoded)
+    }
+
+    fn lock_revisions(&self) -> Result<std::sync::MutexGuard<'_, revisions::Revisions>, StoreError> {
+        self.revisions
+            .lock()
+            .map_err(|_| StoreError::Corrupt("the revisions lock was poisoned".into()))
+    }
+
+    /// The newest revision handed out: what a list answered now is current as of it (0 on a
+    /// new store).
+    pub fn revision(&self) -> u64 {
+        self.lock_revisions().map(|revisions| revisions.current).unwrap_or(0)
+    }
+
+    /// The revision of an object (`key` is its name, or `namespace/name` for a pod): `None`
+    /// when it is not stored, 0 when it was stored before revisions existed (format 3).
+    pub fn revision_of(&self, kind: Kind, key: &str) -> Option<u64> {
+        let revisions = self.lock_revisions().ok()?;
+        revisions.by_object.get(&(kind, key.to_string())).copied()
+    }
+
+    /// Keeps the newest `retained` changes (at least 1) from the next batch on, instead of
+    /// [`CHANGE_LOG_RETAINED`]: for tests of a watch that resumes from a revision too old.
+    pub fn set_change_log_retained(&self, retained: u64) {
+        if let Ok(mut revisions) = self.lock_revisions() {
+            revisions.retained = retained.max(1);
+        }
+    }
+
+    /// The changes after revision `after`, oldest first, up to the current revision (which is
+    /// returned too). Refused when the log no longer holds every change after `after` (too
+    /// old) or `after` is newer than the current revision.
+    pub fn changes_since(&self, after: u64) -> Result<Result<(Vec<LoggedChange>, u64), OutOfRange>, StoreError> {
+        let (current, oldest) = {
+            let revisions = self.lock_revisions()?;
+            (revisions.current, revisions.oldest)
+        };
+        let out_of_range = |why, oldest| OutOfRange {
+            asked: after,
+            why,
+            oldest: oldest - 1,
+            current,
+        };
+        if after > current {
+            return Ok(Err(out_of_range("in the future", oldest)));
+        }
+        if after + 1 < oldest {
+            return Ok(Err(out_of_range("too old", oldest)));
+        }
+        let changes = revisions::read_log(&self.trees.changes, after, current)?;
+        // Entries may have been pruned while they were read.
+        let oldest_now = self.lock_revisions()?.oldest;
+        if after + 1 < oldest_now {
+            return Ok(Err(out_of_range("too old", oldest_now)));
+        }
+        Ok(Ok((changes, current)))
     }
 
     /// Returns once everything applied before this call is on disk. Callers waiting at the same

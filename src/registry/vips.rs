@@ -1,0 +1,239 @@
+//! VIPs: create, update, get, list, delete, and their observed NB state.
+
+use super::*;
+
+impl Registry {
+    pub async fn create_vip(&self, spec: VipSpec) -> Result<Vip, RegistryError> {
+        let elsewhere = self.in_use_elsewhere([spec.subnet.as_str()]);
+        let (vip, retried) = {
+            let mut state = self.lock();
+            if let Some(existing) = state.vips.get(&spec.name) {
+                if existing.spec == spec {
+                    (existing.clone(), true)
+                } else {
+                    return Err(RegistryError::AlreadyExists {
+                        kind: "vip",
+                        name: spec.name.clone(),
+                        detail: "with a different spec".into(),
+                    });
+                }
+            } else {
+                (self.create_vip_locked(&mut state, spec, &elsewhere)?, false)
+            }
+        };
+        if retried {
+            self.store.durable().await?;
+            return Ok(vip);
+        }
+        self.finish(vec![Change::Vip(vip.spec.name.clone())]).await?;
+        Ok(vip)
+    }
+
+    fn create_vip_locked(
+        &self,
+        state: &mut State,
+        spec: VipSpec,
+        elsewhere: &BTreeMap<String, InUseElsewhere>,
+    ) -> Result<Vip, RegistryError> {
+        {
+            if !state.subnets.contains_key(&spec.subnet) {
+                return Err(RegistryError::reference_not_found("subnet", &spec.subnet));
+            }
+            let owner = vip_owner(&spec.name);
+            let request = AllocationRequest {
+                v4: spec.v4ip,
+                v6: spec.v6ip,
+                mac: spec.mac,
+            };
+            let ipam = state
+                .ipam
+                .get_mut(&spec.subnet)
+                .ok_or_else(|| RegistryError::Corrupt(format!("subnet {} has no IPAM", spec.subnet)))?;
+            let allocation = ipam
+                .allocate_avoiding(
+                    &owner,
+                    &request,
+                    elsewhere.get(&spec.subnet).unwrap_or(&InUseElsewhere::default()),
+                )
+                .map_err(|error| RegistryError::from_ipam(error, &spec.subnet))?;
+            let vip = Vip {
+                v4ip: allocation.v4,
+                v6ip: allocation.v6,
+                mac: allocation.mac,
+                holder: None,
+                conditions: pending_condition(),
+                nb_mac: None,
+                spec,
+            };
+            let mut batch = WriteBatch::new();
+            batch.push(Write::PutVip(vip.clone()));
+            allocation_writes(&mut batch, &vip.spec.subnet, &owner, vip.v4ip, vip.v6ip, vip.mac, false);
+            if let Err(error) = self.store.apply(&batch) {
+                ipam.release(&owner);
+                return Err(error.into());
+            }
+            state.vips.insert(vip.spec.name.clone(), vip.clone());
+            Ok(vip)
+        }
+    }
+
+    /// Replaces a VIP's mutable spec fields (`selector`, `namespace`) with those of `spec`;
+    /// every other field must be the VIP's (InvalidArgument naming it otherwise): its addresses
+    /// and MAC stay as reserved. Answers once the change is durable; the NB sync follows the
+    /// `Change::Vip` it publishes (virtual-parents, port_security).
+    pub async fn update_vip(&self, spec: VipSpec) -> Result<Vip, RegistryError> {
+        self.update_vip_at(spec, None).await
+    }
+
+    /// [`Registry::update_vip`], refused with ABORTED when `revision` is set (non-zero) and no
+    /// longer the VIP's.
+    pub async fn update_vip_at(&self, spec: VipSpec, revision: Option<u64>) -> Result<Vip, RegistryError> {
+        let (vip, changed) = {
+            let mut state = self.lock();
+            let existing = state
+                .vips
+                .get(&spec.name)
+                .cloned()
+                .ok_or_else(|| RegistryError::not_found("vip", &spec.name))?;
+            self.precondition(Kind::Vip, &spec.name, revision)?;
+            let immutable = [
+                ("subnet", existing.spec.subnet != spec.subnet),
+                ("type", existing.spec.vip_type != spec.vip_type),
+                ("v4ip", existing.spec.v4ip != spec.v4ip),
+                ("v6ip", existing.spec.v6ip != spec.v6ip),
+                ("mac_address", existing.spec.mac != spec.mac),
+            ];
+            if let Some((field, _)) = immutable.iter().find(|(_, differs)| *differs) {
+                return Err(RegistryError::InvalidArgument {
+                    field: field.to_string(),
+                    message: "is immutable: a VIP keeps the addresses and MAC it reserved".into(),
+                });
+            }
+            if existing.spec == spec {
+                (existing, false)
+            } else {
+                let mut vip = existing;
+                vip.spec = spec;
+                let mut batch = WriteBatch::new();
+                batch.push(Write::PutVip(vip.clone()));
+                self.store.apply(&batch)?;
+                state.vips.insert(vip.spec.name.clone(), vip.clone());
+                (vip, true)
+            }
+        };
+        if changed {
+            self.finish(vec![Change::Vip(vip.spec.name.clone())]).await?;
+        } else {
+            self.store.durable().await?;
+        }
+        Ok(vip)
+    }
+
+    pub fn get_vip(&self, name: &str) -> Result<Vip, RegistryError> {
+        self.lock()
+            .vips
+            .get(name)
+            .cloned()
+            .ok_or_else(|| RegistryError::not_found("vip", name))
+    }
+
+    /// Up to `limit` VIPs named after `after` (name order) that `keep` accepts, and whether
+    /// more follow: one page of a listing, read under one lock.
+    /// A page of VIPs with their revisions (read under the registry lock, so each is the
+    /// revision of the state returned).
+    pub fn vips_page(&self, after: Option<&str>, limit: usize, keep: impl Fn(&Vip) -> bool) -> (Vec<(Vip, u64)>, bool) {
+        let state = self.lock();
+        let (vips, more) = page_of(&state.vips, after, limit, keep);
+        let vips = vips
+            .into_iter()
+            .map(|vip| {
+                let revision = self.store.revision_of(Kind::Vip, &vip.spec.name).unwrap_or(0);
+                (vip, revision)
+            })
+            .collect();
+        (vips, more)
+    }
+
+    pub fn list_vips(&self) -> Vec<Vip> {
+        self.lock().vips.values().cloned().collect()
+    }
+
+    pub async fn delete_vip(&self, name: &str) -> Result<(), RegistryError> {
+        self.delete_vip_at(name, None).await
+    }
+
+    /// [`Registry::delete_vip`], refused with ABORTED when `revision` is set (non-zero) and no
+    /// longer the VIP's.
+    pub async fn delete_vip_at(&self, name: &str, revision: Option<u64>) -> Result<(), RegistryError> {
+        {
+            let mut state = self.lock();
+            let vip = state
+                .vips
+                .get(name)
+                .cloned()
+                .ok_or_else(|| RegistryError::not_found("vip", name))?;
+            self.precondition(Kind::Vip, name, revision)?;
+            if let Some(holder) = &vip.holder {
+                return Err(RegistryError::InUse {
+                    kind: "vip",
+                    name: name.to_string(),
+                    user: format!("pod {holder}"),
+                });
+            }
+            if let Some(rule) = state.rules.values().find(|rule| rule.vip == name) {
+                return Err(RegistryError::InUse {
+                    kind: "vip",
+                    name: name.to_string(),
+                    user: format!("switch-lb rule {} (its frontend)", rule.name),
+                });
+            }
+            let owner = vip_owner(name);
+            let mut batch = WriteBatch::new();
+            batch.push(Write::DeleteVip(name.to_string()));
+            allocation_writes(&mut batch, &vip.spec.subnet, &owner, vip.v4ip, vip.v6ip, vip.mac, true);
+            self.store.apply(&batch)?;
+            if let Some(ipam) = state.ipam.get_mut(&vip.spec.subnet) {
+                ipam.release(&owner);
+            }
+            state.vips.remove(name);
+        }
+        self.finish(vec![Change::Vip(name.to_string())]).await
+    }
+
+    /// Replaces a VIP's observed status (not persisted: the reconciler recomputes it).
+    pub fn set_vip_conditions(&self, name: &str, conditions: Vec<Condition>) -> bool {
+        let changed = {
+            let mut state = self.lock();
+            match state.vips.get_mut(name) {
+                Some(vip) if vip.conditions != conditions => {
+                    vip.conditions = conditions;
+                    true
+                }
+                _ => false,
+            }
+        };
+        if changed {
+            self.publish(Change::VipStatus(name.to_string()));
+        }
+        changed
+    }
+
+    /// Records the MAC NB's port for the VIP carries (observed by the sync; `None` when it is the
+    /// VIP's own). Returns whether it changed.
+    pub fn set_vip_nb_mac(&self, name: &str, nb_mac: Option<crate::model::MacAddr>) -> bool {
+        let changed = {
+            let mut state = self.lock();
+            match state.vips.get_mut(name) {
+                Some(vip) if vip.nb_mac != nb_mac => {
+                    vip.nb_mac = nb_mac;
+                    true
+                }
+                _ => false,
+            }
+        };
+        if changed {
+            self.publish(Change::VipStatus(name.to_string()));
+        }
+        changed
+    }
+}

@@ -1,0 +1,274 @@
+//! Object revisions and the change log (store format 3), like Kubernetes' `resourceVersion`.
+//!
+//! - One store-wide counter: every put or delete of a subnet, VIP, pod or switch-LB rule takes
+//!   the next revision, in the same sled transaction as the object itself, so it survives
+//!   restarts. Tree `revisions`: kind byte + object key → the object's revision (u64, big
+//!   endian); removed when the object is.
+//! - Tree `changes`: revision (u64, big endian) → [`ChangeRecord`] (kind, key, added / modified /
+//!   deleted), so deletions stay visible as tombstones. It keeps the newest
+//!   [`CHANGE_LOG_RETAINED`] entries; older ones are removed in the transaction that adds new
+//!   ones. A watch can resume from any revision the log still covers.
+//! - Objects stored before format 3 have no revision entry: they report revision 0 until their
+//!   next write.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::{decode, StoreError, Write};
+
+/// How many changes the log keeps: a watch can resume from a revision at most this many
+/// changes old. About 60 bytes each on disk.
+pub const CHANGE_LOG_RETAINED: u64 = 100_000;
+
+/// The kinds of objects that carry a revision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    Subnet,
+    Vip,
+    Pod,
+    SwitchLbRule,
+}
+
+impl Kind {
+    fn byte(self) -> u8 {
+        match self {
+            Kind::Subnet => 0,
+            Kind::Vip => 1,
+            Kind::Pod => 2,
+            Kind::SwitchLbRule => 3,
+        }
+    }
+
+    fn from_byte(byte: u8) -> Result<Kind, StoreError> {
+        Ok(match byte {
+            0 => Kind::Subnet,
+            1 => Kind::Vip,
+            2 => Kind::Pod,
+            3 => Kind::SwitchLbRule,
+            other => return Err(StoreError::Corrupt(format!("change of unknown kind {other}"))),
+        })
+    }
+}
+
+/// What a change did to its object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeType {
+    Added,
+    Modified,
+    Deleted,
+}
+
+/// One entry of the change log. `key` is the object's name, or `namespace/name` for a pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggedChange {
+    pub revision: u64,
+    pub kind: Kind,
+    pub key: String,
+    pub change: ChangeType,
+}
+
+/// The persisted shape of a change-log entry.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub enum ChangeRecord {
+    /// kind (0 subnet, 1 VIP, 2 pod, 3 switch-LB rule), key, change (0 added, 1 modified,
+    /// 2 deleted).
+    V1 { kind: u8, key: String, change: u8 },
+}
+
+/// A watch asked for changes after a revision the log no longer (or not yet) covers.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("revision {asked} is {why}: a watch can resume after revisions {oldest} to {current} only (the change log keeps the newest changes, {CHANGE_LOG_RETAINED} by default); list again and watch from the list's revision")]
+pub struct OutOfRange {
+    pub asked: u64,
+    /// `"too old"` or `"in the future"`.
+    pub why: &'static str,
+    /// The oldest revision a watch can start after.
+    pub oldest: u64,
+    pub current: u64,
+}
+
+/// The revisions in memory, guarded by the store's mutex.
+#[derive(Debug, Default)]
+pub(crate) struct Revisions {
+    /// The newest revision handed out (0 on a new store).
+    pub current: u64,
+    /// The oldest revision in the change log (`current + 1` when it is empty).
+    pub oldest: u64,
+    pub by_object: HashMap<(Kind, String), u64>,
+    /// How many changes the log keeps ([`CHANGE_LOG_RETAINED`] unless set otherwise).
+    pub retained: u64,
+}
+
+pub(crate) fn object_key(kind: Kind, key: &str) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(key.len() + 1);
+    bytes.push(kind.byte());
+    bytes.extend_from_slice(key.as_bytes());
+    bytes
+}
+
+fn parse_object_key(bytes: &[u8]) -> Result<(Kind, String), StoreError> {
+    let (&kind, rest) = bytes
+        .split_first()
+        .ok_or_else(|| StoreError::Corrupt("empty revision key".into()))?;
+    let key = std::str::from_utf8(rest).map_err(|_| StoreError::Corrupt(format!("revision key {bytes:?}")))?;
+    Ok((Kind::from_byte(kind)?, key.to_string()))
+}
+
+fn revision_value(bytes: &[u8]) -> Result<u64, StoreError> {
+    let array: [u8; 8] = bytes
+        .try_into()
+        .map_err(|_| StoreError::Corrupt(format!("revision of {} bytes", bytes.len())))?;
+    Ok(u64::from_be_bytes(array))
+}
+
+/// The object a write puts or deletes, if it is one.
+pub(crate) fn object_of(write: &Write) -> Option<(Kind, String, bool)> {
+    Some(match write {
+        Write::PutSubnet(subnet) => (Kind::Subnet, subnet.name.clone(), false),
+        Write::DeleteSubnet(name) => (Kind::Subnet, name.clone(), true),
+        Write::PutVip(vip) => (Kind::Vip, vip.spec.name.clone(), false),
+        Write::DeleteVip(name) => (Kind::Vip, name.clone(), true),
+        Write::PutPod(pod) => (Kind::Pod, pod.key().to_string(), false),
+        Write::DeletePod(pod) => (Kind::Pod, pod.to_string(), true),
+        Write::PutSwitchLbRule(rule) => (Kind::SwitchLbRule, rule.name.clone(), false),
+        Write::DeleteSwitchLbRule(name) => (Kind::SwitchLbRule, name.clone(), true),
+        _ => return None,
+    })
+}
+
+/// What one batch does to revisions: computed before the transaction, committed to memory
+/// after it.
+pub(crate) struct Planned {
+    /// (revisions-tree key, value or None to remove).
+    pub revision_writes: Vec<(Vec<u8>, Option<[u8; 8]>)>,
+    /// (changes-tree key, encoded record).
+    pub log_writes: Vec<([u8; 8], Vec<u8>)>,
+    /// Log keys to remove (beyond retention).
+    pub log_removals: Vec<[u8; 8]>,
+    current: u64,
+    oldest: u64,
+    objects: Vec<((Kind, String), Option<u64>)>,
+}
+
+impl Revisions {
+    /// Loads the revisions tree; objects without an entry (stored before format 3) are at 0.
+    pub fn load(
+        revisions: &sled::Tree,
+        changes: &sled::Tree,
+        objects: [(Kind, &sled::Tree); 4],
+    ) -> Result<Revisions, StoreError> {
+        let mut by_object = HashMap::new();
+        for (kind, tree) in objects {
+            for key in tree.iter().keys() {
+                let key = key?;
+                by_object.insert((kind, String::from_utf8_lossy(&key).into_owned()), 0);
+            }
+        }
+        let mut current = 0;
+        for entry in revisions.iter() {
+            let (key, value) = entry?;
+            let revision = revision_value(&value)?;
+            current = current.max(revision);
+            by_object.insert(parse_object_key(&key)?, revision);
+        }
+        let newest_logged = changes.last()?.map(|(key, _)| revision_value(&key)).transpose()?;
+        let oldest_logged = changes.first()?.map(|(key, _)| revision_value(&key)).transpose()?;
+        current = current.max(newest_logged.unwrap_or(0));
+        Ok(Revisions {
+            current,
+            oldest: oldest_logged.unwrap_or(current + 1),
+            by_object,
+            retained: CHANGE_LOG_RETAINED,
+        })
+    }
+
+    /// Gives every object write of `writes` the next revision.
+    pub fn plan(&self, writes: &[Write]) -> Result<Planned, StoreError> {
+        let mut planned = Planned {
+            revision_writes: Vec::new(),
+            log_writes: Vec::new(),
+            log_removals: Vec::new(),
+            current: self.current,
+            oldest: self.oldest,
+            objects: Vec::new(),
+        };
+        let mut present: HashMap<(Kind, String), bool> = HashMap::new();
+        for (kind, key, deleted) in writes.iter().filter_map(object_of) {
+            let object = (kind, key);
+            let existed = *present
+                .entry(object.clone())
+                .or_insert_with(|| self.by_object.contains_key(&object));
+            if deleted && !existed {
+                continue;
+            }
+            planned.current += 1;
+            let revision = planned.current;
+            let change = match (deleted, existed) {
+                (true, _) => 2,
+                (false, true) => 1,
+                (false, false) => 0,
+            };
+            present.insert(object.clone(), !deleted);
+            let record = ChangeRecord::V1 {
+                kind: kind.byte(),
+                key: object.1.clone(),
+                change,
+            };
+            planned
+                .log_writes
+                .push((revision.to_be_bytes(), super::encode(&record)?));
+            let stored = (!deleted).then_some(revision);
+            planned
+                .revision_writes
+                .push((object_key(kind, &object.1), stored.map(u64::to_be_bytes)));
+            planned.objects.push((object, stored));
+        }
+        while planned.current + 1 - planned.oldest > self.retained {
+            planned.log_removals.push(planned.oldest.to_be_bytes());
+            planned.oldest += 1;
+        }
+        Ok(planned)
+    }
+
+    /// Takes a committed plan into memory.
+    pub fn commit(&mut self, planned: Planned) {
+        self.current = planned.current;
+        self.oldest = planned.oldest.min(planned.current + 1);
+        for (object, revision) in planned.objects {
+            match revision {
+                Some(revision) => {
+                    self.by_object.insert(object, revision);
+                }
+                None => {
+                    self.by_object.remove(&object);
+                }
+            }
+        }
+    }
+}
+
+/// Reads the change log after `after` up to `current` (inclusive).
+pub(crate) fn read_log(changes: &sled::Tree, after: u64, current: u64) -> Result<Vec<LoggedChange>, StoreError> {
+    let mut out = Vec::new();
+    if after >= current {
+        return Ok(out);
+    }
+    for entry in changes.range((after + 1).to_be_bytes()..=current.to_be_bytes()) {
+        let (key, value) = entry?;
+        let revision = revision_value(&key)?;
+        let ChangeRecord::V1 { kind, key, change } = decode(&value, "change log entry")?;
+        out.push(LoggedChange {
+            revision,
+            kind: Kind::from_byte(kind)?,
+            key,
+            change: match change {
+                0 => ChangeType::Added,
+                1 => ChangeType::Modified,
+                2 => ChangeType::Deleted,
+                other => return Err(StoreError::Corrupt(format!("change of unknown type {other}"))),
+            },
+        });
+    }
+    Ok(out)
+}

@@ -1,0 +1,184 @@
+//! References before their target (the Kubernetes way): a switch-LB rule may name a VIP that
+//! does not exist yet; it is Ready=False, reason VipNotFound, until the VIP appears, then it
+//! becomes ready with its load balancer in NB. What is still refused, and why, too.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::TestDaemon;
+use ovn_vipd::api::proto::v1 as pb;
+use pb::pod_service_client::PodServiceClient;
+use pb::subnet_service_client::SubnetServiceClient;
+use pb::switch_lb_rule_service_client::SwitchLbRuleServiceClient;
+use pb::vip_service_client::VipServiceClient;
+use tonic::Code;
+
+type Rules = SwitchLbRuleServiceClient<tonic::transport::Channel>;
+
+fn rule(name: &str, vip: &str, health_check: bool) -> pb::SwitchLbRule {
+    pb::SwitchLbRule {
+        name: name.into(),
+        vip: vip.into(),
+        namespace: "default".into(),
+        endpoints: vec!["10.16.0.50".into()],
+        ports: vec![pb::LbPort {
+            name: "http".into(),
+            port: 80,
+            target_port: 8080,
+            protocol: pb::Protocol::Tcp as i32,
+        }],
+        health_check,
+        ..Default::default()
+    }
+}
+
+/// Waits until the rule's Ready condition has `reason`; returns its status.
+async fn rule_reason(rules: &mut Rules, name: &str, reason: &str) -> pb::SwitchLbRuleStatus {
+    let mut last = pb::SwitchLbRuleStatus::default();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while tokio::time::Instant::now() < deadline {
+        last = rules
+            .get_switch_lb_rule(pb::GetSwitchLbRuleRequest { name: name.into() })
+            .await
+            .unwrap()
+            .into_inner()
+            .status
+            .unwrap_or_default();
+        if last
+            .conditions
+            .first()
+            .is_some_and(|condition| condition.reason == reason)
+        {
+            return last;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{name}: never {reason}: {last:?}");
+}
+
+fn assert_precondition(error: &tonic::Status, fragment: &str) {
+    assert_eq!(error.code(), Code::FailedPrecondition, "{error:?}");
+    assert!(error.message().contains(fragment), "{fragment}: {error:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rule_naming_a_vip_that_does_not_exist_yet_waits_for_it() {
+    let daemon = TestDaemon::start().await;
+    let channel = daemon.channel().await;
+    let mut subnets = SubnetServiceClient::new(channel.clone());
+    let mut vips = VipServiceClient::new(channel.clone());
+    let mut pods = PodServiceClient::new(channel.clone());
+    let mut rules = SwitchLbRuleServiceClient::new(channel);
+    subnets
+        .create_subnet(common::subnet_request("ovn-default", "10.16.0.0/16", ""))
+        .await
+        .unwrap();
+    // A router port on the switch, so a switch_lb_vip frontend can be answered for (Ready).
+    daemon.nb.nbctl(&[
+        "lr-add",
+        "router",
+        "--",
+        "lrp-add",
+        "router",
+        "router-ovn-default",
+        "04:00:00:00:00:01",
+        "10.16.0.1/16",
+    ]);
+    daemon.nb.nbctl(&[
+        "lsp-add",
+        "ovn-default",
+        "ovn-default-router",
+        "--",
+        "lsp-set-type",
+        "ovn-default-router",
+        "router",
+        "--",
+        "lsp-set-addresses",
+        "ovn-default-router",
+        "router",
+        "--",
+        "lsp-set-options",
+        "ovn-default-router",
+        "router-port=router-ovn-default",
+    ]);
+
+    // The rule first, as a manifest in file order might have it: accepted, not ready.
+    rules
+        .create_switch_lb_rule(pb::CreateSwitchLbRuleRequest {
+            rule: Some(rule("web", "web-vip", false)),
+        })
+        .await
+        .expect("a rule may name a VIP that does not exist yet");
+    let status = rule_reason(&mut rules, "web", "VipNotFound").await;
+    assert!(!status.ready, "{status:?}");
+    assert!(status.conditions[0].message.contains("web-vip"), "{status:?}");
+    let balancers = daemon.nb.nbctl(&["--bare", "--columns=name", "find", "load_balancer"]);
+    assert!(
+        !balancers.contains("web"),
+        "no load balancer without its frontend: {balancers}"
+    );
+
+    // Health checks need a source address in the VIP's subnet: such a rule waits for no one.
+    let error = rules
+        .create_switch_lb_rule(pb::CreateSwitchLbRuleRequest {
+            rule: Some(rule("checked", "web-vip", true)),
+        })
+        .await
+        .unwrap_err();
+    assert_precondition(&error, "vip web-vip does not exist");
+
+    // The VIP appears: the rule becomes ready, with its frontend in NB.
+    let address = vips
+        .create_vip(pb::CreateVipRequest {
+            vip: Some(pb::Vip {
+                name: "web-vip".into(),
+                subnet: "ovn-default".into(),
+                r#type: "switch_lb_vip".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap_or_default()
+        .v4ip;
+    let status = rule_reason(&mut rules, "web", "Synced").await;
+    assert!(
+        status.ready && status.vips.iter().any(|vip| vip.starts_with(&address)),
+        "{status:?}"
+    );
+    let balancer_vips = daemon.nb.nbctl(&["--bare", "--columns=vips", "find", "load_balancer"]);
+    assert!(balancer_vips.contains(&format!("{address}:80")), "{balancer_vips}");
+
+    // A VIP a rule uses cannot be deleted (IN_USE): the rule goes first, as `vipctl delete -f`
+    // does in reverse order. So a rule never loses its VIP once it had it.
+    let error = vips
+        .delete_vip(pb::DeleteVipRequest {
+            name: "web-vip".into(),
+            revision: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_precondition(&error, "switch-lb rule web");
+
+    // A pod's fixed-address VIP must exist: BindPod answers with the address now.
+    let error = pods
+        .bind_pod(pb::BindPodRequest {
+            namespace: "default".into(),
+            name: "early".into(),
+            annotations: HashMap::from([("ovn.kubernetes.io/vip".to_string(), "not-yet".to_string())]),
+            nics: vec![pb::NicRequest {
+                subnet: "ovn-default".into(),
+                interface: "eth0".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_precondition(&error, "not-yet");
+    daemon.stop().await;
+}

@@ -1,0 +1,654 @@
+//! Revisions (like Kubernetes' resourceVersion), optimistic concurrency (ABORTED on a stale
+//! revision) and watches of every kind resumed from a revision, through the real daemon; the
+//! change log's retention on a real sled store.
+
+mod common;
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+
+use common::TestDaemon;
+use ovn_vipd::api::proto::v1 as pb;
+use pb::pod_service_client::PodServiceClient;
+use pb::subnet_service_client::SubnetServiceClient;
+use pb::switch_lb_rule_service_client::SwitchLbRuleServiceClient;
+use pb::vip_service_client::VipServiceClient;
+use tonic::Code;
+
+struct Clients {
+    subnets: SubnetServiceClient<tonic::transport::Channel>,
+    vips: VipServiceClient<tonic::transport::Channel>,
+    pods: PodServiceClient<tonic::transport::Channel>,
+    rules: SwitchLbRuleServiceClient<tonic::transport::Channel>,
+}
+
+async fn clients(daemon: &TestDaemon) -> Clients {
+    let channel = daemon.channel().await;
+    Clients {
+        subnets: SubnetServiceClient::new(channel.clone()),
+        vips: VipServiceClient::new(channel.clone()),
+        pods: PodServiceClient::new(channel.clone()),
+        rules: SwitchLbRuleServiceClient::new(channel),
+    }
+}
+
+fn vip(name: &str, selector: &str) -> pb::Vip {
+    pb::Vip {
+        name: name.into(),
+        subnet: "ovn-default".into(),
+        namespace: "default".into(),
+        selector: vec![selector.into()],
+        ..Default::default()
+    }
+}
+
+fn slb_vip(name: &str) -> pb::Vip {
+    pb::Vip {
+        name: name.into(),
+        subnet: "ovn-default".into(),
+        r#type: "switch_lb_vip".into(),
+        ..Default::default()
+    }
+}
+
+fn rule(name: &str, vip: &str, port: u32) -> pb::SwitchLbRule {
+    pb::SwitchLbRule {
+        name: name.into(),
+        vip: vip.into(),
+        namespace: "default".into(),
+        selector: vec!["app: web".into()],
+        ports: vec![pb::LbPort {
+            name: "http".into(),
+            port,
+            target_port: 8080,
+            protocol: pb::Protocol::Tcp as i32,
+        }],
+        ..Default::default()
+    }
+}
+
+fn bind(name: &str) -> pb::BindPodRequest {
+    pb::BindPodRequest {
+        namespace: "default".into(),
+        name: name.into(),
+        labels: HashMap::from([("app".to_string(), "other".to_string())]),
+        nics: vec![pb::NicRequest {
+            subnet: "ovn-default".into(),
+            interface: "eth0".into(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+fn unbind(name: &str, revision: u64) -> pb::UnbindPodRequest {
+    pb::UnbindPodRequest {
+        namespace: "default".into(),
+        name: name.into(),
+        revision,
+        ..Default::default()
+    }
+}
+
+fn assert_aborted(error: &tonic::Status, current: u64) {
+    assert_eq!(error.code(), Code::Aborted, "{error:?}");
+    assert!(
+        error.message().starts_with("revision: ") && error.message().contains(&format!("at revision {current},")),
+        "the field and the current revision {current} named: {error:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_kind_carries_a_revision_and_a_stale_one_changes_nothing() {
+    let mut daemon = TestDaemon::start().await;
+    let mut c = clients(&daemon).await;
+    let subnet = c
+        .subnets
+        .create_subnet(common::subnet_request("ovn-default", "10.16.0.0/16", ""))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(subnet.revision > 0, "{subnet:?}");
+
+    // VIP: revisions grow with each change; Get and List say the same.
+    let created = c
+        .vips
+        .create_vip(pb::CreateVipRequest {
+            vip: Some(vip("vip-a", "app: one")),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(created.revision > subnet.revision, "{created:?}");
+    let mut change = vip("vip-a", "app: two");
+    change.revision = created.revision;
+    let updated = c
+        .vips
+        .update_vip(pb::UpdateVipRequest {
+            vip: Some(change),
+            update_mask: None,
+        })
+        .await
+        .expect("an update at the current revision")
+        .into_inner();
+    assert!(updated.revision > created.revision);
+    let mut stale = vip("vip-a", "app: three");
+    stale.revision = created.revision;
+    let error = c
+        .vips
+        .update_vip(pb::UpdateVipRequest {
+            vip: Some(stale),
+            update_mask: None,
+        })
+        .await
+        .unwrap_err();
+    assert_aborted(&error, updated.revision);
+    let got = c
+        .vips
+        .get_vip(pb::GetVipRequest { name: "vip-a".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (got.selector.clone(), got.revision),
+        (vec!["app: two".to_string()], updated.revision)
+    );
+    let listed = c
+        .vips
+        .list_vips(pb::ListVipsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.vips[0].revision, updated.revision);
+    assert!(listed.revision >= updated.revision);
+    let error = c
+        .vips
+        .delete_vip(pb::DeleteVipRequest {
+            name: "vip-a".into(),
+            revision: created.revision,
+        })
+        .await
+        .unwrap_err();
+    assert_aborted(&error, updated.revision);
+    c.vips
+        .get_vip(pb::GetVipRequest { name: "vip-a".into() })
+        .await
+        .expect("a stale delete deletes nothing");
+
+    // Subnet.
+    let error = c
+        .subnets
+        .update_subnet(pb::UpdateSubnetRequest {
+            subnet: Some(pb::Subnet {
+                name: "ovn-default".into(),
+                exclude_ips: vec!["10.16.0.200".into()],
+                revision: subnet.revision + 1_000,
+                ..Default::default()
+            }),
+            update_mask: None,
+        })
+        .await
+        .unwrap_err();
+    assert_aborted(&error, subnet.revision);
+    let got = c
+        .subnets
+        .get_subnet(pb::GetSubnetRequest {
+            name: "ovn-default".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(got.exclude_ips.is_empty() && got.revision == subnet.revision, "{got:?}");
+    let error = c
+        .subnets
+        .delete_subnet(pb::DeleteSubnetRequest {
+            name: "ovn-default".into(),
+            revision: subnet.revision + 1,
+        })
+        .await
+        .unwrap_err();
+    assert_aborted(&error, subnet.revision);
+
+    // Switch-LB rule.
+    c.vips
+        .create_vip(pb::CreateVipRequest {
+            vip: Some(slb_vip("slb")),
+        })
+        .await
+        .unwrap();
+    let created_rule = c
+        .rules
+        .create_switch_lb_rule(pb::CreateSwitchLbRuleRequest {
+            rule: Some(rule("web", "slb", 80)),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut change = rule("web", "slb", 81);
+    change.revision = created_rule.revision;
+    let updated_rule = c
+        .rules
+        .update_switch_lb_rule(pb::UpdateSwitchLbRuleRequest { rule: Some(change) })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut stale = rule("web", "slb", 82);
+    stale.revision = created_rule.revision;
+    let error = c
+        .rules
+        .update_switch_lb_rule(pb::UpdateSwitchLbRuleRequest { rule: Some(stale) })
+        .await
+        .unwrap_err();
+    assert_aborted(&error, updated_rule.revision);
+    let error = c
+        .rules
+        .delete_switch_lb_rule(pb::DeleteSwitchLbRuleRequest {
+            name: "web".into(),
+            revision: created_rule.revision,
+        })
+        .await
+        .unwrap_err();
+    assert_aborted(&error, updated_rule.revision);
+    let got = c
+        .rules
+        .get_switch_lb_rule(pb::GetSwitchLbRuleRequest { name: "web".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((got.ports[0].port, got.revision), (81, updated_rule.revision));
+
+    // Pod: a stale unbind keeps the pod bound.
+    let pod = c.pods.bind_pod(bind("p1")).await.unwrap().into_inner();
+    assert!(pod.revision > updated_rule.revision);
+    let error = c.pods.unbind_pod(unbind("p1", pod.revision - 1)).await.unwrap_err();
+    assert_aborted(&error, pod.revision);
+    let got = c
+        .pods
+        .get_pod(pb::GetPodRequest {
+            namespace: "default".into(),
+            name: "p1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(got.bound && got.revision == pod.revision);
+
+    // Revisions are stored with the objects: the same after a restart, and the counter goes on.
+    daemon.stop_daemon_only().await;
+    daemon.restart_daemon_only().await;
+    let mut c = clients(&daemon).await;
+    let got = c
+        .vips
+        .get_vip(pb::GetVipRequest { name: "vip-a".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.revision, updated.revision);
+    let found = c
+        .pods
+        .unbind_pod(unbind("p1", pod.revision))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(found.found);
+    let next = c
+        .vips
+        .create_vip(pb::CreateVipRequest {
+            vip: Some(vip("vip-b", "app: one")),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        next.revision > pod.revision + 1,
+        "{} after {}",
+        next.revision,
+        pod.revision
+    );
+    daemon.stop().await;
+}
+
+/// Runs `vipctl ARGS` until it has printed `count` lines (10 s at most), then stops it.
+fn vipctl_watch(daemon: &TestDaemon, args: &[&str], count: usize) -> Vec<String> {
+    use std::io::BufRead as _;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_vipctl"))
+        .args(["--server", &daemon.endpoint])
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run vipctl");
+    let stdout = child.stdout.take().expect("stdout");
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if sender.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let mut lines = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while lines.len() < count {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match receiver.recv_timeout(left) {
+            Ok(line) => lines.push(line),
+            Err(_) => break,
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    lines
+}
+
+/// Reads events until `expected` have come (and a short while after, for any extra), keeping
+/// those after `after`, as (type, key, revision) without repeats (a VIP's status-only changes
+/// repeat its revision).
+async fn collect<E>(
+    stream: &mut tonic::Streaming<E>,
+    after: u64,
+    expected: usize,
+    read: impl Fn(&E) -> (i32, String, u64),
+) -> BTreeSet<(i32, String)>
+where
+    E: prost::Message + Default + 'static,
+{
+    let mut seen: BTreeSet<(i32, String, u64)> = BTreeSet::new();
+    let mut deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut full = false;
+    loop {
+        let event = match tokio::time::timeout_at(deadline, stream.message()).await {
+            Err(_) => break,
+            Ok(event) => event.expect("stream ok").expect("stream open"),
+        };
+        let (event_type, key, revision) = read(&event);
+        if revision > after {
+            seen.insert((event_type, key, revision));
+        }
+        if !full && seen.len() >= expected {
+            full = true;
+            deadline = tokio::time::Instant::now() + Duration::from_millis(700);
+        }
+    }
+    let keys: BTreeSet<(i32, String)> = seen.iter().map(|(t, k, _)| (*t, k.clone())).collect();
+    assert_eq!(keys.len(), seen.len(), "one event per changed object: {seen:?}");
+    keys
+}
+
+const ADDED: i32 = pb::EventType::Added as i32;
+const MODIFIED: i32 = pb::EventType::Modified as i32;
+const DELETED: i32 = pb::EventType::Deleted as i32;
+
+fn set(items: &[(i32, &str)]) -> BTreeSet<(i32, String)> {
+    items.iter().map(|(t, k)| (*t, k.to_string())).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_resumed_from_a_revision_sees_exactly_the_changes_after_it() {
+    let daemon = TestDaemon::start().await;
+    let mut c = clients(&daemon).await;
+    c.subnets
+        .create_subnet(common::subnet_request("ovn-default", "10.16.0.0/16", ""))
+        .await
+        .unwrap();
+    for (name, selector) in [("vip-a", "app: one"), ("vip-b", "app: one"), ("vip-same", "app: one")] {
+        c.vips
+            .create_vip(pb::CreateVipRequest {
+                vip: Some(vip(name, selector)),
+            })
+            .await
+            .unwrap();
+    }
+    for name in ["slb-1", "slb-2", "slb-3"] {
+        c.vips
+            .create_vip(pb::CreateVipRequest {
+                vip: Some(slb_vip(name)),
+            })
+            .await
+            .unwrap();
+    }
+    for (name, vip) in [("r1", "slb-1"), ("r2", "slb-2")] {
+        c.rules
+            .create_switch_lb_rule(pb::CreateSwitchLbRuleRequest {
+                rule: Some(rule(name, vip, 80)),
+            })
+            .await
+            .unwrap();
+    }
+    c.pods.bind_pod(bind("p1")).await.unwrap();
+    c.pods.bind_pod(bind("p2")).await.unwrap();
+
+    // The revision a client listed at; then changes of every kind.
+    let since = c
+        .vips
+        .list_vips(pb::ListVipsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .revision;
+    c.subnets
+        .create_subnet(common::subnet_request("second", "10.17.0.0/16", ""))
+        .await
+        .unwrap();
+    c.subnets
+        .update_subnet(pb::UpdateSubnetRequest {
+            subnet: Some(pb::Subnet {
+                name: "ovn-default".into(),
+                exclude_ips: vec!["10.16.0.250".into()],
+                ..Default::default()
+            }),
+            update_mask: None,
+        })
+        .await
+        .unwrap();
+    c.vips
+        .create_vip(pb::CreateVipRequest {
+            vip: Some(vip("vip-c", "app: one")),
+        })
+        .await
+        .unwrap();
+    // Changed twice: one event, in its last state.
+    for selector in ["app: two", "app: three"] {
+        c.vips
+            .update_vip(pb::UpdateVipRequest {
+                vip: Some(vip("vip-a", selector)),
+                update_mask: None,
+            })
+            .await
+            .unwrap();
+    }
+    c.vips
+        .delete_vip(pb::DeleteVipRequest {
+            name: "vip-b".into(),
+            revision: 0,
+        })
+        .await
+        .unwrap();
+    c.rules
+        .create_switch_lb_rule(pb::CreateSwitchLbRuleRequest {
+            rule: Some(rule("r3", "slb-3", 80)),
+        })
+        .await
+        .unwrap();
+    c.rules
+        .update_switch_lb_rule(pb::UpdateSwitchLbRuleRequest {
+            rule: Some(rule("r1", "slb-1", 81)),
+        })
+        .await
+        .unwrap();
+    c.rules
+        .delete_switch_lb_rule(pb::DeleteSwitchLbRuleRequest {
+            name: "r2".into(),
+            revision: 0,
+        })
+        .await
+        .unwrap();
+    c.pods.bind_pod(bind("p3")).await.unwrap();
+    c.pods.unbind_pod(unbind("p1", 0)).await.unwrap();
+
+    let mut subnets = c
+        .subnets
+        .watch_subnets(pb::WatchRequest { revision: since })
+        .await
+        .unwrap()
+        .into_inner();
+    let seen = collect(&mut subnets, since, 2, |event: &pb::SubnetEvent| {
+        let subnet = event.subnet.clone().unwrap_or_default();
+        (event.r#type, subnet.name, event.revision)
+    })
+    .await;
+    assert_eq!(seen, set(&[(ADDED, "second"), (MODIFIED, "ovn-default")]));
+
+    let mut vips = c
+        .vips
+        .watch_vips(pb::WatchVipsRequest {
+            name: String::new(),
+            revision: since,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let seen = collect(&mut vips, since, 3, |event: &pb::VipEvent| {
+        let vip = event.vip.clone().unwrap_or_default();
+        assert_eq!(vip.revision, event.revision, "{event:?}");
+        if vip.name == "vip-a" {
+            assert_eq!(vip.selector, vec!["app: three".to_string()], "the last state");
+        }
+        (event.r#type, vip.name, event.revision)
+    })
+    .await;
+    assert_eq!(seen, set(&[(ADDED, "vip-c"), (MODIFIED, "vip-a"), (DELETED, "vip-b")]));
+
+    let mut rules = c
+        .rules
+        .watch_switch_lb_rules(pb::WatchRequest { revision: since })
+        .await
+        .unwrap()
+        .into_inner();
+    let seen = collect(&mut rules, since, 3, |event: &pb::SwitchLbRuleEvent| {
+        let rule = event.rule.clone().unwrap_or_default();
+        (event.r#type, rule.name, event.revision)
+    })
+    .await;
+    assert_eq!(seen, set(&[(ADDED, "r3"), (MODIFIED, "r1"), (DELETED, "r2")]));
+
+    let mut pods = c
+        .pods
+        .watch_pods(pb::WatchRequest { revision: since })
+        .await
+        .unwrap()
+        .into_inner();
+    let seen = collect(&mut pods, since, 2, |event: &pb::PodEvent| {
+        let pod = event.pod.clone().unwrap_or_default();
+        (event.r#type, format!("{}/{}", pod.namespace, pod.name), event.revision)
+    })
+    .await;
+    assert_eq!(seen, set(&[(ADDED, "default/p3"), (DELETED, "default/p1")]));
+
+    // vipctl watch KIND --since REV prints the same, one line per event.
+    let since_text = since.to_string();
+    let lines = tokio::task::block_in_place(|| vipctl_watch(&daemon, &["watch", "slr", "--since", &since_text], 3));
+    let mut printed: Vec<String> = lines
+        .iter()
+        .map(|line| line.split_whitespace().take(2).collect::<Vec<_>>().join(" "))
+        .collect();
+    printed.sort();
+    assert_eq!(
+        printed,
+        ["ADDED slr/r3", "DELETED slr/r2", "MODIFIED slr/r1"],
+        "{lines:?}"
+    );
+
+    // The resumed VIP watch follows live changes too.
+    c.vips
+        .delete_vip(pb::DeleteVipRequest {
+            name: "vip-c".into(),
+            revision: 0,
+        })
+        .await
+        .unwrap();
+    let seen = collect(&mut vips, since, 1, |event: &pb::VipEvent| {
+        let vip = event.vip.clone().unwrap_or_default();
+        (event.r#type, vip.name, event.revision)
+    })
+    .await;
+    assert!(seen.contains(&(DELETED, "vip-c".to_string())), "{seen:?}");
+
+    // A revision newer than the current one is OUT_OF_RANGE, naming the field.
+    let current = c
+        .pods
+        .list_pods(pb::ListPodsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .revision;
+    let error = c
+        .subnets
+        .watch_subnets(pb::WatchRequest {
+            revision: current + 100,
+        })
+        .await
+        .map(|_| ())
+        .unwrap_err();
+    assert_eq!(error.code(), Code::OutOfRange, "{error:?}");
+    assert!(
+        error.message().starts_with("revision: ") && error.message().contains("in the future"),
+        "{error:?}"
+    );
+    daemon.stop().await;
+}
+
+/// The change log keeps the newest changes only: a revision older than it is refused (the API
+/// answers OUT_OF_RANGE), also after a restart, while one it still covers is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revision_older_than_the_change_log_is_refused() {
+    use ovn_vipd::model::{Strategy, Subnet, VipSpec, VipType};
+    let dir = tempfile::tempdir().unwrap();
+    let subnet = Subnet {
+        name: "ovn-default".into(),
+        logical_switch: "ovn-default".into(),
+        cidr_v4: Some("10.16.0.0/16".parse().unwrap()),
+        cidr_v6: None,
+        gateway_v4: None,
+        gateway_v6: None,
+        exclude_ips: Vec::new(),
+        strategy: Strategy::Random,
+        vpc: ovn_vipd::model::DEFAULT_VPC.into(),
+    };
+    {
+        let (registry, _) = ovn_vipd::registry::Registry::open(dir.path()).unwrap();
+        registry.store().set_change_log_retained(5);
+        registry.create_subnet(subnet).await.unwrap();
+        for index in 0..10 {
+            registry
+                .create_vip(VipSpec {
+                    name: format!("vip-{index}"),
+                    namespace: String::new(),
+                    subnet: "ovn-default".into(),
+                    vip_type: VipType::Reserved,
+                    v4ip: None,
+                    v6ip: None,
+                    mac: None,
+                    selector: Default::default(),
+                })
+                .await
+                .unwrap();
+        }
+        let store = registry.store();
+        assert_eq!(store.revision(), 11);
+        let too_old = store.changes_since(2).unwrap().unwrap_err();
+        assert_eq!((too_old.why, too_old.oldest, too_old.current), ("too old", 6, 11));
+        let (changes, current) = store.changes_since(6).unwrap().unwrap();
+        assert_eq!(current, 11);
+        assert_eq!(
+            changes.iter().map(|change| change.revision).collect::<Vec<_>>(),
+            vec![7, 8, 9, 10, 11]
+        );
+        registry.flush().unwrap();
+    }
+    let (registry, _) = ovn_vipd::registry::Registry::open(dir.path()).unwrap();
+    let store = registry.store();
+    assert_eq!(store.revision(), 11);
+    assert_eq!(store.revision_of(ovn_vipd::store::Kind::Vip, "vip-9"), Some(11));
+    assert_eq!(store.changes_since(5).unwrap().unwrap_err().why, "too old");
+    assert_eq!(store.changes_since(6).unwrap().unwrap().0.len(), 5);
+}
