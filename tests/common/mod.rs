@@ -426,7 +426,6 @@ impl OvsdbServer {
     fn start_no_wait(&mut self) {
         let _ = std::fs::remove_file(&self.socket);
         self.log_offset = std::fs::metadata(self.log_path()).map(|meta| meta.len()).unwrap_or(0);
-        self.port = 0;
         let mut command = Command::new("ovsdb-server");
         command
             .arg("--no-chdir")
@@ -439,7 +438,10 @@ impl OvsdbServer {
                 self.dir.join(format!("{}.log", self.name)).display()
             ))
             .arg(format!("--remote=punix:{}", self.socket.display()))
-            .arg(format!("--remote=p{}:0:127.0.0.1", self.tcp_kind));
+            // The first start lets the kernel choose the port; a restart binds the same one again
+            // (clients of a restarted member, e.g. a daemon's `--cluster-db` list, keep their
+            // remotes).
+            .arg(format!("--remote=p{}:{}:127.0.0.1", self.tcp_kind, self.port));
         if self.debug_log {
             command.arg("-vfile:dbg");
         }
@@ -462,7 +464,7 @@ impl OvsdbServer {
     }
 
     /// Waits for this start's "listening on port N" in the log (the port the kernel chose for
-    /// `p{tcp,ssl}:0:127.0.0.1`), takes it as [`OvsdbServer::port`] and waits until it accepts.
+    /// `p{tcp,ssl}:0:127.0.0.1`, or the one a restart bound again), takes it as [`OvsdbServer::port`] and waits until it accepts.
     fn wait_listening(&mut self) {
         let (log, offset) = (self.log_path(), self.log_offset as usize);
         let mut port = None;
@@ -474,7 +476,7 @@ impl OvsdbServer {
                 port = String::from_utf8_lossy(text.get(offset..).unwrap_or_default())
                     .lines()
                     .find_map(|line| {
-                        line.split_once("|0:127.0.0.1: listening on port ")
+                        line.split_once(":127.0.0.1: listening on port ")
                             .map(|(_, port)| port.trim().to_string())
                     })
                     .and_then(|port| port.parse::<u16>().ok());
