@@ -16,7 +16,6 @@ use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
 use tokio::sync::broadcast;
-use tracing::{info, warn};
 
 pub use error::RegistryError;
 use replica::build_state;
