@@ -592,11 +592,22 @@ impl Central {
         record_pid(child.id(), "ovn-vipd");
         host.daemon.child = Some(child);
         let address = host.address.clone();
-        wait_until(
-            &format!("host {number}'s daemon to serve metrics"),
-            Duration::from_secs(30),
-            || http_get(&address, METRICS_PORT, "/metrics", Duration::from_secs(1)).is_some(),
-        );
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while http_get(&address, METRICS_PORT, "/metrics", Duration::from_secs(1)).is_none() {
+            if let Some(Ok(Some(status))) = host.daemon.child.as_mut().map(Child::try_wait) {
+                host.daemon.child = None;
+                panic!(
+                    "host {number}'s daemon exited ({status}) before serving:\n{}",
+                    host.daemon.log_text()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "host {number}'s daemon did not serve metrics within 30 s:\n{}",
+                host.daemon.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// SIGKILLs host `number`'s daemon only.
