@@ -103,6 +103,15 @@ pub struct SettingFlags {
     /// Seconds in-flight requests may take to finish at shutdown. [default: 10]
     #[arg(long, env = "OVN_VIPD_SHUTDOWN_GRACE", global = true)]
     pub shutdown_grace: Option<String>,
+    /// Clustered mode: comma-separated OVSDB remotes (tcp:, ssl:, unix:) of the OVN_VIPD RAFT
+    /// cluster database (deploy/ovn-vipd.ovsschema); ssl: uses the nb-* TLS files. [default: none,
+    /// standalone]
+    #[arg(long, env = "OVN_VIPD_CLUSTER_DB", global = true)]
+    pub cluster_db: Option<String>,
+    /// Clustered mode: the gRPC address clients use to reach this daemon, published while it is
+    /// active (e.g. tcp:10.0.0.1:50051). [default: the first tcp listen address]
+    #[arg(long, env = "OVN_VIPD_ADVERTISE_ADDRESS", global = true)]
+    pub advertise_address: Option<String>,
     /// Log filter in RUST_LOG syntax, e.g. "info,ovn_vipd::reconcile=debug". [default: $RUST_LOG or info]
     #[arg(long, env = "OVN_VIPD_LOG", global = true)]
     pub log: Option<String>,
@@ -127,6 +136,8 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ("metrics-listen", "OVN_VIPD_METRICS_LISTEN"),
     ("resync-interval", "OVN_VIPD_RESYNC_INTERVAL"),
     ("shutdown-grace", "OVN_VIPD_SHUTDOWN_GRACE"),
+    ("cluster-db", "OVN_VIPD_CLUSTER_DB"),
+    ("advertise-address", "OVN_VIPD_ADVERTISE_ADDRESS"),
     ("log", "OVN_VIPD_LOG"),
     ("log-format", "OVN_VIPD_LOG_FORMAT"),
 ];
@@ -191,6 +202,11 @@ pub struct Settings {
     pub metrics_listen: Option<SocketAddr>,
     pub resync_interval: Duration,
     pub shutdown_grace: Duration,
+    /// The OVN_VIPD cluster database's remotes; empty = standalone (sled is the store).
+    pub cluster_db: Vec<Remote>,
+    /// The gRPC address published in `Active.address` while this daemon is active (`tcp:HOST:PORT`
+    /// or `unix:PATH`), if any.
+    pub advertise_address: Option<String>,
     pub log: String,
     pub log_format: LogFormat,
     /// The raw value and origin of every setting, for `ovn-vipd config` and reloads.
@@ -422,6 +438,26 @@ impl Settings {
         };
         let resync_interval = seconds("resync-interval", 1)?;
         let shutdown_grace = seconds("shutdown-grace", 0)?;
+        let cluster_db = match optional("cluster-db") {
+            None => Vec::new(),
+            Some(text) => Remote::parse_list(&text).map_err(|error| invalid("cluster-db", error.to_string()))?,
+        };
+        if nb_tls.is_none() && cluster_db.iter().any(|remote| remote.to_string().starts_with("ssl:")) {
+            return Err(invalid(
+                "cluster-db",
+                "an ssl: remote needs nb-private-key, nb-certificate and nb-ca-cert (the cluster database uses NB's TLS files)".into(),
+            ));
+        }
+        let advertise_address = match optional("advertise-address") {
+            Some(text) => {
+                let listen: Listen = text.parse().map_err(|error: String| invalid("advertise-address", error))?;
+                Some(listen.to_string())
+            }
+            None => listen.iter().find_map(|listen| match listen {
+                Listen::Tcp(address) => Some(format!("tcp:{address}")),
+                Listen::Unix(_) => None,
+            }),
+        };
         let log = get("log").0.trim().to_string();
         tracing_subscriber::EnvFilter::try_new(&log).map_err(|error| invalid("log", error.to_string()))?;
         let log_format = match get("log-format").0.trim() {
@@ -440,6 +476,8 @@ impl Settings {
             metrics_listen,
             resync_interval,
             shutdown_grace,
+            cluster_db,
+            advertise_address,
             log,
             log_format,
             values,
@@ -643,5 +681,37 @@ mod tests {
         assert_eq!(again.resync_interval, Duration::from_secs(42));
         assert_eq!(again.listen, settings.listen);
         assert!(settings.needs_restart(&again).is_empty());
+    }
+
+    #[test]
+    fn cluster_db_and_advertise_address() {
+        let standalone = Settings::resolve(BTreeMap::new(), None).expect("defaults");
+        assert!(standalone.cluster_db.is_empty(), "standalone is the default");
+        assert_eq!(standalone.advertise_address.as_deref(), Some("tcp:127.0.0.1:50051"));
+        let clustered = Settings::resolve(
+            given(&[
+                ("cluster-db", "tcp:10.0.0.1:6647,tcp:10.0.0.2:6647,unix:/run/vipd.sock", Origin::Flag),
+                ("advertise-address", "tcp:10.0.0.1:50051", Origin::Env("OVN_VIPD_ADVERTISE_ADDRESS")),
+            ]),
+            None,
+        )
+        .expect("valid");
+        assert_eq!(clustered.cluster_db.len(), 3);
+        assert_eq!(clustered.advertise_address.as_deref(), Some("tcp:10.0.0.1:50051"));
+        assert!(clustered.render().contains("cluster-db = \"tcp:10.0.0.1:6647"));
+        let error = Settings::resolve(given(&[("cluster-db", "http://x", Origin::Flag)]), None)
+            .expect_err("a bad remote")
+            .to_string();
+        assert!(error.contains("cluster-db"), "{error}");
+        let error = Settings::resolve(given(&[("cluster-db", "ssl:10.0.0.1:6647", Origin::Flag)]), None)
+            .expect_err("ssl without TLS files")
+            .to_string();
+        assert!(error.contains("cluster-db") && error.contains("nb-private-key"), "{error}");
+        let error = Settings::resolve(given(&[("advertise-address", "10.0.0.1", Origin::Flag)]), None)
+            .expect_err("no scheme")
+            .to_string();
+        assert!(error.contains("advertise-address"), "{error}");
+        let unix_only = Settings::resolve(given(&[("listen", "unix:/tmp/x.sock", Origin::Flag)]), None).expect("valid");
+        assert_eq!(unix_only.advertise_address, None);
     }
 }

@@ -34,6 +34,10 @@ pub struct DaemonConfig {
     pub resync_interval: Duration,
     /// How long in-flight requests may take to finish at shutdown.
     pub shutdown_grace: Duration,
+    /// Clustered mode: the OVN_VIPD cluster database's remotes (empty: standalone).
+    pub cluster_db: Vec<Remote>,
+    /// Clustered mode: the gRPC address published while active.
+    pub advertise_address: Option<String>,
 }
 
 impl DaemonConfig {
@@ -49,6 +53,8 @@ impl DaemonConfig {
             metrics_listen: None,
             resync_interval: Duration::from_secs(300),
             shutdown_grace: Duration::from_secs(10),
+            cluster_db: Vec::new(),
+            advertise_address: None,
         }
     }
 
@@ -63,6 +69,8 @@ impl DaemonConfig {
             metrics_listen: settings.metrics_listen,
             resync_interval: settings.resync_interval,
             shutdown_grace: settings.shutdown_grace,
+            cluster_db: settings.cluster_db.clone(),
+            advertise_address: settings.advertise_address.clone(),
         }
     }
 }
@@ -115,6 +123,8 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
     } else {
         warn!(path = %store_path.display(), problems = report.problems.len(), "store open with inconsistencies");
     }
+    // Clustered mode: nothing may reach sled but the replica; batches wait for the committer.
+    let cluster_link = (!config.cluster_db.is_empty()).then(|| crate::cluster::Cluster::attach(&registry));
     let registry = std::sync::Arc::new(registry);
     let (role_sender, role_receiver) = tokio::sync::watch::channel(Role::Unknown);
     let options = api::ServeOptions {
@@ -126,11 +136,30 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
     let api_task = tokio::spawn(api_server.instrument(tracing::info_span!("api")));
     let mut client_config = nb::client_config(config.ovn_nb.clone());
     client_config.tls = config.nb_tls.clone();
-    client_config.locks = vec![LOCK_NAME.to_string()];
+    // Clustered mode asks NB for the lock only while active on the cluster database (see
+    // `cluster`), so the NB lock always follows the cluster lock.
+    if cluster_link.is_none() {
+        client_config.locks = vec![LOCK_NAME.to_string()];
+    }
     // After an NB leader change the previous holder asks the new leader first (see ARCHITECTURE.md).
     client_config.lock_grace = Duration::from_secs(2);
     let (client, nb_events) = Client::start_subscribed(client_config);
     registry.set_in_use_outside(std::sync::Arc::new(nb::NbInUse(client.clone())));
+    let cluster = match cluster_link {
+        Some(link) => {
+            let cluster_config = crate::cluster::ClusterConfig::new(
+                config.cluster_db.clone(),
+                config.nb_tls.clone(),
+                config.advertise_address.clone(),
+            );
+            info!(remotes = config.cluster_db.len(), "clustered mode: the OVN_VIPD cluster database is the store");
+            Some(
+                crate::cluster::Cluster::start(cluster_config, registry.clone(), link, client.clone(), shutdown.clone())
+                    .map_err(|error| DaemonError::Store(RegistryError::Store(error)))?,
+            )
+        }
+        None => None,
+    };
     if let Some(address) = config.metrics_listen {
         telemetry::serve_metrics(address, registry.clone(), client.clone(), shutdown.clone())
             .await
@@ -224,6 +253,9 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
         Err(_) => warn!(?grace, "in-flight gRPC requests did not finish in time"),
     }
     let _ = reconciler.await;
+    if let Some(cluster) = cluster {
+        cluster.stop().await;
+    }
     client.shutdown().await;
     registry.flush()?;
     info!("store flushed; stopped");

@@ -25,6 +25,8 @@
 //! - [`check`]: `ovn-vipd check`: store, IPAM and NB compared, and what is safe repaired.
 //! - [`cni`]: `ovn-vipd-cni`, the CNI plugin: binds pods through the API and builds their veth
 //!   and OVS port.
+//! - [`cluster`]: clustered mode: the `OVN_VIPD` cluster database as the shared store (lock,
+//!   epoch fencing, group commit) and each daemon's sled replica of it.
 //! - [`daemon`]: wiring for the `ovn-vipd` binary: open the store, connect, shut down.
 //!
 //! Binaries in `src/bin/` only parse flags, set up tracing and call into this crate.
@@ -36,6 +38,7 @@ pub mod api;
 pub mod check;
 pub mod cli;
 pub mod client;
+pub mod cluster;
 pub mod cni;
 pub mod config;
 pub mod daemon;

@@ -38,3 +38,23 @@ impl Role {
 
 /// A receiver of the daemon's role (for the API and the metrics).
 pub type RoleWatch = tokio::sync::watch::Receiver<Role>;
+
+/// Clustered mode: the gRPC address of the active daemon as the cluster database's `Active` row
+/// names it (`None` when unknown: standalone, or no row yet). Process-wide: one daemon per process.
+static ACTIVE_ADDRESS: std::sync::RwLock<Option<String>> = std::sync::RwLock::new(None);
+
+/// Records the active daemon's address (the mirror of the cluster database calls it).
+pub fn set_active_address(address: Option<String>) {
+    match ACTIVE_ADDRESS.write() {
+        Ok(mut guard) => *guard = address,
+        Err(poisoned) => *poisoned.into_inner() = address,
+    }
+}
+
+/// The active daemon's address, when known (for the `ovn-vipd-active` metadata of a standby).
+pub fn active_address() -> Option<String> {
+    match ACTIVE_ADDRESS.read() {
+        Ok(guard) => guard.clone(),
+        Err(poisoned) => poisoned.into_inner().clone(),
+    }
+}

@@ -138,6 +138,9 @@ pub struct Metrics {
     pub active: Gauge,
     pub store_flush_seconds: Histogram,
     pub grpc_requests: Family<GrpcLabels, Counter>,
+    /// Clustered mode: how the sled replica of the cluster database caught up after a (re)connect,
+    /// `kind` = `resumed` (from its last transaction id) or `full` (a whole download).
+    pub replica_syncs: Family<PassLabels, Counter>,
     registry: prometheus_client::registry::Registry,
     /// NB transaction counts already added to the counters, per client (scrape-time deltas).
     nb_seen: Mutex<(u64, u64)>,
@@ -166,6 +169,7 @@ impl Metrics {
             active: Gauge::default(),
             store_flush_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
             grpc_requests: Family::default(),
+            replica_syncs: Family::default(),
             registry: prometheus_client::registry::Registry::default(),
             nb_seen: Mutex::new((0, 0)),
         };
@@ -229,6 +233,11 @@ impl Metrics {
             "grpc_requests",
             "gRPC requests by method and status code",
             metrics.grpc_requests.clone(),
+        );
+        registry.register(
+            "replica_syncs",
+            "Clustered mode: catch-ups of the sled replica of the cluster database, resumed from its last transaction id or a full download",
+            metrics.replica_syncs.clone(),
         );
         Metrics { registry, ..metrics }
     }

@@ -1,7 +1,7 @@
 //! The cluster database's schema (`deploy/ovn-vipd.ovsschema`, database `OVN_VIPD`), checked by
 //! the real `ovsdb-tool` and `ovsdb-server`: it makes standalone and clustered databases, and its
 //! indexes refuse a second owner of an address or a MAC in a subnet at commit time, whoever
-//! sends it. (The daemon does not use it yet: issue #14, part 3.)
+//! sends it. (The daemon in clustered mode: tests/cluster.rs.)
 
 mod common;
 

@@ -84,7 +84,9 @@ impl From<RegistryError> for Status {
             RegistryError::Store(
                 StoreError::Encode(_) | StoreError::NewerVersion { .. } | StoreError::Migration { .. },
             ) => Status::internal(message),
-            RegistryError::Store(StoreError::Sled(_) | StoreError::FlusherGone) => Status::unavailable(message),
+            RegistryError::Store(StoreError::Sled(_) | StoreError::FlusherGone | StoreError::ClusterCommit(_)) => {
+                Status::unavailable(message)
+            }
         }
     }
 }

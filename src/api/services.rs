@@ -35,11 +35,18 @@ impl Api {
             return Ok(());
         }
         // In standalone mode a standby does not know the active's address (no shared store to
-        // publish it in), so the key is absent and clients try the other daemons they know.
-        Err(Status::unavailable(
+        // publish it in), so the key is absent and clients try the other daemons they know; in
+        // clustered mode the cluster database's `Active` row names it.
+        let mut status = Status::unavailable(
             "standby: another ovn-vipd daemon holds the NB lock (ovn_vipd) and serves changes; \
              retry on the active daemon",
-        ))
+        );
+        if let Some(address) = crate::role::active_address() {
+            if let Ok(value) = address.parse() {
+                status.metadata_mut().insert(crate::role::ACTIVE_METADATA_KEY, value);
+            }
+        }
+        Err(status)
     }
 
     fn subnet_proto(&self, name: &str) -> Result<pb::Subnet, Status> {

@@ -104,6 +104,14 @@ async fn serve(settings: Settings, log: LogHandle) -> ExitCode {
 }
 
 async fn check(settings: &Settings, repair: bool, nb_timeout: u64) -> ExitCode {
+    if repair && !settings.cluster_db.is_empty() {
+        // The local store is only this host's replica of the cluster database: a repair written
+        // there would be overwritten by the mirror and never reach the other daemons.
+        eprintln!(
+            "ovn-vipd check: --repair is not available in clustered mode (cluster-db is set): the store here is a replica of the cluster database"
+        );
+        return ExitCode::from(2);
+    }
     let options = ovn_vipd::check::CheckOptions {
         data_dir: &settings.data_dir,
         ovn_nb: settings.ovn_nb.clone(),

@@ -53,6 +53,34 @@ pub struct ClientConfig {
     /// cluster leader change, where the lock table of the old leader is lost), asks first and
     /// keeps its part. Zero asks at once.
     pub lock_grace: Duration,
+    /// A replica of the monitored tables kept elsewhere (e.g. on disk) to resume from: the cache
+    /// starts with its rows and the first `monitor_cond_since` asks for what followed its
+    /// transaction id, so a restart need not download everything.
+    pub replica_seed: Option<Arc<ReplicaSeed>>,
+    /// Where every change of the monitored tables is also sent, with the id of the transaction
+    /// that made it, in order: what a replica on disk needs to follow the cache exactly.
+    pub replica_feed: Option<tokio::sync::mpsc::UnboundedSender<ReplicaUpdate>>,
+}
+
+/// The rows a replica holds and the last transaction it has seen.
+#[derive(Debug, Clone)]
+pub struct ReplicaSeed {
+    pub last_txn_id: String,
+    /// `<table-updates2>` (RFC 7047 + ovsdb-server(7) `update2`) with one `initial` per row.
+    pub rows: Json,
+}
+
+/// One step of a replica: changes in transaction order.
+#[derive(Debug, Clone)]
+pub struct ReplicaUpdate {
+    /// Set for the first update of a connection: `Some(true)` when the server resumed from the
+    /// replica's last transaction (only the changes since follow), `Some(false)` when it sent
+    /// every row again (the replica must drop what it held first).
+    pub synced: Option<bool>,
+    /// The id of the last transaction these changes include (the all-zero id when the server
+    /// has none, e.g. without `monitor_cond_since`).
+    pub last_txn_id: String,
+    pub changes: Vec<RowChange>,
 }
 
 impl ClientConfig {
@@ -71,6 +99,8 @@ impl ClientConfig {
             indexes: Vec::new(),
             locks: Vec::new(),
             lock_grace: Duration::ZERO,
+            replica_seed: None,
+            replica_feed: None,
         }
     }
 }
@@ -266,7 +296,28 @@ impl Client {
     pub async fn lock(&self, lock_id: &str) -> Result<bool, OvsdbError> {
         self.lock_set().insert(lock_id.to_string());
         let connection = self.wait_connected(self.shared.config.request_timeout).await?;
-        connection.lock(lock_id).await
+        let held = connection.lock(lock_id).await?;
+        if held && lock_guard(&self.shared.held_locks).insert(lock_id.to_string()) {
+            let _ = self.shared.events.send(ClientEvent::LockAcquired(lock_id.to_string()));
+        }
+        Ok(held)
+    }
+
+    /// Whether `lock_id` is asked for on every connection (held or waited for).
+    pub fn wants_lock(&self, lock_id: &str) -> bool {
+        self.lock_set().contains(lock_id)
+    }
+
+    /// Stops asking for `lock_id` and, when it is held or waited for, drops the connection, which
+    /// is how the server surely lets go of it (an `unlock` needs a usable connection); users see
+    /// `Disconnected` and a `Resynced` without the lock.
+    pub fn release_lock(&self, lock_id: &str) {
+        let wanted = self.lock_set().remove(lock_id);
+        lock_guard(&self.shared.held_when_lost).remove(lock_id);
+        if wanted {
+            lock_guard(&self.shared.held_locks).remove(lock_id);
+            self.shared.reconnect.notify_one();
+        }
     }
 
     /// Whether the server has granted `lock_id` on the current connection (as far as this
@@ -334,6 +385,8 @@ struct Resume {
     last_txn_id: String,
     /// The highest RAFT log index seen: a server behind it is stale and not used.
     highest_index: i64,
+    /// Rows to put in the cache before the first monitor (see [`ClientConfig::replica_seed`]).
+    seed: Option<Arc<ReplicaSeed>>,
 }
 
 async fn supervise(shared: Arc<Shared>) {
@@ -343,8 +396,13 @@ async fn supervise(shared: Arc<Shared>) {
         return;
     }
     let mut resume = Resume {
-        last_txn_id: ZERO_TXN_ID.to_string(),
+        last_txn_id: shared
+            .config
+            .replica_seed
+            .as_ref()
+            .map_or_else(|| ZERO_TXN_ID.to_string(), |seed| seed.last_txn_id.clone()),
         highest_index: 0,
+        seed: shared.config.replica_seed.clone(),
     };
     let mut next_remote = rand::thread_rng().gen_range(0..remotes.len());
     let mut backoff = shared.config.backoff_initial;
@@ -498,6 +556,16 @@ async fn run_session(shared: &Arc<Shared>, remote: &Remote, resume: &mut Resume)
         }
     }
 
+    if let Some(seed) = resume.seed.take() {
+        let mut cache = shared.cache.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        cache.clear();
+        if let Err(error) = cache.apply_update2(&schema, &seed.rows) {
+            // A replica that does not fit the schema is not resumed from: download everything.
+            warn!(%error, "the replica's rows do not fit the server's schema; downloading in full");
+            cache.clear();
+            resume.last_txn_id = ZERO_TXN_ID.to_string();
+        }
+    }
     let requests: serde_json::Map<String, Json> = config
         .monitored_tables
         .iter()
@@ -534,7 +602,14 @@ async fn run_session(shared: &Arc<Shared>, remote: &Remote, resume: &mut Resume)
         if !found {
             cache.clear();
         }
-        cache.apply_update2(&schema, &updates)?;
+        let changes = cache.apply_update2(&schema, &updates)?;
+        if let Some(feed) = &config.replica_feed {
+            let _ = feed.send(ReplicaUpdate {
+                synced: Some(found),
+                last_txn_id: resume.last_txn_id.clone(),
+                changes,
+            });
+        }
     }
     let wanted_locks: Vec<String> = shared
         .wanted_locks
@@ -592,7 +667,7 @@ async fn run_session(shared: &Arc<Shared>, remote: &Remote, resume: &mut Resume)
             Notification::Update3 {
                 last_txn_id, updates, ..
             } => {
-                apply_and_publish(shared, &schema, &updates)?;
+                apply_and_publish(shared, &schema, &updates, &last_txn_id)?;
                 resume.last_txn_id = last_txn_id;
             }
             Notification::Update2 { monitor_id, .. } if monitor_id == json!(SERVER_MONITOR_ID) => {
@@ -601,7 +676,7 @@ async fn run_session(shared: &Arc<Shared>, remote: &Remote, resume: &mut Resume)
                     return Ok(SessionEnd::Lost(error));
                 }
             }
-            Notification::Update2 { updates, .. } => apply_and_publish(shared, &schema, &updates)?,
+            Notification::Update2 { updates, .. } => apply_and_publish(shared, &schema, &updates, &resume.last_txn_id)?,
             Notification::Locked(lock) => {
                 lock_guard(&shared.held_locks).insert(lock.clone());
                 let _ = shared.events.send(ClientEvent::LockAcquired(lock));
@@ -622,10 +697,19 @@ fn lock_guard(locks: &Mutex<BTreeSet<String>>) -> std::sync::MutexGuard<'_, BTre
     }
 }
 
-fn apply_and_publish(shared: &Shared, schema: &DatabaseSchema, updates: &Json) -> Result<(), OvsdbError> {
+fn apply_and_publish(shared: &Shared, schema: &DatabaseSchema, updates: &Json, last_txn_id: &str) -> Result<(), OvsdbError> {
     let changes = {
         let mut cache = shared.cache.write().unwrap_or_else(|poisoned| poisoned.into_inner());
-        cache.apply_update2(schema, updates)?
+        let changes = cache.apply_update2(schema, updates)?;
+        // Sent under the cache's lock: the feed sees the changes in the cache's order.
+        if let Some(feed) = &shared.config.replica_feed {
+            let _ = feed.send(ReplicaUpdate {
+                synced: None,
+                last_txn_id: last_txn_id.to_string(),
+                changes: changes.clone(),
+            });
+        }
+        changes
     };
     if !changes.is_empty() {
         let _ = shared.events.send(ClientEvent::Changed(Arc::new(changes)));

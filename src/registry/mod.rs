@@ -4,6 +4,7 @@
 //! lock, so an address is never owned twice, not even for a moment.
 
 mod error;
+mod replica;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
@@ -11,9 +12,9 @@ use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
 use tokio::sync::broadcast;
-use tracing::{info, warn};
 
 pub use error::RegistryError;
+use replica::build_state;
 
 use crate::ipam::{AllocationRequest, InUseElsewhere, Ipam, SubnetIpam, SubnetIpamConfig};
 use crate::model::{
@@ -202,63 +203,7 @@ impl Registry {
     pub fn open(path: &Path) -> Result<(Registry, ConsistencyReport), RegistryError> {
         let store = Store::open(path)?;
         let snapshot = store.load()?;
-        let report = Store::check(&snapshot);
-        for problem in &report.problems {
-            warn!(%problem, "store inconsistency");
-        }
-        let mut state = State::default();
-        for subnet in &snapshot.subnets {
-            let ipam = SubnetIpam::new(ipam_config(subnet)).map_err(|error| {
-                RegistryError::Corrupt(format!("stored subnet {} is invalid: {error}", subnet.name))
-            })?;
-            state.ipam.add_subnet(subnet.name.clone(), ipam);
-            state.subnets.insert(subnet.name.clone(), subnet.clone());
-        }
-        // Group the allocations by subnet and owner, then restore each owner's in one call.
-        let mut by_owner: BTreeMap<(String, Owner), AllocationRequest> = BTreeMap::new();
-        for (subnet, ip, owner) in &snapshot.ips {
-            let entry = by_owner.entry((subnet.clone(), owner.clone())).or_default();
-            match ip {
-                IpAddr::V4(v4) => entry.v4 = Some(*v4),
-                IpAddr::V6(v6) => entry.v6 = Some(*v6),
-            }
-        }
-        for (subnet, mac, owner) in &snapshot.macs {
-            by_owner.entry((subnet.clone(), owner.clone())).or_default().mac = Some(*mac);
-        }
-        let mut restore_problems = Vec::new();
-        for ((subnet, owner), request) in by_owner {
-            let Some(ipam) = state.ipam.get_mut(&subnet) else {
-                restore_problems.push(format!("{owner} holds addresses in missing subnet {subnet}"));
-                continue;
-            };
-            if let Err(error) = ipam.restore(&owner, &request) {
-                restore_problems.push(format!("cannot restore {owner} in {subnet}: {error}"));
-            }
-        }
-        let mut report = report;
-        for problem in restore_problems {
-            warn!(%problem, "store inconsistency");
-            report.problems.push(problem);
-        }
-        for vip in snapshot.vips {
-            let mut vip = vip;
-            vip.conditions = pending_condition();
-            state.vips.insert(vip.spec.name.clone(), vip);
-        }
-        for pod in snapshot.pods {
-            state.put_pod(pod);
-        }
-        for rule in snapshot.switch_lb_rules {
-            state.rules.insert(rule.name.clone(), rule);
-        }
-        info!(
-            subnets = state.subnets.len(),
-            vips = state.vips.len(),
-            pods = state.pods.len(),
-            rules = state.rules.len(),
-            "registry loaded"
-        );
+        let (state, report) = build_state(snapshot)?;
         let (changes, _) = broadcast::channel(65_536);
         Ok((
             Registry {

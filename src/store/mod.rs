@@ -8,6 +8,7 @@
 //! - On open, pending migrations (`migrations/`) run in order, each atomically; a store written
 //!   by a newer version is refused.
 
+mod cluster;
 mod keys;
 pub mod migrations;
 pub mod records;
@@ -28,6 +29,7 @@ use crate::model::{MacAddr, Pod, PodRef, Subnet, SwitchLbRule, Vip};
 use records::{OwnerRecord, PodRecord, SubnetRecord, SwitchLbRuleRecord, VipRecord};
 
 use migrations::Tree;
+pub use cluster::{ClusterLink, Progress};
 pub use migrations::CURRENT_VERSION;
 
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +46,10 @@ pub enum StoreError {
     Migration { version: u32, message: String },
     #[error("the store's flusher has stopped")]
     FlusherGone,
+    /// Clustered mode: the change was not committed by the cluster database (lost lock, cluster
+    /// unavailable, refused by an index); nothing of it was kept.
+    #[error("not committed in the cluster database: {0}")]
+    ClusterCommit(String),
 }
 
 impl StoreError {}
@@ -243,6 +249,8 @@ pub struct Trees {
     pub slrs: sled::Tree,
     pub ips: sled::Tree,
     pub macs: sled::Tree,
+    /// Clustered mode: the replica's rows by `table NUL uuid` (see `cluster.rs`).
+    pub cluster_rows: sled::Tree,
 }
 
 impl Trees {
@@ -255,6 +263,7 @@ impl Trees {
             slrs: db.open_tree("slrs")?,
             ips: db.open_tree("ips")?,
             macs: db.open_tree("macs")?,
+            cluster_rows: db.open_tree("cluster_rows")?,
         })
     }
 }
@@ -271,6 +280,8 @@ pub struct Store {
     /// Joined on drop, so the flusher's handle on the database is gone when the store is.
     flusher: Option<std::thread::JoinHandle<()>>,
     path: String,
+    /// Clustered mode's queue to the cluster database (`cluster.rs`); unset when standalone.
+    cluster: std::sync::OnceLock<std::sync::Arc<ClusterLink>>,
 }
 
 impl Drop for Store {
@@ -323,6 +334,7 @@ impl Store {
             flush_requests: Mutex::new(Some(sender)),
             flusher: Some(handle),
             path: path_text,
+            cluster: std::sync::OnceLock::new(),
         })
     }
 
@@ -340,9 +352,41 @@ impl Store {
         migrations::read_version(&self.trees)
     }
 
-    /// Applies a batch atomically (not yet durable: see [`Store::durable`]).
+    /// Applies a batch atomically (not yet durable: see [`Store::durable`]). In clustered mode
+    /// it is queued for the cluster database instead (`ClusterCommit` when refused).
     pub fn apply(&self, batch: &WriteBatch) -> Result<(), StoreError> {
+        if let Some(queued) = self.cluster_push(batch) {
+            return queued;
+        }
         // Encode outside the transaction: the closure may run more than once.
+        let encoded = self.encode_batch(batch)?;
+        let trees = (
+            &self.trees.subnets,
+            &self.trees.vips,
+            &self.trees.pods,
+            &self.trees.slrs,
+            &self.trees.ips,
+            &self.trees.macs,
+        );
+        let result: Result<(), TransactionError<()>> = trees.transaction(|(subnets, vips, pods, slrs, ips, macs)| {
+            for (tree, key, value) in &encoded {
+                let tree = tree.pick([subnets, vips, pods, slrs, ips, macs]);
+                match value {
+                    Some(value) => tree.insert(key.as_slice(), value.as_slice())?,
+                    None => tree.remove(key.as_slice())?,
+                };
+            }
+            Ok::<(), ConflictableTransactionError<()>>(())
+        });
+        match result {
+            Ok(()) => Ok(()),
+            Err(TransactionError::Storage(error)) => Err(StoreError::Sled(error)),
+            Err(TransactionError::Abort(())) => Err(StoreError::Corrupt("transaction aborted".into())),
+        }
+    }
+
+    /// The sled writes of a batch: tree, key, value (`None` removes).
+    fn encode_batch(&self, batch: &WriteBatch) -> Result<Vec<(Tree, Vec<u8>, Option<Vec<u8>>)>, StoreError> {
         let mut encoded: Vec<(Tree, Vec<u8>, Option<Vec<u8>>)> = Vec::with_capacity(batch.writes.len());
         for write in &batch.writes {
             encoded.push(match write {
@@ -380,34 +424,16 @@ impl Store {
                 Write::ReleaseMac { subnet, mac } => (Tree::Macs, keys::mac(subnet, *mac), None),
             });
         }
-        let trees = (
-            &self.trees.subnets,
-            &self.trees.vips,
-            &self.trees.pods,
-            &self.trees.slrs,
-            &self.trees.ips,
-            &self.trees.macs,
-        );
-        let result: Result<(), TransactionError<()>> = trees.transaction(|(subnets, vips, pods, slrs, ips, macs)| {
-            for (tree, key, value) in &encoded {
-                let tree = tree.pick([subnets, vips, pods, slrs, ips, macs]);
-                match value {
-                    Some(value) => tree.insert(key.as_slice(), value.as_slice())?,
-                    None => tree.remove(key.as_slice())?,
-                };
-            }
-            Ok::<(), ConflictableTransactionError<()>>(())
-        });
-        match result {
-            Ok(()) => Ok(()),
-            Err(TransactionError::Storage(error)) => Err(StoreError::Sled(error)),
-            Err(TransactionError::Abort(())) => Err(StoreError::Corrupt("transaction aborted".into())),
-        }
+        Ok(encoded)
     }
 
     /// Returns once everything applied before this call is on disk. Callers waiting at the same
     /// time share one flush.
+    /// In clustered mode: once every batch queued before the call was committed by the cluster.
     pub async fn durable(&self) -> Result<(), StoreError> {
+        if let Some(result) = self.cluster_durable().await {
+            return result;
+        }
         let (sender, receiver) = oneshot::channel();
         {
             let requests = self.flush_requests.lock().map_err(|_| StoreError::FlusherGone)?;

@@ -107,6 +107,8 @@ pub struct OvsdbServer {
     pub tls: Option<TlsPaths>,
     /// Debug logging records every request in full: tests read it, benchmarks must not pay it.
     pub debug_log: bool,
+    /// The database `cluster/status` asks about (a clustered member's).
+    pub database: String,
     child: Option<Child>,
 }
 
@@ -154,6 +156,7 @@ impl OvsdbServer {
             tcp_kind: if tls.is_some() { "ssl" } else { "tcp" },
             tls,
             debug_log: true,
+            database: "OVN_Northbound".into(),
             child: None,
         }
     }
@@ -229,22 +232,30 @@ pub struct NbCluster {
 
 impl NbCluster {
     pub fn start(dir: &Path) -> NbCluster {
+        NbCluster::start_schema(dir, NB_SCHEMA, "OVN_Northbound", "nb")
+    }
+
+    /// A 3-member RAFT cluster of any schema (e.g. `deploy/ovn-vipd.ovsschema`, database
+    /// `OVN_VIPD`); members are named `<prefix>1..3`.
+    pub fn start_schema(dir: &Path, schema: &str, database: &str, prefix: &str) -> NbCluster {
         let raft_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
         let mut members = Vec::new();
         for (index, raft_port) in raft_ports.iter().enumerate() {
-            let name = format!("nb{}", index + 1);
+            let name = format!("{prefix}{}", index + 1);
             let db_path = dir.join(format!("{name}.db"));
             let local = format!("tcp:127.0.0.1:{raft_port}");
             if index == 0 {
-                run("ovsdb-tool", &["create-cluster", path_str(&db_path), NB_SCHEMA, &local]);
+                run("ovsdb-tool", &["create-cluster", path_str(&db_path), schema, &local]);
             } else {
                 let first = format!("tcp:127.0.0.1:{}", raft_ports[0]);
                 run(
                     "ovsdb-tool",
-                    &["join-cluster", path_str(&db_path), "OVN_Northbound", &local, &first],
+                    &["join-cluster", path_str(&db_path), database, &local, &first],
                 );
             }
-            members.push(OvsdbServer::new(dir, &name, db_path, free_port(), None));
+            let mut member = OvsdbServer::new(dir, &name, db_path, free_port(), None);
+            member.database = database.to_string();
+            members.push(member);
         }
         // The joining members wait for the first, so start them all before waiting on any.
         for member in &mut members {
@@ -297,7 +308,7 @@ impl OvsdbServer {
                 "-t",
                 path_str(&self.dir.join(format!("{}.ctl", self.name))),
                 "cluster/status",
-                "OVN_Northbound",
+                &self.database,
             ])
             .output()
             .map(|output| String::from_utf8_lossy(&output.stdout).into_owned())
