@@ -49,7 +49,8 @@ enum Op {
 struct Ledger {
     vips: BTreeSet<String>,
     pods: BTreeSet<String>,
-    acks: Vec<Instant>,
+    /// Each acknowledged call: when its last attempt started, when it was acknowledged.
+    acks: Vec<(Instant, Instant)>,
     calls: u64,
     /// Attempts answered by a failure a client retries (UNAVAILABLE, a broken connection).
     retried: u64,
@@ -139,13 +140,14 @@ async fn perform(
     let start = Instant::now();
     let mut retry = false;
     loop {
+        let sent = Instant::now();
         let result = attempt(daemons, &op, retry).await;
         {
             let mut ledger = ledger.lock().unwrap();
             ledger.calls += 1;
             match result {
                 Ok(()) => {
-                    ledger.acks.push(Instant::now());
+                    ledger.acks.push((sent, Instant::now()));
                     match &op {
                         Op::CreateVip(name) => ledger.vips.insert(name.clone()),
                         Op::DeleteVip(name) => ledger.vips.remove(name),
@@ -231,11 +233,20 @@ impl Workload {
         .await;
     }
 
-    /// The first acknowledgement after `moment`, waiting up to `timeout`.
+    /// From `moment` to the first acknowledgement of a call sent after it (so served by a
+    /// daemon alive after `moment`; an upper bound by one call), waiting up to `timeout`.
     async fn first_ack_after(&self, moment: Instant, timeout: Duration) -> Duration {
         let mut found = None;
         wait_until_async("an acknowledged write", timeout, || {
-            found = self.ledger.lock().unwrap().acks.iter().find(|ack| **ack > moment).copied();
+            found = self
+                .ledger
+                .lock()
+                .unwrap()
+                .acks
+                .iter()
+                .filter(|(sent, _)| *sent >= moment)
+                .map(|(_, acked)| *acked)
+                .min();
             found.is_some()
         })
         .await;
