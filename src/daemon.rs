@@ -89,6 +89,12 @@ pub enum DaemonError {
     Store(#[from] RegistryError),
     #[error(transparent)]
     Api(#[from] api::server::ServeError),
+    #[error(
+        "the store at {path} holds a standalone daemon's data, which clustered mode (cluster-db) would replace \
+         with the cluster database's; start this daemon standalone, or move the store away to start it as a \
+         replica"
+    )]
+    StandaloneStore { path: String },
     #[error("cannot serve metrics on {address}: {source}")]
     Metrics {
         address: SocketAddr,
@@ -123,7 +129,13 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
     } else {
         warn!(path = %store_path.display(), problems = report.problems.len(), "store open with inconsistencies");
     }
-    // Clustered mode: nothing may reach sled but the replica; batches wait for the committer.
+    // Clustered mode: nothing may reach sled but the replica; batches wait for the committer. A
+    // standalone store is not silently replaced by the replica.
+    if !config.cluster_db.is_empty() && registry.store().holds_standalone_data().map_err(RegistryError::Store)? {
+        return Err(DaemonError::StandaloneStore {
+            path: store_path.display().to_string(),
+        });
+    }
     let cluster_link = (!config.cluster_db.is_empty()).then(|| crate::cluster::Cluster::attach(&registry));
     let registry = std::sync::Arc::new(registry);
     let (role_sender, role_receiver) = tokio::sync::watch::channel(Role::Unknown);

@@ -64,7 +64,8 @@ impl Daemon {
             format!("--metrics-listen=127.0.0.1:{metrics}"),
         ];
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let process = DaemonProcess::start(&data, &args, &[("OVN_VIPD_LOG", "info")]);
+        let log = std::env::var("CLUSTER_TEST_DAEMON_LOG").unwrap_or_else(|_| "info".into());
+        let process = DaemonProcess::start(&data, &args, &[("OVN_VIPD_LOG", log.as_str())]);
         Daemon {
             process,
             name: name.to_string(),
@@ -277,6 +278,12 @@ async fn sigkill_of_the_active_the_standby_serves_writes_within_3s_with_every_ac
     }
     distinct(&now);
     assert!(standby.active());
+    // The new active converges NB: a port for every acknowledged VIP, the new one included.
+    wait_until("NB to hold every acknowledged VIP's port", Duration::from_secs(10), || {
+        let ports = setup.nb.nbctl(&["--bare", "--columns=name", "list", "logical_switch_port"]);
+        let ports: BTreeSet<&str> = ports.lines().collect();
+        acknowledged.keys().all(|name| ports.contains(name.as_str()))
+    });
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -532,4 +539,170 @@ async fn a_second_owner_of_an_address_is_refused_by_the_index_even_when_forced()
         .collect();
     assert_eq!(owners, vec!["vip/owned".to_string()]);
     client.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_standalone_store_is_not_replaced_by_the_replica() {
+    common::init_tracing();
+    let setup = Setup::start();
+    let port = free_port();
+    let data = setup.dir.path().join("standalone");
+    std::fs::create_dir_all(&data).unwrap();
+    let args = common::process::daemon_args(&data, &setup.nb.tcp_remote(), port);
+    let mut standalone = common::process::start(&data, &args, &[]);
+    SubnetServiceClient::new(plain_channel(port).await)
+        .create_subnet(common::subnet_request("ovn-default", "10.16.0.0/24", ""))
+        .await
+        .expect("a standalone daemon stores a subnet");
+    standalone.signal("TERM");
+    standalone.wait(Duration::from_secs(15));
+    // The same store in clustered mode: refused at start, naming the store; nothing is replaced.
+    let mut clustered = args.clone();
+    clustered.push(format!("--cluster-db={}", setup.vipd.remotes()));
+    let mut refused = common::process::start(&data, &clustered, &[]);
+    let status = refused.wait(Duration::from_secs(15));
+    assert!(!status.success());
+    let log = refused.stderr();
+    assert!(log.contains("holds a standalone daemon's data"), "{log}");
+    let mut again = common::process::start(&data, &args, &[]);
+    let subnet = SubnetServiceClient::new(plain_channel(port).await)
+        .get_subnet(pb::GetSubnetRequest {
+            name: "ovn-default".into(),
+        })
+        .await;
+    assert!(subnet.is_ok(), "the standalone data is still there: {subnet:?}");
+    again.signal("TERM");
+    again.wait(Duration::from_secs(15));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_a_cluster_majority_a_change_fails_unavailable_and_the_registry_drops_it() {
+    common::init_tracing();
+    let mut setup = Setup::start();
+    let a = setup.daemon("a");
+    one_active(&[&a], Duration::from_secs(20));
+    a.create_subnet().await;
+    a.create_vip("before").await.expect("create");
+    // The leader loses its majority: it stays connected but can commit nothing, so the change
+    // is taken into the registry and queued, and its transaction fails.
+    let leader = setup.vipd.wait_for_leader(Duration::from_secs(10));
+    for (index, member) in setup.vipd.members.iter_mut().enumerate() {
+        if index != leader {
+            member.kill();
+        }
+    }
+    let started = Instant::now();
+    let refused = a.create_vip("while-down").await.expect_err("a change without the cluster");
+    eprintln!("refused after {:?}: {refused:?}", started.elapsed());
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    // No trace: not in the registry's answers.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let seen = a.list().await;
+        if !seen.contains_key("while-down") {
+            assert!(seen.contains_key("before"));
+            break;
+        }
+        assert!(Instant::now() < deadline, "the refused change is still served: {seen:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The cluster back: the daemon is active again and writes go on; the refused change stays out.
+    for (index, member) in setup.vipd.members.iter_mut().enumerate() {
+        if index != leader {
+            member.start();
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        match a.create_vip("after").await {
+            Ok(_) => break,
+            Err(status) => assert!(Instant::now() < deadline, "no write after the cluster came back: {status:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A transaction left unanswered by a leader without its majority has an unknown outcome: it
+    // may still commit once the majority is back. Either way the daemon serves what the cluster
+    // holds (the takeover after the failure reloaded the registry after everything committed).
+    let client = cluster_client(&setup).await;
+    let in_cluster = || -> BTreeSet<String> {
+        client
+            .cache()
+            .rows(rows::VIP)
+            .filter_map(|(_, row)| row.get("name").and_then(Value::as_str).map(str::to_string))
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let served: BTreeSet<String> = a.list().await.into_keys().collect();
+        if served == in_cluster() && served.contains("before") && served.contains("after") {
+            eprintln!("after recovery: {served:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the daemon serves {served:?}, the cluster holds {:?}", in_cluster());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let expected = in_cluster();
+    client.shutdown().await;
+    // And sled, the replica: a restart from it serves the same.
+    let a = a.restart(&setup);
+    one_active(&[&a], Duration::from_secs(20));
+    let served: BTreeSet<String> = a.list().await.into_keys().collect();
+    assert_eq!(served, expected);
+}
+
+/// Durable creations per second, clustered (one daemon on the 3-member cluster) against
+/// standalone, on this machine: 16 clients creating at once. A measurement, not a check
+/// (`cargo test --test cluster creation_rate -- --ignored --nocapture`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore]
+async fn creation_rate_clustered_against_standalone() {
+    async fn rate(port: u16, prefix: &str) -> f64 {
+        let channel = plain_channel(port).await;
+        SubnetServiceClient::new(channel.clone())
+            .create_subnet(common::subnet_request("ovn-default", "10.16.0.0/16", ""))
+            .await
+            .expect("subnet");
+        let total = 2000;
+        let started = Instant::now();
+        let mut tasks = Vec::new();
+        for worker in 0..16 {
+            let channel = channel.clone();
+            let prefix = prefix.to_string();
+            tasks.push(tokio::spawn(async move {
+                let mut vips = VipServiceClient::new(channel);
+                for index in (worker..total).step_by(16) {
+                    vips.create_vip(pb::CreateVipRequest {
+                        vip: Some(pb::Vip {
+                            name: format!("{prefix}-{index}"),
+                            subnet: "ovn-default".into(),
+                            namespace: "default".into(),
+                            ..Default::default()
+                        }),
+                    })
+                    .await
+                    .expect("create");
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+        total as f64 / started.elapsed().as_secs_f64()
+    }
+    let setup = Setup::start();
+    let clustered = setup.daemon("clustered");
+    one_active(&[&clustered], Duration::from_secs(20));
+    let clustered_rate = rate(clustered.port, "c").await;
+    let port = free_port();
+    let data = setup.dir.path().join("standalone");
+    std::fs::create_dir_all(&data).unwrap();
+    // Its own NB, so both daemons are active.
+    let nb = OvsdbServer::nb(&data);
+    let args = common::process::daemon_args(&data, &nb.tcp_remote(), port);
+    let _standalone = common::process::start(&data, &args, &[]);
+    let standalone_rate = rate(port, "s").await;
+    eprintln!(
+        "durable creations/s with 16 clients: clustered {clustered_rate:.0}, standalone {standalone_rate:.0}, ratio {:.2}",
+        clustered_rate / standalone_rate
+    );
 }

@@ -48,6 +48,8 @@ pub struct ClusterConfig {
     pub daemon_id: String,
     /// How long a takeover waits for the replica to hold its epoch transaction.
     pub catch_up_timeout: Duration,
+    /// How long a cluster transaction may wait for a usable connection (to the leader).
+    pub commit_timeout: Duration,
 }
 
 impl ClusterConfig {
@@ -61,6 +63,7 @@ impl ClusterConfig {
             advertise_address,
             daemon_id: format!("{host}/{}", std::process::id()),
             catch_up_timeout: Duration::from_secs(10),
+            commit_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -101,6 +104,9 @@ impl Cluster {
         client_config.lock_grace = Duration::from_secs(2);
         client_config.replica_seed = seed.map(|(last_txn_id, rows)| Arc::new(ReplicaSeed { last_txn_id, rows }));
         client_config.replica_feed = Some(feed_sender);
+        // A change waits at most this long for a usable cluster connection before it fails
+        // (UNAVAILABLE): clients retry elsewhere rather than hang on a cluster that is down.
+        client_config.request_timeout = config.commit_timeout;
         let (client, events) = Client::start_subscribed(client_config);
         let follow = Arc::new(AtomicBool::new(true));
         let reloading = Arc::new(tokio::sync::Mutex::new(()));
@@ -390,6 +396,16 @@ impl Committer {
         Ok(())
     }
 
+    /// One cluster transaction, answered within the commit timeout: a leader that lost its
+    /// majority keeps a transaction unanswered. Its outcome is then unknown (it may still commit;
+    /// the takeover that follows a failure reloads the registry after everything committed).
+    async fn transact(&self, operations: &[Operation]) -> Result<Vec<crate::ovsdb::OperationResult>, OvsdbError> {
+        match tokio::time::timeout(self.config.commit_timeout, self.client.transact(operations)).await {
+            Ok(result) => result,
+            Err(_) => Err(OvsdbError::Timeout(self.config.commit_timeout)),
+        }
+    }
+
     async fn bump_epoch(&self) -> Result<i64, OvsdbError> {
         let assert = Operation::Assert {
             lock: LOCK_NAME.to_string(),
@@ -404,7 +420,6 @@ impl Committer {
         .into_iter()
         .collect();
         let results = self
-            .client
             .transact(&[
                 assert.clone(),
                 Operation::Mutate {
@@ -437,8 +452,7 @@ impl Committer {
         // No row yet: the first active inserts it (`maxRows` 1 refuses a second one).
         let mut first = me;
         first.insert("epoch".into(), Value::Atom(Atom::Integer(1)));
-        self.client
-            .transact(&[
+        self.transact(&[
                 assert,
                 Operation::Insert {
                     table: rows::ACTIVE.into(),
@@ -471,8 +485,12 @@ impl Committer {
                 return self.after_failure().await;
             }
         }
-        match self.client.transact(&operations).await {
-            Ok(_) => self.link.committed(first, last),
+        let started = std::time::Instant::now();
+        match self.transact(&operations).await {
+            Ok(_) => {
+                tracing::debug!(batches = batches.len(), elapsed = ?started.elapsed(), "cluster transaction committed");
+                self.link.committed(first, last)
+            }
             Err(error) => {
                 warn!(%error, batches = batches.len(), "cluster transaction failed; its changes are refused");
                 self.link.failed(first, last, &error.to_string());

@@ -295,6 +295,24 @@ impl Store {
         }
     }
 
+    /// Whether the store holds records or allocations that are not a replica's (standalone data:
+    /// records but no replica transaction id).
+    pub fn holds_standalone_data(&self) -> Result<bool, StoreError> {
+        if self.trees.meta.contains_key(LAST_TXN_KEY)? {
+            return Ok(false);
+        }
+        Ok([
+            &self.trees.subnets,
+            &self.trees.vips,
+            &self.trees.pods,
+            &self.trees.slrs,
+            &self.trees.ips,
+            &self.trees.macs,
+        ]
+        .iter()
+        .any(|tree| !tree.is_empty()))
+    }
+
     /// Rows in the replica.
     pub fn mirror_row_count(&self) -> usize {
         self.trees.cluster_rows.len()

@@ -268,6 +268,9 @@ impl Trees {
     }
 }
 
+/// One sled write: tree, key, value (`None` removes).
+type EncodedWrite = (Tree, Vec<u8>, Option<Vec<u8>>);
+
 type FlushWaiter = oneshot::Sender<Result<(), String>>;
 
 pub struct Store {
@@ -385,9 +388,9 @@ impl Store {
         }
     }
 
-    /// The sled writes of a batch: tree, key, value (`None` removes).
-    fn encode_batch(&self, batch: &WriteBatch) -> Result<Vec<(Tree, Vec<u8>, Option<Vec<u8>>)>, StoreError> {
-        let mut encoded: Vec<(Tree, Vec<u8>, Option<Vec<u8>>)> = Vec::with_capacity(batch.writes.len());
+    /// The sled writes of a batch.
+    fn encode_batch(&self, batch: &WriteBatch) -> Result<Vec<EncodedWrite>, StoreError> {
+        let mut encoded: Vec<EncodedWrite> = Vec::with_capacity(batch.writes.len());
         for write in &batch.writes {
             encoded.push(match write {
                 Write::PutSubnet(subnet) => (
