@@ -372,12 +372,24 @@ async fn verify(central: &mut Central, ledger: &Ledger) {
     }
 
     let mut last = BTreeSet::new();
-    blocking(|| {
-        common::wait_until("NB to hold exactly the daemons' ports", Duration::from_secs(60), || {
+    let converged = blocking(|| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
             last = nb_ports(central);
-            last == expected_ports
-        })
+            if last == expected_ports {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
     });
+    assert!(
+        converged,
+        "NB never held exactly the daemons' ports: missing {:?}, extra {:?}\n{}",
+        expected_ports.difference(&last).collect::<Vec<_>>(),
+        last.difference(&expected_ports).collect::<Vec<_>>(),
+        central.logs()
+    );
 
     if central.mode == Mode::Clustered {
         // Every daemon's replica catches up (reads are served from it).
@@ -639,6 +651,42 @@ async fn the_active_host_cut_off_is_fenced_and_comes_back_as_a_standby() {
         .collect();
     eprintln!("the old active's refused writes:\n{}", refused.join("\n"));
     assert!(!refused.is_empty(), "the old active's log shows no refused write:\n{log}");
+    verify(&mut central, &ledger).await;
+}
+
+/// The `OVN_VIPD` leader's member SIGKILLed while the active holds the lock (locks live in one
+/// ovsdb-server process, not in RAFT): writes are served again within 3 s, exactly one daemon is
+/// active, nothing acknowledged is lost; the member comes back and rejoins.
+#[ignore = "fails in 2 of 4 runs (clustered mode, branch clustercore): after the OVN_VIPD leader dies with the active's commit in flight, NB keeps the port of a pod whose unbind was acknowledged (seen: extra p0-3.work; store, replicas and the acknowledged state agree without it), so NB never converges"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_database_leader_killed_under_load_loses_nothing() {
+    let mut central = blocking(|| Central::start(Mode::Clustered));
+    create_subnet(&central).await;
+    let workload = Workload::start(&central, 3).await;
+    workload.wait_for_acks(30, Duration::from_secs(60)).await;
+    let active = blocking(|| central.wait_for_active(Duration::from_secs(10)));
+    let leader = blocking(|| central.wait_for_leader(CLUSTER_DATABASE, Duration::from_secs(10)));
+    let killed = Instant::now();
+    blocking(|| central.hosts[leader - 1].cluster.kill());
+    let served = workload.first_ack_after(killed, Duration::from_secs(30)).await;
+    let next = blocking(|| central.wait_for_leader(CLUSTER_DATABASE, Duration::from_secs(20)));
+    assert_ne!(next, leader);
+    eprintln!(
+        "OVN_VIPD leader on host {leader} killed (active on host {active}): new leader on host {next}, \
+         writes served again after {served:?}"
+    );
+    assert!(served <= TAKEOVER_GOAL, "writes were served again only after {served:?}\n{}", central.logs());
+    workload.wait_for_acks(30, Duration::from_secs(60)).await;
+    blocking(|| {
+        central.start_host(leader);
+        let member = &central.host(leader).cluster;
+        common::wait_until("the killed member rejoins", Duration::from_secs(30), || {
+            member.cluster_status().contains("Status: cluster member")
+        });
+    });
+    workload.wait_for_acks(30, Duration::from_secs(60)).await;
+    assert_eq!(blocking(|| central.actives()).len(), 1);
+    let ledger = workload.finish().await;
     verify(&mut central, &ledger).await;
 }
 
