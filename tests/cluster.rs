@@ -205,7 +205,10 @@ async fn one_active_and_the_standby_reads_what_it_committed() {
     active.create_subnet().await;
     let mut created = std::collections::BTreeMap::new();
     for index in 0..20 {
-        let vip = active.create_vip(&format!("v{index}")).await.expect("create on the active");
+        let vip = active
+            .create_vip(&format!("v{index}"))
+            .await
+            .expect("create on the active");
         let status = vip.status.unwrap();
         created.insert(vip.name, (status.v4ip, status.mac));
     }
@@ -217,11 +220,17 @@ async fn one_active_and_the_standby_reads_what_it_committed() {
         if seen == created {
             break;
         }
-        assert!(Instant::now() < deadline, "the standby never served {created:?}; it serves {seen:?}");
+        assert!(
+            Instant::now() < deadline,
+            "the standby never served {created:?}; it serves {seen:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // A change on the standby is refused, naming the active.
-    let refused = standby.create_vip("on-standby").await.expect_err("a standby refuses changes");
+    let refused = standby
+        .create_vip("on-standby")
+        .await
+        .expect_err("a standby refuses changes");
     assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
     let named = refused
         .metadata()
@@ -231,9 +240,14 @@ async fn one_active_and_the_standby_reads_what_it_committed() {
     assert_eq!(named, Some(active.address()), "{refused:?}");
     assert!(!active.list().await.contains_key("on-standby"));
     // Exactly one daemon wrote NB: the ports are the active's, nothing was deleted.
-    let ports = setup.nb.nbctl(&["--bare", "--columns=name", "list", "logical_switch_port"]);
+    let ports = setup
+        .nb
+        .nbctl(&["--bare", "--columns=name", "list", "logical_switch_port"]);
     for name in created.keys() {
-        assert!(ports.lines().any(|line| line == name), "port {name} missing in NB: {ports}");
+        assert!(
+            ports.lines().any(|line| line == name),
+            "port {name} missing in NB: {ports}"
+        );
     }
     assert!(a.process.stderr().contains("replica downloaded in full"));
 }
@@ -249,7 +263,10 @@ async fn sigkill_of_the_active_the_standby_serves_writes_within_3s_with_every_ac
     daemons[active_index].create_subnet().await;
     let mut acknowledged = std::collections::BTreeMap::new();
     for index in 0..30 {
-        let vip = daemons[active_index].create_vip(&format!("before-{index}")).await.expect("create");
+        let vip = daemons[active_index]
+            .create_vip(&format!("before-{index}"))
+            .await
+            .expect("create");
         let status = vip.status.unwrap();
         acknowledged.insert(vip.name, (status.v4ip, status.mac));
     }
@@ -262,7 +279,10 @@ async fn sigkill_of_the_active_the_standby_serves_writes_within_3s_with_every_ac
         match standby.create_vip("after-kill").await {
             Ok(vip) => break vip,
             Err(status) => {
-                assert!(killed.elapsed() < Duration::from_secs(10), "no write served after the kill: {status:?}");
+                assert!(
+                    killed.elapsed() < Duration::from_secs(10),
+                    "no write served after the kill: {status:?}"
+                );
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
@@ -278,12 +298,26 @@ async fn sigkill_of_the_active_the_standby_serves_writes_within_3s_with_every_ac
     }
     distinct(&now);
     assert!(standby.active());
+    // A warm standby: its registry already followed the replica, the takeover loaded nothing.
+    let log = standby.process.stderr();
+    let line = log
+        .lines()
+        .find(|line| line.contains("active in the cluster database"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(line.contains("registry_loaded=false"), "{line}");
     // The new active converges NB: a port for every acknowledged VIP, the new one included.
-    wait_until("NB to hold every acknowledged VIP's port", Duration::from_secs(10), || {
-        let ports = setup.nb.nbctl(&["--bare", "--columns=name", "list", "logical_switch_port"]);
-        let ports: BTreeSet<&str> = ports.lines().collect();
-        acknowledged.keys().all(|name| ports.contains(name.as_str()))
-    });
+    wait_until(
+        "NB to hold every acknowledged VIP's port",
+        Duration::from_secs(10),
+        || {
+            let ports = setup
+                .nb
+                .nbctl(&["--bare", "--columns=name", "list", "logical_switch_port"]);
+            let ports: BTreeSet<&str> = ports.lines().collect();
+            acknowledged.keys().all(|name| ports.contains(name.as_str()))
+        },
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -299,7 +333,9 @@ async fn a_standby_restart_resumes_its_replica_from_its_last_transaction() {
     for index in 0..10 {
         active.create_vip(&format!("first-{index}")).await.expect("create");
     }
-    standby.process.wait_for_log("replica downloaded in full", Duration::from_secs(10));
+    standby
+        .process
+        .wait_for_log("replica downloaded in full", Duration::from_secs(10));
     let deadline = Instant::now() + Duration::from_secs(10);
     while standby.list().await.len() != 10 {
         assert!(Instant::now() < deadline, "the standby never held the first VIPs");
@@ -310,7 +346,10 @@ async fn a_standby_restart_resumes_its_replica_from_its_last_transaction() {
     let mut standby = standby;
     standby.process.wait(Duration::from_secs(15));
     for index in 0..10 {
-        active.create_vip(&format!("second-{index}")).await.expect("create while the standby is down");
+        active
+            .create_vip(&format!("second-{index}"))
+            .await
+            .expect("create while the standby is down");
     }
     let standby = standby.restart(&setup);
     assert_eq!(standby.name, standby_name);
@@ -318,19 +357,29 @@ async fn a_standby_restart_resumes_its_replica_from_its_last_transaction() {
         .process
         .wait_for_log("replica resumed from transaction", Duration::from_secs(20));
     let log = standby.process.stderr();
-    assert!(!log.contains("replica downloaded in full"), "a full download after a restart:\n{log}");
+    assert!(
+        !log.contains("replica downloaded in full"),
+        "a full download after a restart:\n{log}"
+    );
     let mut resumed = -1.0;
     wait_until("the resume counted", Duration::from_secs(10), || {
         resumed = standby.metric("replica_syncs_total{kind=\"resumed\"}");
         resumed == 1.0
     });
-    assert_eq!(standby.metric("replica_syncs_total{kind=\"full\"}"), -1.0, "no full download is counted");
+    assert_eq!(
+        standby.metric("replica_syncs_total{kind=\"full\"}"),
+        -1.0,
+        "no full download is counted"
+    );
     // The replica is current: the standby serves what was created while it was down.
     let expected = active.list().await;
     assert_eq!(expected.len(), 20);
     let deadline = Instant::now() + Duration::from_secs(10);
     while standby.list().await != expected {
-        assert!(Instant::now() < deadline, "the restarted standby never served every VIP");
+        assert!(
+            Instant::now() < deadline,
+            "the restarted standby never served every VIP"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(standby.data.exists());
@@ -347,7 +396,10 @@ async fn the_cluster_leader_killed_under_the_active_writes_go_on_with_one_owner_
     daemons[active_index].create_subnet().await;
     let mut acknowledged = std::collections::BTreeMap::new();
     for index in 0..10 {
-        let vip = daemons[active_index].create_vip(&format!("before-{index}")).await.expect("create");
+        let vip = daemons[active_index]
+            .create_vip(&format!("before-{index}"))
+            .await
+            .expect("create");
         let status = vip.status.unwrap();
         acknowledged.insert(vip.name, (status.v4ip, status.mac));
     }
@@ -375,7 +427,10 @@ async fn the_cluster_leader_killed_under_the_active_writes_go_on_with_one_owner_
             match last {
                 None => break name.clone(),
                 Some(status) => {
-                    assert!(started.elapsed() < Duration::from_secs(30), "no write served: {status:?}");
+                    assert!(
+                        started.elapsed() < Duration::from_secs(30),
+                        "no write served: {status:?}"
+                    );
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             }
@@ -402,7 +457,10 @@ async fn the_cluster_leader_killed_under_the_active_writes_go_on_with_one_owner_
         .rows(rows::ADDRESS)
         .map(|(_, row)| {
             (
-                row.get("address").and_then(Value::as_str).unwrap_or_default().to_string(),
+                row.get("address")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
                 row.get("owner").and_then(Value::as_str).unwrap_or_default().to_string(),
             )
         })
@@ -426,7 +484,9 @@ async fn a_daemon_that_lost_its_lock_cannot_land_a_cluster_write() {
     old.create_subnet().await;
     old.create_vip("kept").await.expect("create");
     let client = cluster_client(&setup).await;
-    wait_until("the replica of the test client", Duration::from_secs(10), || active_epoch(&client) > 0);
+    wait_until("the replica of the test client", Duration::from_secs(10), || {
+        active_epoch(&client) > 0
+    });
     let old_epoch = active_epoch(&client);
 
     // The fence itself, on the real servers: what a deposed active would send. Without the lock
@@ -449,9 +509,13 @@ async fn a_daemon_that_lost_its_lock_cannot_land_a_cluster_write() {
     // over (a new epoch); the paused one is then sent a change, which must not land.
     old.process.signal("STOP");
     let paused = Instant::now();
-    wait_until("the other daemon to take over", Duration::from_secs(40), || new.active());
+    wait_until("the other daemon to take over", Duration::from_secs(40), || {
+        new.active()
+    });
     eprintln!("takeover from a paused active after {:?}", paused.elapsed());
-    wait_until("a new epoch", Duration::from_secs(10), || active_epoch(&client) > old_epoch);
+    wait_until("a new epoch", Duration::from_secs(10), || {
+        active_epoch(&client) > old_epoch
+    });
     let mut old_vips = old.vips().await;
     let late = tokio::spawn(async move {
         old_vips
@@ -467,28 +531,42 @@ async fn a_daemon_that_lost_its_lock_cannot_land_a_cluster_write() {
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
     old.process.signal("CONT");
-    let answer = tokio::time::timeout(Duration::from_secs(40), late).await.unwrap().unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(40), late)
+        .await
+        .unwrap()
+        .unwrap();
     let refused = answer.expect_err("a deposed active acknowledged a change");
     assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
     eprintln!("the deposed active's refusal: {}", refused.message());
     // Nowhere: not in the cluster, not on the new active, not on the old one after it caught up.
-    assert!(client.cache().rows(rows::VIP).all(|(_, row)| row.get("name").and_then(Value::as_str) != Some("from-the-deposed")));
+    assert!(client
+        .cache()
+        .rows(rows::VIP)
+        .all(|(_, row)| row.get("name").and_then(Value::as_str) != Some("from-the-deposed")));
     assert!(!new.list().await.contains_key("from-the-deposed"));
-    wait_until("the old active to be a standby", Duration::from_secs(20), || !old.active() && new.active());
+    wait_until("the old active to be a standby", Duration::from_secs(20), || {
+        !old.active() && new.active()
+    });
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let seen = old.list().await;
         if !seen.contains_key("from-the-deposed") && seen.contains_key("kept") {
             break;
         }
-        assert!(Instant::now() < deadline, "the deposed daemon keeps a trace of the refused change: {seen:?}");
+        assert!(
+            Instant::now() < deadline,
+            "the deposed daemon keeps a trace of the refused change: {seen:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // And the new active goes on.
     new.create_vip("after").await.expect("the new active writes");
     // A holder of the lock with a superseded epoch (a deposed active whose `assert` still
     // passes on its server, as during a leader change) is refused by the epoch `wait`.
-    assert!(client.steal("ovn_vipd").await.unwrap(), "the test client steals the lock");
+    assert!(
+        client.steal("ovn_vipd").await.unwrap(),
+        "the test client steals the lock"
+    );
     match client.transact(&operations).await {
         Err(OvsdbError::Transaction(error)) => assert_eq!(error.error, "timed out", "{error:?}"),
         other => panic!("a write with a superseded epoch was not refused: {other:?}"),
@@ -592,7 +670,10 @@ async fn without_a_cluster_majority_a_change_fails_unavailable_and_the_registry_
         }
     }
     let started = Instant::now();
-    let refused = a.create_vip("while-down").await.expect_err("a change without the cluster");
+    let refused = a
+        .create_vip("while-down")
+        .await
+        .expect_err("a change without the cluster");
     eprintln!("refused after {:?}: {refused:?}", started.elapsed());
     assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
     // No trace: not in the registry's answers.
@@ -603,7 +684,10 @@ async fn without_a_cluster_majority_a_change_fails_unavailable_and_the_registry_
             assert!(seen.contains_key("before"));
             break;
         }
-        assert!(Instant::now() < deadline, "the refused change is still served: {seen:?}");
+        assert!(
+            Instant::now() < deadline,
+            "the refused change is still served: {seen:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // The cluster back: the daemon is active again and writes go on; the refused change stays out.
@@ -616,7 +700,10 @@ async fn without_a_cluster_majority_a_change_fails_unavailable_and_the_registry_
     loop {
         match a.create_vip("after").await {
             Ok(_) => break,
-            Err(status) => assert!(Instant::now() < deadline, "no write after the cluster came back: {status:?}"),
+            Err(status) => assert!(
+                Instant::now() < deadline,
+                "no write after the cluster came back: {status:?}"
+            ),
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -638,7 +725,11 @@ async fn without_a_cluster_majority_a_change_fails_unavailable_and_the_registry_
             eprintln!("after recovery: {served:?}");
             break;
         }
-        assert!(Instant::now() < deadline, "the daemon serves {served:?}, the cluster holds {:?}", in_cluster());
+        assert!(
+            Instant::now() < deadline,
+            "the daemon serves {served:?}, the cluster holds {:?}",
+            in_cluster()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let expected = in_cluster();

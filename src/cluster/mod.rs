@@ -29,8 +29,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Instrument};
 
 use crate::ovsdb::{
-    Atom, Client, ClientConfig, ClientEvent, Condition, Mutation, Mutator, Operation, OvsdbError, Remote,
-    ReplicaSeed, ReplicaUpdate, Row, TlsFiles, Value, WaitUntil,
+    Atom, Client, ClientConfig, ClientEvent, Condition, Mutation, Mutator, Operation, OvsdbError, Remote, ReplicaSeed,
+    ReplicaUpdate, Row, TlsFiles, Value, WaitUntil,
 };
 use crate::registry::Registry;
 use crate::role::LOCK_NAME;
@@ -111,12 +111,14 @@ impl Cluster {
         let follow = Arc::new(AtomicBool::new(true));
         let reloading = Arc::new(tokio::sync::Mutex::new(()));
         let (epoch_sender, epoch_seen) = watch::channel(0i64);
+        let (reloaded_sender, reloaded) = watch::channel(0i64);
         let mirror = Mirror {
             client: client.clone(),
             registry: registry.clone(),
             follow: follow.clone(),
             reloading: reloading.clone(),
             epoch_seen: epoch_sender,
+            reloaded: reloaded_sender,
             last_txn_id: resumed_from,
         };
         let mirror_task = tokio::spawn(
@@ -133,6 +135,7 @@ impl Cluster {
             follow,
             reloading,
             epoch_seen,
+            reloaded,
             epoch: None,
             shutdown: shutdown.clone(),
         };
@@ -164,6 +167,9 @@ struct Mirror {
     reloading: Arc<tokio::sync::Mutex<()>>,
     /// `Active.epoch` as the replica holds it.
     epoch_seen: watch::Sender<i64>,
+    /// The `Active.epoch` the replica held when the registry last followed it (a takeover whose
+    /// epoch the registry already reflects loads nothing).
+    reloaded: watch::Sender<i64>,
     last_txn_id: Option<String>,
 }
 
@@ -200,8 +206,12 @@ impl Mirror {
             if self.follow.load(Ordering::SeqCst) {
                 let _guard = self.reloading.lock().await;
                 if self.follow.load(Ordering::SeqCst) {
-                    if let Err(error) = self.registry.reload() {
-                        warn!(%error, "cannot reload the registry from the replica");
+                    let epoch = *self.epoch_seen.borrow();
+                    match self.registry.reload() {
+                        Ok(_) => {
+                            self.reloaded.send_replace(epoch);
+                        }
+                        Err(error) => warn!(%error, "cannot reload the registry from the replica"),
                     }
                 }
             }
@@ -262,6 +272,7 @@ struct Committer {
     follow: Arc<AtomicBool>,
     reloading: Arc<tokio::sync::Mutex<()>>,
     epoch_seen: watch::Receiver<i64>,
+    reloaded: watch::Receiver<i64>,
     /// `Some(epoch)` while active (the link is open).
     epoch: Option<i64>,
     shutdown: CancellationToken,
@@ -370,19 +381,34 @@ impl Committer {
         if caught_up != Ok(true) {
             return Err(format!("the replica did not reach epoch {epoch} in time"));
         }
-        self.follow.store(false, Ordering::SeqCst);
-        {
-            let _guard = self.reloading.lock().await;
-            if let Err(error) = self.registry.reload() {
-                self.follow.store(true, Ordering::SeqCst);
-                return Err(format!("cannot load the registry from the replica: {error}"));
-            }
+        // A standby's registry follows the replica: once the mirror has reloaded it with the
+        // epoch transaction applied, it holds everything and nothing needs loading.
+        let followed = self.follow.load(Ordering::SeqCst);
+        if followed {
+            let reloaded = &mut self.reloaded;
+            let _ = tokio::time::timeout(self.config.catch_up_timeout, async {
+                reloaded.wait_for(|reloaded| *reloaded >= epoch).await.is_ok()
+            })
+            .await;
         }
+        let registry_loaded = {
+            let _guard = self.reloading.lock().await;
+            self.follow.store(false, Ordering::SeqCst);
+            let current = followed && *self.reloaded.borrow() >= epoch;
+            if !current {
+                if let Err(error) = self.registry.reload() {
+                    self.follow.store(true, Ordering::SeqCst);
+                    return Err(format!("cannot load the registry from the replica: {error}"));
+                }
+            }
+            !current
+        };
         self.epoch = Some(epoch);
         self.link.open();
         info!(
             epoch,
             address = self.config.advertise_address.as_deref().unwrap_or(""),
+            registry_loaded,
             "active in the cluster database (epoch {epoch}); asking NB for its lock"
         );
         if !self.nb.wants_lock(LOCK_NAME) {
@@ -453,14 +479,14 @@ impl Committer {
         let mut first = me;
         first.insert("epoch".into(), Value::Atom(Atom::Integer(1)));
         self.transact(&[
-                assert,
-                Operation::Insert {
-                    table: rows::ACTIVE.into(),
-                    row: first,
-                    uuid_name: None,
-                },
-            ])
-            .await?;
+            assert,
+            Operation::Insert {
+                table: rows::ACTIVE.into(),
+                row: first,
+                uuid_name: None,
+            },
+        ])
+        .await?;
         Ok(1)
     }
 
@@ -529,7 +555,9 @@ pub fn epoch_wait(epoch: i64) -> Operation {
         conditions: Vec::<Condition>::new(),
         columns: vec!["epoch".into()],
         until: WaitUntil::Equal,
-        rows: vec![[("epoch".to_string(), Value::Atom(Atom::Integer(epoch)))].into_iter().collect()],
+        rows: vec![[("epoch".to_string(), Value::Atom(Atom::Integer(epoch)))]
+            .into_iter()
+            .collect()],
         timeout_ms: Some(0),
     }
 }

@@ -36,7 +36,10 @@ fn eq(column: &str, text: impl Into<String>) -> Condition {
 }
 
 fn row(columns: Vec<(&str, Value)>) -> Row {
-    columns.into_iter().map(|(column, value)| (column.to_string(), value)).collect()
+    columns
+        .into_iter()
+        .map(|(column, value)| (column.to_string(), value))
+        .collect()
 }
 
 fn insert(table: &str, columns: Vec<(&str, Value)>) -> Operation {
@@ -85,7 +88,10 @@ pub fn operations(batch: &WriteBatch, out: &mut Vec<Operation>) -> Result<(), St
             Write::DeleteVip(name) => out.push(delete(VIP, vec![eq("name", name)])),
             Write::PutPod(pod) => {
                 let key = pod.key();
-                out.push(delete(POD, vec![eq("namespace", &key.namespace), eq("name", &key.name)]));
+                out.push(delete(
+                    POD,
+                    vec![eq("namespace", &key.namespace), eq("name", &key.name)],
+                ));
                 out.push(insert(
                     POD,
                     vec![
@@ -95,7 +101,10 @@ pub fn operations(batch: &WriteBatch, out: &mut Vec<Operation>) -> Result<(), St
                     ],
                 ));
             }
-            Write::DeletePod(key) => out.push(delete(POD, vec![eq("namespace", &key.namespace), eq("name", &key.name)])),
+            Write::DeletePod(key) => out.push(delete(
+                POD,
+                vec![eq("namespace", &key.namespace), eq("name", &key.name)],
+            )),
             Write::PutSwitchLbRule(rule) => {
                 out.push(delete(SWITCH_LB_RULE, vec![eq("name", &rule.name)]));
                 out.push(insert(
@@ -121,9 +130,10 @@ pub fn operations(batch: &WriteBatch, out: &mut Vec<Operation>) -> Result<(), St
                     ],
                 ));
             }
-            Write::ReleaseIp { subnet, ip } => {
-                out.push(delete(ADDRESS, vec![eq("subnet", subnet), eq("address", ip.to_string())]))
-            }
+            Write::ReleaseIp { subnet, ip } => out.push(delete(
+                ADDRESS,
+                vec![eq("subnet", subnet), eq("address", ip.to_string())],
+            )),
             Write::AllocateMac { subnet, mac, owner } => {
                 out.push(delete(
                     MAC,
@@ -138,7 +148,9 @@ pub fn operations(batch: &WriteBatch, out: &mut Vec<Operation>) -> Result<(), St
                     ],
                 ));
             }
-            Write::ReleaseMac { subnet, mac } => out.push(delete(MAC, vec![eq("subnet", subnet), eq("mac", mac.to_string())])),
+            Write::ReleaseMac { subnet, mac } => {
+                out.push(delete(MAC, vec![eq("subnet", subnet), eq("mac", mac.to_string())]))
+            }
         }
     }
     Ok(())
@@ -183,7 +195,9 @@ fn put(table: &str, row: &Row) -> Result<Option<Write>, String> {
         SUBNET => Write::PutSubnet(Subnet::try_from(decode::<SubnetRecord>(row)?).map_err(to_string)?),
         VIP => Write::PutVip(Vip::from(decode::<VipRecord>(row)?)),
         POD => Write::PutPod(Pod::try_from(decode::<PodRecord>(row)?).map_err(to_string)?),
-        SWITCH_LB_RULE => Write::PutSwitchLbRule(SwitchLbRule::try_from(decode::<SwitchLbRuleRecord>(row)?).map_err(to_string)?),
+        SWITCH_LB_RULE => {
+            Write::PutSwitchLbRule(SwitchLbRule::try_from(decode::<SwitchLbRuleRecord>(row)?).map_err(to_string)?)
+        }
         ADDRESS => Write::AllocateIp {
             subnet: text(row, "subnet")?.to_string(),
             ip: parse_ip(text(row, "address")?)?,
@@ -208,7 +222,11 @@ fn parse_mac(text: &str) -> Result<MacAddr, String> {
 
 /// A row as JSON (RFC 7047 §5.1 notation), as the replica keeps it.
 pub fn row_json(row: &Row) -> Json {
-    Json::Object(row.iter().map(|(column, value)| (column.clone(), value.to_json())).collect())
+    Json::Object(
+        row.iter()
+            .map(|(column, value)| (column.clone(), value.to_json()))
+            .collect(),
+    )
 }
 
 /// The replica step of monitored changes: the store writes (every removal before every put, so a

@@ -19,9 +19,8 @@ pub(super) fn build_state(snapshot: Snapshot) -> Result<(State, ConsistencyRepor
     }
     let mut state = State::default();
     for subnet in &snapshot.subnets {
-        let ipam = SubnetIpam::new(ipam_config(subnet)).map_err(|error| {
-            RegistryError::Corrupt(format!("stored subnet {} is invalid: {error}", subnet.name))
-        })?;
+        let ipam = SubnetIpam::new(ipam_config(subnet))
+            .map_err(|error| RegistryError::Corrupt(format!("stored subnet {} is invalid: {error}", subnet.name)))?;
         state.ipam.add_subnet(subnet.name.clone(), ipam);
         state.subnets.insert(subnet.name.clone(), subnet.clone());
     }
@@ -114,9 +113,6 @@ fn differences<'a, K: Ord + Clone, V: PartialEq>(
         .iter()
         .filter(move |(key, value)| new.get(*key) != Some(*value))
         .map(|(key, _)| key.clone());
-    let added = new
-        .keys()
-        .filter(move |key| !old.contains_key(*key))
-        .cloned();
+    let added = new.keys().filter(move |key| !old.contains_key(*key)).cloned();
     removed_or_changed.chain(added)
 }

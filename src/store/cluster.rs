@@ -104,7 +104,8 @@ impl ClusterLink {
             first.map(|first| (first, queue.next - 1))
         };
         if let Some((first, last)) = failed {
-            self.progress.send_modify(|progress| progress.settle(first, last, Some(why)));
+            self.progress
+                .send_modify(|progress| progress.settle(first, last, Some(why)));
         }
     }
 
@@ -152,8 +153,11 @@ impl ClusterLink {
     /// Reports that the batches `first..=last` (one transaction) failed, closes the link and
     /// fails every batch queued since (they were built on the failed ones).
     pub fn failed(&self, first: u64, last: u64, why: &str) {
-        self.progress.send_modify(|progress| progress.settle(first, last, Some(why)));
-        self.close(&format!("the cluster database refused an earlier change ({why}); retry"));
+        self.progress
+            .send_modify(|progress| progress.settle(first, last, Some(why)));
+        self.close(&format!(
+            "the cluster database refused an earlier change ({why}); retry"
+        ));
     }
 
     /// Waits until every batch queued before the call is settled; an error when one of them
@@ -208,7 +212,8 @@ impl Store {
         let Some(txn) = self.trees.meta.get(LAST_TXN_KEY)? else {
             return Ok(None);
         };
-        let txn = String::from_utf8(txn.to_vec()).map_err(|error| StoreError::Corrupt(format!("last txn id: {error}")))?;
+        let txn =
+            String::from_utf8(txn.to_vec()).map_err(|error| StoreError::Corrupt(format!("last txn id: {error}")))?;
         let mut tables = serde_json::Map::new();
         for entry in self.trees.cluster_rows.iter() {
             let (key, value) = entry?;
@@ -353,7 +358,11 @@ mod tests {
         link.push(&batch("a")).unwrap();
         link.push(&batch("b")).unwrap();
         let taken = link.take().await;
-        assert_eq!(taken.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(), vec![1, 2], "one group");
+        assert_eq!(
+            taken.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(),
+            vec![1, 2],
+            "one group"
+        );
         let waiting = tokio::time::timeout(std::time::Duration::from_millis(50), link.durable()).await;
         assert!(waiting.is_err(), "not acknowledged before the commit");
         link.committed(1, 2);
