@@ -65,9 +65,10 @@ async fn create(daemons: &mut Daemons, settings: &ovn_vipd::client::Settings, na
     loop {
         let sent = Instant::now();
         let result = daemons
-            .call(pb::CreateVipRequest { vip: Some(vip(name)) }, |channel, request| async move {
-                VipServiceClient::new(channel).create_vip(request).await
-            })
+            .call(
+                pb::CreateVipRequest { vip: Some(vip(name)) },
+                |channel, request| async move { VipServiceClient::new(channel).create_vip(request).await },
+            )
             .await;
         match result {
             Ok(_) => return sent,
@@ -146,7 +147,10 @@ async fn takeovers(central: &mut Central, rounds: u64, host: bool) -> Vec<f64> {
     let mut times = Vec::new();
     for round in 0..rounds {
         let before = count(&acks);
-        common::wait_until_async("writes flowing", Duration::from_secs(60), || count(&acks) >= before + 20).await;
+        common::wait_until_async("writes flowing", Duration::from_secs(60), || {
+            count(&acks) >= before + 20
+        })
+        .await;
         let active = tokio::task::block_in_place(|| central.wait_for_active(Duration::from_secs(30)));
         let killed = Instant::now();
         tokio::task::block_in_place(|| {

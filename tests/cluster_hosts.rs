@@ -85,15 +85,17 @@ fn bind_request(name: &str) -> pb::BindPodRequest {
 async fn attempt(daemons: &mut Daemons, op: &Op, retry: bool) -> Result<(), Status> {
     let result = match op {
         Op::CreateVip(name) => daemons
-            .call(pb::CreateVipRequest { vip: Some(vip(name)) }, |channel, request| async move {
-                VipServiceClient::new(channel).create_vip(request).await
-            })
+            .call(
+                pb::CreateVipRequest { vip: Some(vip(name)) },
+                |channel, request| async move { VipServiceClient::new(channel).create_vip(request).await },
+            )
             .await
             .map(|_| ()),
         Op::DeleteVip(name) => daemons
-            .call(pb::DeleteVipRequest { name: name.clone() }, |channel, request| async move {
-                VipServiceClient::new(channel).delete_vip(request).await
-            })
+            .call(
+                pb::DeleteVipRequest { name: name.clone() },
+                |channel, request| async move { VipServiceClient::new(channel).delete_vip(request).await },
+            )
             .await
             .map(|_| ()),
         Op::Bind(name) => daemons
@@ -202,7 +204,10 @@ impl Workload {
             tasks.push(tokio::spawn(async move {
                 let mut i = 0usize;
                 while !stop.load(Ordering::SeqCst) {
-                    let mut ops = vec![Op::CreateVip(format!("c{client}-{i}")), Op::Bind(format!("p{client}-{i}"))];
+                    let mut ops = vec![
+                        Op::CreateVip(format!("c{client}-{i}")),
+                        Op::Bind(format!("p{client}-{i}")),
+                    ];
                     // Every third round takes back what was made two rounds before.
                     if i % 3 == 2 {
                         ops.push(Op::DeleteVip(format!("c{client}-{}", i - 2)));
@@ -318,14 +323,23 @@ async fn list_all(daemons: &mut Daemons) -> Result<(Vec<pb::Vip>, Vec<pb::Pod>),
 fn names(vips: &[pb::Vip], pods: &[pb::Pod]) -> (BTreeSet<String>, BTreeSet<String>) {
     (
         vips.iter().map(|vip| vip.name.clone()).collect(),
-        pods.iter().filter(|pod| pod.bound).map(|pod| pod.name.clone()).collect(),
+        pods.iter()
+            .filter(|pod| pod.bound)
+            .map(|pod| pod.name.clone())
+            .collect(),
     )
 }
 
 /// The NB ports the daemon made (`external_ids:vendor=ovn-vipd`).
 fn nb_ports(central: &Central) -> BTreeSet<String> {
     central
-        .nbctl(&["--bare", "--columns=name", "find", "logical_switch_port", "external_ids:vendor=ovn-vipd"])
+        .nbctl(&[
+            "--bare",
+            "--columns=name",
+            "find",
+            "logical_switch_port",
+            "external_ids:vendor=ovn-vipd",
+        ])
         .lines()
         .filter(|line| !line.is_empty())
         .map(str::to_string)
@@ -336,7 +350,11 @@ fn nb_ports(central: &Central) -> BTreeSet<String> {
 /// active and (clustered) on every replica; no address or MAC has two owners; NB converged;
 /// `ovn-vipd check` clean on every host's store.
 async fn verify(central: &mut Central, ledger: &Ledger) {
-    assert!(ledger.errors.is_empty(), "calls that failed for good: {:#?}", ledger.errors);
+    assert!(
+        ledger.errors.is_empty(),
+        "calls that failed for good: {:#?}",
+        ledger.errors
+    );
     let active = blocking(|| central.wait_for_active(Duration::from_secs(30)));
     let mut daemons = central.client(active, Duration::from_secs(10)).await;
     let (vips, pods) = list_all(&mut daemons).await.expect("list on the active");
@@ -464,9 +482,20 @@ async fn the_harness_runs_raft_members_and_standalone_daemons_on_three_hosts() {
     let mut daemons = central.client(standby, Duration::from_secs(10)).await;
     let settings = central.client_settings(Duration::from_secs(10));
     let ledger = Mutex::new(Ledger::default());
-    assert!(perform(&mut daemons, &settings, &ledger, Op::CreateVip("va".into()), Duration::from_secs(10)).await);
+    assert!(
+        perform(
+            &mut daemons,
+            &settings,
+            &ledger,
+            Op::CreateVip("va".into()),
+            Duration::from_secs(10)
+        )
+        .await
+    );
     blocking(|| {
-        common::wait_until("va in NB", Duration::from_secs(20), || nb_ports(&central).contains("va"))
+        common::wait_until("va in NB", Duration::from_secs(20), || {
+            nb_ports(&central).contains("va")
+        })
     });
     let (code, stdout, stderr) = blocking(|| central.vipctl(&["get", "vip", "va"]));
     assert_eq!(code, 0, "{stdout}{stderr}");
@@ -539,7 +568,12 @@ async fn sigkill_of_the_active_host_writes_are_served_again_within_3_s() {
     blocking(|| central.start_host(active));
     workload.wait_for_acks(30, Duration::from_secs(60)).await;
     let ledger = workload.finish().await;
-    eprintln!("{} calls, {} retried, {} acknowledged", ledger.calls, ledger.retried, ledger.acks.len());
+    eprintln!(
+        "{} calls, {} retried, {} acknowledged",
+        ledger.calls,
+        ledger.retried,
+        ledger.acks.len()
+    );
     verify(&mut central, &ledger).await;
 }
 
@@ -599,7 +633,11 @@ async fn the_active_host_cut_off_is_fenced_and_comes_back_as_a_standby() {
         let deadline = Instant::now() + lock_timeout;
         while Instant::now() < deadline {
             seen = host.metrics_inside();
-            if seen.as_deref().and_then(|text| common::central::sample(text, "ovn_vipd_active")) == Some(0.0) {
+            if seen
+                .as_deref()
+                .and_then(|text| common::central::sample(text, "ovn_vipd_active"))
+                == Some(0.0)
+            {
                 return true;
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -609,7 +647,11 @@ async fn the_active_host_cut_off_is_fenced_and_comes_back_as_a_standby() {
     assert!(
         stepped,
         "the cut-off daemon still says it is active after {lock_timeout:?}: {:?}\n{}",
-        seen.map(|text| text.lines().filter(|line| line.starts_with("ovn_vipd_active")).collect::<Vec<_>>().join("\n")),
+        seen.map(|text| text
+            .lines()
+            .filter(|line| line.starts_with("ovn_vipd_active"))
+            .collect::<Vec<_>>()
+            .join("\n")),
         central.logs()
     );
     let stepped_down = cut.elapsed();
@@ -650,7 +692,10 @@ async fn the_active_host_cut_off_is_fenced_and_comes_back_as_a_standby() {
         .filter(|line| line.contains("cluster transaction failed; its changes are refused"))
         .collect();
     eprintln!("the old active's refused writes:\n{}", refused.join("\n"));
-    assert!(!refused.is_empty(), "the old active's log shows no refused write:\n{log}");
+    assert!(
+        !refused.is_empty(),
+        "the old active's log shows no refused write:\n{log}"
+    );
     verify(&mut central, &ledger).await;
 }
 
@@ -675,7 +720,11 @@ async fn the_cluster_database_leader_killed_under_load_loses_nothing() {
         "OVN_VIPD leader on host {leader} killed (active on host {active}): new leader on host {next}, \
          writes served again after {served:?}"
     );
-    assert!(served <= TAKEOVER_GOAL, "writes were served again only after {served:?}\n{}", central.logs());
+    assert!(
+        served <= TAKEOVER_GOAL,
+        "writes were served again only after {served:?}\n{}",
+        central.logs()
+    );
     workload.wait_for_acks(30, Duration::from_secs(60)).await;
     blocking(|| {
         central.start_host(leader);
@@ -708,7 +757,12 @@ async fn a_rolling_restart_of_all_three_loses_nothing() {
         workload.wait_for_acks(20, Duration::from_secs(60)).await;
     }
     let ledger = workload.finish().await;
-    eprintln!("{} calls, {} retried, {} acknowledged", ledger.calls, ledger.retried, ledger.acks.len());
+    eprintln!(
+        "{} calls, {} retried, {} acknowledged",
+        ledger.calls,
+        ledger.retried,
+        ledger.acks.len()
+    );
     verify(&mut central, &ledger).await;
 }
 
@@ -737,18 +791,25 @@ async fn a_restarted_standby_resumes_its_replica() {
     let after = resumed();
     assert!(!after.contains("replica downloaded in full"), "{after}");
     assert_eq!(
-        central.host(standby).metric("ovn_vipd_replica_syncs_total{kind=\"resumed\"}"),
+        central
+            .host(standby)
+            .metric("ovn_vipd_replica_syncs_total{kind=\"resumed\"}"),
         Some(1.0)
     );
     assert_eq!(
-        central.host(standby).metric("ovn_vipd_replica_syncs_total{kind=\"full\"}").unwrap_or(0.0),
+        central
+            .host(standby)
+            .metric("ovn_vipd_replica_syncs_total{kind=\"full\"}")
+            .unwrap_or(0.0),
         0.0
     );
     // The contrast: an empty data directory is downloaded in full.
     let other = 6 - active - standby;
     blocking(|| central.stop_daemon(other));
     std::fs::remove_dir_all(central.host(other).data_dir()).expect("remove the data directory");
-    let before = std::fs::read_to_string(&central.host(other).daemon.log).unwrap_or_default().len();
+    let before = std::fs::read_to_string(&central.host(other).daemon.log)
+        .unwrap_or_default()
+        .len();
     blocking(|| central.start_daemon(other));
     let log = central.host(other).daemon.log.clone();
     blocking(|| {
@@ -757,7 +818,9 @@ async fn a_restarted_standby_resumes_its_replica() {
         })
     });
     assert_eq!(
-        central.host(other).metric("ovn_vipd_replica_syncs_total{kind=\"full\"}"),
+        central
+            .host(other)
+            .metric("ovn_vipd_replica_syncs_total{kind=\"full\"}"),
         Some(1.0)
     );
     let ledger = workload.finish().await;

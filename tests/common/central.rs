@@ -186,7 +186,13 @@ impl Member {
             return String::new();
         }
         Command::new("ovs-appctl")
-            .args(["--timeout=5", "-t", path_str(&self.ctl()), "cluster/status", self.database])
+            .args([
+                "--timeout=5",
+                "-t",
+                path_str(&self.ctl()),
+                "cluster/status",
+                self.database,
+            ])
             .output()
             .map(|output| String::from_utf8_lossy(&output.stdout).into_owned())
             .unwrap_or_default()
@@ -367,11 +373,16 @@ impl Central {
             run("ip", &["-n", &netns, "link", "set", "lo", "up"]);
             run(
                 "ip",
-                &["link", "add", &root_end, "type", "veth", "peer", "name", "eth0", "netns", &netns],
+                &[
+                    "link", "add", &root_end, "type", "veth", "peer", "name", "eth0", "netns", &netns,
+                ],
             );
             run("ip", &["link", "set", &root_end, "master", BRIDGE]);
             run("ip", &["link", "set", &root_end, "up"]);
-            run("ip", &["-n", &netns, "addr", "add", &format!("{address}/24"), "dev", "eth0"]);
+            run(
+                "ip",
+                &["-n", &netns, "addr", "add", &format!("{address}/24"), "dev", "eth0"],
+            );
             run("ip", &["-n", &netns, "link", "set", "eth0", "up"]);
             let host_dir = dir.join(format!("h{number}"));
             std::fs::create_dir_all(&host_dir).expect("host dir");
@@ -402,12 +413,11 @@ impl Central {
         }
         for number in 1..=3 {
             let peer = host_address(number % 3 + 1);
-            wait_until(&format!("host {number} reaches {peer}"), Duration::from_secs(10), || {
-                hosts[number - 1]
-                    .exec(&["ping", "-c1", "-W1", &peer])
-                    .status
-                    .success()
-            });
+            wait_until(
+                &format!("host {number} reaches {peer}"),
+                Duration::from_secs(10),
+                || hosts[number - 1].exec(&["ping", "-c1", "-W1", &peer]).status.success(),
+            );
         }
 
         // The two RAFT clusters, made as an operator makes them.
@@ -418,7 +428,11 @@ impl Central {
         ] {
             let first = format!("tcp:{}:{raft_port}", host_address(1));
             for host in &hosts {
-                let member = if database == NB_DATABASE { &host.nb } else { &host.cluster };
+                let member = if database == NB_DATABASE {
+                    &host.nb
+                } else {
+                    &host.cluster
+                };
                 let local = format!("tcp:{}:{raft_port}", host.address);
                 if host.number == 1 {
                     run(
@@ -485,7 +499,11 @@ impl Central {
 
     /// The NB members' remotes, comma-separated (what `--ovn-nb` gets).
     pub fn nb_remotes(&self) -> String {
-        self.hosts.iter().map(|host| host.nb.tcp_remote()).collect::<Vec<_>>().join(",")
+        self.hosts
+            .iter()
+            .map(|host| host.nb.tcp_remote())
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     /// The `OVN_VIPD` members' remotes (what `--cluster-db` gets).
@@ -534,7 +552,11 @@ impl Central {
                 database,
                 &ELECTION_TIMER_MS.to_string(),
             ]);
-            if ok && member.cluster_status().contains(&format!("Election timer: {ELECTION_TIMER_MS}")) {
+            if ok
+                && member
+                    .cluster_status()
+                    .contains(&format!("Election timer: {ELECTION_TIMER_MS}"))
+            {
                 return;
             }
             assert!(
@@ -727,9 +749,9 @@ impl Central {
     /// The `Active` row of the cluster database: (epoch, daemon, address), None when there is
     /// none.
     pub fn active_row(&self) -> Option<(i64, String, String)> {
-        let text = self.judge(CLUSTER_DATABASE).transact(
-            r#"{"op":"select","table":"Active","where":[],"columns":["epoch","daemon","address"]}"#,
-        );
+        let text = self
+            .judge(CLUSTER_DATABASE)
+            .transact(r#"{"op":"select","table":"Active","where":[],"columns":["epoch","daemon","address"]}"#);
         let value: serde_json::Value = serde_json::from_str(&text).ok()?;
         let row = value.get(0)?.get("rows")?.get(0)?;
         Some((
