@@ -274,12 +274,17 @@ impl Registry {
         let _ = self.changes.send(change);
     }
 
-    /// Applies the batch, durably; the in-memory state was already changed by the caller.
+    /// Applies the batch, durably; the in-memory state was already changed by the caller. The
+    /// changes are published even when the write fails: its outcome may be unknown (a cluster
+    /// commit whose leader died may have committed), and a reload from the replica that finds
+    /// the same state publishes nothing, so without them the NB sync would never look at these
+    /// objects again (it reads their current state, whatever it turns out to be).
     async fn finish(&self, changes: Vec<Change>) -> Result<(), RegistryError> {
-        self.store.durable().await?;
+        let durable = self.store.durable().await;
         for change in changes {
             self.publish(change);
         }
+        durable?;
         Ok(())
     }
 
@@ -665,6 +670,12 @@ impl Registry {
     }
 
     pub async fn delete_vip(&self, name: &str) -> Result<(), RegistryError> {
+        if !self.lock().vips.contains_key(name) {
+            // "Not found" may rest on a write still in flight (or one whose outcome is unknown
+            // until the replica is reloaded): answer it only once every earlier write settled,
+            // from the state then.
+            self.store.durable().await?;
+        }
         {
             let mut state = self.lock();
             let vip = state
@@ -1105,12 +1116,22 @@ impl Registry {
         interface: Option<&str>,
     ) -> Result<bool, RegistryError> {
         let mut changes = vec![Change::Pod(key.clone())];
+        let going = |name: &str| interface.is_none_or(|wanted| wanted == name);
+        let unbound = match self.lock().pods.get(key) {
+            None => true,
+            Some(pod) => !pod.nics.iter().any(|nic| going(&nic.interface)),
+        };
+        if unbound {
+            // "Not bound" may rest on a write still in flight (or one whose outcome is unknown
+            // until the replica is reloaded): answer it only once every earlier write settled,
+            // from the state then.
+            self.store.durable().await?;
+        }
         {
             let mut state = self.lock();
             let Some(pod) = state.pods.get(key).cloned() else {
                 return Ok(false);
             };
-            let going = |name: &str| interface.is_none_or(|wanted| wanted == name);
             if !pod.nics.iter().any(|nic| going(&nic.interface)) {
                 return Ok(false);
             }
