@@ -253,6 +253,15 @@ impl Client {
         }
     }
 
+    /// Resolves once the session of connection `generation` is no longer the client's: the
+    /// supervisor gave it up (it may stay open while a request holds it) or replaced it.
+    async fn abandoned(&self, generation: u64) {
+        let mut state = self.shared.state.subscribe();
+        let _ = state
+            .wait_for(|state| state.generation != generation || state.connection.is_none())
+            .await;
+    }
+
     /// Sends one transaction. It waits for a usable connection (up to the request timeout) and
     /// retries what a "not leader" answer refused on the next leader, and what a closed
     /// connection never sent ([`OvsdbError::NotSent`]). A connection lost while the transaction
@@ -263,20 +272,34 @@ impl Client {
         loop {
             let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
             let connection = self.wait_connected(remaining).await?;
-            let schema = self.shared.state.borrow().schema.clone();
+            let (schema, generation) = {
+                let state = self.shared.state.borrow();
+                (state.schema.clone(), state.generation)
+            };
             self.shared.transactions.fetch_add(1, Ordering::Relaxed);
-            let outcome = connection
-                .transact(&self.shared.config.database, operations, schema.as_deref())
-                .await;
+            // The supervisor may give this session up while the transaction is in flight (its
+            // server lost its cluster role, e.g. a leader cut off from its cluster, which keeps
+            // the request pending and the socket alive): the transaction's fate is then unknown,
+            // as for a closed connection.
+            let outcome = tokio::select! {
+                outcome = connection.transact(&self.shared.config.database, operations, schema.as_deref()) => outcome,
+                () = self.abandoned(generation) => Err(OvsdbError::Disconnected),
+            };
             match outcome {
                 Err(error) if is_not_leader(&error) && tokio::time::Instant::now() < deadline => {
                     warn!(remote = %connection.remote(), "transaction refused: not leader; finding the leader");
                     self.shared.reconnect.notify_one();
-                    let _ = connection.closed().await;
+                    tokio::select! {
+                        _ = connection.closed() => {}
+                        () = self.abandoned(generation) => {}
+                    }
                 }
                 Err(OvsdbError::NotSent) if tokio::time::Instant::now() < deadline => {
                     self.shared.reconnect.notify_one();
-                    let _ = connection.closed().await;
+                    tokio::select! {
+                        _ = connection.closed() => {}
+                        () = self.abandoned(generation) => {}
+                    }
                 }
                 Err(error) => {
                     self.shared.transaction_failures.fetch_add(1, Ordering::Relaxed);

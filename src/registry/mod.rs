@@ -280,10 +280,11 @@ impl Registry {
 
     /// Applies the batch, durably; the in-memory state was already changed by the caller.
     async fn finish(&self, changes: Vec<Change>) -> Result<(), RegistryError> {
-        self.store.durable().await?;
+        let durable = self.store.durable().await;
         for change in changes {
             self.publish(change);
         }
+        durable?;
         Ok(())
     }
 

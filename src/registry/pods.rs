@@ -369,13 +369,23 @@ impl Registry {
         revision: Option<u64>,
     ) -> Result<bool, RegistryError> {
         let mut changes = vec![Change::Pod(key.clone())];
+        let going = |name: &str| interface.is_none_or(|wanted| wanted == name);
+        let unbound = match self.lock().pods.get(key) {
+            None => true,
+            Some(pod) => !pod.nics.iter().any(|nic| going(&nic.interface)),
+        };
+        if unbound {
+            // "Not bound" may rest on a write still in flight (or one whose outcome is unknown
+            // until the replica is reloaded): answer it only once every earlier write settled,
+            // from the state then.
+            self.store.durable().await?;
+        }
         {
             let mut state = self.lock();
             let Some(pod) = state.pods.get(key).cloned() else {
                 return Ok(false);
             };
             self.precondition(Kind::Pod, &key.to_string(), revision)?;
-            let going = |name: &str| interface.is_none_or(|wanted| wanted == name);
             if !pod.nics.iter().any(|nic| going(&nic.interface)) {
                 return Ok(false);
             }

@@ -165,6 +165,12 @@ impl Registry {
     /// [`Registry::delete_vip`], refused with ABORTED when `revision` is set (non-zero) and no
     /// longer the VIP's.
     pub async fn delete_vip_at(&self, name: &str, revision: Option<u64>) -> Result<(), RegistryError> {
+        if !self.lock().vips.contains_key(name) {
+            // "Not found" may rest on a write still in flight (or one whose outcome is unknown
+            // until the replica is reloaded): answer it only once every earlier write settled,
+            // from the state then.
+            self.store.durable().await?;
+        }
         {
             let mut state = self.lock();
             let vip = state

@@ -3,6 +3,7 @@
 //! temporary directory of their own.
 #![allow(dead_code)]
 
+pub mod central;
 pub mod chassis;
 pub mod ovn;
 pub mod process;
