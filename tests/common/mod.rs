@@ -467,6 +467,16 @@ impl OvsdbServer {
     /// Waits for this start's "listening on port N" in the log (the port the kernel chose for
     /// `p{tcp,ssl}:0:127.0.0.1`, or the one a restart bound again), takes it as [`OvsdbServer::port`] and waits until it accepts.
     fn wait_listening(&mut self) {
+        if self.port != 0 {
+            // A restart on the port it had: ovsdb-server logs the port only when it chose it.
+            let port = self.port;
+            wait_until(
+                &format!("{} to accept again on {port}", self.name),
+                Duration::from_secs(10),
+                || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+            );
+            return;
+        }
         let (log, offset) = (self.log_path(), self.log_offset as usize);
         let mut port = None;
         wait_until(
