@@ -102,9 +102,6 @@ impl Cluster {
         client_config.locks = vec![LOCK_NAME.to_string()];
         // After a leader change the previous holder asks the new leader first (as on NB).
         client_config.lock_grace = Duration::from_secs(2);
-        // While every member answers "not leader" (an election in progress), look again at least
-        // once a second: the default cap (8 s) alone could push a takeover past its 3 s goal.
-        client_config.backoff_max = Duration::from_secs(1);
         client_config.replica_seed = seed.map(|(last_txn_id, rows)| Arc::new(ReplicaSeed { last_txn_id, rows }));
         client_config.replica_feed = Some(feed_sender);
         // A change waits at most this long for a usable cluster connection before it fails

@@ -77,9 +77,8 @@ pub fn client_config(remotes: Vec<Remote>) -> ClientConfig {
     let mut config = ClientConfig::new(remotes, DATABASE);
     config.monitored_tables = REQUIRED_COLUMNS.iter().map(|(table, _)| table.to_string()).collect();
     config.indexes = vec![port_by_name(), port_by_owner(), load_balancer_by_owner()];
-    // NB is local or on the control plane's network: after an outage, find it again within
-    // seconds rather than after OVN's 8 s backoff.
-    config.backoff_max = std::time::Duration::from_secs(2);
+    // The reconnect backoff stays at the client's default cap (1 s): NB is local or on the
+    // control plane's network, and a takeover waits for the NB lock after an NB leader change.
     config.required_columns = REQUIRED_COLUMNS
         .iter()
         .map(|(table, columns)| (table.to_string(), columns.iter().map(|c| c.to_string()).collect()))

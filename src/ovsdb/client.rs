@@ -36,6 +36,10 @@ pub struct ClientConfig {
     /// Tables and columns the server's schema must have.
     pub required_columns: Vec<(String, Vec<String>)>,
     pub connection: ConnectionOptions,
+    /// Reconnect delays: `backoff_initial` after a failed round over every remote, doubled per
+    /// further round up to `backoff_max` (default 100 ms and 1 s: a takeover after a RAFT
+    /// leader's death waits for one reconnect round, and the 3 s takeover goal of
+    /// ARCHITECTURE.md "Clustered mode" must hold; OVS's own default cap of 8 s would not).
     pub backoff_initial: Duration,
     pub backoff_max: Duration,
     /// Connect only to a clustered database's leader (as `ovn-nbctl --leader-only`, the default).
@@ -93,7 +97,7 @@ impl ClientConfig {
             required_columns: Vec::new(),
             connection: ConnectionOptions::default(),
             backoff_initial: Duration::from_millis(100),
-            backoff_max: Duration::from_secs(8),
+            backoff_max: Duration::from_secs(1),
             leader_only: true,
             request_timeout: Duration::from_secs(30),
             indexes: Vec::new(),
@@ -430,6 +434,10 @@ async fn supervise(shared: Arc<Shared>) {
     let mut next_remote = rand::thread_rng().gen_range(0..remotes.len());
     let mut backoff = Backoff::new(shared.config.backoff_initial, shared.config.backoff_max);
     let mut failures_in_round = 0usize;
+    // Whether every failure of this round was a "not leader" answer (members up, an election
+    // under way): the next round then comes after `backoff_initial`, without doubling, since an
+    // election ends within a few election timers and the backoff would outlast it.
+    let mut round_only_not_leader = true;
     loop {
         if shared.shutdown.is_cancelled() {
             break;
@@ -444,6 +452,7 @@ async fn supervise(shared: Arc<Shared>) {
                 // first, since a restarted server usually comes back where it was.
                 backoff.reset();
                 failures_in_round = 0;
+                round_only_not_leader = true;
                 next_remote = next_remote.wrapping_sub(1);
                 error
             }
@@ -463,12 +472,20 @@ async fn supervise(shared: Arc<Shared>) {
             error: error.to_string(),
         });
         failures_in_round += 1;
+        let not_leader = matches!(error, OvsdbError::NotLeader);
+        round_only_not_leader &= not_leader;
         // Try every remote once before sleeping: the leader may simply be elsewhere.
-        if failures_in_round < remotes.len() && matches!(error, OvsdbError::NotLeader) {
+        if failures_in_round < remotes.len() && not_leader {
             continue;
         }
+        let delay = if round_only_not_leader && failures_in_round == remotes.len() {
+            shared.config.backoff_initial
+        } else {
+            backoff.next_delay()
+        };
         failures_in_round = 0;
-        let jittered = backoff.next_delay().mul_f64(rand::thread_rng().gen_range(0.5..1.0));
+        round_only_not_leader = true;
+        let jittered = delay.mul_f64(rand::thread_rng().gen_range(0.5..1.0));
         tokio::select! {
             _ = shared.shutdown.cancelled() => break,
             _ = tokio::time::sleep(jittered) => {}
