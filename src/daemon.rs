@@ -159,8 +159,15 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
     if cluster_link.is_none() {
         client_config.locks = vec![LOCK_NAME.to_string()];
     }
-    // After an NB leader change the previous holder asks the new leader first (see ARCHITECTURE.md).
-    client_config.lock_grace = Duration::from_secs(2);
+    // Standalone: after an NB leader change the previous holder asks the new leader first (see
+    // ARCHITECTURE.md). Clustered: the cluster lock (and its epoch) already decided who is
+    // active, and only that daemon asks NB, so it asks at once (a grace here delayed every
+    // takeover whose NB leader died with the active's host by 2 s).
+    client_config.lock_grace = if cluster_link.is_none() {
+        Duration::from_secs(2)
+    } else {
+        Duration::ZERO
+    };
     let (client, nb_events) = Client::start_subscribed(client_config);
     registry.set_in_use_outside(std::sync::Arc::new(nb::NbInUse(client.clone())));
     let cluster = match cluster_link {
