@@ -47,7 +47,12 @@ async fn server_snapshot(remote: &str) -> BTreeMap<String, BTreeMap<Uuid, Row>> 
         let select = Operation::Select {
             table: table.to_string(),
             conditions: vec![],
-            columns: Some(std::iter::once("_uuid").chain(columns.iter().copied()).map(String::from).collect()),
+            columns: Some(
+                std::iter::once("_uuid")
+                    .chain(columns.iter().copied())
+                    .map(String::from)
+                    .collect(),
+            ),
         };
         let results = connection
             .transact(nb::DATABASE, &[select], Some(&schema))

@@ -184,7 +184,11 @@ impl Cache {
 
     /// As [`Cache::apply_update2`], consuming the updates: each row's JSON is dropped as soon as
     /// it is in the cache, so a whole initial dump is never held twice (as JSON and as rows).
-    pub fn apply_update2_owned(&mut self, schema: &DatabaseSchema, updates: Json) -> Result<Vec<RowChange>, OvsdbError> {
+    pub fn apply_update2_owned(
+        &mut self,
+        schema: &DatabaseSchema,
+        updates: Json,
+    ) -> Result<Vec<RowChange>, OvsdbError> {
         let tables = match updates {
             Json::Object(tables) => tables,
             Json::Null => return Ok(Vec::new()),
@@ -234,8 +238,7 @@ impl Cache {
                         // Keep only schema columns (not `_version`) that are monitored, and
                         // fill the omitted defaults.
                         row.retain(|column, _| {
-                            table_schema.columns.contains_key(column)
-                                && kept.is_none_or(|kept| kept.contains(column))
+                            table_schema.columns.contains_key(column) && kept.is_none_or(|kept| kept.contains(column))
                         });
                         for (column, column_type) in &table_schema.columns {
                             if kept.is_none_or(|kept| kept.contains(column)) {
@@ -257,9 +260,9 @@ impl Cache {
                     });
                 }
                 "modify" => {
-                    let diff = body.as_object().ok_or_else(|| {
-                        OvsdbError::Protocol(format!("modify of {table} {uuid} is not an object"))
-                    })?;
+                    let diff = body
+                        .as_object()
+                        .ok_or_else(|| OvsdbError::Protocol(format!("modify of {table} {uuid} is not an object")))?;
                     let old = cached.remove(&uuid).unwrap_or_default();
                     let mut row = Row::clone(&old);
                     for (column, json_diff) in diff {
@@ -357,7 +360,10 @@ mod tests {
         let uuid = Uuid::new_v4();
         let id = uuid.to_string();
         cache
-            .apply_update2(&schema, &json!({"A": {id.clone(): {"insert": {"name": "a", "tags": "x"}}}}))
+            .apply_update2(
+                &schema,
+                &json!({"A": {id.clone(): {"insert": {"name": "a", "tags": "x"}}}}),
+            )
             .unwrap();
         let row = cache.row("A", &uuid).unwrap();
         assert_eq!(row.keys().collect::<Vec<_>>(), ["ids", "name"]);
@@ -383,7 +389,10 @@ mod tests {
             .unwrap();
         // The modify's old row is the very row the insert reported (moved, not copied), and its
         // new row is the one the cache now holds.
-        assert!(Arc::ptr_eq(inserted[0].new.as_ref().unwrap(), modified[0].old.as_ref().unwrap()));
+        assert!(Arc::ptr_eq(
+            inserted[0].new.as_ref().unwrap(),
+            modified[0].old.as_ref().unwrap()
+        ));
         let cached: *const Row = cache.row("A", &uuid).unwrap();
         assert!(std::ptr::eq(cached, &**modified[0].new.as_ref().unwrap()));
     }
@@ -402,7 +411,10 @@ mod tests {
         for update in updates {
             let expected = borrowed.apply_update2(&schema, &update).unwrap();
             assert_eq!(owned.apply_update2_owned(&schema, update).unwrap(), expected);
-            assert_eq!(owned.rows("A").collect::<Vec<_>>(), borrowed.rows("A").collect::<Vec<_>>());
+            assert_eq!(
+                owned.rows("A").collect::<Vec<_>>(),
+                borrowed.rows("A").collect::<Vec<_>>()
+            );
         }
         assert!(owned.apply_update2_owned(&schema, json!([1])).is_err());
         assert!(owned.apply_update2_owned(&schema, json!({"A": 1})).is_err());

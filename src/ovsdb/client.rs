@@ -714,7 +714,12 @@ fn lock_guard(locks: &Mutex<BTreeSet<String>>) -> std::sync::MutexGuard<'_, BTre
     }
 }
 
-fn apply_and_publish(shared: &Shared, schema: &DatabaseSchema, updates: Json, last_txn_id: &str) -> Result<(), OvsdbError> {
+fn apply_and_publish(
+    shared: &Shared,
+    schema: &DatabaseSchema,
+    updates: Json,
+    last_txn_id: &str,
+) -> Result<(), OvsdbError> {
     let changes = {
         let mut cache = shared.cache.write().unwrap_or_else(|poisoned| poisoned.into_inner());
         let changes = cache.apply_update2_owned(schema, updates)?;
