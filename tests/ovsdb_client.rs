@@ -37,16 +37,22 @@ fn row(entries: &[(&str, Value)]) -> Row {
         .collect()
 }
 
-/// Every row of every monitored table as the server has it, read through a fresh connection.
+/// Every row of every monitored table as the server has it (the monitored columns), read through
+/// a fresh connection.
 async fn server_snapshot(remote: &str) -> BTreeMap<String, BTreeMap<Uuid, Row>> {
     let (connection, _) = raw_connection(remote).await;
     let schema = connection.get_schema(nb::DATABASE).await.unwrap();
     let mut snapshot = BTreeMap::new();
-    for (table, _) in nb::REQUIRED_COLUMNS {
+    for (table, columns) in nb::REQUIRED_COLUMNS {
         let select = Operation::Select {
             table: table.to_string(),
             conditions: vec![],
-            columns: None,
+            columns: Some(
+                std::iter::once("_uuid")
+                    .chain(columns.iter().copied())
+                    .map(String::from)
+                    .collect(),
+            ),
         };
         let results = connection
             .transact(nb::DATABASE, &[select], Some(&schema))

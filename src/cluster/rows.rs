@@ -251,7 +251,7 @@ pub fn replica_step(changes: &[RowChange]) -> Result<(WriteBatch, Vec<((String, 
         }
         rows.push((
             (change.table.clone(), change.uuid.to_string()),
-            change.new.as_ref().map(row_json),
+            change.new.as_deref().map(row_json),
         ));
     }
     let mut batch = WriteBatch::new();

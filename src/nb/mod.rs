@@ -83,6 +83,9 @@ pub fn client_config(remotes: Vec<Remote>) -> ClientConfig {
         .iter()
         .map(|(table, columns)| (table.to_string(), columns.iter().map(|c| c.to_string()).collect()))
         .collect();
+    // Only what the daemon reads or writes is monitored and cached: a logical switch port has
+    // about twice as many columns as the daemon uses.
+    config.monitored_columns = config.required_columns.clone();
     config
 }
 

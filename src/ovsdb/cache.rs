@@ -1,7 +1,14 @@
 //! The client-side replica of the monitored tables, kept by applying `update2`/`update3`
 //! table updates. Rows are typed by the schema, so a set column is always a `Value::Set`.
+//!
+//! Rows are shared (`Arc<Row>`) between the cache and the [`RowChange`]s it reports: an insert
+//! costs one row, a modify one copy of the changed row (the old version moves into the change
+//! instead of being cloned), so a switch's huge `ports` set is copied once per port insert, not
+//! three times. With [`Cache::set_columns`] only the monitored columns are kept (and defaulted).
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use serde_json::Value as Json;
 use uuid::Uuid;
@@ -16,8 +23,10 @@ use super::value::Value;
 pub struct RowChange {
     pub table: String,
     pub uuid: Uuid,
-    pub old: Option<Row>,
-    pub new: Option<Row>,
+    /// The row before the change, shared with whoever else still holds that version.
+    pub old: Option<Arc<Row>>,
+    /// The row after the change, shared with the cache.
+    pub new: Option<Arc<Row>>,
 }
 
 /// A secondary index: rows of `table` by the string in `column`, or, with `key`, by the value of
@@ -61,7 +70,10 @@ impl IndexSpec {
 
 #[derive(Debug, Default, Clone)]
 pub struct Cache {
-    tables: HashMap<String, HashMap<Uuid, Row>>,
+    tables: HashMap<String, HashMap<Uuid, Arc<Row>>>,
+    /// Per table, the columns kept (the monitored ones); a table not listed keeps every column
+    /// of its schema.
+    columns: HashMap<String, Vec<String>>,
     specs: Vec<IndexSpec>,
     /// Per spec: indexed value → rows holding it.
     indexes: Vec<HashMap<String, Vec<Uuid>>>,
@@ -78,6 +90,12 @@ impl Cache {
             specs,
             ..Cache::default()
         }
+    }
+
+    /// Keeps only `columns` of each listed table (what the monitor asks for): other columns
+    /// of an update are dropped and only these are filled with their defaults.
+    pub fn set_columns(&mut self, columns: &[(String, Vec<String>)]) {
+        self.columns = columns.iter().cloned().collect();
     }
 
     pub fn clear(&mut self) {
@@ -126,11 +144,14 @@ impl Cache {
 
     /// The rows of one table (empty when nothing is cached for it).
     pub fn rows(&self, table: &str) -> impl Iterator<Item = (&Uuid, &Row)> {
-        self.tables.get(table).into_iter().flat_map(|rows| rows.iter())
+        self.tables
+            .get(table)
+            .into_iter()
+            .flat_map(|rows| rows.iter().map(|(uuid, row)| (uuid, &**row)))
     }
 
     pub fn row(&self, table: &str, uuid: &Uuid) -> Option<&Row> {
-        self.tables.get(table).and_then(|rows| rows.get(uuid))
+        self.tables.get(table).and_then(|rows| rows.get(uuid)).map(|row| &**row)
     }
 
     pub fn len(&self, table: &str) -> usize {
@@ -156,84 +177,138 @@ impl Cache {
             let rows = rows
                 .as_object()
                 .ok_or_else(|| OvsdbError::Protocol(format!("updates of {table} are not an object")))?;
-            let (specs, indexes) = (&self.specs, &mut self.indexes);
-            let cached = self.tables.entry(table.clone()).or_default();
-            for (uuid_text, update) in rows {
-                let uuid = Uuid::parse_str(uuid_text)
-                    .map_err(|error| OvsdbError::Protocol(format!("bad row uuid {uuid_text:?}: {error}")))?;
-                let (kind, body) = update
-                    .as_object()
-                    .and_then(|object| object.iter().next())
-                    .ok_or_else(|| OvsdbError::Protocol(format!("empty row update for {table} {uuid}")))?;
-                match kind.as_str() {
-                    "initial" | "insert" => {
-                        let mut row = decode_row(table, body, Some(schema))?;
-                        if let Some(table_schema) = schema.tables.get(table) {
-                            // Keep only schema columns (not `_version`), and fill the omitted defaults.
-                            row.retain(|column, _| table_schema.columns.contains_key(column));
-                            for (column, column_type) in &table_schema.columns {
+            self.apply_rows(schema, table, rows.iter(), &mut changes)?;
+        }
+        Ok(changes)
+    }
+
+    /// As [`Cache::apply_update2`], consuming the updates: each row's JSON is dropped as soon as
+    /// it is in the cache, so a whole initial dump is never held twice (as JSON and as rows).
+    pub fn apply_update2_owned(
+        &mut self,
+        schema: &DatabaseSchema,
+        updates: Json,
+    ) -> Result<Vec<RowChange>, OvsdbError> {
+        let tables = match updates {
+            Json::Object(tables) => tables,
+            Json::Null => return Ok(Vec::new()),
+            other => {
+                return Err(OvsdbError::Protocol(format!(
+                    "table updates are not an object: {other}"
+                )))
+            }
+        };
+        let mut changes = Vec::new();
+        for (table, rows) in tables {
+            let Json::Object(rows) = rows else {
+                return Err(OvsdbError::Protocol(format!("updates of {table} are not an object")));
+            };
+            self.apply_rows(schema, &table, rows, &mut changes)?;
+        }
+        Ok(changes)
+    }
+
+    fn apply_rows<I, S, J>(
+        &mut self,
+        schema: &DatabaseSchema,
+        table: &str,
+        rows: I,
+        changes: &mut Vec<RowChange>,
+    ) -> Result<(), OvsdbError>
+    where
+        I: IntoIterator<Item = (S, J)>,
+        S: AsRef<str>,
+        J: Borrow<Json>,
+    {
+        let (specs, indexes) = (&self.specs, &mut self.indexes);
+        let kept = self.columns.get(table);
+        let cached = self.tables.entry(table.to_string()).or_default();
+        for (uuid_text, update) in rows {
+            let (uuid_text, update) = (AsRef::<str>::as_ref(&uuid_text), Borrow::<Json>::borrow(&update));
+            let uuid = Uuid::parse_str(uuid_text)
+                .map_err(|error| OvsdbError::Protocol(format!("bad row uuid {uuid_text:?}: {error}")))?;
+            let (kind, body) = update
+                .as_object()
+                .and_then(|object| object.iter().next())
+                .ok_or_else(|| OvsdbError::Protocol(format!("empty row update for {table} {uuid}")))?;
+            match kind.as_str() {
+                "initial" | "insert" => {
+                    let mut row = decode_row(table, body, Some(schema))?;
+                    if let Some(table_schema) = schema.tables.get(table) {
+                        // Keep only schema columns (not `_version`) that are monitored, and
+                        // fill the omitted defaults.
+                        row.retain(|column, _| {
+                            table_schema.columns.contains_key(column) && kept.is_none_or(|kept| kept.contains(column))
+                        });
+                        for (column, column_type) in &table_schema.columns {
+                            if kept.is_none_or(|kept| kept.contains(column)) {
                                 row.entry(column.clone()).or_insert_with(|| column_type.default_value());
                             }
                         }
-                        let old = cached.insert(uuid, row.clone());
-                        if let Some(old) = &old {
-                            Cache::unindex(specs, indexes, table, &uuid, old);
-                        }
-                        Cache::index(specs, indexes, table, &uuid, &row);
-                        changes.push(RowChange {
-                            table: table.clone(),
-                            uuid,
-                            old,
-                            new: Some(row),
-                        });
                     }
-                    "modify" => {
-                        let diff = body.as_object().ok_or_else(|| {
-                            OvsdbError::Protocol(format!("modify of {table} {uuid} is not an object"))
-                        })?;
-                        let row = cached.entry(uuid).or_default();
-                        let old = row.clone();
-                        for (column, json_diff) in diff {
-                            let diff_value = Value::from_json(json_diff)?;
-                            // `_version` and other columns outside the schema are not kept.
-                            if let Some(column_type) = schema.column_type(table, column) {
-                                match row.get_mut(column) {
-                                    Some(current) => current.apply_diff(diff_value, column_type),
-                                    None => {
-                                        row.insert(column.clone(), diff_value.normalize(column_type));
-                                    }
+                    let row = Arc::new(row);
+                    let old = cached.insert(uuid, row.clone());
+                    if let Some(old) = &old {
+                        Cache::unindex(specs, indexes, table, &uuid, old);
+                    }
+                    Cache::index(specs, indexes, table, &uuid, &row);
+                    changes.push(RowChange {
+                        table: table.to_string(),
+                        uuid,
+                        old,
+                        new: Some(row),
+                    });
+                }
+                "modify" => {
+                    let diff = body
+                        .as_object()
+                        .ok_or_else(|| OvsdbError::Protocol(format!("modify of {table} {uuid} is not an object")))?;
+                    let old = cached.remove(&uuid).unwrap_or_default();
+                    let mut row = Row::clone(&old);
+                    for (column, json_diff) in diff {
+                        let diff_value = Value::from_json(json_diff)?;
+                        // `_version` and other columns outside the schema are not kept.
+                        if kept.is_some_and(|kept| !kept.contains(column)) {
+                            continue;
+                        }
+                        if let Some(column_type) = schema.column_type(table, column) {
+                            match row.get_mut(column) {
+                                Some(current) => current.apply_diff(diff_value, column_type),
+                                None => {
+                                    row.insert(column.clone(), diff_value.normalize(column_type));
                                 }
                             }
                         }
-                        let after = row.clone();
-                        // `old` and `after` are the change's own copies: no further clone of a
-                        // row that may hold a huge set (a switch's ports).
-                        Cache::unindex(specs, indexes, table, &uuid, &old);
-                        Cache::index(specs, indexes, table, &uuid, &after);
-                        changes.push(RowChange {
-                            table: table.clone(),
-                            uuid,
-                            old: Some(old),
-                            new: Some(after),
-                        });
                     }
-                    "delete" => {
-                        let old = cached.remove(&uuid);
-                        if let Some(old) = &old {
-                            Cache::unindex(specs, indexes, table, &uuid, old);
-                        }
-                        changes.push(RowChange {
-                            table: table.clone(),
-                            uuid,
-                            old,
-                            new: None,
-                        });
-                    }
-                    other => return Err(OvsdbError::Protocol(format!("unknown row update {other:?}"))),
+                    // One copy of a row that may hold a huge set (a switch's ports): the old
+                    // version moved out of the cache into the change.
+                    let after = Arc::new(row);
+                    cached.insert(uuid, after.clone());
+                    Cache::unindex(specs, indexes, table, &uuid, &old);
+                    Cache::index(specs, indexes, table, &uuid, &after);
+                    changes.push(RowChange {
+                        table: table.to_string(),
+                        uuid,
+                        old: Some(old),
+                        new: Some(after),
+                    });
                 }
+                "delete" => {
+                    let old = cached.remove(&uuid);
+                    if let Some(old) = &old {
+                        Cache::unindex(specs, indexes, table, &uuid, old);
+                    }
+                    changes.push(RowChange {
+                        table: table.to_string(),
+                        uuid,
+                        old,
+                        new: None,
+                    });
+                }
+                other => return Err(OvsdbError::Protocol(format!("unknown row update {other:?}"))),
             }
         }
-        Ok(changes)
+        Ok(())
     }
 }
 
@@ -275,5 +350,73 @@ mod tests {
             .apply_update2(&schema, &json!({"A": {id: {"delete": null}}}))
             .unwrap();
         assert_eq!(cache.len("A"), 0);
+    }
+
+    #[test]
+    fn only_the_set_columns_are_kept_and_defaulted() {
+        let schema = schema();
+        let mut cache = Cache::new();
+        cache.set_columns(&[("A".to_string(), vec!["name".to_string(), "ids".to_string()])]);
+        let uuid = Uuid::new_v4();
+        let id = uuid.to_string();
+        cache
+            .apply_update2(
+                &schema,
+                &json!({"A": {id.clone(): {"insert": {"name": "a", "tags": "x"}}}}),
+            )
+            .unwrap();
+        let row = cache.row("A", &uuid).unwrap();
+        assert_eq!(row.keys().collect::<Vec<_>>(), ["ids", "name"]);
+        assert_eq!(row["ids"], Value::Map(Default::default()));
+        let changes = cache
+            .apply_update2(&schema, &json!({"A": {id: {"modify": {"tags": "y", "name": "b"}}}}))
+            .unwrap();
+        assert!(!cache.row("A", &uuid).unwrap().contains_key("tags"));
+        assert_eq!(changes[0].new.as_ref().unwrap()["name"], Value::string("b"));
+    }
+
+    #[test]
+    fn a_change_shares_its_rows_with_the_cache() {
+        let schema = schema();
+        let mut cache = Cache::new();
+        let uuid = Uuid::new_v4();
+        let id = uuid.to_string();
+        let inserted = cache
+            .apply_update2(&schema, &json!({"A": {id.clone(): {"insert": {"name": "a"}}}}))
+            .unwrap();
+        let modified = cache
+            .apply_update2(&schema, &json!({"A": {id: {"modify": {"name": "b"}}}}))
+            .unwrap();
+        // The modify's old row is the very row the insert reported (moved, not copied), and its
+        // new row is the one the cache now holds.
+        assert!(Arc::ptr_eq(
+            inserted[0].new.as_ref().unwrap(),
+            modified[0].old.as_ref().unwrap()
+        ));
+        let cached: *const Row = cache.row("A", &uuid).unwrap();
+        assert!(std::ptr::eq(cached, &**modified[0].new.as_ref().unwrap()));
+    }
+
+    #[test]
+    fn owned_and_borrowed_updates_agree() {
+        let schema = schema();
+        let id = Uuid::new_v4().to_string();
+        let updates = [
+            json!({"A": {id.clone(): {"insert": {"name": "a", "tags": ["set", ["x", "y"]]}}}}),
+            json!({"A": {id.clone(): {"modify": {"tags": "x", "ids": ["map", [["k", "v"]]]}}}}),
+            json!({"A": {id.clone(): {"delete": null}}}),
+            json!(null),
+        ];
+        let (mut borrowed, mut owned) = (Cache::new(), Cache::new());
+        for update in updates {
+            let expected = borrowed.apply_update2(&schema, &update).unwrap();
+            assert_eq!(owned.apply_update2_owned(&schema, update).unwrap(), expected);
+            assert_eq!(
+                owned.rows("A").collect::<Vec<_>>(),
+                borrowed.rows("A").collect::<Vec<_>>()
+            );
+        }
+        assert!(owned.apply_update2_owned(&schema, json!([1])).is_err());
+        assert!(owned.apply_update2_owned(&schema, json!({"A": 1})).is_err());
     }
 }

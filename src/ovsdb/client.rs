@@ -31,8 +31,12 @@ pub struct ClientConfig {
     pub remotes: Vec<Remote>,
     pub tls: Option<TlsFiles>,
     pub database: String,
-    /// Tables to monitor (all their columns) into the cache.
+    /// Tables to monitor into the cache (all their columns unless `monitored_columns` names some).
     pub monitored_tables: Vec<String>,
+    /// Per monitored table, the only columns to monitor and cache (RFC 7047 §4.1.5
+    /// `<monitor-request>` `columns`): what the users read, so the server sends, and the cache
+    /// keeps, nothing else. A monitored table not listed here is monitored whole.
+    pub monitored_columns: Vec<(String, Vec<String>)>,
     /// Tables and columns the server's schema must have.
     pub required_columns: Vec<(String, Vec<String>)>,
     pub connection: ConnectionOptions,
@@ -94,6 +98,7 @@ impl ClientConfig {
             tls: None,
             database: database.into(),
             monitored_tables: Vec::new(),
+            monitored_columns: Vec::new(),
             required_columns: Vec::new(),
             connection: ConnectionOptions::default(),
             backoff_initial: Duration::from_millis(100),
@@ -183,7 +188,8 @@ impl Client {
     /// Starts connecting, with a subscription that sees every event from the first on.
     pub fn start_subscribed(config: ClientConfig) -> (Client, broadcast::Receiver<ClientEvent>) {
         let (events, receiver) = broadcast::channel(4096);
-        let cache = Cache::with_indexes(config.indexes.clone());
+        let mut cache = Cache::with_indexes(config.indexes.clone());
+        cache.set_columns(&config.monitored_columns);
         let wanted_locks = Mutex::new(config.locks.iter().cloned().collect());
         let shared = Arc::new(Shared {
             config,
@@ -639,7 +645,18 @@ async fn run_session(shared: &Arc<Shared>, remote: &Remote, resume: &mut Resume)
     let requests: serde_json::Map<String, Json> = config
         .monitored_tables
         .iter()
-        .map(|table| (table.clone(), json!([{}])))
+        .map(|table| {
+            let columns = config
+                .monitored_columns
+                .iter()
+                .find(|(name, _)| name == table)
+                .map(|(_, columns)| columns);
+            let request = match columns {
+                Some(columns) => json!([{ "columns": columns }]),
+                None => json!([{}]),
+            };
+            (table.clone(), request)
+        })
         .collect();
     let requests = Json::Object(requests);
     let monitor_id = json!(config.database);
@@ -672,7 +689,7 @@ async fn run_session(shared: &Arc<Shared>, remote: &Remote, resume: &mut Resume)
         if !found {
             cache.clear();
         }
-        let changes = cache.apply_update2(&schema, &updates)?;
+        let changes = cache.apply_update2_owned(&schema, updates)?;
         if let Some(feed) = &config.replica_feed {
             let _ = feed.send(ReplicaUpdate {
                 synced: Some(found),
@@ -737,7 +754,7 @@ async fn run_session(shared: &Arc<Shared>, remote: &Remote, resume: &mut Resume)
             Notification::Update3 {
                 last_txn_id, updates, ..
             } => {
-                apply_and_publish(shared, &schema, &updates, &last_txn_id)?;
+                apply_and_publish(shared, &schema, updates, &last_txn_id)?;
                 resume.last_txn_id = last_txn_id;
             }
             Notification::Update2 { monitor_id, .. } if monitor_id == json!(SERVER_MONITOR_ID) => {
@@ -746,7 +763,7 @@ async fn run_session(shared: &Arc<Shared>, remote: &Remote, resume: &mut Resume)
                     return Ok(SessionEnd::Lost(error));
                 }
             }
-            Notification::Update2 { updates, .. } => apply_and_publish(shared, &schema, &updates, &resume.last_txn_id)?,
+            Notification::Update2 { updates, .. } => apply_and_publish(shared, &schema, updates, &resume.last_txn_id)?,
             Notification::Locked(lock) => {
                 lock_guard(&shared.held_locks).insert(lock.clone());
                 let _ = shared.events.send(ClientEvent::LockAcquired(lock));
@@ -770,12 +787,12 @@ fn lock_guard(locks: &Mutex<BTreeSet<String>>) -> std::sync::MutexGuard<'_, BTre
 fn apply_and_publish(
     shared: &Shared,
     schema: &DatabaseSchema,
-    updates: &Json,
+    updates: Json,
     last_txn_id: &str,
 ) -> Result<(), OvsdbError> {
     let changes = {
         let mut cache = shared.cache.write().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let changes = cache.apply_update2(schema, updates)?;
+        let changes = cache.apply_update2_owned(schema, updates)?;
         // Sent under the cache's lock: the feed sees the changes in the cache's order.
         if let Some(feed) = &shared.config.replica_feed {
             let _ = feed.send(ReplicaUpdate {

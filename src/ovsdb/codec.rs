@@ -12,6 +12,11 @@ use super::error::OvsdbError;
 /// The largest single message accepted; an initial NB dump of 100,000 ports is ~50 MB.
 pub const MAX_MESSAGE_BYTES: usize = 1 << 30;
 
+/// Read-buffer size kept after a message: the allocation a larger message was read into is not
+/// reused for the following reads (`BytesMut` would reclaim it once the message is dropped), so it
+/// is freed with that message.
+const RETAINED_BUFFER_BYTES: usize = 256 * 1024;
+
 #[derive(Debug, Default)]
 pub struct JsonCodec {
     /// Bytes of the current value already scanned.
@@ -87,7 +92,16 @@ impl Decoder for JsonCodec {
             buffer.advance(blank);
         }
         match self.find_end(buffer)? {
-            Some(length) => Ok(Some(buffer.split_to(length).freeze())),
+            Some(length) => {
+                let message = buffer.split_to(length).freeze();
+                if length > RETAINED_BUFFER_BYTES && buffer.len() <= RETAINED_BUFFER_BYTES {
+                    // The buffer grew for one large message (an initial dump): move what follows
+                    // it into a fresh buffer, so that allocation is freed with the message instead
+                    // of being kept for the connection's life.
+                    *buffer = BytesMut::from(&buffer[..]);
+                }
+                Ok(Some(message))
+            }
             None => Ok(None),
         }
     }
@@ -195,5 +209,25 @@ mod tests {
             chunks.push(&stream[start..]);
             prop_assert_eq!(decode_all(&chunks).unwrap(), messages);
         }
+    }
+
+    #[test]
+    fn a_buffer_grown_for_a_large_message_is_not_kept() {
+        let mut codec = JsonCodec::new();
+        let large = serde_json::to_vec(&json!({"rows": "x".repeat(4 << 20)})).unwrap();
+        let mut buffer = BytesMut::with_capacity(large.len() + 64);
+        buffer.extend_from_slice(&large);
+        buffer.extend_from_slice(b"{\"id\": 1}{\"id\"");
+        let message = codec.decode(&mut buffer).unwrap().unwrap();
+        assert_eq!(message.len(), large.len());
+        // The rest no longer lives in the large message's allocation (which `BytesMut` would
+        // otherwise reclaim and keep once the message is dropped).
+        let range = message.as_ptr_range();
+        assert!(!range.contains(&buffer.as_ptr()) && buffer.as_ptr() != range.end);
+        drop(message);
+        // What followed the large message is still there, and the partial one completes.
+        assert_eq!(&codec.decode(&mut buffer).unwrap().unwrap()[..], b"{\"id\": 1}");
+        buffer.extend_from_slice(b": 2}");
+        assert_eq!(&codec.decode(&mut buffer).unwrap().unwrap()[..], b"{\"id\": 2}");
     }
 }
