@@ -77,7 +77,7 @@ pub fn touched(changes: &[RowChange], cache: &Cache) -> Vec<Touched> {
                 }
             }
             LOAD_BALANCER | LOAD_BALANCER_HEALTH_CHECK => {
-                touched.extend(rows().filter_map(owner));
+                touched.extend(rows().filter_map(|row| owner(row)));
             }
             // Ports added or removed have row events of their own (a port is not a root row: it
             // lives exactly as long as a switch holds it), so the `ports` set, which can be huge,
