@@ -500,18 +500,19 @@ async fn supervise(shared: Arc<Shared>) {
     shared.state.send_modify(|state| state.connection = None);
 }
 
-/// The reconnect schedule: `initial` after the first failed round, doubled after each further
-/// one up to `max`, back to `initial` after a session that was ready. The loop sleeps a random
-/// 50–100 % of each delay (jitter, so clients of a restarted server do not return in step).
+/// An exponential retry schedule: `initial` after the first failure, doubled after each further
+/// one up to `max`, back to `initial` after a success. The client's reconnect loop uses it (and
+/// sleeps a random 50–100 % of each delay, so clients of a restarted server do not return in
+/// step); the sync controller retries failed passes on it (without jitter).
 #[derive(Debug, Clone)]
-struct Backoff {
+pub struct Backoff {
     initial: Duration,
     max: Duration,
     next: Duration,
 }
 
 impl Backoff {
-    fn new(initial: Duration, max: Duration) -> Backoff {
+    pub fn new(initial: Duration, max: Duration) -> Backoff {
         Backoff {
             initial,
             max,
@@ -520,13 +521,13 @@ impl Backoff {
     }
 
     /// The delay before the next attempt (before jitter); the one after is doubled, capped.
-    fn next_delay(&mut self) -> Duration {
+    pub fn next_delay(&mut self) -> Duration {
         let delay = self.next;
         self.next = (self.next * 2).min(self.max);
         delay
     }
 
-    fn reset(&mut self) {
+    pub fn reset(&mut self) {
         self.next = self.initial;
     }
 }

@@ -20,7 +20,7 @@ pub mod schema;
 pub mod value;
 
 pub use cache::{Cache, IndexSpec, RowChange};
-pub use client::{Client, ClientConfig, ClientEvent, ConnectionState, ReplicaSeed, ReplicaUpdate};
+pub use client::{Backoff, Client, ClientConfig, ClientEvent, ConnectionState, ReplicaSeed, ReplicaUpdate};
 pub use connection::{Connection, ConnectionOptions, Notification, Notifications};
 pub use error::{OvsdbError, TransactionError};
 pub use operation::{Condition, Function, Mutation, Mutator, Operation, OperationResult, Row, WaitUntil};

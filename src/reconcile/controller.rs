@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
 use crate::nb;
-use crate::ovsdb::{Client, ClientEvent, OvsdbError};
+use crate::ovsdb::{Backoff, Client, ClientEvent, OvsdbError};
 use crate::registry::Registry;
 use crate::role::Role;
 use crate::telemetry::{self, Heartbeat};
@@ -105,7 +105,7 @@ struct Controller {
     echo: Option<(Dirty, tokio::time::Instant)>,
     /// The error policy: after a failed pass, no pass before this instant.
     retry_at: Option<tokio::time::Instant>,
-    backoff: Duration,
+    backoff: Backoff,
     role: Role,
     /// Whether the server has granted the lock on the current connection.
     locked: bool,
@@ -130,7 +130,7 @@ pub async fn run(
     let mut resync = tokio::time::interval(config.resync_interval);
     resync.tick().await;
     let mut idle = tokio::time::interval(IDLE_BEAT);
-    let backoff = config.backoff_initial;
+    let backoff = Backoff::new(config.backoff_initial, config.backoff_max);
     let mut controller = Controller {
         registry,
         client,
@@ -349,7 +349,7 @@ impl Controller {
         });
         match result {
             Ok(sent) => {
-                self.backoff = self.config.backoff_initial;
+                self.backoff.reset();
                 self.hooks.passes.send_modify(|passes| *passes += 1);
                 if sent > 0 {
                     info!(operations = sent, full = scope.full, "NB updated");
@@ -357,6 +357,7 @@ impl Controller {
                 }
             }
             Err(error) => {
+                let retry_in = self.backoff.next_delay();
                 if is_lock_refusal(&error) {
                     // The server says this session does not hold the lock (its `stolen` may still
                     // be on the way): nothing was written; wait for the lock again.
@@ -364,14 +365,13 @@ impl Controller {
                     self.locked = false;
                     self.set_role(Role::Standby);
                 } else {
-                    warn!(%error, retry_in = ?self.backoff, "NB sync failed; retrying");
+                    warn!(%error, ?retry_in, "NB sync failed; retrying");
                 }
                 if !self.client.state().is_connected() {
                     mark_unavailable(&self.registry, &error.to_string());
                 }
                 self.pending.merge(scope);
-                self.retry_at = Some(tokio::time::Instant::now() + self.backoff);
-                self.backoff = (self.backoff * 2).min(self.config.backoff_max);
+                self.retry_at = Some(tokio::time::Instant::now() + retry_in);
             }
         }
     }
