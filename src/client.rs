@@ -237,6 +237,9 @@ pub struct Daemons {
     tls: Option<Tls>,
     current: Address,
     channel: Channel,
+    /// The last call on `current` got no answer (its connection failed or the request timed
+    /// out, e.g. the daemon was cut off mid-call): the next call starts on another daemon.
+    suspect: bool,
 }
 
 impl Daemons {
@@ -253,6 +256,7 @@ impl Daemons {
                         channel,
                         settings,
                         tls,
+                        suspect: false,
                     })
                 }
                 Err(reason) => tried.push((address.to_string(), reason)),
@@ -287,6 +291,11 @@ impl Daemons {
     {
         let deadline = Instant::now() + self.settings.failover_timeout;
         let mut pause = Duration::from_millis(100);
+        if std::mem::take(&mut self.suspect) {
+            // The previous call went unanswered here: try the others first (this one last).
+            self.move_on(None, deadline.max(Instant::now() + self.settings.connect_timeout))
+                .await;
+        }
         loop {
             let status = match send(self.channel.clone(), request.clone()).await {
                 Ok(response) => return Ok(response.into_inner()),
@@ -297,12 +306,19 @@ impl Daemons {
                 // certificate after the handshake, or it does not speak TLS. Not retried (the
                 // request may have arrived), but reported as UNAVAILABLE with its cause.
                 Err(status) if std::error::Error::source(&status).is_some() => {
+                    self.suspect = true;
                     let cause = std::error::Error::source(&status).map(error_chain).unwrap_or_default();
                     return Err(Status::unavailable(format!(
                         "{} at {}: {cause}",
                         status.message(),
                         self.current
                     )));
+                }
+                // The request timed out (the client's own deadline, no daemon answer): not
+                // retried, since it may have arrived, but the next call starts elsewhere.
+                Err(status) if status.code() == Code::Cancelled || status.code() == Code::DeadlineExceeded => {
+                    self.suspect = true;
+                    return Err(status);
                 }
                 Err(status) => return Err(status),
             };

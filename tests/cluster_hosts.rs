@@ -93,7 +93,10 @@ async fn attempt(daemons: &mut Daemons, op: &Op, retry: bool) -> Result<(), Stat
             .map(|_| ()),
         Op::DeleteVip(name) => daemons
             .call(
-                pb::DeleteVipRequest { name: name.clone(), ..Default::default() },
+                pb::DeleteVipRequest {
+                    name: name.clone(),
+                    ..Default::default()
+                },
                 |channel, request| async move { VipServiceClient::new(channel).delete_vip(request).await },
             )
             .await

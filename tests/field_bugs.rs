@@ -975,7 +975,10 @@ async fn a_switch_lb_vip_without_a_rule_and_a_rule_without_backends_are_not_read
         .unwrap();
     assert!(vip_reason(&mut c.vips, "lonely", "Synced").await);
     c.rules
-        .delete_switch_lb_rule(pb::DeleteSwitchLbRuleRequest { name: "web".into(), ..Default::default() })
+        .delete_switch_lb_rule(pb::DeleteSwitchLbRuleRequest {
+            name: "web".into(),
+            ..Default::default()
+        })
         .await
         .unwrap();
     assert!(!vip_reason(&mut c.vips, "lonely", "NoRule").await);

@@ -66,7 +66,10 @@ fn modules_use_only_lower_layers() {
     for path in &files {
         let Some(module) = module_of(&src, path) else { continue };
         let Some(&layer) = layers.get(module.as_str()) else {
-            panic!("module {module} ({}) has no layer in tests/layers.rs and ARCHITECTURE.md", path.display());
+            panic!(
+                "module {module} ({}) has no layer in tests/layers.rs and ARCHITECTURE.md",
+                path.display()
+            );
         };
         let code = code(path);
         for (index, _) in code.match_indices("crate::") {
@@ -91,7 +94,11 @@ fn modules_use_only_lower_layers() {
             }
         }
     }
-    assert!(wrong.is_empty(), "uses that point up or sideways:\n{}", wrong.into_iter().collect::<Vec<_>>().join("\n"));
+    assert!(
+        wrong.is_empty(),
+        "uses that point up or sideways:\n{}",
+        wrong.into_iter().collect::<Vec<_>>().join("\n")
+    );
 }
 
 #[test]
@@ -127,5 +134,9 @@ fn ovn_table_and_column_names_only_in_nb_and_ovsdb() {
             }
         }
     }
-    assert!(found.is_empty(), "OVN NB vocabulary outside src/nb/:\n{}", found.join("\n"));
+    assert!(
+        found.is_empty(),
+        "OVN NB vocabulary outside src/nb/:\n{}",
+        found.join("\n")
+    );
 }

@@ -589,3 +589,48 @@ fn a_change_is_retried_through_a_daemon_restart_until_the_failover_deadline() {
         "answered in {took:?}: was the daemon down at all?"
     );
 }
+
+/// A daemon that stops answering mid-session (SIGSTOP: it accepts nothing, as a host cut off):
+/// the call that timed out on it is not retried (it may have arrived), but the next call of the
+/// same client moves to the other daemon of its list instead of timing out on the same one
+/// again.
+#[test]
+fn after_a_request_timed_out_the_next_call_starts_on_another_daemon() {
+    use ovn_vipd::client::{Address, Daemons, Settings, TlsFiles};
+    use pb::subnet_service_client::SubnetServiceClient;
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (dir_a, dir_b) = (dir.path().join("a"), dir.path().join("b"));
+    std::fs::create_dir_all(&dir_a).unwrap();
+    std::fs::create_dir_all(&dir_b).unwrap();
+    let (nb_a, nb_b) = (OvsdbServer::nb(&dir_a), OvsdbServer::nb(&dir_b));
+    let a = start(&dir_a, &common::process::daemon_args(&dir_a, &nb_a.tcp_remote()), &[]);
+    let b = start(&dir_b, &common::process::daemon_args(&dir_b, &nb_b.tcp_remote()), &[]);
+    let list = format!("tcp:127.0.0.1:{},tcp:127.0.0.1:{}", a.grpc_port(), b.grpc_port());
+    let settings = Settings {
+        addresses: Address::parse_list(&list).unwrap(),
+        tls: TlsFiles::default(),
+        connect_timeout: Duration::from_secs(1),
+        request_timeout: Duration::from_secs(1),
+        failover_timeout: Duration::from_secs(5),
+    };
+    let send = |channel, request| async move { SubnetServiceClient::new(channel).create_subnet(request).await };
+    let mut daemons = runtime.block_on(Daemons::connect(settings)).expect("connect");
+    assert_eq!(
+        daemons.current().to_string(),
+        format!("tcp:127.0.0.1:{}", a.grpc_port())
+    );
+    runtime
+        .block_on(daemons.call(common::subnet_request("first", "10.41.0.0/24", ""), send))
+        .expect("served by a");
+    a.signal("STOP");
+    let timed_out = runtime.block_on(daemons.call(common::subnet_request("second", "10.42.0.0/24", ""), send));
+    assert!(timed_out.is_err(), "a stopped daemon cannot answer: {timed_out:?}");
+    let third = runtime.block_on(daemons.call(common::subnet_request("third", "10.43.0.0/24", ""), send));
+    a.signal("CONT");
+    third.expect("the next call is served by b");
+    assert_eq!(
+        daemons.current().to_string(),
+        format!("tcp:127.0.0.1:{}", b.grpc_port())
+    );
+}

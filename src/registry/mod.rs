@@ -4,8 +4,8 @@
 //! lock, so an address is never owned twice, not even for a moment.
 
 mod error;
-mod replica;
 mod pods;
+mod replica;
 mod rules;
 mod subnets;
 mod vips;
