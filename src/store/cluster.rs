@@ -297,18 +297,7 @@ impl Store {
                     };
                 }
                 meta.insert(LAST_TXN_KEY, last_txn_id.as_bytes())?;
-                for (key, value) in &planned.revision_writes {
-                    match value {
-                        Some(value) => revision_tree.insert(key.as_slice(), value.as_slice())?,
-                        None => revision_tree.remove(key.as_slice())?,
-                    };
-                }
-                for (key, value) in &planned.log_writes {
-                    changes.insert(key.as_slice(), value.as_slice())?;
-                }
-                for key in &planned.log_removals {
-                    changes.remove(key.as_slice())?;
-                }
+                planned.write_in(revision_tree, changes)?;
                 Ok::<(), ConflictableTransactionError<()>>(())
             },
         );

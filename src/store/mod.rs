@@ -405,18 +405,7 @@ impl Store {
                         None => tree.remove(key.as_slice())?,
                     };
                 }
-                for (key, value) in &planned.revision_writes {
-                    match value {
-                        Some(value) => revision_tree.insert(key.as_slice(), value.as_slice())?,
-                        None => revision_tree.remove(key.as_slice())?,
-                    };
-                }
-                for (key, value) in &planned.log_writes {
-                    changes.insert(key.as_slice(), value.as_slice())?;
-                }
-                for key in &planned.log_removals {
-                    changes.remove(key.as_slice())?;
-                }
+                planned.write_in(revision_tree, changes)?;
                 Ok::<(), ConflictableTransactionError<()>>(())
             });
         match result {

@@ -151,6 +151,30 @@ pub(crate) struct Planned {
     objects: Vec<((Kind, String), Option<u64>)>,
 }
 
+impl Planned {
+    /// Writes the plan into the `revisions` and `changes` trees inside the caller's sled
+    /// transaction (the one that writes the batch's records, so both land or neither does).
+    pub fn write_in(
+        &self,
+        revisions: &sled::transaction::TransactionalTree,
+        changes: &sled::transaction::TransactionalTree,
+    ) -> sled::transaction::ConflictableTransactionResult<(), ()> {
+        for (key, value) in &self.revision_writes {
+            match value {
+                Some(value) => revisions.insert(key.as_slice(), value.as_slice())?,
+                None => revisions.remove(key.as_slice())?,
+            };
+        }
+        for (key, value) in &self.log_writes {
+            changes.insert(key.as_slice(), value.as_slice())?;
+        }
+        for key in &self.log_removals {
+            changes.remove(key.as_slice())?;
+        }
+        Ok(())
+    }
+}
+
 impl Revisions {
     /// Loads the revisions tree; objects without an entry (stored before format 3) are at 0.
     pub fn load(
