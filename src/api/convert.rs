@@ -419,7 +419,12 @@ pub fn vip_to_proto(vip: &Vip, parents: Vec<String>) -> pb::Vip {
             v4ip: vip.v4ip.map(|ip| ip.to_string()).unwrap_or_default(),
             v6ip: vip.v6ip.map(|ip| ip.to_string()).unwrap_or_default(),
             // What NB answers with: a switch_lb_vip is answered by the router port's MAC.
-            mac: vip.nb_mac.unwrap_or(vip.mac).to_string(),
+            // Empty while the VIP holds no addresses (pending, see its Ready condition).
+            mac: if vip.is_allocated() {
+                vip.nb_mac.unwrap_or(vip.mac).to_string()
+            } else {
+                String::new()
+            },
             ready,
             conditions: conditions_to_proto(&vip.conditions),
             parents,

@@ -100,11 +100,39 @@ pub struct Vip {
     /// Observed, not persisted: the MAC that answers ARP/ND for this VIP in NB when it is not
     /// `mac` (a switch_lb_vip is answered by the subnet's router port). Status reports it.
     pub nb_mac: Option<MacAddr>,
+    /// Set while the VIP holds no addresses (a reference before its target, the Kubernetes
+    /// way): its subnet does not exist yet, or the subnet cannot give what the spec requests.
+    /// `v4ip`, `v6ip` and `mac` are then meaningless (`None`, `None`, all zeros); the VIP has no
+    /// NB rows and is Ready=False with this reason until the registry allocates it.
+    pub pending: Option<Pending>,
+}
+
+/// Why a VIP holds no addresses yet: the Ready condition's reason and message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pending {
+    /// `SubnetNotFound`, `AddressNotInSubnet`, `AddressExcluded`, `AddressTaken`, `SubnetFull`,
+    /// `FamilyNotInSubnet`, `InvalidRequest`.
+    pub reason: String,
+    pub message: String,
+}
+
+impl Pending {
+    pub fn subnet_not_found(subnet: &str) -> Pending {
+        Pending {
+            reason: "SubnetNotFound".into(),
+            message: format!("subnet {subnet} does not exist (yet): the VIP gets its addresses when it is created"),
+        }
+    }
 }
 
 impl Vip {
     pub fn is_aap(&self) -> bool {
         self.spec.vip_type == VipType::Reserved && !self.spec.namespace.is_empty()
+    }
+
+    /// Whether the VIP holds its addresses and MAC (it is not [`Vip::pending`]).
+    pub fn is_allocated(&self) -> bool {
+        self.pending.is_none()
     }
 
     pub fn addresses(&self) -> Vec<IpAddr> {

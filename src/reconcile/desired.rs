@@ -141,6 +141,26 @@ pub fn load_balancers(
         let (addresses, subnet, is_vip) = match rule.vip.parse::<IpAddr>() {
             Ok(ip) => (vec![ip], subnet_holding(subnets, ip), false),
             Err(_) => match vips.iter().find(|vip| vip.spec.name == rule.vip) {
+                Some(vip) if !vip.is_allocated() => {
+                    // A VIP that waits for its subnet (or for a requested address) has no
+                    // addresses yet: the rule waits for it as for a missing one.
+                    let why = vip
+                        .pending
+                        .as_ref()
+                        .map(|pending| pending.message.as_str())
+                        .unwrap_or_default();
+                    desired.rules_blocked.insert(
+                        rule.name.clone(),
+                        RuleBlocked {
+                            reason: "VipNotReady",
+                            message: format!(
+                                "vip {} has no addresses yet ({why}): the rule becomes ready when it has",
+                                vip.spec.name
+                            ),
+                        },
+                    );
+                    continue;
+                }
                 Some(vip) if vip.spec.vip_type != VipType::SwitchLbVip => {
                     desired.rules_blocked.insert(
                         rule.name.clone(),
@@ -349,7 +369,9 @@ pub fn compute(
             .insert(subnet.logical_switch.clone(), subnet.name.clone());
     }
     for vip in vips {
-        let Some(switch) = switch_of.get(vip.spec.subnet.as_str()) else {
+        let Some(switch) = switch_of.get(vip.spec.subnet.as_str()).filter(|_| vip.is_allocated()) else {
+            // No NB rows for a VIP that holds no addresses (it waits for its subnet).
+            desired.vip_ports.insert(vip.spec.name.clone(), Vec::new());
             continue;
         };
         let mut ports: Vec<(String, PortKind)> = Vec::new();
@@ -491,6 +513,7 @@ mod tests {
             holder: None,
             conditions: Vec::new(),
             nb_mac: None,
+            pending: None,
         }
     }
 

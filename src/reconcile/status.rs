@@ -30,7 +30,7 @@ pub(super) fn condition(status: bool, reason: &str, message: String, previous: &
 
 /// Every VIP: not Ready while NB is away.
 pub(super) fn mark_unavailable(registry: &Registry, error: &str) {
-    for vip in registry.list_vips() {
+    for vip in registry.list_vips().into_iter().filter(Vip::is_allocated) {
         let conditions = condition(
             false,
             "NBUnavailable",
@@ -51,6 +51,10 @@ pub(super) fn unavailable_if_disconnected(change: &crate::registry::Change, regi
         return;
     }
     let Ok(vip) = registry.get_vip(name) else { return };
+    if !vip.is_allocated() {
+        // Its own reason (SubnetNotFound, ...) says more than NB's absence.
+        return;
+    }
     let error = state.last_error.unwrap_or_else(|| "not connected".into());
     registry.set_vip_conditions(
         name,
@@ -115,7 +119,11 @@ pub(super) fn write_rule_status(registry: &Registry, desired: &Desired, rules: &
 pub(super) fn write_vip_status(registry: &Registry, desired: &Desired, plan: &Plan, vips: &[Vip]) {
     for vip in vips {
         let name = &vip.spec.name;
-        let (status, reason, message) = if let Some(Blocked::NoRouterPort { switch }) = desired.blocked.get(name) {
+        let (status, reason, message) = if let Some(pending) = &vip.pending {
+            // Holds no addresses yet (a reference before its target): Ready=False with why,
+            // e.g. SubnetNotFound naming the subnet, until the registry allocates it.
+            (false, pending.reason.as_str(), pending.message.clone())
+        } else if let Some(Blocked::NoRouterPort { switch }) = desired.blocked.get(name) {
             (
                 false,
                 "NoRouterPort",

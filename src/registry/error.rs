@@ -13,10 +13,15 @@ pub enum RegistryError {
         name: String,
         detail: String,
     },
-    /// An object the request names does not exist (yet); the same request may succeed once it
-    /// does. gRPC FAILED_PRECONDITION, reason `REFERENCE_NOT_FOUND`.
-    #[error("{kind} {name} does not exist")]
-    ReferenceNotFound { kind: &'static str, name: String },
+    /// An object the request names does not exist (yet), or holds no addresses yet (a pending
+    /// VIP, `detail` says why); the same request may succeed once it does. gRPC
+    /// FAILED_PRECONDITION, reason `REFERENCE_NOT_FOUND`.
+    #[error("{kind} {name} {detail}")]
+    ReferenceNotFound {
+        kind: &'static str,
+        name: String,
+        detail: String,
+    },
     /// The object is used by another object (`user`, e.g. "pod default/web-0"), which must let go
     /// of it first. gRPC FAILED_PRECONDITION, reason `IN_USE`.
     #[error("{kind} {name} is in use by {user}")]
@@ -59,6 +64,16 @@ impl RegistryError {
         RegistryError::ReferenceNotFound {
             kind,
             name: name.to_string(),
+            detail: "does not exist".into(),
+        }
+    }
+
+    /// The named object exists but holds no addresses yet (`why`): answered like a missing one.
+    pub fn reference_not_ready(kind: &'static str, name: &str, why: &str) -> RegistryError {
+        RegistryError::ReferenceNotFound {
+            kind,
+            name: name.to_string(),
+            detail: format!("has no addresses yet ({why})"),
         }
     }
 

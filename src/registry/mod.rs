@@ -22,8 +22,8 @@ use replica::build_state;
 
 use crate::ipam::{AllocationRequest, InUseElsewhere, Ipam, SubnetIpam, SubnetIpamConfig};
 use crate::model::{
-    aap_vips, port_name, Condition, NicSpec, Pod, PodNic, PodRef, PodSpec, Subnet, SwitchLbRule, Vip, VipSpec, VipType,
-    ANNOTATION_VIP,
+    aap_vips, port_name, Condition, NicSpec, Pending, Pod, PodNic, PodRef, PodSpec, Subnet, SwitchLbRule, Vip, VipSpec,
+    VipType, ANNOTATION_VIP,
 };
 use crate::store::{pod_nic_owner, vip_owner, ConsistencyReport, Kind, Owner, Store, Write, WriteBatch};
 
@@ -162,6 +162,113 @@ fn allocation_writes(
     });
 }
 
+/// Ready=False with the reason a VIP holds no addresses yet.
+fn unallocated_condition(pending: &Pending) -> Vec<Condition> {
+    vec![Condition {
+        condition_type: "Ready".into(),
+        status: false,
+        reason: pending.reason.clone(),
+        message: pending.message.clone(),
+        last_transition_ms: now_ms(),
+    }]
+}
+
+/// Why a pending VIP's request cannot be met in `subnet` (it stays pending): the condition's
+/// reason and message.
+fn pending_from_ipam(error: &crate::ipam::IpamError, subnet: &str) -> Pending {
+    use crate::ipam::IpamError;
+    let reason = match error {
+        IpamError::OutsideCidr { .. } => "AddressNotInSubnet",
+        IpamError::IsGateway { .. } | IpamError::Reserved { .. } => "AddressReserved",
+        IpamError::AddressInUse { .. } | IpamError::MacInUse { .. } | IpamError::OwnerHasDifferentAllocation => {
+            "AddressTaken"
+        }
+        IpamError::FamilyNotInSubnet { .. } => "FamilyNotInSubnet",
+        IpamError::SubnetFull { .. } => "SubnetFull",
+        _ => "InvalidRequest",
+    };
+    Pending {
+        reason: reason.into(),
+        message: format!(
+            "subnet {subnet}: {error}: the VIP keeps waiting (retried when the subnet is updated; or delete and create it again)"
+        ),
+    }
+}
+
+/// What allocating a subnet's pending VIPs did: the VIPs as they are now (allocated, or pending
+/// with another reason) and the owners IPAM allocated (released again if the batch fails).
+#[derive(Default)]
+struct PendingOutcome {
+    vips: Vec<Vip>,
+    allocated: Vec<(String, Owner)>,
+}
+
+impl PendingOutcome {
+    fn changes(&self) -> impl Iterator<Item = Change> + '_ {
+        self.vips.iter().map(|vip| Change::Vip(vip.spec.name.clone()))
+    }
+
+    /// After the batch was applied: the VIPs into the state.
+    fn commit(self, state: &mut State) {
+        for vip in self.vips {
+            state.vips.insert(vip.spec.name.clone(), vip);
+        }
+    }
+}
+
+/// Allocates, into `batch`, every pending VIP naming `subnet` (present in `state` with its IPAM)
+/// whose request the subnet can meet now; one it cannot stays pending with the reason
+/// (`AddressNotInSubnet`, `AddressTaken`, ...). Only IPAM changes here; `state.vips` changes in
+/// [`PendingOutcome::commit`], once the batch is applied.
+fn allocate_pending(
+    state: &mut State,
+    subnet: &str,
+    elsewhere: &BTreeMap<String, InUseElsewhere>,
+    batch: &mut WriteBatch,
+) -> PendingOutcome {
+    let mut outcome = PendingOutcome::default();
+    let waiting: Vec<Vip> = state
+        .vips
+        .values()
+        .filter(|vip| vip.spec.subnet == subnet && !vip.is_allocated())
+        .cloned()
+        .collect();
+    let Some(ipam) = state.ipam.get_mut(subnet) else {
+        return outcome;
+    };
+    let nothing = InUseElsewhere::default();
+    for mut vip in waiting {
+        let owner = vip_owner(&vip.spec.name);
+        let request = AllocationRequest {
+            v4: vip.spec.v4ip,
+            v6: vip.spec.v6ip,
+            mac: vip.spec.mac,
+        };
+        match ipam.allocate_avoiding(&owner, &request, elsewhere.get(subnet).unwrap_or(&nothing)) {
+            Ok(allocation) => {
+                vip.v4ip = allocation.v4;
+                vip.v6ip = allocation.v6;
+                vip.mac = allocation.mac;
+                vip.pending = None;
+                vip.conditions = pending_condition();
+                allocation_writes(batch, subnet, &owner, vip.v4ip, vip.v6ip, vip.mac, false);
+                outcome.allocated.push((subnet.to_string(), owner));
+            }
+            Err(error) => {
+                let pending = pending_from_ipam(&error, subnet);
+                if vip.pending.as_ref() == Some(&pending) {
+                    continue;
+                }
+                vip.conditions = unallocated_condition(&pending);
+                vip.pending = Some(pending);
+            }
+        }
+        batch.push(Write::PutVip(vip.clone()));
+        outcome.vips.push(vip);
+    }
+    outcome
+}
+
 fn pending_condition() -> Vec<Condition> {
     vec![Condition {
         condition_type: "Ready".into(),
@@ -237,9 +344,22 @@ impl Registry {
     /// Switch-LB rules naming an address inside a subnet use it as their frontend too: IPAM must
     /// not give it to a pod or VIP.
     fn in_use_elsewhere<'a>(&self, subnets: impl IntoIterator<Item = &'a str>) -> BTreeMap<String, InUseElsewhere> {
+        self.in_use_on(subnets, None)
+    }
+
+    /// [`Registry::in_use_elsewhere`] for the stored `subnets` and `new`, a subnet not stored yet.
+    fn in_use_on<'a>(
+        &self,
+        subnets: impl IntoIterator<Item = &'a str>,
+        new: Option<&Subnet>,
+    ) -> BTreeMap<String, InUseElsewhere> {
         let (switches, mut used): (Vec<(String, String)>, BTreeMap<String, InUseElsewhere>) = {
             let state = self.lock();
-            let wanted: Vec<&Subnet> = subnets.into_iter().filter_map(|name| state.subnets.get(name)).collect();
+            let wanted: Vec<&Subnet> = subnets
+                .into_iter()
+                .filter_map(|name| state.subnets.get(name))
+                .chain(new)
+                .collect();
             let mut used: BTreeMap<String, InUseElsewhere> = BTreeMap::new();
             for rule in state.rules.values() {
                 let Ok(ip) = rule.vip.parse::<IpAddr>() else {

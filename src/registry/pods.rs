@@ -563,6 +563,11 @@ fn vip_for_pod(state: &State, key: &PodRef, vip_name: &str) -> Result<Vip, Regis
         .get(vip_name)
         .cloned()
         .ok_or_else(|| RegistryError::reference_not_found("vip", vip_name))?;
+    // BindPod answers with the address: a VIP that holds none yet is refused like a missing one
+    // (REFERENCE_NOT_FOUND; the CNI plugin's code 11, try again later).
+    if let Some(pending) = &vip.pending {
+        return Err(RegistryError::reference_not_ready("vip", vip_name, &pending.message));
+    }
     if let Some(holder) = &vip.holder {
         if holder != key {
             return Err(RegistryError::InUse {

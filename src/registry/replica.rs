@@ -7,7 +7,7 @@ use std::net::IpAddr;
 
 use tracing::{info, warn};
 
-use super::{ipam_config, pending_condition, Change, Registry, RegistryError, State};
+use super::{ipam_config, pending_condition, unallocated_condition, Change, Registry, RegistryError, State};
 use crate::ipam::{AllocationRequest, SubnetIpam};
 use crate::store::{ConsistencyReport, Owner, Snapshot, Store};
 
@@ -53,7 +53,10 @@ pub(super) fn build_state(snapshot: Snapshot) -> Result<(State, ConsistencyRepor
     }
     for vip in snapshot.vips {
         let mut vip = vip;
-        vip.conditions = pending_condition();
+        vip.conditions = match &vip.pending {
+            Some(pending) => unallocated_condition(pending),
+            None => pending_condition(),
+        };
         state.vips.insert(vip.spec.name.clone(), vip);
     }
     for pod in snapshot.pods {

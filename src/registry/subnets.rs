@@ -3,7 +3,13 @@
 use super::*;
 
 impl Registry {
+    /// Creates a subnet. The VIPs that named it before it existed (pending, `SubnetNotFound`)
+    /// are allocated in the same batch as the subnet, so a crash leaves both or neither; one
+    /// whose request the subnet cannot meet stays pending with the reason (`AddressTaken`,
+    /// `AddressNotInSubnet`, ...) and does not fail the creation.
     pub async fn create_subnet(&self, subnet: Subnet) -> Result<Subnet, RegistryError> {
+        let elsewhere = self.in_use_on([], Some(&subnet));
+        let mut changes = Vec::new();
         let existing = {
             let mut state = self.lock();
             if let Some(existing) = state.subnets.get(&subnet.name) {
@@ -23,9 +29,16 @@ impl Registry {
                 }
                 let mut batch = WriteBatch::new();
                 batch.push(Write::PutSubnet(subnet.clone()));
-                self.store.apply(&batch)?;
                 state.ipam.add_subnet(subnet.name.clone(), ipam);
+                let pending = allocate_pending(&mut state, &subnet.name, &elsewhere, &mut batch);
+                if let Err(error) = self.store.apply(&batch) {
+                    state.ipam.remove_subnet(&subnet.name);
+                    return Err(error.into());
+                }
                 state.subnets.insert(subnet.name.clone(), subnet.clone());
+                changes.push(Change::Subnet(subnet.name.clone()));
+                changes.extend(pending.changes());
+                pending.commit(&mut state);
                 None
             }
         };
@@ -34,7 +47,7 @@ impl Registry {
             self.store.durable().await?;
             return Ok(existing);
         }
-        self.finish(vec![Change::Subnet(subnet.name.clone())]).await?;
+        self.finish(changes).await?;
         Ok(subnet)
     }
 
@@ -50,6 +63,8 @@ impl Registry {
     /// [`Registry::update_subnet`], refused with ABORTED when `revision` is set (non-zero) and
     /// no longer the subnet's.
     pub async fn update_subnet_at(&self, subnet: Subnet, revision: Option<u64>) -> Result<Subnet, RegistryError> {
+        let elsewhere = self.in_use_elsewhere([subnet.name.as_str()]);
+        let mut changes = Vec::new();
         let changed = {
             let mut state = self.lock();
             let existing = state
@@ -102,14 +117,27 @@ impl Registry {
                 }
                 let mut batch = WriteBatch::new();
                 batch.push(Write::PutSubnet(subnet.clone()));
-                self.store.apply(&batch)?;
+                // Pending VIPs hold nothing, so no exclusion can refuse them; they are tried
+                // again against the updated subnet (a narrower exclude_ips may free room for a
+                // dynamic one; a static request may name an excluded address, as in Kube-OVN).
+                let old = state.ipam.remove_subnet(&subnet.name);
                 state.ipam.add_subnet(subnet.name.clone(), new);
+                let pending = allocate_pending(&mut state, &subnet.name, &elsewhere, &mut batch);
+                if let Err(error) = self.store.apply(&batch) {
+                    if let Some(old) = old {
+                        state.ipam.add_subnet(subnet.name.clone(), old);
+                    }
+                    return Err(error.into());
+                }
                 state.subnets.insert(subnet.name.clone(), subnet.clone());
+                changes.push(Change::Subnet(subnet.name.clone()));
+                changes.extend(pending.changes());
+                pending.commit(&mut state);
                 true
             }
         };
         if changed {
-            self.finish(vec![Change::Subnet(subnet.name.clone())]).await?;
+            self.finish(changes).await?;
         } else {
             self.store.durable().await?;
         }
@@ -204,6 +232,7 @@ impl Registry {
     /// [`Registry::delete_subnet`], refused with ABORTED when `revision` is set (non-zero) and
     /// no longer the subnet's.
     pub async fn delete_subnet_at(&self, name: &str, revision: Option<u64>) -> Result<(), RegistryError> {
+        let mut changes = Vec::new();
         {
             let mut state = self.lock();
             if !state.subnets.contains_key(name) {
@@ -211,11 +240,13 @@ impl Registry {
             }
             self.precondition(Kind::Subnet, name, revision)?;
             let mut users = Vec::new();
+            // A pending VIP holds nothing in the subnet: it does not block the deletion, and
+            // waits for the subnet again (SubnetNotFound).
             users.extend(
                 state
                     .vips
                     .values()
-                    .filter(|vip| vip.spec.subnet == name)
+                    .filter(|vip| vip.spec.subnet == name && vip.is_allocated())
                     .map(|vip| format!("vip {}", vip.spec.name)),
             );
             users.extend(
@@ -247,11 +278,28 @@ impl Registry {
             }
             let mut batch = WriteBatch::new();
             batch.push(Write::DeleteSubnet(name.to_string()));
+            let waiting = Pending::subnet_not_found(name);
+            let mut again: Vec<Vip> = state
+                .vips
+                .values()
+                .filter(|vip| vip.spec.subnet == name && vip.pending.as_ref().is_some_and(|p| *p != waiting))
+                .cloned()
+                .collect();
+            for vip in &mut again {
+                vip.conditions = unallocated_condition(&waiting);
+                vip.pending = Some(waiting.clone());
+                batch.push(Write::PutVip(vip.clone()));
+            }
             self.store.apply(&batch)?;
             state.subnets.remove(name);
             state.ipam.remove_subnet(name);
+            changes.push(Change::Subnet(name.to_string()));
+            for vip in again {
+                changes.push(Change::Vip(vip.spec.name.clone()));
+                state.vips.insert(vip.spec.name.clone(), vip);
+            }
         }
-        self.finish(vec![Change::Subnet(name.to_string())]).await
+        self.finish(changes).await
     }
 }
 

@@ -37,7 +37,24 @@ impl Registry {
     ) -> Result<Vip, RegistryError> {
         {
             if !state.subnets.contains_key(&spec.subnet) {
-                return Err(RegistryError::reference_not_found("subnet", &spec.subnet));
+                // A reference before its target (the Kubernetes way): stored without addresses,
+                // Ready=False SubnetNotFound, allocated in the batch that creates the subnet.
+                let pending = Pending::subnet_not_found(&spec.subnet);
+                let vip = Vip {
+                    v4ip: None,
+                    v6ip: None,
+                    mac: crate::model::MacAddr::from_octets([0; 6]),
+                    holder: None,
+                    conditions: unallocated_condition(&pending),
+                    nb_mac: None,
+                    pending: Some(pending),
+                    spec,
+                };
+                let mut batch = WriteBatch::new();
+                batch.push(Write::PutVip(vip.clone()));
+                self.store.apply(&batch)?;
+                state.vips.insert(vip.spec.name.clone(), vip.clone());
+                return Ok(vip);
             }
             let owner = vip_owner(&spec.name);
             let request = AllocationRequest {
@@ -63,6 +80,7 @@ impl Registry {
                 holder: None,
                 conditions: pending_condition(),
                 nb_mac: None,
+                pending: None,
                 spec,
             };
             let mut batch = WriteBatch::new();
@@ -196,9 +214,11 @@ impl Registry {
             let owner = vip_owner(name);
             let mut batch = WriteBatch::new();
             batch.push(Write::DeleteVip(name.to_string()));
-            allocation_writes(&mut batch, &vip.spec.subnet, &owner, vip.v4ip, vip.v6ip, vip.mac, true);
+            if vip.is_allocated() {
+                allocation_writes(&mut batch, &vip.spec.subnet, &owner, vip.v4ip, vip.v6ip, vip.mac, true);
+            }
             self.store.apply(&batch)?;
-            if let Some(ipam) = state.ipam.get_mut(&vip.spec.subnet) {
+            if let Some(ipam) = state.ipam.get_mut(&vip.spec.subnet).filter(|_| vip.is_allocated()) {
                 ipam.release(&owner);
             }
             state.vips.remove(name);

@@ -592,7 +592,8 @@ impl Store {
         let mut expected_ips: BTreeMap<(String, IpAddr), Owner> = BTreeMap::new();
         let mut expected_macs: BTreeMap<(String, MacAddr), Owner> = BTreeMap::new();
         let vips: BTreeMap<&str, &Vip> = snapshot.vips.iter().map(|vip| (vip.spec.name.as_str(), vip)).collect();
-        for vip in &snapshot.vips {
+        // A pending VIP (it waits for its subnet) holds nothing.
+        for vip in snapshot.vips.iter().filter(|vip| vip.is_allocated()) {
             let owner = vip_owner(&vip.spec.name);
             for ip in vip.addresses() {
                 expected_ips.insert((vip.spec.subnet.clone(), ip), owner.clone());

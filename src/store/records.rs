@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::StoreError;
 use crate::model::{
-    Attachment, LbPort, MacAddr, NicSpec, OwnerKind, Pod, PodNic, PodRef, PodSpec, Protocol, Strategy, Subnet,
+    Attachment, LbPort, MacAddr, NicSpec, OwnerKind, Pending, Pod, PodNic, PodRef, PodSpec, Protocol, Strategy, Subnet,
     SwitchLbRule, Vip, VipSpec, VipType,
 };
 
@@ -42,6 +42,34 @@ pub struct SubnetV2 {
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub enum VipRecord {
     V1(VipV1),
+    /// A VIP whose address part is optional: written for a VIP that holds no addresses yet
+    /// (its subnet does not exist, or cannot give what it requests). Allocated VIPs are still
+    /// written as V1, so their bytes (and older stores) are unchanged: no migration.
+    V2(VipV2),
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct VipV2 {
+    pub name: String,
+    pub namespace: String,
+    pub subnet: String,
+    pub switch_lb_vip: bool,
+    pub requested_v4: Option<[u8; 4]>,
+    pub requested_v6: Option<[u8; 16]>,
+    pub requested_mac: Option<[u8; 6]>,
+    pub selector: BTreeMap<String, String>,
+    /// What was allocated; `None` while pending.
+    pub allocation: Option<VipAllocationV2>,
+    pub holder: Option<(String, String)>,
+    /// While pending: the Ready condition's (reason, message).
+    pub pending: Option<(String, String)>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct VipAllocationV2 {
+    pub v4ip: Option<[u8; 4]>,
+    pub v6ip: Option<[u8; 16]>,
+    pub mac: [u8; 6],
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -215,6 +243,21 @@ impl TryFrom<SubnetRecord> for Subnet {
 
 impl From<&Vip> for VipRecord {
     fn from(vip: &Vip) -> VipRecord {
+        if let Some(pending) = &vip.pending {
+            return VipRecord::V2(VipV2 {
+                name: vip.spec.name.clone(),
+                namespace: vip.spec.namespace.clone(),
+                subnet: vip.spec.subnet.clone(),
+                switch_lb_vip: vip.spec.vip_type == VipType::SwitchLbVip,
+                requested_v4: vip.spec.v4ip.map(|ip| ip.octets()),
+                requested_v6: vip.spec.v6ip.map(|ip| ip.octets()),
+                requested_mac: vip.spec.mac.map(|mac| mac.octets()),
+                selector: vip.spec.selector.clone(),
+                allocation: None,
+                holder: vip.holder.as_ref().map(|pod| (pod.namespace.clone(), pod.name.clone())),
+                pending: Some((pending.reason.clone(), pending.message.clone())),
+            });
+        }
         VipRecord::V1(VipV1 {
             name: vip.spec.name.clone(),
             namespace: vip.spec.namespace.clone(),
@@ -234,7 +277,10 @@ impl From<&Vip> for VipRecord {
 
 impl From<VipRecord> for Vip {
     fn from(record: VipRecord) -> Vip {
-        let VipRecord::V1(record) = record;
+        let record = match record {
+            VipRecord::V1(record) => record,
+            VipRecord::V2(record) => return vip_from_v2(record),
+        };
         Vip {
             spec: VipSpec {
                 name: record.name,
@@ -257,7 +303,48 @@ impl From<VipRecord> for Vip {
             holder: record.holder.map(|(namespace, name)| PodRef { namespace, name }),
             // Status is observed state: the reconciler writes it again after a restart.
             conditions: Vec::new(),
+            pending: None,
         }
+    }
+}
+
+fn vip_from_v2(record: VipV2) -> Vip {
+    let (v4ip, v6ip, mac) = match &record.allocation {
+        Some(allocation) => (
+            allocation.v4ip.map(v4),
+            allocation.v6ip.map(v6),
+            MacAddr::from_octets(allocation.mac),
+        ),
+        None => (None, None, MacAddr::from_octets([0; 6])),
+    };
+    // Without an allocation a VIP is pending, whatever the record says.
+    let pending = match (record.allocation, record.pending) {
+        (Some(_), _) => None,
+        (None, Some((reason, message))) => Some(Pending { reason, message }),
+        (None, None) => Some(Pending::subnet_not_found(&record.subnet)),
+    };
+    Vip {
+        spec: VipSpec {
+            name: record.name,
+            namespace: record.namespace,
+            subnet: record.subnet,
+            vip_type: if record.switch_lb_vip {
+                VipType::SwitchLbVip
+            } else {
+                VipType::Reserved
+            },
+            v4ip: record.requested_v4.map(v4),
+            v6ip: record.requested_v6.map(v6),
+            mac: record.requested_mac.map(MacAddr::from_octets),
+            selector: record.selector,
+        },
+        v4ip,
+        v6ip,
+        mac,
+        nb_mac: None,
+        holder: record.holder.map(|(namespace, name)| PodRef { namespace, name }),
+        conditions: Vec::new(),
+        pending,
     }
 }
 
@@ -459,6 +546,47 @@ impl TryFrom<SwitchLbRuleRecord> for SwitchLbRule {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn round_trip(record: &VipRecord) -> VipRecord {
+        let bytes = bincode::serde::encode_to_vec(record, bincode::config::standard()).unwrap();
+        bincode::serde::decode_from_slice(&bytes, bincode::config::standard())
+            .unwrap()
+            .0
+    }
+
+    /// A pending VIP (no addresses) is a V2 record and reads back pending, with its request;
+    /// an allocated VIP is still written as V1, as before.
+    #[test]
+    fn a_pending_vip_is_a_v2_record_and_an_allocated_one_stays_v1() {
+        let mut vip = Vip {
+            spec: VipSpec {
+                name: "early".into(),
+                namespace: String::new(),
+                subnet: "later".into(),
+                vip_type: VipType::SwitchLbVip,
+                v4ip: Some(Ipv4Addr::new(10, 16, 0, 9)),
+                v6ip: None,
+                mac: Some(MacAddr::from_octets([2, 0, 0, 0, 0, 9])),
+                selector: BTreeMap::new(),
+            },
+            v4ip: None,
+            v6ip: None,
+            mac: MacAddr::from_octets([0; 6]),
+            holder: None,
+            conditions: Vec::new(),
+            nb_mac: None,
+            pending: Some(Pending::subnet_not_found("later")),
+        };
+        let record = VipRecord::from(&vip);
+        assert!(matches!(record, VipRecord::V2(_)));
+        assert_eq!(Vip::from(round_trip(&record)), vip);
+        vip.pending = None;
+        vip.v4ip = vip.spec.v4ip;
+        vip.mac = MacAddr::from_octets([2, 0, 0, 0, 0, 9]);
+        let record = VipRecord::from(&vip);
+        assert!(matches!(record, VipRecord::V1(_)));
+        assert_eq!(Vip::from(round_trip(&record)), vip);
+    }
 
     /// Pods stored before NIC requests carried static addresses and attachments still read.
     #[test]
