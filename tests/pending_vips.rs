@@ -8,12 +8,13 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::requests::{aap, create_rule, create_vip, switch_lb_vip, tcp_rule, vip, wait_for_vip_status, Clients};
+use common::requests::{
+    aap, bind_with_vip, create_rule, create_vip, switch_lb_vip, tcp_rule, vip, wait_for_vip_status, Clients,
+};
 use common::TestDaemon;
 use ovn_vipd::api::proto::v1 as pb;
 use tonic::Code;
@@ -193,17 +194,7 @@ async fn a_vip_naming_a_missing_subnet_waits_for_it_and_gets_what_it_requested()
     // BindPod must answer with an address: a pending VIP is refused like a missing one.
     let error = clients
         .pods
-        .bind_pod(pb::BindPodRequest {
-            namespace: "default".into(),
-            name: "early".into(),
-            annotations: HashMap::from([("ovn.kubernetes.io/vip".to_string(), "twin".to_string())]),
-            nics: vec![pb::NicRequest {
-                subnet: "later".into(),
-                interface: "eth0".into(),
-                ..Default::default()
-            }],
-            ..Default::default()
-        })
+        .bind_pod(bind_with_vip("default", "early", "later", "twin"))
         .await
         .unwrap_err();
     assert_eq!(error.code(), Code::FailedPrecondition, "{error:?}");
@@ -285,8 +276,10 @@ async fn a_vip_naming_a_missing_subnet_waits_for_it_and_gets_what_it_requested()
 async fn a_reverse_order_bundle_through_raw_grpc_ends_ready() {
     let daemon = TestDaemon::start().await;
     let mut clients = daemon.clients().await;
+    // Health-checked: its source address is reserved when the VIP gets its addresses.
     let mut rule = tcp_rule("web", "web-vip", "app: web", 80, 8080);
     rule.endpoints = vec!["10.16.0.50".into()];
+    rule.health_check = true;
     clients
         .rules
         .create_switch_lb_rule(create_rule(rule))
@@ -327,6 +320,17 @@ async fn a_reverse_order_bundle_through_raw_grpc_ends_ready() {
     clients.create_subnet("ovn-default", "10.16.0.0/16", "").await;
     attach_router(&daemon, "ovn-default", "04:00:00:00:00:01", "10.16.0.1/16");
     bundle_ready(&daemon, &mut clients, "web", "web-vip", "vip-aap").await;
+    let address = clients
+        .vips
+        .get_vip(pb::GetVipRequest { name: "web-vip".into() })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap_or_default()
+        .v4ip;
+    let checks = daemon.nb.nbctl(&["--bare", "--columns=vip", "list", "load_balancer_health_check"]);
+    assert!(checks.contains(&format!("{address}:80")), "health check of the frontend: {checks}");
     daemon.stop().await;
 }
 

@@ -1,36 +1,27 @@
 //! References before their target (the Kubernetes way): a switch-LB rule may name a VIP that
-//! does not exist yet; it is Ready=False, reason VipNotFound, until the VIP appears, then it
-//! becomes ready with its load balancer in NB. What is still refused, and why, too.
+//! does not exist yet, with or without health checks; it is Ready=False, reason VipNotFound,
+//! until the VIP appears, then it becomes ready with its load balancer (and, health-checked, its
+//! source address and health check) in NB. What is still refused, and why, too. (A VIP naming a
+//! subnet that does not exist yet: tests/pending_vips.rs.)
 
 mod common;
 
-use std::collections::HashMap;
 use std::time::Duration;
 
+use common::requests::{bind_with_vip, create_rule, create_vip, switch_lb_vip, tcp_rule, Clients};
 use common::TestDaemon;
 use ovn_vipd::api::proto::v1 as pb;
-use pb::pod_service_client::PodServiceClient;
-use pb::subnet_service_client::SubnetServiceClient;
 use pb::switch_lb_rule_service_client::SwitchLbRuleServiceClient;
-use pb::vip_service_client::VipServiceClient;
 use tonic::Code;
 
 type Rules = SwitchLbRuleServiceClient<tonic::transport::Channel>;
 
+/// Rule `name` on `vip` for pods labelled `app: web`, port 80 → 8080, endpoint 10.16.0.50.
 fn rule(name: &str, vip: &str, health_check: bool) -> pb::SwitchLbRule {
     pb::SwitchLbRule {
-        name: name.into(),
-        vip: vip.into(),
-        namespace: "default".into(),
         endpoints: vec!["10.16.0.50".into()],
-        ports: vec![pb::LbPort {
-            name: "http".into(),
-            port: 80,
-            target_port: 8080,
-            protocol: pb::Protocol::Tcp as i32,
-        }],
         health_check,
-        ..Default::default()
+        ..tcp_rule(name, vip, "app: web", 80, 8080)
     }
 }
 
@@ -66,11 +57,12 @@ fn assert_precondition(error: &tonic::Status, fragment: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rule_naming_a_vip_that_does_not_exist_yet_waits_for_it() {
     let daemon = TestDaemon::start().await;
-    let channel = daemon.channel().await;
-    let mut subnets = SubnetServiceClient::new(channel.clone());
-    let mut vips = VipServiceClient::new(channel.clone());
-    let mut pods = PodServiceClient::new(channel.clone());
-    let mut rules = SwitchLbRuleServiceClient::new(channel);
+    let Clients {
+        mut subnets,
+        mut vips,
+        mut pods,
+        mut rules,
+    } = daemon.clients().await;
     subnets
         .create_subnet(common::subnet_request("ovn-default", "10.16.0.0/16", ""))
         .await
@@ -106,9 +98,7 @@ async fn a_rule_naming_a_vip_that_does_not_exist_yet_waits_for_it() {
 
     // The rule first, as a manifest in file order might have it: accepted, not ready.
     rules
-        .create_switch_lb_rule(pb::CreateSwitchLbRuleRequest {
-            rule: Some(rule("web", "web-vip", false)),
-        })
+        .create_switch_lb_rule(create_rule(rule("web", "web-vip", false)))
         .await
         .expect("a rule may name a VIP that does not exist yet");
     let status = rule_reason(&mut rules, "web", "VipNotFound").await;
@@ -120,25 +110,23 @@ async fn a_rule_naming_a_vip_that_does_not_exist_yet_waits_for_it() {
         "no load balancer without its frontend: {balancers}"
     );
 
-    // Health checks need a source address in the VIP's subnet: such a rule waits for no one.
-    let error = rules
-        .create_switch_lb_rule(pb::CreateSwitchLbRuleRequest {
-            rule: Some(rule("checked", "web-vip", true)),
-        })
+    // Health checks need a source address in the VIP's subnet: reserved when the VIP gets its
+    // addresses, so a health-checked rule waits for its VIP too.
+    let mut checked = rule("checked", "web-vip", true);
+    checked.ports[0].port = 443;
+    rules
+        .create_switch_lb_rule(create_rule(checked))
         .await
-        .unwrap_err();
-    assert_precondition(&error, "vip web-vip does not exist");
+        .expect("a health-checked rule may name a VIP that does not exist yet");
+    rule_reason(&mut rules, "checked", "VipNotFound").await;
+    let checks = daemon
+        .nb
+        .nbctl(&["--bare", "--columns=vip", "list", "load_balancer_health_check"]);
+    assert!(checks.trim().is_empty(), "no health check before the VIP: {checks}");
 
     // The VIP appears: the rule becomes ready, with its frontend in NB.
     let address = vips
-        .create_vip(pb::CreateVipRequest {
-            vip: Some(pb::Vip {
-                name: "web-vip".into(),
-                subnet: "ovn-default".into(),
-                r#type: "switch_lb_vip".into(),
-                ..Default::default()
-            }),
-        })
+        .create_vip(create_vip(switch_lb_vip("web-vip", "ovn-default")))
         .await
         .unwrap()
         .into_inner()
@@ -152,6 +140,13 @@ async fn a_rule_naming_a_vip_that_does_not_exist_yet_waits_for_it() {
     );
     let balancer_vips = daemon.nb.nbctl(&["--bare", "--columns=vips", "find", "load_balancer"]);
     assert!(balancer_vips.contains(&format!("{address}:80")), "{balancer_vips}");
+    // The health-checked rule too, with its health check on the frontend.
+    let status = rule_reason(&mut rules, "checked", "Synced").await;
+    assert!(status.ready, "{status:?}");
+    let checks = daemon
+        .nb
+        .nbctl(&["--bare", "--columns=vip", "list", "load_balancer_health_check"]);
+    assert!(checks.contains(&format!("{address}:443")), "{checks}");
 
     // A VIP a rule uses cannot be deleted (IN_USE): the rule goes first, as `vipctl delete -f`
     // does in reverse order. So a rule never loses its VIP once it had it.
@@ -162,21 +157,11 @@ async fn a_rule_naming_a_vip_that_does_not_exist_yet_waits_for_it() {
         })
         .await
         .unwrap_err();
-    assert_precondition(&error, "switch-lb rule web");
+    assert_precondition(&error, "switch-lb rule");
 
     // A pod's fixed-address VIP must exist: BindPod answers with the address now.
     let error = pods
-        .bind_pod(pb::BindPodRequest {
-            namespace: "default".into(),
-            name: "early".into(),
-            annotations: HashMap::from([("ovn.kubernetes.io/vip".to_string(), "not-yet".to_string())]),
-            nics: vec![pb::NicRequest {
-                subnet: "ovn-default".into(),
-                interface: "eth0".into(),
-                ..Default::default()
-            }],
-            ..Default::default()
-        })
+        .bind_pod(bind_with_vip("default", "early", "ovn-default", "not-yet"))
         .await
         .unwrap_err();
     assert_precondition(&error, "not-yet");

@@ -266,6 +266,20 @@ pub fn load_balancers(
         // Health checks need a source address in the frontend's subnet: the registry reserves
         // one per subnet with a health-checked frontend and refuses health checks elsewhere.
         let subnet_sources = subnet.and_then(|subnet| sources.get(&subnet.name));
+        if rule.health_check && subnet_sources.is_none() && !desired.rules_unready.contains_key(&rule.name) {
+            // A health-checked rule accepted before its VIP, whose subnet had no room left for
+            // a source address when the VIP was allocated: balanced, but not checked.
+            desired.rules_unready.insert(
+                rule.name.clone(),
+                RuleBlocked {
+                    reason: "NoHealthCheckSource",
+                    message: format!(
+                        "no health-check source address is reserved in the subnet of {}: the load balancer runs without health checks",
+                        rule.vip
+                    ),
+                },
+            );
+        }
         // A frontend address without a backend of its family drops every connection.
         let unserved: Vec<String> = addresses
             .iter()

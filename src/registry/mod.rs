@@ -196,11 +196,13 @@ fn pending_from_ipam(error: &crate::ipam::IpamError, subnet: &str) -> Pending {
 }
 
 /// What allocating a subnet's pending VIPs did: the VIPs as they are now (allocated, or pending
-/// with another reason) and the owners IPAM allocated (released again if the batch fails).
+/// with another reason). IPAM changed in place: a caller whose batch fails drops or restores the
+/// subnet's IPAM whole.
 #[derive(Default)]
 struct PendingOutcome {
     vips: Vec<Vip>,
-    allocated: Vec<(String, Owner)>,
+    /// The VIPs allocated now, for the health-check sources their rules may wait for.
+    sources: Vec<String>,
 }
 
 impl PendingOutcome {
@@ -252,7 +254,7 @@ fn allocate_pending(
                 vip.pending = None;
                 vip.conditions = pending_condition();
                 allocation_writes(batch, subnet, &owner, vip.v4ip, vip.v6ip, vip.mac, false);
-                outcome.allocated.push((subnet.to_string(), owner));
+                outcome.sources.push(vip.spec.name.clone());
             }
             Err(error) => {
                 let pending = pending_from_ipam(&error, subnet);
@@ -265,6 +267,9 @@ fn allocate_pending(
         }
         batch.push(Write::PutVip(vip.clone()));
         outcome.vips.push(vip);
+    }
+    for vip in std::mem::take(&mut outcome.sources) {
+        rules::reserve_waiting_source(state, &vip, subnet, elsewhere, batch);
     }
     outcome
 }

@@ -51,12 +51,11 @@ impl Registry {
                     return Err(RegistryError::not_found("switch-lb rule", &rule.name));
                 }
                 // A VIP named before it exists is accepted (the Kubernetes way: a bundle applies
-                // in any order); the rule is Ready=False, reason VipNotFound, until it does.
-                // Health checks need a source address in the VIP's subnet, so they wait for it.
+                // in any order); the rule is Ready=False, reason VipNotFound (VipNotReady while
+                // the VIP waits for its subnet), until it has addresses. Health checks wait too:
+                // the source address in the VIP's subnet is reserved when the VIP is allocated
+                // (`reserve_waiting_source`).
                 let vip_missing = rule.vip.parse::<IpAddr>().is_err() && !state.vips.contains_key(&rule.vip);
-                if vip_missing && rule.health_check {
-                    return Err(RegistryError::reference_not_found("vip", &rule.vip));
-                }
                 // An address frontend inside a subnet must not be an address IPAM gave to a pod,
                 // a health-check source or a VIP that is not a switch_lb_vip: both would answer it.
                 if let (Ok(ip), Some(subnet)) = (rule.vip.parse::<IpAddr>(), rule_subnet_name.as_deref()) {
@@ -246,10 +245,12 @@ fn sync_health_check_sources(
     batch: &mut WriteBatch,
     elsewhere: &BTreeMap<String, InUseElsewhere>,
 ) -> Result<SourceChanges, RegistryError> {
+    // A rule on a VIP without addresses (missing, or pending) needs no source yet.
     let needed: BTreeSet<String> = state
         .rules
         .values()
         .filter(|rule| rule.health_check)
+        .filter(|rule| rule.vip.parse::<IpAddr>().is_ok() || state.vips.get(&rule.vip).is_some_and(Vip::is_allocated))
         .filter_map(|rule| rule_subnet(state, rule))
         .collect();
     let mut changes = SourceChanges::default();
@@ -300,4 +301,49 @@ fn sync_health_check_sources(
         }
     }
     Ok(changes)
+}
+
+/// A VIP named `vip` got addresses in `subnet` (created, or allocated from pending): when a
+/// health-checked rule waited for it and the subnet holds no health-check source yet, reserves
+/// one into `batch` and returns its owner (to release if the batch fails). A subnet without room
+/// for it leaves the rule without health checks (its status says `NoHealthCheckSource`); the
+/// VIP's allocation is not refused for a rule's sake.
+pub(super) fn reserve_waiting_source(
+    state: &mut State,
+    vip: &str,
+    subnet: &str,
+    elsewhere: &BTreeMap<String, InUseElsewhere>,
+    batch: &mut WriteBatch,
+) -> Option<(String, Owner)> {
+    if !state.rules.values().any(|rule| rule.health_check && rule.vip == vip) {
+        return None;
+    }
+    let owner = health_check_owner(subnet);
+    let ipam = state.ipam.get_mut(subnet)?;
+    if ipam.allocation_of(&owner).is_some() {
+        return None;
+    }
+    let nothing = InUseElsewhere::default();
+    match ipam.allocate_avoiding(
+        &owner,
+        &AllocationRequest::default(),
+        elsewhere.get(subnet).unwrap_or(&nothing),
+    ) {
+        Ok(allocation) => {
+            allocation_writes(
+                batch,
+                subnet,
+                &owner,
+                allocation.v4,
+                allocation.v6,
+                allocation.mac,
+                false,
+            );
+            Some((subnet.to_string(), owner))
+        }
+        Err(error) => {
+            tracing::warn!(%error, vip, subnet, "no health-check source address for the rules of a VIP");
+            None
+        }
+    }
 }

@@ -86,8 +86,10 @@ impl Registry {
             let mut batch = WriteBatch::new();
             batch.push(Write::PutVip(vip.clone()));
             allocation_writes(&mut batch, &vip.spec.subnet, &owner, vip.v4ip, vip.v6ip, vip.mac, false);
+            let source = rules::reserve_waiting_source(state, &vip.spec.name, &vip.spec.subnet, elsewhere, &mut batch);
             if let Err(error) = self.store.apply(&batch) {
-                ipam.release(&owner);
+                release_all(state, &[(vip.spec.subnet.clone(), owner)]);
+                release_all(state, source.as_slice());
                 return Err(error.into());
             }
             state.vips.insert(vip.spec.name.clone(), vip.clone());

@@ -132,3 +132,19 @@ pub fn switch_lb_vip(name: &str, subnet: &str) -> pb::Vip {
         ..vip(name, subnet)
     }
 }
+
+/// A BindPod request for `namespace/name` with one NIC `eth0` on `subnet`, whose
+/// `ovn.kubernetes.io/vip` annotation names `vip` (the pod takes that VIP's address and MAC).
+pub fn bind_with_vip(namespace: &str, name: &str, subnet: &str, vip: &str) -> pb::BindPodRequest {
+    pb::BindPodRequest {
+        namespace: namespace.into(),
+        name: name.into(),
+        annotations: [("ovn.kubernetes.io/vip".to_string(), vip.to_string())].into(),
+        nics: vec![pb::NicRequest {
+            subnet: subnet.into(),
+            interface: "eth0".into(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
