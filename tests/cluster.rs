@@ -329,6 +329,81 @@ async fn sigkill_of_the_active_the_standby_serves_writes_within_3s_with_every_ac
     );
 }
 
+/// A VIP naming a subnet that does not exist yet goes through the cluster like any write: the
+/// pending record (no addresses) is committed and replicated, so the standby serves it pending;
+/// after a SIGKILL of the active, the subnet created on the new active allocates it from the
+/// replicated record (the address it requested), and NB gets its virtual port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pending_vip_and_its_later_allocation_go_through_the_cluster() {
+    common::init_tracing();
+    let setup = Setup::start();
+    let a = setup.daemon("a");
+    let b = setup.daemon("b");
+    let mut daemons = vec![a, b];
+    let active_index = one_active(&daemons.iter().collect::<Vec<_>>(), Duration::from_secs(20));
+    let request = pb::CreateVipRequest {
+        vip: Some(pb::Vip {
+            name: "early".into(),
+            subnet: "ovn-default".into(),
+            namespace: "default".into(),
+            v4ip: "10.16.0.40".into(),
+            ..Default::default()
+        }),
+    };
+    let pending = daemons[active_index]
+        .vips()
+        .await
+        .create_vip(request)
+        .await
+        .expect("a VIP before its subnet is accepted")
+        .into_inner();
+    let status = pending.status.unwrap_or_default();
+    assert!(status.v4ip.is_empty(), "{status:?}");
+    assert_eq!(status.conditions[0].reason, "SubnetNotFound", "{status:?}");
+    let standby = daemons.remove(1 - active_index);
+    wait_for_standby_to_serve(&standby, "early", "").await;
+    daemons[0].process.signal("KILL");
+    // The standby takes over; the subnet is created there.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut subnets = SubnetServiceClient::new(plain_channel(standby.port).await);
+        match subnets
+            .create_subnet(common::subnet_request("ovn-default", "10.16.0.0/24", ""))
+            .await
+        {
+            Ok(_) => break,
+            Err(status) => {
+                assert!(Instant::now() < deadline, "no subnet served after the kill: {status:?}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    assert_eq!(
+        standby.list().await.get("early").map(|(v4, _)| v4.as_str()),
+        Some("10.16.0.40")
+    );
+    wait_until("NB to hold the VIP's virtual port", Duration::from_secs(10), || {
+        setup
+            .nb
+            .nbctl(&["--if-exists", "get", "logical_switch_port", "early", "type"])
+            .trim()
+            == "virtual"
+    });
+}
+
+/// Waits until `daemon` lists VIP `name` with `v4` as its address.
+async fn wait_for_standby_to_serve(daemon: &Daemon, name: &str, v4: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let seen = daemon.list().await;
+        if seen.get(name).is_some_and(|(address, _)| address == v4) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{name} never served with {v4:?}: {seen:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_standby_restart_resumes_its_replica_from_its_last_transaction() {
     common::init_tracing();

@@ -329,8 +329,13 @@ async fn a_reverse_order_bundle_through_raw_grpc_ends_ready() {
         .status
         .unwrap_or_default()
         .v4ip;
-    let checks = daemon.nb.nbctl(&["--bare", "--columns=vip", "list", "load_balancer_health_check"]);
-    assert!(checks.contains(&format!("{address}:80")), "health check of the frontend: {checks}");
+    let checks = daemon
+        .nb
+        .nbctl(&["--bare", "--columns=vip", "list", "load_balancer_health_check"]);
+    assert!(
+        checks.contains(&format!("{address}:80")),
+        "health check of the frontend: {checks}"
+    );
     daemon.stop().await;
 }
 
