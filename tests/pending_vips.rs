@@ -223,7 +223,6 @@ async fn a_vip_naming_a_missing_subnet_waits_for_it_and_gets_what_it_requested()
             update_mask: Some(prost_types::FieldMask {
                 paths: vec!["exclude_ips".into()],
             }),
-            ..Default::default()
         })
         .await
         .unwrap();
