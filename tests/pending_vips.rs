@@ -200,9 +200,8 @@ async fn a_vip_naming_a_missing_subnet_waits_for_it_and_gets_what_it_requested()
     assert_eq!(error.code(), Code::FailedPrecondition, "{error:?}");
     assert!(error.message().contains("vip twin has no addresses yet"), "{error:?}");
 
-    // UpdateSubnet: pending VIPs hold nothing, so widening exclude_ips over what one requests is
-    // no conflict; every update tries them again (a static request may name an excluded
-    // address, as in Kube-OVN). Once `static` let go of the address, `twin` gets it.
+    // Deleting a VIP tries the subnet's pending VIPs again with what it let go of: once
+    // `static` is gone, `twin` gets the address in the same batch.
     clients
         .vips
         .delete_vip(pb::DeleteVipRequest {
@@ -211,23 +210,20 @@ async fn a_vip_naming_a_missing_subnet_waits_for_it_and_gets_what_it_requested()
         })
         .await
         .unwrap();
-    clients
-        .subnets
-        .update_subnet(pb::UpdateSubnetRequest {
-            subnet: Some(pb::Subnet {
-                name: "later".into(),
-                cidr_v4: "10.16.0.0/16".into(),
-                exclude_ips: vec!["10.16.0.100..10.16.0.130".into()],
-                ..Default::default()
-            }),
-            update_mask: Some(prost_types::FieldMask {
-                paths: vec!["exclude_ips".into()],
-            }),
-        })
-        .await
-        .unwrap();
     let twin = wait_for_vip_status(&clients.vips, "twin", "Ready", WAIT, |status| status.ready).await;
     assert_eq!(twin.v4ip, "10.16.0.121");
+    // UpdateSubnet with pending VIPs: they hold nothing, so widening exclude_ips never conflicts
+    // with them; they are tried again, and one whose request is still unmet keeps its reason.
+    clients
+        .subnets
+        .update_subnet(update_exclude_ips(
+            "later",
+            "10.16.0.0/16",
+            &["10.16.0.200..10.16.0.210"],
+        ))
+        .await
+        .expect("widening exclude_ips with pending VIPs");
+    pending_with(&clients, "outside", "AddressNotInSubnet").await;
 
     // Deleting the subnet: pending VIPs do not block it (allocated ones do) and go back to
     // waiting for it.
@@ -265,6 +261,63 @@ async fn a_vip_naming_a_missing_subnet_waits_for_it_and_gets_what_it_requested()
         .await
         .unwrap_err();
     assert_eq!(error.code(), Code::NotFound);
+    daemon.stop().await;
+}
+
+/// An UpdateSubnet of `name` (`cidr_v4` as it is) setting `exclude_ips`.
+fn update_exclude_ips(name: &str, cidr_v4: &str, exclude_ips: &[&str]) -> pb::UpdateSubnetRequest {
+    pb::UpdateSubnetRequest {
+        subnet: Some(pb::Subnet {
+            name: name.into(),
+            cidr_v4: cidr_v4.into(),
+            exclude_ips: exclude_ips.iter().map(|entry| entry.to_string()).collect(),
+            ..Default::default()
+        }),
+        update_mask: Some(prost_types::FieldMask {
+            paths: vec!["exclude_ips".into()],
+        }),
+    }
+}
+
+/// A subnet whose every dynamic address is excluded: a dynamic pending VIP stays pending
+/// (`SubnetFull`) while a static one gets its (excluded) address, as Kube-OVN allows; a second
+/// VIP asking for that address (after it in name order, the order pending VIPs are allocated
+/// in) is `AddressTaken`. Narrowing exclude_ips (UpdateSubnet) lets the
+/// dynamic one in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_of_the_subnet_tries_its_pending_vips_again() {
+    let daemon = TestDaemon::start().await;
+    let mut clients = daemon.clients().await;
+    clients.create_vip(vip("dyn", "small")).await;
+    clients.create_vip(with_v4(vip("first", "small"), "10.18.0.5")).await;
+    clients.create_vip(with_v4(vip("second", "small"), "10.18.0.5")).await;
+    clients
+        .subnets
+        .create_subnet(pb::CreateSubnetRequest {
+            subnet: Some(pb::Subnet {
+                name: "small".into(),
+                cidr_v4: "10.18.0.0/29".into(),
+                exclude_ips: vec!["10.18.0.2..10.18.0.6".into()],
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("the subnet is created whatever its pending VIPs get");
+    let first = wait_for_vip_status(&clients.vips, "first", "Ready", WAIT, |status| status.ready).await;
+    assert_eq!(first.v4ip, "10.18.0.5");
+    pending_with(&clients, "dyn", "SubnetFull").await;
+    pending_with(&clients, "second", "AddressTaken").await;
+    clients
+        .subnets
+        .update_subnet(update_exclude_ips("small", "10.18.0.0/29", &["10.18.0.2..10.18.0.4"]))
+        .await
+        .unwrap();
+    let dyn_status = wait_for_vip_status(&clients.vips, "dyn", "Ready", WAIT, |status| status.ready).await;
+    assert_eq!(
+        dyn_status.v4ip, "10.18.0.6",
+        "the one address neither excluded nor taken"
+    );
+    pending_with(&clients, "second", "AddressTaken").await;
     daemon.stop().await;
 }
 

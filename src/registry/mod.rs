@@ -59,9 +59,35 @@ struct State {
     rules: BTreeMap<String, SwitchLbRule>,
     /// Observed status of each rule, written by the NB sync (not persisted).
     rule_status: BTreeMap<String, RuleStatus>,
+    /// Pending VIPs (no addresses yet) by the subnet they name: what creating or updating a
+    /// subnet, or deleting a VIP there, tries to allocate, without a scan of every VIP. Kept by
+    /// `put_vip` and `remove_vip`.
+    pending_by_subnet: HashMap<String, BTreeSet<String>>,
 }
 
 impl State {
+    fn put_vip(&mut self, vip: Vip) {
+        self.remove_vip(&vip.spec.name);
+        if !vip.is_allocated() {
+            self.pending_by_subnet
+                .entry(vip.spec.subnet.clone())
+                .or_default()
+                .insert(vip.spec.name.clone());
+        }
+        self.vips.insert(vip.spec.name.clone(), vip);
+    }
+
+    fn remove_vip(&mut self, name: &str) -> Option<Vip> {
+        let vip = self.vips.remove(name)?;
+        if let Some(names) = self.pending_by_subnet.get_mut(&vip.spec.subnet) {
+            names.remove(name);
+            if names.is_empty() {
+                self.pending_by_subnet.remove(&vip.spec.subnet);
+            }
+        }
+        Some(vip)
+    }
+
     fn put_pod(&mut self, pod: Pod) {
         let key = pod.key();
         self.remove_pod(&key);
@@ -190,17 +216,18 @@ fn pending_from_ipam(error: &crate::ipam::IpamError, subnet: &str) -> Pending {
     Pending {
         reason: reason.into(),
         message: format!(
-            "subnet {subnet}: {error}: the VIP keeps waiting (retried when the subnet is updated; or delete and create it again)"
+            "subnet {subnet}: {error}: the VIP keeps waiting (tried again when the subnet is updated or a VIP there is deleted)"
         ),
     }
 }
 
 /// What allocating a subnet's pending VIPs did: the VIPs as they are now (allocated, or pending
-/// with another reason). IPAM changed in place: a caller whose batch fails drops or restores the
-/// subnet's IPAM whole.
+/// with another reason), and what IPAM allocated for them (their owners and health-check
+/// sources), which [`PendingOutcome::undo`] releases when the batch fails.
 #[derive(Default)]
 struct PendingOutcome {
     vips: Vec<Vip>,
+    allocated: Vec<(String, Owner)>,
     /// The VIPs allocated now, for the health-check sources their rules may wait for.
     sources: Vec<String>,
 }
@@ -213,8 +240,13 @@ impl PendingOutcome {
     /// After the batch was applied: the VIPs into the state.
     fn commit(self, state: &mut State) {
         for vip in self.vips {
-            state.vips.insert(vip.spec.name.clone(), vip);
+            state.put_vip(vip);
         }
+    }
+
+    /// The batch failed: IPAM lets go of what was allocated for it.
+    fn undo(self, state: &mut State) {
+        release_all(state, &self.allocated);
     }
 }
 
@@ -230,9 +262,11 @@ fn allocate_pending(
 ) -> PendingOutcome {
     let mut outcome = PendingOutcome::default();
     let waiting: Vec<Vip> = state
-        .vips
-        .values()
-        .filter(|vip| vip.spec.subnet == subnet && !vip.is_allocated())
+        .pending_by_subnet
+        .get(subnet)
+        .into_iter()
+        .flatten()
+        .filter_map(|name| state.vips.get(name))
         .cloned()
         .collect();
     let Some(ipam) = state.ipam.get_mut(subnet) else {
@@ -254,6 +288,7 @@ fn allocate_pending(
                 vip.pending = None;
                 vip.conditions = pending_condition();
                 allocation_writes(batch, subnet, &owner, vip.v4ip, vip.v6ip, vip.mac, false);
+                outcome.allocated.push((subnet.to_string(), owner));
                 outcome.sources.push(vip.spec.name.clone());
             }
             Err(error) => {
@@ -269,7 +304,9 @@ fn allocate_pending(
         outcome.vips.push(vip);
     }
     for vip in std::mem::take(&mut outcome.sources) {
-        rules::reserve_waiting_source(state, &vip, subnet, elsewhere, batch);
+        if let Some(source) = rules::reserve_waiting_source(state, &vip, subnet, elsewhere, batch) {
+            outcome.allocated.push(source);
+        }
     }
     outcome
 }

@@ -131,7 +131,7 @@ impl Registry {
             return Err(error.into());
         }
         if let Some(vip) = held {
-            state.vips.insert(vip.spec.name.clone(), vip);
+            state.put_vip(vip);
         }
         state.remove_pod(&previous);
         state.put_pod(pod.clone());
@@ -337,7 +337,7 @@ impl Registry {
             return Err(error.into());
         }
         if let Some(vip) = held_vip {
-            state.vips.insert(vip.spec.name.clone(), vip);
+            state.put_vip(vip);
         }
         // Label changes and new NICs move AAP parents and LB backends.
         changes.extend(aap_vips(&pod.spec.annotations).into_iter().map(Change::Vip));
@@ -436,7 +436,7 @@ impl Registry {
                 self.store.apply(&batch)?;
                 release_all(&mut state, &released);
                 for vip in vips_released {
-                    state.vips.insert(vip.spec.name.clone(), vip);
+                    state.put_vip(vip);
                 }
                 match remaining {
                     Some(remaining) => state.put_pod(remaining),

@@ -57,7 +57,7 @@ pub(super) fn build_state(snapshot: Snapshot) -> Result<(State, ConsistencyRepor
             Some(pending) => unallocated_condition(pending),
             None => pending_condition(),
         };
-        state.vips.insert(vip.spec.name.clone(), vip);
+        state.put_vip(vip);
     }
     for pod in snapshot.pods {
         state.put_pod(pod);

@@ -296,7 +296,7 @@ impl Registry {
             changes.push(Change::Subnet(name.to_string()));
             for vip in again {
                 changes.push(Change::Vip(vip.spec.name.clone()));
-                state.vips.insert(vip.spec.name.clone(), vip);
+                state.put_vip(vip);
             }
         }
         self.finish(changes).await

@@ -53,7 +53,7 @@ impl Registry {
                 let mut batch = WriteBatch::new();
                 batch.push(Write::PutVip(vip.clone()));
                 self.store.apply(&batch)?;
-                state.vips.insert(vip.spec.name.clone(), vip.clone());
+                state.put_vip(vip.clone());
                 return Ok(vip);
             }
             let owner = vip_owner(&spec.name);
@@ -92,7 +92,7 @@ impl Registry {
                 release_all(state, source.as_slice());
                 return Err(error.into());
             }
-            state.vips.insert(vip.spec.name.clone(), vip.clone());
+            state.put_vip(vip.clone());
             Ok(vip)
         }
     }
@@ -137,7 +137,7 @@ impl Registry {
                 let mut batch = WriteBatch::new();
                 batch.push(Write::PutVip(vip.clone()));
                 self.store.apply(&batch)?;
-                state.vips.insert(vip.spec.name.clone(), vip.clone());
+                state.put_vip(vip.clone());
                 (vip, true)
             }
         };
@@ -185,12 +185,23 @@ impl Registry {
     /// [`Registry::delete_vip`], refused with ABORTED when `revision` is set (non-zero) and no
     /// longer the VIP's.
     pub async fn delete_vip_at(&self, name: &str, revision: Option<u64>) -> Result<(), RegistryError> {
+        let waiting_subnet = {
+            let state = self.lock();
+            state
+                .vips
+                .get(name)
+                .filter(|vip| vip.is_allocated() && state.pending_by_subnet.contains_key(&vip.spec.subnet))
+                .map(|vip| vip.spec.subnet.clone())
+        };
         if !self.lock().vips.contains_key(name) {
             // "Not found" may rest on a write still in flight (or one whose outcome is unknown
             // until the replica is reloaded): answer it only once every earlier write settled,
             // from the state then.
             self.store.durable().await?;
         }
+        // Pending VIPs of the subnet are tried again with what this one lets go of.
+        let elsewhere = self.in_use_elsewhere(waiting_subnet.as_deref());
+        let mut changes = vec![Change::Vip(name.to_string())];
         {
             let mut state = self.lock();
             let vip = state
@@ -216,16 +227,35 @@ impl Registry {
             let owner = vip_owner(name);
             let mut batch = WriteBatch::new();
             batch.push(Write::DeleteVip(name.to_string()));
+            let mut retried = PendingOutcome::default();
             if vip.is_allocated() {
                 allocation_writes(&mut batch, &vip.spec.subnet, &owner, vip.v4ip, vip.v6ip, vip.mac, true);
+                if let Some(ipam) = state.ipam.get_mut(&vip.spec.subnet) {
+                    ipam.release(&owner);
+                }
+                if state.pending_by_subnet.contains_key(&vip.spec.subnet) {
+                    retried = allocate_pending(&mut state, &vip.spec.subnet, &elsewhere, &mut batch);
+                }
             }
-            self.store.apply(&batch)?;
-            if let Some(ipam) = state.ipam.get_mut(&vip.spec.subnet).filter(|_| vip.is_allocated()) {
-                ipam.release(&owner);
+            if let Err(error) = self.store.apply(&batch) {
+                retried.undo(&mut state);
+                if let (Some(ipam), true) = (state.ipam.get_mut(&vip.spec.subnet), vip.is_allocated()) {
+                    let request = AllocationRequest {
+                        v4: vip.v4ip,
+                        v6: vip.v6ip,
+                        mac: Some(vip.mac),
+                    };
+                    // A static allocation, not `restore`: it also takes the addresses out of
+                    // the reuse queue the release put them in.
+                    let _ = ipam.allocate(&owner, &request);
+                }
+                return Err(error.into());
             }
-            state.vips.remove(name);
+            state.remove_vip(name);
+            changes.extend(retried.changes());
+            retried.commit(&mut state);
         }
-        self.finish(vec![Change::Vip(name.to_string())]).await
+        self.finish(changes).await
     }
 
     /// Replaces a VIP's observed status (not persisted: the reconciler recomputes it).
