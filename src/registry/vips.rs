@@ -233,7 +233,9 @@ impl Registry {
                 if let Some(ipam) = state.ipam.get_mut(&vip.spec.subnet) {
                     ipam.release(&owner);
                 }
-                if state.pending_by_subnet.contains_key(&vip.spec.subnet) {
+                // Only where NB's foreign addresses were read for it (pending VIPs that arrived
+                // since wait for the next deletion or update).
+                if waiting_subnet.as_deref() == Some(vip.spec.subnet.as_str()) {
                     retried = allocate_pending(&mut state, &vip.spec.subnet, &elsewhere, &mut batch);
                 }
             }
