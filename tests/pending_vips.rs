@@ -596,7 +596,9 @@ fn a_subnet_and_its_pending_vips_land_together_through_sigkill() {
     let dir = tempfile::tempdir().unwrap();
     let exe = std::env::current_exe().unwrap();
     let mut acked: Vec<String> = Vec::new();
+    let logs = tempfile::tempdir().unwrap();
     for round in 0..8 {
+        let stderr_path = logs.path().join(format!("child-{round}.log"));
         let mut child = Command::new(&exe)
             .args([
                 "--exact",
@@ -607,7 +609,7 @@ fn a_subnet_and_its_pending_vips_land_together_through_sigkill() {
             ])
             .env("PENDING_CRASH_CHILD_DIR", dir.path())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(&stderr_path).unwrap())
             .spawn()
             .unwrap();
         let stdout = child.stdout.take().unwrap();
@@ -619,9 +621,22 @@ fn a_subnet_and_its_pending_vips_land_together_through_sigkill() {
                 reader_lines.lock().unwrap().push(line);
             }
         });
-        common::wait_until("the child to be ready", Duration::from_secs(20), || {
-            lines.lock().unwrap().iter().any(|line| line.ends_with("READY"))
+        let exited = common::wait_for_blocking("the child to be ready", Duration::from_secs(60), || {
+            if lines.lock().unwrap().iter().any(|line| line.ends_with("READY")) {
+                Ok(None)
+            } else if let Ok(Some(status)) = child.try_wait() {
+                Ok(Some(status))
+            } else {
+                Err(lines.lock().unwrap().join("\n"))
+            }
         });
+        if let Some(status) = exited {
+            panic!(
+                "round {round}: the child exited ({status}) before it was ready: {}{}",
+                lines.lock().unwrap().join("\n"),
+                std::fs::read_to_string(&stderr_path).unwrap_or_default()
+            );
+        }
         // Kept: the random moment of the kill is the test.
         std::thread::sleep(Duration::from_millis(rand::random::<u64>() % 300 + 30));
         child.kill().unwrap();
