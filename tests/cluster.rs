@@ -330,16 +330,15 @@ async fn sigkill_of_the_active_the_standby_serves_writes_within_3s_with_every_ac
 }
 
 /// A VIP naming a subnet that does not exist yet goes through the cluster like any write: the
-/// pending record (no addresses) is committed and replicated, so the standby serves it pending;
-/// after a SIGKILL of the active, the subnet created on the new active allocates it from the
-/// replicated record (the address it requested), and NB gets its virtual port.
+/// pending record (no addresses) is committed and replicated, so the standbys serve it pending
+/// (`SubnetNotFound`); after a SIGKILL of the active, the subnet created on the new active
+/// allocates it from the replicated record (the address it requested), NB gets its virtual port,
+/// and the remaining standby serves it allocated, no longer `SubnetNotFound`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_pending_vip_and_its_later_allocation_go_through_the_cluster() {
     common::init_tracing();
     let setup = Setup::start();
-    let a = setup.daemon("a");
-    let b = setup.daemon("b");
-    let mut daemons = vec![a, b];
+    let mut daemons = vec![setup.daemon("a"), setup.daemon("b"), setup.daemon("c")];
     let active_index = one_active(&daemons.iter().collect::<Vec<_>>(), Duration::from_secs(20));
     let request = pb::CreateVipRequest {
         vip: Some(pb::Vip {
@@ -360,26 +359,27 @@ async fn a_pending_vip_and_its_later_allocation_go_through_the_cluster() {
     let status = pending.status.unwrap_or_default();
     assert!(status.v4ip.is_empty(), "{status:?}");
     assert_eq!(status.conditions[0].reason, "SubnetNotFound", "{status:?}");
-    let standby = daemons.remove(1 - active_index);
-    wait_for_standby_to_serve(&standby, "early", "").await;
-    daemons[0].process.signal("KILL");
-    // The standby takes over; the subnet is created there.
+    let killed = daemons.remove(active_index);
+    for standby in &daemons {
+        wait_for_standby_to_serve(standby, "early", "").await;
+        assert_eq!(ready_reason(standby, "early").await, "SubnetNotFound");
+    }
+    killed.process.signal("KILL");
+    // A standby takes over; the subnet is created there.
     let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let mut subnets = SubnetServiceClient::new(plain_channel(standby.port).await);
-        match subnets
-            .create_subnet(common::subnet_request("ovn-default", "10.16.0.0/24", ""))
-            .await
-        {
-            Ok(_) => break,
-            Err(status) => {
-                assert!(Instant::now() < deadline, "no subnet served after the kill: {status:?}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+    let new_active = 'created: loop {
+        for (index, daemon) in daemons.iter().enumerate() {
+            let mut subnets = SubnetServiceClient::new(plain_channel(daemon.port).await);
+            let request = common::subnet_request("ovn-default", "10.16.0.0/24", "");
+            match subnets.create_subnet(request).await {
+                Ok(_) => break 'created index,
+                Err(status) => assert!(Instant::now() < deadline, "no subnet served after the kill: {status:?}"),
             }
         }
-    }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert_eq!(
-        standby.list().await.get("early").map(|(v4, _)| v4.as_str()),
+        daemons[new_active].list().await.get("early").map(|(v4, _)| v4.as_str()),
         Some("10.16.0.40")
     );
     wait_until("NB to hold the VIP's virtual port", Duration::from_secs(10), || {
@@ -389,6 +389,27 @@ async fn a_pending_vip_and_its_later_allocation_go_through_the_cluster() {
             .trim()
             == "virtual"
     });
+    let standby = &daemons[1 - new_active];
+    wait_for_standby_to_serve(standby, "early", "10.16.0.40").await;
+    assert_ne!(ready_reason(standby, "early").await, "SubnetNotFound");
+}
+
+/// The reason of VIP `name`'s Ready condition as `daemon` serves it.
+async fn ready_reason(daemon: &Daemon, name: &str) -> String {
+    let vip = daemon
+        .vips()
+        .await
+        .get_vip(pb::GetVipRequest { name: name.into() })
+        .await
+        .expect("get vip")
+        .into_inner();
+    let status = vip.status.unwrap_or_default();
+    status
+        .conditions
+        .iter()
+        .find(|condition| condition.r#type == "Ready")
+        .map(|condition| condition.reason.clone())
+        .unwrap_or_default()
 }
 
 /// Waits until `daemon` lists VIP `name` with `v4` as its address.

@@ -87,7 +87,9 @@ impl Registry {
         {
             let mut state = self.lock();
             for (name, vip) in fresh.vips.iter_mut() {
-                if let Some(old) = state.vips.get(name) {
+                // Observed status is kept, unless the VIP got (or lost) its addresses: then its
+                // pending reason, or "waiting for the NB sync", is what holds.
+                if let Some(old) = state.vips.get(name).filter(|old| old.pending == vip.pending) {
                     vip.conditions = old.conditions.clone();
                     vip.nb_mac = old.nb_mac;
                 }
