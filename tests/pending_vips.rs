@@ -321,6 +321,72 @@ async fn an_update_of_the_subnet_tries_its_pending_vips_again() {
     daemon.stop().await;
 }
 
+/// A pending VIP is tried again whenever its subnet gets room back: the deletion of a
+/// switch-LB rule whose address frontend used the one free address, and the unbinding of a pod
+/// that held an address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn released_addresses_go_to_pending_vips() {
+    let daemon = TestDaemon::start().await;
+    let mut clients = daemon.clients().await;
+    let mut front = tcp_rule("front", "10.19.0.3", "app: web", 80, 8080);
+    front.endpoints = vec!["10.19.0.50".into()];
+    clients.rules.create_switch_lb_rule(create_rule(front)).await.unwrap();
+    clients.create_vip(vip("dyn-a", "tiny")).await;
+    clients.create_vip(vip("dyn-b", "tiny")).await;
+    // Usable .2-.6; dynamic allocation may use .3 only, and the rule's frontend is there.
+    clients
+        .subnets
+        .create_subnet(pb::CreateSubnetRequest {
+            subnet: Some(pb::Subnet {
+                name: "tiny".into(),
+                cidr_v4: "10.19.0.0/29".into(),
+                exclude_ips: vec!["10.19.0.2".into(), "10.19.0.4..10.19.0.6".into()],
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    pending_with(&clients, "dyn-a", "SubnetFull").await;
+    pending_with(&clients, "dyn-b", "SubnetFull").await;
+    // A pod takes .2 (a static request may name an excluded address); then .2 stops being
+    // excluded: still no room, the pod holds it.
+    let mut bind = common::requests::bind_with_vip("default", "holder", "tiny", "");
+    bind.annotations.clear();
+    bind.nics[0].ips = vec!["10.19.0.2".into()];
+    clients.pods.bind_pod(bind).await.expect("bind holder");
+    clients
+        .subnets
+        .update_subnet(update_exclude_ips("tiny", "10.19.0.0/29", &["10.19.0.4..10.19.0.6"]))
+        .await
+        .unwrap();
+    pending_with(&clients, "dyn-a", "SubnetFull").await;
+    // The rule goes: its frontend address goes to the first pending VIP.
+    clients
+        .rules
+        .delete_switch_lb_rule(pb::DeleteSwitchLbRuleRequest {
+            name: "front".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let a = wait_for_vip_status(&clients.vips, "dyn-a", "Ready", WAIT, |status| status.ready).await;
+    assert_eq!(a.v4ip, "10.19.0.3");
+    pending_with(&clients, "dyn-b", "SubnetFull").await;
+    // The pod goes: its address goes to the other.
+    clients
+        .pods
+        .unbind_pod(pb::UnbindPodRequest {
+            namespace: "default".into(),
+            name: "holder".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let b = wait_for_vip_status(&clients.vips, "dyn-b", "Ready", WAIT, |status| status.ready).await;
+    assert_eq!(b.v4ip, "10.19.0.2");
+    daemon.stop().await;
+}
+
 /// A bundle in reverse dependency order through raw gRPC (tonic), in file order: the rule, its
 /// switch_lb_vip, an AAP VIP, then their subnet. Every call is accepted; it ends Ready with the
 /// NB rows right. Before the subnet, the rule waits for its VIP (`VipNotReady`).

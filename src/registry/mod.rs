@@ -216,7 +216,7 @@ fn pending_from_ipam(error: &crate::ipam::IpamError, subnet: &str) -> Pending {
     Pending {
         reason: reason.into(),
         message: format!(
-            "subnet {subnet}: {error}: the VIP keeps waiting (tried again when the subnet is updated or a VIP there is deleted)"
+            "subnet {subnet}: {error}: the VIP keeps waiting (tried again when the subnet is updated or an address there is released)"
         ),
     }
 }
@@ -309,6 +309,51 @@ fn allocate_pending(
         }
     }
     outcome
+}
+
+impl Registry {
+    /// The subnets among `subnets` where VIPs are pending, with what NB uses there (read before
+    /// the state lock, as every allocation does): for [`Registry::retry_pending`].
+    fn pending_elsewhere(&self, subnets: &[String]) -> BTreeMap<String, InUseElsewhere> {
+        let waiting: Vec<String> = {
+            let state = self.lock();
+            subnets
+                .iter()
+                .filter(|subnet| state.pending_by_subnet.contains_key(*subnet))
+                .cloned()
+                .collect()
+        };
+        let mut elsewhere = self.in_use_elsewhere(waiting.iter().map(String::as_str));
+        for subnet in waiting {
+            elsewhere.entry(subnet).or_default();
+        }
+        elsewhere
+    }
+
+    /// After a change that released addresses (already applied, under the same lock): tries the
+    /// pending VIPs of the subnets in `elsewhere` (from [`Registry::pending_elsewhere`]) again, in
+    /// a batch of its own. A failed write leaves them pending (logged); the change stands.
+    fn retry_pending(&self, state: &mut State, elsewhere: &BTreeMap<String, InUseElsewhere>) -> Vec<Change> {
+        let mut changes = Vec::new();
+        for subnet in elsewhere.keys() {
+            let mut batch = WriteBatch::new();
+            let outcome = allocate_pending(state, subnet, elsewhere, &mut batch);
+            if batch.is_empty() {
+                continue;
+            }
+            match self.store.apply(&batch) {
+                Ok(()) => {
+                    changes.extend(outcome.changes());
+                    outcome.commit(state);
+                }
+                Err(error) => {
+                    tracing::warn!(%error, subnet, "pending VIPs not tried again");
+                    outcome.undo(state);
+                }
+            }
+        }
+        changes
+    }
 }
 
 fn pending_condition() -> Vec<Condition> {

@@ -370,10 +370,15 @@ impl Registry {
     ) -> Result<bool, RegistryError> {
         let mut changes = vec![Change::Pod(key.clone())];
         let going = |name: &str| interface.is_none_or(|wanted| wanted == name);
-        let unbound = match self.lock().pods.get(key) {
-            None => true,
-            Some(pod) => !pod.nics.iter().any(|nic| going(&nic.interface)),
+        let (unbound, subnets) = match self.lock().pods.get(key) {
+            None => (true, Vec::new()),
+            Some(pod) => (
+                !pod.nics.iter().any(|nic| going(&nic.interface)),
+                pod.nics.iter().map(|nic| nic.subnet.clone()).collect::<Vec<_>>(),
+            ),
         };
+        // Pending VIPs there are tried again with what the pod lets go of.
+        let pending_elsewhere = self.pending_elsewhere(&subnets);
         if unbound {
             // "Not bound" may rest on a write still in flight (or one whose outcome is unknown
             // until the replica is reloaded): answer it only once every earlier write settled,
@@ -444,6 +449,7 @@ impl Registry {
                         state.remove_pod(key);
                     }
                 }
+                changes.extend(self.retry_pending(&mut state, &pending_elsewhere));
             }
         }
         self.finish(changes).await?;

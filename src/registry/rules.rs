@@ -184,6 +184,19 @@ impl Registry {
     /// [`Registry::delete_switch_lb_rule`], refused with ABORTED when `revision` is set
     /// (non-zero) and no longer the rule's.
     pub async fn delete_switch_lb_rule_at(&self, name: &str, revision: Option<u64>) -> Result<(), RegistryError> {
+        // Pending VIPs of the rule's subnet are tried again with what it lets go of (an address
+        // frontend there, a health-check source).
+        let subnet = {
+            let state = self.lock();
+            state.rules.get(name).and_then(|rule| rule_subnet(&state, rule))
+        };
+        let mut pending_elsewhere = self.pending_elsewhere(subnet.as_slice());
+        // The rule's own frontend is free once it is gone.
+        let frontend = format!("the frontend of switch-lb rule {name}");
+        for used in pending_elsewhere.values_mut() {
+            used.ips.retain(|_, user| *user != frontend);
+        }
+        let mut changes = vec![Change::SwitchLbRule(name.to_string())];
         {
             let mut state = self.lock();
             if !state.rules.contains_key(name) {
@@ -210,8 +223,9 @@ impl Registry {
                 }
                 return Err(error.into());
             }
+            changes.extend(self.retry_pending(&mut state, &pending_elsewhere));
         }
-        self.finish(vec![Change::SwitchLbRule(name.to_string())]).await
+        self.finish(changes).await
     }
 }
 
