@@ -13,7 +13,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::requests::{
-    aap, bind_with_vip, create_rule, create_vip, switch_lb_vip, tcp_rule, vip, wait_for_vip_status, Clients,
+    aap, bind_with_vip, create_rule, create_vip, switch_lb_vip, tcp_rule, vip, wait_for_rule_status,
+    wait_for_vip_status, Clients,
 };
 use common::TestDaemon;
 use ovn_vipd::api::proto::v1 as pb;
@@ -107,26 +108,7 @@ async fn bundle_ready(daemon: &TestDaemon, clients: &mut Clients, rule: &str, lb
     let lb = wait_for_vip_status(&clients.vips, lb_vip, "Ready", WAIT, |status| status.ready).await;
     assert!(!lb.v4ip.is_empty(), "{lb:?}");
     let aap_status = wait_for_vip_status(&clients.vips, aap_vip, "Ready", WAIT, |status| status.ready).await;
-    let rules = clients.rules.clone();
-    let rule_status = common::wait_for(&format!("rule {rule} Ready"), WAIT, || {
-        let mut rules = rules.clone();
-        let name = rule.to_string();
-        async move {
-            let status = rules
-                .get_switch_lb_rule(pb::GetSwitchLbRuleRequest { name })
-                .await
-                .expect("get rule")
-                .into_inner()
-                .status
-                .unwrap_or_default();
-            if status.ready {
-                Ok(status)
-            } else {
-                Err(format!("{status:?}"))
-            }
-        }
-    })
-    .await;
+    let rule_status = wait_for_rule_status(&clients.rules, rule, "Ready", WAIT, |status| status.ready).await;
     let frontend = format!("{}:80", lb.v4ip);
     assert!(rule_status.vips.contains(&frontend), "{rule_status:?}");
     let balancers = daemon.nb.nbctl(&["--bare", "--columns=vips", "find", "load_balancer"]);
@@ -413,24 +395,16 @@ async fn a_reverse_order_bundle_through_raw_grpc_ends_ready() {
         .create_vip(create_vip(aap("vip-aap", "ovn-default")))
         .await
         .expect("AAP VIP before its subnet");
-    let rules = clients.rules.clone();
-    let waiting = common::wait_for("rule web VipNotReady", WAIT, || {
-        let mut rules = rules.clone();
-        async move {
-            let status = rules
-                .get_switch_lb_rule(pb::GetSwitchLbRuleRequest { name: "web".into() })
-                .await
-                .unwrap()
-                .into_inner()
-                .status
-                .unwrap_or_default();
-            match status.conditions.first() {
-                Some(condition) if condition.reason == "VipNotReady" => Ok(condition.message.clone()),
-                _ => Err(format!("{status:?}")),
-            }
-        }
+    let waiting = wait_for_rule_status(&clients.rules, "web", "VipNotReady", WAIT, |status| {
+        status
+            .conditions
+            .first()
+            .is_some_and(|condition| condition.reason == "VipNotReady")
     })
-    .await;
+    .await
+    .conditions[0]
+        .message
+        .clone();
     assert!(
         waiting.contains("web-vip") && waiting.contains("subnet ovn-default"),
         "{waiting}"

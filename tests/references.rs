@@ -8,7 +8,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::requests::{bind_with_vip, create_rule, create_vip, switch_lb_vip, tcp_rule, Clients};
+use common::requests::{
+    bind_with_vip, create_rule, create_vip, switch_lb_vip, tcp_rule, wait_for_rule_status, Clients,
+};
 use common::TestDaemon;
 use ovn_vipd::api::proto::v1 as pb;
 use pb::switch_lb_rule_service_client::SwitchLbRuleServiceClient;
@@ -27,26 +29,13 @@ fn rule(name: &str, vip: &str, health_check: bool) -> pb::SwitchLbRule {
 
 /// Waits until the rule's Ready condition has `reason`; returns its status.
 async fn rule_reason(rules: &mut Rules, name: &str, reason: &str) -> pb::SwitchLbRuleStatus {
-    let mut last = pb::SwitchLbRuleStatus::default();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while tokio::time::Instant::now() < deadline {
-        last = rules
-            .get_switch_lb_rule(pb::GetSwitchLbRuleRequest { name: name.into() })
-            .await
-            .unwrap()
-            .into_inner()
-            .status
-            .unwrap_or_default();
-        if last
+    wait_for_rule_status(rules, name, reason, Duration::from_secs(10), |status| {
+        status
             .conditions
             .first()
             .is_some_and(|condition| condition.reason == reason)
-        {
-            return last;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("{name}: never {reason}: {last:?}");
+    })
+    .await
 }
 
 fn assert_precondition(error: &tonic::Status, fragment: &str) {

@@ -277,33 +277,26 @@ impl From<&Vip> for VipRecord {
 
 impl From<VipRecord> for Vip {
     fn from(record: VipRecord) -> Vip {
-        let record = match record {
-            VipRecord::V1(record) => record,
-            VipRecord::V2(record) => return vip_from_v2(record),
-        };
-        Vip {
-            spec: VipSpec {
+        match record {
+            // A V1 record is a V2 one with its addresses.
+            VipRecord::V1(record) => vip_from_v2(VipV2 {
+                allocation: Some(VipAllocationV2 {
+                    v4ip: record.v4ip,
+                    v6ip: record.v6ip,
+                    mac: record.mac,
+                }),
                 name: record.name,
                 namespace: record.namespace,
                 subnet: record.subnet,
-                vip_type: if record.switch_lb_vip {
-                    VipType::SwitchLbVip
-                } else {
-                    VipType::Reserved
-                },
-                v4ip: record.requested_v4.map(v4),
-                v6ip: record.requested_v6.map(v6),
-                mac: record.requested_mac.map(MacAddr::from_octets),
+                switch_lb_vip: record.switch_lb_vip,
+                requested_v4: record.requested_v4,
+                requested_v6: record.requested_v6,
+                requested_mac: record.requested_mac,
                 selector: record.selector,
-            },
-            v4ip: record.v4ip.map(v4),
-            v6ip: record.v6ip.map(v6),
-            mac: MacAddr::from_octets(record.mac),
-            nb_mac: None,
-            holder: record.holder.map(|(namespace, name)| PodRef { namespace, name }),
-            // Status is observed state: the reconciler writes it again after a restart.
-            conditions: Vec::new(),
-            pending: None,
+                holder: record.holder,
+                pending: None,
+            }),
+            VipRecord::V2(record) => vip_from_v2(record),
         }
     }
 }
@@ -343,6 +336,7 @@ fn vip_from_v2(record: VipV2) -> Vip {
         mac,
         nb_mac: None,
         holder: record.holder.map(|(namespace, name)| PodRef { namespace, name }),
+        // Status is observed state: the reconciler writes it again after a restart.
         conditions: Vec::new(),
         pending,
     }

@@ -148,3 +148,33 @@ pub fn bind_with_vip(namespace: &str, name: &str, subnet: &str, vip: &str) -> pb
         ..Default::default()
     }
 }
+
+/// Waits (up to `timeout`) until switch-LB rule `name`'s status passes `ok` (`what` names that
+/// state) and returns that status; the last status seen is in the panic message.
+pub async fn wait_for_rule_status(
+    rules: &SwitchLbRuleServiceClient<Channel>,
+    name: &str,
+    what: &str,
+    timeout: std::time::Duration,
+    ok: impl Fn(&pb::SwitchLbRuleStatus) -> bool,
+) -> pb::SwitchLbRuleStatus {
+    let ok = &ok;
+    super::wait_for(&format!("rule {name} {what}"), timeout, || {
+        let (mut rules, name) = (rules.clone(), name.to_string());
+        async move {
+            let status = rules
+                .get_switch_lb_rule(pb::GetSwitchLbRuleRequest { name })
+                .await
+                .expect("get rule")
+                .into_inner()
+                .status
+                .unwrap_or_default();
+            if ok(&status) {
+                Ok(status)
+            } else {
+                Err(format!("{status:?}"))
+            }
+        }
+    })
+    .await
+}
