@@ -321,7 +321,9 @@ impl FamilyPool {
         }
     }
 
-    /// Rebuilding from storage: must be inside the CIDR and not owned; no reuse delay.
+    /// Rebuilding from storage, or putting back what a failed write released: must be inside
+    /// the CIDR and not owned; no reuse delay. An address put back while it waits for reuse
+    /// leaves the queue, or dynamic allocation would hand it to a second owner.
     fn restore(&mut self, value: u128, owner: &Owner) -> Result<(), IpamError> {
         let ip = self.ip(value);
         if value < self.network || value > self.broadcast {
@@ -336,6 +338,7 @@ impl FamilyPool {
                 owner: existing.clone(),
             });
         }
+        self.waiting.remove(&value);
         self.taken.insert(value);
         self.owners.insert(value, owner.clone());
         Ok(())

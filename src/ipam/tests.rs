@@ -222,6 +222,28 @@ fn a_static_request_may_take_an_address_waiting_for_reuse() {
     assert_eq!(ipam.used_v4(), 0);
 }
 
+/// A failed write puts back what it released (`restore`); an address put back while it waited
+/// for reuse must not be handed out again (it was, to a second owner, before the fix).
+#[test]
+fn an_address_restored_while_waiting_for_reuse_is_not_handed_out_again() {
+    let mut ipam = v4_subnet("10.16.0.0/29", &[], Strategy::Sequential);
+    let held = dynamic(&mut ipam, "a").unwrap();
+    ipam.release("a");
+    let request = AllocationRequest {
+        v4: held.v4,
+        v6: None,
+        mac: Some(held.mac),
+    };
+    ipam.restore(&"a".into(), &request).unwrap();
+    // Every remaining address, never-used ones first, then the reuse queue.
+    let mut handed = Vec::new();
+    while let Ok(allocation) = dynamic(&mut ipam, &format!("o{}", handed.len())) {
+        handed.push(allocation.v4.unwrap());
+    }
+    assert!(!handed.contains(&held.v4.unwrap()), "{:?} handed out again: {handed:?}", held.v4);
+    assert_eq!(ipam.release("a").map(|a| a.v4), Some(held.v4));
+}
+
 #[test]
 fn dual_stack_is_all_or_nothing() {
     let mut ipam = dual("10.16.0.0/29", "fd00::/64");
