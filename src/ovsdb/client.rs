@@ -661,6 +661,7 @@ async fn run_session(shared: &Arc<Shared>, remote: &Remote, resume: &mut Resume)
         .collect();
     let requests = Json::Object(requests);
     let monitor_id = json!(config.database);
+    let download_started = std::time::Instant::now();
     let (found, updates) = match connection
         .monitor_cond_since(
             &config.database,
@@ -685,12 +686,16 @@ async fn run_session(shared: &Arc<Shared>, remote: &Remote, resume: &mut Resume)
         }
         Err(error) => return Err(error),
     };
-    {
+    let download = download_started.elapsed();
+    let apply_started = std::time::Instant::now();
+    let (rows, rows_changed) = {
         let mut cache = shared.cache.write().unwrap_or_else(|poisoned| poisoned.into_inner());
         if !found {
             cache.clear();
         }
         let changes = cache.apply_update2_owned(&schema, updates)?;
+        let rows = cache.tables().map(|table| cache.len(table)).sum::<usize>();
+        let rows_changed = changes.len();
         if let Some(feed) = &config.replica_feed {
             let _ = feed.send(ReplicaUpdate {
                 synced: Some(found),
@@ -698,7 +703,9 @@ async fn run_session(shared: &Arc<Shared>, remote: &Remote, resume: &mut Resume)
                 changes,
             });
         }
-    }
+        (rows, rows_changed)
+    };
+    let apply = apply_started.elapsed();
     let wanted_locks: Vec<String> = shared
         .wanted_locks
         .lock()
@@ -730,7 +737,18 @@ async fn run_session(shared: &Arc<Shared>, remote: &Remote, resume: &mut Resume)
             }
         });
     }
-    info!(remote = %remote, resumed = found, "OVSDB connection ready");
+    // One line per connection with the cost of its monitor reply: the wait for it (the server
+    // composing and sending it, and this side reading and parsing it) and applying it to the
+    // cache, which is most of a restart's "NB download" stage.
+    info!(
+        remote = %remote,
+        resumed = found,
+        rows,
+        rows_changed,
+        download_ms = download.as_millis() as u64,
+        apply_ms = apply.as_millis() as u64,
+        "OVSDB connection ready"
+    );
     shared.state.send_modify(|state| {
         state.connection = Some(connection.clone());
         state.schema = Some(schema.clone());
