@@ -7,7 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use uuid::Uuid;
 
-use super::{LoadBalancer, LogicalSwitchPort, Owner};
+use super::{string_map_is, string_set_is, LoadBalancer, Owner, PortRow};
 use crate::model::{MacAddr, Protocol};
 use crate::ovsdb::{Row, Value};
 
@@ -104,14 +104,14 @@ impl DesiredPort {
         ])
     }
 
-    /// Whether the NB row holds exactly what this port wants.
-    pub(super) fn matches(&self, actual: &LogicalSwitchPort) -> bool {
+    /// Whether the NB row holds exactly what this port wants (compared in the cache).
+    pub(super) fn matches(&self, actual: &PortRow) -> bool {
         let columns = self.columns();
-        actual.port_type == columns.port_type
-            && actual.addresses == columns.addresses
-            && actual.port_security == columns.port_security
-            && actual.options == columns.options
-            && actual.external_ids == columns.external_ids
+        actual.port_type() == columns.port_type
+            && string_set_is(actual.row, "addresses", &columns.addresses)
+            && string_set_is(actual.row, "port_security", &columns.port_security)
+            && string_map_is(actual.row, "options", &columns.options)
+            && string_map_is(actual.row, "external_ids", &columns.external_ids)
     }
 }
 

@@ -37,6 +37,8 @@ pub struct IndexSpec {
     pub table: String,
     pub column: String,
     pub key: Option<String>,
+    /// Where rows without the map `key` are indexed (`None`: they are not).
+    pub absent: Option<String>,
 }
 
 impl IndexSpec {
@@ -45,6 +47,7 @@ impl IndexSpec {
             table: table.into(),
             column: column.into(),
             key: None,
+            absent: None,
         }
     }
 
@@ -53,17 +56,27 @@ impl IndexSpec {
             table: table.into(),
             column: column.into(),
             key: Some(key.into()),
+            absent: None,
         }
     }
 
-    fn value_of<'a>(&self, row: &'a Row) -> Option<&'a str> {
-        let value = row.get(&self.column)?;
+    /// As [`IndexSpec::map_key`], with the rows whose map lacks `key` indexed under `absent`, so
+    /// that every row of the table is in the index exactly once (see [`Cache::find_except`]).
+    pub fn map_key_or(table: &str, column: &str, key: &str, absent: &str) -> IndexSpec {
+        IndexSpec {
+            absent: Some(absent.into()),
+            ..IndexSpec::map_key(table, column, key)
+        }
+    }
+
+    fn value_of<'a>(&'a self, row: &'a Row) -> Option<&'a str> {
+        let value = row.get(&self.column);
         match &self.key {
-            None => value.as_str(),
-            Some(key) => value
-                .as_map()?
-                .get(&super::value::Atom::String(key.clone()))
-                .and_then(|atom| atom.as_str()),
+            None => value?.as_str(),
+            Some(key) => match value.and_then(Value::as_map).and_then(|map| map.get_str(key)) {
+                Some(atom) => atom.as_str(),
+                None => self.absent.as_deref(),
+            },
         }
     }
 }
@@ -113,6 +126,19 @@ impl Cache {
             .position(|candidate| candidate == spec)
             .and_then(|position| self.indexes[position].get(value))
             .map_or(&[], Vec::as_slice)
+    }
+
+    /// The rows of an index given to [`Cache::with_indexes`] whose indexed value is anything but
+    /// `value` (e.g. every row without the daemon's mark): its cost follows those rows, not the
+    /// table. `None` when there is no such index.
+    pub fn find_except<'a>(&'a self, spec: &IndexSpec, value: &'a str) -> Option<impl Iterator<Item = &'a Uuid> + 'a> {
+        let position = self.specs.iter().position(|candidate| candidate == spec)?;
+        Some(
+            self.indexes[position]
+                .iter()
+                .filter(move |(indexed, _)| indexed.as_str() != value)
+                .flat_map(|(_, uuids)| uuids.iter()),
+        )
     }
 
     fn unindex(specs: &[IndexSpec], indexes: &mut [HashMap<String, Vec<Uuid>>], table: &str, uuid: &Uuid, row: &Row) {
@@ -373,6 +399,41 @@ mod tests {
             .unwrap();
         assert!(!cache.row("A", &uuid).unwrap().contains_key("tags"));
         assert_eq!(changes[0].new.as_ref().unwrap()["name"], Value::string("b"));
+    }
+
+    /// An index with an `absent` bucket holds every row once; `find_except` gives the rows
+    /// outside one value (those without the mark, those with another), and follows updates.
+    #[test]
+    fn rows_without_a_value_are_found_through_the_index() {
+        let schema = schema();
+        let spec = IndexSpec::map_key_or("A", "ids", "vendor", "");
+        let mut cache = Cache::with_indexes(vec![spec.clone()]);
+        let (ours, bare, theirs) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        cache
+            .apply_update2(
+                &schema,
+                &json!({"A": {
+                    ours.to_string(): {"insert": {"name": "a", "ids": ["map", [["vendor", "us"]]]}},
+                    bare.to_string(): {"insert": {"name": "b"}},
+                    theirs.to_string(): {"insert": {"name": "c", "ids": ["map", [["vendor", "them"]]]}}
+                }}),
+            )
+            .unwrap();
+        let others = |cache: &Cache| {
+            let mut found: Vec<Uuid> = cache.find_except(&spec, "us").unwrap().copied().collect();
+            found.sort();
+            found
+        };
+        let mut expected = vec![bare, theirs];
+        expected.sort();
+        assert_eq!(others(&cache), expected);
+        assert_eq!(cache.find(&spec, ""), [bare]);
+        // The bare row gains the mark: it leaves the others.
+        cache
+            .apply_update2(&schema, &json!({"A": {bare.to_string(): {"modify": {"ids": ["map", [["vendor", "us"]]]}}}}))
+            .unwrap();
+        assert_eq!(others(&cache), [theirs]);
+        assert!(cache.find_except(&IndexSpec::column("A", "name"), "x").is_none());
     }
 
     #[test]
