@@ -234,6 +234,37 @@ impl Cache {
         Ok(changes)
     }
 
+    /// As [`Cache::apply_update2_owned`], reading `<table-updates2>` as the server sent them: the
+    /// text is split into rows without a JSON tree of the whole, and each row is parsed only
+    /// when it is applied (an initial dump of 100,000 rows is held as its text, once).
+    pub fn apply_update2_unparsed(
+        &mut self,
+        schema: &DatabaseSchema,
+        updates: &serde_json::value::RawValue,
+    ) -> Result<Vec<RowChange>, OvsdbError> {
+        type Rows<'a> = Vec<(&'a str, &'a serde_json::value::RawValue)>;
+        // Tables and uuids borrow the text; a server escaping characters in them (none does) is
+        // read the slow way.
+        let tables: Option<HashMap<&str, RowsInOrder>> = match serde_json::from_str(updates.get()) {
+            Ok(tables) => tables,
+            Err(_) => {
+                let json: Json = serde_json::from_str(updates.get())
+                    .map_err(|error| OvsdbError::Protocol(format!("table updates: {error}")))?;
+                return self.apply_update2_owned(schema, json);
+            }
+        };
+        let mut changes = Vec::new();
+        for (table, RowsInOrder(rows)) in tables.into_iter().flatten() {
+            let rows: Rows = rows;
+            let parsed = rows.into_iter().map(|(uuid, row)| {
+                // Valid JSON already (a raw value is checked when it is split off).
+                (uuid, serde_json::from_str::<Json>(row.get()).unwrap_or(Json::Null))
+            });
+            self.apply_rows(schema, table, parsed, &mut changes)?;
+        }
+        Ok(changes)
+    }
+
     fn apply_rows<I, S, J>(
         &mut self,
         schema: &DatabaseSchema,
@@ -335,6 +366,29 @@ impl Cache {
             }
         }
         Ok(())
+    }
+}
+
+/// One table's row updates in the order sent, each row's text borrowed from the reply.
+struct RowsInOrder<'a>(Vec<(&'a str, &'a serde_json::value::RawValue)>);
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for RowsInOrder<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = RowsInOrder<'de>;
+            fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+                formatter.write_str("an object of row updates by uuid")
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
+                let mut rows = Vec::with_capacity(map.size_hint().unwrap_or(0));
+                while let Some(entry) = map.next_entry()? {
+                    rows.push(entry);
+                }
+                Ok(RowsInOrder(rows))
+            }
+        }
+        deserializer.deserialize_map(Visit)
     }
 }
 
@@ -468,15 +522,31 @@ mod tests {
             json!({"A": {id.clone(): {"delete": null}}}),
             json!(null),
         ];
-        let (mut borrowed, mut owned) = (Cache::new(), Cache::new());
+        let (mut borrowed, mut owned, mut unparsed) = (Cache::new(), Cache::new(), Cache::new());
         for update in updates {
             let expected = borrowed.apply_update2(&schema, &update).unwrap();
+            let text = serde_json::value::to_raw_value(&update).unwrap();
+            assert_eq!(unparsed.apply_update2_unparsed(&schema, &text).unwrap(), expected);
             assert_eq!(owned.apply_update2_owned(&schema, update).unwrap(), expected);
             assert_eq!(
                 owned.rows("A").collect::<Vec<_>>(),
                 borrowed.rows("A").collect::<Vec<_>>()
             );
+            assert_eq!(
+                unparsed.rows("A").collect::<Vec<_>>(),
+                borrowed.rows("A").collect::<Vec<_>>()
+            );
         }
+        // Escaped characters in a table name or uuid (no server sends them) are read too.
+        let id = Uuid::new_v4();
+        let escaped = serde_json::value::RawValue::from_string(format!(
+            r#"{{"\u0041": {{"{id}": {{"insert": {{"name": "e"}}}}}}}}"#
+        ))
+        .unwrap();
+        assert_eq!(unparsed.apply_update2_unparsed(&schema, &escaped).unwrap().len(), 1);
+        assert_eq!(unparsed.row("A", &id).unwrap()["name"], Value::string("e"));
+        let bad = serde_json::value::RawValue::from_string("[1]".to_string()).unwrap();
+        assert!(unparsed.apply_update2_unparsed(&schema, &bad).is_err());
         assert!(owned.apply_update2_owned(&schema, json!([1])).is_err());
         assert!(owned.apply_update2_owned(&schema, json!({"A": 1})).is_err());
     }

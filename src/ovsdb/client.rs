@@ -663,7 +663,7 @@ async fn run_session(shared: &Arc<Shared>, remote: &Remote, resume: &mut Resume)
     let monitor_id = json!(config.database);
     let download_started = std::time::Instant::now();
     let (found, updates) = match connection
-        .monitor_cond_since(
+        .monitor_cond_since_unparsed(
             &config.database,
             monitor_id.clone(),
             requests.clone(),
@@ -673,15 +673,17 @@ async fn run_session(shared: &Arc<Shared>, remote: &Remote, resume: &mut Resume)
     {
         Ok((found, txn_id, updates)) => {
             resume.last_txn_id = txn_id;
-            (found, updates)
+            (found, MonitorReply::Unparsed(updates))
         }
         Err(OvsdbError::Rpc { error, .. }) if error.contains("unknown method") => {
             // Servers older than OVS 2.12 have no monitor_cond_since.
             (
                 false,
-                connection
-                    .monitor_cond(&config.database, monitor_id.clone(), requests)
-                    .await?,
+                MonitorReply::Parsed(
+                    connection
+                        .monitor_cond(&config.database, monitor_id.clone(), requests)
+                        .await?,
+                ),
             )
         }
         Err(error) => return Err(error),
@@ -693,7 +695,10 @@ async fn run_session(shared: &Arc<Shared>, remote: &Remote, resume: &mut Resume)
         if !found {
             cache.clear();
         }
-        let changes = cache.apply_update2_owned(&schema, updates)?;
+        let changes = match updates {
+            MonitorReply::Unparsed(updates) => cache.apply_update2_unparsed(&schema, &updates)?,
+            MonitorReply::Parsed(updates) => cache.apply_update2_owned(&schema, updates)?,
+        };
         let rows = cache.tables().map(|table| cache.len(table)).sum::<usize>();
         let rows_changed = changes.len();
         if let Some(feed) = &config.replica_feed {
@@ -794,6 +799,12 @@ async fn run_session(shared: &Arc<Shared>, remote: &Remote, resume: &mut Resume)
             Notification::Update { .. } | Notification::Other { .. } => {}
         }
     }
+}
+
+/// A monitor's initial reply: as sent (`monitor_cond_since`), or parsed (`monitor_cond`).
+enum MonitorReply {
+    Unparsed(Box<serde_json::value::RawValue>),
+    Parsed(Json),
 }
 
 fn lock_guard(locks: &Mutex<BTreeSet<String>>) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
