@@ -74,8 +74,11 @@ struct Call {
     params: Box<serde_json::value::RawValue>,
     /// The reply's `result` unparsed: the caller parses it (a monitor's initial reply, megabytes,
     /// is read straight into the cache, never as a JSON tree).
-    reply: oneshot::Sender<Result<Box<RawValue>, OvsdbError>>,
+    reply: ReplySender,
 }
+
+/// Where a call's reply goes: its `result` unparsed, or the error.
+type ReplySender = oneshot::Sender<Result<Box<RawValue>, OvsdbError>>;
 
 /// A request as it goes on the wire, borrowing its parts.
 #[derive(serde::Serialize)]
@@ -331,7 +334,7 @@ impl Connection {
 struct Session {
     probe_interval: Option<Duration>,
     notifications: mpsc::UnboundedSender<(String, Box<RawValue>)>,
-    pending: HashMap<u64, (String, oneshot::Sender<Result<Box<RawValue>, OvsdbError>>)>,
+    pending: HashMap<u64, (String, ReplySender)>,
     next_id: u64,
     /// The id of our own unanswered inactivity probe.
     probe_id: Option<u64>,
