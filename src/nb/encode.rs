@@ -312,6 +312,39 @@ mod tests {
         assert_eq!(columns.external_ids[super::super::OWNER_KEY], "slr/web/tcp");
     }
 
+    /// A port is compared in place in the cached row: the row it writes matches, and any column
+    /// it writes, changed, does not.
+    #[test]
+    fn a_port_matches_the_row_it_writes_in_place() {
+        let port = DesiredPort {
+            name: "v".into(),
+            switch: "s".into(),
+            owner: Owner::Vip("v".into()),
+            kind: PortKind::Virtual {
+                ip: "10.0.0.7".parse().unwrap(),
+                parents: vec!["a".into(), "b".into()],
+            },
+        };
+        let row = port.row();
+        let uuid = Uuid::from_u128(1);
+        assert!(port.matches(&PortRow { uuid, row: &row }));
+        for (column, value) in [
+            ("type", Value::string("")),
+            ("addresses", Value::set(["02:00:00:00:00:01 10.0.0.7"])),
+            ("port_security", Value::set(["x"])),
+            ("options", Value::map([("virtual-ip", "10.0.0.7")])),
+            ("external_ids", Value::map([("vendor", "ovn-vipd")])),
+        ] {
+            let mut changed = row.clone();
+            changed.insert(column.to_string(), value);
+            assert!(!port.matches(&PortRow { uuid, row: &changed }), "{column}");
+        }
+        // A column NB does not hold compares as empty.
+        let mut without = row.clone();
+        without.remove("addresses");
+        assert!(port.matches(&PortRow { uuid, row: &without }));
+    }
+
     #[test]
     fn ports_in_ovn_spelling() {
         let nic = DesiredPort {

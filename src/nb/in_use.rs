@@ -15,7 +15,7 @@ use crate::registry::InUseOutside;
 
 use super::{
     is_owned, row_is_owned, uuid_set, LoadBalancer, LogicalRouterPort, LogicalSwitchPort, NbRow, LOGICAL_SWITCH,
-    LOGICAL_SWITCH_PORT, VENDOR,
+    LOGICAL_SWITCH_PORT,
 };
 
 /// The address of a load balancer's `vips` key: `IP`, `IP:port` or `[IPv6]:port`.
@@ -48,7 +48,7 @@ pub fn in_use_outside(cache: &Cache, switch: &str) -> InUseElsewhere {
         _ => &empty,
     };
     let foreign: Option<BTreeSet<Uuid>> = cache
-        .find_except(&super::port_by_vendor(), VENDOR)
+        .indexed(&super::foreign_ports())
         .map(|uuids| uuids.copied().collect());
     let foreign_here: BTreeSet<Uuid> = match foreign {
         Some(foreign) if foreign.len() <= ports.len() => foreign

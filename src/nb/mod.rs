@@ -79,7 +79,7 @@ pub fn client_config(remotes: Vec<Remote>) -> ClientConfig {
     config.indexes = vec![
         port_by_name(),
         port_by_owner(),
-        port_by_vendor(),
+        foreign_ports(),
         load_balancer_by_owner(),
     ];
     // The reconnect backoff stays at the client's default cap (1 s): NB is local or on the
@@ -104,10 +104,11 @@ pub fn port_by_owner() -> IndexSpec {
     IndexSpec::map_key(LOGICAL_SWITCH_PORT, "external_ids", OWNER_KEY)
 }
 
-/// Logical_Switch_Port by its `external_ids:vendor` (`""` when it has none): the ports without
-/// the daemon's mark are those outside [`VENDOR`] ([`in_use_outside`] reads only those).
-pub fn port_by_vendor() -> IndexSpec {
-    IndexSpec::map_key_or(LOGICAL_SWITCH_PORT, "external_ids", VENDOR_KEY, "")
+/// The Logical_Switch_Ports without the daemon's mark, by their `external_ids:vendor` (`""` when
+/// they have none): what [`in_use_outside`] reads at every allocation, without walking a switch
+/// of 100,000 owned ports. The daemon's own ports are not in it.
+pub fn foreign_ports() -> IndexSpec {
+    IndexSpec::map_key_except(LOGICAL_SWITCH_PORT, "external_ids", VENDOR_KEY, VENDOR, "")
 }
 
 /// Load_Balancer by the daemon's owner mark.

@@ -39,6 +39,9 @@ pub struct IndexSpec {
     pub key: Option<String>,
     /// Where rows without the map `key` are indexed (`None`: they are not).
     pub absent: Option<String>,
+    /// Rows whose indexed value is this one are left out (e.g. the daemon's own rows, most of
+    /// the table, from an index of the others).
+    pub except: Option<String>,
 }
 
 impl IndexSpec {
@@ -48,6 +51,7 @@ impl IndexSpec {
             column: column.into(),
             key: None,
             absent: None,
+            except: None,
         }
     }
 
@@ -57,27 +61,31 @@ impl IndexSpec {
             column: column.into(),
             key: Some(key.into()),
             absent: None,
+            except: None,
         }
     }
 
-    /// As [`IndexSpec::map_key`], with the rows whose map lacks `key` indexed under `absent`, so
-    /// that every row of the table is in the index exactly once (see [`Cache::find_except`]).
-    pub fn map_key_or(table: &str, column: &str, key: &str, absent: &str) -> IndexSpec {
+    /// The rows whose map `column` does not hold `except` at `key`, by that key's value (`absent`
+    /// for a row without the key): e.g. every port without the daemon's vendor mark, which
+    /// [`Cache::indexed`] then lists without walking the table.
+    pub fn map_key_except(table: &str, column: &str, key: &str, except: &str, absent: &str) -> IndexSpec {
         IndexSpec {
             absent: Some(absent.into()),
+            except: Some(except.into()),
             ..IndexSpec::map_key(table, column, key)
         }
     }
 
     fn value_of<'a>(&'a self, row: &'a Row) -> Option<&'a str> {
         let value = row.get(&self.column);
-        match &self.key {
+        let indexed = match &self.key {
             None => value?.as_str(),
             Some(key) => match value.and_then(Value::as_map).and_then(|map| map.get_str(key)) {
                 Some(atom) => atom.as_str(),
                 None => self.absent.as_deref(),
             },
-        }
+        };
+        indexed.filter(|indexed| self.except.as_deref() != Some(*indexed))
     }
 }
 
@@ -128,17 +136,12 @@ impl Cache {
             .map_or(&[], Vec::as_slice)
     }
 
-    /// The rows of an index given to [`Cache::with_indexes`] whose indexed value is anything but
-    /// `value` (e.g. every row without the daemon's mark): its cost follows those rows, not the
+    /// Every row of an index given to [`Cache::with_indexes`] (e.g. every port without the
+    /// daemon's mark, see [`IndexSpec::map_key_except`]): its cost follows those rows, not the
     /// table. `None` when there is no such index.
-    pub fn find_except<'a>(&'a self, spec: &IndexSpec, value: &'a str) -> Option<impl Iterator<Item = &'a Uuid> + 'a> {
+    pub fn indexed<'a>(&'a self, spec: &IndexSpec) -> Option<impl Iterator<Item = &'a Uuid> + 'a> {
         let position = self.specs.iter().position(|candidate| candidate == spec)?;
-        Some(
-            self.indexes[position]
-                .iter()
-                .filter(move |(indexed, _)| indexed.as_str() != value)
-                .flat_map(|(_, uuids)| uuids.iter()),
-        )
+        Some(self.indexes[position].values().flatten())
     }
 
     fn unindex(specs: &[IndexSpec], indexes: &mut [HashMap<String, Vec<Uuid>>], table: &str, uuid: &Uuid, row: &Row) {
@@ -153,6 +156,38 @@ impl Cache {
                         index.remove(value);
                     }
                 }
+            }
+        }
+    }
+
+    /// [`Cache::unindex`] the old row and [`Cache::index`] the new one, per index whose value
+    /// changed: a modify that leaves it alone (most do) costs no lookup in a long bucket.
+    fn reindex(
+        specs: &[IndexSpec],
+        indexes: &mut [HashMap<String, Vec<Uuid>>],
+        table: &str,
+        uuid: &Uuid,
+        old: &Row,
+        new: &Row,
+    ) {
+        for (spec, index) in specs.iter().zip(indexes.iter_mut()) {
+            if spec.table != table {
+                continue;
+            }
+            let (before, after) = (spec.value_of(old), spec.value_of(new));
+            if before == after {
+                continue;
+            }
+            if let Some(value) = before {
+                if let Some(uuids) = index.get_mut(value) {
+                    uuids.retain(|candidate| candidate != uuid);
+                    if uuids.is_empty() {
+                        index.remove(value);
+                    }
+                }
+            }
+            if let Some(value) = after {
+                index.entry(value.to_string()).or_default().push(*uuid);
             }
         }
     }
@@ -341,8 +376,7 @@ impl Cache {
                     // version moved out of the cache into the change.
                     let after = Arc::new(row);
                     cached.insert(uuid, after.clone());
-                    Cache::unindex(specs, indexes, table, &uuid, &old);
-                    Cache::index(specs, indexes, table, &uuid, &after);
+                    Cache::reindex(specs, indexes, table, &uuid, &old, &after);
                     changes.push(RowChange {
                         table: table.to_string(),
                         uuid,
@@ -455,12 +489,12 @@ mod tests {
         assert_eq!(changes[0].new.as_ref().unwrap()["name"], Value::string("b"));
     }
 
-    /// An index with an `absent` bucket holds every row once; `find_except` gives the rows
-    /// outside one value (those without the mark, those with another), and follows updates.
+    /// An index that leaves one value out holds every other row once (those without the key
+    /// under `absent`); `indexed` lists them, and follows updates both ways.
     #[test]
     fn rows_without_a_value_are_found_through_the_index() {
         let schema = schema();
-        let spec = IndexSpec::map_key_or("A", "ids", "vendor", "");
+        let spec = IndexSpec::map_key_except("A", "ids", "vendor", "us", "");
         let mut cache = Cache::with_indexes(vec![spec.clone()]);
         let (ours, bare, theirs) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
         cache
@@ -474,7 +508,7 @@ mod tests {
             )
             .unwrap();
         let others = |cache: &Cache| {
-            let mut found: Vec<Uuid> = cache.find_except(&spec, "us").unwrap().copied().collect();
+            let mut found: Vec<Uuid> = cache.indexed(&spec).unwrap().copied().collect();
             found.sort();
             found
         };
@@ -482,12 +516,30 @@ mod tests {
         expected.sort();
         assert_eq!(others(&cache), expected);
         assert_eq!(cache.find(&spec, ""), [bare]);
-        // The bare row gains the mark: it leaves the others.
+        assert!(cache.find(&spec, "us").is_empty());
+        // The bare row gains the mark: it leaves the index; ours loses it: it joins.
         cache
-            .apply_update2(&schema, &json!({"A": {bare.to_string(): {"modify": {"ids": ["map", [["vendor", "us"]]]}}}}))
+            .apply_update2(
+                &schema,
+                &json!({"A": {
+                    bare.to_string(): {"modify": {"ids": ["map", [["vendor", "us"]]]}},
+                    ours.to_string(): {"modify": {"name": "a2", "ids": ["map", [["vendor", "us"]]]}}
+                }}),
+            )
             .unwrap();
-        assert_eq!(others(&cache), [theirs]);
-        assert!(cache.find_except(&IndexSpec::column("A", "name"), "x").is_none());
+        let mut expected = vec![ours, theirs];
+        expected.sort();
+        assert_eq!(others(&cache), expected);
+        // A modify that leaves the indexed value alone keeps the row where it was, once.
+        cache
+            .apply_update2(&schema, &json!({"A": {theirs.to_string(): {"modify": {"name": "c2"}}}}))
+            .unwrap();
+        assert_eq!(cache.find(&spec, "them"), [theirs]);
+        cache
+            .apply_update2(&schema, &json!({"A": {theirs.to_string(): {"delete": null}}}))
+            .unwrap();
+        assert_eq!(others(&cache), [ours]);
+        assert!(cache.indexed(&IndexSpec::column("A", "name")).is_none());
     }
 
     #[test]
