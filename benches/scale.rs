@@ -370,9 +370,14 @@ fn main() {
     let log = daemon.stderr();
     println!("\nrestart stages (daemon log):");
     for line in log.lines().filter(|line| {
-        ["store open", "OVSDB connection ready", "full pass", "first NB sync done"]
-            .iter()
-            .any(|stage| line.contains(stage))
+        [
+            "store open",
+            "OVSDB connection ready",
+            "full pass",
+            "first NB sync done",
+        ]
+        .iter()
+        .any(|stage| line.contains(stage))
     }) {
         println!("  {line}");
     }

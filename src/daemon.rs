@@ -245,7 +245,10 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
                 synced = true;
                 if !ready {
                     ready = true;
-                    info!(since_start_ms = started.elapsed().as_millis() as u64, "first NB sync done; ready");
+                    info!(
+                        since_start_ms = started.elapsed().as_millis() as u64,
+                        "first NB sync done; ready"
+                    );
                     systemd::ready("serving; active; NB in sync");
                 }
             }

@@ -204,11 +204,7 @@ impl<'a> PortRow<'a> {
 
     /// One `options` entry.
     pub fn option(&self, key: &str) -> Option<&'a str> {
-        self.row
-            .get("options")?
-            .as_map()?
-            .get_str(key)
-            .and_then(Atom::as_str)
+        self.row.get("options")?.as_map()?.get_str(key).and_then(Atom::as_str)
     }
 
     /// Whether the port carries the daemon's mark.

@@ -42,10 +42,7 @@ impl Owner {
         if ids.get_str(VENDOR_KEY).and_then(Atom::as_str) != Some(VENDOR) {
             return None;
         }
-        ids.get_str(OWNER_KEY)
-            .and_then(Atom::as_str)?
-            .parse()
-            .ok()
+        ids.get_str(OWNER_KEY).and_then(Atom::as_str)?.parse().ok()
     }
 
     /// The `external_ids` of a row this owner's object wants: the vendor mark and the owner.

@@ -464,7 +464,9 @@ impl Session {
         let outcome = if incoming.error.is_null() {
             match incoming.result {
                 Some(result) => Ok(result),
-                None => RawValue::from_string("null".to_string()).map_err(|error| OvsdbError::Protocol(error.to_string())),
+                None => {
+                    RawValue::from_string("null".to_string()).map_err(|error| OvsdbError::Protocol(error.to_string()))
+                }
             }
         } else {
             let error = match &incoming.error {

@@ -486,9 +486,7 @@ impl Value {
     /// column becomes a one-element set.
     pub fn normalize(self, column_type: &ColumnType) -> Value {
         match self {
-            Value::Atom(atom) if !column_type.is_scalar() && !column_type.is_map() => {
-                Value::Set(AtomSet::from([atom]))
-            }
+            Value::Atom(atom) if !column_type.is_scalar() && !column_type.is_map() => Value::Set(AtomSet::from([atom])),
             other => other,
         }
     }
@@ -675,9 +673,14 @@ mod tests {
             one_by_one.apply_diff(Value::set([change]), &set_type);
         }
         assert_eq!(merged, one_by_one);
-        let Value::Set(items) = &merged else { panic!("not a set") };
+        let Value::Set(items) = &merged else {
+            panic!("not a set")
+        };
         assert_eq!(items.len(), 100);
-        assert!(items.iter().zip(items.iter().skip(1)).all(|(a, b)| a < b), "sorted, unique");
+        assert!(
+            items.iter().zip(items.iter().skip(1)).all(|(a, b)| a < b),
+            "sorted, unique"
+        );
         assert!(!items.contains(&Atom::string("p005")) && items.contains(&Atom::string("q019")));
     }
 
@@ -699,7 +702,10 @@ mod tests {
         assert_eq!(map.get(&Atom::string("a")), Some(&Atom::string("2")));
         assert_eq!(map.get_str("missing"), None);
         assert_eq!(map.get(&Atom::Integer(7)), Some(&Atom::string("int")));
-        assert_eq!(Value::Map(map).to_json(), json!(["map", [[7, "int"], ["a", "2"], ["k", "3"]]]));
+        assert_eq!(
+            Value::Map(map).to_json(),
+            json!(["map", [[7, "int"], ["a", "2"], ["k", "3"]]])
+        );
     }
 
     #[test]

@@ -96,9 +96,23 @@ pub async fn pass(
         statuses.as_secs_f64() * 1e3,
     );
     if dirty.full {
-        info!(examined, operations = sent, compute_ms, transact_ms, status_ms, "full pass");
+        info!(
+            examined,
+            operations = sent,
+            compute_ms,
+            transact_ms,
+            status_ms,
+            "full pass"
+        );
     } else {
-        debug!(examined, operations = sent, compute_ms, transact_ms, status_ms, "incremental pass");
+        debug!(
+            examined,
+            operations = sent,
+            compute_ms,
+            transact_ms,
+            status_ms,
+            "incremental pass"
+        );
     }
     Ok(sent)
 }
