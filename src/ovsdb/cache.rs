@@ -89,6 +89,45 @@ impl IndexSpec {
     }
 }
 
+/// The rows holding one indexed value: one inline (a name or an owner is on one row), more in
+/// a vector, so a unique index costs no allocation per row.
+#[derive(Debug, Clone)]
+enum Bucket {
+    One(Uuid),
+    Many(Vec<Uuid>),
+}
+
+impl Default for Bucket {
+    fn default() -> Bucket {
+        Bucket::Many(Vec::new())
+    }
+}
+
+impl Bucket {
+    fn as_slice(&self) -> &[Uuid] {
+        match self {
+            Bucket::One(uuid) => std::slice::from_ref(uuid),
+            Bucket::Many(uuids) => uuids,
+        }
+    }
+
+    fn push(&mut self, uuid: Uuid) {
+        match self {
+            Bucket::Many(uuids) if uuids.is_empty() => *self = Bucket::One(uuid),
+            Bucket::Many(uuids) => uuids.push(uuid),
+            Bucket::One(first) => *self = Bucket::Many(vec![*first, uuid]),
+        }
+    }
+
+    fn remove(&mut self, uuid: &Uuid) {
+        match self {
+            Bucket::One(only) if only == uuid => *self = Bucket::Many(Vec::new()),
+            Bucket::One(_) => {}
+            Bucket::Many(uuids) => uuids.retain(|candidate| candidate != uuid),
+        }
+    }
+}
+
 #[derive(Debug, Default, Clone)]
 pub struct Cache {
     tables: HashMap<String, HashMap<Uuid, Arc<Row>>>,
@@ -97,7 +136,7 @@ pub struct Cache {
     columns: HashMap<String, Vec<String>>,
     specs: Vec<IndexSpec>,
     /// Per spec: indexed value → rows holding it.
-    indexes: Vec<HashMap<String, Vec<Uuid>>>,
+    indexes: Vec<HashMap<String, Bucket>>,
 }
 
 impl Cache {
@@ -133,7 +172,7 @@ impl Cache {
             .iter()
             .position(|candidate| candidate == spec)
             .and_then(|position| self.indexes[position].get(value))
-            .map_or(&[], Vec::as_slice)
+            .map_or(&[], Bucket::as_slice)
     }
 
     /// Every row of an index given to [`Cache::with_indexes`] (e.g. every port without the
@@ -141,18 +180,18 @@ impl Cache {
     /// table. `None` when there is no such index.
     pub fn indexed<'a>(&'a self, spec: &IndexSpec) -> Option<impl Iterator<Item = &'a Uuid> + 'a> {
         let position = self.specs.iter().position(|candidate| candidate == spec)?;
-        Some(self.indexes[position].values().flatten())
+        Some(self.indexes[position].values().flat_map(Bucket::as_slice))
     }
 
-    fn unindex(specs: &[IndexSpec], indexes: &mut [HashMap<String, Vec<Uuid>>], table: &str, uuid: &Uuid, row: &Row) {
+    fn unindex(specs: &[IndexSpec], indexes: &mut [HashMap<String, Bucket>], table: &str, uuid: &Uuid, row: &Row) {
         for (spec, index) in specs.iter().zip(indexes.iter_mut()) {
             if spec.table != table {
                 continue;
             }
             if let Some(value) = spec.value_of(row) {
                 if let Some(uuids) = index.get_mut(value) {
-                    uuids.retain(|candidate| candidate != uuid);
-                    if uuids.is_empty() {
+                    uuids.remove(uuid);
+                    if uuids.as_slice().is_empty() {
                         index.remove(value);
                     }
                 }
@@ -164,7 +203,7 @@ impl Cache {
     /// changed: a modify that leaves it alone (most do) costs no lookup in a long bucket.
     fn reindex(
         specs: &[IndexSpec],
-        indexes: &mut [HashMap<String, Vec<Uuid>>],
+        indexes: &mut [HashMap<String, Bucket>],
         table: &str,
         uuid: &Uuid,
         old: &Row,
@@ -180,8 +219,8 @@ impl Cache {
             }
             if let Some(value) = before {
                 if let Some(uuids) = index.get_mut(value) {
-                    uuids.retain(|candidate| candidate != uuid);
-                    if uuids.is_empty() {
+                    uuids.remove(uuid);
+                    if uuids.as_slice().is_empty() {
                         index.remove(value);
                     }
                 }
@@ -192,7 +231,7 @@ impl Cache {
         }
     }
 
-    fn index(specs: &[IndexSpec], indexes: &mut [HashMap<String, Vec<Uuid>>], table: &str, uuid: &Uuid, row: &Row) {
+    fn index(specs: &[IndexSpec], indexes: &mut [HashMap<String, Bucket>], table: &str, uuid: &Uuid, row: &Row) {
         for (spec, index) in specs.iter().zip(indexes.iter_mut()) {
             if spec.table != table {
                 continue;
@@ -540,6 +579,29 @@ mod tests {
             .unwrap();
         assert_eq!(others(&cache), [ours]);
         assert!(cache.indexed(&IndexSpec::column("A", "name")).is_none());
+    }
+
+    /// A value on one row is held inline, on more in a vector; both ways agree with the rows.
+    #[test]
+    fn an_index_follows_one_and_many_rows_per_value() {
+        let schema = schema();
+        let spec = IndexSpec::column("A", "name");
+        let mut cache = Cache::with_indexes(vec![spec.clone()]);
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let insert = |uuid: Uuid| json!({"A": {uuid.to_string(): {"insert": {"name": "x"}}}});
+        cache.apply_update2(&schema, &insert(a)).unwrap();
+        assert_eq!(cache.find(&spec, "x"), [a]);
+        cache.apply_update2(&schema, &insert(b)).unwrap();
+        assert_eq!(cache.find(&spec, "x"), [a, b]);
+        cache
+            .apply_update2(&schema, &json!({"A": {a.to_string(): {"modify": {"name": "y"}}}}))
+            .unwrap();
+        assert_eq!((cache.find(&spec, "x"), cache.find(&spec, "y")), (&[b][..], &[a][..]));
+        cache
+            .apply_update2(&schema, &json!({"A": {b.to_string(): {"delete": null}}}))
+            .unwrap();
+        assert!(cache.find(&spec, "x").is_empty());
+        assert_eq!(cache.indexed(&spec).unwrap().collect::<Vec<_>>(), [&a]);
     }
 
     #[test]
