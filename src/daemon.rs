@@ -128,9 +128,11 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
         source,
     })?;
     let store_path = config.data_dir.join("store");
+    let started = std::time::Instant::now();
     let (registry, report) = Registry::open(&store_path)?;
+    let open_ms = started.elapsed().as_millis() as u64;
     if report.is_clean() {
-        info!(path = %store_path.display(), "store open and consistent");
+        info!(path = %store_path.display(), open_ms, "store open and consistent");
     } else {
         warn!(path = %store_path.display(), problems = report.problems.len(), "store open with inconsistencies");
     }
@@ -243,7 +245,10 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
                 synced = true;
                 if !ready {
                     ready = true;
-                    info!("first NB sync done; ready");
+                    info!(
+                        since_start_ms = started.elapsed().as_millis() as u64,
+                        "first NB sync done; ready"
+                    );
                     systemd::ready("serving; active; NB in sync");
                 }
             }

@@ -7,7 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use uuid::Uuid;
 
-use super::{LoadBalancer, LogicalSwitchPort, Owner};
+use super::{string_map_is, string_set_is, LoadBalancer, Owner, PortRow};
 use crate::model::{MacAddr, Protocol};
 use crate::ovsdb::{Row, Value};
 
@@ -104,14 +104,14 @@ impl DesiredPort {
         ])
     }
 
-    /// Whether the NB row holds exactly what this port wants.
-    pub(super) fn matches(&self, actual: &LogicalSwitchPort) -> bool {
+    /// Whether the NB row holds exactly what this port wants (compared in the cache).
+    pub(super) fn matches(&self, actual: &PortRow) -> bool {
         let columns = self.columns();
-        actual.port_type == columns.port_type
-            && actual.addresses == columns.addresses
-            && actual.port_security == columns.port_security
-            && actual.options == columns.options
-            && actual.external_ids == columns.external_ids
+        actual.port_type() == columns.port_type
+            && string_set_is(actual.row, "addresses", &columns.addresses)
+            && string_set_is(actual.row, "port_security", &columns.port_security)
+            && string_map_is(actual.row, "options", &columns.options)
+            && string_map_is(actual.row, "external_ids", &columns.external_ids)
     }
 }
 
@@ -310,6 +310,39 @@ mod tests {
             BTreeSet::from(["10.17.0.100:80".to_string(), "[fd00:10:17::100]:80".to_string()])
         );
         assert_eq!(columns.external_ids[super::super::OWNER_KEY], "slr/web/tcp");
+    }
+
+    /// A port is compared in place in the cached row: the row it writes matches, and any column
+    /// it writes, changed, does not.
+    #[test]
+    fn a_port_matches_the_row_it_writes_in_place() {
+        let port = DesiredPort {
+            name: "v".into(),
+            switch: "s".into(),
+            owner: Owner::Vip("v".into()),
+            kind: PortKind::Virtual {
+                ip: "10.0.0.7".parse().unwrap(),
+                parents: vec!["a".into(), "b".into()],
+            },
+        };
+        let row = port.row();
+        let uuid = Uuid::from_u128(1);
+        assert!(port.matches(&PortRow { uuid, row: &row }));
+        for (column, value) in [
+            ("type", Value::string("")),
+            ("addresses", Value::set(["02:00:00:00:00:01 10.0.0.7"])),
+            ("port_security", Value::set(["x"])),
+            ("options", Value::map([("virtual-ip", "10.0.0.7")])),
+            ("external_ids", Value::map([("vendor", "ovn-vipd")])),
+        ] {
+            let mut changed = row.clone();
+            changed.insert(column.to_string(), value);
+            assert!(!port.matches(&PortRow { uuid, row: &changed }), "{column}");
+        }
+        // A column NB does not hold compares as empty.
+        let mut without = row.clone();
+        without.remove("addresses");
+        assert!(port.matches(&PortRow { uuid, row: &without }));
     }
 
     #[test]

@@ -6,7 +6,11 @@
 use std::net::IpAddr;
 
 use crate::ipam::{InUseElsewhere, MacAddr};
-use crate::ovsdb::{Cache, Client, Value};
+use std::collections::BTreeSet;
+
+use uuid::Uuid;
+
+use crate::ovsdb::{Atom, AtomSet, Cache, Client, Value};
 use crate::registry::InUseOutside;
 
 use super::{
@@ -35,7 +39,25 @@ pub fn in_use_outside(cache: &Cache, switch: &str) -> InUseElsewhere {
     else {
         return used;
     };
-    for uuid in uuid_set(switch, "ports") {
+    // Only the ports without the daemon's mark matter: found through their index (a switch may
+    // hold 100,000 of the daemon's ports, and this runs at every allocation), or by walking the
+    // switch's ports when those are fewer. In uuid order either way.
+    let empty = AtomSet::new();
+    let ports = match switch.get("ports") {
+        Some(Value::Set(ports)) => ports,
+        _ => &empty,
+    };
+    let foreign: Option<BTreeSet<Uuid>> = cache
+        .indexed(&super::foreign_ports())
+        .map(|uuids| uuids.copied().collect());
+    let foreign_here: BTreeSet<Uuid> = match foreign {
+        Some(foreign) if foreign.len() <= ports.len() => foreign
+            .into_iter()
+            .filter(|uuid| ports.contains(&Atom::Uuid(*uuid)))
+            .collect(),
+        _ => ports.iter().filter_map(Atom::as_uuid).collect(),
+    };
+    for uuid in foreign_here {
         let Some(row) = cache.row(LOGICAL_SWITCH_PORT, &uuid) else {
             continue;
         };

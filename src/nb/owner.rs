@@ -39,13 +39,10 @@ impl Owner {
     /// [`Owner::of`] on a cached row, without decoding the rest of it.
     pub fn of_row(row: &Row) -> Option<Owner> {
         let ids = row.get("external_ids")?.as_map()?;
-        if ids.get(&Atom::String(VENDOR_KEY.into())).and_then(Atom::as_str) != Some(VENDOR) {
+        if ids.get_str(VENDOR_KEY).and_then(Atom::as_str) != Some(VENDOR) {
             return None;
         }
-        ids.get(&Atom::String(OWNER_KEY.into()))
-            .and_then(Atom::as_str)?
-            .parse()
-            .ok()
+        ids.get_str(OWNER_KEY).and_then(Atom::as_str)?.parse().ok()
     }
 
     /// The `external_ids` of a row this owner's object wants: the vendor mark and the owner.
@@ -133,9 +130,7 @@ pub fn is_owned(external_ids: &BTreeMap<String, String>) -> bool {
 /// ports, and this runs at every allocation).
 pub fn row_is_owned(row: &Row) -> bool {
     match row.get("external_ids") {
-        Some(Value::Map(entries)) => {
-            entries.get(&Atom::String(VENDOR_KEY.to_string())) == Some(&Atom::String(VENDOR.to_string()))
-        }
+        Some(Value::Map(entries)) => entries.get_str(VENDOR_KEY).and_then(Atom::as_str) == Some(VENDOR),
         _ => false,
     }
 }

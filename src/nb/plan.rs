@@ -3,13 +3,13 @@
 //! Owned rows nothing wants are collected; a foreign row in the way is a conflict, never touched.
 //! Of a switch or router the daemon only inserts and removes its own ports and balancers.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use uuid::Uuid;
 
 use super::encode::{health_check_options, DesiredLoadBalancer, DesiredPort, LoadBalancerColumns};
 use super::{
-    is_owned, LoadBalancer, LoadBalancerHealthCheck, LogicalRouter, LogicalSwitch, LogicalSwitchPort, NbRow, Owner,
+    is_owned, LoadBalancer, LoadBalancerHealthCheck, LogicalRouter, LogicalSwitch, NbRow, Owner, PortRow,
     LOAD_BALANCER, LOAD_BALANCER_HEALTH_CHECK, LOGICAL_ROUTER, LOGICAL_SWITCH, LOGICAL_SWITCH_PORT, OWNER_KEY,
 };
 use crate::ovsdb::{Atom, Cache, Condition as Where, Function, Mutation, Operation, Row, Value, WaitUntil};
@@ -24,24 +24,25 @@ pub struct Wanted<'a> {
     pub load_balancers: &'a BTreeMap<Owner, DesiredLoadBalancer>,
 }
 
-/// The NB rows a pass compares with, decoded from the cache.
+/// The NB rows a pass compares with: switches, routers and balancers decoded from the cache (they
+/// are few), ports read in place in it (there may be 100,000).
 #[derive(Debug, Default)]
-pub struct Actual {
+pub struct Actual<'a> {
     pub switches: Vec<LogicalSwitch>,
-    pub ports: BTreeMap<Uuid, LogicalSwitchPort>,
+    pub ports: BTreeMap<Uuid, PortRow<'a>>,
     pub routers: Vec<LogicalRouter>,
     pub balancers: Vec<LoadBalancer>,
     pub checks: BTreeMap<Uuid, LoadBalancerHealthCheck>,
 }
 
-impl Actual {
+impl<'c> Actual<'c> {
     /// Every row of the tables the sync writes.
-    pub fn full(cache: &Cache) -> Actual {
+    pub fn full(cache: &'c Cache) -> Actual<'c> {
         Actual {
             switches: LogicalSwitch::all(cache),
-            ports: LogicalSwitchPort::all(cache)
-                .into_iter()
-                .map(|port| (port.uuid, port))
+            ports: cache
+                .rows(LOGICAL_SWITCH_PORT)
+                .map(|(uuid, row)| (*uuid, PortRow { uuid: *uuid, row }))
                 .collect(),
             routers: LogicalRouter::all(cache),
             balancers: LoadBalancer::all(cache),
@@ -57,11 +58,11 @@ impl Actual {
     /// `balancer_owners` and their health checks, every switch with only those ports in its
     /// `ports` (a switch's port set is probed, not converted), and every router (they are few).
     pub fn scoped<'a>(
-        cache: &Cache,
+        cache: &'c Cache,
         port_names: impl IntoIterator<Item = &'a str>,
         port_owners: impl IntoIterator<Item = Owner>,
         balancer_owners: impl IntoIterator<Item = Owner>,
-    ) -> Actual {
+    ) -> Actual<'c> {
         let mut port_uuids: BTreeSet<Uuid> = BTreeSet::new();
         for name in port_names {
             port_uuids.extend(cache.find(&super::port_by_name(), name).iter().copied());
@@ -71,8 +72,11 @@ impl Actual {
         }
         let ports = port_uuids
             .iter()
-            .filter_map(|uuid| LogicalSwitchPort::get(cache, uuid))
-            .map(|port| (port.uuid, port))
+            .filter_map(|uuid| {
+                cache
+                    .row(LOGICAL_SWITCH_PORT, uuid)
+                    .map(|row| (*uuid, PortRow { uuid: *uuid, row }))
+            })
             .collect();
         let balancers: Vec<LoadBalancer> = balancer_owners
             .into_iter()
@@ -381,8 +385,7 @@ pub fn plan(wanted: &Wanted, actual: &Actual, gc_switches: bool) -> Plan {
         .iter()
         .flat_map(|switch| switch.ports.iter().map(move |port| (*port, switch)))
         .collect();
-    let port_by_name: BTreeMap<&str, &LogicalSwitchPort> =
-        actual.ports.values().map(|port| (port.name.as_str(), port)).collect();
+    let port_by_name: HashMap<&str, &PortRow> = actual.ports.values().map(|port| (port.name(), port)).collect();
 
     // Switches: created when absent (then owned), used as they are otherwise.
     let mut new_switch: BTreeMap<&str, String> = BTreeMap::new();
@@ -426,10 +429,10 @@ pub fn plan(wanted: &Wanted, actual: &Actual, gc_switches: bool) -> Plan {
     let mut inserts: BTreeMap<String, Vec<Atom>> = BTreeMap::new();
     for (index, (name, port)) in wanted.ports.iter().enumerate() {
         match port_by_name.get(name.as_str()) {
-            Some(existing) if !is_owned(&existing.external_ids) => {
+            Some(existing) if !existing.is_owned() => {
                 plan.conflicts.insert(
                     name.clone(),
-                    format!("Logical_Switch_Port {} ({})", existing.name, existing.uuid),
+                    format!("Logical_Switch_Port {} ({})", existing.name(), existing.uuid),
                 );
             }
             Some(existing) => {
@@ -475,10 +478,11 @@ pub fn plan(wanted: &Wanted, actual: &Actual, gc_switches: bool) -> Plan {
     // Garbage: owned ports nothing wants; removing them from their switch deletes them.
     let mut removals: BTreeMap<Uuid, Vec<Atom>> = BTreeMap::new();
     for port in actual.ports.values() {
-        if is_owned(&port.external_ids) && !wanted.ports.contains_key(&port.name) {
+        if port.is_owned() && !wanted.ports.contains_key(port.name()) {
             plan.differences.push(Difference::Orphan(format!(
                 "Logical_Switch_Port {} ({})",
-                port.name, port.uuid
+                port.name(),
+                port.uuid
             )));
             if let Some(switch) = switch_of_port.get(&port.uuid) {
                 removals.entry(switch.uuid).or_default().push(Atom::Uuid(port.uuid));

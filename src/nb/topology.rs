@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use uuid::Uuid;
 
-use super::{LogicalRouter, LogicalRouterPort, LogicalSwitch, LogicalSwitchPort, NbRow};
+use super::{LogicalRouter, LogicalRouterPort, LogicalSwitch, LogicalSwitchPort, NbRow, PortRow};
 use crate::model::MacAddr;
 use crate::ovsdb::Cache;
 
@@ -26,15 +26,15 @@ pub fn is_router_link(port: &LogicalSwitchPort) -> bool {
 /// the switch's `type=router` port).
 fn router_port_of<'a>(
     switch: &LogicalSwitch,
-    ports: &BTreeMap<Uuid, LogicalSwitchPort>,
+    ports: &BTreeMap<Uuid, PortRow>,
     router_ports: &'a [LogicalRouterPort],
 ) -> Option<&'a LogicalRouterPort> {
     switch.ports.iter().filter_map(|uuid| ports.get(uuid)).find_map(|port| {
-        if !is_router_link(port) {
+        if port.port_type() != "router" {
             return None;
         }
-        let peer = port.options.get("router-port")?;
-        router_ports.iter().find(|router_port| &router_port.name == peer)
+        let peer = port.option("router-port")?;
+        router_ports.iter().find(|router_port| router_port.name == peer)
     })
 }
 
@@ -43,7 +43,7 @@ fn router_port_of<'a>(
 pub fn routers_of_switches(
     cache: &Cache,
     switches: &[LogicalSwitch],
-    ports: &BTreeMap<Uuid, LogicalSwitchPort>,
+    ports: &BTreeMap<Uuid, PortRow>,
 ) -> (RouterMacs, SwitchRouters) {
     let router_ports = LogicalRouterPort::all(cache);
     let routers = LogicalRouter::all(cache);

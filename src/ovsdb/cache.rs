@@ -37,6 +37,11 @@ pub struct IndexSpec {
     pub table: String,
     pub column: String,
     pub key: Option<String>,
+    /// Where rows without the map `key` are indexed (`None`: they are not).
+    pub absent: Option<String>,
+    /// Rows whose indexed value is this one are left out (e.g. the daemon's own rows, most of
+    /// the table, from an index of the others).
+    pub except: Option<String>,
 }
 
 impl IndexSpec {
@@ -45,6 +50,8 @@ impl IndexSpec {
             table: table.into(),
             column: column.into(),
             key: None,
+            absent: None,
+            except: None,
         }
     }
 
@@ -53,17 +60,70 @@ impl IndexSpec {
             table: table.into(),
             column: column.into(),
             key: Some(key.into()),
+            absent: None,
+            except: None,
         }
     }
 
-    fn value_of<'a>(&self, row: &'a Row) -> Option<&'a str> {
-        let value = row.get(&self.column)?;
-        match &self.key {
-            None => value.as_str(),
-            Some(key) => value
-                .as_map()?
-                .get(&super::value::Atom::String(key.clone()))
-                .and_then(|atom| atom.as_str()),
+    /// The rows whose map `column` does not hold `except` at `key`, by that key's value (`absent`
+    /// for a row without the key): e.g. every port without the daemon's vendor mark, which
+    /// [`Cache::indexed`] then lists without walking the table.
+    pub fn map_key_except(table: &str, column: &str, key: &str, except: &str, absent: &str) -> IndexSpec {
+        IndexSpec {
+            absent: Some(absent.into()),
+            except: Some(except.into()),
+            ..IndexSpec::map_key(table, column, key)
+        }
+    }
+
+    fn value_of<'a>(&'a self, row: &'a Row) -> Option<&'a str> {
+        let value = row.get(&self.column);
+        let indexed = match &self.key {
+            None => value?.as_str(),
+            Some(key) => match value.and_then(Value::as_map).and_then(|map| map.get_str(key)) {
+                Some(atom) => atom.as_str(),
+                None => self.absent.as_deref(),
+            },
+        };
+        indexed.filter(|indexed| self.except.as_deref() != Some(*indexed))
+    }
+}
+
+/// The rows holding one indexed value: one inline (a name or an owner is on one row), more in
+/// a vector, so a unique index costs no allocation per row.
+#[derive(Debug, Clone)]
+enum Bucket {
+    One(Uuid),
+    Many(Vec<Uuid>),
+}
+
+impl Default for Bucket {
+    fn default() -> Bucket {
+        Bucket::Many(Vec::new())
+    }
+}
+
+impl Bucket {
+    fn as_slice(&self) -> &[Uuid] {
+        match self {
+            Bucket::One(uuid) => std::slice::from_ref(uuid),
+            Bucket::Many(uuids) => uuids,
+        }
+    }
+
+    fn push(&mut self, uuid: Uuid) {
+        match self {
+            Bucket::Many(uuids) if uuids.is_empty() => *self = Bucket::One(uuid),
+            Bucket::Many(uuids) => uuids.push(uuid),
+            Bucket::One(first) => *self = Bucket::Many(vec![*first, uuid]),
+        }
+    }
+
+    fn remove(&mut self, uuid: &Uuid) {
+        match self {
+            Bucket::One(only) if only == uuid => *self = Bucket::Many(Vec::new()),
+            Bucket::One(_) => {}
+            Bucket::Many(uuids) => uuids.retain(|candidate| candidate != uuid),
         }
     }
 }
@@ -76,7 +136,7 @@ pub struct Cache {
     columns: HashMap<String, Vec<String>>,
     specs: Vec<IndexSpec>,
     /// Per spec: indexed value → rows holding it.
-    indexes: Vec<HashMap<String, Vec<Uuid>>>,
+    indexes: Vec<HashMap<String, Bucket>>,
 }
 
 impl Cache {
@@ -112,18 +172,26 @@ impl Cache {
             .iter()
             .position(|candidate| candidate == spec)
             .and_then(|position| self.indexes[position].get(value))
-            .map_or(&[], Vec::as_slice)
+            .map_or(&[], Bucket::as_slice)
     }
 
-    fn unindex(specs: &[IndexSpec], indexes: &mut [HashMap<String, Vec<Uuid>>], table: &str, uuid: &Uuid, row: &Row) {
+    /// Every row of an index given to [`Cache::with_indexes`] (e.g. every port without the
+    /// daemon's mark, see [`IndexSpec::map_key_except`]): its cost follows those rows, not the
+    /// table. `None` when there is no such index.
+    pub fn indexed<'a>(&'a self, spec: &IndexSpec) -> Option<impl Iterator<Item = &'a Uuid> + 'a> {
+        let position = self.specs.iter().position(|candidate| candidate == spec)?;
+        Some(self.indexes[position].values().flat_map(Bucket::as_slice))
+    }
+
+    fn unindex(specs: &[IndexSpec], indexes: &mut [HashMap<String, Bucket>], table: &str, uuid: &Uuid, row: &Row) {
         for (spec, index) in specs.iter().zip(indexes.iter_mut()) {
             if spec.table != table {
                 continue;
             }
             if let Some(value) = spec.value_of(row) {
                 if let Some(uuids) = index.get_mut(value) {
-                    uuids.retain(|candidate| candidate != uuid);
-                    if uuids.is_empty() {
+                    uuids.remove(uuid);
+                    if uuids.as_slice().is_empty() {
                         index.remove(value);
                     }
                 }
@@ -131,7 +199,39 @@ impl Cache {
         }
     }
 
-    fn index(specs: &[IndexSpec], indexes: &mut [HashMap<String, Vec<Uuid>>], table: &str, uuid: &Uuid, row: &Row) {
+    /// [`Cache::unindex`] the old row and [`Cache::index`] the new one, per index whose value
+    /// changed: a modify that leaves it alone (most do) costs no lookup in a long bucket.
+    fn reindex(
+        specs: &[IndexSpec],
+        indexes: &mut [HashMap<String, Bucket>],
+        table: &str,
+        uuid: &Uuid,
+        old: &Row,
+        new: &Row,
+    ) {
+        for (spec, index) in specs.iter().zip(indexes.iter_mut()) {
+            if spec.table != table {
+                continue;
+            }
+            let (before, after) = (spec.value_of(old), spec.value_of(new));
+            if before == after {
+                continue;
+            }
+            if let Some(value) = before {
+                if let Some(uuids) = index.get_mut(value) {
+                    uuids.remove(uuid);
+                    if uuids.as_slice().is_empty() {
+                        index.remove(value);
+                    }
+                }
+            }
+            if let Some(value) = after {
+                index.entry(value.to_string()).or_default().push(*uuid);
+            }
+        }
+    }
+
+    fn index(specs: &[IndexSpec], indexes: &mut [HashMap<String, Bucket>], table: &str, uuid: &Uuid, row: &Row) {
         for (spec, index) in specs.iter().zip(indexes.iter_mut()) {
             if spec.table != table {
                 continue;
@@ -204,6 +304,37 @@ impl Cache {
                 return Err(OvsdbError::Protocol(format!("updates of {table} are not an object")));
             };
             self.apply_rows(schema, &table, rows, &mut changes)?;
+        }
+        Ok(changes)
+    }
+
+    /// As [`Cache::apply_update2_owned`], reading `<table-updates2>` as the server sent them: the
+    /// text is split into rows without a JSON tree of the whole, and each row is parsed only
+    /// when it is applied (an initial dump of 100,000 rows is held as its text, once).
+    pub fn apply_update2_unparsed(
+        &mut self,
+        schema: &DatabaseSchema,
+        updates: &serde_json::value::RawValue,
+    ) -> Result<Vec<RowChange>, OvsdbError> {
+        type Rows<'a> = Vec<(&'a str, &'a serde_json::value::RawValue)>;
+        // Tables and uuids borrow the text; a server escaping characters in them (none does) is
+        // read the slow way.
+        let tables: Option<HashMap<&str, RowsInOrder>> = match serde_json::from_str(updates.get()) {
+            Ok(tables) => tables,
+            Err(_) => {
+                let json: Json = serde_json::from_str(updates.get())
+                    .map_err(|error| OvsdbError::Protocol(format!("table updates: {error}")))?;
+                return self.apply_update2_owned(schema, json);
+            }
+        };
+        let mut changes = Vec::new();
+        for (table, RowsInOrder(rows)) in tables.into_iter().flatten() {
+            let rows: Rows = rows;
+            let parsed = rows.into_iter().map(|(uuid, row)| {
+                // Valid JSON already (a raw value is checked when it is split off).
+                (uuid, serde_json::from_str::<Json>(row.get()).unwrap_or(Json::Null))
+            });
+            self.apply_rows(schema, table, parsed, &mut changes)?;
         }
         Ok(changes)
     }
@@ -284,8 +415,7 @@ impl Cache {
                     // version moved out of the cache into the change.
                     let after = Arc::new(row);
                     cached.insert(uuid, after.clone());
-                    Cache::unindex(specs, indexes, table, &uuid, &old);
-                    Cache::index(specs, indexes, table, &uuid, &after);
+                    Cache::reindex(specs, indexes, table, &uuid, &old, &after);
                     changes.push(RowChange {
                         table: table.to_string(),
                         uuid,
@@ -309,6 +439,29 @@ impl Cache {
             }
         }
         Ok(())
+    }
+}
+
+/// One table's row updates in the order sent, each row's text borrowed from the reply.
+struct RowsInOrder<'a>(Vec<(&'a str, &'a serde_json::value::RawValue)>);
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for RowsInOrder<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = RowsInOrder<'de>;
+            fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+                formatter.write_str("an object of row updates by uuid")
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
+                let mut rows = Vec::with_capacity(map.size_hint().unwrap_or(0));
+                while let Some(entry) = map.next_entry()? {
+                    rows.push(entry);
+                }
+                Ok(RowsInOrder(rows))
+            }
+        }
+        deserializer.deserialize_map(Visit)
     }
 }
 
@@ -375,6 +528,82 @@ mod tests {
         assert_eq!(changes[0].new.as_ref().unwrap()["name"], Value::string("b"));
     }
 
+    /// An index that leaves one value out holds every other row once (those without the key
+    /// under `absent`); `indexed` lists them, and follows updates both ways.
+    #[test]
+    fn rows_without_a_value_are_found_through_the_index() {
+        let schema = schema();
+        let spec = IndexSpec::map_key_except("A", "ids", "vendor", "us", "");
+        let mut cache = Cache::with_indexes(vec![spec.clone()]);
+        let (ours, bare, theirs) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        cache
+            .apply_update2(
+                &schema,
+                &json!({"A": {
+                    ours.to_string(): {"insert": {"name": "a", "ids": ["map", [["vendor", "us"]]]}},
+                    bare.to_string(): {"insert": {"name": "b"}},
+                    theirs.to_string(): {"insert": {"name": "c", "ids": ["map", [["vendor", "them"]]]}}
+                }}),
+            )
+            .unwrap();
+        let others = |cache: &Cache| {
+            let mut found: Vec<Uuid> = cache.indexed(&spec).unwrap().copied().collect();
+            found.sort();
+            found
+        };
+        let mut expected = vec![bare, theirs];
+        expected.sort();
+        assert_eq!(others(&cache), expected);
+        assert_eq!(cache.find(&spec, ""), [bare]);
+        assert!(cache.find(&spec, "us").is_empty());
+        // The bare row gains the mark: it leaves the index; ours loses it: it joins.
+        cache
+            .apply_update2(
+                &schema,
+                &json!({"A": {
+                    bare.to_string(): {"modify": {"ids": ["map", [["vendor", "us"]]]}},
+                    ours.to_string(): {"modify": {"name": "a2", "ids": ["map", [["vendor", "us"]]]}}
+                }}),
+            )
+            .unwrap();
+        let mut expected = vec![ours, theirs];
+        expected.sort();
+        assert_eq!(others(&cache), expected);
+        // A modify that leaves the indexed value alone keeps the row where it was, once.
+        cache
+            .apply_update2(&schema, &json!({"A": {theirs.to_string(): {"modify": {"name": "c2"}}}}))
+            .unwrap();
+        assert_eq!(cache.find(&spec, "them"), [theirs]);
+        cache
+            .apply_update2(&schema, &json!({"A": {theirs.to_string(): {"delete": null}}}))
+            .unwrap();
+        assert_eq!(others(&cache), [ours]);
+        assert!(cache.indexed(&IndexSpec::column("A", "name")).is_none());
+    }
+
+    /// A value on one row is held inline, on more in a vector; both ways agree with the rows.
+    #[test]
+    fn an_index_follows_one_and_many_rows_per_value() {
+        let schema = schema();
+        let spec = IndexSpec::column("A", "name");
+        let mut cache = Cache::with_indexes(vec![spec.clone()]);
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let insert = |uuid: Uuid| json!({"A": {uuid.to_string(): {"insert": {"name": "x"}}}});
+        cache.apply_update2(&schema, &insert(a)).unwrap();
+        assert_eq!(cache.find(&spec, "x"), [a]);
+        cache.apply_update2(&schema, &insert(b)).unwrap();
+        assert_eq!(cache.find(&spec, "x"), [a, b]);
+        cache
+            .apply_update2(&schema, &json!({"A": {a.to_string(): {"modify": {"name": "y"}}}}))
+            .unwrap();
+        assert_eq!((cache.find(&spec, "x"), cache.find(&spec, "y")), (&[b][..], &[a][..]));
+        cache
+            .apply_update2(&schema, &json!({"A": {b.to_string(): {"delete": null}}}))
+            .unwrap();
+        assert!(cache.find(&spec, "x").is_empty());
+        assert_eq!(cache.indexed(&spec).unwrap().collect::<Vec<_>>(), [&a]);
+    }
+
     #[test]
     fn a_change_shares_its_rows_with_the_cache() {
         let schema = schema();
@@ -407,15 +636,31 @@ mod tests {
             json!({"A": {id.clone(): {"delete": null}}}),
             json!(null),
         ];
-        let (mut borrowed, mut owned) = (Cache::new(), Cache::new());
+        let (mut borrowed, mut owned, mut unparsed) = (Cache::new(), Cache::new(), Cache::new());
         for update in updates {
             let expected = borrowed.apply_update2(&schema, &update).unwrap();
+            let text = serde_json::value::to_raw_value(&update).unwrap();
+            assert_eq!(unparsed.apply_update2_unparsed(&schema, &text).unwrap(), expected);
             assert_eq!(owned.apply_update2_owned(&schema, update).unwrap(), expected);
             assert_eq!(
                 owned.rows("A").collect::<Vec<_>>(),
                 borrowed.rows("A").collect::<Vec<_>>()
             );
+            assert_eq!(
+                unparsed.rows("A").collect::<Vec<_>>(),
+                borrowed.rows("A").collect::<Vec<_>>()
+            );
         }
+        // Escaped characters in a table name or uuid (no server sends them) are read too.
+        let id = Uuid::new_v4();
+        let escaped = serde_json::value::RawValue::from_string(format!(
+            r#"{{"\u0041": {{"{id}": {{"insert": {{"name": "e"}}}}}}}}"#
+        ))
+        .unwrap();
+        assert_eq!(unparsed.apply_update2_unparsed(&schema, &escaped).unwrap().len(), 1);
+        assert_eq!(unparsed.row("A", &id).unwrap()["name"], Value::string("e"));
+        let bad = serde_json::value::RawValue::from_string("[1]".to_string()).unwrap();
+        assert!(unparsed.apply_update2_unparsed(&schema, &bad).is_err());
         assert!(owned.apply_update2_owned(&schema, json!([1])).is_err());
         assert!(owned.apply_update2_owned(&schema, json!({"A": 1})).is_err());
     }

@@ -661,8 +661,9 @@ async fn run_session(shared: &Arc<Shared>, remote: &Remote, resume: &mut Resume)
         .collect();
     let requests = Json::Object(requests);
     let monitor_id = json!(config.database);
+    let download_started = std::time::Instant::now();
     let (found, updates) = match connection
-        .monitor_cond_since(
+        .monitor_cond_since_unparsed(
             &config.database,
             monitor_id.clone(),
             requests.clone(),
@@ -672,25 +673,34 @@ async fn run_session(shared: &Arc<Shared>, remote: &Remote, resume: &mut Resume)
     {
         Ok((found, txn_id, updates)) => {
             resume.last_txn_id = txn_id;
-            (found, updates)
+            (found, MonitorReply::Unparsed(updates))
         }
         Err(OvsdbError::Rpc { error, .. }) if error.contains("unknown method") => {
             // Servers older than OVS 2.12 have no monitor_cond_since.
             (
                 false,
-                connection
-                    .monitor_cond(&config.database, monitor_id.clone(), requests)
-                    .await?,
+                MonitorReply::Parsed(
+                    connection
+                        .monitor_cond(&config.database, monitor_id.clone(), requests)
+                        .await?,
+                ),
             )
         }
         Err(error) => return Err(error),
     };
-    {
+    let download = download_started.elapsed();
+    let apply_started = std::time::Instant::now();
+    let (rows, rows_changed) = {
         let mut cache = shared.cache.write().unwrap_or_else(|poisoned| poisoned.into_inner());
         if !found {
             cache.clear();
         }
-        let changes = cache.apply_update2_owned(&schema, updates)?;
+        let changes = match updates {
+            MonitorReply::Unparsed(updates) => cache.apply_update2_unparsed(&schema, &updates)?,
+            MonitorReply::Parsed(updates) => cache.apply_update2_owned(&schema, updates)?,
+        };
+        let rows = cache.tables().map(|table| cache.len(table)).sum::<usize>();
+        let rows_changed = changes.len();
         if let Some(feed) = &config.replica_feed {
             let _ = feed.send(ReplicaUpdate {
                 synced: Some(found),
@@ -698,7 +708,9 @@ async fn run_session(shared: &Arc<Shared>, remote: &Remote, resume: &mut Resume)
                 changes,
             });
         }
-    }
+        (rows, rows_changed)
+    };
+    let apply = apply_started.elapsed();
     let wanted_locks: Vec<String> = shared
         .wanted_locks
         .lock()
@@ -730,7 +742,18 @@ async fn run_session(shared: &Arc<Shared>, remote: &Remote, resume: &mut Resume)
             }
         });
     }
-    info!(remote = %remote, resumed = found, "OVSDB connection ready");
+    // One line per connection with the cost of its monitor reply: the wait for it (the server
+    // composing and sending it, and this side reading and parsing it) and applying it to the
+    // cache, which is most of a restart's "NB download" stage.
+    info!(
+        remote = %remote,
+        resumed = found,
+        rows,
+        rows_changed,
+        download_ms = download.as_millis() as u64,
+        apply_ms = apply.as_millis() as u64,
+        "OVSDB connection ready"
+    );
     shared.state.send_modify(|state| {
         state.connection = Some(connection.clone());
         state.schema = Some(schema.clone());
@@ -776,6 +799,12 @@ async fn run_session(shared: &Arc<Shared>, remote: &Remote, resume: &mut Resume)
             Notification::Update { .. } | Notification::Other { .. } => {}
         }
     }
+}
+
+/// A monitor's initial reply: as sent (`monitor_cond_since`), or parsed (`monitor_cond`).
+enum MonitorReply {
+    Unparsed(Box<serde_json::value::RawValue>),
+    Parsed(Json),
 }
 
 fn lock_guard(locks: &Mutex<BTreeSet<String>>) -> std::sync::MutexGuard<'_, BTreeSet<String>> {

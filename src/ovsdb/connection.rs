@@ -72,8 +72,13 @@ struct Call {
     method: String,
     /// Serialized once by the caller, copied verbatim into the request.
     params: Box<serde_json::value::RawValue>,
-    reply: oneshot::Sender<Result<Json, OvsdbError>>,
+    /// The reply's `result` unparsed: the caller parses it (a monitor's initial reply, megabytes,
+    /// is read straight into the cache, never as a JSON tree).
+    reply: ReplySender,
 }
+
+/// Where a call's reply goes: its `result` unparsed, or the error.
+type ReplySender = oneshot::Sender<Result<Box<RawValue>, OvsdbError>>;
 
 /// A request as it goes on the wire, borrowing its parts.
 #[derive(serde::Serialize)]
@@ -119,7 +124,7 @@ struct Incoming {
     method: Option<String>,
     params: Option<Box<RawValue>>,
     #[serde(default)]
-    result: Json,
+    result: Option<Box<RawValue>>,
     #[serde(default)]
     error: Json,
 }
@@ -209,12 +214,22 @@ impl Connection {
 
     /// Sends a request and waits for its reply; a JSON-RPC `error` becomes [`OvsdbError::Rpc`].
     pub async fn call(&self, method: &str, params: Json) -> Result<Json, OvsdbError> {
+        let reply = self.call_unparsed(method, params).await?;
+        parse_result(method, &reply)
+    }
+
+    /// As [`Connection::call`], with the reply's `result` as the server sent it.
+    async fn call_unparsed(&self, method: &str, params: Json) -> Result<Box<RawValue>, OvsdbError> {
         let params = serde_json::value::to_raw_value(&params)
             .map_err(|error| OvsdbError::Protocol(format!("cannot encode {method} parameters: {error}")))?;
         self.call_raw(method, params).await
     }
 
-    async fn call_raw(&self, method: &str, params: Box<serde_json::value::RawValue>) -> Result<Json, OvsdbError> {
+    async fn call_raw(
+        &self,
+        method: &str,
+        params: Box<serde_json::value::RawValue>,
+    ) -> Result<Box<RawValue>, OvsdbError> {
         let (reply_tx, reply_rx) = oneshot::channel();
         self.calls
             .send(Call {
@@ -252,7 +267,7 @@ impl Connection {
         let params = serde_json::value::to_raw_value(&TransactParams { database, operations })
             .map_err(|error| OvsdbError::Protocol(format!("cannot encode a transaction: {error}")))?;
         let reply = self.call_raw("transact", params).await?;
-        parse_transact_reply(operations, &reply, schema)
+        parse_transact_reply(operations, &parse_result("transact", &reply)?, schema)
     }
 
     /// `monitor_cond` (replies with `update2` table updates).
@@ -269,20 +284,30 @@ impl Connection {
         requests: Json,
         last_txn_id: &str,
     ) -> Result<(bool, String, Json), OvsdbError> {
+        let (found, txn_id, updates) = self
+            .monitor_cond_since_unparsed(database, monitor_id, requests, last_txn_id)
+            .await?;
+        Ok((found, txn_id, parse_result("monitor_cond_since", &updates)?))
+    }
+
+    /// As [`Connection::monitor_cond_since`], with the updates as the server sent them, for
+    /// [`super::Cache::apply_update2_unparsed`]: an initial reply of 100,000 rows is never a JSON
+    /// tree.
+    pub async fn monitor_cond_since_unparsed(
+        &self,
+        database: &str,
+        monitor_id: Json,
+        requests: Json,
+        last_txn_id: &str,
+    ) -> Result<(bool, String, Box<RawValue>), OvsdbError> {
         let reply = self
-            .call(
+            .call_unparsed(
                 "monitor_cond_since",
                 json!([database, monitor_id, requests, last_txn_id]),
             )
             .await?;
-        match reply {
-            Json::Array(mut items) if items.len() == 3 => {
-                let updates = items.pop().unwrap_or(Json::Null);
-                let txn_id = items[1].as_str().unwrap_or_default().to_string();
-                Ok((items[0].as_bool().unwrap_or(false), txn_id, updates))
-            }
-            other => Err(OvsdbError::Protocol(format!("bad monitor_cond_since reply: {other}"))),
-        }
+        serde_json::from_str::<(bool, String, Box<RawValue>)>(reply.get())
+            .map_err(|error| OvsdbError::Protocol(format!("bad monitor_cond_since reply: {error}")))
     }
 
     pub async fn monitor_cancel(&self, monitor_id: Json) -> Result<(), OvsdbError> {
@@ -309,7 +334,7 @@ impl Connection {
 struct Session {
     probe_interval: Option<Duration>,
     notifications: mpsc::UnboundedSender<(String, Box<RawValue>)>,
-    pending: HashMap<u64, (String, oneshot::Sender<Result<Json, OvsdbError>>)>,
+    pending: HashMap<u64, (String, ReplySender)>,
     next_id: u64,
     /// The id of our own unanswered inactivity probe.
     probe_id: Option<u64>,
@@ -437,7 +462,12 @@ impl Session {
             return Ok(None);
         };
         let outcome = if incoming.error.is_null() {
-            Ok(incoming.result)
+            match incoming.result {
+                Some(result) => Ok(result),
+                None => {
+                    RawValue::from_string("null".to_string()).map_err(|error| OvsdbError::Protocol(error.to_string()))
+                }
+            }
         } else {
             let error = match &incoming.error {
                 Json::String(text) => text.clone(),
@@ -452,6 +482,11 @@ impl Session {
         let _ = reply.send(outcome);
         Ok(None)
     }
+}
+
+/// A reply's `result` as a JSON tree.
+fn parse_result(method: &str, result: &RawValue) -> Result<Json, OvsdbError> {
+    serde_json::from_str(result.get()).map_err(|error| OvsdbError::Protocol(format!("{method} reply: {error}")))
 }
 
 fn parse_notification(method: String, params: &RawValue) -> Notification {

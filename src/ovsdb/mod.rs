@@ -26,4 +26,4 @@ pub use error::{OvsdbError, TransactionError};
 pub use operation::{Condition, Function, Mutation, Mutator, Operation, OperationResult, Row, WaitUntil};
 pub use remote::{Remote, TlsFiles};
 pub use schema::{ColumnType, DatabaseSchema};
-pub use value::{Atom, Value};
+pub use value::{Atom, AtomMap, AtomSet, Value};

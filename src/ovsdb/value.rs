@@ -3,7 +3,6 @@
 //! [`Value::normalize`] then gives every non-scalar column a `Set` so callers see one shape.
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{Hash, Hasher};
 
 use serde::ser::{SerializeSeq, Serializer};
@@ -176,12 +175,231 @@ impl Hash for Atom {
     }
 }
 
+/// A set of atoms, kept as a sorted vector without duplicates: a small set (most columns hold
+/// none, one or two) costs its elements and nothing else, where a `BTreeSet` node holds room for
+/// eleven; a large one (a switch's `ports`) is one block, copied by one `memcpy`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AtomSet(Vec<Atom>);
+
+impl AtomSet {
+    pub fn new() -> AtomSet {
+        AtomSet(Vec::new())
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The elements in order.
+    pub fn iter(&self) -> std::slice::Iter<'_, Atom> {
+        self.0.iter()
+    }
+
+    pub fn contains(&self, atom: &Atom) -> bool {
+        self.0.binary_search(atom).is_ok()
+    }
+
+    /// Adds `atom`; false when it was there already.
+    pub fn insert(&mut self, atom: Atom) -> bool {
+        match self.0.binary_search(&atom) {
+            Ok(_) => false,
+            Err(position) => {
+                self.0.insert(position, atom);
+                true
+            }
+        }
+    }
+
+    /// Removes `atom`; false when it was not there.
+    pub fn remove(&mut self, atom: &Atom) -> bool {
+        match self.0.binary_search(atom) {
+            Ok(position) => {
+                self.0.remove(position);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Toggles every atom of `changes` (present: removed, absent: added), the `update2` set
+    /// diff. A large diff (a bulk insert into a switch's ports) is merged in one pass instead of
+    /// one shift of the vector per atom.
+    fn toggle(&mut self, changes: AtomSet) {
+        if changes.len() <= 16 {
+            for atom in changes.0 {
+                if !self.remove(&atom) {
+                    self.insert(atom);
+                }
+            }
+            return;
+        }
+        let current = std::mem::take(&mut self.0);
+        let mut merged = Vec::with_capacity(current.len() + changes.len());
+        let (mut left, mut right) = (current.into_iter().peekable(), changes.0.into_iter().peekable());
+        loop {
+            match (left.peek(), right.peek()) {
+                (Some(a), Some(b)) => match a.cmp(b) {
+                    Ordering::Less => merged.extend(left.next()),
+                    Ordering::Greater => merged.extend(right.next()),
+                    Ordering::Equal => {
+                        left.next();
+                        right.next();
+                    }
+                },
+                (Some(_), None) => merged.extend(left.next()),
+                (None, Some(_)) => merged.extend(right.next()),
+                (None, None) => break,
+            }
+        }
+        merged.shrink_to_fit();
+        self.0 = merged;
+    }
+}
+
+impl FromIterator<Atom> for AtomSet {
+    fn from_iter<I: IntoIterator<Item = Atom>>(items: I) -> AtomSet {
+        let mut atoms: Vec<Atom> = items.into_iter().collect();
+        atoms.sort();
+        atoms.dedup();
+        atoms.shrink_to_fit();
+        AtomSet(atoms)
+    }
+}
+
+impl<const N: usize> From<[Atom; N]> for AtomSet {
+    fn from(atoms: [Atom; N]) -> AtomSet {
+        atoms.into_iter().collect()
+    }
+}
+
+impl IntoIterator for AtomSet {
+    type Item = Atom;
+    type IntoIter = std::vec::IntoIter<Atom>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
+}
+
+impl<'a> IntoIterator for &'a AtomSet {
+    type Item = &'a Atom;
+    type IntoIter = std::slice::Iter<'a, Atom>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+/// A map of atoms, kept as a vector of pairs sorted by key (keys unique): `external_ids` and
+/// `options` hold a few entries each, and a `BTreeMap` node holds room for eleven.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AtomMap(Vec<(Atom, Atom)>);
+
+impl AtomMap {
+    pub fn new() -> AtomMap {
+        AtomMap(Vec::new())
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn position(&self, key: &Atom) -> Result<usize, usize> {
+        self.0.binary_search_by(|(candidate, _)| candidate.cmp(key))
+    }
+
+    pub fn get(&self, key: &Atom) -> Option<&Atom> {
+        self.position(key).ok().map(|position| &self.0[position].1)
+    }
+
+    /// The value of a string key, without building an atom for the key.
+    pub fn get_str(&self, key: &str) -> Option<&Atom> {
+        self.0
+            .binary_search_by(|(candidate, _)| match candidate {
+                Atom::String(text) => text.as_str().cmp(key),
+                other => other.rank().cmp(&3),
+            })
+            .ok()
+            .map(|position| &self.0[position].1)
+    }
+
+    pub fn contains_key(&self, key: &Atom) -> bool {
+        self.position(key).is_ok()
+    }
+
+    /// Sets `key` to `value`; returns the value it replaced.
+    pub fn insert(&mut self, key: Atom, value: Atom) -> Option<Atom> {
+        match self.position(&key) {
+            Ok(position) => Some(std::mem::replace(&mut self.0[position].1, value)),
+            Err(position) => {
+                self.0.insert(position, (key, value));
+                None
+            }
+        }
+    }
+
+    pub fn remove(&mut self, key: &Atom) -> Option<Atom> {
+        self.position(key).ok().map(|position| self.0.remove(position).1)
+    }
+
+    /// The entries in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (&Atom, &Atom)> + '_ {
+        self.0.iter().map(|(key, value)| (key, value))
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = &Atom> + '_ {
+        self.0.iter().map(|(key, _)| key)
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &Atom> + '_ {
+        self.0.iter().map(|(_, value)| value)
+    }
+}
+
+/// The last value given for a key wins, as in a `BTreeMap` built from the same pairs.
+impl FromIterator<(Atom, Atom)> for AtomMap {
+    fn from_iter<I: IntoIterator<Item = (Atom, Atom)>>(entries: I) -> AtomMap {
+        let mut pairs: Vec<(Atom, Atom)> = entries.into_iter().collect();
+        // Stable: equal keys keep their order, so the last one given is last and kept.
+        pairs.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut unique: Vec<(Atom, Atom)> = Vec::with_capacity(pairs.len());
+        for pair in pairs {
+            match unique.last_mut() {
+                Some(last) if last.0 == pair.0 => *last = pair,
+                _ => unique.push(pair),
+            }
+        }
+        unique.shrink_to_fit();
+        AtomMap(unique)
+    }
+}
+
+impl<const N: usize> From<[(Atom, Atom); N]> for AtomMap {
+    fn from(entries: [(Atom, Atom); N]) -> AtomMap {
+        entries.into_iter().collect()
+    }
+}
+
+impl IntoIterator for AtomMap {
+    type Item = (Atom, Atom);
+    type IntoIter = std::vec::IntoIter<(Atom, Atom)>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
+}
+
 /// A column value: a single atom (scalar columns), a set, or a map.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Value {
     Atom(Atom),
-    Set(BTreeSet<Atom>),
-    Map(BTreeMap<Atom, Atom>),
+    Set(AtomSet),
+    Map(AtomMap),
 }
 
 impl Value {
@@ -194,7 +412,7 @@ impl Value {
     }
 
     pub fn empty_set() -> Value {
-        Value::Set(BTreeSet::new())
+        Value::Set(AtomSet::new())
     }
 
     pub fn set<I, A>(items: I) -> Value
@@ -243,20 +461,20 @@ impl Value {
                     return elements
                         .iter()
                         .map(Atom::from_json)
-                        .collect::<Result<BTreeSet<_>, _>>()
+                        .collect::<Result<AtomSet, _>>()
                         .map(Value::Set);
                 }
                 (Some("map"), Some(Json::Array(pairs))) if items.len() == 2 => {
-                    let mut entries = BTreeMap::new();
+                    let mut entries = Vec::with_capacity(pairs.len());
                     for pair in pairs {
                         match pair {
                             Json::Array(kv) if kv.len() == 2 => {
-                                entries.insert(Atom::from_json(&kv[0])?, Atom::from_json(&kv[1])?);
+                                entries.push((Atom::from_json(&kv[0])?, Atom::from_json(&kv[1])?));
                             }
                             _ => return Err(OvsdbError::Protocol(format!("bad map pair: {pair}"))),
                         }
                     }
-                    return Ok(Value::Map(entries));
+                    return Ok(Value::Map(entries.into_iter().collect()));
                 }
                 _ => {}
             }
@@ -268,9 +486,7 @@ impl Value {
     /// column becomes a one-element set.
     pub fn normalize(self, column_type: &ColumnType) -> Value {
         match self {
-            Value::Atom(atom) if !column_type.is_scalar() && !column_type.is_map() => {
-                Value::Set(BTreeSet::from([atom]))
-            }
+            Value::Atom(atom) if !column_type.is_scalar() && !column_type.is_map() => Value::Set(AtomSet::from([atom])),
             other => other,
         }
     }
@@ -284,13 +500,7 @@ impl Value {
             return;
         }
         match (self, diff.normalize(column_type)) {
-            (Value::Set(current), Value::Set(changes)) => {
-                for atom in changes {
-                    if !current.remove(&atom) {
-                        current.insert(atom);
-                    }
-                }
-            }
+            (Value::Set(current), Value::Set(changes)) => current.toggle(changes),
             (Value::Map(current), Value::Map(changes)) => {
                 for (key, value) in changes {
                     match current.get(&key) {
@@ -319,7 +529,7 @@ impl Value {
         self.as_atom().and_then(Atom::as_str)
     }
 
-    pub fn as_map(&self) -> Option<&BTreeMap<Atom, Atom>> {
+    pub fn as_map(&self) -> Option<&AtomMap> {
         match self {
             Value::Map(entries) => Some(entries),
             _ => None,
@@ -346,13 +556,23 @@ impl Serialize for Atom {
 }
 
 /// A map's entries as `[[key, value], ...]`.
-struct Pairs<'a>(&'a BTreeMap<Atom, Atom>);
+struct Pairs<'a>(&'a AtomMap);
 
 impl Serialize for Pairs<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut sequence = serializer.serialize_seq(Some(self.0.len()))?;
-        for pair in self.0 {
+        for pair in self.0.iter() {
             sequence.serialize_element(&pair)?;
+        }
+        sequence.end()
+    }
+}
+
+impl Serialize for AtomSet {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut sequence = serializer.serialize_seq(Some(self.len()))?;
+        for atom in self.iter() {
+            sequence.serialize_element(atom)?;
         }
         sequence.end()
     }
@@ -433,6 +653,59 @@ mod tests {
         let mut value = Value::map([("keep", "1"), ("drop", "2"), ("change", "3")]);
         value.apply_diff(Value::map([("drop", "2"), ("change", "4"), ("new", "5")]), &map_type);
         assert_eq!(value, Value::map([("keep", "1"), ("change", "4"), ("new", "5")]));
+    }
+
+    /// A large set diff is merged in one pass; the result is the per-element toggle's.
+    #[test]
+    fn a_large_set_diff_is_the_same_toggle_as_a_small_one() {
+        let set_type = ColumnType::set_of_strings();
+        let current = Value::set((0..100).map(|n| format!("p{n:03}")));
+        // 40 changes: 20 present (removed), 20 absent (added), given unsorted.
+        let changes: Vec<String> = (0..20)
+            .map(|n| format!("p{:03}", n * 5))
+            .chain((0..20).map(|n| format!("q{n:03}")))
+            .rev()
+            .collect();
+        let mut merged = current.clone();
+        merged.apply_diff(Value::set(changes.clone()), &set_type);
+        let mut one_by_one = current;
+        for change in changes {
+            one_by_one.apply_diff(Value::set([change]), &set_type);
+        }
+        assert_eq!(merged, one_by_one);
+        let Value::Set(items) = &merged else {
+            panic!("not a set")
+        };
+        assert_eq!(items.len(), 100);
+        assert!(
+            items.iter().zip(items.iter().skip(1)).all(|(a, b)| a < b),
+            "sorted, unique"
+        );
+        assert!(!items.contains(&Atom::string("p005")) && items.contains(&Atom::string("q019")));
+    }
+
+    /// Sets and maps are sorted vectors: built from any order (the last value of a repeated key
+    /// wins, as in a `BTreeMap`), looked up by binary search, a string key without an atom.
+    #[test]
+    fn sets_and_maps_are_sorted_and_unique() {
+        let set: AtomSet = [Atom::string("b"), Atom::string("a"), Atom::string("b")].into();
+        assert_eq!(set.iter().collect::<Vec<_>>(), [&Atom::string("a"), &Atom::string("b")]);
+        let map: AtomMap = [
+            (Atom::string("k"), Atom::string("1")),
+            (Atom::Integer(7), Atom::string("int")),
+            (Atom::string("a"), Atom::string("2")),
+            (Atom::string("k"), Atom::string("3")),
+        ]
+        .into();
+        assert_eq!(map.len(), 3);
+        assert_eq!(map.get_str("k"), Some(&Atom::string("3")));
+        assert_eq!(map.get(&Atom::string("a")), Some(&Atom::string("2")));
+        assert_eq!(map.get_str("missing"), None);
+        assert_eq!(map.get(&Atom::Integer(7)), Some(&Atom::string("int")));
+        assert_eq!(
+            Value::Map(map).to_json(),
+            json!(["map", [[7, "int"], ["a", "2"], ["k", "3"]]])
+        );
     }
 
     #[test]

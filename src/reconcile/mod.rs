@@ -16,7 +16,9 @@ mod compute;
 mod controller;
 mod status;
 
-use tracing::debug;
+use std::time::Instant;
+
+use tracing::{debug, info};
 
 pub use crate::nb::{Difference, Plan};
 pub use compute::{compute_plan, Computed};
@@ -36,6 +38,7 @@ pub async fn pass(
     memory: &mut Memory,
     lock: Option<&str>,
 ) -> Result<usize, OvsdbError> {
+    let started = Instant::now();
     let Computed {
         desired,
         plan,
@@ -43,6 +46,7 @@ pub async fn pass(
         rules,
         examined,
     } = compute_plan(registry, &client.cache(), dirty, memory);
+    let computed = started.elapsed();
     if dirty.full {
         let span = tracing::Span::current();
         span.record(
@@ -62,6 +66,7 @@ pub async fn pass(
         .inc();
     metrics.sync_pass_objects.set(examined as i64);
     let sent = plan.operations.len();
+    let transact_started = Instant::now();
     if sent > 0 {
         debug!(operations = sent, "applying NB changes");
         match lock {
@@ -78,7 +83,36 @@ pub async fn pass(
             }
         }
     }
+    let transacted = transact_started.elapsed();
+    let status_started = Instant::now();
     status::write_rule_status(registry, &desired, &rules);
     status::write_vip_status(registry, &desired, &plan, &vips);
+    let statuses = status_started.elapsed();
+    // Where a pass's time goes, one line: a full pass at info (start-up, reconnect, the periodic
+    // tick: the operator's "restart to converged" is mostly this), an incremental one at debug.
+    let (compute_ms, transact_ms, status_ms) = (
+        computed.as_secs_f64() * 1e3,
+        transacted.as_secs_f64() * 1e3,
+        statuses.as_secs_f64() * 1e3,
+    );
+    if dirty.full {
+        info!(
+            examined,
+            operations = sent,
+            compute_ms,
+            transact_ms,
+            status_ms,
+            "full pass"
+        );
+    } else {
+        debug!(
+            examined,
+            operations = sent,
+            compute_ms,
+            transact_ms,
+            status_ms,
+            "incremental pass"
+        );
+    }
     Ok(sent)
 }
