@@ -2,12 +2,16 @@
 //! under `migrations/` compiled into the binary. A migration reads the store and returns the
 //! writes it needs; the runner applies those writes and the new version number in one sled
 //! transaction, so a crash mid-migration leaves the store at the old version, untouched.
+//! Format 4 moved every record into one tree (`records`); the trees of formats 1–3 are opened
+//! only while migrations run and dropped after the last one (again at the next open if a crash
+//! came between).
 
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use sled::Transactional;
 use tracing::info;
 
 use super::{StoreError, Trees};
+pub use super::keys::Space;
 
 const VERSION_KEY: &[u8] = b"format_version";
 
@@ -18,7 +22,8 @@ pub struct PlannedWrite {
     pub value: Option<Vec<u8>>,
 }
 
-/// The record trees, named: what a write (the store's batches, a migration's plan) goes to.
+/// The trees a migration's write goes to: the record trees of formats 1–3, `meta`, and the one
+/// tree of format 4 (`records`, keys with their [`Space`] byte).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tree {
     Subnets,
@@ -27,13 +32,15 @@ pub enum Tree {
     SwitchLbRules,
     Ips,
     Macs,
+    Meta,
+    Records,
 }
 
 impl Tree {
-    /// This tree among the six a multi-tree transaction hands out, given in declaration order
-    /// (subnets, vips, pods, slrs, ips, macs).
-    pub fn pick(self, trees: [&TransactionalTree; 6]) -> &TransactionalTree {
-        let [subnets, vips, pods, slrs, ips, macs] = trees;
+    /// This tree among the eight the runner's transaction hands out, given in declaration
+    /// order (subnets, vips, pods, slrs, ips, macs, meta, records).
+    pub fn pick(self, trees: [&TransactionalTree; 8]) -> &TransactionalTree {
+        let [subnets, vips, pods, slrs, ips, macs, meta, records] = trees;
         match self {
             Tree::Subnets => subnets,
             Tree::Vips => vips,
@@ -41,9 +48,24 @@ impl Tree {
             Tree::SwitchLbRules => slrs,
             Tree::Ips => ips,
             Tree::Macs => macs,
+            Tree::Meta => meta,
+            Tree::Records => records,
         }
     }
 }
+
+/// The trees of formats 1–3, dropped once the store is at format 4.
+const FORMAT_3_TREES: [&str; 9] = [
+    "subnets",
+    "vips",
+    "pods",
+    "slrs",
+    "ips",
+    "macs",
+    "revisions",
+    "changes",
+    "cluster_rows",
+];
 
 pub struct Migration {
     pub version: u32,
@@ -57,6 +79,8 @@ mod m0001_initial;
 mod m0002_binary_address_keys;
 #[path = "../../migrations/0003_revisions.rs"]
 mod m0003_revisions;
+#[path = "../../migrations/0004_one_tree.rs"]
+mod m0004_one_tree;
 
 pub const MIGRATIONS: &[Migration] = &[
     Migration {
@@ -74,13 +98,18 @@ pub const MIGRATIONS: &[Migration] = &[
         description: m0003_revisions::DESCRIPTION,
         plan: m0003_revisions::plan,
     },
+    Migration {
+        version: 4,
+        description: m0004_one_tree::DESCRIPTION,
+        plan: m0004_one_tree::plan,
+    },
 ];
 
 /// The format this build writes.
-pub const CURRENT_VERSION: u32 = 3;
+pub const CURRENT_VERSION: u32 = 4;
 
-pub(crate) fn read_version(trees: &Trees) -> Result<u32, StoreError> {
-    match trees.meta.get(VERSION_KEY)? {
+pub(crate) fn read_version(meta: &sled::Tree) -> Result<u32, StoreError> {
+    match meta.get(VERSION_KEY)? {
         None => Ok(0),
         Some(bytes) => {
             let array: [u8; 4] = bytes
@@ -92,8 +121,10 @@ pub(crate) fn read_version(trees: &Trees) -> Result<u32, StoreError> {
     }
 }
 
-pub(crate) fn run(_db: &sled::Db, trees: &Trees, path: &str) -> Result<(), StoreError> {
-    let found = read_version(trees)?;
+/// Runs the pending migrations; returns the trees the store uses: `meta` and `records`.
+pub(crate) fn run(db: &sled::Db, path: &str) -> Result<(sled::Tree, sled::Tree), StoreError> {
+    let meta = db.open_tree("meta")?;
+    let found = read_version(&meta)?;
     if found > CURRENT_VERSION {
         return Err(StoreError::NewerVersion {
             path: path.to_string(),
@@ -101,6 +132,21 @@ pub(crate) fn run(_db: &sled::Db, trees: &Trees, path: &str) -> Result<(), Store
             supported: CURRENT_VERSION,
         });
     }
+    if found < CURRENT_VERSION {
+        let trees = Trees::open(db)?;
+        migrate(&trees, found)?;
+    }
+    // The format-3 trees, left by a crash between the last migration and their drop.
+    let names = db.tree_names();
+    for name in FORMAT_3_TREES {
+        if names.iter().any(|present| present.as_ref() == name.as_bytes()) {
+            db.drop_tree(name)?;
+        }
+    }
+    Ok((meta, db.open_tree("records")?))
+}
+
+fn migrate(trees: &Trees, found: u32) -> Result<(), StoreError> {
     for migration in MIGRATIONS.iter().filter(|migration| migration.version > found) {
         let writes = (migration.plan)(trees).map_err(|message| StoreError::Migration {
             version: migration.version,
@@ -115,11 +161,12 @@ pub(crate) fn run(_db: &sled::Db, trees: &Trees, path: &str) -> Result<(), Store
             &trees.slrs,
             &trees.ips,
             &trees.macs,
+            &trees.records,
         );
         let result: Result<(), TransactionError<()>> =
-            all.transaction(|(meta, subnets, vips, pods, slrs, ips, macs)| {
+            all.transaction(|(meta, subnets, vips, pods, slrs, ips, macs, records)| {
                 for write in &writes {
-                    let tree = write.tree.pick([subnets, vips, pods, slrs, ips, macs]);
+                    let tree = write.tree.pick([subnets, vips, pods, slrs, ips, macs, meta, records]);
                     match &write.value {
                         Some(value) => tree.insert(write.key.as_slice(), value.as_slice())?,
                         None => tree.remove(write.key.as_slice())?,
@@ -138,6 +185,7 @@ pub(crate) fn run(_db: &sled::Db, trees: &Trees, path: &str) -> Result<(), Store
                 })
             }
         }
+        trees.records.flush()?;
         trees.meta.flush()?;
         info!(
             version = migration.version,
