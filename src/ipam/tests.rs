@@ -30,7 +30,7 @@ fn dual(v4: &str, v6: &str) -> SubnetIpam {
 }
 
 fn dynamic(ipam: &mut SubnetIpam, owner: &str) -> Result<Allocation, IpamError> {
-    ipam.allocate(&owner.to_string(), &AllocationRequest::default())
+    ipam.allocate(owner, &AllocationRequest::default())
 }
 
 fn ip4(text: &str) -> Ipv4Addr {
@@ -541,7 +541,7 @@ fn addresses_in_use_elsewhere_are_never_handed_out() {
         macs: [(foreign_mac, "NB port nginx.default".to_string())].into(),
     };
     let first = ipam
-        .allocate_avoiding(&"a".to_string(), &AllocationRequest::default(), &elsewhere)
+        .allocate_avoiding("a", &AllocationRequest::default(), &elsewhere)
         .unwrap();
     assert_eq!(first.v4, Some(ip4("10.0.9.3")));
     assert_ne!(first.mac, foreign_mac);
@@ -550,7 +550,7 @@ fn addresses_in_use_elsewhere_are_never_handed_out() {
         ..Default::default()
     };
     assert!(matches!(
-        ipam.allocate_avoiding(&"b".to_string(), &asked, &elsewhere),
+        ipam.allocate_avoiding("b", &asked, &elsewhere),
         Err(IpamError::AddressInUse { owner, .. }) if owner == "NB port nginx.default"
     ));
     let asked_mac = AllocationRequest {
@@ -558,7 +558,7 @@ fn addresses_in_use_elsewhere_are_never_handed_out() {
         ..Default::default()
     };
     assert!(matches!(
-        ipam.allocate_avoiding(&"b".to_string(), &asked_mac, &elsewhere),
+        ipam.allocate_avoiding("b", &asked_mac, &elsewhere),
         Err(IpamError::MacInUse { .. })
     ));
     // Not remembered: once NB lets it go, it is free again.
@@ -579,7 +579,7 @@ fn a_reused_address_in_use_elsewhere_is_skipped() {
         macs: Default::default(),
     };
     assert!(matches!(
-        ipam.allocate_avoiding(&"f".to_string(), &AllocationRequest::default(), &elsewhere),
+        ipam.allocate_avoiding("f", &AllocationRequest::default(), &elsewhere),
         Err(IpamError::SubnetFull { family: Family::V4 })
     ));
     assert!(ipam.allocation_of("f").is_none());
