@@ -629,20 +629,22 @@ impl Store {
     ) -> Result<ConsistencyReport, StoreError> {
         let mut problems = Vec::new();
         let mut references = Vec::new();
-        // What each owner record says it holds.
-        let mut expected_ips: BTreeMap<(String, IpAddr), Owner> = BTreeMap::new();
-        let mut expected_macs: BTreeMap<(String, MacAddr), Owner> = BTreeMap::new();
+        // What each owner record says it holds, keyed by names borrowed from the records (the
+        // check runs at every open over every record: no copies per entry), and whether an
+        // allocation was found for it.
+        let mut expected: BTreeMap<(&'a str, Resource), (ExpectedOwner<'a>, bool)> = BTreeMap::new();
         let vips: BTreeMap<&str, &Vip> = vip_records
             .clone()
             .into_iter()
             .map(|vip| (vip.spec.name.as_str(), vip))
             .collect();
         for vip in vip_records {
-            let owner = vip_owner(&vip.spec.name);
+            let subnet = vip.spec.subnet.as_str();
+            let owner = ExpectedOwner::Vip(&vip.spec.name);
             for ip in vip.addresses() {
-                expected_ips.insert((vip.spec.subnet.clone(), ip), owner.clone());
+                expected.insert((subnet, Resource::Ip(ip)), (owner.clone(), false));
             }
-            expected_macs.insert((vip.spec.subnet.clone(), vip.mac), owner);
+            expected.insert((subnet, Resource::Mac(vip.mac)), (owner, false));
         }
         for pod in pod_records {
             for nic in &pod.nics {
@@ -658,52 +660,49 @@ impl Store {
                     }
                     continue;
                 }
-                let owner = pod_nic_owner(&pod.key(), &nic.interface);
+                let owner = ExpectedOwner::Other(pod_nic_owner(&pod.key(), &nic.interface));
+                let subnet = nic.subnet.as_str();
                 for ip in nic.v4ip.map(IpAddr::V4).into_iter().chain(nic.v6ip.map(IpAddr::V6)) {
-                    expected_ips.insert((nic.subnet.clone(), ip), owner.clone());
+                    expected.insert((subnet, Resource::Ip(ip)), (owner.clone(), false));
                 }
-                expected_macs.insert((nic.subnet.clone(), nic.mac), owner);
+                expected.insert((subnet, Resource::Mac(nic.mac)), (owner, false));
             }
         }
         let subnets: BTreeSet<&str> = subnet_names.into_iter().collect();
+        // Every subnet name a key can hold, to look keys up by an allocation's (owned) name.
+        let names: BTreeSet<&'a str> = expected.keys().map(|(subnet, _)| *subnet).collect();
         let mut findings = Vec::new();
-        let expected: BTreeMap<(String, Resource), &Owner> = expected_ips
-            .iter()
-            .map(|((subnet, ip), owner)| ((subnet.clone(), Resource::Ip(*ip)), owner))
-            .chain(
-                expected_macs
-                    .iter()
-                    .map(|((subnet, mac), owner)| ((subnet.clone(), Resource::Mac(*mac)), owner)),
-            )
-            .collect();
-        let mut seen = BTreeSet::new();
         for entry in allocated {
             let (subnet, resource, owner) = entry?;
-            let key = (subnet.clone(), resource);
             let subnet_missing = !subnets.contains(subnet.as_str());
             if subnet_missing {
                 problems.push(format!(
                     "{resource} is allocated in subnet {subnet}, which does not exist"
                 ));
             }
-            match expected.get(&key) {
-                Some(expected) if **expected == owner => {}
-                Some(expected) => {
-                    let finding = Finding::TwoOwners {
-                        subnet: subnet.clone(),
-                        resource,
-                        allocated_to: owner.clone(),
-                        held_by: (*expected).clone(),
-                    };
-                    problems.push(finding.to_string());
-                    findings.push(finding);
+            let held = names
+                .get(subnet.as_str())
+                .and_then(|name| expected.get_mut(&(*name, resource)));
+            match held {
+                Some((expected, seen)) => {
+                    *seen = true;
+                    if !expected.is(&owner) {
+                        let finding = Finding::TwoOwners {
+                            subnet: subnet.clone(),
+                            resource,
+                            allocated_to: owner,
+                            held_by: expected.to_owner(),
+                        };
+                        problems.push(finding.to_string());
+                        findings.push(finding);
+                    }
                 }
                 None if is_subnet_owner(&owner, &subnet) && !subnet_missing => {}
                 None => {
                     let finding = Finding::WithoutOwner {
                         subnet: subnet.clone(),
                         resource,
-                        owner: owner.clone(),
+                        owner,
                     };
                     // A missing subnet was said above, in its own words.
                     if !subnet_missing {
@@ -712,14 +711,13 @@ impl Store {
                     findings.push(finding);
                 }
             }
-            seen.insert(key);
         }
-        for ((subnet, resource), owner) in &expected {
-            if !seen.contains(&(subnet.clone(), *resource)) {
+        for ((subnet, resource), (owner, seen)) in &expected {
+            if !seen {
                 let finding = Finding::NotAllocated {
-                    subnet: subnet.clone(),
+                    subnet: subnet.to_string(),
                     resource: *resource,
-                    owner: (*owner).clone(),
+                    owner: owner.to_owner(),
                 };
                 problems.push(finding.to_string());
                 findings.push(finding);
@@ -731,6 +729,30 @@ impl Store {
             findings,
             references,
         })
+    }
+}
+
+/// Who a record says holds an allocation: a VIP by its borrowed name, anyone else by the owner
+/// string (see [`vip_owner`], [`pod_nic_owner`]).
+#[derive(Clone)]
+enum ExpectedOwner<'a> {
+    Vip(&'a str),
+    Other(Owner),
+}
+
+impl ExpectedOwner<'_> {
+    fn is(&self, owner: &str) -> bool {
+        match self {
+            ExpectedOwner::Vip(name) => owner.strip_prefix("vip/") == Some(*name),
+            ExpectedOwner::Other(other) => other == owner,
+        }
+    }
+
+    fn to_owner(&self) -> Owner {
+        match self {
+            ExpectedOwner::Vip(name) => vip_owner(name),
+            ExpectedOwner::Other(other) => other.clone(),
+        }
     }
 }
 
