@@ -79,8 +79,10 @@ pub struct Migration {
     pub records_first: bool,
 }
 
-/// How many writes go into each batch of a `records_first` copy.
-const COPY_BATCH: usize = 10_000;
+/// How many writes go into each batch of a `records_first` copy. Small: sled keeps every node
+/// version a batch replaces until the batch ends, so 10,000-write batches still peaked at
+/// 1.7 GiB copying a 100,000-VIP store, 256-write ones at 236 MiB (and 6.2 s instead of 10.4).
+const COPY_BATCH: usize = 256;
 
 #[path = "../../migrations/0001_initial.rs"]
 mod m0001_initial;
