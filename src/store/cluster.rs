@@ -230,8 +230,11 @@ impl Store {
     }
 
     /// Empties the replica (before a full download): the records, allocations, rows and txn id.
+    /// The transaction id goes first, so a reset cut short leaves a replica that is downloaded
+    /// in full again; the rest is removed in small batches (as `clear()` did per tree before
+    /// format 4: sled keeps what one batch replaces until it ends, see `migrations.rs`).
     pub fn mirror_reset(&self) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
+        self.records.remove(Space::ClusterMeta.key(LAST_TXN_KEY))?;
         for space in [
             Space::Subnet,
             Space::Vip,
@@ -241,12 +244,18 @@ impl Store {
             Space::Mac,
             Space::ClusterRow,
         ] {
+            let mut batch = sled::Batch::default();
+            let mut pending = 0;
             for key in self.records.scan_prefix(space.prefix()).keys() {
                 batch.remove(key?);
+                pending += 1;
+                if pending == 256 {
+                    self.records.apply_batch(std::mem::take(&mut batch))?;
+                    pending = 0;
+                }
             }
+            self.records.apply_batch(batch)?;
         }
-        batch.remove(Space::ClusterMeta.key(LAST_TXN_KEY));
-        self.records.apply_batch(batch)?;
         Ok(())
     }
 
