@@ -34,3 +34,24 @@ pub fn peak_rss_mib() -> f64 {
         .map(|kib| kib / 1024.0)
         .unwrap_or(0.0)
 }
+
+/// CPU time (user + system) this process has used so far, in seconds (`/proc/self/stat`, at
+/// the kernel's clock-tick resolution, 10 ms): on a shared machine, CPU per operation compares
+/// two builds where wall-clock rates depend on the other load.
+#[allow(dead_code)]
+pub fn cpu_seconds() -> f64 {
+    let Ok(text) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // Fields after the command name (which may hold spaces) start at its closing parenthesis.
+    let fields: Vec<&str> = text
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after the name.
+    let ticks: f64 = [11, 12]
+        .iter()
+        .filter_map(|index| fields.get(*index).and_then(|value| value.parse::<f64>().ok()))
+        .sum();
+    ticks / 100.0
+}

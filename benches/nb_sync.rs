@@ -113,6 +113,16 @@ async fn through_the_daemon(vips: usize) -> (Duration, Duration, Duration, Durat
     latencies.sort();
     let p50 = latencies[latencies.len() / 2];
     let p99 = latencies[(latencies.len() * 99 / 100).min(latencies.len() - 1)];
+    // What was timed happened: every acknowledged VIP is in the daemon's store after it stops.
+    let mut daemon = daemon;
+    daemon.stop_daemon_only().await;
+    let path = daemon.dir.path().join("data").join("store");
+    let stored = common::wait_for_blocking("the stopped daemon's store lock", Duration::from_secs(10), || {
+        ovn_vipd::store::Store::open(&path)
+            .map(|store| store.vips().count())
+            .map_err(|error| error.to_string())
+    });
+    assert_eq!(stored, vips, "acknowledged VIPs in the store");
     daemon.stop().await;
     (acknowledged, converged, p50, p99)
 }

@@ -2,7 +2,9 @@
 //! with 1, 16 and 64 concurrent writers (p50/p99 latency of the acknowledgement), and the time
 //! and memory to open a store of 100,000 allocations and rebuild IPAM from it.
 //!
-//! `cargo bench --bench store`
+//! `cargo bench --bench store` (`BENCH_DIR` for the durable runs' stores, default /var/tmp;
+//! `STORE_BENCH_KEEP=DIR` keeps a copy of the 100,000-VIP store; `STORE_BENCH_OPEN=DIR` only
+//! opens the store at DIR and reports).
 
 mod machine;
 
@@ -96,6 +98,7 @@ async fn durable_rate(writers: usize, duration: Duration) {
     let registry = Arc::new(registry);
     let deadline = Instant::now() + duration;
     let flushes_before = registry.store().flush_count();
+    let cpu_before = machine::cpu_seconds();
     let tasks: Vec<_> = (0..writers)
         .map(|writer| {
             let registry = registry.clone();
@@ -117,16 +120,21 @@ async fn durable_rate(writers: usize, duration: Duration) {
     for task in tasks {
         latencies.extend(task.await.unwrap());
     }
+    let cpu = machine::cpu_seconds() - cpu_before;
     latencies.sort();
     let count = latencies.len();
     let percentile = |p: f64| latencies[((count as f64 * p) as usize).min(count - 1)];
     println!(
-        "| {writers} | {count} | {:.0} | {:.2} | {:.2} | {} |",
+        "| {writers} | {count} | {:.0} | {:.2} | {:.2} | {} | {:.1} |",
         count as f64 / duration.as_secs_f64(),
         percentile(0.50).as_secs_f64() * 1000.0,
         percentile(0.99).as_secs_f64() * 1000.0,
-        registry.store().flush_count() - flushes_before
+        registry.store().flush_count() - flushes_before,
+        cpu * 1e6 / count as f64
     );
+    // What was timed happened: every acknowledged VIP is stored, once.
+    let stored = registry.store().vips().count();
+    assert!(stored >= count, "{count} acknowledged, {stored} stored");
 }
 
 /// Child mode: open the store, rebuild IPAM, report time and memory.
@@ -135,9 +143,20 @@ fn open_child(path: &str) {
     let (registry, report) = Registry::open(std::path::Path::new(path)).unwrap();
     let elapsed = started.elapsed();
     assert!(report.is_clean());
+    // Counted a page at a time: a whole `list_vips` copy would be part of the peak measured.
+    let mut count = 0;
+    let mut after: Option<String> = None;
+    loop {
+        let (page, more) = registry.vips_page(after.as_deref(), 1000, |_| true);
+        count += page.len();
+        after = page.last().map(|(vip, _)| vip.spec.name.clone());
+        if !more {
+            break;
+        }
+    }
     println!(
         "OPENED {} {:.3} {:.1}",
-        registry.list_vips().len(),
+        count,
         elapsed.as_secs_f64(),
         machine::peak_rss_mib()
     );
@@ -195,9 +214,9 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    println!("\n### Durable VIP creations (IPAM + one sled transaction + shared fsync), 5 s each\n");
-    println!("| writers | creations | per second | p50 ms | p99 ms | flushes |");
-    println!("|---:|---:|---:|---:|---:|---:|");
+    println!("\n### Durable VIP creations (IPAM + one atomic sled batch + shared fsync), 5 s each\n");
+    println!("| writers | creations | per second | p50 ms | p99 ms | flushes | CPU µs per creation |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
     for writers in [1, 16, 64] {
         runtime.block_on(durable_rate(writers, Duration::from_secs(5)));
     }
@@ -205,6 +224,15 @@ fn main() {
     println!("\n### Open and rebuild with 100,000 VIP allocations (fresh process)\n");
     let dir = tempfile::tempdir_in("/var/tmp").unwrap();
     runtime.block_on(fill_store(dir.path(), 100_000));
+    // STORE_BENCH_KEEP=DIR: also copy the filled store there, to profile its open alone
+    // (`STORE_BENCH_OPEN=DIR heaptrack target/release/deps/store-*`).
+    if let Ok(keep) = std::env::var("STORE_BENCH_KEEP") {
+        let status = std::process::Command::new("cp")
+            .args(["-a", &dir.path().display().to_string(), &keep])
+            .status()
+            .unwrap();
+        assert!(status.success(), "copying the store to {keep}");
+    }
     let output = std::process::Command::new(std::env::current_exe().unwrap())
         .env("STORE_BENCH_OPEN", dir.path())
         .output()

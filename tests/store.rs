@@ -485,3 +485,126 @@ async fn a_health_check_source_is_reserved_while_a_rule_needs_it() {
     registry.delete_subnet("ovn-default").await.unwrap();
     assert!(registry.check().unwrap().is_clean());
 }
+
+/// Builds a store in format 3 by hand (a tree per kind, revisions and the change log in trees of
+/// their own), the way version 3 wrote it: one dual-stack VIP at revision 7.
+fn write_format_3_store(path: &std::path::Path) {
+    use store::records::{OwnerRecord, SubnetRecord, SubnetV1, VipRecord, VipV1};
+    use store::revisions::ChangeRecord;
+    let db = sled::open(path).unwrap();
+    let encode = |value: &dyn Fn(bincode::config::Configuration) -> Vec<u8>| value(bincode::config::standard());
+    let subnet = SubnetRecord::V1(SubnetV1 {
+        name: "ovn-default".into(),
+        logical_switch: "ovn-default".into(),
+        cidr_v4: Some(([10, 16, 0, 0], 16)),
+        cidr_v6: None,
+        gateway_v4: None,
+        gateway_v6: None,
+        exclude_ips: vec![],
+        sequential: false,
+    });
+    let vip = VipRecord::V1(VipV1 {
+        name: "vip-a".into(),
+        namespace: "default".into(),
+        subnet: "ovn-default".into(),
+        switch_lb_vip: false,
+        requested_v4: None,
+        requested_v6: None,
+        requested_mac: None,
+        selector: BTreeMap::new(),
+        v4ip: Some([10, 16, 0, 12]),
+        v6ip: None,
+        mac: [0, 0, 0, 0xf0, 0xdb, 0x25],
+        holder: None,
+    });
+    let owner = OwnerRecord::V1("vip/vip-a".into());
+    let put = |tree: &str, key: &[u8], value: Vec<u8>| {
+        db.open_tree(tree).unwrap().insert(key, value).unwrap();
+    };
+    put("subnets", b"ovn-default", encode(&|c| bincode::serde::encode_to_vec(&subnet, c).unwrap()));
+    put("vips", b"vip-a", encode(&|c| bincode::serde::encode_to_vec(&vip, c).unwrap()));
+    put("ips", b"ovn-default\x00\x0a\x10\x00\x0c", encode(&|c| bincode::serde::encode_to_vec(&owner, c).unwrap()));
+    put(
+        "macs",
+        b"ovn-default\x00\x00\x00\x00\xf0\xdb\x25",
+        encode(&|c| bincode::serde::encode_to_vec(&owner, c).unwrap()),
+    );
+    // Kind byte 1 (VIP) + name → revision; the log: subnet added at 6, the VIP at 7.
+    put("revisions", b"\x00ovn-default", 6u64.to_be_bytes().to_vec());
+    put("revisions", b"\x01vip-a", 7u64.to_be_bytes().to_vec());
+    for (revision, kind, key) in [(6u64, 0u8, "ovn-default"), (7, 1, "vip-a")] {
+        let record = ChangeRecord::V1 {
+            kind,
+            key: key.into(),
+            change: 0,
+        };
+        put(
+            "changes",
+            &revision.to_be_bytes(),
+            encode(&|c| bincode::serde::encode_to_vec(&record, c).unwrap()),
+        );
+    }
+    // A copy into `records` cut short by a crash (or left before a downgrade) is redone whole:
+    // this stale record must not survive the migration.
+    put("records", b"\x02ghost", b"not a record".to_vec());
+    store::migrations::write_version_for_tests(&db, 3).unwrap();
+}
+
+#[tokio::test]
+async fn a_format_3_store_moves_into_one_tree_with_its_revisions_and_change_log() {
+    let dir = tempfile::tempdir().unwrap();
+    write_format_3_store(dir.path());
+    {
+        let store = open_when_released(dir.path()).unwrap();
+        assert_eq!(store.version().unwrap(), 4);
+        assert_eq!(store.revision(), 7);
+        assert_eq!(store.revision_of(store::Kind::Vip, "vip-a"), Some(7));
+        assert_eq!(store.revision_of(store::Kind::Subnet, "ovn-default"), Some(6));
+        let (changes, current) = store.changes_since(5).unwrap().unwrap();
+        assert_eq!(current, 7);
+        assert_eq!(
+            changes.iter().map(|change| change.key.as_str()).collect::<Vec<_>>(),
+            vec!["ovn-default", "vip-a"]
+        );
+        let snapshot = store.load().unwrap();
+        assert_eq!((snapshot.subnets.len(), snapshot.vips.len()), (1, 1));
+        assert_eq!(snapshot.ips.len(), 1);
+        assert_eq!(snapshot.macs.len(), 1);
+        assert!(Store::check(&snapshot).is_clean(), "{:?}", Store::check(&snapshot).problems);
+    }
+    // The format-3 trees are gone; one left by a crash before its drop is dropped at the next
+    // open, and its content is not read.
+    {
+        let db = common::wait_for_blocking(
+            "sled to release the store's lock",
+            std::time::Duration::from_secs(5),
+            || sled::open(dir.path()).map_err(|error| error.to_string()),
+        );
+        let names: Vec<String> = db
+            .tree_names()
+            .iter()
+            .map(|name| String::from_utf8_lossy(name).into_owned())
+            .collect();
+        for old in ["subnets", "vips", "pods", "slrs", "ips", "macs", "revisions", "changes"] {
+            assert!(!names.contains(&old.to_string()), "tree {old} left: {names:?}");
+        }
+        db.open_tree("vips").unwrap().insert(b"ghost", b"not a record".to_vec()).unwrap();
+        db.flush().unwrap();
+    }
+    let (registry, report) = {
+        let dir = dir.path().to_path_buf();
+        common::wait_for_blocking("sled to release the store's lock", std::time::Duration::from_secs(5), || {
+            match Registry::open(&dir) {
+                Err(error) if error.to_string().contains("could not acquire lock") => Err(error.to_string()),
+                other => Ok(other),
+            }
+        })
+        .unwrap()
+    };
+    assert!(report.is_clean(), "{:?}", report.problems);
+    assert_eq!(registry.list_vips().len(), 1);
+    assert_eq!(registry.get_vip("vip-a").unwrap().v4ip, Some(Ipv4Addr::new(10, 16, 0, 12)));
+    // A new write goes on from the migrated revision.
+    registry.create_vip(vip("vip-b", "ovn-default")).await.unwrap();
+    assert_eq!(registry.revision(store::Kind::Vip, "vip-b"), 8);
+}

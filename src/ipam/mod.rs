@@ -26,6 +26,10 @@ pub use mac::{MacAddr, MacParseError};
 /// An opaque owner key chosen by the caller, e.g. `vip/vip-aap` or `pod/default/busybox/eth0`.
 pub type Owner = String;
 
+/// An owner as IPAM keeps it: one shared allocation per owner, referenced by its address(es),
+/// its MAC and its allocation entry (three `String` copies before).
+type SharedOwner = std::sync::Arc<str>;
+
 /// Released addresses wait here before reuse; beyond this many, the oldest become free at once.
 pub const REUSE_QUEUE_LIMIT: usize = 65_536;
 
@@ -161,7 +165,7 @@ struct FamilyPool {
     excluded: IntervalSet,
     /// Not available to dynamic allocation: gateway, excluded, owned, and waiting for reuse.
     taken: IntervalSet,
-    owners: HashMap<u128, Owner>,
+    owners: HashMap<u128, SharedOwner>,
     /// Released addresses, oldest first; entries no longer in `waiting` are stale.
     reuse_queue: VecDeque<u128>,
     waiting: HashSet<u128>,
@@ -255,13 +259,13 @@ impl FamilyPool {
         if let Some(owner) = self.owners.get(&value) {
             return Err(IpamError::AddressInUse {
                 ip,
-                owner: owner.clone(),
+                owner: owner.to_string(),
             });
         }
         Ok(())
     }
 
-    fn take_static(&mut self, value: u128, owner: &Owner) -> Result<(), IpamError> {
+    fn take_static(&mut self, value: u128, owner: &SharedOwner) -> Result<(), IpamError> {
         self.check_static(value)?;
         self.waiting.remove(&value);
         self.taken.insert(value);
@@ -269,7 +273,7 @@ impl FamilyPool {
         Ok(())
     }
 
-    fn take_dynamic(&mut self, owner: &Owner, strategy: Strategy, rng: &mut impl Rng) -> Result<u128, IpamError> {
+    fn take_dynamic(&mut self, owner: &SharedOwner, strategy: Strategy, rng: &mut impl Rng) -> Result<u128, IpamError> {
         let value = match strategy {
             Strategy::Sequential => self.taken.first_absent_from(self.first, self.last),
             Strategy::Random => {
@@ -324,7 +328,7 @@ impl FamilyPool {
     /// Rebuilding from storage, or putting back what a failed write released: must be inside
     /// the CIDR and not owned; no reuse delay. An address put back while it waits for reuse
     /// leaves the queue, or dynamic allocation would hand it to a second owner.
-    fn restore(&mut self, value: u128, owner: &Owner) -> Result<(), IpamError> {
+    fn restore(&mut self, value: u128, owner: &SharedOwner) -> Result<(), IpamError> {
         let ip = self.ip(value);
         if value < self.network || value > self.broadcast {
             return Err(IpamError::OutsideCidr {
@@ -335,7 +339,7 @@ impl FamilyPool {
         if let Some(existing) = self.owners.get(&value) {
             return Err(IpamError::AddressInUse {
                 ip,
-                owner: existing.clone(),
+                owner: existing.to_string(),
             });
         }
         self.waiting.remove(&value);
@@ -364,9 +368,9 @@ pub struct SubnetIpam {
     v4: Option<FamilyPool>,
     v6: Option<FamilyPool>,
     strategy: Strategy,
-    macs: HashMap<MacAddr, Owner>,
+    macs: HashMap<MacAddr, SharedOwner>,
     gateway_mac: Option<MacAddr>,
-    allocations: HashMap<Owner, Allocation>,
+    allocations: HashMap<SharedOwner, Allocation>,
     /// Random picks need no cryptographic quality, only spread; seeded from the OS.
     rng: SmallRng,
 }
@@ -524,23 +528,23 @@ impl SubnetIpam {
     }
 
     /// Every owner and what it holds.
-    pub fn allocations(&self) -> impl Iterator<Item = (&Owner, &Allocation)> {
-        self.allocations.iter()
+    pub fn allocations(&self) -> impl Iterator<Item = (&str, &Allocation)> {
+        self.allocations.iter().map(|(owner, allocation)| (&**owner, allocation))
     }
 
     pub fn allocation_of(&self, owner: &str) -> Option<&Allocation> {
         self.allocations.get(owner)
     }
 
-    pub fn owner_of_ip(&self, ip: IpAddr) -> Option<&Owner> {
+    pub fn owner_of_ip(&self, ip: IpAddr) -> Option<&str> {
         match ip {
-            IpAddr::V4(v4) => self.v4.as_ref()?.owners.get(&v4_value(v4)),
-            IpAddr::V6(v6) => self.v6.as_ref()?.owners.get(&v6_value(v6)),
+            IpAddr::V4(v4) => self.v4.as_ref()?.owners.get(&v4_value(v4)).map(|owner| &**owner),
+            IpAddr::V6(v6) => self.v6.as_ref()?.owners.get(&v6_value(v6)).map(|owner| &**owner),
         }
     }
 
-    pub fn owner_of_mac(&self, mac: &MacAddr) -> Option<&Owner> {
-        self.macs.get(mac)
+    pub fn owner_of_mac(&self, mac: &MacAddr) -> Option<&str> {
+        self.macs.get(mac).map(|owner| &**owner)
     }
 
     /// Whether dynamic allocation could ever return `ip` (false for gateway and excluded ones).
@@ -603,7 +607,7 @@ impl SubnetIpam {
         if let Some(owner) = self.macs.get(&mac) {
             return Err(IpamError::MacInUse {
                 mac,
-                owner: owner.clone(),
+                owner: owner.to_string(),
             });
         }
         Ok(())
@@ -616,7 +620,7 @@ impl SubnetIpam {
     /// allocation skips it. `elsewhere` is not remembered.
     pub fn allocate_avoiding(
         &mut self,
-        owner: &Owner,
+        owner: &str,
         request: &AllocationRequest,
         elsewhere: &InUseElsewhere,
     ) -> Result<Allocation, IpamError> {
@@ -657,7 +661,7 @@ impl SubnetIpam {
         let mut marked_macs = Vec::new();
         for mac in elsewhere.macs.keys() {
             if !self.macs.contains_key(mac) {
-                self.macs.insert(*mac, String::new());
+                self.macs.insert(*mac, SharedOwner::from(""));
                 marked_macs.push(*mac);
             }
         }
@@ -708,7 +712,7 @@ impl SubnetIpam {
         result
     }
 
-    pub fn allocate(&mut self, owner: &Owner, request: &AllocationRequest) -> Result<Allocation, IpamError> {
+    pub fn allocate(&mut self, owner: &str, request: &AllocationRequest) -> Result<Allocation, IpamError> {
         let mut rng = self.rng.clone();
         let result = self.allocate_with(owner, request, &mut rng);
         self.rng = rng;
@@ -717,7 +721,7 @@ impl SubnetIpam {
 
     pub fn allocate_with(
         &mut self,
-        owner: &Owner,
+        owner: &str,
         request: &AllocationRequest,
         rng: &mut impl Rng,
     ) -> Result<Allocation, IpamError> {
@@ -757,6 +761,7 @@ impl SubnetIpam {
         if let Some(mac) = request.mac {
             self.check_mac(mac)?;
         }
+        let owner = &SharedOwner::from(owner);
         let strategy = self.strategy;
         let v4 = match self.v4.as_mut() {
             Some(pool) => Some(match request.v4 {
@@ -821,7 +826,7 @@ impl SubnetIpam {
 
     /// Rebuilds an allocation read from storage: no reuse delay and no exclusion check, but a
     /// second owner of an address or MAC is refused so the caller can report it.
-    pub fn restore(&mut self, owner: &Owner, request: &AllocationRequest) -> Result<Allocation, IpamError> {
+    pub fn restore(&mut self, owner: &str, request: &AllocationRequest) -> Result<Allocation, IpamError> {
         if self.allocations.contains_key(owner) {
             return Err(IpamError::OwnerHasDifferentAllocation);
         }
@@ -834,7 +839,7 @@ impl SubnetIpam {
         if let Some(existing) = self.macs.get(&mac) {
             return Err(IpamError::MacInUse {
                 mac,
-                owner: existing.clone(),
+                owner: existing.to_string(),
             });
         }
         if let Some(ip) = request.v4 {
@@ -845,7 +850,7 @@ impl SubnetIpam {
             if let Some(existing) = pool.owners.get(&v4_value(ip)) {
                 return Err(IpamError::AddressInUse {
                     ip: IpAddr::V4(ip),
-                    owner: existing.clone(),
+                    owner: existing.to_string(),
                 });
             }
         }
@@ -857,10 +862,11 @@ impl SubnetIpam {
             if let Some(existing) = pool.owners.get(&v6_value(ip)) {
                 return Err(IpamError::AddressInUse {
                     ip: IpAddr::V6(ip),
-                    owner: existing.clone(),
+                    owner: existing.to_string(),
                 });
             }
         }
+        let owner = &SharedOwner::from(owner);
         if let (Some(pool), Some(ip)) = (self.v4.as_mut(), request.v4) {
             pool.restore(v4_value(ip), owner)?;
         }

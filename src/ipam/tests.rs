@@ -30,7 +30,7 @@ fn dual(v4: &str, v6: &str) -> SubnetIpam {
 }
 
 fn dynamic(ipam: &mut SubnetIpam, owner: &str) -> Result<Allocation, IpamError> {
-    ipam.allocate(&owner.to_string(), &AllocationRequest::default())
+    ipam.allocate(owner, &AllocationRequest::default())
 }
 
 fn ip4(text: &str) -> Ipv4Addr {
@@ -92,30 +92,30 @@ fn static_refusals_name_their_reason() {
         ..Default::default()
     };
     assert!(matches!(
-        ipam.allocate(&"a".into(), &request("10.17.0.5")),
+        ipam.allocate("a", &request("10.17.0.5")),
         Err(IpamError::OutsideCidr { .. })
     ));
     assert!(matches!(
-        ipam.allocate(&"a".into(), &request("10.16.0.1")),
+        ipam.allocate("a", &request("10.16.0.1")),
         Err(IpamError::IsGateway { .. })
     ));
     assert!(matches!(
-        ipam.allocate(&"a".into(), &request("10.16.0.0")),
+        ipam.allocate("a", &request("10.16.0.0")),
         Err(IpamError::Reserved { what: "network", .. })
     ));
     assert!(matches!(
-        ipam.allocate(&"a".into(), &request("10.16.255.255")),
+        ipam.allocate("a", &request("10.16.255.255")),
         Err(IpamError::Reserved { what: "broadcast", .. })
     ));
-    ipam.allocate(&"vip/static".into(), &request("10.16.0.121")).unwrap();
-    let error = ipam.allocate(&"vip/other".into(), &request("10.16.0.121")).unwrap_err();
+    ipam.allocate("vip/static", &request("10.16.0.121")).unwrap();
+    let error = ipam.allocate("vip/other", &request("10.16.0.121")).unwrap_err();
     assert_eq!(error.to_string(), "10.16.0.121 is already owned by vip/static");
     let v6 = AllocationRequest {
         v6: Some("fd00::5".parse().unwrap()),
         ..Default::default()
     };
     assert!(matches!(
-        ipam.allocate(&"b".into(), &v6),
+        ipam.allocate("b", &v6),
         Err(IpamError::FamilyNotInSubnet { .. })
     ));
     // Nothing was taken by the refusals.
@@ -175,7 +175,7 @@ fn dynamic_never_returns_excluded_but_static_may() {
     assert_eq!(first, ip4("10.16.0.6"));
     assert!(dynamic(&mut ipam, "b").is_err());
     let reserved = ipam.allocate(
-        &"operator".into(),
+        "operator",
         &AllocationRequest {
             v4: Some(ip4("10.16.0.3")),
             ..Default::default()
@@ -210,7 +210,7 @@ fn a_static_request_may_take_an_address_waiting_for_reuse() {
     ipam.release("a");
     let again = ipam
         .allocate(
-            &"b".into(),
+            "b",
             &AllocationRequest {
                 v4: Some(a),
                 ..Default::default()
@@ -252,7 +252,7 @@ fn dual_stack_is_all_or_nothing() {
     // Only one family given: that one static, the other dynamic.
     let given = ipam
         .allocate(
-            &"b".into(),
+            "b",
             &AllocationRequest {
                 v6: Some("fd00::0:0:0:abc".parse().unwrap()),
                 ..Default::default()
@@ -264,7 +264,7 @@ fn dual_stack_is_all_or_nothing() {
     // An IPv6 conflict leaves IPv4 untouched.
     let used_before = ipam.used_v4();
     let conflict = ipam.allocate(
-        &"c".into(),
+        "c",
         &AllocationRequest {
             v6: given.v6,
             ..Default::default()
@@ -300,7 +300,7 @@ fn macs_are_local_unicast_unique_and_validated() {
     let only_mac: MacAddr = "00:00:00:f0:db:25".parse().unwrap();
     let allocation = ipam
         .allocate(
-            &"mac-only".into(),
+            "mac-only",
             &AllocationRequest {
                 mac: Some(only_mac),
                 ..Default::default()
@@ -310,7 +310,7 @@ fn macs_are_local_unicast_unique_and_validated() {
     assert_eq!(allocation.mac, only_mac);
     assert!(allocation.v4.is_some());
     let again = ipam.allocate(
-        &"other".into(),
+        "other",
         &AllocationRequest {
             mac: Some(only_mac),
             ..Default::default()
@@ -318,7 +318,7 @@ fn macs_are_local_unicast_unique_and_validated() {
     );
     assert!(matches!(again, Err(IpamError::MacInUse { .. })));
     let gateway = ipam.allocate(
-        &"other".into(),
+        "other",
         &AllocationRequest {
             mac: Some(gateway_mac),
             ..Default::default()
@@ -326,7 +326,7 @@ fn macs_are_local_unicast_unique_and_validated() {
     );
     assert!(matches!(gateway, Err(IpamError::MacInUse { .. })));
     let multicast = ipam.allocate(
-        &"other".into(),
+        "other",
         &AllocationRequest {
             mac: Some("01:00:5e:00:00:01".parse().unwrap()),
             ..Default::default()
@@ -341,7 +341,7 @@ fn an_owner_asking_again_gets_what_it_holds() {
     let first = dynamic(&mut ipam, "a").unwrap();
     assert_eq!(dynamic(&mut ipam, "a").unwrap(), first);
     let different = ipam.allocate(
-        &"a".into(),
+        "a",
         &AllocationRequest {
             v4: Some(ip4("10.16.0.200")),
             ..Default::default()
@@ -431,7 +431,7 @@ fn restore_rebuilds_without_delay_and_refuses_double_owners() {
     let mut ipam = v4_subnet("10.16.0.0/29", &["10.16.0.2"], Strategy::Sequential);
     let mac: MacAddr = "02:00:00:00:00:02".parse().unwrap();
     ipam.restore(
-        &"vip/a".into(),
+        "vip/a",
         &AllocationRequest {
             v4: Some(ip4("10.16.0.2")),
             v6: None,
@@ -440,11 +440,11 @@ fn restore_rebuilds_without_delay_and_refuses_double_owners() {
     )
     .unwrap();
     assert_eq!(
-        ipam.owner_of_ip(IpAddr::V4(ip4("10.16.0.2"))).map(String::as_str),
+        ipam.owner_of_ip(IpAddr::V4(ip4("10.16.0.2"))),
         Some("vip/a")
     );
     let twice = ipam.restore(
-        &"vip/b".into(),
+        "vip/b",
         &AllocationRequest {
             v4: Some(ip4("10.16.0.2")),
             v6: None,
@@ -453,7 +453,7 @@ fn restore_rebuilds_without_delay_and_refuses_double_owners() {
     );
     assert!(matches!(twice, Err(IpamError::AddressInUse { .. })));
     let mac_twice = ipam.restore(
-        &"vip/c".into(),
+        "vip/c",
         &AllocationRequest {
             v4: Some(ip4("10.16.0.3")),
             v6: None,
@@ -530,13 +530,13 @@ proptest! {
                 }
             }
             // Invariants after every step.
-            let mut v4_owners: HashMap<Ipv4Addr, &String> = HashMap::new();
+            let mut v4_owners: HashMap<Ipv4Addr, &SharedOwner> = HashMap::new();
             let mut v6_owners = HashMap::new();
             let mut mac_owners = HashMap::new();
             for (owner, allocation) in &ipam.allocations {
                 if let Some(v4) = allocation.v4 {
                     prop_assert!(v4_owners.insert(v4, owner).is_none(), "{} owned twice", v4);
-                    prop_assert_eq!(ipam.owner_of_ip(IpAddr::V4(v4)), Some(owner));
+                    prop_assert_eq!(ipam.owner_of_ip(IpAddr::V4(v4)), Some(&**owner));
                 }
                 if let Some(v6) = allocation.v6 {
                     prop_assert!(v6_owners.insert(v6, owner).is_none(), "{} owned twice", v6);
@@ -563,7 +563,7 @@ fn addresses_in_use_elsewhere_are_never_handed_out() {
         macs: [(foreign_mac, "NB port nginx.default".to_string())].into(),
     };
     let first = ipam
-        .allocate_avoiding(&"a".to_string(), &AllocationRequest::default(), &elsewhere)
+        .allocate_avoiding("a", &AllocationRequest::default(), &elsewhere)
         .unwrap();
     assert_eq!(first.v4, Some(ip4("10.0.9.3")));
     assert_ne!(first.mac, foreign_mac);
@@ -572,7 +572,7 @@ fn addresses_in_use_elsewhere_are_never_handed_out() {
         ..Default::default()
     };
     assert!(matches!(
-        ipam.allocate_avoiding(&"b".to_string(), &asked, &elsewhere),
+        ipam.allocate_avoiding("b", &asked, &elsewhere),
         Err(IpamError::AddressInUse { owner, .. }) if owner == "NB port nginx.default"
     ));
     let asked_mac = AllocationRequest {
@@ -580,7 +580,7 @@ fn addresses_in_use_elsewhere_are_never_handed_out() {
         ..Default::default()
     };
     assert!(matches!(
-        ipam.allocate_avoiding(&"b".to_string(), &asked_mac, &elsewhere),
+        ipam.allocate_avoiding("b", &asked_mac, &elsewhere),
         Err(IpamError::MacInUse { .. })
     ));
     // Not remembered: once NB lets it go, it is free again.
@@ -601,7 +601,7 @@ fn a_reused_address_in_use_elsewhere_is_skipped() {
         macs: Default::default(),
     };
     assert!(matches!(
-        ipam.allocate_avoiding(&"f".to_string(), &AllocationRequest::default(), &elsewhere),
+        ipam.allocate_avoiding("f", &AllocationRequest::default(), &elsewhere),
         Err(IpamError::SubnetFull { family: Family::V4 })
     ));
     assert!(ipam.allocation_of("f").is_none());

@@ -400,8 +400,7 @@ impl Registry {
     /// Opens the store, rebuilds IPAM from the stored allocations and checks consistency.
     pub fn open(path: &Path) -> Result<(Registry, ConsistencyReport), RegistryError> {
         let store = Store::open(path)?;
-        let snapshot = store.load()?;
-        let (state, report) = build_state(snapshot)?;
+        let (state, report) = build_state(&store)?;
         let (changes, _) = broadcast::channel(65_536);
         Ok((
             Registry {

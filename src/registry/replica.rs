@@ -9,32 +9,65 @@ use tracing::{info, warn};
 
 use super::{ipam_config, pending_condition, unallocated_condition, Change, Registry, RegistryError, State};
 use crate::ipam::{AllocationRequest, SubnetIpam};
-use crate::store::{ConsistencyReport, Owner, Snapshot, Store};
+use crate::store::{ConsistencyReport, Owner, Resource, Store};
 
-/// The state a snapshot gives (IPAM rebuilt from its allocations) and its consistency report.
-pub(super) fn build_state(snapshot: Snapshot) -> Result<(State, ConsistencyReport), RegistryError> {
-    let report = Store::check(&snapshot);
+/// The state the store holds (IPAM rebuilt from its allocations) and its consistency report.
+/// Records are read one at a time into the state (no whole snapshot beside it); the
+/// allocations are read twice, once to rebuild IPAM and once for the check.
+pub(super) fn build_state(store: &Store) -> Result<(State, ConsistencyReport), RegistryError> {
+    let mut state = State::default();
+    for subnet in store.subnets() {
+        let subnet = subnet?;
+        let ipam = SubnetIpam::new(ipam_config(&subnet))
+            .map_err(|error| RegistryError::Corrupt(format!("stored subnet {} is invalid: {error}", subnet.name)))?;
+        state.ipam.add_subnet(subnet.name.clone(), ipam);
+        state.subnets.insert(subnet.name.clone(), subnet);
+    }
+    for vip in store.vips() {
+        let mut vip = vip?;
+        vip.conditions = match &vip.pending {
+            Some(pending) => unallocated_condition(pending),
+            None => pending_condition(),
+        };
+        state.put_vip(vip);
+    }
+    for pod in store.pods() {
+        state.put_pod(pod?);
+    }
+    for rule in store.switch_lb_rules() {
+        let rule = rule?;
+        state.rules.insert(rule.name.clone(), rule);
+    }
+    let allocated = store
+        .ips()
+        .map(|entry| entry.map(|(subnet, ip, owner)| (subnet, Resource::Ip(ip), owner)))
+        .chain(
+            store
+                .macs()
+                .map(|entry| entry.map(|(subnet, mac, owner)| (subnet, Resource::Mac(mac), owner))),
+        );
+    let report = Store::check_records(
+        state.subnets.keys().map(String::as_str),
+        state.vips.values(),
+        state.pods.values(),
+        allocated,
+    )?;
     for problem in &report.problems {
         warn!(%problem, "store inconsistency");
     }
-    let mut state = State::default();
-    for subnet in &snapshot.subnets {
-        let ipam = SubnetIpam::new(ipam_config(subnet))
-            .map_err(|error| RegistryError::Corrupt(format!("stored subnet {} is invalid: {error}", subnet.name)))?;
-        state.ipam.add_subnet(subnet.name.clone(), ipam);
-        state.subnets.insert(subnet.name.clone(), subnet.clone());
-    }
     // Group the allocations by subnet and owner, then restore each owner's in one call.
     let mut by_owner: BTreeMap<(String, Owner), AllocationRequest> = BTreeMap::new();
-    for (subnet, ip, owner) in &snapshot.ips {
-        let entry = by_owner.entry((subnet.clone(), owner.clone())).or_default();
+    for entry in store.ips() {
+        let (subnet, ip, owner) = entry?;
+        let entry = by_owner.entry((subnet, owner)).or_default();
         match ip {
-            IpAddr::V4(v4) => entry.v4 = Some(*v4),
-            IpAddr::V6(v6) => entry.v6 = Some(*v6),
+            IpAddr::V4(v4) => entry.v4 = Some(v4),
+            IpAddr::V6(v6) => entry.v6 = Some(v6),
         }
     }
-    for (subnet, mac, owner) in &snapshot.macs {
-        by_owner.entry((subnet.clone(), owner.clone())).or_default().mac = Some(*mac);
+    for entry in store.macs() {
+        let (subnet, mac, owner) = entry?;
+        by_owner.entry((subnet, owner)).or_default().mac = Some(mac);
     }
     let mut restore_problems = Vec::new();
     for ((subnet, owner), request) in by_owner {
@@ -50,20 +83,6 @@ pub(super) fn build_state(snapshot: Snapshot) -> Result<(State, ConsistencyRepor
     for problem in restore_problems {
         warn!(%problem, "store inconsistency");
         report.problems.push(problem);
-    }
-    for vip in snapshot.vips {
-        let mut vip = vip;
-        vip.conditions = match &vip.pending {
-            Some(pending) => unallocated_condition(pending),
-            None => pending_condition(),
-        };
-        state.put_vip(vip);
-    }
-    for pod in snapshot.pods {
-        state.put_pod(pod);
-    }
-    for rule in snapshot.switch_lb_rules {
-        state.rules.insert(rule.name.clone(), rule);
     }
     info!(
         subnets = state.subnets.len(),
@@ -81,8 +100,7 @@ impl Registry {
     /// store is the replica of the cluster database: a standby follows it, an active reloads
     /// after a failed commit. Returns how many objects changed.
     pub fn reload(&self) -> Result<usize, RegistryError> {
-        let snapshot = self.store.load()?;
-        let (mut fresh, _) = build_state(snapshot)?;
+        let (mut fresh, _) = build_state(&self.store)?;
         let mut changes = Vec::new();
         {
             let mut state = self.lock();

@@ -95,7 +95,7 @@ impl Registry {
                     .get(&subnet.name)
                     .ok_or_else(|| RegistryError::Corrupt(format!("subnet {} has no IPAM", subnet.name)))?;
                 let mut new = SubnetIpam::new(ipam_config(&subnet)).map_err(RegistryError::from_ipam_subnet)?;
-                let mut allocations: Vec<_> = old.allocations().map(|(owner, held)| (owner.clone(), *held)).collect();
+                let mut allocations: Vec<_> = old.allocations().map(|(owner, held)| (owner.to_string(), *held)).collect();
                 allocations.sort_by(|a, b| a.0.cmp(&b.0));
                 for (owner, held) in &allocations {
                     let addresses = held.v4.map(IpAddr::V4).into_iter().chain(held.v6.map(IpAddr::V6));
@@ -186,8 +186,8 @@ impl Registry {
     ) -> Option<Owner> {
         let state = self.lock();
         let ipam = state.ipam.get(subnet)?;
-        ip.and_then(|ip| ipam.owner_of_ip(ip).cloned())
-            .or_else(|| mac.and_then(|mac| ipam.owner_of_mac(mac).cloned()))
+        ip.and_then(|ip| ipam.owner_of_ip(ip).map(str::to_string))
+            .or_else(|| mac.and_then(|mac| ipam.owner_of_mac(mac).map(str::to_string)))
     }
 
     /// Up to `limit` subnets named after `after` (name order) that `keep` accepts, with their

@@ -9,17 +9,16 @@
 //!   committer has reloaded the registry from the replica ([`ClusterLink::open`]): no trace of a
 //!   failed batch is left, and no later batch is built on it.
 //! - The replica: sled holds what the cluster database holds, written only by the mirror
-//!   ([`Store::mirror_apply`]), with the rows by uuid (tree `cluster_rows`, to seed the OVSDB
-//!   client's cache at the next start) and the last transaction id (`meta`
-//!   `cluster_last_txn_id`), in one sled transaction with the records they give, so a restart
-//!   resumes exactly where the replica is.
+//!   ([`Store::mirror_apply`]), with the rows by uuid (space `ClusterRow` of the `records` tree,
+//!   to seed the OVSDB client's cache at the next start) and the last transaction id (space
+//!   `ClusterMeta`, `cluster_last_txn_id`), in one atomic sled batch with the records they give,
+//!   so a restart resumes exactly where the replica is.
 
 use std::sync::Mutex;
 
-use sled::transaction::{ConflictableTransactionError, TransactionError};
-use sled::Transactional;
 use tokio::sync::watch;
 
+use super::keys::Space;
 use super::{Store, StoreError, WriteBatch};
 
 const LAST_TXN_KEY: &[u8] = b"cluster_last_txn_id";
@@ -209,13 +208,13 @@ impl Store {
     /// The replica's last transaction id and its rows as `<table-updates2>` of `initial`s, or
     /// `None` when the replica holds nothing to resume from.
     pub fn mirror_seed(&self) -> Result<Option<(String, serde_json::Value)>, StoreError> {
-        let Some(txn) = self.trees.meta.get(LAST_TXN_KEY)? else {
+        let Some(txn) = self.records.get(Space::ClusterMeta.key(LAST_TXN_KEY))? else {
             return Ok(None);
         };
         let txn =
             String::from_utf8(txn.to_vec()).map_err(|error| StoreError::Corrupt(format!("last txn id: {error}")))?;
         let mut tables = serde_json::Map::new();
-        for entry in self.trees.cluster_rows.iter() {
+        for entry in self.scan(Space::ClusterRow) {
             let (key, value) = entry?;
             let (table, uuid) = split_row_key(&key)?;
             let row: serde_json::Value = serde_json::from_slice(&value)
@@ -231,23 +230,36 @@ impl Store {
     }
 
     /// Empties the replica (before a full download): the records, allocations, rows and txn id.
+    /// The transaction id goes first, so a reset cut short leaves a replica that is downloaded
+    /// in full again; the rest is removed in small batches (as `clear()` did per tree before
+    /// format 4: sled keeps what one batch replaces until it ends, see `migrations.rs`).
     pub fn mirror_reset(&self) -> Result<(), StoreError> {
-        for tree in [
-            &self.trees.subnets,
-            &self.trees.vips,
-            &self.trees.pods,
-            &self.trees.slrs,
-            &self.trees.ips,
-            &self.trees.macs,
-            &self.trees.cluster_rows,
+        self.records.remove(Space::ClusterMeta.key(LAST_TXN_KEY))?;
+        for space in [
+            Space::Subnet,
+            Space::Vip,
+            Space::Pod,
+            Space::SwitchLbRule,
+            Space::Ip,
+            Space::Mac,
+            Space::ClusterRow,
         ] {
-            tree.clear()?;
+            let mut batch = sled::Batch::default();
+            let mut pending = 0;
+            for key in self.records.scan_prefix(space.prefix()).keys() {
+                batch.remove(key?);
+                pending += 1;
+                if pending == 256 {
+                    self.records.apply_batch(std::mem::take(&mut batch))?;
+                    pending = 0;
+                }
+            }
+            self.records.apply_batch(batch)?;
         }
-        self.trees.meta.remove(LAST_TXN_KEY)?;
         Ok(())
     }
 
-    /// Applies one step of the replica in one sled transaction: the records `batch` gives, the
+    /// Applies one step of the replica in one atomic sled batch: the records `batch` gives, the
     /// rows (`(table, uuid)` → the row as JSON, `None` to delete) and the transaction id.
     pub fn mirror_apply(
         &self,
@@ -255,83 +267,52 @@ impl Store {
         rows: &[((String, String), Option<serde_json::Value>)],
         last_txn_id: &str,
     ) -> Result<(), StoreError> {
-        let encoded = self.encode_batch(batch)?;
-        let mut row_writes = Vec::with_capacity(rows.len());
+        let mut sled_batch = self.encode_batch(batch)?;
         for ((table, uuid), row) in rows {
-            let key = row_key(table, uuid);
-            let value = match row {
-                Some(row) => Some(serde_json::to_vec(row).map_err(|error| StoreError::Encode(error.to_string()))?),
-                None => None,
-            };
-            row_writes.push((key, value));
+            let key = Space::ClusterRow.key(&row_key(table, uuid));
+            match row {
+                Some(row) => sled_batch.insert(
+                    key,
+                    serde_json::to_vec(row).map_err(|error| StoreError::Encode(error.to_string()))?,
+                ),
+                None => sled_batch.remove(key),
+            }
         }
-        let trees = (
-            &self.trees.subnets,
-            &self.trees.vips,
-            &self.trees.pods,
-            &self.trees.slrs,
-            &self.trees.ips,
-            &self.trees.macs,
-            &self.trees.cluster_rows,
-            &self.trees.meta,
-            &self.trees.revisions,
-            &self.trees.changes,
-        );
+        sled_batch.insert(Space::ClusterMeta.key(LAST_TXN_KEY), last_txn_id.as_bytes());
         // Each replica numbers the changes it applies (revisions are per daemon in clustered
         // mode: see ARCHITECTURE.md, "Clustered mode").
         let mut revisions = self.lock_revisions()?;
         let planned = revisions.plan(&batch.writes)?;
-        let result: Result<(), TransactionError<()>> = trees.transaction(
-            |(subnets, vips, pods, slrs, ips, macs, cluster_rows, meta, revision_tree, changes)| {
-                for (tree, key, value) in &encoded {
-                    let tree = tree.pick([subnets, vips, pods, slrs, ips, macs]);
-                    match value {
-                        Some(value) => tree.insert(key.as_slice(), value.as_slice())?,
-                        None => tree.remove(key.as_slice())?,
-                    };
-                }
-                for (key, value) in &row_writes {
-                    match value {
-                        Some(value) => cluster_rows.insert(key.as_slice(), value.as_slice())?,
-                        None => cluster_rows.remove(key.as_slice())?,
-                    };
-                }
-                meta.insert(LAST_TXN_KEY, last_txn_id.as_bytes())?;
-                planned.write_in(revision_tree, changes)?;
-                Ok::<(), ConflictableTransactionError<()>>(())
-            },
-        );
-        match result {
-            Ok(()) => {
-                revisions.commit(planned);
-                Ok(())
-            }
-            Err(TransactionError::Storage(error)) => Err(StoreError::Sled(error)),
-            Err(TransactionError::Abort(())) => Err(StoreError::Corrupt("transaction aborted".into())),
-        }
+        planned.write_in(&mut sled_batch);
+        self.records.apply_batch(sled_batch)?;
+        revisions.commit(planned);
+        Ok(())
     }
 
     /// Whether the store holds records or allocations that are not a replica's (standalone data:
     /// records but no replica transaction id).
     pub fn holds_standalone_data(&self) -> Result<bool, StoreError> {
-        if self.trees.meta.contains_key(LAST_TXN_KEY)? {
+        if self.records.contains_key(Space::ClusterMeta.key(LAST_TXN_KEY))? {
             return Ok(false);
         }
-        Ok([
-            &self.trees.subnets,
-            &self.trees.vips,
-            &self.trees.pods,
-            &self.trees.slrs,
-            &self.trees.ips,
-            &self.trees.macs,
-        ]
-        .iter()
-        .any(|tree| !tree.is_empty()))
+        for space in [
+            Space::Subnet,
+            Space::Vip,
+            Space::Pod,
+            Space::SwitchLbRule,
+            Space::Ip,
+            Space::Mac,
+        ] {
+            if self.records.scan_prefix(space.prefix()).next().is_some() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// Rows in the replica.
     pub fn mirror_row_count(&self) -> usize {
-        self.trees.cluster_rows.len()
+        self.records.scan_prefix(Space::ClusterRow.prefix()).count()
     }
 }
 

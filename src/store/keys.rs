@@ -1,14 +1,54 @@
-//! Key encodings. Names are their UTF-8 bytes; a pod is `namespace/name`; an allocation is the
-//! subnet name, a NUL, and the address in network byte order (4 or 16 bytes) or the 6 MAC bytes,
-//! so one subnet's allocations are a contiguous, ordered range.
+//! Key encodings. Every record lives in the one tree `records` (store format 4), its key a
+//! [`Space`] byte followed by the key within that space. Names are their UTF-8 bytes; a pod is
+//! `namespace/name`; an allocation is the subnet name, a NUL, and the address in network byte
+//! order (4 or 16 bytes) or the 6 MAC bytes, so one subnet's allocations are a contiguous,
+//! ordered range.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::StoreError;
 use crate::model::{MacAddr, PodRef};
 
-pub fn name(name: &str) -> Vec<u8> {
-    name.as_bytes().to_vec()
+/// The key spaces of the `records` tree: the first byte of every key (store format 4; before
+/// it, each was a tree of its own, named in the comments).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Space {
+    /// `subnets`: name → `SubnetRecord`.
+    Subnet = 1,
+    /// `vips`: name → `VipRecord`.
+    Vip = 2,
+    /// `pods`: `namespace/name` → `PodRecord`.
+    Pod = 3,
+    /// `slrs`: name → `SwitchLbRuleRecord`.
+    SwitchLbRule = 4,
+    /// `ips`: subnet NUL address → `OwnerRecord`.
+    Ip = 5,
+    /// `macs`: subnet NUL MAC → `OwnerRecord`.
+    Mac = 6,
+    /// `revisions`: kind byte + object key → revision (u64 big endian).
+    Revision = 7,
+    /// `changes`: revision (u64 big endian) → `ChangeRecord`.
+    Change = 8,
+    /// `cluster_rows`: the clustered replica's rows, `table NUL uuid` → the row as JSON.
+    ClusterRow = 9,
+    /// Clustered replica metadata (the last transaction id; was in `meta`).
+    ClusterMeta = 10,
+}
+
+impl Space {
+    /// `key` within this space, as stored.
+    pub fn key(self, key: &[u8]) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(key.len() + 1);
+        bytes.push(self as u8);
+        bytes.extend_from_slice(key);
+        bytes
+    }
+
+    /// The first byte of every key of this space.
+    pub fn prefix(self) -> [u8; 1] {
+        [self as u8]
+    }
 }
 
 pub fn pod(pod: &PodRef) -> Vec<u8> {

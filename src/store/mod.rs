@@ -1,8 +1,10 @@
-//! The durable store: sled trees for subnets, VIPs, pods, switch-LB rules, and the address and
-//! MAC allocations (subnet/address → owner). The only module that knows keys and encodings.
+//! The durable store: subnets, VIPs, pods, switch-LB rules, the address and MAC allocations
+//! (subnet/address → owner), object revisions and the change log, all in one sled tree
+//! (`records`) whose keys start with a byte naming their kind ([`keys::Space`], format 4). The
+//! only module that knows keys and encodings.
 //!
-//! - Every mutation is one [`WriteBatch`], applied as one sled transaction across the trees it
-//!   touches: a crash leaves all of it or none of it.
+//! - Every mutation is one [`WriteBatch`], applied as one atomic `sled::Batch` (records,
+//!   revisions and change-log entries together): a crash leaves all of it or none of it.
 //! - [`Store::durable`] returns once everything applied before the call is on disk. Concurrent
 //!   callers share one flush (group commit), so many writers cost one fsync per batch.
 //! - On open, pending migrations (`migrations/`) run in order, each atomically; a store written
@@ -21,8 +23,6 @@ use std::sync::mpsc as std_mpsc;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use sled::transaction::{ConflictableTransactionError, TransactionError};
-use sled::Transactional;
 use tokio::sync::oneshot;
 use tracing::{info, warn};
 
@@ -30,7 +30,7 @@ use crate::model::{MacAddr, Pod, PodRef, Subnet, SwitchLbRule, Vip};
 use records::{OwnerRecord, PodRecord, SubnetRecord, SwitchLbRuleRecord, VipRecord};
 
 pub use cluster::{ClusterLink, Progress};
-use migrations::Tree;
+use keys::Space;
 pub use migrations::CURRENT_VERSION;
 pub use revisions::{ChangeType, Kind, LoggedChange, OutOfRange, CHANGE_LOG_RETAINED};
 
@@ -242,7 +242,8 @@ impl ConsistencyReport {
     }
 }
 
-/// The store's trees, as migrations see them.
+/// The store's trees, as migrations see them: those of formats 1–3 (opened only while
+/// migrations run) and `records` (format 4).
 pub struct Trees {
     pub meta: sled::Tree,
     pub subnets: sled::Tree,
@@ -256,6 +257,8 @@ pub struct Trees {
     /// Format 3: object revisions and the change log (see [`revisions`]).
     pub revisions: sled::Tree,
     pub changes: sled::Tree,
+    /// Format 4: every record, keys prefixed by their [`keys::Space`].
+    pub records: sled::Tree,
 }
 
 impl Trees {
@@ -271,12 +274,13 @@ impl Trees {
             cluster_rows: db.open_tree("cluster_rows")?,
             revisions: db.open_tree("revisions")?,
             changes: db.open_tree("changes")?,
+            records: db.open_tree("records")?,
         })
     }
 }
 
-/// One sled write: tree, key, value (`None` removes).
-type EncodedWrite = (Tree, Vec<u8>, Option<Vec<u8>>);
+/// One sled write: key (with its space byte), value (`None` removes).
+type EncodedWrite = (Vec<u8>, Option<Vec<u8>>);
 
 type FlushWaiter = oneshot::Sender<Result<(), String>>;
 
@@ -284,7 +288,10 @@ pub struct Store {
     db: sled::Db,
     /// How many flushes the flusher thread has done: fewer than waiters means they were shared.
     flushes: std::sync::Arc<std::sync::atomic::AtomicU64>,
-    trees: Trees,
+    /// The format version (`format_version`).
+    meta: sled::Tree,
+    /// Everything else (see [`keys::Space`]).
+    records: sled::Tree,
     /// Hands waiters to the flusher thread, which flushes once for everyone waiting.
     flush_requests: Mutex<Option<std_mpsc::Sender<FlushWaiter>>>,
     /// Joined on drop, so the flusher's handle on the database is gone when the store is.
@@ -329,19 +336,9 @@ impl Store {
             .cache_capacity(32 * 1024 * 1024)
             .flush_every_ms(Some(1000))
             .open()?;
-        let trees = Trees::open(&db)?;
         let path_text = path.display().to_string();
-        migrations::run(&db, &trees, &path_text)?;
-        let revisions = revisions::Revisions::load(
-            &trees.revisions,
-            &trees.changes,
-            [
-                (Kind::Subnet, &trees.subnets),
-                (Kind::Vip, &trees.vips),
-                (Kind::Pod, &trees.pods),
-                (Kind::SwitchLbRule, &trees.slrs),
-            ],
-        )?;
+        let (meta, records) = migrations::run(&db, &path_text)?;
+        let revisions = revisions::Revisions::load(&records)?;
         let (sender, receiver) = std_mpsc::channel::<FlushWaiter>();
         let flusher_db = db.clone();
         let flushes = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -353,7 +350,8 @@ impl Store {
         Ok(Store {
             db,
             flushes,
-            trees,
+            meta,
+            records,
             flush_requests: Mutex::new(Some(sender)),
             flusher: Some(handle),
             path: path_text,
@@ -373,7 +371,7 @@ impl Store {
 
     /// The store format version on disk.
     pub fn version(&self) -> Result<u32, StoreError> {
-        migrations::read_version(&self.trees)
+        migrations::read_version(&self.meta)
     }
 
     /// Applies a batch atomically (not yet durable: see [`Store::durable`]). In clustered mode
@@ -382,82 +380,66 @@ impl Store {
         if let Some(queued) = self.cluster_push(batch) {
             return queued;
         }
-        // Encode outside the transaction: the closure may run more than once.
-        let encoded = self.encode_batch(batch)?;
-        let trees = (
-            &self.trees.subnets,
-            &self.trees.vips,
-            &self.trees.pods,
-            &self.trees.slrs,
-            &self.trees.ips,
-            &self.trees.macs,
-            &self.trees.revisions,
-            &self.trees.changes,
-        );
+        let mut sled_batch = self.encode_batch(batch)?;
+        // Held from planning to commit, so revisions are handed out in the order batches land.
         let mut revisions = self.lock_revisions()?;
         let planned = revisions.plan(&batch.writes)?;
-        let result: Result<(), TransactionError<()>> =
-            trees.transaction(|(subnets, vips, pods, slrs, ips, macs, revision_tree, changes)| {
-                for (tree, key, value) in &encoded {
-                    let tree = tree.pick([subnets, vips, pods, slrs, ips, macs]);
-                    match value {
-                        Some(value) => tree.insert(key.as_slice(), value.as_slice())?,
-                        None => tree.remove(key.as_slice())?,
-                    };
-                }
-                planned.write_in(revision_tree, changes)?;
-                Ok::<(), ConflictableTransactionError<()>>(())
-            });
-        match result {
-            Ok(()) => {
-                revisions.commit(planned);
-                Ok(())
-            }
-            Err(TransactionError::Storage(error)) => Err(StoreError::Sled(error)),
-            Err(TransactionError::Abort(())) => Err(StoreError::Corrupt("transaction aborted".into())),
-        }
+        planned.write_in(&mut sled_batch);
+        self.records.apply_batch(sled_batch)?;
+        revisions.commit(planned);
+        Ok(())
     }
 
-    /// The sled writes of a batch.
-    fn encode_batch(&self, batch: &WriteBatch) -> Result<Vec<EncodedWrite>, StoreError> {
-        let mut encoded: Vec<EncodedWrite> = Vec::with_capacity(batch.writes.len());
+    /// The sled writes of a batch, as one `sled::Batch` on `records`.
+    fn encode_batch(&self, batch: &WriteBatch) -> Result<sled::Batch, StoreError> {
+        let mut sled_batch = sled::Batch::default();
         for write in &batch.writes {
-            encoded.push(match write {
+            let (key, value): EncodedWrite = match write {
                 Write::PutSubnet(subnet) => (
-                    Tree::Subnets,
-                    keys::name(&subnet.name),
+                    Space::Subnet.key(subnet.name.as_bytes()),
                     Some(encode(&SubnetRecord::from(subnet))?),
                 ),
-                Write::DeleteSubnet(name) => (Tree::Subnets, keys::name(name), None),
+                Write::DeleteSubnet(name) => (Space::Subnet.key(name.as_bytes()), None),
                 Write::PutVip(vip) => (
-                    Tree::Vips,
-                    keys::name(&vip.spec.name),
+                    Space::Vip.key(vip.spec.name.as_bytes()),
                     Some(encode(&VipRecord::from(vip))?),
                 ),
-                Write::DeleteVip(name) => (Tree::Vips, keys::name(name), None),
-                Write::PutPod(pod) => (Tree::Pods, keys::pod(&pod.key()), Some(encode(&PodRecord::from(pod))?)),
-                Write::DeletePod(pod) => (Tree::Pods, keys::pod(pod), None),
+                Write::DeleteVip(name) => (Space::Vip.key(name.as_bytes()), None),
+                Write::PutPod(pod) => (
+                    Space::Pod.key(&keys::pod(&pod.key())),
+                    Some(encode(&PodRecord::from(pod))?),
+                ),
+                Write::DeletePod(pod) => (Space::Pod.key(&keys::pod(pod)), None),
                 Write::PutSwitchLbRule(rule) => (
-                    Tree::SwitchLbRules,
-                    keys::name(&rule.name),
+                    Space::SwitchLbRule.key(rule.name.as_bytes()),
                     Some(encode(&SwitchLbRuleRecord::from(rule))?),
                 ),
-                Write::DeleteSwitchLbRule(name) => (Tree::SwitchLbRules, keys::name(name), None),
+                Write::DeleteSwitchLbRule(name) => (Space::SwitchLbRule.key(name.as_bytes()), None),
                 Write::AllocateIp { subnet, ip, owner } => (
-                    Tree::Ips,
-                    keys::ip(subnet, *ip),
+                    Space::Ip.key(&keys::ip(subnet, *ip)),
                     Some(encode(&OwnerRecord::V1(owner.clone()))?),
                 ),
-                Write::ReleaseIp { subnet, ip } => (Tree::Ips, keys::ip(subnet, *ip), None),
+                Write::ReleaseIp { subnet, ip } => (Space::Ip.key(&keys::ip(subnet, *ip)), None),
                 Write::AllocateMac { subnet, mac, owner } => (
-                    Tree::Macs,
-                    keys::mac(subnet, *mac),
+                    Space::Mac.key(&keys::mac(subnet, *mac)),
                     Some(encode(&OwnerRecord::V1(owner.clone()))?),
                 ),
-                Write::ReleaseMac { subnet, mac } => (Tree::Macs, keys::mac(subnet, *mac), None),
-            });
+                Write::ReleaseMac { subnet, mac } => (Space::Mac.key(&keys::mac(subnet, *mac)), None),
+            };
+            match value {
+                Some(value) => sled_batch.insert(key, value),
+                None => sled_batch.remove(key),
+            }
         }
-        Ok(encoded)
+        Ok(sled_batch)
+    }
+
+    /// The entries of one key space, keys without their space byte.
+    fn scan(&self, space: Space) -> impl Iterator<Item = Result<(sled::IVec, sled::IVec), StoreError>> {
+        self.records.scan_prefix(space.prefix()).map(|entry| {
+            let (key, value) = entry?;
+            Ok((key.subslice(1, key.len() - 1), value))
+        })
     }
 
     fn lock_revisions(&self) -> Result<std::sync::MutexGuard<'_, revisions::Revisions>, StoreError> {
@@ -507,7 +489,7 @@ impl Store {
         if after + 1 < oldest {
             return Ok(Err(out_of_range("too old", oldest)));
         }
-        let changes = revisions::read_log(&self.trees.changes, after, current)?;
+        let changes = revisions::read_log(&self.records, after, current)?;
         // Entries may have been pruned while they were read.
         let oldest_now = self.lock_revisions()?.oldest;
         if after + 1 < oldest_now {
@@ -547,60 +529,125 @@ impl Store {
 
     /// Reads everything.
     pub fn load(&self) -> Result<Snapshot, StoreError> {
-        let mut snapshot = Snapshot::default();
-        for entry in self.trees.subnets.iter() {
+        Ok(Snapshot {
+            subnets: self.subnets().collect::<Result<_, _>>()?,
+            vips: self.vips().collect::<Result<_, _>>()?,
+            pods: self.pods().collect::<Result<_, _>>()?,
+            switch_lb_rules: self.switch_lb_rules().collect::<Result<_, _>>()?,
+            ips: self.ips().collect::<Result<_, _>>()?,
+            macs: self.macs().collect::<Result<_, _>>()?,
+        })
+    }
+
+    /// The stored subnets, in name order, read one at a time (as are the kinds below: the
+    /// registry's open builds its state from them without a whole [`Snapshot`] beside it).
+    pub fn subnets(&self) -> impl Iterator<Item = Result<Subnet, StoreError>> + '_ {
+        self.scan(Space::Subnet).map(|entry| {
             let (key, value) = entry?;
             let record: SubnetRecord = decode(&value, &format!("subnet {}", String::from_utf8_lossy(&key)))?;
-            snapshot.subnets.push(Subnet::try_from(record)?);
-        }
-        for entry in self.trees.vips.iter() {
+            Subnet::try_from(record)
+        })
+    }
+
+    /// The stored VIPs, in name order.
+    pub fn vips(&self) -> impl Iterator<Item = Result<Vip, StoreError>> + '_ {
+        self.scan(Space::Vip).map(|entry| {
             let (key, value) = entry?;
             let record: VipRecord = decode(&value, &format!("vip {}", String::from_utf8_lossy(&key)))?;
-            snapshot.vips.push(Vip::from(record));
-        }
-        for entry in self.trees.pods.iter() {
+            Ok(Vip::from(record))
+        })
+    }
+
+    /// The stored pods, in `namespace/name` order.
+    pub fn pods(&self) -> impl Iterator<Item = Result<Pod, StoreError>> + '_ {
+        self.scan(Space::Pod).map(|entry| {
             let (key, value) = entry?;
             let record: PodRecord = decode(&value, &format!("pod {}", String::from_utf8_lossy(&key)))?;
-            snapshot.pods.push(Pod::try_from(record)?);
-        }
-        for entry in self.trees.slrs.iter() {
+            Pod::try_from(record)
+        })
+    }
+
+    /// The stored switch-LB rules, in name order.
+    pub fn switch_lb_rules(&self) -> impl Iterator<Item = Result<SwitchLbRule, StoreError>> + '_ {
+        self.scan(Space::SwitchLbRule).map(|entry| {
             let (key, value) = entry?;
             let record: SwitchLbRuleRecord = decode(&value, &format!("rule {}", String::from_utf8_lossy(&key)))?;
-            snapshot.switch_lb_rules.push(SwitchLbRule::try_from(record)?);
-        }
-        for entry in self.trees.ips.iter() {
+            SwitchLbRule::try_from(record)
+        })
+    }
+
+    /// The address allocations: (subnet, address, owner), by subnet and address.
+    pub fn ips(&self) -> impl Iterator<Item = Result<(String, IpAddr, Owner), StoreError>> + '_ {
+        self.scan(Space::Ip).map(|entry| {
             let (key, value) = entry?;
             let (subnet, ip) = keys::parse_ip(&key)?;
             let OwnerRecord::V1(owner) = decode(&value, "ip owner")?;
-            snapshot.ips.push((subnet, ip, owner));
-        }
-        for entry in self.trees.macs.iter() {
+            Ok((subnet, ip, owner))
+        })
+    }
+
+    /// The MAC allocations: (subnet, MAC, owner), by subnet and MAC.
+    pub fn macs(&self) -> impl Iterator<Item = Result<(String, MacAddr, Owner), StoreError>> + '_ {
+        self.scan(Space::Mac).map(|entry| {
             let (key, value) = entry?;
             let (subnet, mac) = keys::parse_mac(&key)?;
             let OwnerRecord::V1(owner) = decode(&value, "mac owner")?;
-            snapshot.macs.push((subnet, mac, owner));
-        }
-        Ok(snapshot)
+            Ok((subnet, mac, owner))
+        })
     }
 
     /// Checks that every allocation has an owner record that lists it, and every owner record's
     /// addresses are allocated to it.
     pub fn check(snapshot: &Snapshot) -> ConsistencyReport {
+        let allocated = snapshot
+            .ips
+            .iter()
+            .map(|(subnet, ip, owner)| Ok((subnet.clone(), Resource::Ip(*ip), owner.clone())))
+            .chain(
+                snapshot
+                    .macs
+                    .iter()
+                    .map(|(subnet, mac, owner)| Ok((subnet.clone(), Resource::Mac(*mac), owner.clone()))),
+            );
+        // Nothing in a snapshot can fail to read.
+        Store::check_records(
+            snapshot.subnets.iter().map(|subnet| subnet.name.as_str()),
+            &snapshot.vips,
+            &snapshot.pods,
+            allocated,
+        )
+        .unwrap_or_default()
+    }
+
+    /// [`Store::check`] over records held elsewhere (the registry's state) and the allocations
+    /// read one at a time (from [`Store::ips`] and [`Store::macs`]).
+    pub fn check_records<'a>(
+        subnet_names: impl IntoIterator<Item = &'a str>,
+        vip_records: impl IntoIterator<Item = &'a Vip> + Clone,
+        pod_records: impl IntoIterator<Item = &'a Pod>,
+        allocated: impl Iterator<Item = Result<(String, Resource, Owner), StoreError>>,
+    ) -> Result<ConsistencyReport, StoreError> {
         let mut problems = Vec::new();
         let mut references = Vec::new();
-        // What each owner record says it holds.
-        let mut expected_ips: BTreeMap<(String, IpAddr), Owner> = BTreeMap::new();
-        let mut expected_macs: BTreeMap<(String, MacAddr), Owner> = BTreeMap::new();
-        let vips: BTreeMap<&str, &Vip> = snapshot.vips.iter().map(|vip| (vip.spec.name.as_str(), vip)).collect();
+        // What each owner record says it holds, keyed by names borrowed from the records (the
+        // check runs at every open over every record: no copies per entry), and whether an
+        // allocation was found for it.
+        let mut expected: BTreeMap<(&'a str, Resource), (ExpectedOwner<'a>, bool)> = BTreeMap::new();
+        let vips: BTreeMap<&str, &Vip> = vip_records
+            .clone()
+            .into_iter()
+            .map(|vip| (vip.spec.name.as_str(), vip))
+            .collect();
         // A pending VIP (it waits for its subnet) holds nothing.
-        for vip in snapshot.vips.iter().filter(|vip| vip.is_allocated()) {
-            let owner = vip_owner(&vip.spec.name);
+        for vip in vip_records.into_iter().filter(|vip| vip.is_allocated()) {
+            let subnet = vip.spec.subnet.as_str();
+            let owner = ExpectedOwner::Vip(&vip.spec.name);
             for ip in vip.addresses() {
-                expected_ips.insert((vip.spec.subnet.clone(), ip), owner.clone());
+                expected.insert((subnet, Resource::Ip(ip)), (owner.clone(), false));
             }
-            expected_macs.insert((vip.spec.subnet.clone(), vip.mac), owner);
+            expected.insert((subnet, Resource::Mac(vip.mac)), (owner, false));
         }
-        for pod in &snapshot.pods {
+        for pod in pod_records {
             for nic in &pod.nics {
                 if let Some(vip_name) = &nic.vip {
                     // The VIP owns the addresses; it must name this pod as its holder.
@@ -614,61 +661,49 @@ impl Store {
                     }
                     continue;
                 }
-                let owner = pod_nic_owner(&pod.key(), &nic.interface);
+                let owner = ExpectedOwner::Other(pod_nic_owner(&pod.key(), &nic.interface));
+                let subnet = nic.subnet.as_str();
                 for ip in nic.v4ip.map(IpAddr::V4).into_iter().chain(nic.v6ip.map(IpAddr::V6)) {
-                    expected_ips.insert((nic.subnet.clone(), ip), owner.clone());
+                    expected.insert((subnet, Resource::Ip(ip)), (owner.clone(), false));
                 }
-                expected_macs.insert((nic.subnet.clone(), nic.mac), owner);
+                expected.insert((subnet, Resource::Mac(nic.mac)), (owner, false));
             }
         }
-        let subnets: BTreeSet<&str> = snapshot.subnets.iter().map(|subnet| subnet.name.as_str()).collect();
+        let subnets: BTreeSet<&str> = subnet_names.into_iter().collect();
+        // Every subnet name a key can hold, to look keys up by an allocation's (owned) name.
+        let names: BTreeSet<&'a str> = expected.keys().map(|(subnet, _)| *subnet).collect();
         let mut findings = Vec::new();
-        let allocated = snapshot
-            .ips
-            .iter()
-            .map(|(subnet, ip, owner)| (subnet, Resource::Ip(*ip), owner))
-            .chain(
-                snapshot
-                    .macs
-                    .iter()
-                    .map(|(subnet, mac, owner)| (subnet, Resource::Mac(*mac), owner)),
-            );
-        let expected: BTreeMap<(String, Resource), &Owner> = expected_ips
-            .iter()
-            .map(|((subnet, ip), owner)| ((subnet.clone(), Resource::Ip(*ip)), owner))
-            .chain(
-                expected_macs
-                    .iter()
-                    .map(|((subnet, mac), owner)| ((subnet.clone(), Resource::Mac(*mac)), owner)),
-            )
-            .collect();
-        let mut seen = BTreeSet::new();
-        for (subnet, resource, owner) in allocated {
-            let key = (subnet.clone(), resource);
+        for entry in allocated {
+            let (subnet, resource, owner) = entry?;
             let subnet_missing = !subnets.contains(subnet.as_str());
             if subnet_missing {
                 problems.push(format!(
                     "{resource} is allocated in subnet {subnet}, which does not exist"
                 ));
             }
-            match expected.get(&key) {
-                Some(expected) if *expected == owner => {}
-                Some(expected) => {
-                    let finding = Finding::TwoOwners {
-                        subnet: subnet.clone(),
-                        resource,
-                        allocated_to: owner.clone(),
-                        held_by: (*expected).clone(),
-                    };
-                    problems.push(finding.to_string());
-                    findings.push(finding);
+            let held = names
+                .get(subnet.as_str())
+                .and_then(|name| expected.get_mut(&(*name, resource)));
+            match held {
+                Some((expected, seen)) => {
+                    *seen = true;
+                    if !expected.is(&owner) {
+                        let finding = Finding::TwoOwners {
+                            subnet: subnet.clone(),
+                            resource,
+                            allocated_to: owner,
+                            held_by: expected.to_owner(),
+                        };
+                        problems.push(finding.to_string());
+                        findings.push(finding);
+                    }
                 }
-                None if is_subnet_owner(owner, subnet) && !subnet_missing => {}
+                None if is_subnet_owner(&owner, &subnet) && !subnet_missing => {}
                 None => {
                     let finding = Finding::WithoutOwner {
                         subnet: subnet.clone(),
                         resource,
-                        owner: owner.clone(),
+                        owner,
                     };
                     // A missing subnet was said above, in its own words.
                     if !subnet_missing {
@@ -677,24 +712,47 @@ impl Store {
                     findings.push(finding);
                 }
             }
-            seen.insert(key);
         }
-        for ((subnet, resource), owner) in &expected {
-            if !seen.contains(&(subnet.clone(), *resource)) {
+        for ((subnet, resource), (owner, seen)) in &expected {
+            if !seen {
                 let finding = Finding::NotAllocated {
-                    subnet: subnet.clone(),
+                    subnet: subnet.to_string(),
                     resource: *resource,
-                    owner: (*owner).clone(),
+                    owner: owner.to_owner(),
                 };
                 problems.push(finding.to_string());
                 findings.push(finding);
             }
         }
         problems.extend(references.iter().cloned());
-        ConsistencyReport {
+        Ok(ConsistencyReport {
             problems,
             findings,
             references,
+        })
+    }
+}
+
+/// Who a record says holds an allocation: a VIP by its borrowed name, anyone else by the owner
+/// string (see [`vip_owner`], [`pod_nic_owner`]).
+#[derive(Clone)]
+enum ExpectedOwner<'a> {
+    Vip(&'a str),
+    Other(Owner),
+}
+
+impl ExpectedOwner<'_> {
+    fn is(&self, owner: &str) -> bool {
+        match self {
+            ExpectedOwner::Vip(name) => owner.strip_prefix("vip/") == Some(*name),
+            ExpectedOwner::Other(other) => other == owner,
+        }
+    }
+
+    fn to_owner(&self) -> Owner {
+        match self {
+            ExpectedOwner::Vip(name) => vip_owner(name),
+            ExpectedOwner::Other(other) => other.clone(),
         }
     }
 }

@@ -1,11 +1,13 @@
 //! Object revisions and the change log (store format 3), like Kubernetes' `resourceVersion`.
 //!
 //! - One store-wide counter: every put or delete of a subnet, VIP, pod or switch-LB rule takes
-//!   the next revision, in the same sled transaction as the object itself, so it survives
-//!   restarts. Tree `revisions`: kind byte + object key → the object's revision (u64, big
-//!   endian); removed when the object is.
-//! - Tree `changes`: revision (u64, big endian) → [`ChangeRecord`] (kind, key, added / modified /
-//!   deleted), so deletions stay visible as tombstones. It keeps the newest
+//!   the next revision, in the same atomic sled batch as the object itself, so it survives
+//!   restarts. Space `Revision` of the `records` tree (a tree `revisions` before format 4):
+//!   kind byte + object key → the object's revision (u64, big endian); removed when the object
+//!   is.
+//! - Space `Change` (tree `changes` before format 4): revision (u64, big endian) →
+//!   [`ChangeRecord`] (kind, key, added / modified / deleted), so deletions stay visible as
+//!   tombstones. It keeps the newest
 //!   [`CHANGE_LOG_RETAINED`] entries; older ones are removed in the transaction that adds new
 //!   ones. A watch can resume from any revision the log still covers.
 //! - Objects stored before format 3 have no revision entry: they report revision 0 until their
@@ -15,6 +17,7 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::keys::Space;
 use super::{decode, StoreError, Write};
 
 /// How many changes the log keeps: a watch can resume from a revision at most this many
@@ -152,52 +155,54 @@ pub(crate) struct Planned {
 }
 
 impl Planned {
-    /// Writes the plan into the `revisions` and `changes` trees inside the caller's sled
-    /// transaction (the one that writes the batch's records, so both land or neither does).
-    pub fn write_in(
-        &self,
-        revisions: &sled::transaction::TransactionalTree,
-        changes: &sled::transaction::TransactionalTree,
-    ) -> sled::transaction::ConflictableTransactionResult<(), ()> {
+    /// Adds the plan's revision and change-log writes to the caller's sled batch (the one
+    /// that writes the batch's records, so both land or neither does).
+    pub fn write_in(&self, batch: &mut sled::Batch) {
         for (key, value) in &self.revision_writes {
+            let key = Space::Revision.key(key);
             match value {
-                Some(value) => revisions.insert(key.as_slice(), value.as_slice())?,
-                None => revisions.remove(key.as_slice())?,
-            };
+                Some(value) => batch.insert(key, value.as_slice()),
+                None => batch.remove(key),
+            }
         }
         for (key, value) in &self.log_writes {
-            changes.insert(key.as_slice(), value.as_slice())?;
+            batch.insert(Space::Change.key(key), value.as_slice());
         }
         for key in &self.log_removals {
-            changes.remove(key.as_slice())?;
+            batch.remove(Space::Change.key(key));
         }
-        Ok(())
     }
 }
 
 impl Revisions {
-    /// Loads the revisions tree; objects without an entry (stored before format 3) are at 0.
-    pub fn load(
-        revisions: &sled::Tree,
-        changes: &sled::Tree,
-        objects: [(Kind, &sled::Tree); 4],
-    ) -> Result<Revisions, StoreError> {
+    /// Loads the revisions from the `records` tree; objects without an entry (stored before
+    /// format 3) are at 0.
+    pub fn load(records: &sled::Tree) -> Result<Revisions, StoreError> {
         let mut by_object = HashMap::new();
-        for (kind, tree) in objects {
-            for key in tree.iter().keys() {
+        for (kind, space) in [
+            (Kind::Subnet, Space::Subnet),
+            (Kind::Vip, Space::Vip),
+            (Kind::Pod, Space::Pod),
+            (Kind::SwitchLbRule, Space::SwitchLbRule),
+        ] {
+            for key in records.scan_prefix(space.prefix()).keys() {
                 let key = key?;
-                by_object.insert((kind, String::from_utf8_lossy(&key).into_owned()), 0);
+                by_object.insert((kind, String::from_utf8_lossy(&key[1..]).into_owned()), 0);
             }
         }
         let mut current = 0;
-        for entry in revisions.iter() {
+        for entry in records.scan_prefix(Space::Revision.prefix()) {
             let (key, value) = entry?;
             let revision = revision_value(&value)?;
             current = current.max(revision);
-            by_object.insert(parse_object_key(&key)?, revision);
+            by_object.insert(parse_object_key(&key[1..])?, revision);
         }
-        let newest_logged = changes.last()?.map(|(key, _)| revision_value(&key)).transpose()?;
-        let oldest_logged = changes.first()?.map(|(key, _)| revision_value(&key)).transpose()?;
+        let mut log = records.scan_prefix(Space::Change.prefix()).keys();
+        let oldest_logged = log.next().transpose()?.map(|key| revision_value(&key[1..])).transpose()?;
+        let newest_logged = match log.next_back().transpose()? {
+            Some(key) => Some(revision_value(&key[1..])?),
+            None => oldest_logged,
+        };
         current = current.max(newest_logged.unwrap_or(0));
         Ok(Revisions {
             current,
@@ -272,15 +277,17 @@ impl Revisions {
     }
 }
 
-/// Reads the change log after `after` up to `current` (inclusive).
-pub(crate) fn read_log(changes: &sled::Tree, after: u64, current: u64) -> Result<Vec<LoggedChange>, StoreError> {
+/// Reads the change log after `after` up to `current` (inclusive) from the `records` tree.
+pub(crate) fn read_log(records: &sled::Tree, after: u64, current: u64) -> Result<Vec<LoggedChange>, StoreError> {
     let mut out = Vec::new();
     if after >= current {
         return Ok(out);
     }
-    for entry in changes.range((after + 1).to_be_bytes()..=current.to_be_bytes()) {
+    let from = Space::Change.key(&(after + 1).to_be_bytes());
+    let to = Space::Change.key(&current.to_be_bytes());
+    for entry in records.range(from..=to) {
         let (key, value) = entry?;
-        let revision = revision_value(&key)?;
+        let revision = revision_value(&key[1..])?;
         let ChangeRecord::V1 { kind, key, change } = decode(&value, "change log entry")?;
         out.push(LoggedChange {
             revision,
