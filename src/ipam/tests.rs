@@ -234,7 +234,7 @@ fn an_address_restored_while_waiting_for_reuse_is_not_handed_out_again() {
         v6: None,
         mac: Some(held.mac),
     };
-    ipam.restore(&"a".into(), &request).unwrap();
+    ipam.restore("a", &request).unwrap();
     // Every remaining address, never-used ones first, then the reuse queue.
     let mut handed = Vec::new();
     while let Ok(allocation) = dynamic(&mut ipam, &format!("o{}", handed.len())) {
