@@ -52,6 +52,7 @@ pub(super) fn start<W: WatchKind>(
 ) -> Result<mpsc::Receiver<Result<W::Event, Status>>, Status> {
     // Subscribe before reading anything, so no change falls in between.
     let mut wakeups = api.registry.subscribe();
+    let mut status_wakeups = api.registry.subscribe_status();
     if since != 0 {
         api.registry
             .store()
@@ -148,6 +149,7 @@ pub(super) fn start<W: WatchKind>(
                 _ = api.shutdown.cancelled() => return,
                 _ = sender.closed() => return,
                 received = wakeups.recv() => received,
+                received = status_wakeups.recv() => received,
             };
             match received {
                 Ok(change) => {

@@ -137,6 +137,10 @@ pub struct Registry {
     /// for in-memory work and the (non-durable) store write, never across an `.await`.
     state: Mutex<State>,
     changes: broadcast::Sender<Change>,
+    /// Observed-status changes only ([`Change::VipStatus`]), apart from `changes`: a full pass
+    /// writes one per VIP (100,000 at once), which would overflow the NB sync's receiver and
+    /// cost it a second full pass, though the sync ignores them.
+    status_changes: broadcast::Sender<Change>,
 }
 
 fn ipam_config(subnet: &Subnet) -> SubnetIpamConfig {
@@ -402,12 +406,14 @@ impl Registry {
         let store = Store::open(path)?;
         let (state, report) = build_state(&store)?;
         let (changes, _) = broadcast::channel(65_536);
+        let (status_changes, _) = broadcast::channel(65_536);
         Ok((
             Registry {
                 outside: std::sync::OnceLock::new(),
                 store,
                 state: Mutex::new(state),
                 changes,
+                status_changes,
             },
             report,
         ))
@@ -476,12 +482,22 @@ impl Registry {
         used
     }
 
+    /// Changes of what is stored (every kind but [`Change::VipStatus`]), after they are durable.
     pub fn subscribe(&self) -> broadcast::Receiver<Change> {
         self.changes.subscribe()
     }
 
+    /// Changes of a VIP's observed status only ([`Change::VipStatus`]).
+    pub fn subscribe_status(&self) -> broadcast::Receiver<Change> {
+        self.status_changes.subscribe()
+    }
+
     fn publish(&self, change: Change) {
-        let _ = self.changes.send(change);
+        let channel = match change {
+            Change::VipStatus(_) => &self.status_changes,
+            _ => &self.changes,
+        };
+        let _ = channel.send(change);
     }
 
     /// Applies the batch, durably; the in-memory state was already changed by the caller.
