@@ -246,13 +246,13 @@ impl Metrics {
     /// OpenMetrics text format.
     pub fn render(&self, state: &dyn StateSource, client: Option<&Client>) -> String {
         self.vips.clear();
-        for (subnet, kind) in state.vip_kinds() {
+        for (subnet, kind, count) in state.vip_counts() {
             self.vips
                 .get_or_create(&VipLabels {
                     subnet,
                     r#type: kind.into(),
                 })
-                .inc();
+                .set(count as i64);
         }
         self.addresses_used.clear();
         self.addresses_free.clear();
@@ -293,8 +293,10 @@ impl Metrics {
 /// Where the state gauges are read from at scrape time. The registry implements it: this module
 /// records what the store and the sync report and never depends on the registry itself.
 pub trait StateSource: Send + Sync {
-    /// One entry per VIP: its subnet and its kind (`aap`, `reserved` or `switch_lb_vip`).
-    fn vip_kinds(&self) -> Vec<(String, &'static str)>;
+    /// One entry per subnet and VIP kind (`aap`, `reserved` or `switch_lb_vip`) with the number
+    /// of such VIPs; counted in place (a scrape copies no VIP: at 100,000 VIPs, one per scrape
+    /// was a copy of every VIP).
+    fn vip_counts(&self) -> Vec<(String, &'static str, u64)>;
     /// One entry per subnet and address family the subnet has.
     fn address_usage(&self) -> Vec<AddressUsage>;
 }

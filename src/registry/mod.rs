@@ -609,17 +609,20 @@ fn usage_of(ipam: &SubnetIpam) -> SubnetUsage {
 }
 
 impl crate::telemetry::StateSource for Registry {
-    fn vip_kinds(&self) -> Vec<(String, &'static str)> {
-        self.list_vips()
+    fn vip_counts(&self) -> Vec<(String, &'static str, u64)> {
+        let state = self.lock();
+        let mut counts: BTreeMap<(&str, &'static str), u64> = BTreeMap::new();
+        for vip in state.vips.values() {
+            let kind = match vip.spec.vip_type {
+                VipType::SwitchLbVip => "switch_lb_vip",
+                VipType::Reserved if vip.is_aap() => "aap",
+                VipType::Reserved => "reserved",
+            };
+            *counts.entry((vip.spec.subnet.as_str(), kind)).or_default() += 1;
+        }
+        counts
             .into_iter()
-            .map(|vip| {
-                let kind = match vip.spec.vip_type {
-                    VipType::SwitchLbVip => "switch_lb_vip",
-                    VipType::Reserved if vip.is_aap() => "aap",
-                    VipType::Reserved => "reserved",
-                };
-                (vip.spec.subnet, kind)
-            })
+            .map(|((subnet, kind), count)| (subnet.to_string(), kind, count))
             .collect()
     }
 
