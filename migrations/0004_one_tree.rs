@@ -34,7 +34,11 @@ pub fn plan(trees: &Trees) -> Result<Vec<PlannedWrite>, String> {
         }
     }
     // Clustered mode's last replica transaction id lived in `meta`.
-    if let Some(txn) = trees.meta.get(b"cluster_last_txn_id").map_err(|error| error.to_string())? {
+    if let Some(txn) = trees
+        .meta
+        .get(b"cluster_last_txn_id")
+        .map_err(|error| error.to_string())?
+    {
         writes.push(PlannedWrite {
             tree: Tree::Records,
             key: Space::ClusterMeta.key(b"cluster_last_txn_id"),

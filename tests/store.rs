@@ -521,9 +521,21 @@ fn write_format_3_store(path: &std::path::Path) {
     let put = |tree: &str, key: &[u8], value: Vec<u8>| {
         db.open_tree(tree).unwrap().insert(key, value).unwrap();
     };
-    put("subnets", b"ovn-default", encode(&|c| bincode::serde::encode_to_vec(&subnet, c).unwrap()));
-    put("vips", b"vip-a", encode(&|c| bincode::serde::encode_to_vec(&vip, c).unwrap()));
-    put("ips", b"ovn-default\x00\x0a\x10\x00\x0c", encode(&|c| bincode::serde::encode_to_vec(&owner, c).unwrap()));
+    put(
+        "subnets",
+        b"ovn-default",
+        encode(&|c| bincode::serde::encode_to_vec(&subnet, c).unwrap()),
+    );
+    put(
+        "vips",
+        b"vip-a",
+        encode(&|c| bincode::serde::encode_to_vec(&vip, c).unwrap()),
+    );
+    put(
+        "ips",
+        b"ovn-default\x00\x0a\x10\x00\x0c",
+        encode(&|c| bincode::serde::encode_to_vec(&owner, c).unwrap()),
+    );
     put(
         "macs",
         b"ovn-default\x00\x00\x00\x00\xf0\xdb\x25",
@@ -570,7 +582,11 @@ async fn a_format_3_store_moves_into_one_tree_with_its_revisions_and_change_log(
         assert_eq!((snapshot.subnets.len(), snapshot.vips.len()), (1, 1));
         assert_eq!(snapshot.ips.len(), 1);
         assert_eq!(snapshot.macs.len(), 1);
-        assert!(Store::check(&snapshot).is_clean(), "{:?}", Store::check(&snapshot).problems);
+        assert!(
+            Store::check(&snapshot).is_clean(),
+            "{:?}",
+            Store::check(&snapshot).problems
+        );
     }
     // The format-3 trees are gone; one left by a crash before its drop is dropped at the next
     // open, and its content is not read.
@@ -588,22 +604,30 @@ async fn a_format_3_store_moves_into_one_tree_with_its_revisions_and_change_log(
         for old in ["subnets", "vips", "pods", "slrs", "ips", "macs", "revisions", "changes"] {
             assert!(!names.contains(&old.to_string()), "tree {old} left: {names:?}");
         }
-        db.open_tree("vips").unwrap().insert(b"ghost", b"not a record".to_vec()).unwrap();
+        db.open_tree("vips")
+            .unwrap()
+            .insert(b"ghost", b"not a record".to_vec())
+            .unwrap();
         db.flush().unwrap();
     }
     let (registry, report) = {
         let dir = dir.path().to_path_buf();
-        common::wait_for_blocking("sled to release the store's lock", std::time::Duration::from_secs(5), || {
-            match Registry::open(&dir) {
+        common::wait_for_blocking(
+            "sled to release the store's lock",
+            std::time::Duration::from_secs(5),
+            || match Registry::open(&dir) {
                 Err(error) if error.to_string().contains("could not acquire lock") => Err(error.to_string()),
                 other => Ok(other),
-            }
-        })
+            },
+        )
         .unwrap()
     };
     assert!(report.is_clean(), "{:?}", report.problems);
     assert_eq!(registry.list_vips().len(), 1);
-    assert_eq!(registry.get_vip("vip-a").unwrap().v4ip, Some(Ipv4Addr::new(10, 16, 0, 12)));
+    assert_eq!(
+        registry.get_vip("vip-a").unwrap().v4ip,
+        Some(Ipv4Addr::new(10, 16, 0, 12))
+    );
     // A new write goes on from the migrated revision.
     registry.create_vip(vip("vip-b", "ovn-default")).await.unwrap();
     assert_eq!(registry.revision(store::Kind::Vip, "vip-b"), 8);

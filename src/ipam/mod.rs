@@ -529,7 +529,9 @@ impl SubnetIpam {
 
     /// Every owner and what it holds.
     pub fn allocations(&self) -> impl Iterator<Item = (&str, &Allocation)> {
-        self.allocations.iter().map(|(owner, allocation)| (&**owner, allocation))
+        self.allocations
+            .iter()
+            .map(|(owner, allocation)| (&**owner, allocation))
     }
 
     pub fn allocation_of(&self, owner: &str) -> Option<&Allocation> {

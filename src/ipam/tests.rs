@@ -240,7 +240,11 @@ fn an_address_restored_while_waiting_for_reuse_is_not_handed_out_again() {
     while let Ok(allocation) = dynamic(&mut ipam, &format!("o{}", handed.len())) {
         handed.push(allocation.v4.unwrap());
     }
-    assert!(!handed.contains(&held.v4.unwrap()), "{:?} handed out again: {handed:?}", held.v4);
+    assert!(
+        !handed.contains(&held.v4.unwrap()),
+        "{:?} handed out again: {handed:?}",
+        held.v4
+    );
     assert_eq!(ipam.release("a").map(|a| a.v4), Some(held.v4));
 }
 
@@ -439,10 +443,7 @@ fn restore_rebuilds_without_delay_and_refuses_double_owners() {
         },
     )
     .unwrap();
-    assert_eq!(
-        ipam.owner_of_ip(IpAddr::V4(ip4("10.16.0.2"))),
-        Some("vip/a")
-    );
+    assert_eq!(ipam.owner_of_ip(IpAddr::V4(ip4("10.16.0.2"))), Some("vip/a"));
     let twice = ipam.restore(
         "vip/b",
         &AllocationRequest {

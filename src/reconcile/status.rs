@@ -30,15 +30,11 @@ pub(super) fn condition(status: bool, reason: &str, message: String, previous: &
 
 /// Every VIP: not Ready while NB is away.
 pub(super) fn mark_unavailable(registry: &Registry, error: &str) {
-    for vip in registry.list_vips().into_iter().filter(Vip::is_allocated) {
-        let conditions = condition(
-            false,
-            "NBUnavailable",
-            format!("OVN NB is unavailable: {error}"),
-            &vip.conditions,
-        );
-        registry.set_vip_conditions(&vip.spec.name, conditions);
-    }
+    let message = format!("OVN NB is unavailable: {error}");
+    registry.set_vip_conditions_where(|vip| {
+        vip.is_allocated()
+            .then(|| condition(false, "NBUnavailable", message.clone(), &vip.conditions))
+    });
 }
 
 /// A VIP created or changed while NB is away says so at once (not "Pending").

@@ -95,7 +95,10 @@ impl Registry {
                     .get(&subnet.name)
                     .ok_or_else(|| RegistryError::Corrupt(format!("subnet {} has no IPAM", subnet.name)))?;
                 let mut new = SubnetIpam::new(ipam_config(&subnet)).map_err(RegistryError::from_ipam_subnet)?;
-                let mut allocations: Vec<_> = old.allocations().map(|(owner, held)| (owner.to_string(), *held)).collect();
+                let mut allocations: Vec<_> = old
+                    .allocations()
+                    .map(|(owner, held)| (owner.to_string(), *held))
+                    .collect();
                 allocations.sort_by(|a, b| a.0.cmp(&b.0));
                 for (owner, held) in &allocations {
                     let addresses = held.v4.map(IpAddr::V4).into_iter().chain(held.v6.map(IpAddr::V6));

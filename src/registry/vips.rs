@@ -278,6 +278,30 @@ impl Registry {
         changed
     }
 
+    /// Replaces the observed status of every VIP `status` gives one for, in one pass under the
+    /// lock (no copy of the VIPs: at 100,000 VIPs a copy per NB disconnect was the cost).
+    /// `status` sees each VIP and returns its new conditions, or `None` to leave it. Returns how
+    /// many changed.
+    pub fn set_vip_conditions_where(&self, mut status: impl FnMut(&Vip) -> Option<Vec<Condition>>) -> usize {
+        let changed: Vec<String> = {
+            let mut state = self.lock();
+            state
+                .vips
+                .values_mut()
+                .filter_map(|vip| {
+                    let conditions = status(vip).filter(|conditions| *conditions != vip.conditions)?;
+                    vip.conditions = conditions;
+                    Some(vip.spec.name.clone())
+                })
+                .collect()
+        };
+        let count = changed.len();
+        for name in changed {
+            self.publish(Change::VipStatus(name));
+        }
+        count
+    }
+
     /// Records the MAC NB's port for the VIP carries (observed by the sync; `None` when it is the
     /// VIP's own). Returns whether it changed.
     pub fn set_vip_nb_mac(&self, name: &str, nb_mac: Option<crate::model::MacAddr>) -> bool {

@@ -10,8 +10,8 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 use sled::Transactional;
 use tracing::info;
 
-use super::{StoreError, Trees};
 pub use super::keys::Space;
+use super::{StoreError, Trees};
 
 const VERSION_KEY: &[u8] = b"format_version";
 

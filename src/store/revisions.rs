@@ -198,7 +198,11 @@ impl Revisions {
             by_object.insert(parse_object_key(&key[1..])?, revision);
         }
         let mut log = records.scan_prefix(Space::Change.prefix()).keys();
-        let oldest_logged = log.next().transpose()?.map(|key| revision_value(&key[1..])).transpose()?;
+        let oldest_logged = log
+            .next()
+            .transpose()?
+            .map(|key| revision_value(&key[1..]))
+            .transpose()?;
         let newest_logged = match log.next_back().transpose()? {
             Some(key) => Some(revision_value(&key[1..])?),
             None => oldest_logged,
