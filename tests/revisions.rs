@@ -652,3 +652,33 @@ async fn a_revision_older_than_the_change_log_is_refused() {
     assert_eq!(store.changes_since(5).unwrap().unwrap_err().why, "too old");
     assert_eq!(store.changes_since(6).unwrap().unwrap().0.len(), 5);
 }
+
+/// `vipctl watch` follows until stopped; when the daemon ends the stream (a shutdown), vipctl
+/// says so and exits non-zero (it exited 0 in silence, as if the watch were done).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vipctl_watch_says_when_the_daemon_ended_it_and_exits_non_zero() {
+    use std::io::BufRead as _;
+    let mut daemon = TestDaemon::start().await;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_vipctl"))
+        .args(["--server", &daemon.endpoint, "watch", "subnet"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run vipctl");
+    // The stream is open once the first event (the default subnet, or a marker) came; create
+    // one so there is always an event.
+    let common::requests::Clients { mut subnets, .. } = daemon.clients().await;
+    subnets
+        .create_subnet(common::subnet_request("watched", "10.77.0.0/24", ""))
+        .await
+        .expect("subnet");
+    let mut stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    stdout.read_line(&mut line).expect("an event");
+    assert!(line.contains("subnet/"), "{line}");
+    daemon.stop_daemon_only().await;
+    let output = tokio::task::block_in_place(|| child.wait_with_output()).expect("vipctl ends");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "exit {:?}, stderr {stderr}", output.status);
+    assert!(stderr.contains("the daemon ended the watch"), "{stderr}");
+}

@@ -326,6 +326,27 @@ async fn exclude_ips_widen_unless_an_allocated_address_falls_in_and_cidrs_stay()
             .unwrap_err();
         assert_invalid(&error, path);
     }
+    // An update without a name is bad input naming the field, as a create answers (it was
+    // NotFound `subnet "" not found`); the same for a VIP.
+    let error = subnets
+        .update_subnet(pb::UpdateSubnetRequest {
+            subnet: Some(pb::Subnet {
+                exclude_ips: vec!["10.16.0.9".into()],
+                ..Default::default()
+            }),
+            update_mask: mask(&["exclude_ips"]),
+        })
+        .await
+        .unwrap_err();
+    assert_invalid(&error, "subnet.name: must not be empty");
+    let error = vips
+        .update_vip(pb::UpdateVipRequest {
+            vip: Some(pb::Vip::default()),
+            update_mask: mask(&["selector"]),
+        })
+        .await
+        .unwrap_err();
+    assert_invalid(&error, "vip.name: must not be empty");
     // The same CIDR and effective gateway sent back (as Get shows them) are no change.
     let current = subnets
         .get_subnet(pb::GetSubnetRequest {

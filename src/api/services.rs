@@ -176,6 +176,16 @@ fn first(after: &[String]) -> Option<&str> {
     after.first().map(String::as_str)
 }
 
+/// The name an update addresses: an empty one is bad input (`InvalidArgument` naming the field,
+/// as a create answers), not a lookup that finds nothing.
+fn name_given(name: &str, field: &str) -> Result<(), Status> {
+    let mut violations = super::error::Violations::new();
+    if name.is_empty() {
+        violations.add(field, "must not be empty");
+    }
+    violations.into_result()
+}
+
 fn required<T>(value: Option<T>, field: &str) -> Result<T, Status> {
     value.ok_or_else(|| {
         let mut violations = super::error::Violations::new();
@@ -200,6 +210,7 @@ impl pb::subnet_service_server::SubnetService for Api {
         self.writable()?;
         let request = named(request);
         let requested = required(request.subnet, "subnet")?;
+        name_given(&requested.name, "subnet.name")?;
         let revision = precondition(requested.revision);
         let (existing, _) = self.registry.get_subnet(&requested.name)?;
         let merged = update::merge_subnet(self.subnet_proto(&requested.name)?, requested, request.update_mask)?;
@@ -296,6 +307,7 @@ impl pb::vip_service_server::VipService for Api {
         self.writable()?;
         let request = named(request);
         let requested = required(request.vip, "vip")?;
+        name_given(&requested.name, "vip.name")?;
         let revision = precondition(requested.revision);
         let existing = self.registry.get_vip(&requested.name)?;
         let merged = update::merge_vip(self.vip_proto_at(&existing, 0), requested, request.update_mask)?;

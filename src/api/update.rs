@@ -97,8 +97,8 @@ fn mutable_paths(fields: &[Field<'_>], mask: Option<FieldMask>) -> Result<Vec<&'
                 match fields.iter().find(|field| field.name == path) {
                     Some(field) if field.mutable => paths.push(field.name),
                     Some(field) => violations.add(
-                        "update_mask",
-                        format!("{}.{} is immutable and cannot be updated", field.message, field.name),
+                        format!("{}.{}", field.message, field.name),
+                        "is immutable and cannot be updated (named in update_mask)",
                     ),
                     // Output-only fields in a mask are ignored (AIP-134).
                     // So is `revision`: it is the update's precondition, not a change.
@@ -258,7 +258,8 @@ mod tests {
     #[test]
     fn an_explicit_immutable_or_unknown_path_is_refused_and_status_is_ignored() {
         for (path, fragment) in [
-            ("v4ip", "vip.v4ip is immutable"),
+            // The violation names the field itself (its BadRequest field path), not the mask.
+            ("v4ip", "vip.v4ip: is immutable"),
             ("subnet", "vip.subnet"),
             ("colour", "colour"),
         ] {

@@ -534,7 +534,11 @@ impl Client {
                 }
             }
         }
-        Ok(())
+        // A watch follows until it is stopped: a stream that ends was ended by the daemon
+        // (shutdown), and that is an error to say, not a clean exit.
+        Err(CliError::Status(Box::new(tonic::Status::unavailable(
+            "the daemon ended the watch (it stopped or restarted); watch again with --since the last revision",
+        ))))
     }
 }
 
