@@ -66,18 +66,20 @@ impl PagedTable {
 pub fn vip_rows(vips: &[pb::Vip], wide: bool) -> Rows {
     let mut headers = vec!["NAME", "NAMESPACE", "V4IP", "V6IP", "MAC", "SUBNET", "TYPE", "READY"];
     if wide {
-        headers.extend(["PARENTS", "HOLDER"]);
+        headers.extend(["PARENTS", "HOLDER", "REASON"]);
     }
     let rows: Vec<Vec<String>> = vips
         .iter()
         .map(|vip| {
             let status = vip.status.clone().unwrap_or_default();
+            // What the VIP holds (its status), never what it asked for: a pending VIP's
+            // requested address shown here read as a second owner of a held one.
             let mut row = vec![
                 vip.name.clone(),
                 vip.namespace.clone(),
-                or(&status.v4ip, &vip.v4ip),
-                or(&status.v6ip, &vip.v6ip),
-                or(&status.mac, &vip.mac_address),
+                status.v4ip.clone(),
+                status.v6ip.clone(),
+                status.mac.clone(),
                 vip.subnet.clone(),
                 vip.r#type.clone(),
                 status.ready.to_string(),
@@ -88,6 +90,14 @@ pub fn vip_rows(vips: &[pb::Vip], wide: bool) -> Rows {
                     status
                         .holder
                         .map(|holder| format!("{}/{}", holder.namespace, holder.name))
+                        .unwrap_or_default(),
+                );
+                row.push(
+                    status
+                        .conditions
+                        .iter()
+                        .find(|condition| condition.r#type == "Ready")
+                        .map(|condition| condition.reason.clone())
                         .unwrap_or_default(),
                 );
             }
@@ -537,7 +547,7 @@ vip-aap          default     10.17.0.100   fd00:10:17::100   00:00:00:e2:ab:0c  
     }
 
     #[test]
-    fn wide_vip_table_adds_parents_and_holder() {
+    fn wide_vip_table_adds_parents_holder_and_reason() {
         let mut held = dynamic_vip();
         if let Some(status) = held.status.as_mut() {
             status.holder = Some(pb::PodReference {
@@ -546,11 +556,36 @@ vip-aap          default     10.17.0.100   fd00:10:17::100   00:00:00:e2:ab:0c  
             });
         }
         let expected = "\
-NAME             NAMESPACE   V4IP          V6IP              MAC                 SUBNET        TYPE   READY   PARENTS                            HOLDER
+NAME             NAMESPACE   V4IP          V6IP              MAC                 SUBNET        TYPE   READY   PARENTS                            HOLDER              REASON
 vip-dynamic-01               10.16.0.12                      00:00:00:f0:db:25   ovn-default          true                                       default/static-ip
-vip-aap          default     10.17.0.100   fd00:10:17::100   00:00:00:e2:ab:0c   dual                 false   busybox.default,busybox2.default
+vip-aap          default     10.17.0.100   fd00:10:17::100   00:00:00:e2:ab:0c   dual                 false   busybox.default,busybox2.default                       Pending
 ";
         assert_eq!(vip_table(&[held, aap_vip()], true), expected);
+    }
+
+    /// A pending VIP shows what it holds (nothing yet), not the address it asked for, which read
+    /// as a second owner of the address another VIP holds; `-o wide` says why it waits.
+    #[test]
+    fn a_pending_vip_shows_no_address_and_its_reason() {
+        let pending = pb::Vip {
+            name: "q2".into(),
+            subnet: "net4".into(),
+            v4ip: "10.90.0.5".into(),
+            status: Some(pb::VipStatus {
+                conditions: vec![pb::Condition {
+                    r#type: "Ready".into(),
+                    status: "False".into(),
+                    reason: "AddressTaken".into(),
+                    message: "10.90.0.5 is held by vip q1".into(),
+                    last_transition_time: None,
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let table = vip_table(std::slice::from_ref(&pending), true);
+        assert!(!table.contains("10.90.0.5"), "{table}");
+        assert!(table.lines().nth(1).is_some_and(|row| row.trim_end().ends_with("AddressTaken")), "{table}");
     }
 
     #[test]
