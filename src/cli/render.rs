@@ -585,7 +585,13 @@ vip-aap          default     10.17.0.100   fd00:10:17::100   00:00:00:e2:ab:0c  
         };
         let table = vip_table(std::slice::from_ref(&pending), true);
         assert!(!table.contains("10.90.0.5"), "{table}");
-        assert!(table.lines().nth(1).is_some_and(|row| row.trim_end().ends_with("AddressTaken")), "{table}");
+        assert!(
+            table
+                .lines()
+                .nth(1)
+                .is_some_and(|row| row.trim_end().ends_with("AddressTaken")),
+            "{table}"
+        );
     }
 
     #[test]
