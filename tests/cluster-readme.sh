@@ -140,7 +140,7 @@ for n in 1 2 3; do
       grep -q 'Status: cluster member' && break
     sleep 0.2
   done
-  on "$n" 'ovs-appctl -t /run/ovn-vipd-db/ovsdb-server.ctl cluster/status OVN_VIPD' | grep -q 'Status: cluster member' ||
+  on "$n" 'ovs-appctl -t /run/ovn-vipd-db/ovsdb-server.ctl cluster/status OVN_VIPD' | grep -c 'Status: cluster member' >/dev/null ||
     fail "host $n did not join OVN_VIPD"
 done
 on 1 'ovs-appctl -t /run/ovn-vipd-db/ovsdb-server.ctl cluster/status OVN_VIPD' | sed -n '1,12p' >&2

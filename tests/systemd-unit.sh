@@ -85,7 +85,7 @@ wait_for() {
   done
 }
 is_active() { [ "$(show ActiveState "${1:-ovn-vipd}")" = active ]; }
-journal_has() { journal_now | grep -qF "$1"; }
+journal_has() { journal_now | grep -cF "$1" >/dev/null; }
 
 run_test() {
   local name=$1 status=0
@@ -149,7 +149,7 @@ reload_rereads_the_configuration() {
   printf 'log = "info,ovn_vipd=debug"\nresync-interval = 77\n' >>"$root$config"
   in_container systemctl reload ovn-vipd || fail "reload"
   wait_for 20 journal_has "configuration reloaded" || fail "no \"configuration reloaded\""
-  journal_now | grep "take effect at the next restart" | grep -q resync-interval ||
+  journal_now | grep "take effect at the next restart" | grep -c resync-interval >/dev/null ||
     fail "the changed resync-interval was not named"
   [ "$(show MainPID)" = "$pid" ] || fail "reload restarted the daemon"
 }
@@ -163,7 +163,7 @@ watchdog_restarts_a_stopped_daemon() {
     fail "still $pid after 150 s"
   wait_for 60 is_active || fail "not active again after the watchdog: $(show ActiveState)"
   [ "$(show NRestarts)" -gt "$restarts" ] || fail "NRestarts did not grow"
-  in_container journalctl -q -u ovn-vipd -o cat | grep -qi "watchdog timeout" ||
+  in_container journalctl -q -u ovn-vipd -o cat | grep -ci "watchdog timeout" >/dev/null ||
     fail "systemd logged no watchdog timeout"
 }
 
@@ -191,7 +191,7 @@ YAML
   in_container systemctl stop ovn-vipd || fail "stop"
   [ "$(show ExecMainStatus)" = 0 ] || fail "exit status $(show ExecMainStatus)"
   [ "$(show Result)" = success ] || fail "result $(show Result)"
-  in_container journalctl -q -u ovn-vipd -o cat -n 20 | grep -qF "store flushed; stopped" ||
+  in_container journalctl -q -u ovn-vipd -o cat -n 20 | grep -cF "store flushed; stopped" >/dev/null ||
     fail "no \"store flushed; stopped\""
   # What was acknowledged is in the store, and store and NB agree.
   in_container ovn-vipd check --config /etc/ovn-vipd/ovn-vipd.toml >&2 || fail "ovn-vipd check"
@@ -203,7 +203,7 @@ the_journal_holds_plain_lines() {
   local lines
   lines=$(in_container journalctl -q -u ovn-vipd -o cat _COMM=ovn-vipd | wc -l)
   [ "$lines" -gt 5 ] || fail "only $lines lines from ovn-vipd in the journal"
-  if in_container journalctl -q -u ovn-vipd -o cat _COMM=ovn-vipd | grep -q $'\x1b'; then
+  if in_container journalctl -q -u ovn-vipd -o cat _COMM=ovn-vipd | grep -c $'\x1b' >/dev/null; then
     fail "escape characters in the journal: $(in_container journalctl -q -u ovn-vipd -o cat | grep -m3 $'\x1b' | cat -v)"
   fi
 }
