@@ -59,41 +59,6 @@ async fn pending_with(clients: &Clients, name: &str, expected: &str) -> pb::VipS
     status
 }
 
-/// Adds a logical router port to `switch` (made by the daemon for its subnet), so a switch_lb_vip
-/// there can be answered for (Ready).
-fn attach_router(daemon: &TestDaemon, switch: &str, router_port_mac: &str, network: &str) {
-    let router = format!("router-{switch}");
-    daemon.nb.nbctl(&[
-        "--may-exist",
-        "lr-add",
-        "router",
-        "--",
-        "lrp-add",
-        "router",
-        &router,
-        router_port_mac,
-        network,
-    ]);
-    let port = format!("{switch}-router");
-    daemon.nb.nbctl(&[
-        "lsp-add",
-        switch,
-        &port,
-        "--",
-        "lsp-set-type",
-        &port,
-        "router",
-        "--",
-        "lsp-set-addresses",
-        &port,
-        "router",
-        "--",
-        "lsp-set-options",
-        &port,
-        &format!("router-port={router}"),
-    ]);
-}
-
 fn port_column(daemon: &TestDaemon, port: &str, column: &str) -> String {
     daemon
         .nb
@@ -410,7 +375,7 @@ async fn a_reverse_order_bundle_through_raw_grpc_ends_ready() {
         "{waiting}"
     );
     clients.create_subnet("ovn-default", "10.16.0.0/16", "").await;
-    attach_router(&daemon, "ovn-default", "04:00:00:00:00:01", "10.16.0.1/16");
+    daemon.attach_router("ovn-default", "04:00:00:00:00:01", "10.16.0.1/16");
     bundle_ready(&daemon, &mut clients, "web", "web-vip", "vip-aap").await;
     let address = clients
         .vips
@@ -477,7 +442,7 @@ async fn a_reverse_order_bundle_through_grpcurl_ends_ready() {
         r#"{"subnet": {"name": "blue", "cidr_v4": "10.17.0.0/16"}}"#,
         "ovnvip.v1.SubnetService/CreateSubnet",
     );
-    attach_router(&daemon, "blue", "04:00:00:00:00:02", "10.17.0.1/16");
+    daemon.attach_router("blue", "04:00:00:00:00:02", "10.17.0.1/16");
     bundle_ready(&daemon, &mut clients, "web", "web-vip", "vip-aap").await;
     daemon.stop().await;
 }

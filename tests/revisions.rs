@@ -341,8 +341,8 @@ fn vipctl_watch(daemon: &TestDaemon, args: &[&str], count: usize) -> Vec<String>
 }
 
 /// Reads events until `expected` have come (and a short while after, for any extra), keeping
-/// those after `after`, as (type, key, revision) without repeats (a VIP's status-only changes
-/// repeat its revision).
+/// those after `after`, as (type, key, revision) without repeats (one event per object: what
+/// changed after `after`, status changes included, folds into it).
 async fn collect<E>(
     stream: &mut tonic::Streaming<E>,
     after: u64,
@@ -382,6 +382,55 @@ fn set(items: &[(i32, &str)]) -> BTreeSet<(i32, String)> {
     items.iter().map(|(t, k)| (*t, k.to_string())).collect()
 }
 
+/// Every VIP's and rule's status as (name, ready, reason).
+async fn statuses(c: &mut Clients) -> BTreeSet<(String, bool, String)> {
+    let reason = |conditions: &[pb::Condition]| conditions.first().map(|c| c.reason.clone()).unwrap_or_default();
+    let mut out = BTreeSet::new();
+    for vip in c
+        .vips
+        .list_vips(pb::ListVipsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .vips
+    {
+        let status = vip.status.unwrap_or_default();
+        out.insert((format!("vip/{}", vip.name), status.ready, reason(&status.conditions)));
+    }
+    let rules = c
+        .rules
+        .list_switch_lb_rules(pb::ListSwitchLbRulesRequest::default())
+        .await
+        .unwrap();
+    for rule in rules.into_inner().rules {
+        let status = rule.status.unwrap_or_default();
+        out.insert((format!("slr/{}", rule.name), false, reason(&status.conditions)));
+    }
+    out
+}
+
+/// Waits until the NB sync has given every VIP and rule a status and no status changed for a
+/// while, so that what a watch reports next comes from the test's own changes.
+async fn settle(c: &mut Clients) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut last = statuses(c).await;
+    let mut same = 0;
+    while same < 3 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "statuses never settled: {last:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let now = statuses(c).await;
+        same = if now == last && now.iter().all(|(_, _, reason)| !reason.is_empty()) {
+            same + 1
+        } else {
+            0
+        };
+        last = now;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watch_resumed_from_a_revision_sees_exactly_the_changes_after_it() {
     let daemon = TestDaemon::start().await;
@@ -390,6 +439,7 @@ async fn a_watch_resumed_from_a_revision_sees_exactly_the_changes_after_it() {
         .create_subnet(common::subnet_request("ovn-default", "10.16.0.0/16", ""))
         .await
         .unwrap();
+    daemon.attach_router("ovn-default", "04:00:00:00:00:01", "10.16.0.1/16");
     for (name, selector) in [("vip-a", "app: one"), ("vip-b", "app: one"), ("vip-same", "app: one")] {
         c.vips
             .create_vip(pb::CreateVipRequest {
@@ -416,6 +466,7 @@ async fn a_watch_resumed_from_a_revision_sees_exactly_the_changes_after_it() {
     }
     c.pods.bind_pod(bind("p1")).await.unwrap();
     c.pods.bind_pod(bind("p2")).await.unwrap();
+    settle(&mut c).await;
 
     // The revision a client listed at; then changes of every kind.
     let since = c
@@ -484,6 +535,9 @@ async fn a_watch_resumed_from_a_revision_sees_exactly_the_changes_after_it() {
         .unwrap();
     c.pods.bind_pod(bind("p3")).await.unwrap();
     c.pods.unbind_pod(unbind("p1", 0)).await.unwrap();
+    // The status changes these bring (slb-2 loses its rule, r1 and r3 get synced) are changes
+    // after `since` too: they fold into the events of the same objects, or come as MODIFIED.
+    settle(&mut c).await;
 
     let mut subnets = c
         .subnets
@@ -507,16 +561,27 @@ async fn a_watch_resumed_from_a_revision_sees_exactly_the_changes_after_it() {
         .await
         .unwrap()
         .into_inner();
-    let seen = collect(&mut vips, since, 3, |event: &pb::VipEvent| {
+    let seen = collect(&mut vips, since, 5, |event: &pb::VipEvent| {
         let vip = event.vip.clone().unwrap_or_default();
-        assert_eq!(vip.revision, event.revision, "{event:?}");
+        // A status change has a revision of its own; the VIP keeps its spec's.
+        assert!(vip.revision <= event.revision, "{event:?}");
         if vip.name == "vip-a" {
             assert_eq!(vip.selector, vec!["app: three".to_string()], "the last state");
         }
         (event.r#type, vip.name, event.revision)
     })
     .await;
-    assert_eq!(seen, set(&[(ADDED, "vip-c"), (MODIFIED, "vip-a"), (DELETED, "vip-b")]));
+    assert_eq!(
+        seen,
+        set(&[
+            (ADDED, "vip-c"),
+            (MODIFIED, "vip-a"),
+            (DELETED, "vip-b"),
+            (MODIFIED, "slb-2"),
+            (MODIFIED, "slb-3")
+        ]),
+        "status changes too: slb-2 lost its rule r2 (Ready=False NoRule), slb-3 got r3 (Ready)"
+    );
 
     let mut rules = c
         .rules
@@ -681,4 +746,297 @@ async fn vipctl_watch_says_when_the_daemon_ended_it_and_exits_non_zero() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "exit {:?}, stderr {stderr}", output.status);
     assert!(stderr.contains("the daemon ended the watch"), "{stderr}");
+}
+
+/// A status change (not stored) has a revision of its own, so a watch resumed after a revision
+/// sees the status changes after it: an SLB VIP without a rule is Ready=False NoRule; a rule
+/// naming it makes it Ready, with no change to the VIP itself. (It was missed for good: status
+/// changes repeated the VIP's revision.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_resumed_from_a_revision_sees_the_status_changes_after_it() {
+    let daemon = TestDaemon::start().await;
+    let mut c = clients(&daemon).await;
+    c.subnets
+        .create_subnet(common::subnet_request("ovn-default", "10.16.0.0/16", ""))
+        .await
+        .unwrap();
+    daemon.attach_router("ovn-default", "04:00:00:00:00:01", "10.16.0.1/16");
+    let mut live = c
+        .vips
+        .watch_vips(pb::WatchVipsRequest {
+            name: "t1".into(),
+            revision: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let created = c
+        .vips
+        .create_vip(pb::CreateVipRequest {
+            vip: Some(slb_vip("t1")),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    // The live watch: ADDED, then the NB sync's Ready=False NoRule with a newer revision.
+    let mut since = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let event = tokio::time::timeout_at(deadline, live.message())
+            .await
+            .expect("NoRule reported")
+            .unwrap()
+            .unwrap();
+        let vip = event.vip.clone().unwrap_or_default();
+        assert_eq!(
+            vip.revision, created.revision,
+            "a status change keeps the VIP's revision"
+        );
+        assert!(event.revision >= since, "events in revision order: {event:?}");
+        since = event.revision;
+        let status = vip.status.unwrap_or_default();
+        if status.conditions.first().is_some_and(|c| c.reason == "NoRule") {
+            assert!(!status.ready);
+            assert!(event.revision > created.revision, "a revision of its own: {event:?}");
+            break;
+        }
+    }
+    drop(live);
+
+    // A rule makes t1 Ready: a status change only.
+    c.rules
+        .create_switch_lb_rule(pb::CreateSwitchLbRuleRequest {
+            rule: Some(rule("r1", "t1", 80)),
+        })
+        .await
+        .unwrap();
+    common::wait_for("t1 Ready", Duration::from_secs(10), || {
+        let mut vips = c.vips.clone();
+        async move {
+            let vip = vips
+                .get_vip(pb::GetVipRequest { name: "t1".into() })
+                .await
+                .map_err(|e| e.to_string())?
+                .into_inner();
+            vip.status
+                .filter(|s| s.ready)
+                .map(|_| ())
+                .ok_or("not ready".to_string())
+        }
+    })
+    .await;
+
+    // Resumed after the NoRule event: exactly one event for t1, MODIFIED, Ready, after it.
+    let mut resumed = c
+        .vips
+        .watch_vips(pb::WatchVipsRequest {
+            name: "t1".into(),
+            revision: since,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let event = tokio::time::timeout(Duration::from_secs(5), resumed.message())
+        .await
+        .expect("the status change after the revision is replayed")
+        .unwrap()
+        .unwrap();
+    assert_eq!(event.r#type, pb::vip_event::Type::Modified as i32, "{event:?}");
+    assert!(event.revision > since, "{event:?}");
+    let vip = event.vip.unwrap_or_default();
+    assert!(vip.status.unwrap_or_default().ready);
+    assert_eq!(
+        vip.revision, created.revision,
+        "the VIP's own revision: its spec did not change"
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_millis(700), resumed.message())
+            .await
+            .is_err(),
+        "nothing else changed t1"
+    );
+
+    // The rule's own status (NoBackends: no pod matches) is a change of the rule after its creation.
+    let mut rules = c
+        .rules
+        .watch_switch_lb_rules(pb::WatchRequest { revision: since })
+        .await
+        .unwrap()
+        .into_inner();
+    let event = tokio::time::timeout(Duration::from_secs(5), rules.message())
+        .await
+        .expect("the rule replayed")
+        .unwrap()
+        .unwrap();
+    assert_eq!(event.r#type, ADDED, "{event:?}");
+    let rule = event.rule.unwrap_or_default();
+    assert!(
+        event.revision > rule.revision,
+        "its status change is the later one: {}",
+        event.revision
+    );
+    assert_eq!(
+        rule.status
+            .unwrap_or_default()
+            .conditions
+            .first()
+            .map(|c| c.reason.clone()),
+        Some("NoBackends".into()),
+        "no pod has app: web"
+    );
+    daemon.stop().await;
+}
+
+/// Status revisions survive a restart as revisions never handed out again (the durable floor),
+/// and a watch resumed from the earlier run's last revision sees every VIP again: statuses are
+/// recomputed after a start, so each one is a change after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_restart_revisions_go_on_above_status_revisions_and_a_resumed_watch_sees_every_status() {
+    let mut daemon = TestDaemon::start().await;
+    let mut c = clients(&daemon).await;
+    c.subnets
+        .create_subnet(common::subnet_request("ovn-default", "10.16.0.0/16", ""))
+        .await
+        .unwrap();
+    daemon.attach_router("ovn-default", "04:00:00:00:00:01", "10.16.0.1/16");
+    for name in ["s1", "s2"] {
+        c.vips
+            .create_vip(pb::CreateVipRequest {
+                vip: Some(slb_vip(name)),
+            })
+            .await
+            .unwrap();
+    }
+    settle(&mut c).await;
+    // The newest revision a client saw: the last status change's.
+    let mut watch = c
+        .vips
+        .watch_vips(pb::WatchVipsRequest {
+            name: String::new(),
+            revision: 1,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut seen = 0;
+    while let Ok(Some(Ok(event))) = tokio::time::timeout(Duration::from_millis(700), watch.message())
+        .await
+        .map(|m| m.transpose())
+    {
+        seen = seen.max(event.revision);
+    }
+    drop(watch);
+    let listed = c
+        .vips
+        .list_vips(pb::ListVipsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .revision;
+    assert_eq!(seen, listed, "the list's revision counts status changes too");
+    let stored = listed_vip_revision(&mut c, "s2").await;
+    assert!(seen > stored, "NoRule came after s2 was stored: {seen} > {stored}");
+
+    daemon.stop_daemon_only().await;
+    daemon.restart_daemon_only().await;
+    let mut c = clients(&daemon).await;
+    let created = c
+        .vips
+        .create_vip(pb::CreateVipRequest {
+            vip: Some(slb_vip("s3")),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        created.revision > seen,
+        "revision {} handed out again (seen {seen})",
+        created.revision
+    );
+    settle(&mut c).await;
+    let mut resumed = c
+        .vips
+        .watch_vips(pb::WatchVipsRequest {
+            name: String::new(),
+            revision: seen,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let got = collect(&mut resumed, seen, 3, |event: &pb::VipEvent| {
+        let vip = event.vip.clone().unwrap_or_default();
+        assert!(
+            vip.status.as_ref().is_some_and(|s| !s.conditions.is_empty()),
+            "{event:?}"
+        );
+        (event.r#type, vip.name, event.revision)
+    })
+    .await;
+    assert_eq!(got, set(&[(MODIFIED, "s1"), (MODIFIED, "s2"), (ADDED, "s3")]));
+    daemon.stop().await;
+}
+
+async fn listed_vip_revision(c: &mut Clients, name: &str) -> u64 {
+    c.vips
+        .get_vip(pb::GetVipRequest { name: name.into() })
+        .await
+        .unwrap()
+        .into_inner()
+        .revision
+}
+
+/// The store alone: status revisions come from the one counter, interleave with stored changes
+/// in `changes_since`, and the floor keeps a reopened store's counter above them even when no
+/// stored change followed them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_revisions_share_the_counter_and_stay_above_the_floor_after_reopening() {
+    use ovn_vipd::store::{ChangeType, Kind};
+    let dir = tempfile::tempdir().unwrap();
+    let subnet = ovn_vipd::model::Subnet {
+        name: "ovn-default".into(),
+        logical_switch: "ovn-default".into(),
+        cidr_v4: Some("10.16.0.0/16".parse().unwrap()),
+        cidr_v6: None,
+        gateway_v4: None,
+        gateway_v6: None,
+        exclude_ips: Vec::new(),
+        strategy: ovn_vipd::model::Strategy::Random,
+        vpc: ovn_vipd::model::DEFAULT_VPC.into(),
+    };
+    let after_status;
+    {
+        let (registry, _) = ovn_vipd::registry::Registry::open(dir.path()).unwrap();
+        registry.create_subnet(subnet).await.unwrap();
+        let store = registry.store();
+        assert_eq!(store.revision(), 1);
+        store.log_status(Kind::Vip, &["a", "b"]).unwrap();
+        assert_eq!(store.revision(), 3);
+        let (changes, current) = store.changes_since(0).unwrap().unwrap();
+        assert_eq!(current, 3);
+        let read: Vec<_> = changes
+            .iter()
+            .map(|c| (c.revision, c.kind, c.key.as_str(), c.change))
+            .collect();
+        assert_eq!(
+            read,
+            vec![
+                (1, Kind::Subnet, "ovn-default", ChangeType::Added),
+                (2, Kind::Vip, "a", ChangeType::Modified),
+                (3, Kind::Vip, "b", ChangeType::Modified),
+            ]
+        );
+        assert_eq!(store.changes_since(2).unwrap().unwrap().0.len(), 1);
+        after_status = store.revision();
+        // No flush of the registry: the floor was made durable before the revisions were given.
+    }
+    let (registry, _) = ovn_vipd::registry::Registry::open(dir.path()).unwrap();
+    let store = registry.store();
+    assert!(
+        store.revision() >= after_status,
+        "{} < {after_status}",
+        store.revision()
+    );
+    // The earlier run's status log is gone with it (statuses are recomputed): a watch after
+    // revision 1 now sees stored changes only, until the NB sync sets statuses again.
+    assert!(store.changes_since(1).unwrap().unwrap().0.is_empty());
 }

@@ -8,6 +8,11 @@
 //!   state, typed by what happened since R (ADDED if created after R, DELETED if gone, else
 //!   MODIFIED), in the order of their last change; then every change. Intermediate states are
 //!   not replayed (the log holds keys, not old values).
+//! - Status changes (VIPs, switch-LB rules) are changes like any other: they have revisions of
+//!   their own ([`crate::store::Store::log_status`]) and come as MODIFIED; the event carries the
+//!   status change's revision, the object its own (which only spec changes move, as it is the
+//!   precondition of updates and deletes). A subnet's usage counts are derived from its VIPs
+//!   and pods, which are watched: they are not events.
 //! - R older than the log holds, or newer than the current revision: OUT_OF_RANGE, as etcd
 //!   answers a compacted revision (Kubernetes: 410 Gone, "too old resource version"). The same
 //!   ends a stream whose reader fell more than the log's retention behind.
@@ -20,7 +25,6 @@ use tonic::Status;
 
 use super::proto::v1 as pb;
 use super::services::Api;
-use crate::registry::Change;
 use crate::store::{ChangeType, Kind, OutOfRange};
 
 /// What one watch reports: which objects, and how an event is made.
@@ -29,14 +33,17 @@ pub(super) trait WatchKind: Send + Sync + 'static {
     const KIND: Kind;
     /// The keys (names; `namespace/name` for pods) of every current object.
     fn keys(api: &Api) -> Vec<String>;
-    /// The event for an object that exists, or `None` when it does not (any more).
-    fn event(api: &Api, event_type: pb::EventType, key: &str, revision: u64) -> Option<Self::Event>;
+    /// The event of the change at `revision` for an object that exists (its own revision is
+    /// `object_revision`), or `None` when it does not (any more).
+    fn event(
+        api: &Api,
+        event_type: pb::EventType,
+        key: &str,
+        object_revision: u64,
+        revision: u64,
+    ) -> Option<Self::Event>;
     /// The event for a deleted object.
     fn deleted(key: &str, revision: u64) -> Self::Event;
-    /// A status-only change (not stored, no revision of its own), if this kind reports them.
-    fn status_change(_change: &Change) -> Option<String> {
-        None
-    }
 }
 
 fn out_of_range(error: OutOfRange) -> Status {
@@ -71,7 +78,7 @@ pub(super) fn start<W: WatchKind>(
             cursor = api.registry.store().revision();
             for key in W::keys(&api).into_iter().filter(|key| keep(key)) {
                 let revision = api.registry.revision(W::KIND, &key);
-                if let Some(event) = W::event(&api, pb::EventType::Added, &key, revision) {
+                if let Some(event) = W::event(&api, pb::EventType::Added, &key, revision, revision) {
                     told.insert(key, revision);
                     if sender.send(Ok(event)).await.is_err() {
                         return;
@@ -79,7 +86,6 @@ pub(super) fn start<W: WatchKind>(
                 }
             }
         }
-        let mut status_changed: Vec<String> = Vec::new();
         loop {
             let (changes, current) = match api.registry.store().changes_since(cursor) {
                 Ok(Ok(read)) => read,
@@ -114,11 +120,12 @@ pub(super) fn start<W: WatchKind>(
                 if told.get(&key).is_some_and(|told| *told >= revision) {
                     continue;
                 }
+                let object_revision = api.registry.revision(W::KIND, &key);
                 let event = if last == ChangeType::Deleted {
                     told.remove(&key);
                     Some(W::deleted(&key, revision))
-                } else if api.registry.revision(W::KIND, &key) != revision {
-                    // Changed again after `current`: the next read reports it.
+                } else if object_revision > revision {
+                    // Its spec changed again after `current`: the next read reports it.
                     None
                 } else {
                     let event_type = if first == ChangeType::Added {
@@ -127,7 +134,7 @@ pub(super) fn start<W: WatchKind>(
                         pb::EventType::Modified
                     };
                     told.insert(key.clone(), revision);
-                    W::event(&api, event_type, &key, revision)
+                    W::event(&api, event_type, &key, object_revision, revision)
                 };
                 if let Some(event) = event {
                     if sender.send(Ok(event)).await.is_err() {
@@ -136,29 +143,16 @@ pub(super) fn start<W: WatchKind>(
                 }
             }
             cursor = current;
-            for key in status_changed.drain(..) {
-                let revision = api.registry.revision(W::KIND, &key);
-                if let Some(event) = W::event(&api, pb::EventType::Modified, &key, revision) {
-                    if sender.send(Ok(event)).await.is_err() {
-                        return;
-                    }
-                }
-            }
-            // Wait for the next change of any kind; a lagged receiver just reads the log again.
+            // Wait for the next change of any kind (stored or status: both are in the logs
+            // `changes_since` reads); a lagged receiver just reads the logs again.
             let received = tokio::select! {
                 _ = api.shutdown.cancelled() => return,
                 _ = sender.closed() => return,
                 received = wakeups.recv() => received,
                 received = status_wakeups.recv() => received,
             };
-            match received {
-                Ok(change) => {
-                    if let Some(key) = W::status_change(&change).filter(|key| keep(key)) {
-                        status_changed.push(key);
-                    }
-                }
-                Err(RecvError::Lagged(_)) => {}
-                Err(RecvError::Closed) => return,
+            if let Err(RecvError::Closed) = received {
+                return;
             }
         }
     });
@@ -180,9 +174,15 @@ impl WatchKind for Subnets {
             .collect()
     }
 
-    fn event(api: &Api, event_type: pb::EventType, key: &str, revision: u64) -> Option<pb::SubnetEvent> {
+    fn event(
+        api: &Api,
+        event_type: pb::EventType,
+        key: &str,
+        object_revision: u64,
+        revision: u64,
+    ) -> Option<pb::SubnetEvent> {
         let mut subnet = api.subnet_proto(key).ok()?;
-        subnet.revision = revision;
+        subnet.revision = object_revision;
         Some(pb::SubnetEvent {
             r#type: event_type as i32,
             subnet: Some(subnet),
@@ -203,7 +203,7 @@ impl WatchKind for Subnets {
     }
 }
 
-/// VIPs; their status changes (not stored) come as MODIFIED with the VIP's revision.
+/// VIPs; their status changes come as MODIFIED with revisions of their own.
 pub(super) struct Vips;
 
 impl WatchKind for Vips {
@@ -214,11 +214,17 @@ impl WatchKind for Vips {
         api.registry.list_vips().into_iter().map(|vip| vip.spec.name).collect()
     }
 
-    fn event(api: &Api, event_type: pb::EventType, key: &str, revision: u64) -> Option<pb::VipEvent> {
+    fn event(
+        api: &Api,
+        event_type: pb::EventType,
+        key: &str,
+        object_revision: u64,
+        revision: u64,
+    ) -> Option<pb::VipEvent> {
         let vip = api.registry.get_vip(key).ok()?;
         Some(pb::VipEvent {
             r#type: event_type as i32,
-            vip: Some(api.vip_proto_at(&vip, revision)),
+            vip: Some(api.vip_proto_at(&vip, object_revision)),
             revision,
         })
     }
@@ -232,13 +238,6 @@ impl WatchKind for Vips {
                 ..Default::default()
             }),
             revision,
-        }
-    }
-
-    fn status_change(change: &Change) -> Option<String> {
-        match change {
-            Change::VipStatus(name) => Some(name.clone()),
-            _ => None,
         }
     }
 }
@@ -258,7 +257,13 @@ impl WatchKind for Pods {
             .collect()
     }
 
-    fn event(api: &Api, event_type: pb::EventType, key: &str, revision: u64) -> Option<pb::PodEvent> {
+    fn event(
+        api: &Api,
+        event_type: pb::EventType,
+        key: &str,
+        object_revision: u64,
+        revision: u64,
+    ) -> Option<pb::PodEvent> {
         let (namespace, name) = key.split_once('/')?;
         let pod = api
             .registry
@@ -269,7 +274,7 @@ impl WatchKind for Pods {
             .ok()?;
         Some(pb::PodEvent {
             r#type: event_type as i32,
-            pod: Some(api.pod_proto_at(&pod, revision)),
+            pod: Some(api.pod_proto_at(&pod, object_revision)),
             revision,
         })
     }
@@ -304,11 +309,17 @@ impl WatchKind for SwitchLbRules {
             .collect()
     }
 
-    fn event(api: &Api, event_type: pb::EventType, key: &str, revision: u64) -> Option<pb::SwitchLbRuleEvent> {
+    fn event(
+        api: &Api,
+        event_type: pb::EventType,
+        key: &str,
+        object_revision: u64,
+        revision: u64,
+    ) -> Option<pb::SwitchLbRuleEvent> {
         let rule = api.registry.get_switch_lb_rule(key).ok()?;
         Some(pb::SwitchLbRuleEvent {
             r#type: event_type as i32,
-            rule: Some(api.rule_proto_at(&rule, revision)),
+            rule: Some(api.rule_proto_at(&rule, object_revision)),
             revision,
         })
     }

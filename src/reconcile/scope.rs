@@ -59,7 +59,7 @@ impl Dirty {
             Change::SwitchLbRule(name) => {
                 dirty.rules.insert(name.clone());
             }
-            Change::VipStatus(_) => {}
+            Change::VipStatus(_) | Change::SwitchLbRuleStatus(_) => {}
         }
         dirty
     }

@@ -34,6 +34,8 @@ pub enum Change {
     Vip(String),
     /// Only the VIP's observed status changed (written by the NB sync, which ignores it).
     VipStatus(String),
+    /// Only the rule's observed status changed (as `VipStatus`).
+    SwitchLbRuleStatus(String),
     Pod(PodRef),
     SwitchLbRule(String),
 }
@@ -137,7 +139,7 @@ pub struct Registry {
     /// for in-memory work and the (non-durable) store write, never across an `.await`.
     state: Mutex<State>,
     changes: broadcast::Sender<Change>,
-    /// Observed-status changes only ([`Change::VipStatus`]), apart from `changes`: a full pass
+    /// Observed-status changes only ([`Change::VipStatus`], [`Change::SwitchLbRuleStatus`]), apart from `changes`: a full pass
     /// writes one per VIP (100,000 at once), which would overflow the NB sync's receiver and
     /// cost it a second full pass, though the sync ignores them.
     status_changes: broadcast::Sender<Change>,
@@ -482,19 +484,29 @@ impl Registry {
         used
     }
 
-    /// Changes of what is stored (every kind but [`Change::VipStatus`]), after they are durable.
+    /// Changes of what is stored (every kind but the status ones), after they are durable.
     pub fn subscribe(&self) -> broadcast::Receiver<Change> {
         self.changes.subscribe()
     }
 
-    /// Changes of a VIP's observed status only ([`Change::VipStatus`]).
+    /// Changes of an observed status only ([`Change::VipStatus`], [`Change::SwitchLbRuleStatus`]),
+    /// each already given a revision in the store's status log ([`Registry::log_status`]).
     pub fn subscribe_status(&self) -> broadcast::Receiver<Change> {
         self.status_changes.subscribe()
     }
 
+    /// Gives status changes of `keys` revisions (see [`crate::store::revisions`]); called under
+    /// the registry lock, right after the new status is in place. A store error (raising the
+    /// durable revision floor) is logged: watches then miss these status changes, nothing else.
+    fn log_status(&self, kind: Kind, keys: &[&str]) {
+        if let Err(error) = self.store.log_status(kind, keys) {
+            tracing::warn!(%error, ?kind, count = keys.len(), "status changes got no revision");
+        }
+    }
+
     fn publish(&self, change: Change) {
         let channel = match change {
-            Change::VipStatus(_) => &self.status_changes,
+            Change::VipStatus(_) | Change::SwitchLbRuleStatus(_) => &self.status_changes,
             _ => &self.changes,
         };
         let _ = channel.send(change);

@@ -3,12 +3,23 @@
 use super::*;
 
 impl Registry {
-    /// Replaces a rule's observed status (not persisted: the reconciler recomputes it).
-    pub fn set_rule_status(&self, name: &str, status: RuleStatus) {
-        let mut state = self.lock();
-        if state.rules.contains_key(name) {
+    /// Replaces a rule's observed status (not persisted: the reconciler recomputes it). A change
+    /// gets a revision and is published ([`Change::SwitchLbRuleStatus`]). Returns whether it
+    /// changed.
+    pub fn set_rule_status(&self, name: &str, status: RuleStatus) -> bool {
+        let changed = {
+            let mut state = self.lock();
+            if !state.rules.contains_key(name) || state.rule_status.get(name) == Some(&status) {
+                return false;
+            }
             state.rule_status.insert(name.to_string(), status);
+            self.log_status(Kind::SwitchLbRule, &[name]);
+            true
+        };
+        if changed {
+            self.publish(Change::SwitchLbRuleStatus(name.to_string()));
         }
+        changed
     }
 
     /// A rule's observed status; empty until the NB sync has looked at it.

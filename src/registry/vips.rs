@@ -267,6 +267,7 @@ impl Registry {
             match state.vips.get_mut(name) {
                 Some(vip) if vip.conditions != conditions => {
                     vip.conditions = conditions;
+                    self.log_status(Kind::Vip, &[name]);
                     true
                 }
                 _ => false,
@@ -285,7 +286,7 @@ impl Registry {
     pub fn set_vip_conditions_where(&self, mut status: impl FnMut(&Vip) -> Option<Vec<Condition>>) -> usize {
         let changed: Vec<String> = {
             let mut state = self.lock();
-            state
+            let changed: Vec<String> = state
                 .vips
                 .values_mut()
                 .filter_map(|vip| {
@@ -293,7 +294,10 @@ impl Registry {
                     vip.conditions = conditions;
                     Some(vip.spec.name.clone())
                 })
-                .collect()
+                .collect();
+            let keys: Vec<&str> = changed.iter().map(String::as_str).collect();
+            self.log_status(Kind::Vip, &keys);
+            changed
         };
         let count = changed.len();
         for name in changed {
@@ -310,6 +314,7 @@ impl Registry {
             match state.vips.get_mut(name) {
                 Some(vip) if vip.nb_mac != nb_mac => {
                     vip.nb_mac = nb_mac;
+                    self.log_status(Kind::Vip, &[name]);
                     true
                 }
                 _ => false,

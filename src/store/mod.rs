@@ -338,7 +338,7 @@ impl Store {
             .open()?;
         let path_text = path.display().to_string();
         let (meta, records) = migrations::run(&db, &path_text)?;
-        let revisions = revisions::Revisions::load(&records)?;
+        let revisions = revisions::Revisions::load(&records, &meta)?;
         let (sender, receiver) = std_mpsc::channel::<FlushWaiter>();
         let flusher_db = db.clone();
         let flushes = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -461,6 +461,25 @@ impl Store {
         revisions.by_object.get(&(kind, key.to_string())).copied()
     }
 
+    /// Gives a status change of each of `keys` (objects of `kind`) the next revision, in memory,
+    /// so watches report it in order with stored changes (see [`revisions`]). Raises the durable
+    /// revision floor first when it must (a sled write and a flush, once per
+    /// [`revisions::FLOOR_BLOCK`] changes). Callers hold the registry's lock, so a watch that
+    /// reads the revision then reads the new status.
+    pub fn log_status(&self, kind: Kind, keys: &[&str]) -> Result<(), StoreError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let mut revisions = self.lock_revisions()?;
+        if let Some(floor) = revisions.floor_needed(keys.len() as u64) {
+            self.meta.insert(revisions::FLOOR_KEY, &floor.to_be_bytes())?;
+            self.meta.flush()?;
+            revisions.floor = floor;
+        }
+        revisions.log_status(kind, keys.iter().copied());
+        Ok(())
+    }
+
     /// Keeps the newest `retained` changes (at least 1) from the next batch on, instead of
     /// [`CHANGE_LOG_RETAINED`]: for tests of a watch that resumes from a revision too old.
     pub fn set_change_log_retained(&self, retained: u64) {
@@ -470,12 +489,19 @@ impl Store {
     }
 
     /// The changes after revision `after`, oldest first, up to the current revision (which is
-    /// returned too). Refused when the log no longer holds every change after `after` (too
-    /// old) or `after` is newer than the current revision.
+    /// returned too): stored changes and status changes ([`Store::log_status`]) merged.
+    /// Refused when the logs no longer hold every change after `after` (too old) or `after` is
+    /// newer than the current revision.
     pub fn changes_since(&self, after: u64) -> Result<Result<(Vec<LoggedChange>, u64), OutOfRange>, StoreError> {
-        let (current, oldest) = {
+        let (current, oldest, statuses) = {
             let revisions = self.lock_revisions()?;
-            (revisions.current, revisions.oldest)
+            let oldest = revisions.oldest.max(revisions.status_pruned + 1);
+            let statuses: Vec<LoggedChange> = if after + 1 < oldest || after > revisions.current {
+                Vec::new()
+            } else {
+                revisions.status_since(after, revisions.current).collect()
+            };
+            (revisions.current, oldest, statuses)
         };
         let out_of_range = |why, oldest| OutOfRange {
             asked: after,
@@ -489,11 +515,15 @@ impl Store {
         if after + 1 < oldest {
             return Ok(Err(out_of_range("too old", oldest)));
         }
-        let changes = revisions::read_log(&self.records, after, current)?;
+        let mut changes = revisions::read_log(&self.records, after, current)?;
         // Entries may have been pruned while they were read.
         let oldest_now = self.lock_revisions()?.oldest;
         if after + 1 < oldest_now {
             return Ok(Err(out_of_range("too old", oldest_now)));
+        }
+        if !statuses.is_empty() {
+            changes.extend(statuses);
+            changes.sort_by_key(|change| change.revision);
         }
         Ok(Ok((changes, current)))
     }

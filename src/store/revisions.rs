@@ -12,8 +12,17 @@
 //!   ones. A watch can resume from any revision the log still covers.
 //! - Objects stored before format 3 have no revision entry: they report revision 0 until their
 //!   next write.
+//! - **Status changes** (a VIP's conditions or NB MAC, a rule's conditions, frontends and
+//!   backends: observed, not stored) take revisions from the same counter, so a watch resumed
+//!   after a revision sees every status change after it too (Kubernetes bumps an object's
+//!   `resourceVersion` on a status write). Their log is in memory ([`Revisions::status_log`],
+//!   the same retention): statuses start empty at every start and the NB sync sets each one
+//!   again, which logs every object with a status anew, so a watch resumed from an earlier run
+//!   misses none. So that no revision is handed out twice across a crash, status revisions stay
+//!   under a floor kept durably in the `meta` tree ([`FLOOR_KEY`]), raised in blocks of
+//!   [`FLOOR_BLOCK`] with a flush; the counter restarts above it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
@@ -23,6 +32,14 @@ use super::{decode, StoreError, Write};
 /// How many changes the log keeps: a watch can resume from a revision at most this many
 /// changes old. About 60 bytes each on disk.
 pub const CHANGE_LOG_RETAINED: u64 = 100_000;
+
+/// The `meta` tree's key of the revision floor: no revision above it was handed out (u64, big
+/// endian).
+pub(crate) const FLOOR_KEY: &[u8] = b"revision_floor";
+
+/// How far the floor is raised beyond what status changes need at once: one flush per this many
+/// status changes.
+pub(crate) const FLOOR_BLOCK: u64 = 65_536;
 
 /// The kinds of objects that carry a revision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -99,8 +116,16 @@ pub(crate) struct Revisions {
     /// The oldest revision in the change log (`current + 1` when it is empty).
     pub oldest: u64,
     pub by_object: HashMap<(Kind, String), u64>,
-    /// How many changes the log keeps ([`CHANGE_LOG_RETAINED`] unless set otherwise).
+    /// How many changes the log keeps ([`CHANGE_LOG_RETAINED`] unless set otherwise); the
+    /// status log keeps as many.
     pub retained: u64,
+    /// Status changes of this run, oldest first: (revision, kind, key).
+    pub status_log: VecDeque<(u64, Kind, String)>,
+    /// The newest status revision pruned from `status_log` (0: none was): a watch cannot resume
+    /// before it.
+    pub status_pruned: u64,
+    /// The durable floor ([`FLOOR_KEY`]): status revisions are handed out only up to it.
+    pub floor: u64,
 }
 
 pub(crate) fn object_key(kind: Kind, key: &str) -> Vec<u8> {
@@ -175,9 +200,10 @@ impl Planned {
 }
 
 impl Revisions {
-    /// Loads the revisions from the `records` tree; objects without an entry (stored before
-    /// format 3) are at 0.
-    pub fn load(records: &sled::Tree) -> Result<Revisions, StoreError> {
+    /// Loads the revisions from the `records` tree and the floor from `meta`; objects without
+    /// an entry (stored before format 3) are at 0. The counter starts at the floor when that is
+    /// higher (status revisions of an earlier run).
+    pub fn load(records: &sled::Tree, meta: &sled::Tree) -> Result<Revisions, StoreError> {
         let mut by_object = HashMap::new();
         for (kind, space) in [
             (Kind::Subnet, Space::Subnet),
@@ -207,13 +233,56 @@ impl Revisions {
             Some(key) => Some(revision_value(&key[1..])?),
             None => oldest_logged,
         };
-        current = current.max(newest_logged.unwrap_or(0));
+        let floor = meta
+            .get(FLOOR_KEY)?
+            .map(|value| revision_value(&value))
+            .transpose()?
+            .unwrap_or(0);
+        current = current.max(newest_logged.unwrap_or(0)).max(floor);
         Ok(Revisions {
             current,
             oldest: oldest_logged.unwrap_or(current + 1),
             by_object,
             retained: CHANGE_LOG_RETAINED,
+            status_log: VecDeque::new(),
+            status_pruned: 0,
+            floor,
         })
+    }
+
+    /// The floor that status changes of `count` more objects need, if it must be raised first
+    /// (written and flushed by the caller before [`Revisions::log_status`]).
+    pub fn floor_needed(&self, count: u64) -> Option<u64> {
+        let needed = self.current + count;
+        (needed > self.floor).then_some(needed + FLOOR_BLOCK)
+    }
+
+    /// Gives each status change the next revision and logs it; the caller made sure the floor
+    /// covers them ([`Revisions::floor_needed`]).
+    pub fn log_status<'a>(&mut self, kind: Kind, keys: impl IntoIterator<Item = &'a str>) {
+        for key in keys {
+            self.current += 1;
+            self.status_log.push_back((self.current, kind, key.to_string()));
+        }
+        while self.status_log.len() as u64 > self.retained {
+            if let Some((revision, _, _)) = self.status_log.pop_front() {
+                self.status_pruned = revision;
+            }
+        }
+    }
+
+    /// The status changes after `after` up to `current` (inclusive), oldest first.
+    pub fn status_since(&self, after: u64, current: u64) -> impl Iterator<Item = LoggedChange> + '_ {
+        let start = self.status_log.partition_point(|(revision, _, _)| *revision <= after);
+        self.status_log
+            .range(start..)
+            .take_while(move |(revision, _, _)| *revision <= current)
+            .map(|(revision, kind, key)| LoggedChange {
+                revision: *revision,
+                kind: *kind,
+                key: key.clone(),
+                change: ChangeType::Modified,
+            })
     }
 
     /// Gives every object write of `writes` the next revision.

@@ -586,6 +586,48 @@ impl TestDaemon {
             .expect("the daemon serves gRPC where it said it bound");
     }
 
+    /// Adds a logical router port to `switch` (made by the daemon for its subnet), so a switch_lb_vip
+    /// there can be answered for (Ready).
+    pub fn attach_router(&self, switch: &str, router_port_mac: &str, network: &str) {
+        wait_until(&format!("the switch {switch} in NB"), Duration::from_secs(10), || {
+            !self
+                .nb
+                .nbctl(&["--if-exists", "get", "logical_switch", switch, "name"])
+                .trim()
+                .is_empty()
+        });
+        let router = format!("router-{switch}");
+        self.nb.nbctl(&[
+            "--may-exist",
+            "lr-add",
+            "router",
+            "--",
+            "lrp-add",
+            "router",
+            &router,
+            router_port_mac,
+            network,
+        ]);
+        let port = format!("{switch}-router");
+        self.nb.nbctl(&[
+            "lsp-add",
+            switch,
+            &port,
+            "--",
+            "lsp-set-type",
+            &port,
+            "router",
+            "--",
+            "lsp-set-addresses",
+            &port,
+            "router",
+            "--",
+            "lsp-set-options",
+            &port,
+            &format!("router-port={router}"),
+        ]);
+    }
+
     /// A barrier after NB changes: adds to `switch` (a switch that exists) a port named `marker`
     /// marked as the daemon's, owned by a VIP `marker` that does not exist, and waits until the
     /// daemon has collected it (an incremental pass for that owner). NB sends updates in order,
