@@ -360,6 +360,32 @@ async fn a_reverse_order_bundle_through_raw_grpc_ends_ready() {
         .create_vip(create_vip(aap("vip-aap", "ovn-default")))
         .await
         .expect("AAP VIP before its subnet");
+    // A rule created while its VIP is pending answers with why (not an empty status).
+    let answered = clients
+        .rules
+        .create_switch_lb_rule(create_rule(tcp_rule("web-81", "web-vip", "app: web", 81, 8080)))
+        .await
+        .expect("a rule on a pending VIP")
+        .into_inner()
+        .status
+        .unwrap_or_default();
+    assert_eq!(
+        answered.conditions.first().map(|c| c.reason.as_str()),
+        Some("VipNotReady"),
+        "{answered:?}"
+    );
+    assert!(
+        answered.conditions[0].message.contains("subnet ovn-default"),
+        "{answered:?}"
+    );
+    clients
+        .rules
+        .delete_switch_lb_rule(pb::DeleteSwitchLbRuleRequest {
+            name: "web-81".into(),
+            revision: 0,
+        })
+        .await
+        .expect("delete web-81");
     let waiting = wait_for_rule_status(&clients.rules, "web", "VipNotReady", WAIT, |status| {
         status
             .conditions

@@ -86,10 +86,21 @@ async fn a_rule_naming_a_vip_that_does_not_exist_yet_waits_for_it() {
     ]);
 
     // The rule first, as a manifest in file order might have it: accepted, not ready.
-    rules
+    let answered = rules
         .create_switch_lb_rule(create_rule(rule("web", "web-vip", false)))
         .await
-        .expect("a rule may name a VIP that does not exist yet");
+        .expect("a rule may name a VIP that does not exist yet")
+        .into_inner();
+    // The answer itself says why (as CreateVip's does for a pending VIP), not an empty status.
+    let answered = answered.status.unwrap_or_default();
+    assert_eq!(
+        answered
+            .conditions
+            .first()
+            .map(|c| (c.status.as_str(), c.reason.as_str())),
+        Some(("False", "VipNotFound")),
+        "{answered:?}"
+    );
     let status = rule_reason(&mut rules, "web", "VipNotFound").await;
     assert!(!status.ready, "{status:?}");
     assert!(status.conditions[0].message.contains("web-vip"), "{status:?}");

@@ -275,6 +275,43 @@ pub struct SwitchLbRule {
     pub health_check: bool,
 }
 
+impl SwitchLbRule {
+    /// Why the rule waits for the VIP it names, as the Ready condition's reason and message:
+    /// `VipNotFound` when `vip` (the VIP of that name, looked up by the caller) does not exist,
+    /// `VipNotReady` while it holds no addresses ([`Vip::pending`]); `None` when the rule's
+    /// frontend is an address or its VIP is allocated. A reference before its target, the
+    /// Kubernetes way: the rule becomes ready when the VIP has addresses.
+    pub fn waits_for_vip(&self, vip: Option<&Vip>) -> Option<(&'static str, String)> {
+        if self.vip.parse::<IpAddr>().is_ok() {
+            return None;
+        }
+        match vip {
+            None => Some((
+                "VipNotFound",
+                format!(
+                    "vip {} does not exist (yet): the rule becomes ready when it does",
+                    self.vip
+                ),
+            )),
+            Some(vip) if !vip.is_allocated() => {
+                let why = vip
+                    .pending
+                    .as_ref()
+                    .map(|pending| pending.message.as_str())
+                    .unwrap_or_default();
+                Some((
+                    "VipNotReady",
+                    format!(
+                        "vip {} has no addresses yet ({why}): the rule becomes ready when it has",
+                        vip.spec.name
+                    ),
+                ))
+            }
+            Some(_) => None,
+        }
+    }
+}
+
 /// Whether `labels` satisfy every `key: value` of `selector` (an empty selector matches all).
 pub fn selector_matches(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
     selector.iter().all(|(key, value)| labels.get(key) == Some(value))

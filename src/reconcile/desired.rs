@@ -141,24 +141,14 @@ pub fn load_balancers(
         let (addresses, subnet, is_vip) = match rule.vip.parse::<IpAddr>() {
             Ok(ip) => (vec![ip], subnet_holding(subnets, ip), false),
             Err(_) => match vips.iter().find(|vip| vip.spec.name == rule.vip) {
-                Some(vip) if !vip.is_allocated() => {
-                    // A VIP that waits for its subnet (or for a requested address) has no
-                    // addresses yet: the rule waits for it as for a missing one.
-                    let why = vip
-                        .pending
-                        .as_ref()
-                        .map(|pending| pending.message.as_str())
-                        .unwrap_or_default();
-                    desired.rules_blocked.insert(
-                        rule.name.clone(),
-                        RuleBlocked {
-                            reason: "VipNotReady",
-                            message: format!(
-                                "vip {} has no addresses yet ({why}): the rule becomes ready when it has",
-                                vip.spec.name
-                            ),
-                        },
-                    );
+                found @ (None | Some(Vip { pending: Some(_), .. })) => {
+                    // Missing, or waiting for its subnet (or for a requested address): no
+                    // addresses yet, so the rule waits.
+                    if let Some((reason, message)) = rule.waits_for_vip(found) {
+                        desired
+                            .rules_blocked
+                            .insert(rule.name.clone(), RuleBlocked { reason, message });
+                    }
                     continue;
                 }
                 Some(vip) if vip.spec.vip_type != VipType::SwitchLbVip => {
@@ -180,19 +170,6 @@ pub fn load_balancers(
                     subnets.iter().find(|subnet| subnet.name == vip.spec.subnet),
                     true,
                 ),
-                None => {
-                    desired.rules_blocked.insert(
-                        rule.name.clone(),
-                        RuleBlocked {
-                            reason: "VipNotFound",
-                            message: format!(
-                                "vip {} does not exist (yet): the rule becomes ready when it does",
-                                rule.vip
-                            ),
-                        },
-                    );
-                    continue;
-                }
             },
         };
         if let Some(subnet) = subnet.filter(|subnet| !switch_routers.contains_key(&subnet.logical_switch)) {

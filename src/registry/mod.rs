@@ -195,6 +195,21 @@ fn allocation_writes(
 }
 
 /// Ready=False with the reason a VIP holds no addresses yet.
+/// Ready=False with `reason`, keeping the transition time of `previous` when it said the same.
+fn not_ready_condition(reason: &str, message: String, previous: &[Condition]) -> Vec<Condition> {
+    let last_transition_ms = previous
+        .iter()
+        .find(|condition| condition.condition_type == "Ready" && !condition.status && condition.reason == reason)
+        .map_or_else(now_ms, |condition| condition.last_transition_ms);
+    vec![Condition {
+        condition_type: "Ready".into(),
+        status: false,
+        reason: reason.into(),
+        message,
+        last_transition_ms,
+    }]
+}
+
 fn unallocated_condition(pending: &Pending) -> Vec<Condition> {
     vec![Condition {
         condition_type: "Ready".into(),

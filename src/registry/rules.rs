@@ -132,6 +132,19 @@ impl Registry {
                     restore_rule(&mut state);
                     return Err(error.into());
                 }
+                // A rule that waits for its VIP answers with why, as the NB sync reports it
+                // (a rule the sync has not looked at yet has no status).
+                if let Some((reason, message)) = rule.waits_for_vip(state.vips.get(&rule.vip)) {
+                    let previous = state.rule_status.remove(&rule.name).unwrap_or_default();
+                    let conditions = not_ready_condition(reason, message, &previous.conditions);
+                    state.rule_status.insert(
+                        rule.name.clone(),
+                        RuleStatus {
+                            conditions,
+                            ..Default::default()
+                        },
+                    );
+                }
                 false
             }
         };
