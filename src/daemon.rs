@@ -333,6 +333,19 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
     }
     client.shutdown().await;
     registry.flush()?;
+    // The store is closed (its file lock let go) only when the last holder of the registry is
+    // gone: watch streams and metrics connections end on `shutdown` but may not have run yet.
+    // Whoever runs the daemon next in this process (a restart, `ovn-vipd check`) must find the
+    // store free, so wait for them (within the grace period).
+    let deadline = tokio::time::Instant::now() + grace;
+    while std::sync::Arc::strong_count(&registry) > 1 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let holders = std::sync::Arc::strong_count(&registry) - 1;
+    if holders > 0 {
+        warn!(holders, "tasks still hold the store after the grace period");
+    }
+    drop(registry);
     info!("store flushed; stopped");
     Ok(())
 }

@@ -359,11 +359,19 @@ pub async fn serve_metrics(
                         response
                     }
                 });
+                // A kept-alive connection ends at shutdown too (it holds the registry).
+                let shutdown = shutdown.clone();
                 tokio::spawn(async move {
                     let io = hyper_util::rt::TokioIo::new(stream);
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(io, service)
-                        .await;
+                    let connection = hyper::server::conn::http1::Builder::new().serve_connection(io, service);
+                    tokio::pin!(connection);
+                    tokio::select! {
+                        _ = connection.as_mut() => {}
+                        _ = shutdown.cancelled() => {
+                            connection.as_mut().graceful_shutdown();
+                            let _ = connection.await;
+                        }
+                    }
                 });
             }
         }

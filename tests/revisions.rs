@@ -1040,3 +1040,32 @@ async fn status_revisions_share_the_counter_and_stay_above_the_floor_after_reope
     // revision 1 now sees stored changes only, until the NB sync sets statuses again.
     assert!(store.changes_since(1).unwrap().unwrap().0.is_empty());
 }
+
+/// When `daemon::run` returns, the store is closed: watch streams still open at shutdown (they
+/// hold the registry until their task runs again) no longer keep its file lock, so whoever opens
+/// the store next in this process (a restart, `ovn-vipd check`) finds it free. (`StoreInUse`
+/// was met once by a check right after a stop.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_is_free_when_the_daemon_returns_even_with_watches_open() {
+    let mut daemon = TestDaemon::start().await;
+    for round in 0..5 {
+        let mut c = clients(&daemon).await;
+        let mut open = Vec::new();
+        for _ in 0..16 {
+            open.push(
+                c.vips
+                    .watch_vips(pb::WatchVipsRequest::default())
+                    .await
+                    .unwrap()
+                    .into_inner(),
+            );
+        }
+        daemon.stop_daemon_only().await;
+        let opened = ovn_vipd::registry::Registry::open(&daemon.dir.path().join("data").join("store"));
+        assert!(opened.is_ok(), "round {round}: {:?}", opened.err());
+        drop(opened);
+        drop(open);
+        daemon.restart_daemon_only().await;
+    }
+    daemon.stop().await;
+}
