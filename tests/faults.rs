@@ -65,6 +65,8 @@ struct Acknowledged {
     vips: BTreeMap<String, bool>,
     pods: BTreeMap<String, bool>,
     in_flight: BTreeSet<String>,
+    /// Acknowledged requests so far (all rounds).
+    acks: u64,
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -161,6 +163,7 @@ async fn the_daemon_killed_at_random_moments_loses_nothing_and_nb_converges() {
                         match outcome {
                             Ok(()) => {
                                 map.insert(name, create);
+                                known.acks += 1;
                             }
                             // The daemon died with the request in flight: it may or may not
                             // have been done.
@@ -178,8 +181,15 @@ async fn the_daemon_killed_at_random_moments_loses_nothing_and_nb_converges() {
                 })
             })
             .collect();
-        // Kept: the kill comes at a random moment under load; that is the test.
-        tokio::time::sleep(Duration::from_millis(rng.gen_range(300..1200))).await;
+        // Kept: the kill comes at a random moment under load; that is the test. The moment is
+        // counted in acknowledgements (then a random delay), not in time alone, so a loaded
+        // machine still kills under load, not before the first request got through.
+        let target = acknowledged.lock().unwrap().acks + rng.gen_range(10..60);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while acknowledged.lock().unwrap().acks < target && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(0..300))).await;
         drop(daemon); // SIGKILL
         for worker in workers {
             worker.abort();
