@@ -21,6 +21,16 @@ use tokio::sync::watch;
 use super::keys::Space;
 use super::{Store, StoreError, WriteBatch};
 
+/// The spaces of objects and allocations: what a replica holds besides its rows.
+const RECORD_SPACES: [Space; 6] = [
+    Space::Subnet,
+    Space::Vip,
+    Space::Pod,
+    Space::SwitchLbRule,
+    Space::Ip,
+    Space::Mac,
+];
+
 const LAST_TXN_KEY: &[u8] = b"cluster_last_txn_id";
 
 /// What has become of the queued batches (sequence numbers count from 1).
@@ -235,15 +245,7 @@ impl Store {
     /// format 4: sled keeps what one batch replaces until it ends, see `migrations.rs`).
     pub fn mirror_reset(&self) -> Result<(), StoreError> {
         self.records.remove(Space::ClusterMeta.key(LAST_TXN_KEY))?;
-        for space in [
-            Space::Subnet,
-            Space::Vip,
-            Space::Pod,
-            Space::SwitchLbRule,
-            Space::Ip,
-            Space::Mac,
-            Space::ClusterRow,
-        ] {
+        for space in RECORD_SPACES.into_iter().chain([Space::ClusterRow]) {
             let mut batch = sled::Batch::default();
             let mut pending = 0;
             for key in self.records.scan_prefix(space.prefix()).keys() {
@@ -295,14 +297,7 @@ impl Store {
         if self.records.contains_key(Space::ClusterMeta.key(LAST_TXN_KEY))? {
             return Ok(false);
         }
-        for space in [
-            Space::Subnet,
-            Space::Vip,
-            Space::Pod,
-            Space::SwitchLbRule,
-            Space::Ip,
-            Space::Mac,
-        ] {
+        for space in RECORD_SPACES {
             if self.records.scan_prefix(space.prefix()).next().is_some() {
                 return Ok(true);
             }
