@@ -1026,6 +1026,38 @@ async fn status_revisions_share_the_counter_and_stay_above_the_floor_after_reope
             ]
         );
         assert_eq!(store.changes_since(2).unwrap().unwrap().0.len(), 1);
+        // From STATUS_BULK keys on: one revision, read as a change of every stored VIP.
+        for name in ["v1", "v2"] {
+            registry
+                .create_vip(ovn_vipd::model::VipSpec {
+                    name: name.into(),
+                    namespace: String::new(),
+                    subnet: "ovn-default".into(),
+                    vip_type: ovn_vipd::model::VipType::Reserved,
+                    v4ip: None,
+                    v6ip: None,
+                    mac: None,
+                    selector: Default::default(),
+                })
+                .await
+                .unwrap();
+        }
+        let before = store.revision();
+        let many: Vec<String> = (0..ovn_vipd::store::STATUS_BULK).map(|i| format!("x{i}")).collect();
+        let keys: Vec<&str> = many.iter().map(String::as_str).collect();
+        store.log_status(Kind::Vip, &keys).unwrap();
+        assert_eq!(store.revision(), before + 1, "one revision for the bulk");
+        let (changes, _) = store.changes_since(before).unwrap().unwrap();
+        let mut read: Vec<_> = changes
+            .iter()
+            .map(|c| (c.revision, c.key.as_str(), c.change == ChangeType::Modified))
+            .collect();
+        read.sort();
+        assert_eq!(
+            read,
+            vec![(before + 1, "v1", true), (before + 1, "v2", true)],
+            "every stored VIP"
+        );
         after_status = store.revision();
         // No flush of the registry: the floor was made durable before the revisions were given.
     }
@@ -1037,8 +1069,16 @@ async fn status_revisions_share_the_counter_and_stay_above_the_floor_after_reope
         store.revision()
     );
     // The earlier run's status log is gone with it (statuses are recomputed): a watch after
-    // revision 1 now sees stored changes only, until the NB sync sets statuses again.
-    assert!(store.changes_since(1).unwrap().unwrap().0.is_empty());
+    // revision 1 now sees stored changes only (the two VIPs), until the NB sync sets statuses.
+    let keys: Vec<_> = store
+        .changes_since(1)
+        .unwrap()
+        .unwrap()
+        .0
+        .into_iter()
+        .map(|c| (c.key, c.change == ChangeType::Added))
+        .collect();
+    assert_eq!(keys, vec![("v1".to_string(), true), ("v2".to_string(), true)]);
 }
 
 /// When `daemon::run` returns, the store is closed: watch streams still open at shutdown (they
@@ -1068,4 +1108,145 @@ async fn the_store_is_free_when_the_daemon_returns_even_with_watches_open() {
         daemon.restart_daemon_only().await;
     }
     daemon.stop().await;
+}
+
+/// NB going away marks every VIP NBUnavailable: from STATUS_BULK VIPs on that is one status
+/// revision for all of them (it used to take the change log's whole retention at scale), and a
+/// watch resumed from before it reports every VIP once, NBUnavailable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_status_changes_at_once_take_one_revision_and_a_resumed_watch_sees_every_vip() {
+    let mut daemon = TestDaemon::start_with(true).await;
+    let c = clients(&daemon).await;
+    let mut subnets = c.subnets.clone();
+    subnets
+        .create_subnet(common::subnet_request("ovn-default", "10.16.0.0/16", ""))
+        .await
+        .unwrap();
+    let count = ovn_vipd::store::STATUS_BULK + 10;
+    let mut writers = Vec::new();
+    for writer in 0..16 {
+        let mut vips = c.vips.clone();
+        writers.push(tokio::spawn(async move {
+            for index in (writer..count).step_by(16) {
+                vips.create_vip(pb::CreateVipRequest {
+                    vip: Some(pb::Vip {
+                        name: format!("bulk-{index:04}"),
+                        subnet: "ovn-default".into(),
+                        ..Default::default()
+                    }),
+                })
+                .await
+                .unwrap();
+            }
+        }));
+    }
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let mut vips = c.vips.clone();
+    let ready = |vips: Vec<pb::Vip>| {
+        vips.iter()
+            .filter(|vip| vip.status.as_ref().is_some_and(|s| s.ready))
+            .count()
+    };
+    common::wait_for("every VIP Ready", Duration::from_secs(60), || {
+        let mut vips = vips.clone();
+        async move {
+            let n = ready(every_vip(&mut vips).await);
+            (n == count).then_some(()).ok_or(format!("{n} ready"))
+        }
+    })
+    .await;
+    let since = vips
+        .list_vips(pb::ListVipsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .revision;
+
+    daemon.nb.kill();
+    common::wait_for("every VIP NBUnavailable", Duration::from_secs(30), || {
+        let mut vips = vips.clone();
+        async move {
+            (ready(every_vip(&mut vips).await) == 0)
+                .then_some(())
+                .ok_or("still ready".to_string())
+        }
+    })
+    .await;
+    let now = vips
+        .list_vips(pb::ListVipsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .revision;
+    // One status revision per bulk change, not one per VIP: the NB error's message may change
+    // once (the connection closed, then refused), and each change marks every VIP again.
+    assert!(
+        now > since && now <= since + 3,
+        "{} status revisions for {count} VIPs",
+        now - since
+    );
+
+    let mut resumed = vips
+        .watch_vips(pb::WatchVipsRequest {
+            name: String::new(),
+            revision: since,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut seen: HashMap<String, u64> = HashMap::new();
+    while seen.len() < count {
+        let event = tokio::time::timeout(Duration::from_secs(10), resumed.message())
+            .await
+            .expect("every VIP reported")
+            .unwrap()
+            .unwrap();
+        assert_eq!(event.r#type, pb::vip_event::Type::Modified as i32);
+        assert!(
+            event.revision > since && event.revision <= since + 3,
+            "{}",
+            event.revision
+        );
+        let vip = event.vip.unwrap_or_default();
+        let reason = vip
+            .status
+            .unwrap_or_default()
+            .conditions
+            .first()
+            .map(|c| c.reason.clone());
+        assert_eq!(reason.as_deref(), Some("NBUnavailable"), "{}", vip.name);
+        // Again only for a later bulk change.
+        let last = seen.insert(vip.name.clone(), event.revision);
+        assert!(
+            last.is_none_or(|last| last < event.revision),
+            "{} twice at one revision",
+            vip.name
+        );
+    }
+    daemon.nb.start();
+    daemon.stop().await;
+}
+
+/// Every VIP, page by page.
+async fn every_vip(vips: &mut VipServiceClient<tonic::transport::Channel>) -> Vec<pb::Vip> {
+    let mut out = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = vips
+            .list_vips(pb::ListVipsRequest {
+                page_size: 1000,
+                page_token,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        out.extend(page.vips);
+        if page.next_page_token.is_empty() {
+            return out;
+        }
+        page_token = page.next_page_token;
+    }
 }

@@ -112,11 +112,13 @@ pub(super) fn start<W: WatchKind>(
                     })
                     .or_insert((change.change, change.change, change.revision));
             }
-            let ordered: BTreeMap<u64, (String, ChangeType, ChangeType)> = per_key
+            // In the order of their last change (a bulk status change gives many keys one
+            // revision: then by key).
+            let ordered: BTreeMap<(u64, String), (ChangeType, ChangeType)> = per_key
                 .into_iter()
-                .map(|(key, (first, last, revision))| (revision, (key, first, last)))
+                .map(|(key, (first, last, revision))| ((revision, key), (first, last)))
                 .collect();
-            for (revision, (key, first, last)) in ordered {
+            for ((revision, key), (first, last)) in ordered {
                 if told.get(&key).is_some_and(|told| *told >= revision) {
                     continue;
                 }

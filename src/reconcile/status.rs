@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use crate::model::{Condition, SwitchLbRule, Vip, VipType};
 use crate::nb::{Owner, Plan};
 use crate::ovsdb::Client;
-use crate::registry::{now_ms, Registry, RuleStatus};
+use crate::registry::{now_ms, Registry, RuleStatus, VipStatusUpdate};
 
 use super::desired::{Blocked, Desired};
 
@@ -111,8 +111,10 @@ pub(super) fn write_rule_status(registry: &Registry, desired: &Desired, rules: &
     }
 }
 
-/// VIP status, from what was planned and refused; written only where it changes.
+/// VIP status, from what was planned and refused; written only where it changes, in one call
+/// (one lock, and one status revision for a pass that changes many).
 pub(super) fn write_vip_status(registry: &Registry, desired: &Desired, plan: &Plan, vips: &[Vip]) {
+    let mut updates = Vec::new();
     for vip in vips {
         let name = &vip.spec.name;
         let (status, reason, message) = if let Some(pending) = &vip.pending {
@@ -146,13 +148,17 @@ pub(super) fn write_vip_status(registry: &Registry, desired: &Desired, plan: &Pl
         // Status reports the MAC that answers ARP/ND for the VIP in NB, when it is not the VIP's
         // own: the router port's for a switch_lb_vip.
         let nb_mac = desired.vip_macs.get(name).copied().filter(|mac| *mac != vip.mac);
-        registry.set_vip_nb_mac(name, nb_mac);
         let unchanged = vip.conditions.len() == 1
             && vip.conditions[0].status == status
             && vip.conditions[0].reason == reason
             && vip.conditions[0].message == message;
-        if !unchanged {
-            registry.set_vip_conditions(name, condition(status, reason, message, &vip.conditions));
+        if !unchanged || nb_mac != vip.nb_mac {
+            updates.push(VipStatusUpdate {
+                name: name.clone(),
+                conditions: (!unchanged).then(|| condition(status, reason, message, &vip.conditions)),
+                nb_mac,
+            });
         }
     }
+    registry.set_vip_statuses(updates);
 }

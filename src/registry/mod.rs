@@ -113,6 +113,16 @@ impl State {
     }
 }
 
+/// What one NB sync pass observed of a VIP ([`Registry::set_vip_statuses`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VipStatusUpdate {
+    pub name: String,
+    /// The new conditions; `None` leaves them.
+    pub conditions: Option<Vec<Condition>>,
+    /// The MAC that answers ARP/ND for the VIP in NB when it is not the VIP's own.
+    pub nb_mac: Option<crate::model::MacAddr>,
+}
+
 /// What the NB sync last made of a switch-LB rule.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RuleStatus {

@@ -306,23 +306,36 @@ impl Registry {
         count
     }
 
-    /// Records the MAC NB's port for the VIP carries (observed by the sync; `None` when it is the
-    /// VIP's own). Returns whether it changed.
-    pub fn set_vip_nb_mac(&self, name: &str, nb_mac: Option<crate::model::MacAddr>) -> bool {
-        let changed = {
+    /// Writes what one NB sync pass observed of many VIPs under one lock: each update's
+    /// conditions (when given) and NB MAC, where they differ. The changed ones get their status
+    /// revisions together (one for all from [`crate::store::STATUS_BULK`] on) and are
+    /// published. Returns how many changed.
+    pub fn set_vip_statuses(&self, updates: Vec<VipStatusUpdate>) -> usize {
+        let changed: Vec<String> = {
             let mut state = self.lock();
-            match state.vips.get_mut(name) {
-                Some(vip) if vip.nb_mac != nb_mac => {
-                    vip.nb_mac = nb_mac;
-                    self.log_status(Kind::Vip, &[name]);
-                    true
+            let mut changed = Vec::new();
+            for update in updates {
+                let Some(vip) = state.vips.get_mut(&update.name) else {
+                    continue;
+                };
+                let mut differs = vip.nb_mac != update.nb_mac;
+                vip.nb_mac = update.nb_mac;
+                if let Some(conditions) = update.conditions.filter(|conditions| *conditions != vip.conditions) {
+                    vip.conditions = conditions;
+                    differs = true;
                 }
-                _ => false,
+                if differs {
+                    changed.push(update.name);
+                }
             }
+            let keys: Vec<&str> = changed.iter().map(String::as_str).collect();
+            self.log_status(Kind::Vip, &keys);
+            changed
         };
-        if changed {
-            self.publish(Change::VipStatus(name.to_string()));
+        let count = changed.len();
+        for name in changed {
+            self.publish(Change::VipStatus(name));
         }
-        changed
+        count
     }
 }

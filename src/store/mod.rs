@@ -32,7 +32,7 @@ use records::{OwnerRecord, PodRecord, SubnetRecord, SwitchLbRuleRecord, VipRecor
 pub use cluster::{ClusterLink, Progress};
 use keys::Space;
 pub use migrations::CURRENT_VERSION;
-pub use revisions::{ChangeType, Kind, LoggedChange, OutOfRange, CHANGE_LOG_RETAINED};
+pub use revisions::{ChangeType, Kind, LoggedChange, OutOfRange, CHANGE_LOG_RETAINED, STATUS_BULK};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -462,7 +462,9 @@ impl Store {
     }
 
     /// Gives a status change of each of `keys` (objects of `kind`) the next revision, in memory,
-    /// so watches report it in order with stored changes (see [`revisions`]). Raises the durable
+    /// so watches report it in order with stored changes (see [`revisions`]); from
+    /// [`revisions::STATUS_BULK`] keys on, one revision for all of them, which watches read as a
+    /// change of every object of the kind. Raises the durable
     /// revision floor first when it must (a sled write and a flush, once per
     /// [`revisions::FLOOR_BLOCK`] changes). Callers hold the registry's lock, so a watch that
     /// reads the revision then reads the new status.
@@ -471,12 +473,12 @@ impl Store {
             return Ok(());
         }
         let mut revisions = self.lock_revisions()?;
-        if let Some(floor) = revisions.floor_needed(keys.len() as u64) {
+        if let Some(floor) = revisions.floor_needed(revisions::Revisions::status_revisions(keys.len())) {
             self.meta.insert(revisions::FLOOR_KEY, &floor.to_be_bytes())?;
             self.meta.flush()?;
             revisions.floor = floor;
         }
-        revisions.log_status(kind, keys.iter().copied());
+        revisions.log_status(kind, keys);
         Ok(())
     }
 
@@ -499,7 +501,7 @@ impl Store {
             let statuses: Vec<LoggedChange> = if after + 1 < oldest || after > revisions.current {
                 Vec::new()
             } else {
-                revisions.status_since(after, revisions.current).collect()
+                revisions.status_since(after, revisions.current)
             };
             (revisions.current, oldest, statuses)
         };
@@ -523,6 +525,7 @@ impl Store {
         }
         if !statuses.is_empty() {
             changes.extend(statuses);
+            // A bulk status entry gives many changes one revision: stable, so each keeps its place.
             changes.sort_by_key(|change| change.revision);
         }
         Ok(Ok((changes, current)))

@@ -16,7 +16,8 @@
 //!   backends: observed, not stored) take revisions from the same counter, so a watch resumed
 //!   after a revision sees every status change after it too (Kubernetes bumps an object's
 //!   `resourceVersion` on a status write). Their log is in memory ([`Revisions::status_log`],
-//!   the same retention): statuses start empty at every start and the NB sync sets each one
+//!   the same retention; from [`STATUS_BULK`] changes at once, one entry for every object of the
+//!   kind): statuses start empty at every start and the NB sync sets each one
 //!   again, which logs every object with a status anew, so a watch resumed from an earlier run
 //!   misses none. So that no revision is handed out twice across a crash, status revisions stay
 //!   under a floor kept durably in the `meta` tree ([`FLOOR_KEY`]), raised in blocks of
@@ -40,6 +41,12 @@ pub(crate) const FLOOR_KEY: &[u8] = b"revision_floor";
 /// How far the floor is raised beyond what status changes need at once: one flush per this many
 /// status changes.
 pub(crate) const FLOOR_BLOCK: u64 = 65_536;
+
+/// From this many status changes of one kind at once (the first pass after a start, every VIP
+/// marked NBUnavailable when NB goes away), the status log holds one entry for "every object of
+/// the kind" instead of one per object: a watch reading past it reports every object of the
+/// kind (as a relist would), and the log's retention is not used up by one pass.
+pub const STATUS_BULK: usize = 1_024;
 
 /// The kinds of objects that carry a revision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -119,8 +126,9 @@ pub(crate) struct Revisions {
     /// How many changes the log keeps ([`CHANGE_LOG_RETAINED`] unless set otherwise); the
     /// status log keeps as many.
     pub retained: u64,
-    /// Status changes of this run, oldest first: (revision, kind, key).
-    pub status_log: VecDeque<(u64, Kind, String)>,
+    /// Status changes of this run, oldest first: (revision, kind, key); no key for a bulk
+    /// change of every object of the kind ([`STATUS_BULK`]).
+    pub status_log: VecDeque<(u64, Kind, Option<String>)>,
     /// The newest status revision pruned from `status_log` (0: none was): a watch cannot resume
     /// before it.
     pub status_pruned: u64,
@@ -250,19 +258,35 @@ impl Revisions {
         })
     }
 
-    /// The floor that status changes of `count` more objects need, if it must be raised first
-    /// (written and flushed by the caller before [`Revisions::log_status`]).
+    /// How many revisions status changes of `count` objects take: one each, or one for a bulk
+    /// change ([`STATUS_BULK`]).
+    pub fn status_revisions(count: usize) -> u64 {
+        if count >= STATUS_BULK {
+            1
+        } else {
+            count as u64
+        }
+    }
+
+    /// The floor that `count` more status revisions need, if it must be raised first (written
+    /// and flushed by the caller before [`Revisions::log_status`]).
     pub fn floor_needed(&self, count: u64) -> Option<u64> {
         let needed = self.current + count;
         (needed > self.floor).then_some(needed + FLOOR_BLOCK)
     }
 
-    /// Gives each status change the next revision and logs it; the caller made sure the floor
+    /// Gives the status changes of `keys` (objects of `kind`) the next revisions and logs them:
+    /// one each, or one bulk entry from [`STATUS_BULK`] keys on. The caller made sure the floor
     /// covers them ([`Revisions::floor_needed`]).
-    pub fn log_status<'a>(&mut self, kind: Kind, keys: impl IntoIterator<Item = &'a str>) {
-        for key in keys {
+    pub fn log_status(&mut self, kind: Kind, keys: &[&str]) {
+        if keys.len() >= STATUS_BULK {
             self.current += 1;
-            self.status_log.push_back((self.current, kind, key.to_string()));
+            self.status_log.push_back((self.current, kind, None));
+        } else {
+            for key in keys {
+                self.current += 1;
+                self.status_log.push_back((self.current, kind, Some(key.to_string())));
+            }
         }
         while self.status_log.len() as u64 > self.retained {
             if let Some((revision, _, _)) = self.status_log.pop_front() {
@@ -271,18 +295,32 @@ impl Revisions {
         }
     }
 
-    /// The status changes after `after` up to `current` (inclusive), oldest first.
-    pub fn status_since(&self, after: u64, current: u64) -> impl Iterator<Item = LoggedChange> + '_ {
+    /// The status changes after `after` up to `current` (inclusive), oldest first; a bulk entry
+    /// stands for every stored object of its kind, at its revision.
+    pub fn status_since(&self, after: u64, current: u64) -> Vec<LoggedChange> {
         let start = self.status_log.partition_point(|(revision, _, _)| *revision <= after);
-        self.status_log
-            .range(start..)
-            .take_while(move |(revision, _, _)| *revision <= current)
-            .map(|(revision, kind, key)| LoggedChange {
+        let mut out = Vec::new();
+        for (revision, kind, key) in self.status_log.range(start..) {
+            if *revision > current {
+                break;
+            }
+            let change = |key: &str| LoggedChange {
                 revision: *revision,
                 kind: *kind,
-                key: key.clone(),
+                key: key.to_string(),
                 change: ChangeType::Modified,
-            })
+            };
+            match key {
+                Some(key) => out.push(change(key)),
+                None => out.extend(
+                    self.by_object
+                        .keys()
+                        .filter(|(of, _)| of == kind)
+                        .map(|(_, key)| change(key)),
+                ),
+            }
+        }
+        out
     }
 
     /// Gives every object write of `writes` the next revision.
