@@ -17,9 +17,9 @@
 //!   after a revision sees every status change after it too (Kubernetes bumps an object's
 //!   `resourceVersion` on a status write). Their log is in memory ([`Revisions::status_log`],
 //!   the same retention; from [`STATUS_BULK`] changes at once, one entry for every object of the
-//!   kind): statuses start empty at every start and the NB sync sets each one
-//!   again, which logs every object with a status anew, so a watch resumed from an earlier run
-//!   misses none. So that no revision is handed out twice across a crash, status revisions stay
+//!   kind): at every start an allocated VIP's status starts as `Pending` and a rule's empty, and
+//!   the NB sync sets each one again, which logs it anew (a pending VIP's status follows from
+//!   its stored record), so a watch resumed from an earlier run misses none. So that no revision is handed out twice across a crash, status revisions stay
 //!   under a floor kept durably in the `meta` tree ([`FLOOR_KEY`]), raised in blocks of
 //!   [`FLOOR_BLOCK`] with a flush; the counter restarts above it.
 
