@@ -32,9 +32,22 @@ pub(super) fn condition(status: bool, reason: &str, message: String, previous: &
 pub(super) fn mark_unavailable(registry: &Registry, error: &str) {
     let message = format!("OVN NB is unavailable: {error}");
     registry.set_vip_conditions_where(|vip| {
-        vip.is_allocated()
-            .then(|| condition(false, "NBUnavailable", message.clone(), &vip.conditions))
+        if !vip.is_allocated() {
+            return None;
+        }
+        unavailable(&vip.conditions, &message)
     });
+}
+
+/// The NBUnavailable condition, or None when the VIP already says NB is unavailable: the
+/// reconnect loop's error differs from one attempt to the next (a cluster's remotes in turn,
+/// "connection lost" then "cannot connect"), and a new message each time would publish every
+/// VIP again (and take a status revision each) at every attempt while NB is away.
+fn unavailable(previous: &[Condition], message: &str) -> Option<Vec<Condition>> {
+    let already = previous.iter().any(|condition| {
+        condition.condition_type == "Ready" && !condition.status && condition.reason == "NBUnavailable"
+    });
+    (!already).then(|| condition(false, "NBUnavailable", message.to_string(), previous))
 }
 
 /// A VIP created or changed while NB is away says so at once (not "Pending").
@@ -52,15 +65,9 @@ pub(super) fn unavailable_if_disconnected(change: &crate::registry::Change, regi
         return;
     }
     let error = state.last_error.unwrap_or_else(|| "not connected".into());
-    registry.set_vip_conditions(
-        name,
-        condition(
-            false,
-            "NBUnavailable",
-            format!("OVN NB is unavailable: {error}"),
-            &vip.conditions,
-        ),
-    );
+    if let Some(conditions) = unavailable(&vip.conditions, &format!("OVN NB is unavailable: {error}")) {
+        registry.set_vip_conditions(name, conditions);
+    }
 }
 
 /// Rule status: the balancers' VIP entries and backends, or why there are none.
@@ -161,4 +168,38 @@ pub(super) fn write_vip_status(registry: &Registry, desired: &Desired, plan: &Pl
         }
     }
     registry.set_vip_statuses(updates);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ready(status: bool, reason: &str, message: &str) -> Vec<Condition> {
+        vec![Condition {
+            condition_type: "Ready".into(),
+            status,
+            reason: reason.into(),
+            message: message.into(),
+            last_transition_ms: 7,
+        }]
+    }
+
+    /// NB away with several remotes fails with another message at each attempt: a VIP that
+    /// already says NBUnavailable is left as it is (no status change, no revision, no event for
+    /// every VIP at every attempt).
+    #[test]
+    fn unavailable_is_set_once_while_nb_is_away() {
+        let synced = ready(true, "Synced", "NB holds what this VIP needs");
+        let first = unavailable(&synced, "OVN NB is unavailable: cannot connect to tcp:10.0.0.1:6641")
+            .expect("a Ready VIP becomes NBUnavailable");
+        assert_eq!(first[0].reason, "NBUnavailable");
+        assert!(!first[0].status);
+        assert_eq!(
+            unavailable(&first, "OVN NB is unavailable: cannot connect to tcp:10.0.0.2:6641"),
+            None
+        );
+        let no_rule = ready(false, "NoRule", "no switch-LB rule serves this VIP yet");
+        let marked = unavailable(&no_rule, "OVN NB is unavailable: x").expect("another reason changes");
+        assert_eq!(marked[0].reason, "NBUnavailable");
+    }
 }
