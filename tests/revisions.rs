@@ -746,6 +746,9 @@ async fn vipctl_watch_says_when_the_daemon_ended_it_and_exits_non_zero() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "exit {:?}, stderr {stderr}", output.status);
     assert!(stderr.contains("the daemon ended the watch"), "{stderr}");
+    // It names where to resume: the highest revision the stream carried.
+    assert!(stderr.contains("watch again with --since "), "{stderr}");
+    assert!(!stderr.contains("watch again with --since 0"), "{stderr}");
 }
 
 /// A status change (not stored) has a revision of its own, so a watch resumed after a revision

@@ -467,6 +467,8 @@ impl Client {
         output: Option<Output>,
     ) -> Result<(), CliError> {
         let wanted = |key: &str| name.as_deref().is_none_or(|name| name == key);
+        // The highest revision printed: where to resume when the daemon ends the stream.
+        let mut seen = since;
         match kind {
             Kind::Vip => {
                 let request = pb::WatchVipsRequest {
@@ -474,12 +476,19 @@ impl Client {
                     revision: since,
                 };
                 let mut events = self.vips().watch_vips(request).await?.into_inner();
-                while let Some(event) = events.message().await? {
+                while let Some(event) = events.message().await.map_err(|status| stream_error(status, seen))? {
+                    seen = seen.max(event.revision);
                     let vip = event.vip.unwrap_or_default();
                     let status = vip.status.clone().unwrap_or_default();
                     let text = format!(
-                        "vip/{} revision={} v4ip={} v6ip={} mac={} ready={}",
-                        vip.name, event.revision, status.v4ip, status.v6ip, status.mac, status.ready
+                        "vip/{} revision={} v4ip={} v6ip={} mac={} ready={} reason={}",
+                        vip.name,
+                        event.revision,
+                        status.v4ip,
+                        status.v6ip,
+                        status.mac,
+                        status.ready,
+                        ready_reason(&status.conditions)
                     );
                     print_event(event.r#type, event.revision, &text, || render::vip_object(&vip), output)?;
                 }
@@ -487,7 +496,8 @@ impl Client {
             Kind::Subnet => {
                 let request = pb::WatchRequest { revision: since };
                 let mut events = self.subnets().watch_subnets(request).await?.into_inner();
-                while let Some(event) = events.message().await? {
+                while let Some(event) = events.message().await.map_err(|status| stream_error(status, seen))? {
+                    seen = seen.max(event.revision);
                     let subnet = event.subnet.unwrap_or_default();
                     if !wanted(&subnet.name) {
                         continue;
@@ -505,13 +515,20 @@ impl Client {
             Kind::Slr => {
                 let request = pb::WatchRequest { revision: since };
                 let mut events = self.rules().watch_switch_lb_rules(request).await?.into_inner();
-                while let Some(event) = events.message().await? {
+                while let Some(event) = events.message().await.map_err(|status| stream_error(status, seen))? {
+                    seen = seen.max(event.revision);
                     let rule = event.rule.unwrap_or_default();
                     if !wanted(&rule.name) {
                         continue;
                     }
-                    let ready = rule.status.as_ref().is_some_and(|status| status.ready);
-                    let text = format!("slr/{} revision={} ready={ready}", rule.name, event.revision);
+                    let status = rule.status.clone().unwrap_or_default();
+                    let text = format!(
+                        "slr/{} revision={} ready={} reason={}",
+                        rule.name,
+                        event.revision,
+                        status.ready,
+                        ready_reason(&status.conditions)
+                    );
                     print_event(
                         event.r#type,
                         event.revision,
@@ -524,7 +541,8 @@ impl Client {
             Kind::Pod => {
                 let request = pb::WatchRequest { revision: since };
                 let mut events = self.pods().watch_pods(request).await?.into_inner();
-                while let Some(event) = events.message().await? {
+                while let Some(event) = events.message().await.map_err(|status| stream_error(status, seen))? {
+                    seen = seen.max(event.revision);
                     let pod = event.pod.unwrap_or_default();
                     if name.is_some() && (pod.namespace != namespace || !wanted(&pod.name)) {
                         continue;
@@ -536,10 +554,35 @@ impl Client {
         }
         // A watch follows until it is stopped: a stream that ends was ended by the daemon
         // (shutdown), and that is an error to say, not a clean exit.
-        Err(CliError::Status(Box::new(tonic::Status::unavailable(
-            "the daemon ended the watch (it stopped or restarted); watch again with --since the last revision",
-        ))))
+        Err(CliError::Status(Box::new(tonic::Status::unavailable(ended_message(
+            seen,
+        )))))
     }
+}
+
+/// A watch stream's error: the daemon's status as it is, a broken connection with where to
+/// resume (not "cannot connect": the watch was connected).
+fn stream_error(status: tonic::Status, seen: u64) -> CliError {
+    match CliError::from(status) {
+        CliError::Connect { reason } => CliError::WatchBroken { reason, resume: seen },
+        other => other,
+    }
+}
+
+/// What vipctl says when the daemon ends a watch: where to resume (the highest revision the
+/// stream carried, or the one it started after).
+fn ended_message(seen: u64) -> String {
+    format!("the daemon ended the watch (it stopped or restarted); watch again with --since {seen}")
+}
+
+/// The Ready condition's reason (why an object is or is not ready), `-` when there is none.
+fn ready_reason(conditions: &[pb::Condition]) -> &str {
+    conditions
+        .iter()
+        .find(|condition| condition.r#type == "Ready")
+        .map(|condition| condition.reason.as_str())
+        .filter(|reason| !reason.is_empty())
+        .unwrap_or("-")
 }
 
 /// One watch event as a line (types as Kubernetes names them).
@@ -608,4 +651,47 @@ fn emit(text: &str) -> Result<(), CliError> {
     stdout.write_all(text.as_bytes())?;
     stdout.flush()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ended_watch_names_the_revision_to_resume_from() {
+        assert!(ended_message(2215).ends_with("watch again with --since 2215"));
+    }
+
+    #[test]
+    fn a_broken_watch_says_so_and_where_to_resume() {
+        let transport = std::io::Error::new(std::io::ErrorKind::BrokenPipe, "stream closed because of a broken pipe");
+        let mut status = tonic::Status::unknown("h2 protocol error");
+        status.set_source(std::sync::Arc::new(transport));
+        let text = stream_error(status, 42).to_string();
+        assert!(
+            text.starts_with("the connection to the daemon broke during the watch ("),
+            "{text}"
+        );
+        assert!(text.ends_with("watch again with --since 42"), "{text}");
+        assert!(!text.contains("cannot connect"), "{text}");
+        // A status the daemon sent stays as it is.
+        let text = stream_error(tonic::Status::out_of_range("revision 9 is too old"), 3).to_string();
+        assert_eq!(text, "OUT_OF_RANGE: revision 9 is too old");
+    }
+
+    #[test]
+    fn watch_lines_carry_the_ready_reason() {
+        let condition = |kind: &str, reason: &str| pb::Condition {
+            r#type: kind.into(),
+            status: "False".into(),
+            reason: reason.into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            ready_reason(&[condition("Other", "X"), condition("Ready", "NoRule")]),
+            "NoRule"
+        );
+        assert_eq!(ready_reason(&[]), "-");
+        assert_eq!(ready_reason(&[condition("Ready", "")]), "-");
+    }
 }

@@ -217,6 +217,9 @@ pub enum CliError {
     /// No daemon of the list answered.
     #[error("cannot connect: {reason}")]
     Connect { reason: String },
+    /// A watch's connection broke after it was open (the daemon killed, the network gone).
+    #[error("the connection to the daemon broke during the watch ({reason}); watch again with --since {resume}")]
+    WatchBroken { reason: String, resume: u64 },
     /// A flag (or its environment variable) is wrong; nothing was sent.
     #[error("{flag}: {message}")]
     Setting { flag: &'static str, message: String },
