@@ -3,7 +3,8 @@
 //! ([`crate::store::revisions`]) after the last revision it reported, and the registry's change
 //! broadcast only wakes it up, so a lagging watcher misses nothing the log still holds.
 //!
-//! - From revision 0: every current object as ADDED, then every change.
+//! - From revision 0: every current object as ADDED, each event carrying the revision the
+//!   listing is current as of (the object its own), then every change.
 //! - From revision R > 0: every object changed after R, once per read of the log, in its current
 //!   state, typed by what happened since R (ADDED if created after R, DELETED if gone, else
 //!   MODIFIED), in the order of their last change; then every change. Intermediate states are
@@ -78,7 +79,9 @@ pub(super) fn start<W: WatchKind>(
             cursor = api.registry.store().revision();
             for key in W::keys(&api).into_iter().filter(|key| keep(key)) {
                 let revision = api.registry.revision(W::KIND, &key);
-                if let Some(event) = W::event(&api, pb::EventType::Added, &key, revision, revision) {
+                // The listing is current as of `cursor`: its events carry it, so resuming after
+                // the last one misses nothing and repeats nothing it showed.
+                if let Some(event) = W::event(&api, pb::EventType::Added, &key, revision, cursor) {
                     told.insert(key, revision);
                     if sender.send(Ok(event)).await.is_err() {
                         return;

@@ -37,6 +37,18 @@ pub(super) fn mark_unavailable(registry: &Registry, error: &str) {
         }
         unavailable(&vip.conditions, &message)
     });
+    // A rule's balancers are in NB too: not Ready while it is away (one that waits for its VIP
+    // keeps saying why).
+    registry.set_rule_conditions_where(|status| {
+        let waits = status
+            .conditions
+            .iter()
+            .any(|condition| matches!(condition.reason.as_ref(), "VipNotFound" | "VipNotReady"));
+        if waits {
+            return None;
+        }
+        unavailable(&status.conditions, &message)
+    });
 }
 
 /// The NBUnavailable condition, or None when the VIP already says NB is unavailable: the

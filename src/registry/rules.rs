@@ -22,6 +22,35 @@ impl Registry {
         changed
     }
 
+    /// Replaces the conditions of every rule `conditions` gives new ones for (it sees the rule's
+    /// status and returns them, or `None` to leave it), in one pass under the lock; the changed
+    /// ones get status revisions together and are published. Returns how many changed.
+    pub fn set_rule_conditions_where(
+        &self,
+        mut conditions: impl FnMut(&RuleStatus) -> Option<Vec<Condition>>,
+    ) -> usize {
+        let changed: Vec<String> = {
+            let mut state = self.lock();
+            let state = &mut *state;
+            let mut changed = Vec::new();
+            for name in state.rules.keys() {
+                let status = state.rule_status.entry(name.clone()).or_default();
+                if let Some(new) = conditions(status).filter(|new| *new != status.conditions) {
+                    status.conditions = new;
+                    changed.push(name.clone());
+                }
+            }
+            let keys: Vec<&str> = changed.iter().map(String::as_str).collect();
+            self.log_status(Kind::SwitchLbRule, &keys);
+            changed
+        };
+        let count = changed.len();
+        for name in changed {
+            self.publish(Change::SwitchLbRuleStatus(name));
+        }
+        count
+    }
+
     /// A rule's observed status; empty until the NB sync has looked at it.
     pub fn rule_status(&self, name: &str) -> RuleStatus {
         self.lock().rule_status.get(name).cloned().unwrap_or_default()
@@ -132,19 +161,20 @@ impl Registry {
                     restore_rule(&mut state);
                     return Err(error.into());
                 }
-                // A rule that waits for its VIP answers with why, as the NB sync reports it
-                // (a rule the sync has not looked at yet has no status).
-                if let Some((reason, message)) = rule.waits_for_vip(state.vips.get(&rule.vip)) {
-                    let previous = state.rule_status.remove(&rule.name).unwrap_or_default();
-                    let conditions = not_ready_condition(reason, message, &previous.conditions);
-                    state.rule_status.insert(
-                        rule.name.clone(),
-                        RuleStatus {
-                            conditions,
-                            ..Default::default()
-                        },
-                    );
-                }
+                // A rule that waits for its VIP answers with why, as the NB sync reports it; any
+                // other one is Pending until the sync has put it in NB (as a new VIP is).
+                let (reason, message) = rule
+                    .waits_for_vip(state.vips.get(&rule.vip))
+                    .unwrap_or(("Pending", "waiting for the NB sync".to_string()));
+                let previous = state.rule_status.remove(&rule.name).unwrap_or_default();
+                let conditions = not_ready_condition(reason, message, &previous.conditions);
+                state.rule_status.insert(
+                    rule.name.clone(),
+                    RuleStatus {
+                        conditions,
+                        ..Default::default()
+                    },
+                );
                 false
             }
         };

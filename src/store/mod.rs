@@ -312,6 +312,13 @@ impl Drop for Store {
         if let Some(handle) = self.flusher.take() {
             let _ = handle.join();
         }
+        // A clean close: no revision above the current one was handed out, so the next start
+        // goes on right after it (a crash restarts above the floor instead).
+        if let Ok(revisions) = self.revisions.lock() {
+            if revisions.floor > revisions.current {
+                let _ = self.meta.insert(revisions::FLOOR_KEY, &revisions.current.to_be_bytes());
+            }
+        }
         let _ = self.db.flush();
     }
 }

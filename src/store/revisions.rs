@@ -21,7 +21,10 @@
 //!   the NB sync sets each one again, which logs it anew (a pending VIP's status follows from
 //!   its stored record), so a watch resumed from an earlier run misses none. So that no revision is handed out twice across a crash, status revisions stay
 //!   under a floor kept durably in the `meta` tree ([`FLOOR_KEY`]), raised in blocks of
-//!   [`FLOOR_BLOCK`] with a flush; the counter restarts above it.
+//!   [`FLOOR_BLOCK`] with a flush; the counter restarts above it. A clean close lowers the floor
+//!   to the last revision handed out, so only a crash leaves a gap.
+//! - The log's window is counted in revisions, status ones included: a watch can resume after
+//!   any of the newest [`CHANGE_LOG_RETAINED`] revisions.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -39,8 +42,10 @@ pub const CHANGE_LOG_RETAINED: u64 = 100_000;
 pub(crate) const FLOOR_KEY: &[u8] = b"revision_floor";
 
 /// How far the floor is raised beyond what status changes need at once: one flush per this many
-/// status changes.
-pub(crate) const FLOOR_BLOCK: u64 = 65_536;
+/// status revisions. A clean close lowers the floor to the last revision handed out; after a
+/// crash the counter restarts up to this far above it (a gap, which the change log's window,
+/// counted in revisions, then spans).
+pub(crate) const FLOOR_BLOCK: u64 = 4_096;
 
 /// From this many status changes of one kind at once (the first pass after a start, every VIP
 /// marked NBUnavailable when NB goes away), the status log holds one entry for "every object of
@@ -413,4 +418,35 @@ pub(crate) fn read_log(records: &sled::Tree, after: u64, current: u64) -> Result
         });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// After a crash the durable floor, not the log, says where the counter goes on: status
+    /// revisions handed out up to it are never handed out again.
+    #[test]
+    fn the_counter_restarts_at_the_floor_when_it_is_above_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::Config::new().path(dir.path()).temporary(true).open().unwrap();
+        let (records, meta) = (db.open_tree("records").unwrap(), db.open_tree("meta").unwrap());
+        assert_eq!(Revisions::load(&records, &meta).unwrap().current, 0);
+        meta.insert(FLOOR_KEY, &4_100u64.to_be_bytes()).unwrap();
+        let mut revisions = Revisions::load(&records, &meta).unwrap();
+        assert_eq!((revisions.current, revisions.floor), (4_100, 4_100));
+        // Status changes within the floor need no raise; beyond it, a block more.
+        assert_eq!(revisions.floor_needed(0), None);
+        assert_eq!(revisions.floor_needed(1), Some(4_101 + FLOOR_BLOCK));
+        revisions.floor = 4_101 + FLOOR_BLOCK;
+        revisions.log_status(Kind::Vip, &["a"]);
+        assert_eq!(revisions.current, 4_101);
+        // A bulk change takes one revision.
+        let many: Vec<String> = (0..STATUS_BULK).map(|i| i.to_string()).collect();
+        let keys: Vec<&str> = many.iter().map(String::as_str).collect();
+        assert_eq!(Revisions::status_revisions(keys.len()), 1);
+        revisions.log_status(Kind::Vip, &keys);
+        assert_eq!(revisions.current, 4_102);
+        assert_eq!(revisions.status_log.len(), 2);
+    }
 }
