@@ -369,14 +369,16 @@ impl Cache {
                         // Keep only schema columns (not `_version`) that are monitored, and
                         // fill the omitted defaults.
                         row.retain(|column, _| {
-                            table_schema.columns.contains_key(column) && kept.is_none_or(|kept| kept.contains(column))
+                            table_schema.columns.contains_key(column)
+                                && kept.is_none_or(|kept| kept.iter().any(|kept| kept == column))
                         });
                         for (column, column_type) in &table_schema.columns {
                             if kept.is_none_or(|kept| kept.contains(column)) {
-                                row.entry(column.clone()).or_insert_with(|| column_type.default_value());
+                                row.insert_if_absent(column, || column_type.default_value());
                             }
                         }
                     }
+                    row.shrink_to_fit();
                     let row = Arc::new(row);
                     let old = cached.insert(uuid, row.clone());
                     if let Some(old) = &old {
@@ -406,7 +408,7 @@ impl Cache {
                             match row.get_mut(column) {
                                 Some(current) => current.apply_diff(diff_value, column_type),
                                 None => {
-                                    row.insert(column.clone(), diff_value.normalize(column_type));
+                                    row.insert(column.as_str(), diff_value.normalize(column_type));
                                 }
                             }
                         }
