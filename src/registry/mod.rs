@@ -197,8 +197,8 @@ fn unallocated_condition(pending: &Pending) -> Vec<Condition> {
     vec![Condition {
         condition_type: "Ready".into(),
         status: false,
-        reason: pending.reason.clone(),
-        message: pending.message.clone(),
+        reason: pending.reason.clone().into(),
+        message: pending.message.clone().into(),
         last_transition_ms: now_ms(),
     }]
 }
