@@ -1,6 +1,7 @@
 //! What NB should hold, computed from the registry's objects and, for facts only NB knows (the
 //! router port on a subnet's switch), from the NB cache. Pure: no I/O.
 
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 
@@ -114,11 +115,11 @@ fn subnet_holding(subnets: &[Subnet], ip: IpAddr) -> Option<&Subnet> {
 /// on the subnet's switch and on its router (`DesiredLoadBalancer::router`), whose port then
 /// answers ARP/ND for it; an address frontend inside a subnet without a router is written but
 /// not Ready (`NoRouterPort`).
-pub fn load_balancers(
+pub fn load_balancers<V: Borrow<Vip>>(
     desired: &mut Desired,
     rules: &[SwitchLbRule],
     subnets: &[Subnet],
-    vips: &[Vip],
+    vips: &[V],
     pods: &[Pod],
     sources: &HealthCheckSources,
     switch_routers: &SwitchRouters,
@@ -140,7 +141,7 @@ pub fn load_balancers(
         // The frontend's addresses, its subnet, and whether it is a VIP (else an address).
         let (addresses, subnet, is_vip) = match rule.vip.parse::<IpAddr>() {
             Ok(ip) => (vec![ip], subnet_holding(subnets, ip), false),
-            Err(_) => match vips.iter().find(|vip| vip.spec.name == rule.vip) {
+            Err(_) => match vips.iter().map(Borrow::borrow).find(|vip: &&Vip| vip.spec.name == rule.vip) {
                 Some(vip) if !vip.is_allocated() => {
                     // A VIP that waits for its subnet (or for a requested address) has no
                     // addresses yet: the rule waits for it as for a missing one.
@@ -364,9 +365,9 @@ pub fn candidates_by_vip(pods: &[Pod]) -> BTreeMap<String, Vec<&Pod>> {
 /// The desired rows of `vips` and of the bound `pods`, with every subnet's switch.
 /// `candidates` must hold, per VIP of `vips`, every pod whose annotation names it;
 /// `annotated` every VIP named in the `ovn.kubernetes.io/aaps` annotation of one of `pods`.
-pub fn compute(
+pub fn compute<V: Borrow<Vip>>(
     subnets: &[Subnet],
-    vips: &[Vip],
+    vips: &[V],
     candidates: &BTreeMap<String, Vec<&Pod>>,
     pods: &[Pod],
     annotated: &BTreeMap<&str, &Vip>,
@@ -383,6 +384,7 @@ pub fn compute(
             .insert(subnet.logical_switch.clone(), subnet.name.clone());
     }
     for vip in vips {
+        let vip: &Vip = vip.borrow();
         let Some(switch) = switch_of.get(vip.spec.subnet.as_str()).filter(|_| vip.is_allocated()) else {
             // No NB rows for a VIP that holds no addresses (it waits for its subnet).
             desired.vip_ports.insert(vip.spec.name.clone(), Vec::new());

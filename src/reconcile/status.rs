@@ -2,6 +2,7 @@
 //! planned and NB refused, and NBUnavailable while NB is away.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 use std::net::SocketAddr;
 
 use crate::model::{Condition, SwitchLbRule, Vip, VipType};
@@ -119,7 +120,9 @@ pub(super) fn write_rule_status(registry: &Registry, desired: &Desired, rules: &
 }
 
 /// VIP status, from what was planned and refused; written only where it changes.
-pub(super) fn write_vip_status(registry: &Registry, desired: &Desired, plan: &Plan, vips: &[Vip]) {
+/// Takes the pass's VIPs by value: each is let go before its status is written, so the registry
+/// changes its own VIP in place instead of copying one the pass still shares.
+pub(super) fn write_vip_status(registry: &Registry, desired: &Desired, plan: &Plan, vips: Vec<Arc<Vip>>) {
     for vip in vips {
         let name = &vip.spec.name;
         let (status, reason, message) = if let Some(pending) = &vip.pending {
@@ -157,13 +160,16 @@ pub(super) fn write_vip_status(registry: &Registry, desired: &Desired, plan: &Pl
         // Status reports the MAC that answers ARP/ND for the VIP in NB, when it is not the VIP's
         // own: the router port's for a switch_lb_vip.
         let nb_mac = desired.vip_macs.get(name).copied().filter(|mac| *mac != vip.mac);
-        registry.set_vip_nb_mac(name, nb_mac);
         let unchanged = vip.conditions.len() == 1
             && vip.conditions[0].status == status
             && vip.conditions[0].reason == reason
             && vip.conditions[0].message == message;
-        if !unchanged {
-            registry.set_vip_conditions(name, condition(status, reason, message, &vip.conditions));
+        let conditions = (!unchanged).then(|| condition(status, reason, message, &vip.conditions));
+        let name = name.clone();
+        drop(vip);
+        registry.set_vip_nb_mac(&name, nb_mac);
+        if let Some(conditions) = conditions {
+            registry.set_vip_conditions(&name, conditions);
         }
     }
 }
