@@ -105,7 +105,7 @@ fn compute_scoped(registry: &Registry, cache: &Cache, dirty: &Dirty, memory: &mu
             pods.insert(key.clone(), pod);
         }
         for port in memory.ports_of_pod(key) {
-            vip_names.extend(memory.vips_parented_by(port).cloned());
+            vip_names.extend(memory.vips_parented_by(port).map(|vip| vip.to_string()));
         }
     }
     let vips: Vec<Vip> = vip_names
@@ -232,9 +232,9 @@ fn compute_scoped(registry: &Registry, cache: &Cache, dirty: &Dirty, memory: &mu
     let port_names = desired
         .ports
         .keys()
-        .chain(vip_names.iter().flat_map(|name| memory.ports_of_vip(name)))
-        .chain(pod_keys.iter().flat_map(|key| memory.ports_of_pod(key)))
-        .map(String::as_str);
+        .map(String::as_str)
+        .chain(vip_names.iter().flat_map(|name| memory.ports_of_vip(name)).map(|port| port.as_str()))
+        .chain(pod_keys.iter().flat_map(|key| memory.ports_of_pod(key)).map(|port| port.as_str()));
     let actual = Actual::scoped(
         cache,
         port_names,
