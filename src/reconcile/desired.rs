@@ -42,7 +42,7 @@ pub struct Desired {
     pub ports: BTreeMap<String, DesiredPort>,
     /// The ports each VIP needs (empty for a plain reserved VIP).
     pub vip_ports: BTreeMap<String, Vec<String>>,
-    /// The parent ports of each AAP VIP.
+    /// The parent ports of each AAP VIP that has any (absent: none; most of 100,000 VIPs).
     pub vip_parents: BTreeMap<String, Vec<String>>,
     /// The ports of each bound pod.
     pub pod_ports: BTreeMap<PodRef, Vec<String>>,
@@ -393,7 +393,9 @@ pub fn compute<V: Borrow<Vip>>(
         let mut ports: Vec<(String, PortKind)> = Vec::new();
         if vip.is_aap() {
             let parents = aap_parents(vip, candidates.get(&vip.spec.name).into_iter().flatten().copied());
-            desired.vip_parents.insert(vip.spec.name.clone(), parents.clone());
+            if !parents.is_empty() {
+                desired.vip_parents.insert(vip.spec.name.clone(), parents.clone());
+            }
             // An OVN virtual port takes one address: one virtual port per family.
             for (index, ip) in vip.addresses().into_iter().enumerate() {
                 let name = if index == 0 {
