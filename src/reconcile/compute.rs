@@ -232,7 +232,7 @@ fn compute_scoped(registry: &Registry, cache: &Cache, dirty: &Dirty, memory: &mu
     let port_names = desired
         .ports
         .keys()
-        .map(String::as_str)
+        .map(|name| name.as_str())
         .chain(vip_names.iter().flat_map(|name| memory.ports_of_vip(name)).map(|port| port.as_str()))
         .chain(pod_keys.iter().flat_map(|key| memory.ports_of_pod(key)).map(|port| port.as_str()));
     let actual = Actual::scoped(

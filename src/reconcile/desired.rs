@@ -2,6 +2,8 @@
 //! router port on a subnet's switch), from the NB cache. Pure: no I/O.
 
 use std::borrow::Borrow;
+
+use compact_str::CompactString;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 
@@ -39,7 +41,7 @@ pub struct Desired {
     pub rules_unready: BTreeMap<String, RuleBlocked>,
     /// Logical switch name → subnet name.
     pub switches: BTreeMap<String, String>,
-    pub ports: BTreeMap<String, DesiredPort>,
+    pub ports: BTreeMap<CompactString, DesiredPort>,
     /// The ports each VIP needs (empty for a plain reserved VIP).
     pub vip_ports: BTreeMap<String, Vec<String>>,
     /// The parent ports of each AAP VIP that has any (absent: none; most of 100,000 VIPs).
@@ -429,12 +431,12 @@ pub fn compute<V: Borrow<Vip>>(
         let mut needed = Vec::new();
         for (name, kind) in ports {
             let port = DesiredPort {
-                name: name.clone(),
-                switch: switch.to_string(),
+                name: name.as_str().into(),
+                switch: (*switch).into(),
                 owner: Owner::Vip(vip.spec.name.clone()),
                 kind,
             };
-            desired.ports.insert(name.clone(), port);
+            desired.ports.insert(name.as_str().into(), port);
             needed.push(name);
         }
         desired.vip_ports.insert(vip.spec.name.clone(), needed);
@@ -462,10 +464,10 @@ pub fn compute<V: Borrow<Vip>>(
                 continue;
             };
             desired.ports.insert(
-                nic.port_name.clone(),
+                nic.port_name.as_str().into(),
                 DesiredPort {
-                    name: nic.port_name.clone(),
-                    switch: switch.to_string(),
+                    name: nic.port_name.as_str().into(),
+                    switch: (*switch).into(),
                     owner: Owner::Nic {
                         pod: pod.key(),
                         interface: nic.interface.clone(),
