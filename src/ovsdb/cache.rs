@@ -184,7 +184,13 @@ impl Cache {
         Some(self.indexes[position].values().flat_map(Bucket::as_slice))
     }
 
-    fn unindex(specs: &[IndexSpec], indexes: &mut [HashMap<CompactString, Bucket>], table: &str, uuid: &Uuid, row: &Row) {
+    fn unindex(
+        specs: &[IndexSpec],
+        indexes: &mut [HashMap<CompactString, Bucket>],
+        table: &str,
+        uuid: &Uuid,
+        row: &Row,
+    ) {
         for (spec, index) in specs.iter().zip(indexes.iter_mut()) {
             if spec.table != table {
                 continue;

@@ -1,6 +1,5 @@
 //! The operations of a `transact` (RFC 7047 §5.2) and their results.
 
-
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
 use serde_json::Value as Json;

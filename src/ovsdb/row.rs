@@ -262,7 +262,8 @@ impl IntoIterator for Row {
 
 impl<'a> IntoIterator for &'a Row {
     type Item = (&'a Column, &'a Value);
-    type IntoIter = std::iter::Map<std::slice::Iter<'a, (Column, Value)>, fn(&'a (Column, Value)) -> (&'a Column, &'a Value)>;
+    type IntoIter =
+        std::iter::Map<std::slice::Iter<'a, (Column, Value)>, fn(&'a (Column, Value)) -> (&'a Column, &'a Value)>;
     fn into_iter(self) -> Self::IntoIter {
         self.0.iter().map(|(column, value)| (column, value))
     }

@@ -5,10 +5,10 @@
 use std::cmp::Ordering;
 use std::hash::{Hash, Hasher};
 
+use compact_str::CompactString;
 use serde::ser::{SerializeSeq, Serializer};
 use serde::Serialize;
 use serde_json::Value as Json;
-use compact_str::CompactString;
 use uuid::Uuid;
 
 use super::error::OvsdbError;

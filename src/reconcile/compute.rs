@@ -233,8 +233,18 @@ fn compute_scoped(registry: &Registry, cache: &Cache, dirty: &Dirty, memory: &mu
         .ports
         .keys()
         .map(|name| name.as_str())
-        .chain(vip_names.iter().flat_map(|name| memory.ports_of_vip(name)).map(|port| port.as_str()))
-        .chain(pod_keys.iter().flat_map(|key| memory.ports_of_pod(key)).map(|port| port.as_str()));
+        .chain(
+            vip_names
+                .iter()
+                .flat_map(|name| memory.ports_of_vip(name))
+                .map(|port| port.as_str()),
+        )
+        .chain(
+            pod_keys
+                .iter()
+                .flat_map(|key| memory.ports_of_pod(key))
+                .map(|port| port.as_str()),
+        );
     let actual = Actual::scoped(
         cache,
         port_names,

@@ -143,7 +143,11 @@ pub fn load_balancers<V: Borrow<Vip>>(
         // The frontend's addresses, its subnet, and whether it is a VIP (else an address).
         let (addresses, subnet, is_vip) = match rule.vip.parse::<IpAddr>() {
             Ok(ip) => (vec![ip], subnet_holding(subnets, ip), false),
-            Err(_) => match vips.iter().map(Borrow::borrow).find(|vip: &&Vip| vip.spec.name == rule.vip) {
+            Err(_) => match vips
+                .iter()
+                .map(Borrow::borrow)
+                .find(|vip: &&Vip| vip.spec.name == rule.vip)
+            {
                 Some(vip) if !vip.is_allocated() => {
                     // A VIP that waits for its subnet (or for a requested address) has no
                     // addresses yet: the rule waits for it as for a missing one.

@@ -175,16 +175,20 @@ impl Memory {
                     .or_default()
                     .insert(Name::from(name));
             }
-            self.parents
-                .insert(Name::from(name), parents.iter().map(|parent| Name::from(parent.as_str())).collect());
+            self.parents.insert(
+                Name::from(name),
+                parents.iter().map(|parent| Name::from(parent.as_str())).collect(),
+            );
         }
         if let Some(ports) = desired.vip_ports.get(name).filter(|ports| !ports.is_empty()) {
             for port in ports {
                 self.object_of_port
                     .insert(Name::from(port.as_str()), Object::Vip(Name::from(name)));
             }
-            self.ports_of_vip
-                .insert(Name::from(name), ports.iter().map(|port| Name::from(port.as_str())).collect());
+            self.ports_of_vip.insert(
+                Name::from(name),
+                ports.iter().map(|port| Name::from(port.as_str())).collect(),
+            );
         }
     }
 
@@ -211,8 +215,10 @@ impl Memory {
                 self.object_of_port
                     .insert(Name::from(port.as_str()), Object::Pod(key.clone()));
             }
-            self.ports_of_pod
-                .insert(key.clone(), ports.iter().map(|port| Name::from(port.as_str())).collect());
+            self.ports_of_pod.insert(
+                key.clone(),
+                ports.iter().map(|port| Name::from(port.as_str())).collect(),
+            );
         }
     }
 }

@@ -2,8 +2,8 @@
 //! planned and NB refused, and NBUnavailable while NB is away.
 
 use std::borrow::Cow;
-use std::sync::Arc;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use crate::model::{Condition, SwitchLbRule, Vip, VipType};
 use crate::nb::{Owner, Plan};
@@ -128,7 +128,11 @@ pub(super) fn write_vip_status(registry: &Registry, desired: &Desired, plan: &Pl
         let (status, reason, message) = if let Some(pending) = &vip.pending {
             // Holds no addresses yet (a reference before its target): Ready=False with why,
             // e.g. SubnetNotFound naming the subnet, until the registry allocates it.
-            (false, Cow::Owned(pending.reason.clone()), Cow::Owned(pending.message.clone()))
+            (
+                false,
+                Cow::Owned(pending.reason.clone()),
+                Cow::Owned(pending.message.clone()),
+            )
         } else if let Some(Blocked::NoRouterPort { switch }) = desired.blocked.get(name) {
             (
                 false,
@@ -152,10 +156,16 @@ pub(super) fn write_vip_status(registry: &Registry, desired: &Desired, plan: &Pl
             (
                 false,
                 Cow::Borrowed("NoRule"),
-                Cow::Borrowed("no switch-LB rule serves this VIP yet: nothing answers for its addresses until one does"),
+                Cow::Borrowed(
+                    "no switch-LB rule serves this VIP yet: nothing answers for its addresses until one does",
+                ),
             )
         } else {
-            (true, Cow::Borrowed("Synced"), Cow::Borrowed("NB holds what this VIP needs"))
+            (
+                true,
+                Cow::Borrowed("Synced"),
+                Cow::Borrowed("NB holds what this VIP needs"),
+            )
         };
         // Status reports the MAC that answers ARP/ND for the VIP in NB, when it is not the VIP's
         // own: the router port's for a switch_lb_vip.

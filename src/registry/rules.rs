@@ -264,7 +264,9 @@ fn sync_health_check_sources(
         .rules
         .values()
         .filter(|rule| rule.health_check)
-        .filter(|rule| rule.vip.parse::<IpAddr>().is_ok() || state.vips.get(&rule.vip).is_some_and(|vip| vip.is_allocated()))
+        .filter(|rule| {
+            rule.vip.parse::<IpAddr>().is_ok() || state.vips.get(&rule.vip).is_some_and(|vip| vip.is_allocated())
+        })
         .filter_map(|rule| rule_subnet(state, rule))
         .collect();
     let mut changes = SourceChanges::default();
