@@ -382,14 +382,14 @@ pub fn conditions_to_proto(conditions: &[Condition]) -> Vec<pb::Condition> {
     conditions
         .iter()
         .map(|condition| pb::Condition {
-            r#type: condition.condition_type.clone(),
+            r#type: condition.condition_type.to_string(),
             status: if condition.status {
                 "True".into()
             } else {
                 "False".into()
             },
-            reason: condition.reason.clone(),
-            message: condition.message.clone(),
+            reason: condition.reason.to_string(),
+            message: condition.message.to_string(),
             last_transition_time: Some(timestamp(condition.last_transition_ms)),
         })
         .collect()

@@ -477,7 +477,7 @@ impl Committer {
         }
         // No row yet: the first active inserts it (`maxRows` 1 refuses a second one).
         let mut first = me;
-        first.insert("epoch".into(), Value::Atom(Atom::Integer(1)));
+        first.insert("epoch", Value::Atom(Atom::Integer(1)));
         self.transact(&[
             assert,
             Operation::Insert {

@@ -224,7 +224,7 @@ fn parse_mac(text: &str) -> Result<MacAddr, String> {
 pub fn row_json(row: &Row) -> Json {
     Json::Object(
         row.iter()
-            .map(|(column, value)| (column.clone(), value.to_json()))
+            .map(|(column, value)| (column.to_string(), value.to_json()))
             .collect(),
     )
 }

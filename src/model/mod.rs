@@ -1,6 +1,7 @@
 //! Domain types: subnets, VIPs, pods and switch-LB rules as the daemon reasons about them. They
 //! are neither protobuf types (`api` converts) nor storage encodings (`store` converts).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -77,12 +78,14 @@ impl fmt::Display for PodRef {
     }
 }
 
+/// A status condition (Kubernetes' shape). Type, reason and most messages are fixed texts,
+/// borrowed rather than copied into each of 100,000 VIPs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Condition {
-    pub condition_type: String,
+    pub condition_type: Cow<'static, str>,
     pub status: bool,
-    pub reason: String,
-    pub message: String,
+    pub reason: Cow<'static, str>,
+    pub message: Cow<'static, str>,
     /// Unix milliseconds.
     pub last_transition_ms: i64,
 }

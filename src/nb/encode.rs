@@ -9,15 +9,17 @@ use uuid::Uuid;
 
 use super::{string_map_is, string_set_is, LoadBalancer, Owner, PortRow};
 use crate::model::{MacAddr, Protocol};
+use compact_str::CompactString;
+
 use crate::ovsdb::{Row, Value};
 
 /// One Logical_Switch_Port the daemon wants.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DesiredPort {
-    /// The port's name (unique in NB).
-    pub name: String,
+    /// The port's name (unique in NB); inline up to 24 bytes (the first pass holds one per VIP).
+    pub name: CompactString,
     /// The logical switch the port belongs on.
-    pub switch: String,
+    pub switch: CompactString,
     pub owner: Owner,
     pub kind: PortKind,
 }

@@ -127,7 +127,7 @@ fn optional_string(row: &Row, column: &str) -> Option<String> {
 fn string_set(row: &Row, column: &str) -> BTreeSet<String> {
     match row.get(column) {
         Some(Value::Set(items)) => items.iter().filter_map(Atom::as_str).map(str::to_string).collect(),
-        Some(Value::Atom(Atom::String(text))) => BTreeSet::from([text.clone()]),
+        Some(Value::Atom(Atom::String(text))) => BTreeSet::from([text.to_string()]),
         _ => BTreeSet::new(),
     }
 }

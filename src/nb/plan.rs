@@ -20,7 +20,7 @@ pub struct Wanted<'a> {
     /// Logical switch name → the subnet it serves.
     pub switches: &'a BTreeMap<String, String>,
     /// Port name → port.
-    pub ports: &'a BTreeMap<String, DesiredPort>,
+    pub ports: &'a BTreeMap<compact_str::CompactString, DesiredPort>,
     pub load_balancers: &'a BTreeMap<Owner, DesiredLoadBalancer>,
 }
 
@@ -431,7 +431,7 @@ pub fn plan(wanted: &Wanted, actual: &Actual, gc_switches: bool) -> Plan {
         match port_by_name.get(name.as_str()) {
             Some(existing) if !existing.is_owned() => {
                 plan.conflicts.insert(
-                    name.clone(),
+                    name.to_string(),
                     format!("Logical_Switch_Port {} ({})", existing.name(), existing.uuid),
                 );
             }
@@ -469,7 +469,7 @@ pub fn plan(wanted: &Wanted, actual: &Actual, gc_switches: bool) -> Plan {
                     uuid_name: Some(uuid_name.clone()),
                 });
                 inserts
-                    .entry(port.switch.clone())
+                    .entry(port.switch.to_string())
                     .or_default()
                     .push(Atom::named_uuid(uuid_name));
             }

@@ -10,6 +10,7 @@ use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use compact_str::CompactString;
 use serde_json::Value as Json;
 use uuid::Uuid;
 
@@ -135,8 +136,8 @@ pub struct Cache {
     /// of its schema.
     columns: HashMap<String, Vec<String>>,
     specs: Vec<IndexSpec>,
-    /// Per spec: indexed value → rows holding it.
-    indexes: Vec<HashMap<String, Bucket>>,
+    /// Per spec: indexed value (inline up to 24 bytes: a port name, an owner mark) → rows holding it.
+    indexes: Vec<HashMap<CompactString, Bucket>>,
 }
 
 impl Cache {
@@ -183,7 +184,13 @@ impl Cache {
         Some(self.indexes[position].values().flat_map(Bucket::as_slice))
     }
 
-    fn unindex(specs: &[IndexSpec], indexes: &mut [HashMap<String, Bucket>], table: &str, uuid: &Uuid, row: &Row) {
+    fn unindex(
+        specs: &[IndexSpec],
+        indexes: &mut [HashMap<CompactString, Bucket>],
+        table: &str,
+        uuid: &Uuid,
+        row: &Row,
+    ) {
         for (spec, index) in specs.iter().zip(indexes.iter_mut()) {
             if spec.table != table {
                 continue;
@@ -203,7 +210,7 @@ impl Cache {
     /// changed: a modify that leaves it alone (most do) costs no lookup in a long bucket.
     fn reindex(
         specs: &[IndexSpec],
-        indexes: &mut [HashMap<String, Bucket>],
+        indexes: &mut [HashMap<CompactString, Bucket>],
         table: &str,
         uuid: &Uuid,
         old: &Row,
@@ -226,18 +233,18 @@ impl Cache {
                 }
             }
             if let Some(value) = after {
-                index.entry(value.to_string()).or_default().push(*uuid);
+                index.entry(CompactString::from(value)).or_default().push(*uuid);
             }
         }
     }
 
-    fn index(specs: &[IndexSpec], indexes: &mut [HashMap<String, Bucket>], table: &str, uuid: &Uuid, row: &Row) {
+    fn index(specs: &[IndexSpec], indexes: &mut [HashMap<CompactString, Bucket>], table: &str, uuid: &Uuid, row: &Row) {
         for (spec, index) in specs.iter().zip(indexes.iter_mut()) {
             if spec.table != table {
                 continue;
             }
             if let Some(value) = spec.value_of(row) {
-                index.entry(value.to_string()).or_default().push(*uuid);
+                index.entry(CompactString::from(value)).or_default().push(*uuid);
             }
         }
     }
@@ -369,14 +376,16 @@ impl Cache {
                         // Keep only schema columns (not `_version`) that are monitored, and
                         // fill the omitted defaults.
                         row.retain(|column, _| {
-                            table_schema.columns.contains_key(column) && kept.is_none_or(|kept| kept.contains(column))
+                            table_schema.columns.contains_key(column)
+                                && kept.is_none_or(|kept| kept.iter().any(|kept| kept == column))
                         });
                         for (column, column_type) in &table_schema.columns {
                             if kept.is_none_or(|kept| kept.contains(column)) {
-                                row.entry(column.clone()).or_insert_with(|| column_type.default_value());
+                                row.insert_if_absent(column, || column_type.default_value());
                             }
                         }
                     }
+                    row.shrink_to_fit();
                     let row = Arc::new(row);
                     let old = cached.insert(uuid, row.clone());
                     if let Some(old) = &old {
@@ -406,7 +415,7 @@ impl Cache {
                             match row.get_mut(column) {
                                 Some(current) => current.apply_diff(diff_value, column_type),
                                 None => {
-                                    row.insert(column.clone(), diff_value.normalize(column_type));
+                                    row.insert(column.as_str(), diff_value.normalize(column_type));
                                 }
                             }
                         }

@@ -4,6 +4,7 @@
 //! - [`value`], [`schema`] and [`operation`] are the data model, schemas and `transact` operations;
 //! - [`remote`] parses OVN remotes and opens unix, TCP and TLS transports;
 //! - [`connection`] is one session: request/reply matching, `echo` both ways, notifications;
+//! - [`row`] is a row: sorted `(column, value)` pairs, column names interned;
 //! - [`cache`] replicates monitored tables from `update2`/`update3`;
 //! - [`client`] is the long-lived client: leader-aware reconnects, monitor resumption, events.
 //!
@@ -16,6 +17,7 @@ pub mod connection;
 pub mod error;
 pub mod operation;
 pub mod remote;
+pub mod row;
 pub mod schema;
 pub mod value;
 
@@ -25,5 +27,6 @@ pub use connection::{Connection, ConnectionOptions, Notification, Notifications}
 pub use error::{OvsdbError, TransactionError};
 pub use operation::{Condition, Function, Mutation, Mutator, Operation, OperationResult, Row, WaitUntil};
 pub use remote::{Remote, TlsFiles};
+pub use row::Column;
 pub use schema::{ColumnType, DatabaseSchema};
 pub use value::{Atom, AtomMap, AtomSet, Value};

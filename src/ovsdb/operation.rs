@@ -1,7 +1,5 @@
 //! The operations of a `transact` (RFC 7047 §5.2) and their results.
 
-use std::collections::BTreeMap;
-
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
 use serde_json::Value as Json;
@@ -11,8 +9,7 @@ use super::error::OvsdbError;
 use super::schema::DatabaseSchema;
 use super::value::{Atom, Value};
 
-/// A row as a map from column name to value.
-pub type Row = BTreeMap<String, Value>;
+pub use super::row::Row;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Function {
@@ -350,14 +347,14 @@ pub fn decode_row(table: &str, row: &Json, schema: Option<&DatabaseSchema>) -> R
     let object = row
         .as_object()
         .ok_or_else(|| OvsdbError::Protocol(format!("row of {table} is not an object")))?;
-    let mut decoded = Row::new();
+    let mut decoded = Row::with_capacity(object.len());
     for (column, json_value) in object {
         let value = Value::from_json(json_value)?;
         let value = match schema.and_then(|schema| schema.column_type(table, column)) {
             Some(column_type) => value.normalize(column_type),
             None => value,
         };
-        decoded.insert(column.clone(), value);
+        decoded.insert(column.as_str(), value);
     }
     Ok(decoded)
 }

@@ -90,7 +90,7 @@ impl ColumnType {
             AtomicType::Integer => Atom::Integer(0),
             AtomicType::Real => Atom::Real(0.0),
             AtomicType::Boolean => Atom::Boolean(false),
-            AtomicType::String => Atom::String(String::new()),
+            AtomicType::String => Atom::String(Default::default()),
             AtomicType::Uuid => Atom::Uuid(uuid::Uuid::nil()),
         };
         if self.is_scalar() {

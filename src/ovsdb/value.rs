@@ -5,6 +5,7 @@
 use std::cmp::Ordering;
 use std::hash::{Hash, Hasher};
 
+use compact_str::CompactString;
 use serde::ser::{SerializeSeq, Serializer};
 use serde::Serialize;
 use serde_json::Value as Json;
@@ -19,7 +20,9 @@ pub enum Atom {
     Integer(i64),
     Real(f64),
     Boolean(bool),
-    String(String),
+    /// A string: up to 24 bytes (port names, map keys such as `external_ids:vendor`, owner
+    /// marks, addresses) held inline without an allocation, longer ones on the heap.
+    String(CompactString),
     Uuid(Uuid),
     /// A `named-uuid`: a row inserted earlier in the same transaction.
     NamedUuid(String),
@@ -27,7 +30,7 @@ pub enum Atom {
 
 impl Atom {
     pub fn string(value: impl Into<String>) -> Atom {
-        Atom::String(value.into())
+        Atom::String(CompactString::from(value.into()))
     }
 
     pub fn named_uuid(name: impl Into<String>) -> Atom {
@@ -69,7 +72,7 @@ impl Atom {
 
     pub fn from_json(value: &Json) -> Result<Atom, OvsdbError> {
         match value {
-            Json::String(text) => Ok(Atom::String(text.clone())),
+            Json::String(text) => Ok(Atom::String(CompactString::from(text.as_str()))),
             Json::Bool(flag) => Ok(Atom::Boolean(*flag)),
             Json::Number(number) => {
                 if let Some(integer) = number.as_i64() {
@@ -105,13 +108,13 @@ impl Atom {
 
 impl From<&str> for Atom {
     fn from(value: &str) -> Atom {
-        Atom::String(value.to_string())
+        Atom::String(CompactString::from(value))
     }
 }
 
 impl From<String> for Atom {
     fn from(value: String) -> Atom {
-        Atom::String(value)
+        Atom::String(CompactString::from(value))
     }
 }
 
@@ -169,7 +172,8 @@ impl Hash for Atom {
             Atom::Integer(number) => number.hash(state),
             Atom::Real(number) => number.to_bits().hash(state),
             Atom::Boolean(flag) => flag.hash(state),
-            Atom::String(text) | Atom::NamedUuid(text) => text.hash(state),
+            Atom::String(text) => text.as_str().hash(state),
+            Atom::NamedUuid(text) => text.as_str().hash(state),
             Atom::Uuid(uuid) => uuid.hash(state),
         }
     }
@@ -404,7 +408,7 @@ pub enum Value {
 
 impl Value {
     pub fn string(text: impl Into<String>) -> Value {
-        Value::Atom(Atom::String(text.into()))
+        Value::Atom(Atom::string(text))
     }
 
     pub fn uuid(uuid: Uuid) -> Value {
@@ -445,7 +449,7 @@ impl Value {
         Value::Map(
             entries
                 .into_iter()
-                .map(|(key, value)| (Atom::String(key.clone()), Atom::String(value.clone())))
+                .map(|(key, value)| (Atom::from(key.as_str()), Atom::from(value.as_str())))
                 .collect(),
         )
     }

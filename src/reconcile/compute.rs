@@ -3,6 +3,7 @@
 //! indexes, only their rows from NB).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use crate::model::{aap_vips, Pod, PodRef, SwitchLbRule, Vip};
 use crate::nb::{self, Actual, Owner, Plan};
@@ -17,7 +18,8 @@ use super::scope::{Dirty, Memory, Object};
 pub struct Computed {
     pub desired: Desired,
     pub plan: Plan,
-    pub vips: Vec<Vip>,
+    /// Shared with the registry (a full pass copies no VIP).
+    pub vips: Vec<Arc<Vip>>,
     pub rules: Vec<SwitchLbRule>,
     /// How many objects and NB rows the pass looked at.
     pub examined: usize,
@@ -32,7 +34,7 @@ fn named_vip(rule: &SwitchLbRule) -> Option<&str> {
 }
 
 impl Computed {
-    fn new(desired: Desired, plan: Plan, vips: Vec<Vip>, rules: Vec<SwitchLbRule>, examined: usize) -> Computed {
+    fn new(desired: Desired, plan: Plan, vips: Vec<Arc<Vip>>, rules: Vec<SwitchLbRule>, examined: usize) -> Computed {
         Computed {
             desired,
             plan,
@@ -56,14 +58,14 @@ pub fn compute_plan(registry: &Registry, cache: &Cache, dirty: &Dirty, memory: &
 fn compute_full(registry: &Registry, cache: &Cache, memory: &mut Memory) -> Computed {
     let subnets: Vec<_> = registry.list_subnets().into_iter().map(|(subnet, _)| subnet).collect();
     let (vips, pods, rules) = (
-        registry.list_vips(),
+        registry.list_vips_shared(),
         registry.list_pods(),
         registry.list_switch_lb_rules(),
     );
     let sources = registry.health_check_sources();
     let actual = Actual::full(cache);
     let (router_macs, switch_routers) = nb::topology::routers_of_switches(cache, &actual.switches, &actual.ports);
-    let annotated: BTreeMap<&str, &Vip> = vips.iter().map(|vip| (vip.spec.name.as_str(), vip)).collect();
+    let annotated: BTreeMap<&str, &Vip> = vips.iter().map(|vip| (vip.spec.name.as_str(), &**vip)).collect();
     let candidates = desired::candidates_by_vip(&pods);
     let mut desired = desired::compute(&subnets, &vips, &candidates, &pods, &annotated, &router_macs);
     desired::load_balancers(&mut desired, &rules, &subnets, &vips, &pods, &sources, &switch_routers);
@@ -103,7 +105,7 @@ fn compute_scoped(registry: &Registry, cache: &Cache, dirty: &Dirty, memory: &mu
             pods.insert(key.clone(), pod);
         }
         for port in memory.ports_of_pod(key) {
-            vip_names.extend(memory.vips_parented_by(port).cloned());
+            vip_names.extend(memory.vips_parented_by(port).map(|vip| vip.to_string()));
         }
     }
     let vips: Vec<Vip> = vip_names
@@ -230,9 +232,19 @@ fn compute_scoped(registry: &Registry, cache: &Cache, dirty: &Dirty, memory: &mu
     let port_names = desired
         .ports
         .keys()
-        .chain(vip_names.iter().flat_map(|name| memory.ports_of_vip(name)))
-        .chain(pod_keys.iter().flat_map(|key| memory.ports_of_pod(key)))
-        .map(String::as_str);
+        .map(|name| name.as_str())
+        .chain(
+            vip_names
+                .iter()
+                .flat_map(|name| memory.ports_of_vip(name))
+                .map(|port| port.as_str()),
+        )
+        .chain(
+            pod_keys
+                .iter()
+                .flat_map(|key| memory.ports_of_pod(key))
+                .map(|port| port.as_str()),
+        );
     let actual = Actual::scoped(
         cache,
         port_names,
@@ -251,5 +263,6 @@ fn compute_scoped(registry: &Registry, cache: &Cache, dirty: &Dirty, memory: &mu
         memory.record_pod(key, &desired);
     }
     let examined = vips.len() + pods.len() + candidates.len() + rules.len() + actual.len();
+    let vips = vips.into_iter().map(Arc::new).collect();
     Computed::new(desired, plan, vips, rules, examined)
 }

@@ -1,6 +1,9 @@
 //! What NB should hold, computed from the registry's objects and, for facts only NB knows (the
 //! router port on a subnet's switch), from the NB cache. Pure: no I/O.
 
+use std::borrow::Borrow;
+
+use compact_str::CompactString;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 
@@ -38,10 +41,10 @@ pub struct Desired {
     pub rules_unready: BTreeMap<String, RuleBlocked>,
     /// Logical switch name → subnet name.
     pub switches: BTreeMap<String, String>,
-    pub ports: BTreeMap<String, DesiredPort>,
+    pub ports: BTreeMap<CompactString, DesiredPort>,
     /// The ports each VIP needs (empty for a plain reserved VIP).
     pub vip_ports: BTreeMap<String, Vec<String>>,
-    /// The parent ports of each AAP VIP.
+    /// The parent ports of each AAP VIP that has any (absent: none; most of 100,000 VIPs).
     pub vip_parents: BTreeMap<String, Vec<String>>,
     /// The ports of each bound pod.
     pub pod_ports: BTreeMap<PodRef, Vec<String>>,
@@ -114,11 +117,11 @@ fn subnet_holding(subnets: &[Subnet], ip: IpAddr) -> Option<&Subnet> {
 /// on the subnet's switch and on its router (`DesiredLoadBalancer::router`), whose port then
 /// answers ARP/ND for it; an address frontend inside a subnet without a router is written but
 /// not Ready (`NoRouterPort`).
-pub fn load_balancers(
+pub fn load_balancers<V: Borrow<Vip>>(
     desired: &mut Desired,
     rules: &[SwitchLbRule],
     subnets: &[Subnet],
-    vips: &[Vip],
+    vips: &[V],
     pods: &[Pod],
     sources: &HealthCheckSources,
     switch_routers: &SwitchRouters,
@@ -140,7 +143,11 @@ pub fn load_balancers(
         // The frontend's addresses, its subnet, and whether it is a VIP (else an address).
         let (addresses, subnet, is_vip) = match rule.vip.parse::<IpAddr>() {
             Ok(ip) => (vec![ip], subnet_holding(subnets, ip), false),
-            Err(_) => match vips.iter().find(|vip| vip.spec.name == rule.vip) {
+            Err(_) => match vips
+                .iter()
+                .map(Borrow::borrow)
+                .find(|vip: &&Vip| vip.spec.name == rule.vip)
+            {
                 found @ (None | Some(Vip { pending: Some(_), .. })) => {
                     // Missing, or waiting for its subnet (or for a requested address): no
                     // addresses yet, so the rule waits.
@@ -341,9 +348,9 @@ pub fn candidates_by_vip(pods: &[Pod]) -> BTreeMap<String, Vec<&Pod>> {
 /// The desired rows of `vips` and of the bound `pods`, with every subnet's switch.
 /// `candidates` must hold, per VIP of `vips`, every pod whose annotation names it;
 /// `annotated` every VIP named in the `ovn.kubernetes.io/aaps` annotation of one of `pods`.
-pub fn compute(
+pub fn compute<V: Borrow<Vip>>(
     subnets: &[Subnet],
-    vips: &[Vip],
+    vips: &[V],
     candidates: &BTreeMap<String, Vec<&Pod>>,
     pods: &[Pod],
     annotated: &BTreeMap<&str, &Vip>,
@@ -360,6 +367,7 @@ pub fn compute(
             .insert(subnet.logical_switch.clone(), subnet.name.clone());
     }
     for vip in vips {
+        let vip: &Vip = vip.borrow();
         let Some(switch) = switch_of.get(vip.spec.subnet.as_str()).filter(|_| vip.is_allocated()) else {
             // No NB rows for a VIP that holds no addresses (it waits for its subnet).
             desired.vip_ports.insert(vip.spec.name.clone(), Vec::new());
@@ -368,7 +376,9 @@ pub fn compute(
         let mut ports: Vec<(String, PortKind)> = Vec::new();
         if vip.is_aap() {
             let parents = aap_parents(vip, candidates.get(&vip.spec.name).into_iter().flatten().copied());
-            desired.vip_parents.insert(vip.spec.name.clone(), parents.clone());
+            if !parents.is_empty() {
+                desired.vip_parents.insert(vip.spec.name.clone(), parents.clone());
+            }
             // An OVN virtual port takes one address: one virtual port per family.
             for (index, ip) in vip.addresses().into_iter().enumerate() {
                 let name = if index == 0 {
@@ -402,12 +412,12 @@ pub fn compute(
         let mut needed = Vec::new();
         for (name, kind) in ports {
             let port = DesiredPort {
-                name: name.clone(),
-                switch: switch.to_string(),
+                name: name.as_str().into(),
+                switch: (*switch).into(),
                 owner: Owner::Vip(vip.spec.name.clone()),
                 kind,
             };
-            desired.ports.insert(name.clone(), port);
+            desired.ports.insert(name.as_str().into(), port);
             needed.push(name);
         }
         desired.vip_ports.insert(vip.spec.name.clone(), needed);
@@ -435,10 +445,10 @@ pub fn compute(
                 continue;
             };
             desired.ports.insert(
-                nic.port_name.clone(),
+                nic.port_name.as_str().into(),
                 DesiredPort {
-                    name: nic.port_name.clone(),
-                    switch: switch.to_string(),
+                    name: nic.port_name.as_str().into(),
+                    switch: (*switch).into(),
                     owner: Owner::Nic {
                         pod: pod.key(),
                         interface: nic.interface.clone(),

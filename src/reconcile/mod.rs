@@ -86,7 +86,7 @@ pub async fn pass(
     let transacted = transact_started.elapsed();
     let status_started = Instant::now();
     status::write_rule_status(registry, &desired, &rules);
-    status::write_vip_status(registry, &desired, &plan, &vips);
+    status::write_vip_status(registry, &desired, &plan, vips);
     let statuses = status_started.elapsed();
     // Where a pass's time goes, one line: a full pass at info (start-up, reconnect, the periodic
     // tick: the operator's "restart to converged" is mostly this), an incremental one at debug.

@@ -9,6 +9,8 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use compact_str::CompactString;
+
 use super::desired::{Desired, RouterMacs, SwitchRouters};
 use crate::model::PodRef;
 use crate::nb::changes::{touched, Touched};
@@ -83,7 +85,7 @@ impl Dirty {
     fn add_object(&mut self, object: &Object) {
         match object {
             Object::Vip(name) => {
-                self.vips.insert(name.clone());
+                self.vips.insert(name.to_string());
             }
             Object::Pod(key) => {
                 self.pods.insert(key.clone());
@@ -92,10 +94,14 @@ impl Dirty {
     }
 }
 
+/// A VIP or port name as the memory keeps it: inline up to 24 bytes (no allocation per name;
+/// the memory holds several per VIP, for every VIP).
+pub type Name = CompactString;
+
 /// The object a logical switch port belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Object {
-    Vip(String),
+    Vip(Name),
     Pod(PodRef),
 }
 
@@ -103,13 +109,13 @@ pub enum Object {
 #[derive(Debug, Default)]
 pub struct Memory {
     /// AAP VIP → its parent ports.
-    parents: HashMap<String, Vec<String>>,
+    parents: HashMap<Name, Box<[Name]>>,
     /// Parent port → the VIPs it is a parent of.
-    vips_of_parent: HashMap<String, BTreeSet<String>>,
-    ports_of_vip: HashMap<String, Vec<String>>,
-    ports_of_pod: HashMap<PodRef, Vec<String>>,
+    vips_of_parent: HashMap<Name, BTreeSet<Name>>,
+    ports_of_vip: HashMap<Name, Box<[Name]>>,
+    ports_of_pod: HashMap<PodRef, Box<[Name]>>,
     /// Port name → its object, so a foreign row in the way maps back to the object it blocks.
-    object_of_port: HashMap<String, Object>,
+    object_of_port: HashMap<Name, Object>,
     /// Rule → the VIP it names (absent for an address frontend), so a deleted rule's VIP is
     /// looked at again.
     vip_of_rule: HashMap<String, String>,
@@ -129,20 +135,20 @@ impl Memory {
         };
     }
 
-    pub fn parents_of(&self, vip: &str) -> &[String] {
-        self.parents.get(vip).map_or(&[], Vec::as_slice)
+    pub fn parents_of(&self, vip: &str) -> &[Name] {
+        self.parents.get(vip).map_or(&[], |parents| parents)
     }
 
-    pub fn vips_parented_by(&self, port: &str) -> impl Iterator<Item = &String> {
+    pub fn vips_parented_by(&self, port: &str) -> impl Iterator<Item = &Name> {
         self.vips_of_parent.get(port).into_iter().flatten()
     }
 
-    pub fn ports_of_vip(&self, vip: &str) -> &[String] {
-        self.ports_of_vip.get(vip).map_or(&[], Vec::as_slice)
+    pub fn ports_of_vip(&self, vip: &str) -> &[Name] {
+        self.ports_of_vip.get(vip).map_or(&[], |ports| ports)
     }
 
-    pub fn ports_of_pod(&self, pod: &PodRef) -> &[String] {
-        self.ports_of_pod.get(pod).map_or(&[], Vec::as_slice)
+    pub fn ports_of_pod(&self, pod: &PodRef) -> &[Name] {
+        self.ports_of_pod.get(pod).map_or(&[], |ports| ports)
     }
 
     pub fn object_of_port(&self, port: &str) -> Option<&Object> {
@@ -162,20 +168,27 @@ impl Memory {
         for port in self.ports_of_vip.remove(name).unwrap_or_default() {
             self.object_of_port.remove(&port);
         }
-        if let Some(parents) = desired.vip_parents.get(name) {
+        if let Some(parents) = desired.vip_parents.get(name).filter(|parents| !parents.is_empty()) {
             for parent in parents {
                 self.vips_of_parent
-                    .entry(parent.clone())
+                    .entry(Name::from(parent.as_str()))
                     .or_default()
-                    .insert(name.to_string());
+                    .insert(Name::from(name));
             }
-            self.parents.insert(name.to_string(), parents.clone());
+            self.parents.insert(
+                Name::from(name),
+                parents.iter().map(|parent| Name::from(parent.as_str())).collect(),
+            );
         }
-        if let Some(ports) = desired.vip_ports.get(name) {
+        if let Some(ports) = desired.vip_ports.get(name).filter(|ports| !ports.is_empty()) {
             for port in ports {
-                self.object_of_port.insert(port.clone(), Object::Vip(name.to_string()));
+                self.object_of_port
+                    .insert(Name::from(port.as_str()), Object::Vip(Name::from(name)));
             }
-            self.ports_of_vip.insert(name.to_string(), ports.clone());
+            self.ports_of_vip.insert(
+                Name::from(name),
+                ports.iter().map(|port| Name::from(port.as_str())).collect(),
+            );
         }
     }
 
@@ -197,11 +210,15 @@ impl Memory {
         for port in self.ports_of_pod.remove(key).unwrap_or_default() {
             self.object_of_port.remove(&port);
         }
-        if let Some(ports) = desired.pod_ports.get(key) {
+        if let Some(ports) = desired.pod_ports.get(key).filter(|ports| !ports.is_empty()) {
             for port in ports {
-                self.object_of_port.insert(port.clone(), Object::Pod(key.clone()));
+                self.object_of_port
+                    .insert(Name::from(port.as_str()), Object::Pod(key.clone()));
             }
-            self.ports_of_pod.insert(key.clone(), ports.clone());
+            self.ports_of_pod.insert(
+                key.clone(),
+                ports.iter().map(|port| Name::from(port.as_str())).collect(),
+            );
         }
     }
 }

@@ -1,7 +1,9 @@
 //! The status the sync writes back: a rule's and a VIP's Ready condition from what a pass
 //! planned and NB refused, and NBUnavailable while NB is away.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use crate::model::{Condition, SwitchLbRule, Vip, VipType};
 use crate::nb::{Owner, Plan};
@@ -11,7 +13,13 @@ use crate::registry::{now_ms, Registry, RuleStatus, VipStatusUpdate};
 use super::desired::{Blocked, Desired};
 
 /// The one Ready condition, keeping its transition time when status and reason are unchanged.
-pub(super) fn condition(status: bool, reason: &str, message: String, previous: &[Condition]) -> Vec<Condition> {
+pub(super) fn condition(
+    status: bool,
+    reason: impl Into<Cow<'static, str>>,
+    message: impl Into<Cow<'static, str>>,
+    previous: &[Condition],
+) -> Vec<Condition> {
+    let (reason, message) = (reason.into(), message.into());
     let last_transition_ms = previous
         .iter()
         .find(|condition| {
@@ -22,7 +30,7 @@ pub(super) fn condition(status: bool, reason: &str, message: String, previous: &
     vec![Condition {
         condition_type: "Ready".into(),
         status,
-        reason: reason.into(),
+        reason,
         message,
         last_transition_ms,
     }]
@@ -115,7 +123,7 @@ pub(super) fn write_rule_status(registry: &Registry, desired: &Desired, rules: &
             None => condition(
                 true,
                 "Synced",
-                "NB holds this rule's load balancers".into(),
+                "NB holds this rule's load balancers",
                 &previous.conditions,
             ),
         };
@@ -131,20 +139,26 @@ pub(super) fn write_rule_status(registry: &Registry, desired: &Desired, rules: &
 }
 
 /// VIP status, from what was planned and refused; written only where it changes, in one call
-/// (one lock, and one status revision for a pass that changes many).
-pub(super) fn write_vip_status(registry: &Registry, desired: &Desired, plan: &Plan, vips: &[Vip]) {
+/// (one lock, and one status revision for a pass that changes many). Takes the pass's VIPs by
+/// value: each is let go before the statuses are written, so the registry changes its own VIP in
+/// place instead of copying one the pass still shares.
+pub(super) fn write_vip_status(registry: &Registry, desired: &Desired, plan: &Plan, vips: Vec<Arc<Vip>>) {
     let mut updates = Vec::new();
     for vip in vips {
         let name = &vip.spec.name;
         let (status, reason, message) = if let Some(pending) = &vip.pending {
             // Holds no addresses yet (a reference before its target): Ready=False with why,
             // e.g. SubnetNotFound naming the subnet, until the registry allocates it.
-            (false, pending.reason.as_str(), pending.message.clone())
+            (
+                false,
+                Cow::Owned(pending.reason.clone()),
+                Cow::Owned(pending.message.clone()),
+            )
         } else if let Some(Blocked::NoRouterPort { switch }) = desired.blocked.get(name) {
             (
                 false,
-                "NoRouterPort",
-                format!("switch {switch} has no logical router port"),
+                Cow::Borrowed("NoRouterPort"),
+                Cow::Owned(format!("switch {switch} has no logical router port")),
             )
         } else if let Some(row) = desired
             .vip_ports
@@ -153,16 +167,26 @@ pub(super) fn write_vip_status(registry: &Registry, desired: &Desired, plan: &Pl
             .flatten()
             .find_map(|port| plan.conflicts.get(port))
         {
-            (false, "Conflict", format!("{row} exists and is not owned by ovn-vipd"))
+            (
+                false,
+                Cow::Borrowed("Conflict"),
+                Cow::Owned(format!("{row} exists and is not owned by ovn-vipd")),
+            )
         } else if vip.spec.vip_type == VipType::SwitchLbVip && !desired.vips_served.contains(name) {
             // The router answers ARP/ND for the VIP only once a rule's balancer is on it.
             (
                 false,
-                "NoRule",
-                "no switch-LB rule serves this VIP yet: nothing answers for its addresses until one does".to_string(),
+                Cow::Borrowed("NoRule"),
+                Cow::Borrowed(
+                    "no switch-LB rule serves this VIP yet: nothing answers for its addresses until one does",
+                ),
             )
         } else {
-            (true, "Synced", "NB holds what this VIP needs".to_string())
+            (
+                true,
+                Cow::Borrowed("Synced"),
+                Cow::Borrowed("NB holds what this VIP needs"),
+            )
         };
         // Status reports the MAC that answers ARP/ND for the VIP in NB, when it is not the VIP's
         // own: the router port's for a switch_lb_vip.
@@ -186,7 +210,7 @@ pub(super) fn write_vip_status(registry: &Registry, desired: &Desired, plan: &Pl
 mod tests {
     use super::*;
 
-    fn ready(status: bool, reason: &str, message: &str) -> Vec<Condition> {
+    fn ready(status: bool, reason: &'static str, message: &'static str) -> Vec<Condition> {
         vec![Condition {
             condition_type: "Ready".into(),
             status,

@@ -13,7 +13,7 @@ mod vips;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::broadcast;
 
@@ -53,7 +53,9 @@ pub struct SubnetUsage {
 struct State {
     ipam: Ipam,
     subnets: BTreeMap<String, Subnet>,
-    vips: BTreeMap<String, Vip>,
+    /// Shared with the full pass's list (`Registry::list_vips_shared`): a pass over 100,000 VIPs
+    /// holds pointers, not copies; a change copies only the VIP it changes (`Arc::make_mut`).
+    vips: BTreeMap<String, Arc<Vip>>,
     pods: BTreeMap<PodRef, Pod>,
     /// AAP VIP name → the pods whose `ovn.kubernetes.io/aaps` annotation names it: a VIP's
     /// parent candidates without a scan of every pod. Kept by `put_pod` and `remove_pod`.
@@ -76,11 +78,11 @@ impl State {
                 .or_default()
                 .insert(vip.spec.name.clone());
         }
-        self.vips.insert(vip.spec.name.clone(), vip);
+        self.vips.insert(vip.spec.name.clone(), Arc::new(vip));
     }
 
     fn remove_vip(&mut self, name: &str) -> Option<Vip> {
-        let vip = self.vips.remove(name)?;
+        let vip = Arc::unwrap_or_clone(self.vips.remove(name)?);
         if let Some(names) = self.pending_by_subnet.get_mut(&vip.spec.subnet) {
             names.remove(name);
             if names.is_empty() {
@@ -204,9 +206,8 @@ fn allocation_writes(
     });
 }
 
-/// Ready=False with the reason a VIP holds no addresses yet.
 /// Ready=False with `reason`, keeping the transition time of `previous` when it said the same.
-fn not_ready_condition(reason: &str, message: String, previous: &[Condition]) -> Vec<Condition> {
+fn not_ready_condition(reason: &'static str, message: String, previous: &[Condition]) -> Vec<Condition> {
     let last_transition_ms = previous
         .iter()
         .find(|condition| condition.condition_type == "Ready" && !condition.status && condition.reason == reason)
@@ -215,17 +216,18 @@ fn not_ready_condition(reason: &str, message: String, previous: &[Condition]) ->
         condition_type: "Ready".into(),
         status: false,
         reason: reason.into(),
-        message,
+        message: message.into(),
         last_transition_ms,
     }]
 }
 
+/// Ready=False with the reason a VIP holds no addresses yet.
 fn unallocated_condition(pending: &Pending) -> Vec<Condition> {
     vec![Condition {
         condition_type: "Ready".into(),
         status: false,
-        reason: pending.reason.clone(),
-        message: pending.message.clone(),
+        reason: pending.reason.clone().into(),
+        message: pending.message.clone().into(),
         last_transition_ms: now_ms(),
     }]
 }
@@ -298,7 +300,7 @@ fn allocate_pending(
         .into_iter()
         .flatten()
         .filter_map(|name| state.vips.get(name))
-        .cloned()
+        .map(|vip| Vip::clone(vip))
         .collect();
     let Some(ipam) = state.ipam.get_mut(subnet) else {
         return outcome;

@@ -120,7 +120,7 @@ impl Registry {
         let mut held = None;
         if let Some(vip_name) = &held_vip_name(&pod) {
             if let Some(vip) = state.vips.get(vip_name) {
-                let mut vip = vip.clone();
+                let mut vip = Vip::clone(vip);
                 vip.holder = Some(key.clone());
                 batch.push(Write::PutVip(vip.clone()));
                 held = Some(vip);
@@ -416,7 +416,7 @@ impl Registry {
                 for nic in pod.nics.iter().filter(|nic| going(&nic.interface)) {
                     if let Some(vip_name) = &nic.vip {
                         if let Some(vip) = state.vips.get(vip_name) {
-                            let mut vip = vip.clone();
+                            let mut vip = Vip::clone(vip);
                             vip.holder = None;
                             batch.push(Write::PutVip(vip.clone()));
                             vips_released.push(vip);
@@ -567,7 +567,7 @@ fn vip_for_pod(state: &State, key: &PodRef, vip_name: &str) -> Result<Vip, Regis
     let vip = state
         .vips
         .get(vip_name)
-        .cloned()
+        .map(|vip| Vip::clone(vip))
         .ok_or_else(|| RegistryError::reference_not_found("vip", vip_name))?;
     // BindPod answers with the address: a VIP that holds none yet is refused like a missing one
     // (REFERENCE_NOT_FOUND; the CNI plugin's code 11, try again later).

@@ -48,7 +48,7 @@ pub(super) fn build_state(store: &Store) -> Result<(State, ConsistencyReport), R
         );
     let report = Store::check_records(
         state.subnets.keys().map(String::as_str),
-        state.vips.values(),
+        state.vips.values().map(|vip| &**vip),
         state.pods.values(),
         allocated,
     )?;
@@ -105,6 +105,7 @@ impl Registry {
         {
             let mut state = self.lock();
             for (name, vip) in fresh.vips.iter_mut() {
+                let vip = std::sync::Arc::make_mut(vip);
                 // Observed status is kept, unless the VIP got (or lost) its addresses: then its
                 // pending reason, or "waiting for the NB sync", is what holds.
                 if let Some(old) = state.vips.get(name).filter(|old| old.pending == vip.pending) {

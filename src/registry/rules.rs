@@ -164,7 +164,7 @@ impl Registry {
                 // A rule that waits for its VIP answers with why, as the NB sync reports it; any
                 // other one is Pending until the sync has put it in NB (as a new VIP is).
                 let (reason, message) = rule
-                    .waits_for_vip(state.vips.get(&rule.vip))
+                    .waits_for_vip(state.vips.get(&rule.vip).map(|vip| &**vip))
                     .unwrap_or(("Pending", "waiting for the NB sync".to_string()));
                 let previous = state.rule_status.remove(&rule.name).unwrap_or_default();
                 let conditions = not_ready_condition(reason, message, &previous.conditions);
@@ -318,7 +318,9 @@ fn sync_health_check_sources(
         .rules
         .values()
         .filter(|rule| rule.health_check)
-        .filter(|rule| rule.vip.parse::<IpAddr>().is_ok() || state.vips.get(&rule.vip).is_some_and(Vip::is_allocated))
+        .filter(|rule| {
+            rule.vip.parse::<IpAddr>().is_ok() || state.vips.get(&rule.vip).is_some_and(|vip| vip.is_allocated())
+        })
         .filter_map(|rule| rule_subnet(state, rule))
         .collect();
     let mut changes = SourceChanges::default();

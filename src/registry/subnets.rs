@@ -286,7 +286,7 @@ impl Registry {
                 .vips
                 .values()
                 .filter(|vip| vip.spec.subnet == name && vip.pending.as_ref().is_some_and(|p| *p != waiting))
-                .cloned()
+                .map(|vip| Vip::clone(vip))
                 .collect();
             for vip in &mut again {
                 vip.conditions = unallocated_condition(&waiting);
