@@ -204,7 +204,7 @@ impl Client {
                 emit(&text)
             }
             Some(Output::Wide) | None if found == 0 => {
-                eprintln!("No {}s found.", kind.as_str());
+                eprintln!("No {} found.", kind.plural());
                 Ok(())
             }
             Some(Output::Wide) | None => Ok(()),

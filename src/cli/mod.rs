@@ -148,6 +148,16 @@ impl Kind {
             Kind::Pod => "pod",
         }
     }
+
+    /// The plural in words, for messages ("No switch-LB rules found.").
+    pub fn plural(self) -> &'static str {
+        match self {
+            Kind::Subnet => "subnets",
+            Kind::Vip => "VIPs",
+            Kind::Slr => "switch-LB rules",
+            Kind::Pod => "pods",
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -62,6 +62,15 @@ impl PagedTable {
     }
 }
 
+/// The reason of the Ready condition, or nothing.
+fn ready_reason(conditions: &[pb::Condition]) -> String {
+    conditions
+        .iter()
+        .find(|condition| condition.r#type == "Ready")
+        .map(|condition| condition.reason.clone())
+        .unwrap_or_default()
+}
+
 /// The header and one row per object, as `vipctl get vip` prints them.
 pub fn vip_rows(vips: &[pb::Vip], wide: bool) -> Rows {
     let mut headers = vec!["NAME", "NAMESPACE", "V4IP", "V6IP", "MAC", "SUBNET", "TYPE", "READY"];
@@ -92,14 +101,7 @@ pub fn vip_rows(vips: &[pb::Vip], wide: bool) -> Rows {
                         .map(|holder| format!("{}/{}", holder.namespace, holder.name))
                         .unwrap_or_default(),
                 );
-                row.push(
-                    status
-                        .conditions
-                        .iter()
-                        .find(|condition| condition.r#type == "Ready")
-                        .map(|condition| condition.reason.clone())
-                        .unwrap_or_default(),
-                );
+                row.push(ready_reason(&status.conditions));
             }
             row
         })
@@ -153,7 +155,7 @@ pub fn subnet_rows(subnets: &[pb::Subnet], wide: bool) -> Rows {
 pub fn rule_rows(rules: &[pb::SwitchLbRule], wide: bool) -> Rows {
     let mut headers = vec!["NAME", "VIP", "ADDRESSES", "PORTS", "BACKENDS", "READY"];
     if wide {
-        headers.extend(["NAMESPACE", "SELECTOR", "AFFINITY", "HEALTHCHECK"]);
+        headers.extend(["NAMESPACE", "SELECTOR", "AFFINITY", "HEALTHCHECK", "REASON"]);
     }
     let rows: Vec<Vec<String>> = rules
         .iter()
@@ -184,6 +186,7 @@ pub fn rule_rows(rules: &[pb::SwitchLbRule], wide: bool) -> Rows {
                 row.push(selector_strings(&rule.selector, &rule.selector_labels).join(","));
                 row.push(affinity_name(rule.session_affinity).to_string());
                 row.push(rule.health_check.to_string());
+                row.push(ready_reason(&status.conditions));
             }
             row
         })
@@ -657,7 +660,25 @@ dual          ls-dual       10.17.0.0/24   fd00:10:17::/64   10.17.0.1,fd00:10:1
 NAME   VIP      ADDRESSES    PORTS         BACKENDS              READY
 slr    slr-01   10.16.0.20   53:5353/UDP   10.16.0.5,10.16.0.6   true
 ";
-        assert_eq!(rule_table(&[rule], false), expected);
+        assert_eq!(rule_table(std::slice::from_ref(&rule), false), expected);
+        // -o wide ends with the Ready condition's reason, as for VIPs.
+        let mut waiting = rule;
+        if let Some(status) = waiting.status.as_mut() {
+            status.ready = false;
+            status.conditions = vec![pb::Condition {
+                r#type: "Ready".into(),
+                status: "False".into(),
+                reason: "NoBackends".into(),
+                ..Default::default()
+            }];
+        }
+        let wide = rule_table(&[waiting], true);
+        let header = wide.lines().next().unwrap_or_default();
+        assert!(header.ends_with("HEALTHCHECK   REASON"), "{wide}");
+        assert!(
+            wide.lines().nth(1).is_some_and(|row| row.ends_with("NoBackends")),
+            "{wide}"
+        );
 
         let pod = pb::Pod {
             namespace: "default".into(),
