@@ -525,10 +525,21 @@ impl Registry {
     /// Gives status changes of `keys` revisions (see [`crate::store::revisions`]); called under
     /// the registry lock, right after the new status is in place. A store error (raising the
     /// durable revision floor) is logged: watches then miss these status changes, nothing else.
-    fn log_status(&self, kind: Kind, keys: &[&str]) {
-        if let Err(error) = self.store.log_status(kind, keys) {
+    fn log_status(&self, kind: Kind, keys: &[impl AsRef<str>]) {
+        let keys: Vec<&str> = keys.iter().map(AsRef::as_ref).collect();
+        if let Err(error) = self.store.log_status(kind, &keys) {
             tracing::warn!(%error, ?kind, count = keys.len(), "status changes got no revision");
         }
+    }
+
+    /// Publishes the status changes of `names` (already logged under the lock) after it was let
+    /// go; returns how many.
+    fn publish_statuses(&self, names: Vec<String>, change: fn(String) -> Change) -> usize {
+        let count = names.len();
+        for name in names {
+            self.publish(change(name));
+        }
+        count
     }
 
     fn publish(&self, change: Change) {

@@ -40,15 +40,10 @@ impl Registry {
                     changed.push(name.clone());
                 }
             }
-            let keys: Vec<&str> = changed.iter().map(String::as_str).collect();
-            self.log_status(Kind::SwitchLbRule, &keys);
+            self.log_status(Kind::SwitchLbRule, &changed);
             changed
         };
-        let count = changed.len();
-        for name in changed {
-            self.publish(Change::SwitchLbRuleStatus(name));
-        }
-        count
+        self.publish_statuses(changed, Change::SwitchLbRuleStatus)
     }
 
     /// A rule's observed status; empty until the NB sync has looked at it.

@@ -303,15 +303,10 @@ impl Registry {
                     Some(vip.spec.name.clone())
                 })
                 .collect();
-            let keys: Vec<&str> = changed.iter().map(String::as_str).collect();
-            self.log_status(Kind::Vip, &keys);
+            self.log_status(Kind::Vip, &changed);
             changed
         };
-        let count = changed.len();
-        for name in changed {
-            self.publish(Change::VipStatus(name));
-        }
-        count
+        self.publish_statuses(changed, Change::VipStatus)
     }
 
     /// Writes what one NB sync pass observed of many VIPs under one lock: each update's
@@ -338,14 +333,9 @@ impl Registry {
                 }
                 changed.push(update.name);
             }
-            let keys: Vec<&str> = changed.iter().map(String::as_str).collect();
-            self.log_status(Kind::Vip, &keys);
+            self.log_status(Kind::Vip, &changed);
             changed
         };
-        let count = changed.len();
-        for name in changed {
-            self.publish(Change::VipStatus(name));
-        }
-        count
+        self.publish_statuses(changed, Change::VipStatus)
     }
 }
