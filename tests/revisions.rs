@@ -552,15 +552,7 @@ async fn a_watch_resumed_from_a_revision_sees_exactly_the_changes_after_it() {
     .await;
     assert_eq!(seen, set(&[(ADDED, "second"), (MODIFIED, "ovn-default")]));
 
-    let mut vips = c
-        .vips
-        .watch_vips(pb::WatchVipsRequest {
-            name: String::new(),
-            revision: since,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut vips = every_vip_watch(&mut c.vips, since).await;
     let seen = collect(&mut vips, since, 5, |event: &pb::VipEvent| {
         let vip = event.vip.clone().unwrap_or_default();
         // A status change has a revision of its own; the VIP keeps its spec's.
@@ -912,15 +904,7 @@ async fn after_a_restart_revisions_go_on_above_status_revisions_and_a_resumed_wa
     }
     settle(&mut c).await;
     // The newest revision a client saw: the last status change's.
-    let mut watch = c
-        .vips
-        .watch_vips(pb::WatchVipsRequest {
-            name: String::new(),
-            revision: 1,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut watch = every_vip_watch(&mut c.vips, 1).await;
     let mut seen = 0;
     while let Ok(Some(Ok(event))) = tokio::time::timeout(Duration::from_millis(700), watch.message())
         .await
@@ -966,15 +950,7 @@ async fn after_a_restart_revisions_go_on_above_status_revisions_and_a_resumed_wa
         created.revision
     );
     settle(&mut c).await;
-    let mut resumed = c
-        .vips
-        .watch_vips(pb::WatchVipsRequest {
-            name: String::new(),
-            revision: seen,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut resumed = every_vip_watch(&mut c.vips, seen).await;
     let got = collect(&mut resumed, seen, 3, |event: &pb::VipEvent| {
         let vip = event.vip.clone().unwrap_or_default();
         assert!(
@@ -1234,14 +1210,7 @@ async fn many_status_changes_at_once_take_one_revision_and_a_resumed_watch_sees_
         now - since
     );
 
-    let mut resumed = vips
-        .watch_vips(pb::WatchVipsRequest {
-            name: String::new(),
-            revision: since,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut resumed = every_vip_watch(&mut vips, since).await;
     let mut seen: HashMap<String, u64> = HashMap::new();
     while seen.len() < count {
         let event = tokio::time::timeout(Duration::from_secs(10), resumed.message())
@@ -1302,4 +1271,18 @@ async fn every_vip(vips: &mut VipServiceClient<tonic::transport::Channel>) -> Ve
         }
         page_token = page.next_page_token;
     }
+}
+
+/// A watch of every VIP after `revision`.
+async fn every_vip_watch(
+    vips: &mut VipServiceClient<tonic::transport::Channel>,
+    revision: u64,
+) -> tonic::Streaming<pb::VipEvent> {
+    vips.watch_vips(pb::WatchVipsRequest {
+        name: String::new(),
+        revision,
+    })
+    .await
+    .unwrap()
+    .into_inner()
 }
